@@ -1,0 +1,270 @@
+"""The one typed run configuration, shared by every stage, the runner and the workflows.
+
+Defaults reproduce the seed notebook (dataset, Data-Juicer recipe, training command, story prompts),
+so the `full` profile is the seed run. Profiles are YAML overlays in `kolora_core/profiles/`; a run
+resolves `defaults <- profile <- --config file <- command-line flags`, and every leaf field is also a
+`--section.field` flag (see `config_flags`). Unknown keys and wrong types are rejected with the
+field's dotted path so a typo in a YAML file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from kolora_core.errors import KoloraError
+from kolora_core.prompts import SEED_STORY
+
+PROFILES_DIR = Path(__file__).with_name("profiles")
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class IngestConfig(Section):
+    """Where training images come from and what caption they get."""
+
+    source: str = Field(
+        "modelscope://AI-ModelScope/lowres_anime",
+        description="modelscope://<dataset id>, a local folder of images, a .parquet file/folder, or smoke://",
+    )
+    subset: str = Field("default", description="ModelScope subset_name")
+    split: str = Field("train", description="dataset split")
+    revision: str | None = Field(None, description="dataset revision (ModelScope); null = latest")
+    caption: str | None = Field("二次元", description="caption for every image (the seed's fixed text); null keeps each source caption")
+    trigger_word: str = Field("", description="prefix added to every caption, e.g. a style token")
+    max_images: int | None = Field(None, ge=1, description="stop after this many images; null = all")
+    smoke_images: int = Field(16, ge=1, description="how many images smoke:// generates")
+
+
+class FilterConfig(Section):
+    """The Data-Juicer recipe; `ops` is Data-Juicer's own `process:` list."""
+
+    ops: list[dict[str, dict[str, Any]]] = Field(
+        default_factory=lambda: [
+            {"image_shape_filter": {"min_width": 1024, "min_height": 1024, "any_or_all": "any"}},
+            {"image_aspect_ratio_filter": {"min_ratio": 0.5, "max_ratio": 2.0, "any_or_all": "any"}},
+        ],
+        description="Data-Juicer process list (op name -> arguments)",
+    )
+    np: int = Field(4, ge=1, description="Data-Juicer worker processes (capped at the CPU count)")
+
+    @field_validator("ops")
+    @classmethod
+    def _one_op_per_item(cls, ops: list[dict[str, dict[str, Any]]]) -> list[dict[str, dict[str, Any]]]:
+        for i, op in enumerate(ops):
+            if len(op) != 1:
+                raise ValueError(f"item {i} must map exactly one op name to its arguments, got {sorted(op)}")
+        return ops
+
+
+class ModelsConfig(Section):
+    """Which base model the run trains on; `tiny` builds random-weight Kolors-architecture models."""
+
+    source: Literal["modelscope", "tiny"] = Field("modelscope", description="modelscope: download Kolors; tiny: random tiny models")
+    kolors_repo: str = Field("Kwai-Kolors/Kolors", description="ModelScope model id of Kolors")
+    vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
+    revision: str | None = Field(None, description="model revision; null = latest")
+    tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
+
+
+class TrainConfig(Section):
+    """LoRA training; defaults are the seed's `train_kolors_lora.py` command line."""
+
+    lora_rank: int = Field(16, ge=1)
+    lora_alpha: float = Field(4.0, gt=0)
+    lora_target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"])
+    init_lora_weights: Literal["gaussian", "kaiming"] = "gaussian"
+    learning_rate: float = Field(1e-4, gt=0)
+    steps: int = Field(500, ge=1, description="optimizer steps (the seed's one 'epoch' of 500 steps)")
+    batch_size: int = Field(1, ge=1)
+    resolution: int = Field(1024, ge=64, description="training square size in pixels (multiple of 8)")
+    center_crop: bool = True
+    random_flip: bool = False
+    gradient_checkpointing: bool = True
+    precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = "16-mixed"
+    seed: int = 0
+    num_workers: int = Field(2, ge=0, description="data loader worker processes")
+
+    @field_validator("resolution")
+    @classmethod
+    def _multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+        return value
+
+    @property
+    def lora_scale(self) -> float:
+        """peft's effective scale; inference must apply the same or the style is weakened."""
+        return self.lora_alpha / self.lora_rank
+
+
+class StoryPrompt(Section):
+    """One image of the story: what to draw, what to avoid, which seed."""
+
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    seed: int = 0
+
+
+class GenerateConfig(Section):
+    """Rendering the story with the trained LoRA."""
+
+    prompts: list[StoryPrompt] = Field(
+        default_factory=lambda: [StoryPrompt(prompt=p, negative_prompt=n, seed=s) for p, n, s in SEED_STORY],
+        min_length=1,
+    )
+    cfg_scale: float = Field(4.0, ge=0)
+    steps: int = Field(50, ge=1)
+    height: int = Field(1024, ge=64)
+    width: int = Field(1024, ge=64)
+    lora_strength: float = Field(1.0, description="1.0 = the trained scale alpha/rank (the seed used 0.5 by mistake)")
+    shards: int = Field(1, ge=1, description="split the prompts into this many shards (one pod each)")
+    shard: int = Field(0, ge=0, description="which shard this process renders (0-based)")
+
+    @field_validator("height", "width")
+    @classmethod
+    def _size_multiple_of_8(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8, got {value}")
+        return value
+
+
+class EvaluateConfig(Section):
+    """The seed's 2x4 grid and the promotion gate."""
+
+    grid_columns: int = Field(2, ge=1)
+    grid_rows: int = Field(4, ge=1)
+    grid_width: int = Field(1024, ge=1, description="final grid width in pixels (the seed resizes to 1024x2048)")
+    grid_height: int = Field(2048, ge=1)
+    min_aesthetic: float = Field(6.0, description="gate: mean LAION aesthetic score must reach this")
+    aesthetic_weights: str | None = Field(None, description="local dir of the aesthetics predictor; null skips scoring")
+
+
+class RunConfig(Section):
+    """A whole pipeline run."""
+
+    name: str = Field("kolora", pattern=r"^[a-z0-9][a-z0-9-]*$", description="model name used in published keys")
+    profile: str = Field("full", description="the profile this config was resolved from")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where training and generation run")
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+    filter: FilterConfig = Field(default_factory=FilterConfig)
+    models: ModelsConfig = Field(default_factory=ModelsConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    generate: GenerateConfig = Field(default_factory=GenerateConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> RunConfig:
+        if self.generate.shard >= self.generate.shards:
+            raise ValueError(f"generate.shard {self.generate.shard} must be below generate.shards {self.generate.shards}")
+        return self
+
+    @model_validator(mode="after")
+    def _grid_holds_story(self) -> RunConfig:
+        cells = self.evaluate.grid_columns * self.evaluate.grid_rows
+        if cells < len(self.generate.prompts):
+            raise ValueError(
+                f"evaluate grid {self.evaluate.grid_columns}x{self.evaluate.grid_rows} has {cells} cells "
+                f"but generate.prompts has {len(self.generate.prompts)}"
+            )
+        return self
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise KoloraError(f"config file {path} does not exist: pass an existing YAML file to --config") from None
+    except yaml.YAMLError as exc:
+        raise KoloraError(f"config file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KoloraError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _format_validation_error(exc: ValidationError, origin: str) -> str:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    if first["type"] == "extra_forbidden":
+        return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    return f"{origin}: config field '{field}': {first['msg']}{shown}{more}"
+
+
+def dotted_to_nested(dotted: dict[str, Any]) -> dict[str, Any]:
+    """`{"train.steps": 4}` -> `{"train": {"steps": 4}}`."""
+    nested: dict[str, Any] = {}
+    for key, value in dotted.items():
+        *parents, leaf = key.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return nested
+
+
+def load_config(
+    profile: str = "full",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> RunConfig:
+    """Resolve a run config: defaults <- profile <- config file <- dotted overrides."""
+    profile_path = PROFILES_DIR / f"{profile}.yaml"
+    if not profile_path.exists():
+        raise KoloraError(f"unknown profile '{profile}': choose one of {', '.join(available_profiles())}")
+    data = _read_yaml(profile_path)
+    origin = f"profile {profile}"
+    if config_file is not None:
+        data = _deep_merge(data, _read_yaml(Path(config_file)))
+        origin = f"config file {config_file}"
+    if overrides:
+        data = _deep_merge(data, dotted_to_nested(overrides))
+        origin = "command-line flags" if config_file is None else f"{config_file} + command-line flags"
+    data["profile"] = profile
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as exc:
+        raise KoloraError(_format_validation_error(exc, origin)) from None
+
+
+def config_flags(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, str]:
+    """Every leaf field as a dotted flag name -> help text, for generating CLI flags."""
+    flags: dict[str, str] = {}
+    for name, field in model.model_fields.items():
+        annotation = field.annotation
+        dotted = f"{prefix}{name}"
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            flags.update(config_flags(annotation, prefix=f"{dotted}."))
+        elif dotted != "profile":
+            flags[dotted] = field.description or ""
+    return flags
+
+
+def dump_config(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)

@@ -1,0 +1,18 @@
+"""The one error type kolora shows to users.
+
+Every failure a user can fix (bad config, missing input, unreachable S3) is raised as a
+`KoloraError` whose message is a single line naming the file or field and what to do. The stage
+CLIs and the runner print it as `kolora <stage>: error: <message>` and exit non-zero, instead of a
+traceback that buries the cause.
+"""
+
+from __future__ import annotations
+
+
+class KoloraError(Exception):
+    """A user-facing failure with a one-line, actionable message."""
+
+    exit_code: int = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(message.split()))

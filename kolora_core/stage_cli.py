@@ -1,0 +1,142 @@
+"""The shared shell of every stage CLI: flags, config, input checks, atomic outputs, one-line errors.
+
+`jobs/<stage>.py` only supplies the stage's work function; this module makes all stages behave the
+same way, which is what lets the runner, the containers and Argo treat them alike:
+
+* flags: `--profile`, `--config FILE`, one `--<section>.<field>` flag per config field, and one
+  `--<artifact> DIR` flag per input/output directory from `kolora_core.stages`. A flag given as
+  the empty string keeps the profile's value (Argo parameters cannot be "unset").
+* inputs must be complete outputs of an earlier stage (they carry a `_SUCCESS` marker).
+* outputs are written to `<dir>/.partial/` and moved into place only when the work succeeded,
+  followed by the `_SUCCESS` marker; a crashed run leaves no marker, and a rerun starts clean.
+* a `KoloraError` prints one line and exits 2; anything else prints the traceback and exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from kolora_core.config import RunConfig, available_profiles, config_flags, dump_config, load_config
+from kolora_core.errors import KoloraError
+from kolora_core.stages import COMPLETE_MARKER, STAGES, Stage
+
+StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
+log = logging.getLogger("kolora")
+PARTIAL = ".partial"
+
+
+def build_parser(stage: Stage) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=f"python -m {stage.module}", description=f"kolora {stage.name}: {stage.summary}")
+    parser.add_argument("--profile", default="full", help=f"config profile: {', '.join(available_profiles())}")
+    parser.add_argument("--config", type=Path, help="YAML run config overlaid on the profile")
+    io = parser.add_argument_group("directories")
+    for name in stage.inputs:
+        io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"input: {name} (output of an earlier stage)")
+    for name in stage.outputs:
+        io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"output: {name}")
+    fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
+    for dotted, help_text in config_flags().items():
+        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text)
+    return parser
+
+
+def _parse_flag_value(flag: str, raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        raise KoloraError(f"flag --{flag}: '{raw}' is not a valid YAML value") from None
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = {
+        key.removeprefix("cfg:"): _parse_flag_value(key.removeprefix("cfg:"), value)
+        for key, value in vars(args).items()
+        if key.startswith("cfg:") and value not in (None, "")
+    }
+    return load_config(args.profile, args.config, overrides)
+
+
+def check_input(name: str, path: Path) -> None:
+    """Refuse missing or half-written inputs before any expensive work starts."""
+    if not path.exists():
+        raise KoloraError(f"input --{name} {path} does not exist: pass the output directory of the stage that makes {name}")
+    if not path.is_dir():
+        raise KoloraError(f"input --{name} {path} is not a directory")
+    if not (path / COMPLETE_MARKER).exists():
+        raise KoloraError(
+            f"input --{name} {path} has no {COMPLETE_MARKER} marker: the stage that wrote it did not finish; rerun it"
+        )
+
+
+def _prepare_staging(out: Path) -> Path:
+    if out.exists() and not out.is_dir():
+        raise KoloraError(f"output {out} exists and is not a directory")
+    staging = out / PARTIAL
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    (out / COMPLETE_MARKER).unlink(missing_ok=True)
+    return staging
+
+
+def _commit(out: Path, staging: Path, stage: Stage, config: RunConfig) -> None:
+    files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
+    for entry in staging.iterdir():
+        target = out / entry.name
+        if target.is_dir() and not target.is_symlink():
+            shutil.rmtree(target)
+        elif target.exists() or target.is_symlink():
+            target.unlink()
+        entry.rename(target)
+    staging.rmdir()
+    marker = {
+        "stage": stage.name,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest(),
+        "files": files,
+    }
+    tmp = out / f"{COMPLETE_MARKER}.tmp"
+    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(out / COMPLETE_MARKER)
+
+
+def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) -> int:
+    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code."""
+    stage = STAGES[stage_name]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    args = build_parser(stage).parse_args(argv)
+    try:
+        config = config_from_args(args)
+        inputs = {name: getattr(args, name.replace("-", "_")) for name in stage.inputs}
+        for name, path in inputs.items():
+            check_input(name, path)
+        outputs = {name: getattr(args, name.replace("-", "_")) for name in stage.outputs}
+        staged = {name: _prepare_staging(path) for name, path in outputs.items()}
+        started = time.perf_counter()
+        work(config, inputs, staged)
+        for name, path in outputs.items():
+            _commit(path, staged[name], stage, config)
+        log.info("%s finished in %.1f s", stage.name, time.perf_counter() - started)
+        return 0
+    except KoloraError as exc:
+        print(f"kolora {stage.name}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"kolora {stage.name}: interrupted; outputs were not committed", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the last line must name the stage whatever broke
+        traceback.print_exc()
+        print(f"kolora {stage.name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1

@@ -1,0 +1,78 @@
+"""What each stage reads and writes: the single source of truth for CLIs, images and workflows.
+
+A stage is a container that reads input directories and writes output directories. The stage CLIs
+(`jobs/`) build their flags from these specs, the hera workflow builds its container templates and
+artifact paths from them, and the Dockerfiles are tested against them, so the three cannot drift.
+Container paths live under `/kolora`; the local process engine maps that root to a scratch dir.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+CONTAINER_ROOT = "/kolora"
+CONFIG_ARTIFACT = "config"
+CONFIG_PATH = f"{CONTAINER_ROOT}/inputs/config/run.yaml"
+COMPLETE_MARKER = "_SUCCESS"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One pipeline stage as a container sees it."""
+
+    name: str
+    module: str
+    image: str
+    summary: str
+    inputs: tuple[str, ...] = ()
+    outputs: tuple[str, ...] = ()
+    # output parameter name -> file (relative to the named output dir) holding its value
+    parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
+    gpu: bool = False
+
+    def input_path(self, artifact: str) -> str:
+        return f"{CONTAINER_ROOT}/inputs/{artifact}"
+
+    def output_path(self, artifact: str) -> str:
+        return f"{CONTAINER_ROOT}/outputs/{artifact}"
+
+    @property
+    def command(self) -> list[str]:
+        return ["python", "-m", self.module]
+
+    def io_args(self) -> list[str]:
+        """The `--<artifact> <path>` arguments every run of this stage gets."""
+        args: list[str] = []
+        for name in self.inputs:
+            args += [f"--{name}", self.input_path(name)]
+        for name in self.outputs:
+            args += [f"--{name}", self.output_path(name)]
+        return args
+
+
+STAGES: dict[str, Stage] = {
+    s.name: s
+    for s in (
+        Stage("ingest", "jobs.ingest", "ingest", "download/read images, normalise, caption", outputs=("dataset",)),
+        Stage(
+            "filter",
+            "jobs.filter",
+            "filter",
+            "Data-Juicer recipe -> DiffSynth training set + report",
+            inputs=("dataset",),
+            outputs=("trainset", "filter-report"),
+        ),
+        Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
+        Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
+        Stage("generate", "jobs.generate", "generate", "render the story prompts", inputs=("models", "lora"), outputs=("images",), gpu=True),
+        Stage(
+            "evaluate",
+            "jobs.evaluate",
+            "evaluate",
+            "grid, scores, report and the promotion gate",
+            inputs=("images", "lora", "filter-report"),
+            outputs=("report",),
+            parameters={"gate": ("report", "gate.txt")},
+        ),
+    )
+}
