@@ -38,7 +38,9 @@ class IngestConfig(Section):
     subset: str = Field("default", description="ModelScope subset_name")
     split: str = Field("train", description="dataset split")
     revision: str | None = Field(None, description="dataset revision (ModelScope); null = latest")
-    caption: str | None = Field("二次元", description="caption for every image (the seed's fixed text); null keeps each source caption")
+    caption: str | None = Field(
+        "二次元", description="caption for every image (the seed's fixed text); null keeps each source caption"
+    )
     trigger_word: str = Field("", description="prefix added to every caption, e.g. a style token")
     max_images: int | None = Field(None, ge=1, description="stop after this many images; null = all")
     smoke_images: int = Field(16, ge=1, description="how many images smoke:// generates")
@@ -68,7 +70,9 @@ class FilterConfig(Section):
 class ModelsConfig(Section):
     """Which base model the run trains on; `tiny` builds random-weight Kolors-architecture models."""
 
-    source: Literal["modelscope", "tiny"] = Field("modelscope", description="modelscope: download Kolors; tiny: random tiny models")
+    source: Literal["modelscope", "tiny"] = Field(
+        "modelscope", description="modelscope: download Kolors; tiny: random tiny models"
+    )
     kolors_repo: str = Field("Kwai-Kolors/Kolors", description="ModelScope model id of Kolors")
     vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
     revision: str | None = Field(None, description="model revision; null = latest")
@@ -138,14 +142,12 @@ class GenerateConfig(Section):
 
 
 class EvaluateConfig(Section):
-    """The seed's 2x4 grid and the promotion gate."""
+    """The seed's 2x4 grid: images left to right, top to bottom, resized to one picture."""
 
     grid_columns: int = Field(2, ge=1)
     grid_rows: int = Field(4, ge=1)
     grid_width: int = Field(1024, ge=1, description="final grid width in pixels (the seed resizes to 1024x2048)")
     grid_height: int = Field(2048, ge=1)
-    min_aesthetic: float = Field(6.0, description="gate: mean LAION aesthetic score must reach this")
-    aesthetic_weights: str | None = Field(None, description="local dir of the aesthetics predictor; null skips scoring")
 
 
 class RunConfig(Section):

@@ -69,15 +69,21 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def check_input(name: str, path: Path) -> None:
-    """Refuse missing or half-written inputs before any expensive work starts."""
+    """Refuse missing or half-written inputs before any expensive work starts.
+
+    Complete means a `_SUCCESS` marker in the directory, or in every subdirectory for the merged
+    outputs of a fanned-out stage.
+    """
     if not path.exists():
         raise KoloraError(f"input --{name} {path} does not exist: pass the output directory of the stage that makes {name}")
     if not path.is_dir():
         raise KoloraError(f"input --{name} {path} is not a directory")
-    if not (path / COMPLETE_MARKER).exists():
-        raise KoloraError(
-            f"input --{name} {path} has no {COMPLETE_MARKER} marker: the stage that wrote it did not finish; rerun it"
-        )
+    if (path / COMPLETE_MARKER).exists():
+        return
+    shards = [p for p in path.iterdir() if p.is_dir()]
+    if shards and all((p / COMPLETE_MARKER).exists() for p in shards):
+        return  # a fanned-out stage: one complete output per shard (e.g. images/shard-0, shard-1)
+    raise KoloraError(f"input --{name} {path} has no {COMPLETE_MARKER} marker: the stage that wrote it did not finish; rerun it")
 
 
 def _prepare_staging(out: Path) -> Path:
@@ -136,7 +142,7 @@ def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) 
     except KeyboardInterrupt:
         print(f"kolora {stage.name}: interrupted; outputs were not committed", file=sys.stderr)
         return 130
-    except Exception as exc:  # noqa: BLE001 - the last line must name the stage whatever broke
+    except Exception as exc:
         traceback.print_exc()
         print(f"kolora {stage.name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1

@@ -64,7 +64,15 @@ STAGES: dict[str, Stage] = {
         ),
         Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
         Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
-        Stage("generate", "jobs.generate", "generate", "render the story prompts", inputs=("models", "lora"), outputs=("images",), gpu=True),
+        Stage(
+            "generate",
+            "jobs.generate",
+            "generate",
+            "render the story prompts",
+            inputs=("models", "lora"),
+            outputs=("images",),
+            gpu=True,
+        ),
         Stage(
             "evaluate",
             "jobs.evaluate",

@@ -1,0 +1,24 @@
+"""python -m jobs.fetch_models --models DIR [--profile P] [--models.source tiny|modelscope]
+
+Writes the base model directory (Kolors from ModelScope, or tiny random models for smoke runs) with
+a manifest of sizes and hashes. The only step that downloads weights.
+"""
+
+import sys
+from pathlib import Path
+
+from kolora_core.config import RunConfig
+from kolora_core.models.fetch import fetch_models
+from kolora_core.stage_cli import stage_main
+
+
+def _fetch(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    fetch_models(config.models, outputs["models"])
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("fetch-models", _fetch, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Which prompts a generate process renders, and how each image records how it was made."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from PIL import Image
+from PIL.PngImagePlugin import PngInfo
+
+from kolora_core.config import GenerateConfig, StoryPrompt
+
+GENERATIONS = "generations.jsonl"
+PNG_KEY = "kolora"
+
+
+def shard_prompts(generate: GenerateConfig) -> list[tuple[int, StoryPrompt]]:
+    """Prompts of this shard with their story index; index i goes to shard i % shards.
+
+    Keeping the global index in file names lets the evaluate stage merge shards back into story order.
+    """
+    return [(i, p) for i, p in enumerate(generate.prompts) if i % generate.shards == generate.shard]
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Everything needed to reproduce one image, stored in its PNG and in generations.jsonl."""
+
+    index: int
+    file: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+    cfg_scale: float
+    steps: int
+    width: int
+    height: int
+    lora_strength: float
+    lora_scale: float
+    lora_sha256: str
+    base_model_sha256: str
+    seconds: float
+
+
+def image_name(index: int) -> str:
+    return f"{index:03d}.png"
+
+
+def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+    info = PngInfo()
+    info.add_itxt(PNG_KEY, json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
+    info.add_itxt("prompt", record.prompt)
+    image.save(out_dir / record.file, pnginfo=info)
+    with (out_dir / GENERATIONS).open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n")
+
+
+def read_png_record(path: Path) -> dict[str, object]:
+    with Image.open(path) as image:
+        return json.loads(image.text[PNG_KEY])

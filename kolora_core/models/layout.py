@@ -1,0 +1,102 @@
+"""The on-disk layout of a base-model directory and its manifest.
+
+A model directory is what `fetch-models` writes and what train/generate read, locally or as an S3
+artifact. It mirrors the ModelScope repos (Kwai-Kolors/Kolors and AI-ModelScope/sdxl-vae-fp16-fix)
+so a directory downloaded by hand works too, plus `kolora_models.json`: the kind (real Kolors or
+tiny), where each file came from, and its size and sha256. Loading checks sizes against it, so a
+truncated download fails with the file's name instead of a shape error deep inside torch.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from kolora_core.errors import KoloraError
+
+MANIFEST = "kolora_models.json"
+TEXT_ENCODER_DIR = "kolors/text_encoder"
+UNET_FILE = "kolors/unet/diffusion_pytorch_model.safetensors"
+VAE_FILE = "sdxl-vae-fp16-fix/diffusion_pytorch_model.safetensors"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelDir:
+    """A base-model directory; paths are derived, the manifest is the proof it is complete."""
+
+    root: Path
+
+    @property
+    def text_encoder(self) -> Path:
+        return self.root / TEXT_ENCODER_DIR
+
+    @property
+    def unet(self) -> Path:
+        return self.root / UNET_FILE
+
+    @property
+    def vae(self) -> Path:
+        return self.root / VAE_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST
+
+    def weight_files(self) -> list[Path]:
+        files = [self.unet, self.vae]
+        if self.text_encoder.is_dir():
+            files += sorted(p for p in self.text_encoder.rglob("*") if p.is_file())
+        return files
+
+    def write_manifest(self, kind: Literal["kolors", "tiny"], sources: dict[str, Any]) -> dict[str, Any]:
+        """Record every weight file's size and hash; written last, so its presence means complete."""
+        missing = [p for p in (self.unet, self.vae, self.text_encoder / "config.json") if not p.exists()]
+        if missing:
+            raise KoloraError(f"model directory {self.root} is missing {missing[0].relative_to(self.root)} after download")
+        manifest = {
+            "kind": kind,
+            "sources": sources,
+            "files": {
+                str(p.relative_to(self.root)): {"size": p.stat().st_size, "sha256": sha256_file(p)} for p in self.weight_files()
+            },
+        }
+        tmp = self.manifest_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.replace(self.manifest_path)
+        return manifest
+
+    def read_manifest(self, verify: Literal["size", "sha256"] = "size") -> dict[str, Any]:
+        """The manifest, after checking that every listed file is present with the recorded size (or hash)."""
+        if not self.manifest_path.exists():
+            raise KoloraError(
+                f"{self.manifest_path} not found: {self.root} is not a complete model directory; run the fetch-models stage"
+            )
+        manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        for rel, expected in manifest["files"].items():
+            path = self.root / rel
+            if not path.exists():
+                raise KoloraError(f"weight file {path} is missing; rerun fetch-models to download it again")
+            size = path.stat().st_size
+            if size != expected["size"]:
+                raise KoloraError(
+                    f"weight file {path} has {size} bytes, expected {expected['size']}: truncated or replaced; rerun fetch-models"
+                )
+            if verify == "sha256" and sha256_file(path) != expected["sha256"]:
+                raise KoloraError(f"weight file {path} does not match its sha256 in {MANIFEST}; rerun fetch-models")
+        return manifest
+
+    def fingerprint(self) -> str:
+        """One hash for the whole base model (over the per-file hashes), for LoRA metadata."""
+        files = self.read_manifest()["files"]
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
