@@ -1,0 +1,97 @@
+"""The run config: seed defaults, profiles, and errors that name the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from kolora_core.config import available_profiles, config_flags, load_config
+from kolora_core.errors import KoloraError
+
+
+def test_defaults_are_the_seed_recipe() -> None:
+    config = load_config("full")
+    assert config.ingest.source == "modelscope://AI-ModelScope/lowres_anime"
+    assert (config.ingest.subset, config.ingest.split, config.ingest.caption) == ("default", "train", "二次元")
+    assert config.filter.ops == [
+        {"image_shape_filter": {"min_width": 1024, "min_height": 1024, "any_or_all": "any"}},
+        {"image_aspect_ratio_filter": {"min_ratio": 0.5, "max_ratio": 2.0, "any_or_all": "any"}},
+    ]
+    train = config.train
+    assert (train.lora_rank, train.lora_alpha, train.init_lora_weights) == (16, 4.0, "gaussian")
+    assert train.lora_target_modules == ["to_q", "to_k", "to_v", "to_out"]
+    assert (train.learning_rate, train.steps, train.resolution, train.batch_size) == (1e-4, 500, 1024, 1)
+    assert (train.center_crop, train.random_flip, train.gradient_checkpointing, train.precision) == (
+        True,
+        False,
+        True,
+        "16-mixed",
+    )
+    assert train.lora_scale == 0.25
+    generate = config.generate
+    assert (generate.cfg_scale, generate.steps, generate.height, generate.width) == (4.0, 50, 1024, 1024)
+    assert [p.seed for p in generate.prompts] == [0, 1, 2, 5, 0, 1, 7, 0]
+    assert generate.prompts[0].prompt.startswith("二次元,一个紫色短发小女孩,在家中沙发上坐着")
+    assert generate.prompts[3].negative_prompt == "丑陋、变形、嘈杂、模糊、低对比度,扭曲的手指,多余的手指"
+    assert generate.lora_strength == 1.0
+    assert (config.evaluate.grid_columns, config.evaluate.grid_rows) == (2, 4)
+    assert (config.evaluate.grid_width, config.evaluate.grid_height) == (1024, 2048)
+    assert config.models.source == "modelscope"
+
+
+@pytest.mark.parametrize("profile", available_profiles())
+def test_every_shipped_profile_validates(profile: str) -> None:
+    assert load_config(profile).profile == profile
+
+
+def test_smoke_profile_is_small_and_cpu() -> None:
+    config = load_config("smoke")
+    assert config.models.source == "tiny" and config.device == "cpu"
+    assert config.train.resolution <= 128 and config.train.steps < 20 and config.generate.steps < 20
+
+
+def test_overrides_and_file_layer_in_order(tmp_path: Path) -> None:
+    overlay = tmp_path / "run.yaml"
+    overlay.write_text("train:\n  steps: 7\n  lora_rank: 8\n", encoding="utf-8")
+    config = load_config("smoke", overlay, {"train.steps": 9})
+    assert (config.train.steps, config.train.lora_rank, config.train.resolution) == (9, 8, 64)
+
+
+def test_unknown_key_names_the_field(tmp_path: Path) -> None:
+    overlay = tmp_path / "run.yaml"
+    overlay.write_text("train:\n  stepz: 7\n", encoding="utf-8")
+    with pytest.raises(KoloraError, match=r"unknown config key 'train\.stepz'") as err:
+        load_config("smoke", overlay)
+    assert str(overlay) in str(err.value)
+
+
+def test_wrong_type_names_the_field() -> None:
+    with pytest.raises(KoloraError, match=r"config field 'train\.steps'.*'many'"):
+        load_config("smoke", overrides={"train.steps": "many"})
+
+
+def test_bad_values_are_rejected() -> None:
+    with pytest.raises(KoloraError, match=r"train\.resolution.*multiple of 8"):
+        load_config("smoke", overrides={"train.resolution": 100})
+    with pytest.raises(KoloraError, match=r"generate\.shard"):
+        load_config("smoke", overrides={"generate.shards": 2, "generate.shard": 2})
+    with pytest.raises(KoloraError, match=r"unknown profile 'fast'"):
+        load_config("fast")
+
+
+def test_missing_and_malformed_config_files(tmp_path: Path) -> None:
+    with pytest.raises(KoloraError, match="does not exist"):
+        load_config("smoke", tmp_path / "nope.yaml")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("train: [unclosed\n", encoding="utf-8")
+    with pytest.raises(KoloraError, match="not valid YAML"):
+        load_config("smoke", broken)
+
+
+def test_every_leaf_field_is_a_flag() -> None:
+    flags = config_flags()
+    assert {"train.steps", "train.lora_rank", "ingest.source", "generate.prompts", "generate.shard", "models.source"} <= set(
+        flags
+    )
+    assert "profile" not in flags and "train" not in flags

@@ -1,0 +1,93 @@
+"""The evaluate stage: the seed's grid order and size, shard merging, an honest report and gate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from jobs.evaluate import main as evaluate_main
+from kolora_core.inference.story import Generation, image_name, save_generation
+from kolora_core.lora import save_lora
+from tests.conftest import mark_complete
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]
+
+
+def _images(root: Path, shards: int) -> Path:
+    for index, colour in enumerate(COLOURS):
+        shard_dir = root / f"shard-{index % shards}"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        record = Generation(
+            index=index,
+            file=image_name(index),
+            prompt=f"p{index}",
+            negative_prompt="",
+            seed=index,
+            cfg_scale=4,
+            steps=4,
+            width=64,
+            height=64,
+            lora_strength=1,
+            lora_scale=0.25,
+            lora_sha256="a" * 64,
+            base_model_sha256="b" * 64,
+            seconds=0.1,
+        )
+        save_generation(Image.new("RGB", (64, 64), colour), shard_dir, record)
+    for shard_dir in root.iterdir():
+        mark_complete(shard_dir)
+    return root
+
+
+@pytest.fixture
+def stage_inputs(tmp_path: Path) -> dict[str, Path]:
+    import torch
+
+    lora = tmp_path / "lora"
+    lora.mkdir()
+    save_lora(lora / "lora.safetensors", {"m.lora_A.default.weight": torch.zeros(16, 4)}, rank=16, alpha=4.0, extra={})
+    (lora / "train_summary.json").write_text(json.dumps({"steps": 4, "final_loss": 0.5}))
+    report = tmp_path / "fr"
+    report.mkdir()
+    (report / "filter_report.json").write_text(json.dumps({"images_in": 16, "kept": 11, "dropped": 5, "per_op": []}))
+    return {"lora": mark_complete(lora), "filter-report": mark_complete(report), "images": _images(tmp_path / "images", shards=3)}
+
+
+def _run(inputs: dict[str, Path], out: Path) -> int:
+    argv = ["--profile", "smoke", "--report", str(out)]
+    for name, path in inputs.items():
+        argv += [f"--{name}", str(path)]
+    return evaluate_main(argv)
+
+
+def test_grid_is_the_seeds_layout_from_merged_shards(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
+    assert _run(stage_inputs, tmp_path / "out") == 0
+    grid = Image.open(tmp_path / "out" / "grid.png").convert("RGB")
+    assert grid.size == (128, 256)  # smoke profile's grid_width x grid_height
+    cell_w, cell_h = 64, 64
+    for index, colour in enumerate(COLOURS):  # 2 per row, 4 rows, story order
+        row, col = divmod(index, 2)
+        assert grid.getpixel((col * cell_w + cell_w // 2, row * cell_h + cell_h // 2)) == colour
+
+
+def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
+    assert _run(stage_inputs, tmp_path / "out") == 0
+    report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
+    assert [i["index"] for i in report["images"]] == list(range(8))
+    assert report["images"][2]["prompt"] == "p2" and report["images"][0]["mean"] == pytest.approx(85.0, abs=0.01)
+    assert report["data"] == {"images_in": 16, "kept": 11, "dropped": 5}
+    assert report["training"]["rank"] == 16 and report["training"]["final_loss"] == 0.5
+    assert report["gate"]["result"] == "skipped" and "scorer" in report["gate"]["reason"]
+    assert (tmp_path / "out" / "gate.txt").read_text().strip() == "skipped"
+
+
+def test_missing_shard_is_an_error(stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shard = stage_inputs["images"] / "shard-2"
+    for path in shard.iterdir():
+        path.unlink()
+    shard.rmdir()
+    assert _run(stage_inputs, tmp_path / "out") == 2
+    assert "holds 6 images, the story has 8" in capsys.readouterr().err

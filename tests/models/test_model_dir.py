@@ -1,0 +1,96 @@
+"""Model directories: tiny models round-trip exactly; damaged or foreign weights fail with the file's name."""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from kolora_core.config import load_config
+from kolora_core.errors import KoloraError
+from kolora_core.models.fetch import KOLORS_PATTERNS, fetch_models
+from kolora_core.models.layout import ModelDir
+from kolora_core.models.loading import load_model_manager
+from kolora_core.models.tiny import build_tiny_models
+
+
+def test_tiny_model_dir_loads_the_same_weights(tiny_models: Path) -> None:
+    manager = load_model_manager(ModelDir(tiny_models), "cpu", torch.float32)
+    for name, reference in build_tiny_models(seed=0).items():
+        loaded = manager.fetch_model(name).state_dict()
+        assert loaded.keys() == reference.state_dict().keys()
+        assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items()), name
+
+
+def test_tiny_unet_keeps_the_lora_target_names() -> None:
+    unet = build_tiny_models(seed=0)["sdxl_unet"]
+    names = {n.rsplit(".", 1)[-1] for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert {"to_q", "to_k", "to_v", "to_out"} <= names
+
+
+def test_truncated_weight_file_is_named(tiny_models: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_models, tmp_path / "m")
+    unet = ModelDir(copy).unet
+    unet.write_bytes(unet.read_bytes()[:1000])
+    with pytest.raises(KoloraError, match=r"diffusion_pytorch_model\.safetensors has 1000 bytes, expected"):
+        load_model_manager(ModelDir(copy), "cpu", torch.float32)
+
+
+def test_wrong_shaped_weights_name_the_file(tiny_models: Path, tmp_path: Path) -> None:
+    copy = Path(shutil.copytree(tiny_models, tmp_path / "m"))
+    model_dir = ModelDir(copy)
+    state = build_tiny_models(seed=0)["sdxl_unet"].state_dict()
+    state["conv_in.weight"] = torch.zeros(8, 4, 3, 3)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(model_dir.unet))
+    model_dir.write_manifest("tiny", {"architecture": "test"})
+    with pytest.raises(KoloraError, match=r"weight file .*unet.*does not fit TinyKolorsUNet: .*conv_in\.weight"):
+        load_model_manager(model_dir, "cpu", torch.float32)
+
+
+def test_directory_without_manifest_says_run_fetch_models(tmp_path: Path) -> None:
+    with pytest.raises(KoloraError, match="run the fetch-models stage"):
+        ModelDir(tmp_path).read_manifest()
+
+
+def test_modelscope_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real code path calls modelscope's snapshot_download per repo into the layout; the hub is faked."""
+    calls = []
+    tiny = build_tiny_models(seed=1)
+
+    def fake_snapshot_download(
+        repo: str, revision: str | None = None, allow_patterns: list[str] | None = None, local_dir: str = ""
+    ) -> str:
+        calls.append((repo, revision, allow_patterns))
+        root = Path(local_dir)
+        if repo == "Kwai-Kolors/Kolors":
+            tiny["kolors_text_encoder"].save_pretrained(root / "text_encoder", safe_serialization=True)
+            (root / "unet").mkdir(parents=True)
+            save_file(
+                {k: v.contiguous() for k, v in tiny["sdxl_unet"].state_dict().items()},
+                str(root / "unet/diffusion_pytorch_model.safetensors"),
+            )
+        else:
+            root.mkdir(parents=True, exist_ok=True)
+            save_file({"decoder.conv_in.weight": torch.zeros(1)}, str(root / "diffusion_pytorch_model.safetensors"))
+        return local_dir
+
+    monkeypatch.setattr(importlib.import_module("modelscope.hub.snapshot_download"), "snapshot_download", fake_snapshot_download)
+    config = load_config("full", overrides={"models.revision": "v1.0"}).models
+    model_dir = fetch_models(config, tmp_path / "m")
+    assert calls[0] == ("Kwai-Kolors/Kolors", "v1.0", KOLORS_PATTERNS)
+    assert calls[1][0] == "AI-ModelScope/sdxl-vae-fp16-fix"
+    manifest = model_dir.read_manifest(verify="sha256")
+    assert manifest["kind"] == "kolors" and "kolors/unet/diffusion_pytorch_model.safetensors" in manifest["files"]
+
+
+def test_failed_download_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def offline(*args: object, **kwargs: object) -> str:
+        raise ConnectionError("Name or service not known")
+
+    monkeypatch.setattr(importlib.import_module("modelscope.hub.snapshot_download"), "snapshot_download", offline)
+    with pytest.raises(KoloraError, match=r"downloading Kwai-Kolors/Kolors .* failed \(ConnectionError"):
+        fetch_models(load_config("full").models, tmp_path / "m")
