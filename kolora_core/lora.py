@@ -74,7 +74,7 @@ def load_lora(path: Path) -> LoRAFile:
         with safe_open(str(path), framework="pt") as handle:
             metadata = handle.metadata() or {}
             tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is not a dict
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
+    except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt headers
         raise KoloraError(f"LoRA file {path} is not a readable safetensors file: {exc}") from None
     if metadata.get("format") != FORMAT:
         raise KoloraError(f"LoRA file {path} has no kolora metadata (format={metadata.get('format')!r}); rank and alpha unknown")

@@ -142,7 +142,7 @@ def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) 
     except KeyboardInterrupt:
         print(f"kolora {stage.name}: interrupted; outputs were not committed", file=sys.stderr)
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - the last line must name the stage, whatever broke
         traceback.print_exc()
         print(f"kolora {stage.name}: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
