@@ -57,6 +57,8 @@ class FilterConfig(Section):
         description="Data-Juicer process list (op name -> arguments)",
     )
     np: int = Field(4, ge=1, description="Data-Juicer worker processes (capped at the CPU count)")
+    executor_type: Literal["default", "ray"] = Field("default", description="ray: run Data-Juicer on a Ray cluster (large datasets)")
+    ray_address: str | None = Field(None, description="Ray cluster address for executor_type ray; null = Data-Juicer's 'auto'")
 
     @field_validator("ops")
     @classmethod
@@ -80,22 +82,42 @@ class ModelsConfig(Section):
 
 
 class TrainConfig(Section):
-    """LoRA training; defaults are the seed's `train_kolors_lora.py` command line."""
+    """LoRA training; defaults are the seed's `train_kolors_lora.py` command line (see docs/training.md)."""
 
     lora_rank: int = Field(16, ge=1)
     lora_alpha: float = Field(4.0, gt=0)
     lora_target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"])
     init_lora_weights: Literal["gaussian", "kaiming"] = "gaussian"
     learning_rate: float = Field(1e-4, gt=0)
-    steps: int = Field(500, ge=1, description="optimizer steps (the seed's one 'epoch' of 500 steps)")
-    batch_size: int = Field(1, ge=1)
+    steps: int = Field(500, ge=1, description="optimizer steps (the seed's one 'epoch' of 500 steps), whatever train.devices is")
+    batch_size: int = Field(1, ge=1, description="images per step per device; the global batch is batch_size x devices")
     resolution: int = Field(1024, ge=64, description="training square size in pixels (multiple of 8)")
     center_crop: bool = True
     random_flip: bool = False
     gradient_checkpointing: bool = True
     precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = "16-mixed"
     seed: int = 0
-    num_workers: int = Field(2, ge=0, description="data loader worker processes")
+    num_workers: int = Field(2, ge=0, description="data loader worker processes (image decoding)")
+    engine: Literal["fast", "seed"] = Field(
+        "fast",
+        description="fast: captions and latents encoded once and cached, batched UNet steps; "
+        "seed: diffsynth's own training_step (ChatGLM + VAE every step), for comparison",
+    )
+    seed_compat: bool = Field(
+        False, description="before training, prove one fast-engine step has diffsynth's training_step loss (seed_compat.json)"
+    )
+    timestep_sampling: Literal["per_sample", "per_batch"] = Field(
+        "per_sample", description="one diffusion timestep per image, or one per step as the seed (the same at batch 1)"
+    )
+    cached_crops: int = Field(4, ge=1, description="random crops cached per image when center_crop is false (fast engine)")
+    devices: int = Field(1, ge=1, description="GPUs of this node (DDP); steps stay optimizer steps")
+    compile: bool = Field(False, description="torch.compile the UNet (fast engine; minutes of warm-up on a GPU)")
+    checkpoint_every: int = Field(100, ge=0, description="save a resumable training state every N steps; 0 = never")
+    checkpoint_dir: str | None = Field(
+        None, description="where resumable states live; null = <lora output dir>/checkpoints (kept across reruns)"
+    )
+    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (default: delete them)")
+    log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")
 
     @field_validator("resolution")
     @classmethod
@@ -111,11 +133,39 @@ class TrainConfig(Section):
 
 
 class StoryPrompt(Section):
-    """One image of the story: what to draw, what to avoid, which seed."""
+    """One image of the story: what to draw, what to avoid, which seed; null settings take the GenerateConfig value."""
 
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
     seed: int = 0
+    cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
+    steps: int | None = Field(None, ge=1, description="null = generate.steps")
+    width: int | None = Field(None, ge=64, description="null = generate.width")
+    height: int | None = Field(None, ge=64, description="null = generate.height")
+    lora_strength: float | None = Field(None, description="null = generate.lora_strength")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_shorthand(cls, data: Any) -> Any:
+        """`size: 1024` or `size: 1024x768` (width x height) in a prompts file; same as width + height."""
+        if not isinstance(data, dict) or "size" not in data:
+            return data
+        data = dict(data)
+        size = data.pop("size")
+        if "width" in data or "height" in data:
+            raise ValueError("give either size or width/height, not both")
+        parts = str(size).lower().replace(" ", "").split("x")
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"size must be N or WIDTHxHEIGHT, got {size!r}")
+        data["width"], data["height"] = int(parts[0]), int(parts[-1])
+        return data
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size_step(cls, value: int | None) -> int | None:
+        if value is not None and value % 64:  # SDXLImagePipeline would silently round it up
+            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
+        return value
 
 
 class GenerateConfig(Section):
@@ -125,29 +175,90 @@ class GenerateConfig(Section):
         default_factory=lambda: [StoryPrompt(prompt=p, negative_prompt=n, seed=s) for p, n, s in SEED_STORY],
         min_length=1,
     )
+    prompts_file: str | None = Field(
+        None,
+        description="YAML or JSONL file of story prompts, read when the config is loaded and inlined into "
+        "generate.prompts (null = generate.prompts as configured)",
+    )
+    prompts_from: str | None = Field(None, description="set by kolora: the prompts file generate.prompts was read from")
     cfg_scale: float = Field(4.0, ge=0)
     steps: int = Field(50, ge=1)
     height: int = Field(1024, ge=64)
     width: int = Field(1024, ge=64)
     lora_strength: float = Field(1.0, description="1.0 = the trained scale alpha/rank (the seed used 0.5 by mistake)")
+    engine: Literal["fast", "seed"] = Field(
+        "fast", description="fast: kolora's batched sampler; seed: diffsynth's SDXLImagePipeline, one image per call"
+    )
+    batch_size: int = Field(4, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
+    compile: bool = Field(False, description="torch.compile the UNet (fast engine; pays off from about 8 images)")
+    vae_fp32: bool = Field(True, description="decode in fp32 (never NaN); false decodes in the weights' dtype")
     shards: int = Field(1, ge=1, description="split the prompts into this many shards (one pod each)")
     shard: int = Field(0, ge=0, description="which shard this process renders (0-based)")
 
     @field_validator("height", "width")
     @classmethod
-    def _size_multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8, got {value}")
+    def _size_step(cls, value: int) -> int:
+        if value % 64:  # SDXLImagePipeline would silently round it up to a multiple of 64
+            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _inline_prompts_file(cls, data: Any) -> Any:
+        """Read `prompts_file` once, where the config is loaded, so every stage (and a pod) sees the same prompts."""
+        if not isinstance(data, dict) or not data.get("prompts_file"):
+            return data
+        from kolora_core.inference.prompts_file import read_prompts_file  # late: that module imports this one
+
+        data = dict(data)
+        path = data.pop("prompts_file")
+        data["prompts"] = read_prompts_file(Path(path))
+        data["prompts_from"] = str(path)
+        return data
 
 
 class EvaluateConfig(Section):
-    """The seed's 2x4 grid: images left to right, top to bottom, resized to one picture."""
+    """The seed's 2x4 grid (images left to right, top to bottom, resized to one picture), scores and the gate."""
 
     grid_columns: int = Field(2, ge=1)
     grid_rows: int = Field(4, ge=1)
     grid_width: int = Field(1024, ge=1, description="final grid width in pixels (the seed resizes to 1024x2048)")
     grid_height: int = Field(2048, ge=1)
+    aesthetic_model: str | None = Field(
+        None,
+        description="local dir of the LAION aesthetics predictor v2 (CLIP ViT-L/14 + linear head, e.g. "
+        "shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE); null = not scored, gate skipped",
+    )
+    clip_model: str | None = Field(
+        None,
+        description="local dir of a CLIP that reads Chinese (e.g. OFA-Sys/chinese-clip-vit-base-patch16) for "
+        "image-prompt similarity; null = not scored",
+    )
+    min_aesthetic: float = Field(6.0, description="gate: the mean aesthetic score (LAION scale, 1-10) must reach this")
+    min_clip_similarity: float | None = Field(
+        None, description="an image whose prompt cosine similarity is below this fails (null = not gated)"
+    )
+
+
+class PublishConfig(Section):
+    """Promotion of a LoRA whose evaluation passed: the release directory and where it is published."""
+
+    version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="release version; null = lora-<first 12 hex digits of the LoRA's sha256> (same LoRA, same version)",
+    )
+    prefix: str = Field("models", pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$", description="key prefix: <prefix>/<name>/<version>/")
+    modelscope_repo: str | None = Field(
+        None, description="also upload the release to this ModelScope model repo (token from env MODELSCOPE_API_TOKEN)"
+    )
+
+    @field_validator("version")
+    @classmethod
+    def _not_latest(cls, value: str | None) -> str | None:
+        if value == "latest":
+            raise ValueError("'latest' is the pointer to the newest version, not a version name")
+        return value
 
 
 class RunConfig(Section):
@@ -162,6 +273,7 @@ class RunConfig(Section):
     train: TrainConfig = Field(default_factory=TrainConfig)
     generate: GenerateConfig = Field(default_factory=GenerateConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> RunConfig:

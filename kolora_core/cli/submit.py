@@ -1,0 +1,203 @@
+"""`kolora submit`: start a run of the `kolora-pipeline` WorkflowTemplate from a laptop, via argo-server.
+
+    kubectl -n argo port-forward svc/argo-server 2746:2746 &
+    export ARGO_SERVER=localhost:2746 ARGO_TOKEN="$(argo auth token)"   # token: if the server wants one
+    kolora submit -p profile=smoke -p steps=8
+
+It creates a Workflow that references the template (as `argo submit --from workflowtemplate/...`),
+with one `-p name=value` per changed parameter; the rest keep the template's defaults. The run config
+the parameters add up to is validated here first, so a typo fails on the laptop and not on a GPU node.
+The argo CLI's environment variables are honoured: ARGO_SERVER (host:port or URL), ARGO_TOKEN,
+ARGO_NAMESPACE, ARGO_SECURE=false (plain http), ARGO_INSECURE_SKIP_VERIFY=true.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import requests
+import yaml
+
+from kolora_core.config import load_config
+from kolora_core.errors import KoloraError
+from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
+from workflows.options import TEMPLATE_NAME, run_parameters
+
+DEFAULT_NAMESPACE = "argo"
+TIMEOUT_S = 30
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "submit",
+        help="submit a run of the kolora-pipeline WorkflowTemplate to argo-server",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", help="workflow parameter, repeatable"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML run config file, sent as the `config` parameter")
+    parser.add_argument("--host", help="argo-server URL or host:port (default: $ARGO_SERVER)")
+    parser.add_argument("--token", help="bearer token (default: $ARGO_TOKEN; `argo auth token` prints one)")
+    parser.add_argument("-n", "--namespace", help=f"namespace (default: $ARGO_NAMESPACE or {DEFAULT_NAMESPACE})")
+    parser.add_argument("--insecure-skip-verify", action="store_true", help="do not verify the server's TLS certificate")
+    parser.add_argument("--template", default=TEMPLATE_NAME, help="WorkflowTemplate name (default %(default)s)")
+    parser.add_argument("--generate-name", default=GENERATE_NAME, help="name prefix of the run (default %(default)s)")
+    parser.add_argument(
+        "--no-validate", action="store_true", help="skip the local run-config check (cluster runs another version)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="print the Workflow YAML instead of submitting it")
+    parser.set_defaults(func=_submit_command)
+
+
+def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, str]:
+    """`-p name=value` pairs (+ --config FILE) -> parameters, checked against the template's names."""
+    known = [p.name for p in run_parameters()]
+    params: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep:
+            raise KoloraError(f"-p {pair}: expected NAME=VALUE")
+        if name not in known:
+            raise KoloraError(f"-p {name}: unknown parameter; choose from {', '.join(known)}")
+        params[name] = value
+    if config_file is not None:
+        if "config" in params:
+            raise KoloraError("give the run config either as --config FILE or as -p config=..., not both")
+        try:
+            params["config"] = config_file.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise KoloraError(f"--config {config_file}: {exc.strerror or exc}") from None
+    return params
+
+
+def validate(params: dict[str, str]) -> None:
+    """Resolve the run config these parameters give, exactly as every stage will; raise KoloraError if invalid."""
+    defaults = {p.name: p.default for p in run_parameters()}
+    merged = {**defaults, **params}
+    overrides: dict[str, Any] = {}
+    for p in run_parameters():
+        if p.flag and merged[p.name] != "":
+            try:
+                overrides[p.flag] = yaml.safe_load(merged[p.name])
+            except yaml.YAMLError:
+                raise KoloraError(f"-p {p.name}: '{merged[p.name]}' is not a valid YAML value") from None
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.yaml"
+        config.write_text(merged["config"], encoding="utf-8")
+        try:
+            load_config(merged["profile"], config, overrides)
+        except KoloraError as exc:
+            message = str(exc).replace(f"{config} + command-line flags", "-p parameters")
+            raise KoloraError(message.replace(f"config file {config}", "-p config")) from None
+
+
+def server_url(host: str | None) -> str:
+    host = host or os.environ.get("ARGO_SERVER")
+    if not host:
+        raise KoloraError(
+            "no argo-server: pass --host or set ARGO_SERVER, e.g. `kubectl -n argo port-forward svc/argo-server 2746:2746` "
+            "and ARGO_SERVER=localhost:2746"
+        )
+    if re.match(r"^https?://", host):
+        return host.rstrip("/")
+    scheme = "http" if os.environ.get("ARGO_SECURE", "true").lower() == "false" else "https"
+    return f"{scheme}://{host.rstrip('/')}"
+
+
+class _TimeoutSession(requests.Session):
+    """hera sets no timeout; a blackholed address must not hang the CLI."""
+
+    def request(self, *args: Any, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", TIMEOUT_S)
+        return super().request(*args, **kwargs)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "TLS failed (self-signed certificate? pass --insecure-skip-verify; plain http? use http://host:port)"
+    if isinstance(exc, requests.exceptions.Timeout):
+        return f"no answer within {TIMEOUT_S} s"
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", str(exc))
+    return found.group(1).strip().lower() if found else type(exc).__name__
+
+
+def build_workflow(params: dict[str, str], namespace: str, template: str, generate_name: str):
+    from hera.workflows import Parameter, Workflow
+    from hera.workflows.models import WorkflowTemplateRef
+
+    return Workflow(
+        generate_name=generate_name,
+        namespace=namespace,
+        labels={"app.kubernetes.io/name": "kolora", "kolora.dev/trigger": "kolora-submit"},
+        workflow_template_ref=WorkflowTemplateRef(name=template),
+        arguments=[Parameter(name=name, value=value) for name, value in params.items()] or None,
+    )
+
+
+def submit(
+    params: dict[str, str],
+    host: str | None = None,
+    token: str | None = None,
+    namespace: str | None = None,
+    verify_ssl: bool = True,
+    template: str = TEMPLATE_NAME,
+    generate_name: str = GENERATE_NAME,
+) -> str:
+    """Create the Workflow on argo-server; return its name. Every failure is a one-line KoloraError."""
+    from hera.exceptions import HeraException
+    from hera.workflows import WorkflowsService
+    from hera.workflows.models import WorkflowCreateRequest
+
+    url = server_url(host)
+    namespace = namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
+    token = token or os.environ.get("ARGO_TOKEN") or None
+    workflow = build_workflow(params, namespace, template, generate_name)
+    service = WorkflowsService(host=url, token=token, namespace=namespace, verify_ssl=verify_ssl, session=_TimeoutSession())
+    try:
+        created = service.create_workflow(WorkflowCreateRequest(workflow=workflow.build()), namespace=namespace)
+    except requests.exceptions.JSONDecodeError:
+        raise KoloraError(
+            f"{url} answered, but not as argo-server (a proxy, or the wrong port?): check --host / ARGO_SERVER"
+        ) from None
+    except requests.exceptions.RequestException as exc:
+        raise KoloraError(
+            f"argo-server at {url} does not answer ({_reason(exc)}): is it port-forwarded / is ARGO_SERVER right?"
+        ) from None
+    except HeraException as exc:
+        status = type(exc).__name__
+        hint = ""
+        if status in ("Unauthorized", "Forbidden"):
+            hint = ": set ARGO_TOKEN (`argo auth token`) or pass --token"
+        elif "not found" in str(exc).lower():
+            hint = f": create the template first (`argo template create -n {namespace} workflows/dist/kolora-pipeline.yaml`)"
+        raise KoloraError(f"argo-server at {url} refused the workflow ({status}: {exc}){hint}") from None
+    finally:
+        service.close()
+    return created.metadata.name
+
+
+def _submit_command(args: argparse.Namespace) -> int:
+    params = parse_parameters(args.parameter, args.config)
+    if not args.no_validate:
+        validate(params)
+    if args.dry_run:
+        namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
+        print(build_workflow(params, namespace, args.template, args.generate_name).to_yaml(allow_unicode=True), end="")
+        return 0
+    verify = not (args.insecure_skip_verify or os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() == "true")
+    name = submit(params, args.host, args.token, args.namespace, verify, args.template, args.generate_name)
+    namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
+    print(name)
+    print(
+        f"watch it: argo watch -n {namespace} {name}   (UI: {server_url(args.host)}/workflows/{namespace}/{name})",
+        file=sys.stderr,
+    )
+    return 0

@@ -1,0 +1,168 @@
+"""The ingest stage: `ingest.source` -> a normalised, captioned, de-duplicated `dataset` directory.
+
+Streams the source one image at a time (memory stays flat whatever the dataset size): caption, open and
+verify, normalise to RGB PNG (`normalise`), drop exact duplicates by the PNG's sha256, write
+`images/<sha256[:16]>.png` and one `dataset.jsonl` line. Everything skipped is listed with its reason in
+`ingest_report.json`; when nothing usable remains the stage fails with one line naming the commonest reasons.
+Output order is source order and every name derives from content, so a rerun writes identical files.
+
+Captions: `ingest.caption` (default "二次元", the seed's fixed text) replaces the source's own text when not
+null; `ingest.trigger_word`, when set, is prefixed as "<trigger>, <caption>". An image with no caption left
+is skipped as `missing_caption` (Data-Juicer would silently drop its empty text anyway).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from kolora_core.config import IngestConfig, RunConfig
+from kolora_core.data.layout import DATASET_JSONL, ID_LENGTH, IMAGES_DIR, INGEST_REPORT, Record, image_relpath, write_json
+from kolora_core.data.normalise import Skip, normalise
+from kolora_core.data.sources import Item, Problem, open_source
+from kolora_core.errors import KoloraError
+
+log = logging.getLogger("kolora.ingest")
+PROGRESS_EVERY_S = 10.0
+
+
+def caption_for(config: IngestConfig, source_text: str | None) -> str | None:
+    """ingest.caption (or the source's text when it is null), prefixed by the trigger word; None = no caption."""
+    base = " ".join((config.caption if config.caption is not None else source_text or "").split())
+    if not base:
+        return None  # a trigger word alone is not a caption
+    trigger = " ".join(config.trigger_word.split())
+    return f"{trigger}, {base}" if trigger else base
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.started = self.last = time.perf_counter()
+
+    def maybe_log(self, counts: Counter, force: bool = False) -> None:
+        now = time.perf_counter()
+        if not force and now - self.last < PROGRESS_EVERY_S:
+            return
+        self.last = now
+        rate = counts["read"] / max(now - self.started, 1e-9)
+        log.info(
+            "ingest: read %d, kept %d, skipped %d (%d duplicates), %.1f images/s",
+            counts["read"],
+            counts["kept"],
+            counts["skipped"],
+            counts["duplicate"],
+            rate,
+        )
+
+
+def _summary(kinds: Counter) -> str:
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
+
+
+def ingest_to(config: IngestConfig, out: Path) -> dict:
+    """Write the dataset layout into `out`; return the ingest report."""
+    source = open_source(config)
+    (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+    seen: dict[str, str] = {}  # sha256 -> original_id of its first occurrence
+    counts: Counter = Counter()
+    kinds: Counter = Counter()
+    skips: list[dict] = []
+    progress = _Progress()
+    stopped_early = False
+
+    def skip(original_id: str, kind: str, reason: str, image: bool = True) -> None:
+        skips.append({"original_id": original_id, "kind": kind, "reason": reason})
+        kinds[kind] += 1
+        counts["skipped" if image else "problems"] += 1
+        if kind == "duplicate":
+            counts["duplicate"] += 1
+        log.debug("skip %s: %s: %s", original_id, kind, reason)
+
+    with open(out / DATASET_JSONL, "w", encoding="utf-8") as jsonl:
+        for event in source.events:
+            if isinstance(event, Problem):
+                skip(event.original_id, event.kind, event.reason, image=False)
+                continue
+            assert isinstance(event, Item)
+            counts["read"] += 1
+            progress.maybe_log(counts)
+            if event.skip:
+                skip(event.original_id, *event.skip)
+                continue
+            text = caption_for(config, event.text)
+            if text is None:
+                skip(event.original_id, "missing_caption", "no caption in the source and ingest.caption is null")
+                continue
+            try:
+                image = normalise(event.data or b"")
+            except Skip as exc:
+                skip(event.original_id, exc.kind, exc.reason)
+                continue
+            if image.sha256 in seen:
+                skip(event.original_id, "duplicate", f"same pixels as {seen[image.sha256]}")
+                continue
+            seen[image.sha256] = event.original_id
+            relpath = image_relpath(image.sha256)
+            target = out / relpath
+            if target.exists():  # a 64-bit prefix collision between different images: never seen, never silent
+                raise KoloraError(f"two different images share the id {image.sha256[:ID_LENGTH]}; report this as a bug")
+            target.write_bytes(image.png)
+            record = Record(
+                id=image.sha256[:ID_LENGTH],
+                text=text,
+                image=relpath,
+                source=source.label,
+                original_id=event.original_id,
+                sha256=image.sha256,
+                width=image.width,
+                height=image.height,
+                source_sha256=image.source_sha256,
+            )
+            jsonl.write(record.to_json() + "\n")
+            counts["kept"] += 1
+            if config.max_images is not None and counts["kept"] >= config.max_images:
+                stopped_early = True
+                break
+    progress.maybe_log(counts, force=True)
+
+    if counts["kept"] == 0:
+        if counts["read"] == 0:
+            detail = f"; {_summary(kinds)}: {skips[0]['original_id']}: {skips[0]['reason']}" if skips else ""
+            raise KoloraError(f"ingest.source {config.source} holds no images{detail}")
+        first = skips[0]
+        raise KoloraError(
+            f"no usable images in {config.source}: all {counts['read']} skipped ({_summary(kinds)}); "
+            f"e.g. {first['original_id']}: {first['reason']}"
+        )
+    return {
+        "source": source.label,
+        "source_kind": source.kind,
+        "caption": config.caption,
+        "trigger_word": config.trigger_word,
+        "images_read": counts["read"],
+        "kept": counts["kept"],
+        "skipped": counts["skipped"],
+        "duplicates": counts["duplicate"],
+        "problems": counts["problems"],
+        "skipped_by_kind": dict(sorted(kinds.items())),
+        "stopped_at_max_images": stopped_early,
+        "skips": skips,
+    }
+
+
+def run_ingest(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """Stage entry point (see jobs/ingest.py)."""
+    del inputs  # ingest reads only its source
+    out = outputs["dataset"]
+    report = ingest_to(config.ingest, out)
+    write_json(out / INGEST_REPORT, report)
+    log.info(
+        "ingest: %d images from %s -> %d kept, %d skipped (%s)",
+        report["images_read"],
+        report["source"],
+        report["kept"],
+        report["skipped"],
+        ", ".join(f"{n} {k}" for k, n in report["skipped_by_kind"].items()) or "none",
+    )

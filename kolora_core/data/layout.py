@@ -1,0 +1,117 @@
+"""On-disk layout of the data artifacts: the single definition the ingest, filter and train stages share.
+
+`dataset` (ingest output, filter input)::
+
+    images/<sha256[:16]>.png   normalised RGB, lossless PNG; the name is the record id
+    dataset.jsonl              one Record per line, in source order
+    ingest_report.json         counts and every skipped input with its reason
+
+`trainset` (filter output, DiffSynth's `TextImageDataset` layout)::
+
+    train/<i>.png              i = 0..kept-1 in dataset order
+    train/metadata.csv         columns file_name,text (utf-8, no BOM)
+
+`filter-report`::
+
+    filter_report.json         top-level integer keys images_in, kept, dropped (read by the runner)
+    filter_report.html         self-contained: tables, histograms, contact sheet (base64 thumbnails)
+
+No file in these directories holds an absolute path: image paths are relative to the directory they are in.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from kolora_core.errors import KoloraError
+
+IMAGES_DIR = "images"
+DATASET_JSONL = "dataset.jsonl"
+INGEST_REPORT = "ingest_report.json"
+
+TRAIN_DIR = "train"
+TRAIN_METADATA = "metadata.csv"
+TRAIN_COLUMNS = ("file_name", "text")
+
+FILTER_REPORT_JSON = "filter_report.json"
+FILTER_REPORT_HTML = "filter_report.html"
+
+ID_LENGTH = 16
+
+
+@dataclass(frozen=True)
+class Record:
+    """One image of the dataset: what it shows, where it came from, and how to check it is intact."""
+
+    id: str  # sha256[:16]; also the image file name
+    text: str  # the caption the model trains on
+    image: str  # path relative to the dataset dir: images/<id>.png
+    source: str  # the ingest.source it came from
+    original_id: str  # its id in that source (row index, relative file name, ...)
+    sha256: str  # sha256 of the PNG file as written (`sha256sum images/<id>.png`)
+    width: int
+    height: int
+    source_sha256: str = ""  # sha256 of the original bytes as read from the source
+
+    @classmethod
+    def from_json(cls, line: str) -> Record:
+        data = json.loads(line)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), ensure_ascii=False, sort_keys=False)
+
+
+def image_relpath(sha256: str) -> str:
+    return f"{IMAGES_DIR}/{sha256[:ID_LENGTH]}.png"
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def read_records(dataset_dir: Path) -> Iterator[Record]:
+    """Stream the records of a dataset dir; a malformed line is an error naming the file and line."""
+    path = dataset_dir / DATASET_JSONL
+    if not path.is_file():
+        raise KoloraError(f"dataset {dataset_dir} has no {DATASET_JSONL}: pass the output directory of the ingest stage")
+    with open(path, encoding="utf-8") as f:
+        for n, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                yield Record.from_json(line)
+            except (ValueError, TypeError) as exc:
+                raise KoloraError(f"{path} line {n} is not a dataset record: {exc}") from None
+
+
+def read_ingest_report(dataset_dir: Path) -> dict:
+    path = dataset_dir / INGEST_REPORT
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise KoloraError(f"{path} is not valid JSON: {exc}") from None
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+
+
+def write_train_metadata(path: Path, rows: list[tuple[str, str]]) -> None:
+    """metadata.csv as DiffSynth reads it (`pandas.read_csv`): header file_name,text, utf-8, quoted where needed."""
+    with open(path, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(TRAIN_COLUMNS)
+        writer.writerows(rows)

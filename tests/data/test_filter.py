@@ -1,0 +1,273 @@
+"""The filter stage with real Data-Juicer runs (one per scenario, shared through module fixtures) and its checks.
+
+Data-Juicer runs: the smoke dataset end to end through both CLIs, a rerun after a simulated crash, the bad-kinds
+folder, and an empty result. Everything else here (accounting, reasons, missing dependencies) needs no run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from PIL import Image
+
+from jobs.filter import main as filter_main
+from jobs.ingest import main as ingest_main
+from kolora_core.data import datajuicer
+from kolora_core.data.datajuicer import DJResult
+from kolora_core.data.filter_report import explain_drop
+from kolora_core.data.filtering import account
+from kolora_core.data.ingest import ingest_to
+from kolora_core.data.layout import INGEST_REPORT, Record, read_records, write_json
+from kolora_core.data.smoke import smoke_kind
+from kolora_core.errors import KoloraError
+from kolora_core.stages import COMPLETE_MARKER
+from tests.data.conftest import ingest_config
+
+
+def filter_args(dataset: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "--profile",
+        "smoke",
+        "--dataset",
+        str(dataset),
+        "--trainset",
+        str(out / "trainset"),
+        "--filter-report",
+        str(out / "report"),
+        *extra,
+    ]
+
+
+def tree(root: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(root).as_posix(): p.read_bytes()
+        for p in sorted(root.rglob("*"))
+        if p.is_file() and p.name != COMPLETE_MARKER
+    }
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("smoke-run")
+    assert ingest_main(["--profile", "smoke", "--dataset", str(root / "dataset")]) == 0
+    assert filter_main(filter_args(root / "dataset", root)) == 0
+    return root
+
+
+@pytest.fixture(scope="module")
+def smoke_report(smoke: Path) -> dict:
+    return json.loads((smoke / "report" / "filter_report.json").read_text(encoding="utf-8"))
+
+
+def test_smoke_counts_and_per_op_table(smoke_report: dict) -> None:
+    assert (smoke_report["images_in"], smoke_report["kept"], smoke_report["dropped"]) == (16, 12, 4)
+    assert all(isinstance(smoke_report[k], int) for k in ("images_in", "kept", "dropped"))
+    assert smoke_report["dropped_by_op"] == {"image_shape_filter": 2, "image_aspect_ratio_filter": 2}
+    assert [(o["op"], o["images_in"], o["dropped"], o["images_out"]) for o in smoke_report["ops"]] == [
+        ("kolora_verify", 16, 0, 16),
+        ("image_shape_filter", 16, 2, 14),
+        ("image_aspect_ratio_filter", 14, 2, 12),
+    ]
+
+
+def test_each_drop_is_explained_by_data_juicer_stats(smoke_report: dict) -> None:
+    expected_op = {"too_small": "image_shape_filter", "too_wide": "image_aspect_ratio_filter"}
+    for drop in smoke_report["dropped_images"]:
+        index = int(drop["original_id"].removeprefix("smoke-"))
+        assert drop["op"] == expected_op[smoke_kind(index)]
+        if drop["op"] == "image_shape_filter":
+            assert drop["stats"]["image_width"] == drop["width"] < 96
+            assert re.fullmatch(r"width \d+ px < min_width 96; height \d+ px < min_height 96", drop["reason"])
+        else:
+            assert drop["stats"]["aspect_ratios"] > 2.0
+            assert re.fullmatch(r"aspect ratio \(w/h\) 2\.\d+ > max_ratio 2", drop["reason"])
+
+
+def test_trainset_is_diffsynth_layout(smoke: Path, smoke_report: dict) -> None:
+    train = smoke / "trainset" / "train"
+    metadata = pd.read_csv(train / "metadata.csv")  # what DiffSynth's TextImageDataset does
+    assert list(metadata.columns) == ["file_name", "text"]
+    assert list(metadata["file_name"]) == [f"{i}.png" for i in range(12)]
+    assert set(metadata["text"]) == {"二次元"}
+    assert not (train / "metadata.csv").read_bytes().startswith(b"\xef\xbb\xbf")  # utf-8, no BOM
+    assert sorted(p.name for p in train.iterdir()) == sorted([*metadata["file_name"], "metadata.csv"])
+    dataset = {r.id: r for r in read_records(smoke / "dataset")}
+    for kept in smoke_report["kept_images"]:
+        with Image.open(smoke / "trainset" / kept["file_name"]) as im:
+            assert im.size == (kept["width"], kept["height"]) and min(im.size) >= 96 and 0.5 <= im.width / im.height <= 2.0
+        assert hashlib.sha256((smoke / "trainset" / kept["file_name"]).read_bytes()).hexdigest() == dataset[kept["id"]].sha256
+    order = [r.id for r in read_records(smoke / "dataset") if r.id in {k["id"] for k in smoke_report["kept_images"]}]
+    assert [k["id"] for k in smoke_report["kept_images"]] == order  # dataset order
+
+
+def test_reports_hold_no_absolute_paths_and_html_is_self_contained(smoke: Path, smoke_report: dict) -> None:
+    for out in ("trainset", "report"):
+        for name, data in tree(smoke / out).items():
+            if name.endswith((".json", ".csv", ".html")):
+                text = data.decode("utf-8")
+                assert str(smoke) not in text and "/tmp" not in text, name
+    page = (smoke / "report" / "filter_report.html").read_text(encoding="utf-8")
+    assert page.count("data:image/jpeg;base64,") == 16
+    assert not re.search(r'(src|href)="(?!data:)', page)
+    for needle in ("16 in", "12 kept", "4 dropped", "image_shape_filter", "width &lt; min_width 96", "<svg"):
+        assert needle in page
+    assert smoke_report["histograms"]["width"]["kept"] and sum(smoke_report["histograms"]["width"]["dropped"]) == 4
+    assert smoke_report["dimensions"]["kept"]["width"]["min"] >= 96
+    assert smoke_report["ingest"]["images_read"] == 16
+
+
+def test_rerun_after_a_crash_writes_the_same_files(smoke: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rerun"
+    (out / "trainset" / ".partial" / "train").mkdir(parents=True)  # what a crashed run leaves behind
+    (out / "trainset" / ".partial" / "train" / "99.png").write_bytes(b"half")
+    assert filter_main(filter_args(smoke / "dataset", out)) == 0
+    assert tree(out / "trainset") == tree(smoke / "trainset")
+    assert tree(out / "report") == tree(smoke / "report")
+
+
+def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ops = "[{image_shape_filter: {min_width: 1024, min_height: 1024}}, {image_aspect_ratio_filter: {max_ratio: 2.0}}]"
+    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", ops))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("kolora filter: error: image_shape_filter removed all 16 images: width ")
+    assert "vs min_width 1024" in last and "(median " in last and "filter.ops" in last
+    assert not (tmp_path / "trainset" / COMPLETE_MARKER).exists()
+
+
+# --- a dataset holding every bad kind, plus an image corrupted after ingest -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def bad_run(bad_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("bad-run")
+    dataset = root / "dataset"
+    dataset.mkdir()
+    write_json(dataset / INGEST_REPORT, ingest_to(ingest_config(str(bad_folder), caption=None, trigger_word="kol"), dataset))
+    (dataset / COMPLETE_MARKER).write_text("{}", encoding="utf-8")
+    cmyk = next(r for r in read_records(dataset) if r.original_id == "cmyk.jpg")
+    (dataset / cmyk.image).write_bytes((dataset / cmyk.image).read_bytes()[:200])  # damaged after ingest
+    assert filter_main(filter_args(dataset, root)) == 0
+    return root, json.loads((root / "report" / "filter_report.json").read_text(encoding="utf-8"))
+
+
+def test_bad_kinds_kept_set_and_reasons(bad_run: tuple[Path, dict]) -> None:
+    root, report = bad_run
+    kept = [k["original_id"] for k in report["kept_images"]]
+    assert kept == ["good_a.png", "good_b.jpg", "gray16.png", "la.png", "palette.gif", "rotated.jpg", "sub/good_c.png"]
+    drops = {d["original_id"]: (d["op"], d["rule"]) for d in report["dropped_images"]}
+    assert drops == {
+        "cmyk.jpg": ("kolora_verify", "sha256 mismatch"),
+        "small.png": ("image_shape_filter", "width < min_width 96; height < min_height 96"),
+        "wide.png": ("image_aspect_ratio_filter", "aspect ratio (w/h) > max_ratio 2"),
+    }
+    assert (report["images_in"], report["kept"], report["dropped"]) == (10, 7, 3)
+    skips = {s["original_id"]: s["kind"] for s in report["ingest"]["skips"]}
+    assert skips["bomb.png"] == "too_large" and skips["gbk.txt"] == "caption_file_not_utf8" and len(skips) == 11
+    metadata = pd.read_csv(root / "trainset" / "train" / "metadata.csv")
+    assert metadata["text"].tolist()[-1] == "kol, a sidecar caption"
+    assert metadata["text"].tolist()[0] == "kol, caption of good_a.png, 二次元"
+
+
+# --- no Data-Juicer run needed ----------------------------------------------------------------------------------
+
+
+def test_missing_input_dir_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    missing = tmp_path / "nope"
+    assert filter_main(filter_args(missing, tmp_path)) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("kolora filter: error: input --dataset") and str(missing) in last
+
+
+def test_missing_ray_fails_before_data_juicer_can_pip_install(
+    smoke: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    real_find_spec = datajuicer.importlib.util.find_spec
+    monkeypatch.setattr(datajuicer.importlib.util, "find_spec", lambda name: None if name == "ray" else real_find_spec(name))
+    monkeypatch.setattr(datajuicer.subprocess, "run", lambda *a, **k: pytest.fail("Data-Juicer must not start"))
+    assert filter_main(filter_args(smoke / "dataset", tmp_path)) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "needs ray installed" in last and "pip install ray" in last
+
+
+def test_optional_op_packages_are_checked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    real_find_spec = datajuicer.importlib.util.find_spec
+    monkeypatch.setattr(
+        datajuicer.importlib.util, "find_spec", lambda name: None if name == "imagededup" else real_find_spec(name)
+    )
+    with pytest.raises(KoloraError, match=r"imagededup installed \(needed by image_deduplicator\)"):
+        datajuicer.check_environment([{"image_deduplicator": {}}])
+
+
+def records(n: int) -> list[Record]:
+    return [Record(f"id{i}", "t", f"images/id{i}.png", "test", f"o{i}", f"id{i}" + "0" * 60, 100, 100) for i in range(n)]
+
+
+def test_unexplained_drops_fail_the_stage() -> None:
+    """Data-Juicer's poisoned batch: output shorter than input, no trace, exit 0."""
+    result = DJResult(kept=[], dropped={}, error_lines=["| ERROR | An error occurred in image_shape_filter ..."], seconds=1.0)
+    with pytest.raises(KoloraError, match=r"4 images vanished.*An error occurred in image_shape_filter"):
+        account(records(4), result, [{"image_shape_filter": {}}])
+
+
+def test_deduplicator_drops_are_attributed_to_it() -> None:
+    rows = [{"id": "id0", "text": "t", "image": []}, {"id": "id2", "text": "t", "image": []}]
+    result = DJResult(
+        kept=rows, dropped={"image_shape_filter": [{"id": "id3", "stats": {"image_width": [5]}}]}, error_lines=[], seconds=1.0
+    )
+    outcome = account(records(4), result, [{"image_shape_filter": {"min_width": 10}}, {"image_deduplicator": {}}])
+    assert [(d.record.id, d.op) for d in outcome.drops] == [("id1", "image_deduplicator"), ("id3", "image_shape_filter")]
+    assert [(o["op"], o["images_in"], o["images_out"]) for o in outcome.ops] == [
+        ("image_shape_filter", 4, 3),
+        ("image_deduplicator", 3, 2),
+    ]
+
+
+def test_rows_data_juicer_was_not_given_are_refused() -> None:
+    result = DJResult(kept=[{"id": "new", "text": "t", "image": []}], dropped={}, error_lines=[], seconds=1.0)
+    with pytest.raises(KoloraError, match="ids it was not given"):
+        account(records(1), result, [])
+
+
+@pytest.mark.parametrize(
+    ("op", "args", "stats", "reason"),
+    [
+        (
+            "image_shape_filter",
+            {"min_width": 1024},
+            {"image_width": [512], "image_height": [2048]},
+            "width 512 px < min_width 1024",
+        ),
+        ("image_aspect_ratio_filter", {}, {"aspect_ratios": [0.25]}, "aspect ratio (w/h) 0.25 < min_ratio 0.333"),
+        (
+            "image_aesthetics_filter",
+            {"min_score": 0.6},
+            {"image_aesthetics_scores": [0.41]},
+            "aesthetic score 0.41 < min_score 0.6",
+        ),
+        ("image_nsfw_filter", {}, {"image_nsfw_score": [0.9]}, "NSFW score 0.9 > max_score 0.5"),
+        ("some_new_filter", {"k": 1}, {"s": [3]}, "s=3 (limits: k=1)"),
+    ],
+)
+def test_explain_drop(op: str, args: dict, stats: dict, reason: str) -> None:
+    assert explain_drop(op, args, stats)[1] == reason
+
+
+@pytest.mark.skipif(not os.environ.get("KOLORA_TEST_RAY"), reason="starts a local Ray (~40 s on 2 cores); set KOLORA_TEST_RAY=1")
+def test_ray_executor_gives_the_same_result(smoke: Path, tmp_path: Path) -> None:
+    from kolora_core.config import load_config
+
+    verified = list(read_records(smoke / "dataset"))
+    samples = [datajuicer.Sample(r.id, r.text, (smoke / "dataset" / r.image).resolve()) for r in verified]
+    ops = load_config("smoke").filter.ops
+    result = datajuicer.run_datajuicer(samples, ops, 2, tmp_path, executor_type="ray", ray_address="local")
+    outcome = account(verified, result, ops)
+    report = json.loads((smoke / "report" / "filter_report.json").read_text(encoding="utf-8"))
+    assert [row["id"] for row in outcome.kept_rows] == [k["id"] for k in report["kept_images"]]
+    assert sorted((d.record.id, d.op) for d in outcome.drops) == sorted((d["id"], d["op"]) for d in report["dropped_images"])

@@ -1,0 +1,146 @@
+"""The ingest stage on a folder holding every bad kind: kept set, reasons, report numbers, layout, reruns."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from jobs.ingest import main as ingest_main
+from kolora_core.data.ingest import caption_for, ingest_to
+from kolora_core.data.layout import DATASET_JSONL, INGEST_REPORT, read_records
+from kolora_core.errors import KoloraError
+from tests.data.conftest import BAD_FOLDER, encode, ingest_config, picture
+
+KEPT = sorted(n for n, outcome in BAD_FOLDER.items() if outcome == "kept")
+
+
+@pytest.fixture(scope="module")
+def ingested(bad_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("dataset")
+    report = ingest_to(ingest_config(str(bad_folder), caption=None, trigger_word="kol"), out)
+    return out, report
+
+
+def test_kept_set_and_skip_reasons(ingested: tuple[Path, dict]) -> None:
+    out, report = ingested
+    records = list(read_records(out))
+    assert sorted(r.original_id for r in records) == KEPT
+    image_skips = {s["original_id"]: s["kind"] for s in report["skips"] if s["original_id"] in BAD_FOLDER}
+    assert image_skips == {n: kind for n, kind in BAD_FOLDER.items() if kind != "kept"}
+    assert {s["original_id"]: s["kind"] for s in report["skips"]}["gbk.txt"] == "caption_file_not_utf8"
+    duplicate = next(s for s in report["skips"] if s["kind"] == "duplicate")
+    assert duplicate["reason"] == "same pixels as good_a.png"
+    assert all(s["reason"] for s in report["skips"])
+
+
+def test_report_numbers(ingested: tuple[Path, dict]) -> None:
+    _, report = ingested
+    assert report["images_read"] == len(BAD_FOLDER)
+    assert report["kept"] == len(KEPT)
+    assert report["skipped"] == len(BAD_FOLDER) - len(KEPT)
+    assert report["duplicates"] == 1 and report["problems"] == 1
+    assert report["skipped_by_kind"]["missing_caption"] == 2
+    assert report["source"].startswith("folder:") and "/" not in report["source"].removeprefix("folder:")
+
+
+def test_records_layout_and_provenance(ingested: tuple[Path, dict], bad_folder: Path) -> None:
+    out, _ = ingested
+    records = {r.original_id: r for r in read_records(out)}
+    for r in records.values():
+        path = out / r.image
+        assert r.image == f"images/{r.id}.png" and not Path(r.image).is_absolute()
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == r.sha256 and r.id == r.sha256[:16]
+        with Image.open(path) as im:
+            assert im.format == "PNG" and im.mode == "RGB" and im.size == (r.width, r.height)
+    assert records["good_a.png"].text == "kol, caption of good_a.png, 二次元"
+    assert records["sub/good_c.png"].text == "kol, a sidecar caption"
+    assert records["rotated.jpg"].width == 120 and records["rotated.jpg"].height == 200
+    assert records["good_b.jpg"].source_sha256 == hashlib.sha256((bad_folder / "good_b.jpg").read_bytes()).hexdigest()
+    lines = (out / DATASET_JSONL).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["original_id"] for line in lines] == sorted(records, key=lambda n: n)  # source order = sorted paths
+
+
+def test_rerun_writes_identical_files(ingested: tuple[Path, dict], bad_folder: Path, tmp_path: Path) -> None:
+    out, _ = ingested
+    ingest_to(ingest_config(str(bad_folder), caption=None, trigger_word="kol"), tmp_path)
+
+    def tree(root: Path) -> dict[str, bytes]:
+        return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+    assert tree(tmp_path) == tree(out)
+
+
+def test_caption_override_keeps_uncaptioned_images(bad_folder: Path, tmp_path: Path) -> None:
+    report = ingest_to(ingest_config(str(bad_folder)), tmp_path)  # caption "二次元", the seed's
+    assert report["kept"] == len(KEPT) + 2  # nocaption.png and gbk.png now have a caption
+    assert {r.text for r in read_records(tmp_path)} == {"二次元"}
+
+
+def test_caption_rules() -> None:
+    config = ingest_config("smoke://")
+    assert caption_for(config, "source text") == "二次元"
+    assert caption_for(config.model_copy(update={"caption": None}), " a  b ") == "a b"
+    assert caption_for(config.model_copy(update={"caption": None}), None) is None
+    assert caption_for(config.model_copy(update={"trigger_word": "kstyle"}), None) == "kstyle, 二次元"
+    assert caption_for(config.model_copy(update={"trigger_word": "kstyle", "caption": None}), "") is None
+
+
+def test_max_images_stops_early(tmp_path: Path) -> None:
+    report = ingest_to(ingest_config("smoke://", max_images=3), tmp_path)
+    assert report["kept"] == 3 and report["stopped_at_max_images"]
+    assert len(list((tmp_path / "images").iterdir())) == 3
+
+
+def test_nothing_usable_is_one_line_with_the_reasons(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"")
+    (src / "b.jpg").write_text("not an image", encoding="utf-8")
+    with pytest.raises(KoloraError) as caught:
+        ingest_to(ingest_config(str(src)), tmp_path / "out")
+    message = str(caught.value)
+    assert "no usable images" in message and "1 empty_file" in message and "1 not_an_image" in message
+    assert "\n" not in message
+
+
+def test_folder_without_images_says_so(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("hi", encoding="utf-8")
+    with pytest.raises(KoloraError, match="holds no images"):
+        ingest_to(ingest_config(str(tmp_path)), tmp_path / "out")
+
+
+def test_cli_smoke_and_missing_source(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert ingest_main(["--profile", "smoke", "--dataset", str(tmp_path / "ds")]) == 0
+    report = json.loads((tmp_path / "ds" / INGEST_REPORT).read_text(encoding="utf-8"))
+    assert report["images_read"] == report["kept"] == 16 and (tmp_path / "ds" / "_SUCCESS").exists()
+
+    missing = tmp_path / "no-such-folder"
+    code = ingest_main(["--profile", "smoke", "--ingest.source", str(missing), "--dataset", str(tmp_path / "ds2")])
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("kolora ingest: error:") and str(missing) in last
+    assert not (tmp_path / "ds2" / "_SUCCESS").exists()
+
+
+def test_large_sources_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ingest loop pulls one item at a time: a source that fails at item 3 has written items 0-2 already."""
+    from kolora_core.data import ingest as ingest_module
+    from kolora_core.data.sources import Item, Source
+
+    written: list[int] = []
+
+    def lazy():
+        for i in range(5):
+            if i == 3:
+                written.append(len(list((tmp_path / "images").iterdir())))
+                raise RuntimeError("stop")
+            yield Item(f"x{i}", encode(picture((100, 100), i), "PNG"), "t")
+
+    monkeypatch.setattr(ingest_module, "open_source", lambda config: Source("test", "test", lazy()))
+    with pytest.raises(RuntimeError):
+        ingest_to(ingest_config("smoke://"), tmp_path)
+    assert written == [3]

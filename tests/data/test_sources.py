@@ -1,0 +1,229 @@
+"""Sources: folders with captions, parquet exports, the ModelScope path (offline), smoke://, and bad URIs."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import datasets
+import pytest
+from PIL import Image
+
+from kolora_core.data import sources
+from kolora_core.data.smoke import smoke_items, smoke_kind, smoke_size
+from kolora_core.data.sources import Item, Problem, iter_folder, open_source
+from kolora_core.errors import KoloraError
+from tests.data.conftest import encode, ingest_config, picture
+
+
+def events(source: str, **fields) -> list[Item | Problem]:
+    return list(open_source(ingest_config(source, **fields)).events)
+
+
+def items(evs: list) -> dict[str, Item]:
+    return {e.original_id: e for e in evs if isinstance(e, Item)}
+
+
+def hf_rows(count: int, with_text: bool = True) -> list[dict]:
+    rows = []
+    for i in range(count):
+        row = {"image": {"bytes": encode(picture((100 + i, 110), i), "PNG"), "path": None}}
+        if with_text:
+            row["text"] = f"row {i} 二次元"
+        rows.append(row)
+    return rows
+
+
+def hf_dataset(rows: list[dict]) -> datasets.Dataset:
+    features = {"image": datasets.Image()}
+    if "text" in rows[0]:
+        features["text"] = datasets.Value("string")
+    return datasets.Dataset.from_list(rows, features=datasets.Features(features))
+
+
+@pytest.fixture(scope="module")
+def parquet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("parquet")
+    rows = hf_rows(5)
+    rows[3]["image"] = {"bytes": b"", "path": None}  # an empty cell
+    hf_dataset(rows[:3]).to_parquet(str(root / "train-00000-of-00002.parquet"))
+    hf_dataset(rows[3:]).to_parquet(str(root / "train-00001-of-00002.parquet"))
+    return root
+
+
+# --- local folders --------------------------------------------------------------------------------------------
+
+
+def test_folder_captions_from_csv_jsonl_and_sidecars(tmp_path: Path) -> None:
+    for name in ("a.png", "b.png", "c.png", "d.png"):
+        (tmp_path / name).write_bytes(encode(picture((100, 100), ord(name[0])), "PNG"))
+    (tmp_path / "metadata.jsonl").write_text(
+        json.dumps({"file_name": "a.png", "text": "甲 caption"}, ensure_ascii=False)
+        + "\nnot json\n"
+        + json.dumps({"file_name": "b.png"})
+        + "\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "c.txt").write_text("  sidecar\ncaption ", encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    got = items(evs)
+    assert sorted(got) == ["a.png", "b.png", "c.png", "d.png"]
+    assert got["a.png"].text == "甲 caption"
+    assert got["b.png"].text is None  # listed without text
+    assert got["c.png"].text == "sidecar caption"  # whitespace normalised
+    assert got["d.png"].text is None
+    problems = [e for e in evs if isinstance(e, Problem)]
+    assert [(p.kind, p.original_id) for p in problems] == [("bad_metadata", "metadata.jsonl:2")]
+
+
+def test_non_utf8_metadata_is_reported_and_its_captions_ignored(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / "metadata.csv").write_bytes("file_name,text\na.png,二次元\n".encode("gbk"))
+    evs = list(iter_folder(tmp_path))
+    problem = next(e for e in evs if isinstance(e, Problem))
+    assert problem.kind == "caption_file_not_utf8" and problem.original_id == "metadata.csv"
+    assert "UTF-8" in problem.reason
+    assert items(evs)["a.png"].text is None
+
+
+def test_metadata_without_file_name_column_is_a_problem(tmp_path: Path) -> None:
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / "metadata.csv").write_text("image,text\na.png,x\n", encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    assert any(isinstance(e, Problem) and e.kind == "bad_metadata" and "file_name" in e.reason for e in evs)
+
+
+# --- parquet --------------------------------------------------------------------------------------------------
+
+
+def test_parquet_folder_streams_rows_in_file_order(parquet_dir: Path) -> None:
+    source = open_source(ingest_config(str(parquet_dir)))
+    assert source.kind == "parquet" and source.label == f"parquet:{parquet_dir.name}"
+    got = list(source.events)
+    assert [e.original_id for e in got] == [
+        "train-00000-of-00002.parquet:0",
+        "train-00000-of-00002.parquet:1",
+        "train-00000-of-00002.parquet:2",
+        "train-00001-of-00002.parquet:0",
+        "train-00001-of-00002.parquet:1",
+    ]
+    assert got[1].text == "row 1 二次元"
+    assert Image.open(io.BytesIO(got[2].data)).size == (102, 110)
+    assert got[3].data is None and got[3].skip[0] == "empty_file"
+
+
+def test_single_parquet_file_and_non_parquet_file(parquet_dir: Path, tmp_path: Path) -> None:
+    one = parquet_dir / "train-00001-of-00002.parquet"
+    assert len(events(str(one))) == 2
+    (tmp_path / "x.csv").write_text("a,b\n", encoding="utf-8")
+    with pytest.raises(KoloraError, match=r"not \.parquet"):
+        open_source(ingest_config(str(tmp_path / "x.csv")))
+
+
+# --- ModelScope (offline) -------------------------------------------------------------------------------------
+
+
+def test_modelscope_loads_a_local_parquet_through_msdataset(
+    parquet_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KOLORA_DATA_CACHE", str(tmp_path / "cache"))
+    pattern = str(parquet_dir / "train-00000-of-00002.parquet")
+    got = events(f"modelscope://{pattern}")
+    assert [e.original_id for e in got] == ["0", "1", "2"]
+    assert [e.text for e in got] == ["row 0 二次元", "row 1 二次元", "row 2 二次元"]
+    assert all(Image.open(io.BytesIO(e.data)).width >= 100 for e in got)
+
+
+def test_modelscope_passes_subset_split_revision_and_cache_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelscope.msdatasets import MsDataset
+
+    calls = []
+
+    def fake_load(dataset_name, **kwargs):
+        calls.append((dataset_name, kwargs))
+        return MsDataset(hf_dataset(hf_rows(2, with_text=False)))
+
+    monkeypatch.setattr(MsDataset, "load", staticmethod(fake_load))
+    monkeypatch.setenv("KOLORA_DATA_CACHE", str(tmp_path / "ms"))
+    config = ingest_config("modelscope://AI-ModelScope/lowres_anime", subset="default", split="train", revision="v1.0")
+    source = open_source(config)
+    assert source.label == "modelscope://AI-ModelScope/lowres_anime"
+    got = list(source.events)
+    assert calls == [
+        (
+            "AI-ModelScope/lowres_anime",
+            {"subset_name": "default", "split": "train", "cache_dir": str(tmp_path / "ms"), "version": "v1.0"},
+        )
+    ]
+    assert [e.original_id for e in got] == ["0", "1"] and all(e.text is None and e.data for e in got)
+
+
+def test_unreachable_hub_is_one_line_naming_the_dataset(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from modelscope.msdatasets import MsDataset
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Failed to resolve 'www.modelscope.cn'\nretrying")
+
+    monkeypatch.setattr(MsDataset, "load", staticmethod(offline))
+    monkeypatch.setenv("KOLORA_DATA_CACHE", str(tmp_path))
+    with pytest.raises(KoloraError) as caught:
+        events("modelscope://AI-ModelScope/lowres_anime")
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "modelscope://AI-ModelScope/lowres_anime" in message and "split train" in message and "ConnectionError" in message
+
+
+def test_multi_split_result_asks_for_a_split() -> None:
+    with pytest.raises(KoloraError, match=r"ingest\.split"):
+        list(sources.iter_hf_rows({"train": None, "test": None}, "modelscope://x"))
+
+
+# --- smoke:// and bad URIs ------------------------------------------------------------------------------------
+
+
+def test_smoke_is_deterministic_and_has_droppable_images() -> None:
+    first = list(smoke_items(16))
+    assert first == list(smoke_items(16))
+    kinds = [smoke_kind(i) for i in range(16)]
+    assert kinds.count("too_small") == 2 and kinds.count("too_wide") == 2
+    for i, (_, data, _) in enumerate(first):
+        w, h = Image.open(io.BytesIO(data)).size
+        assert (w, h) == smoke_size(i)
+        if kinds[i] == "ok":
+            assert 96 <= w <= 160 and 96 <= h <= 160
+        elif kinds[i] == "too_small":
+            assert max(w, h) < 96
+        else:
+            assert min(w, h) >= 96 and w / h > 2.0
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        ("s3://bucket/images", "unsupported scheme"),
+        ("/nonexistent/kolora/images", "/nonexistent/kolora/images does not exist"),
+        ("modelscope://", "needs a dataset id"),
+    ],
+)
+def test_bad_sources_fail_with_one_line(source: str, message: str) -> None:
+    with pytest.raises(KoloraError, match=message):
+        open_source(ingest_config(source))
+
+
+def test_decoded_pil_cells_and_path_cells_are_read(tmp_path: Path) -> None:
+    (tmp_path / "p.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    rows = [{"image": picture((101, 100), 2)}, {"image": "p.png"}, {"image": "gone.png"}]
+    got = list(sources.iter_hf_rows(ListDataset(rows), "x"))
+    assert Image.open(io.BytesIO(got[0].data)).size == (101, 100)
+    assert got[1].skip[0] == "missing_file"  # relative path without a base dir
+    assert got[2].skip[0] == "missing_file"
+    got = [sources._row_item(row, str(i), "image", None, tmp_path) for i, row in enumerate(rows)]
+    assert got[1].data == (tmp_path / "p.png").read_bytes() and got[2].skip[0] == "missing_file"
+
+
+class ListDataset(list):
+    """What a streaming dataset without features looks like: rows only."""
+
+    column_names = ("image",)
+    features = None

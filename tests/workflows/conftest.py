@@ -1,0 +1,36 @@
+"""Shared fixtures of the Argo workflow tests: the rendered objects, parsed once per session."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+if str(REPO_ROOT) not in sys.path:  # `tests.argo_schema` whether pytest runs as `pytest` or `python -m pytest`
+    sys.path.insert(0, str(REPO_ROOT))
+
+from workflows.render import render_all  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def rendered() -> dict[str, str]:
+    """File name -> YAML text, default options (what workflows/dist/ must hold)."""
+    return render_all()
+
+
+@pytest.fixture(scope="session")
+def objects(rendered: dict[str, str]) -> dict[str, dict]:
+    return {name: yaml.safe_load(text) for name, text in rendered.items()}
+
+
+@pytest.fixture(scope="session")
+def template(objects: dict[str, dict]) -> dict:
+    return objects["kolora-pipeline.yaml"]
+
+
+@pytest.fixture(scope="session")
+def cpu_template(objects: dict[str, dict]) -> dict:
+    return objects["kolora-pipeline-cpu.yaml"]

@@ -1,0 +1,346 @@
+"""The kolora-pipeline WorkflowTemplate: wiring from kolora_core.stages, GPU scheduling, reliability, security."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kolora_core.config import available_profiles
+from kolora_core.errors import KoloraError
+from kolora_core.stage_cli import build_parser, config_from_args
+from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, STAGES
+from workflows import pipeline
+from workflows.options import SIZES, project_version, run_parameters
+from workflows.render import render_all
+
+GPU_STAGES = [name for name, stage in STAGES.items() if stage.gpu]
+CPU_STAGES = [name for name, stage in STAGES.items() if not stage.gpu]
+
+
+def templates(obj: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in obj["spec"]["templates"]}
+
+
+def tasks(obj: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in templates(obj)[obj["spec"]["entrypoint"]]["dag"]["tasks"]}
+
+
+def artifacts(section: dict | None) -> dict[str, dict]:
+    return {a["name"]: a for a in (section or {}).get("artifacts", [])}
+
+
+def workflow_params(obj: dict) -> dict[str, dict]:
+    return {p["name"]: p for p in obj["spec"]["arguments"]["parameters"]}
+
+
+# --- built from kolora_core.stages -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_container_template_is_the_stage_spec(template: dict, name: str) -> None:
+    stage, tmpl = STAGES[name], templates(template)[name]
+    container = tmpl["container"]
+    assert container["command"] == stage.command
+    registry, tag = "{{workflow.parameters.image-registry}}", "{{workflow.parameters.image-tag}}"
+    assert container["image"] == f"{registry}/kolora-{stage.image}:{tag}"
+    args = container["args"]
+    assert args[:4] == ["--profile", "{{workflow.parameters.profile}}", "--config", CONFIG_PATH]
+    io = stage.io_args()
+    assert args[4 : 4 + len(io)] == io
+    inputs = artifacts(tmpl.get("inputs"))
+    assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs]
+    assert inputs[CONFIG_ARTIFACT] == {"name": "config", "path": CONFIG_PATH, "raw": {"data": "{{workflow.parameters.config}}"}}
+    for art in stage.inputs:
+        assert inputs[art]["path"] == stage.input_path(art)
+    outputs = artifacts(tmpl["outputs"])
+    assert list(outputs) == list(stage.outputs)
+    for art in stage.outputs:
+        assert outputs[art]["path"] == stage.output_path(art)
+        assert outputs[art]["path"].startswith(container["volumeMounts"][0]["mountPath"] + "/")  # on the kolora-work volume
+    params = {p["name"]: p for p in tmpl["outputs"].get("parameters", [])}
+    assert set(params) == set(stage.parameters)
+
+
+def _substituted_args(container: dict, values: dict[str, str], config: Path) -> list[str]:
+    def sub(arg: str) -> str:
+        arg = re.sub(r"\{\{workflow\.parameters\.([\w-]+)\}\}", lambda m: values[m.group(1)], arg)
+        return arg.replace("{{inputs.parameters.shard}}", "0").replace(CONFIG_PATH, str(config))
+
+    return [sub(a) for a in container["args"]]
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_step_resolves_the_same_config_through_its_real_cli(template: dict, name: str, tmp_path: Path) -> None:
+    """The args parse with the stage's own argparse; '' keeps the profile, set parameters reach their field."""
+    stage, container = STAGES[name], templates(template)[name]["container"]
+    config = tmp_path / "run.yaml"
+    config.write_text("train: {batch_size: 2}\n", encoding="utf-8")
+    defaults = {p["name"]: p["value"] for p in workflow_params(template).values()}
+
+    args = build_parser(stage).parse_args(_substituted_args(container, defaults, config))
+    resolved = config_from_args(args)
+    assert resolved.profile == "full" and resolved.train.steps == 500 and resolved.train.batch_size == 2
+
+    chosen = {
+        **defaults,
+        "profile": "smoke",
+        "dataset": "smoke://",
+        "caption": "anime style",
+        "steps": "7",
+        "rank": "8",
+        "alpha": "8",
+        "learning-rate": "0.0002",
+        "prompts": "[{prompt: a cat, seed: 3}]",
+        "lora-strength": "0.5",
+        "model-source": "tiny",
+        "generate-shards": "2",
+    }
+    resolved = config_from_args(build_parser(stage).parse_args(_substituted_args(container, chosen, config)))
+    assert resolved.profile == "smoke" and resolved.ingest.source == "smoke://" and resolved.ingest.caption == "anime style"
+    assert (resolved.train.steps, resolved.train.lora_rank, resolved.train.lora_alpha) == (7, 8, 8.0)
+    assert resolved.train.learning_rate == 0.0002 and resolved.generate.lora_strength == 0.5
+    assert resolved.models.source == "tiny" and [p.prompt for p in resolved.generate.prompts] == ["a cat"]
+    if name == pipeline.FANOUT_STAGE:
+        assert (resolved.generate.shards, resolved.generate.shard) == (2, 0)
+
+
+def test_workflow_parameters(template: dict) -> None:
+    params = workflow_params(template)
+    assert list(params) == [p.name for p in run_parameters()]
+    assert params["profile"]["value"] == "full" and params["profile"]["enum"] == available_profiles()
+    assert params["config"]["value"] == "{}"
+    assert params["image-registry"]["value"] == "ghcr.io/kolora"
+    assert params["image-tag"]["value"] == project_version() != "latest"
+    assert params["generate-shards"]["value"] == "1"
+    for name in ("dataset", "caption", "steps", "rank", "alpha", "learning-rate", "prompts", "lora-strength", "model-source"):
+        assert params[name]["value"] == "", name
+    assert not [n for n in params if re.search("token|secret|password|key", n)]
+
+
+def test_every_workflow_parameter_is_used(rendered: dict[str, str]) -> None:
+    text = rendered["kolora-pipeline.yaml"]
+    for param in run_parameters():
+        assert f"{{{{workflow.parameters.{param.name}}}}}" in text, param.name
+
+
+# --- the graph -------------------------------------------------------------------------------------------------
+
+
+def test_dag_dependencies(template: dict) -> None:
+    deps = {name: task.get("depends") for name, task in tasks(template).items()}
+    assert deps == {
+        "ingest": None,
+        "filter": "ingest",
+        "fetch-models": None,  # in parallel with ingest and filter
+        "train": "filter && fetch-models",
+        "generate": "fetch-models && train",
+        "evaluate": "filter && train && generate",
+    }
+
+
+def test_artifacts_flow_from_their_producer(template: dict) -> None:
+    for name, task in tasks(template).items():
+        for art in task.get("arguments", {}).get("artifacts", []):
+            producer = next(s for s in STAGES.values() if art["name"] in s.outputs)
+            assert art["from"] == f"{{{{tasks.{producer.name}.outputs.artifacts.{art['name']}}}}}", name
+            assert producer.name in task["depends"]
+
+
+def test_generate_fans_out_over_prompt_shards(template: dict) -> None:
+    task = tasks(template)["generate"]
+    assert task["withSequence"] == {"count": "{{workflow.parameters.generate-shards}}"}
+    assert task["arguments"]["parameters"] == [{"name": "shard", "value": "{{item}}"}]
+    tmpl = templates(template)["generate"]
+    assert tmpl["inputs"]["parameters"] == [{"name": "shard"}]
+    args = tmpl["container"]["args"]
+    assert args[args.index("--generate.shards") + 1] == "{{workflow.parameters.generate-shards}}"
+    assert args[args.index("--generate.shard") + 1] == "{{inputs.parameters.shard}}"
+    images = artifacts(tmpl["outputs"])["images"]
+    assert images["s3"] == {"key": "{{workflow.name}}/images/shard-{{inputs.parameters.shard}}"}
+    assert images["archive"] == {"none": {}}
+    # evaluate reads every shard as one directory of shard-<n>/ subdirectories
+    evaluate = artifacts(templates(template)["evaluate"]["inputs"])["images"]
+    assert evaluate["s3"] == {"key": "{{workflow.name}}/images"}
+    assert evaluate["path"] == STAGES["evaluate"].input_path("images")
+    assert "images" not in [a["name"] for a in tasks(template)["evaluate"]["arguments"]["artifacts"]]
+
+
+def test_gate_output_parameter_has_a_default(template: dict) -> None:
+    (gate,) = templates(template)["evaluate"]["outputs"]["parameters"]
+    artifact, file = STAGES["evaluate"].parameters["gate"]
+    path = f"{STAGES['evaluate'].output_path(artifact)}/{file}"
+    assert gate == {"name": "gate", "valueFrom": {"default": "skipped", "path": path}}
+    assert pipeline.GATE_PASSED == "{{tasks.evaluate.outputs.parameters.gate}} == passed"
+
+
+def test_outputs_are_key_only_in_the_default_repository_uncompressed(template: dict, rendered: dict[str, str]) -> None:
+    assert "s3: {}" not in rendered["kolora-pipeline.yaml"]
+    assert "artifactRepositoryRef" not in template["spec"]  # the namespace's default repository
+    for tmpl in templates(template).values():
+        for art in artifacts(tmpl.get("outputs")).values():
+            assert art["archive"] == {"none": {}}
+            assert set(art["s3"]) == {"key"} and art["s3"]["key"].startswith("{{workflow.name}}/")
+    with_key = yaml.safe_load(render_all(artifact_repository_key="default-v1")["kolora-pipeline.yaml"])
+    assert with_key["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "default-v1"}
+
+
+def test_summary_annotation_names_real_outputs(template: dict) -> None:
+    listed = template["metadata"]["annotations"]["kolora.dev/summary-artifacts"]
+    assert listed == "evaluate/report,filter/filter-report,train/lora"
+    for item in listed.split(","):
+        task, art = item.split("/")
+        assert art in STAGES[task].outputs
+
+
+def test_labels(template: dict) -> None:
+    labels = template["spec"]["podMetadata"]["labels"]
+    assert labels["kolora.dev/profile"] == "{{workflow.parameters.profile}}"
+    assert labels["app.kubernetes.io/version"] == project_version()
+    labels_from = template["spec"]["workflowMetadata"]["labelsFrom"]
+    assert labels_from["kolora.dev/profile"] == {"expression": "workflow.parameters.profile"}
+    for name in STAGES:
+        assert templates(template)[name]["metadata"]["labels"] == {"kolora.dev/stage": name}
+
+
+# --- scheduling ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", GPU_STAGES)
+def test_gpu_steps_request_a_gpu_and_tolerate_gpu_nodes(template: dict, name: str) -> None:
+    tmpl = templates(template)[name]
+    resources = tmpl["container"]["resources"]
+    assert resources["limits"]["nvidia.com/gpu"] == "1"
+    assert resources["requests"]["cpu"] == "8" and resources["requests"]["memory"] == "48Gi"
+    assert resources["limits"]["memory"] == "64Gi"
+    assert tmpl["tolerations"] == [{"effect": "NoSchedule", "key": "nvidia.com/gpu", "operator": "Exists"}]
+    assert tmpl["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert tmpl["volumes"] == [{"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "8Gi"}}]
+    assert {"name": "dshm", "mountPath": "/dev/shm"} in tmpl["container"]["volumeMounts"]
+
+
+@pytest.mark.parametrize("name", CPU_STAGES)
+def test_cpu_steps_stay_off_gpus(template: dict, name: str) -> None:
+    tmpl = templates(template)[name]
+    assert "nvidia.com/gpu" not in tmpl["container"]["resources"]["limits"]
+    assert "tolerations" not in tmpl and "nodeSelector" not in tmpl
+
+
+def test_gpu_options(template: dict) -> None:
+    from workflows.options import Toleration
+
+    custom = render_all(gpus=2, tolerations=(Toleration("gpu-pool", value="h100", operator="Equal"),), node_selector=())
+    train = templates(yaml.safe_load(custom["kolora-pipeline.yaml"]))["train"]
+    assert train["container"]["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert train["tolerations"] == [{"effect": "NoSchedule", "key": "gpu-pool", "operator": "Equal", "value": "h100"}]
+    assert "nodeSelector" not in train
+
+
+def test_cpu_variant_has_no_gpu_anywhere(rendered: dict[str, str], cpu_template: dict) -> None:
+    text = rendered["kolora-pipeline-cpu.yaml"]
+    assert "nvidia.com/gpu" not in text and "tolerations" not in text and "nodeSelector" not in text
+    assert cpu_template["metadata"]["name"] == "kolora-pipeline"  # same name: kolora-run and kolora-nightly work with it
+    for name in STAGES:
+        requests = templates(cpu_template)[name]["container"]["resources"]["requests"]
+        assert requests == {"cpu": "250m", "memory": "1Gi"}, name
+    only_cpu = render_all(gpu=False)
+    assert set(only_cpu) == {"kolora-pipeline.yaml", "kolora-run.yaml", "kolora-nightly.yaml"}
+    assert "nvidia.com/gpu" not in "".join(only_cpu.values())
+
+
+def test_every_stage_has_a_size() -> None:
+    assert set(SIZES) == set(STAGES)
+
+
+# --- reliability -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", list(STAGES))
+def test_retry_with_backoff_on_every_step(template: dict, name: str) -> None:
+    retry = templates(template)[name]["retryStrategy"]
+    assert retry["limit"] == 2 and retry["backoff"] == {"duration": "30s", "factor": 2}
+    stage = STAGES[name]
+    if stage.gpu or not stage.inputs:  # preemptible GPU nodes; downloads from the hub
+        assert retry["retryPolicy"] == "Always"
+        assert retry["expression"] == f"lastRetry.status == 'Error' || lastRetry.exitCode != '{KoloraError.exit_code}'"
+    else:
+        assert retry["retryPolicy"] == "OnError"
+
+
+def test_deadlines(template: dict) -> None:
+    assert template["spec"]["activeDeadlineSeconds"] >= 24 * 3600
+    for name in STAGES:
+        deadline = templates(template)[name]["activeDeadlineSeconds"]
+        assert 0 < deadline <= template["spec"]["activeDeadlineSeconds"], name
+    assert templates(template)["train"]["activeDeadlineSeconds"] >= 6 * 3600
+
+
+def test_garbage_collection(template: dict) -> None:
+    assert template["spec"]["podGC"] == {"strategy": "OnPodSuccess"}
+    assert set(template["spec"]["ttlStrategy"]) == {"secondsAfterSuccess", "secondsAfterFailure"}
+
+
+# --- security --------------------------------------------------------------------------------------------------
+
+
+def test_security_context(template: dict) -> None:
+    pod = template["spec"]["securityContext"]
+    assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001
+    assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
+    for name in STAGES:
+        ctx = templates(template)[name]["container"]["securityContext"]
+        assert ctx == {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}, name
+
+
+def test_secrets_come_only_from_secret_refs(template: dict) -> None:
+    fetch = templates(template)["fetch-models"]["container"]
+    token = next(e for e in fetch["env"] if e["name"] == "MODELSCOPE_API_TOKEN")
+    assert token == {
+        "name": "MODELSCOPE_API_TOKEN",
+        "valueFrom": {"secretKeyRef": {"name": "kolora-hub", "key": "modelscope-token", "optional": True}},
+    }
+    for tmpl in templates(template).values():
+        for env in tmpl.get("container", {}).get("env", []):
+            if re.search("TOKEN|SECRET|PASSWORD|KEY", env["name"]):
+                assert "value" not in env, env
+
+
+# --- the local runner's Argo subset ----------------------------------------------------------------------------
+
+TASK_KEYS = {"name", "template", "depends", "dependencies", "when", "arguments", "withItems", "withParam", "withSequence"}
+INPUT_ARTIFACT_KEYS = {"name", "path", "from", "raw", "s3", "optional"}
+OUTPUT_ARTIFACT_KEYS = {"name", "path", "archive", "s3"}
+VARIABLE = re.compile(r"\{\{([^}]*)\}\}")
+
+
+def test_data_flow_stays_inside_the_local_runner_subset(template: dict, rendered: dict[str, str]) -> None:
+    names = set(tasks(template))
+    params = set(workflow_params(template))
+    for task in tasks(template).values():
+        assert set(task) <= TASK_KEYS, task["name"]
+    for name in STAGES:
+        tmpl = templates(template)[name]
+        assert set(tmpl["container"]) <= {
+            "image", "imagePullPolicy", "command", "args", "env", "volumeMounts", "resources", "securityContext",
+        }  # fmt: skip
+        for art in artifacts(tmpl.get("inputs")).values():
+            assert set(art) <= INPUT_ARTIFACT_KEYS, (name, art)
+        for art in artifacts(tmpl["outputs"]).values():
+            assert set(art) <= OUTPUT_ARTIFACT_KEYS, (name, art)
+    for expr in set(VARIABLE.findall(rendered["kolora-pipeline.yaml"])):
+        parts = expr.split(".")
+        if parts[:2] == ["workflow", "parameters"]:
+            assert parts[2] in params, expr
+        elif parts[0] == "tasks":
+            assert parts[1] in names and parts[2] == "outputs" and parts[3] in ("artifacts", "parameters"), expr
+        else:
+            assert expr in ("workflow.name", "item", "inputs.parameters.shard"), expr
+
+
+def test_the_local_runner_loads_it(rendered: dict[str, str]) -> None:
+    runner = pytest.importorskip("kolora_core.runner.template", reason="the local runner is not in this checkout yet")
+    for name in ("kolora-pipeline.yaml", "kolora-pipeline-cpu.yaml"):
+        workflow = runner.parse_workflow(yaml.safe_load(rendered[name]), name)
+        assert set(STAGES) <= set(workflow.templates)

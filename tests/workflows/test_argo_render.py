@@ -1,0 +1,96 @@
+"""workflows/dist/ is what the hera definitions render; the one-off Workflow and the nightly CronWorkflow.
+
+Regenerate the committed YAML with `make render` (python -m workflows.render), or run this file with
+KOLORA_REGENERATE_WORKFLOWS=1 (never in CI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from workflows import render
+from workflows.options import run_parameters
+
+
+def test_committed_dist_is_up_to_date(rendered: dict[str, str]) -> None:
+    if os.environ.get("KOLORA_REGENERATE_WORKFLOWS") == "1" and not os.environ.get("CI"):
+        render.write(rendered, render.DIST)
+    committed = sorted(p.name for p in render.DIST.glob("*.yaml"))
+    assert committed == sorted(rendered), "run `python -m workflows.render` and commit workflows/dist/"
+    diff = render.stale(rendered, render.DIST)
+    assert diff == "", f"workflows/dist/ is stale: run `python -m workflows.render` and commit it\n{diff[:4000]}"
+
+
+def test_check_flags_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert render.main(["--out", str(tmp_path), "--check"]) == 1  # nothing there yet
+    assert render.main(["--out", str(tmp_path)]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kolora-nightly.yaml", "kolora-pipeline-cpu.yaml", "kolora-pipeline.yaml", "kolora-run.yaml",
+    ]  # fmt: skip
+    assert render.main(["--out", str(tmp_path), "--check"]) == 0
+    pipeline = tmp_path / "kolora-pipeline.yaml"
+    pipeline.write_text(pipeline.read_text().replace("limit: 2", "limit: 5", 1))
+    capsys.readouterr()
+    assert render.main(["--out", str(tmp_path), "--check"]) == 1
+    out = capsys.readouterr()
+    assert "-      limit: 5" in out.out and "+      limit: 2" in out.out and "stale" in out.err
+
+
+def test_kolora_render_has_the_same_options(tmp_path: Path) -> None:
+    from kolora_core.cli import render as cli_render
+
+    parser = argparse.ArgumentParser(prog="kolora")
+    cli_render.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        ["render", "--out", str(tmp_path), "--no-gpu", "--artifact-repository-key", "my-key", "--service-account", "kolora"]
+    )
+    assert args.func(args) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"]
+    spec = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())["spec"]
+    assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "my-key"}
+    assert spec["serviceAccountName"] == "kolora"
+    assert "nvidia.com/gpu" not in (tmp_path / "kolora-pipeline.yaml").read_text()
+
+    gpu_flags = ["--gpus", "4", "--gpu-toleration", "pool=a100:NoExecute", "--gpu-node-selector", "gpu=h100"]
+    args = parser.parse_args(["render", "--out", str(tmp_path), *gpu_flags])
+    assert args.func(args) == 0
+    rendered = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())
+    train = next(t for t in rendered["spec"]["templates"] if t["name"] == "train")
+    assert train["container"]["resources"]["limits"]["nvidia.com/gpu"] == "4"
+    assert train["tolerations"] == [{"effect": "NoExecute", "key": "pool", "operator": "Equal", "value": "a100"}]
+    assert train["nodeSelector"] == {"gpu": "h100"}
+
+
+def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
+    assert rendered["kolora-pipeline.yaml"].startswith("# Rendered by")
+    assert "argo template create" in rendered["kolora-pipeline.yaml"].splitlines()[1]
+    assert "argo submit" in rendered["kolora-run.yaml"].splitlines()[1]
+    assert "argo cron create" in rendered["kolora-nightly.yaml"].splitlines()[1]
+
+
+def test_oneoff_workflow_references_the_template(objects: dict[str, dict], template: dict) -> None:
+    run = objects["kolora-run.yaml"]
+    assert run["kind"] == "Workflow" and run["metadata"]["generateName"] == "kolora-run-"
+    assert run["spec"]["workflowTemplateRef"] == {"name": template["metadata"]["name"]}
+    assert set(run["spec"]) == {"workflowTemplateRef", "arguments"}
+    given = {p["name"]: p["value"] for p in run["spec"]["arguments"]["parameters"]}
+    defaults = {p.name: p.default for p in run_parameters()}
+    assert given == {k: v for k, v in defaults.items() if k not in ("image-registry", "image-tag")}
+
+
+def test_nightly_cron(objects: dict[str, dict], template: dict) -> None:
+    cron = objects["kolora-nightly.yaml"]
+    assert cron["kind"] == "CronWorkflow" and cron["metadata"]["name"] == "kolora-nightly"
+    spec = cron["spec"]
+    assert spec["schedules"] == ["0 2 * * *"] and "schedule" not in spec
+    assert spec["timezone"] == "UTC" and spec["concurrencyPolicy"] == "Forbid"
+    assert spec["startingDeadlineSeconds"] > 0
+    assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
+    assert spec["workflowSpec"]["workflowTemplateRef"] == {"name": template["metadata"]["name"]}
+    assert spec["workflowSpec"]["arguments"]["parameters"] == [{"name": "profile", "value": "full"}]
+    assert spec["workflowSpec"]["workflowMetadata"]["labels"]["kolora.dev/trigger"] == "nightly"

@@ -1,0 +1,139 @@
+"""`kolora submit`: parameters checked locally, one clear line when argo-server is not there."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
+
+import pytest
+import yaml
+
+from kolora_core.cli import submit as cli_submit
+from kolora_core.errors import KoloraError
+from tests.argo_schema import VERSIONS, crd_dir, schema_errors
+
+
+def run_submit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    """Run `kolora submit ...` the way kolora_core.cli.main does (one-line KoloraError, exit code)."""
+    parser = argparse.ArgumentParser(prog="kolora")
+    cli_submit.register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["submit", *argv])
+    try:
+        code = args.func(args)
+    except KoloraError as exc:
+        print(f"kolora submit: error: {exc}", file=sys.stderr)
+        code = exc.exit_code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_closed_port_gives_one_clear_line(capsys: pytest.CaptureFixture[str]) -> None:
+    port = closed_port()
+    code, out, err = run_submit(["--host", f"127.0.0.1:{port}", "-p", "steps=10"], capsys)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1, err
+    assert f"argo-server at https://127.0.0.1:{port} does not answer (connection refused)" in err
+
+
+def test_closed_port_through_the_kolora_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    try:
+        from kolora_core.cli import main
+    except ImportError as exc:  # another subcommand of the CLI is not in this checkout yet
+        pytest.skip(f"kolora CLI not importable: {exc}")
+    monkeypatch.setenv("ARGO_SERVER", f"127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("ARGO_SECURE", "false")
+    try:
+        code = main(["submit", "-p", "profile=smoke"])
+    except ImportError as exc:
+        pytest.skip(f"kolora CLI not importable: {exc}")
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.startswith("kolora submit: error: argo-server at http://127.0.0.1:"), err
+
+
+def test_no_server_configured(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("ARGO_SERVER", raising=False)
+    code, _, err = run_submit([], capsys)
+    assert code == 2 and "pass --host or set ARGO_SERVER" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-p", "stpes=10"], "-p stpes: unknown parameter; choose from profile, config,"),
+        (["-p", "steps"], "expected NAME=VALUE"),
+        (["-p", "steps=many"], "-p parameters: config field 'train.steps'"),
+        (["-p", "config=train: {stepz: 3}"], "-p config: unknown config key 'train.stepz'"),
+        (["-p", "profile=huge"], "unknown profile 'huge'"),
+    ],
+)
+def test_parameters_are_checked_before_anything_is_sent(argv, message, capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_submit(["--host", f"127.0.0.1:{closed_port()}", *argv], capsys)
+    assert code == 2 and message in err and "argo-server" not in err, err
+
+
+def test_dry_run_prints_a_valid_workflow(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text("train: {batch_size: 2}\n", encoding="utf-8")
+    code, out, _ = run_submit(["--dry-run", "-n", "ml", "-p", "profile=smoke", "--config", str(config)], capsys)
+    assert code == 0
+    wf = yaml.safe_load(out)
+    assert wf["metadata"] == {"generateName": "kolora-run-", "namespace": "ml", "labels": wf["metadata"]["labels"]}
+    assert wf["spec"]["workflowTemplateRef"] == {"name": "kolora-pipeline"}
+    assert wf["spec"]["arguments"]["parameters"] == [
+        {"name": "profile", "value": "smoke"},
+        {"name": "config", "value": "train: {batch_size: 2}\n"},
+    ]
+    if crd_dir() is not None:
+        for version in VERSIONS:
+            assert schema_errors(wf, version) == []
+
+
+class _FakeArgoServer(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[str, dict, dict]]] = []
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        _FakeArgoServer.received.append((self.path, dict(self.headers), body))
+        workflow = body["workflow"]
+        workflow["metadata"]["name"] = workflow["metadata"]["generateName"] + "abcde"
+        payload = json.dumps(workflow).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+def test_submit_creates_the_workflow(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _FakeArgoServer)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv("ARGO_SERVER", f"127.0.0.1:{server.server_address[1]}")
+        monkeypatch.setenv("ARGO_SECURE", "false")
+        monkeypatch.setenv("ARGO_TOKEN", "s3cret")
+        monkeypatch.setenv("ARGO_NAMESPACE", "kolora")
+        code, out, err = run_submit(["-p", "steps=8", "-p", "generate-shards=2"], capsys)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert code == 0 and out == "kolora-run-abcde\n" and "argo watch -n kolora kolora-run-abcde" in err
+    ((path, headers, body),) = _FakeArgoServer.received
+    assert path == "/api/v1/workflows/kolora" and headers["Authorization"] == "Bearer s3cret"
+    assert body["workflow"]["spec"] == {
+        "workflowTemplateRef": {"name": "kolora-pipeline"},
+        "arguments": {"parameters": [{"name": "steps", "value": "8"}, {"name": "generate-shards", "value": "2"}]},
+    }

@@ -1,0 +1,120 @@
+"""What the Argo objects are rendered with: cluster options, run parameters, step sizes.
+
+Everything a stage *is* (module, image, inputs, outputs, paths, GPU need) comes from
+`kolora_core.stages`; this module only holds what depends on the cluster (`RenderOptions`), the
+knobs a user turns per run (`PARAMETERS`, each one a `--section.field` flag of every stage) and
+how big each step's pod is (`SIZES`, by stage name; a test makes sure every stage has one).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from kolora_core.config import available_profiles
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TEMPLATE_NAME = "kolora-pipeline"
+ONEOFF_GENERATE_NAME = "kolora-run-"
+NIGHTLY_NAME = "kolora-nightly"
+WORK_VOLUME = "kolora-work"  # emptyDir at /kolora: inputs are loaded into it, outputs are uploaded from it
+SHM_VOLUME = "dshm"  # emptyDir medium Memory at /dev/shm for PyTorch data loader workers
+
+
+def project_version() -> str:
+    """The kolora version: pyproject.toml in a checkout, the installed metadata otherwise."""
+    pyproject = REPO_ROOT / "pyproject.toml"
+    if pyproject.exists():
+        return tomllib.loads(pyproject.read_text(encoding="utf-8"))["project"]["version"]
+    return importlib.metadata.version("kolora")
+
+
+@dataclass(frozen=True)
+class Param:
+    """One workflow parameter a user sets per run."""
+
+    name: str
+    default: str
+    description: str
+    flag: str | None = None  # the stage flag it feeds; None: used by the workflow itself
+    enum: tuple[str, ...] | None = None
+
+
+def run_parameters(version: str | None = None) -> tuple[Param, ...]:
+    """Workflow parameters, in the order the Argo UI shows them. '' means "the profile's value"."""
+    return (
+        Param("profile", "full", "config profile (kolora_core/profiles)", enum=tuple(available_profiles())),
+        Param("config", "{}", "YAML run config overlaid on the profile (same format as `kolora config`)"),
+        Param("dataset", "", "training images: modelscope://<id>, a .parquet, smoke:// ('' = profile)", "ingest.source"),
+        Param("caption", "", "caption for every image; null keeps the source captions ('' = profile)", "ingest.caption"),
+        Param("steps", "", "LoRA optimizer steps ('' = profile)", "train.steps"),
+        Param("rank", "", "LoRA rank ('' = profile)", "train.lora_rank"),
+        Param("alpha", "", "LoRA alpha; the trained scale is alpha/rank ('' = profile)", "train.lora_alpha"),
+        Param("learning-rate", "", "AdamW learning rate ('' = profile)", "train.learning_rate"),
+        Param("prompts", "", "YAML list of {prompt, negative_prompt, seed} to render ('' = the seed story)", "generate.prompts"),
+        Param("lora-strength", "", "1.0 = the trained scale ('' = profile)", "generate.lora_strength"),
+        Param("model-source", "", "modelscope (download Kolors) or tiny (random test models) ('' = profile)", "models.source"),
+        Param("image-registry", "ghcr.io/kolora", "registry of the kolora-<stage> images"),
+        Param("image-tag", version or project_version(), "tag of the kolora-<stage> images (pinned, never latest)"),
+        Param("generate-shards", "1", "how many pods render the prompts in parallel (one GPU each)"),
+    )
+
+
+@dataclass(frozen=True)
+class StepSize:
+    """Pod requests/limits and deadline of one stage's step."""
+
+    cpu: str
+    memory: str
+    memory_limit: str
+    ephemeral: str | None  # node disk for the kolora-work emptyDir (inputs + outputs)
+    deadline_s: int  # per attempt; Argo starts the clock again on each retry
+
+
+# Sized for the real Kolors run: the ChatGLM3 text encoder alone is 12.5 GB fp16 and is loaded in CPU
+# memory before it moves to the GPU; the model folder is ~18 GB on disk, in every pod that reads it.
+SIZES: dict[str, StepSize] = {
+    "ingest": StepSize("2", "4Gi", "8Gi", "20Gi", 2 * 3600),
+    "filter": StepSize("4", "8Gi", "16Gi", "20Gi", 2 * 3600),
+    "fetch-models": StepSize("2", "4Gi", "8Gi", "40Gi", 3 * 3600),
+    "train": StepSize("8", "48Gi", "64Gi", "60Gi", 12 * 3600),
+    "generate": StepSize("8", "48Gi", "64Gi", "40Gi", 6 * 3600),
+    "evaluate": StepSize("2", "8Gi", "16Gi", "10Gi", 2 * 3600),
+}
+# GPU-less clusters (kind in CI) run the smoke profile: tiny models, a few MB of data.
+CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
+
+
+@dataclass(frozen=True)
+class Toleration:
+    key: str
+    effect: str = "NoSchedule"
+    operator: str = "Exists"
+    value: str | None = None
+
+
+@dataclass(frozen=True)
+class RenderOptions:
+    """Cluster-dependent choices; the defaults fit a GPU cluster with the NVIDIA GPU Operator."""
+
+    gpu: bool = True  # False: no GPU limits/tolerations/nodeSelector, small requests (kind, CPU-only CI)
+    gpus: int = 1  # nvidia.com/gpu per GPU step (train, each generate shard)
+    tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
+    node_selector: tuple[tuple[str, str], ...] = (("nvidia.com/gpu.present", "true"),)
+    shm_size: str = "8Gi"  # /dev/shm of GPU steps (counts against their memory limit)
+    # Artifacts go to the namespace's default artifact repository: with no key, the workflow carries no
+    # artifactRepositoryRef and Argo uses the ConfigMap `artifact-repositories` of the workflow's namespace
+    # (its key annotated workflows.argoproj.io/default-artifact-repository), else the controller's
+    # repository. A key (or another ConfigMap) renders an explicit artifactRepositoryRef.
+    artifact_repository_key: str | None = None
+    artifact_repository_configmap: str = "artifact-repositories"
+    service_account: str | None = None  # None: the namespace's default ServiceAccount
+    hub_secret: str = "kolora-hub"  # Secret with the optional ModelScope token (key below)
+    hub_secret_key: str = "modelscope-token"
+    workflow_deadline_s: int = 48 * 3600
+    version: str = field(default_factory=project_version)
+
+    def size(self, stage: str) -> StepSize:
+        return SIZES[stage] if self.gpu else CPU_SIZE

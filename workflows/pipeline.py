@@ -1,0 +1,279 @@
+"""WorkflowTemplate `kolora-pipeline`: the production graph of one kolora run on Argo Workflows.
+
+    ingest -> filter -+-> train -+-> generate (one pod per prompt shard) -> evaluate
+    fetch-models -----+----------+
+    (evaluate also reads filter's filter-report and train's lora)
+
+Every container template is built from `kolora_core.stages.STAGES` (command, `--<artifact> <path>`
+arguments, artifact names and container paths, image, GPU need), so the workflow, the stage CLIs
+and the images cannot drift. Every step receives the whole run config: the `config` workflow
+parameter as a raw artifact at `CONFIG_PATH`, `--profile`, and one `--section.field` flag per
+user parameter ('' keeps the profile's value), so all stages resolve the same config.
+
+Outputs are key-only S3 artifacts (`{{workflow.name}}/<artifact>`) in the namespace's default
+artifact repository, stored file by file (`archive: none`) so MinIO/S3 and the Argo UI can browse
+them. The generate shards write `{{workflow.name}}/images/shard-<n>`; evaluate reads the whole
+`{{workflow.name}}/images` prefix. Its `gate` output parameter is `passed`/`failed` (`skipped`
+when evaluate did not run) and is what a publish step will be gated on: see `add_promotion_tasks`.
+
+Render with `python -m workflows.render` (or `kolora render`); the YAML is in `workflows/dist/`.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import DAG, Artifact, Container, RawArtifact, S3Artifact, Task, WorkflowTemplate
+from hera.workflows import Parameter as HeraParameter
+from hera.workflows.archive import NoneArchiveStrategy
+from hera.workflows.models import (
+    ArtifactRepositoryRef,
+    Backoff,
+    Capabilities,
+    EmptyDirVolumeSource,
+    EnvVar,
+    EnvVarSource,
+    LabelValueFrom,
+    Metadata,
+    PodGC,
+    PodSecurityContext,
+    ResourceRequirements,
+    RetryStrategy,
+    SeccompProfile,
+    SecretKeySelector,
+    SecurityContext,
+    Sequence,
+    Toleration,
+    TTLStrategy,
+    ValueFrom,
+    Volume,
+    VolumeMount,
+    WorkflowMetadata,
+)
+
+from kolora_core.errors import KoloraError
+from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, CONTAINER_ROOT, STAGES, Stage
+from workflows.options import SHM_VOLUME, TEMPLATE_NAME, WORK_VOLUME, RenderOptions, run_parameters
+
+ENTRYPOINT = "pipeline"
+FANOUT_STAGE = "generate"  # one task per prompt shard (`generate.shards` / `generate.shard` config fields)
+SHARD_PARAM = "shard"
+SHARDS_PARAM = "generate-shards"
+GATE_STAGE, GATE_PARAM = "evaluate", "gate"
+GATE_SKIPPED = "skipped"
+# The `when` of a future publish task: promote the LoRA only when evaluate's gate passed.
+GATE_PASSED = f"{{{{tasks.{GATE_STAGE}.outputs.parameters.{GATE_PARAM}}}}} == passed"
+# The local runner copies these `<task>/<artifact>` outputs into runs/<id>/.
+SUMMARY_ARTIFACTS = "evaluate/report,filter/filter-report,train/lora"
+RUN_UID = 10001
+
+# Retries. limit 2 with 30 s, 60 s back-off. No maxDuration: Argo measures it from the FIRST attempt's
+# start, so a 3-hour train that fails would never be retried.
+# - GPU steps (spot/preemptible nodes) and steps without inputs (they download from ModelScope) retry
+#   on any failure: a preempted or evicted pod shows as Failed (SIGTERM, exit 143/137) as often as Error,
+#   and network downloads fail transiently. The expression skips KoloraError's exit code: that is a
+#   user-fixable error (bad config, missing input) that a rerun repeats, and a GPU retry re-downloads
+#   the 18 GB model folder first.
+# - the other CPU steps compute deterministically on stored inputs: a non-zero exit would repeat, so
+#   they retry only Argo/infrastructure errors (pod deleted, node lost, artifact upload failed).
+RETRY_LIMIT = 2
+BACKOFF = Backoff(duration="30s", factor=2)
+NOT_A_USER_ERROR = f"lastRetry.status == 'Error' || lastRetry.exitCode != '{KoloraError.exit_code}'"
+
+
+def image(stage: Stage) -> str:
+    return f"{{{{workflow.parameters.image-registry}}}}/kolora-{stage.image}:{{{{workflow.parameters.image-tag}}}}"
+
+
+def output_key(name: str) -> str:
+    return f"{{{{workflow.name}}}}/{name}"
+
+
+def shard_key(artifact: str) -> str:
+    return output_key(f"{artifact}/shard-{{{{inputs.parameters.{SHARD_PARAM}}}}}")
+
+
+def producers() -> dict[str, str]:
+    """Artifact name -> the stage that writes it."""
+    made: dict[str, str] = {}
+    for stage in STAGES.values():
+        for name in stage.outputs:
+            if name in made:
+                raise ValueError(f"artifact {name} is written by both {made[name]} and {stage.name}")
+            made[name] = stage.name
+    return made
+
+
+def stage_args(stage: Stage, version: str) -> list[str]:
+    """Arguments after `stage.command`: profile, config file, directories, the per-run flags."""
+    args = ["--profile", "{{workflow.parameters.profile}}", "--config", CONFIG_PATH, *stage.io_args()]
+    for param in run_parameters(version):
+        if param.flag:
+            args += [f"--{param.flag}", f"{{{{workflow.parameters.{param.name}}}}}"]
+    if stage.name == FANOUT_STAGE:
+        args += [
+            "--generate.shards",
+            f"{{{{workflow.parameters.{SHARDS_PARAM}}}}}",
+            "--generate.shard",
+            f"{{{{inputs.parameters.{SHARD_PARAM}}}}}",
+        ]
+    return args
+
+
+def retry_strategy(stage: Stage) -> RetryStrategy:
+    if stage.gpu or not stage.inputs:
+        return RetryStrategy(limit=RETRY_LIMIT, retry_policy="Always", expression=NOT_A_USER_ERROR, backoff=BACKOFF)
+    return RetryStrategy(limit=RETRY_LIMIT, retry_policy="OnError", backoff=BACKOFF)
+
+
+def resources(stage: Stage, options: RenderOptions) -> ResourceRequirements:
+    size = options.size(stage.name)
+    requests = {"cpu": size.cpu, "memory": size.memory}
+    if size.ephemeral:
+        requests["ephemeral-storage"] = size.ephemeral
+    limits = {"memory": size.memory_limit}
+    if stage.gpu and options.gpu:
+        limits["nvidia.com/gpu"] = str(options.gpus)
+    return ResourceRequirements(requests=requests, limits=limits)
+
+
+def input_artifacts(stage: Stage) -> list[Artifact]:
+    config = RawArtifact(name=CONFIG_ARTIFACT, path=CONFIG_PATH, data="{{workflow.parameters.config}}")
+    made_by = producers()
+    inputs: list[Artifact] = [config]
+    for name in stage.inputs:
+        if made_by[name] == FANOUT_STAGE:  # every shard, read as one directory of shard-<n>/ subdirectories
+            inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=output_key(name)))
+        else:  # passed by the DAG task (`from`)
+            inputs.append(Artifact(name=name, path=stage.input_path(name)))
+    return inputs
+
+
+def output_artifacts(stage: Stage) -> list[Artifact | HeraParameter]:
+    key = shard_key if stage.name == FANOUT_STAGE else output_key
+    outputs: list[Artifact | HeraParameter] = [
+        S3Artifact(name=name, path=stage.output_path(name), key=key(name), archive=NoneArchiveStrategy())
+        for name in stage.outputs
+    ]
+    for param, (artifact, file) in stage.parameters.items():
+        # default: a skipped or failed step must still resolve (Argo v4.0.7+/v3.7.16+ fail the node otherwise)
+        outputs.append(
+            HeraParameter(name=param, value_from=ValueFrom(path=f"{stage.output_path(artifact)}/{file}", default=GATE_SKIPPED))
+        )
+    return outputs
+
+
+def container_template(stage: Stage, options: RenderOptions) -> Container:
+    size = options.size(stage.name)
+    gpu = stage.gpu and options.gpu
+    mounts = [VolumeMount(name=WORK_VOLUME, mount_path=CONTAINER_ROOT)]
+    volumes = None
+    if stage.gpu:
+        mounts.append(VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm"))
+        shm = options.shm_size if options.gpu else "1Gi"
+        volumes = [Volume(name=SHM_VOLUME, empty_dir=EmptyDirVolumeSource(medium="Memory", size_limit=shm))]
+    env = [EnvVar(name="PYTHONUNBUFFERED", value="1")]
+    if not stage.inputs:  # it downloads from the hub; the token is optional (public repos need none)
+        secret = SecretKeySelector(name=options.hub_secret, key=options.hub_secret_key, optional=True)
+        env.append(EnvVar(name="MODELSCOPE_API_TOKEN", value_from=EnvVarSource(secret_key_ref=secret)))
+    inputs: list = input_artifacts(stage)
+    if stage.name == FANOUT_STAGE:
+        inputs.insert(0, HeraParameter(name=SHARD_PARAM))
+    return Container(
+        name=stage.name,
+        image=image(stage),
+        image_pull_policy="IfNotPresent",
+        command=stage.command,
+        args=stage_args(stage, options.version),
+        env=env,
+        inputs=inputs,
+        outputs=output_artifacts(stage),
+        resources=resources(stage, options),
+        volume_mounts=mounts,
+        volumes=volumes,
+        security_context=SecurityContext(
+            run_as_non_root=True,
+            allow_privilege_escalation=False,
+            capabilities=Capabilities(drop=["ALL"]),
+        ),
+        retry_strategy=retry_strategy(stage),
+        active_deadline_seconds=size.deadline_s,
+        tolerations=[Toleration(key=t.key, operator=t.operator, value=t.value, effect=t.effect) for t in options.tolerations]
+        if gpu
+        else None,
+        node_selector=dict(options.node_selector) or None if gpu else None,
+        labels={"kolora.dev/stage": stage.name},
+    )
+
+
+def task_arguments(stage: Stage) -> list:
+    made_by = producers()
+    args: list = [
+        Artifact(name=name, from_=f"{{{{tasks.{made_by[name]}.outputs.artifacts.{name}}}}}")
+        for name in stage.inputs
+        if made_by[name] != FANOUT_STAGE
+    ]
+    if stage.name == FANOUT_STAGE:
+        args.insert(0, HeraParameter(name=SHARD_PARAM, value="{{item}}"))
+    return args
+
+
+def add_promotion_tasks(tasks: dict[str, Task]) -> None:
+    """PUBLISH HOOK: where the promotion step goes once a publish stage exists in kolora_core.stages.
+
+    Add it here as `Task(name="publish", template=<its container>, depends="evaluate", when=GATE_PASSED,
+    arguments=[Artifact(name="lora", from_="{{tasks.train.outputs.artifacts.lora}}"), ...])`, so the LoRA is
+    published only when evaluate's gate is `passed` (a skipped evaluate yields `skipped`, never promoted).
+    """
+    # kolora_core.stages has no publish stage yet: nothing to add.
+
+
+def build(options: RenderOptions | None = None) -> WorkflowTemplate:
+    options = options or RenderOptions()
+    params = run_parameters(options.version)
+    repo_ref = None
+    if options.artifact_repository_key or options.artifact_repository_configmap != RenderOptions.artifact_repository_configmap:
+        repo_ref = ArtifactRepositoryRef(config_map=options.artifact_repository_configmap, key=options.artifact_repository_key)
+    app_labels = {"app.kubernetes.io/name": "kolora", "app.kubernetes.io/version": options.version}
+    with WorkflowTemplate(
+        name=TEMPLATE_NAME,
+        labels={**app_labels, "app.kubernetes.io/component": "pipeline"},
+        annotations={
+            "kolora.dev/summary-artifacts": SUMMARY_ARTIFACTS,
+            "workflows.argoproj.io/description": f"Kolors LoRA fine-tuning: {', '.join(STAGES)}",
+        },
+        entrypoint=ENTRYPOINT,
+        arguments=[HeraParameter(name=p.name, value=p.default, description=p.description, enum=p.enum) for p in params],
+        artifact_repository_ref=repo_ref,
+        service_account_name=options.service_account,
+        volumes=[Volume(name=WORK_VOLUME, empty_dir=EmptyDirVolumeSource())],
+        security_context=PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=RUN_UID,
+            run_as_group=RUN_UID,
+            fs_group=RUN_UID,
+            seccomp_profile=SeccompProfile(type="RuntimeDefault"),
+        ),
+        pod_metadata=Metadata(
+            labels={**app_labels, "kolora.dev/profile": "{{workflow.parameters.profile}}", "kolora.dev/run": "{{workflow.name}}"}
+        ),
+        workflow_metadata=WorkflowMetadata(
+            labels=app_labels, labels_from={"kolora.dev/profile": LabelValueFrom(expression="workflow.parameters.profile")}
+        ),
+        active_deadline_seconds=options.workflow_deadline_s,
+        pod_gc=PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs`/`describe` until the TTL
+        ttl_strategy=TTLStrategy(seconds_after_success=3 * 24 * 3600, seconds_after_failure=7 * 24 * 3600),
+    ) as template:
+        containers = {name: container_template(stage, options) for name, stage in STAGES.items()}
+        made_by = producers()
+        with DAG(name=ENTRYPOINT):
+            tasks: dict[str, Task] = {}
+            for name, stage in STAGES.items():
+                needs = sorted({made_by[i] for i in stage.inputs}, key=list(STAGES).index)
+                tasks[name] = Task(
+                    name=name,
+                    template=containers[name],
+                    depends=" && ".join(needs) or None,
+                    arguments=task_arguments(stage) or None,
+                    with_sequence=Sequence(count=f"{{{{workflow.parameters.{SHARDS_PARAM}}}}}") if name == FANOUT_STAGE else None,
+                )
+            add_promotion_tasks(tasks)
+    return template

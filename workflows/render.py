@@ -1,0 +1,172 @@
+"""Render the Argo objects to YAML: `python -m workflows.render [--out DIR] [--check]`.
+
+Writes `kolora-pipeline.yaml` (WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`),
+`kolora-nightly.yaml` (CronWorkflow) and `kolora-pipeline-cpu.yaml` (the same WorkflowTemplate for
+clusters without GPUs, e.g. kind in CI) into `workflows/dist/`, where they are committed. `--check`
+renders in memory and exits 1 with a diff when the committed files are stale. `kolora render` is
+the same command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import sys
+from pathlib import Path
+from typing import Any
+
+from workflows.options import RenderOptions, Toleration
+
+DIST = Path(__file__).resolve().parent / "dist"
+HEADER = "# Rendered by `python -m workflows.render` (or `kolora render`) from workflows/{source}.py; do not edit.\n# {use}\n"
+USAGE = {
+    "kolora-pipeline.yaml": ("pipeline", "argo template create -n argo kolora-pipeline.yaml   (later: argo template update)"),
+    "kolora-pipeline-cpu.yaml": ("pipeline", "no GPUs (kind, CI): argo template create -n argo kolora-pipeline-cpu.yaml"),
+    "kolora-run.yaml": ("oneoff", "argo submit -n argo kolora-run.yaml -p profile=smoke --watch"),
+    "kolora-nightly.yaml": ("nightly", "argo cron create -n argo kolora-nightly.yaml"),
+}
+
+
+def to_yaml(obj: Any) -> str:
+    """hera object -> YAML text in hera's human-readable key order; unicode kept, long lines not wrapped."""
+    return obj.to_yaml(allow_unicode=True, width=130)
+
+
+def _with_header(filename: str, text: str) -> str:
+    source, use = USAGE[filename]
+    return HEADER.format(source=source, use=use) + text
+
+
+def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
+    """File name -> YAML text of every object. `overrides` are `RenderOptions` fields.
+
+    With `gpu=True` the GPU-less variant `kolora-pipeline-cpu.yaml` is rendered too; with `gpu=False`
+    `kolora-pipeline.yaml` itself is the GPU-less one.
+    """
+    from workflows import nightly, oneoff, pipeline  # hera imports take ~0.6 s; keep `kolora --help` fast
+
+    options = RenderOptions(gpu=gpu, **overrides)
+    files = {
+        "kolora-pipeline.yaml": pipeline.build(options),
+        "kolora-run.yaml": oneoff.build(options),
+        "kolora-nightly.yaml": nightly.build(options),
+    }
+    if gpu:
+        files["kolora-pipeline-cpu.yaml"] = pipeline.build(dataclasses.replace(options, gpu=False))
+    return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
+
+
+def write(files: dict[str, str], out: Path) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, text in files.items():
+        path = out / name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def stale(files: dict[str, str], out: Path) -> str:
+    """Unified diff between the committed files and a fresh render; '' when up to date."""
+    diffs = []
+    for name, text in files.items():
+        path = out / name
+        old = path.read_text(encoding="utf-8") if path.exists() else ""
+        if old != text:
+            diffs += difflib.unified_diff(
+                old.splitlines(keepends=True), text.splitlines(keepends=True), f"{path} (committed)", f"{path} (rendered)"
+            )
+    return "".join(diffs)
+
+
+def _toleration(spec: str) -> Toleration:
+    """KEY[=VALUE][:EFFECT] -> Toleration (Exists without a value, Equal with one; effect NoSchedule)."""
+    key_value, _, effect = spec.partition(":")
+    key, sep, value = key_value.partition("=")
+    if not key:
+        raise argparse.ArgumentTypeError(f"toleration '{spec}': expected KEY[=VALUE][:EFFECT]")
+    return Toleration(key=key, effect=effect or "NoSchedule", operator="Equal" if sep else "Exists", value=value if sep else None)
+
+
+def _label(spec: str) -> tuple[str, str]:
+    key, sep, value = spec.partition("=")
+    if not key or not sep:
+        raise argparse.ArgumentTypeError(f"node selector '{spec}': expected KEY=VALUE")
+    return key, value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The render options, shared by `python -m workflows.render` and `kolora render`."""
+    defaults = RenderOptions()
+    parser.add_argument("--out", type=Path, default=DIST, help=f"output directory (default {DIST})")
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when --out is stale")
+    parser.add_argument(
+        "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: render only the GPU-less variant"
+    )
+    parser.add_argument("--gpus", type=int, default=defaults.gpus, help="nvidia.com/gpu per GPU step (default %(default)s)")
+    parser.add_argument(
+        "--gpu-toleration",
+        dest="tolerations",
+        action="append",
+        type=_toleration,
+        metavar="KEY[=VALUE][:EFFECT]",
+        help="toleration of GPU steps, repeatable; replaces the default nvidia.com/gpu:NoSchedule (Exists)",
+    )
+    parser.add_argument(
+        "--gpu-node-selector",
+        dest="node_selector",
+        action="append",
+        type=_label,
+        metavar="KEY=VALUE",
+        help="nodeSelector of GPU steps, repeatable; replaces the default nvidia.com/gpu.present=true",
+    )
+    parser.add_argument("--no-gpu-node-selector", action="store_true", help="GPU steps get no nodeSelector")
+    parser.add_argument("--artifact-repository-key", help="artifact repository key (default: the namespace's default)")
+    parser.add_argument("--artifact-repository-configmap", default=defaults.artifact_repository_configmap, help="%(default)s")
+    parser.add_argument("--service-account", help="ServiceAccount of the workflow pods (default: the namespace's default)")
+    parser.add_argument("--hub-secret", default=defaults.hub_secret, help="Secret holding the optional ModelScope token")
+
+
+def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """Keyword arguments of `render_all` from parsed `add_arguments` flags."""
+    kwargs: dict[str, Any] = {
+        "gpu": args.gpu,
+        "gpus": args.gpus,
+        "artifact_repository_key": args.artifact_repository_key,
+        "artifact_repository_configmap": args.artifact_repository_configmap,
+        "service_account": args.service_account,
+        "hub_secret": args.hub_secret,
+    }
+    if args.tolerations:
+        kwargs["tolerations"] = tuple(args.tolerations)
+    if args.no_gpu_node_selector:
+        kwargs["node_selector"] = ()
+    elif args.node_selector:
+        kwargs["node_selector"] = tuple(args.node_selector)
+    return kwargs
+
+
+def run(args: argparse.Namespace) -> int:
+    files = render_all(**options_from_args(args))
+    if args.check:
+        diff = stale(files, args.out)
+        if diff:
+            sys.stdout.write(diff)
+            print(f"{args.out} is stale: run `python -m workflows.render` and commit the result", file=sys.stderr)
+            return 1
+        print(f"{args.out}: {len(files)} files up to date")
+        return 0
+    for path in write(files, args.out):
+        print(path)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workflows.render", description=__doc__.splitlines()[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
