@@ -1,0 +1,173 @@
+"""The one-screen summary of a local run: what ran, what it decided, where the outputs are.
+
+Written to `runs/<run-id>/summary.txt` and printed, so the last thing a developer sees answers "did it
+work, and what do I open": step phases and durations, output parameters (the promotion gate), the filter's
+counts, the report's headline numbers and the paths of the grid, the report and the LoRA weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from kolora_core.runner.records import NodeRecord, RunResult
+
+MAX_FANOUT_LINES = 4
+MAX_VALUE = 70
+REPORT_NAMES = ("report.json", "report.html", "report.md", "report.txt")
+
+
+def build_summary(result: RunResult) -> str:
+    lines = [
+        f"kolora run {result.run_id}: {result.status} in {_duration(result.duration)}",
+        f"  template {_show(result.template)}  engine {result.engine}  store {result.store}",
+    ]
+    if result.parameters:
+        changed = " ".join(f"{k}={result.parameters[k]}" for k in result.changed) or "template defaults"
+        lines.append("  parameters " + _clip(changed, 110))
+    lines.append("steps")
+    lines += _step_lines(result.nodes)
+    params = [(n, k, v) for n in result.nodes for k, v in n.parameters.items() if n.phase in ("Succeeded", "Skipped", "Omitted")]
+    if params:
+        lines.append("outputs")
+        lines += [f"  {n.node}.{k} = {_clip(v, MAX_VALUE)}" for n, k, v in params[:8]]
+        if len(params) > 8:
+            lines.append(f"  ... {len(params) - 8} more in the step records")
+    lines += _report_lines(result.run_dir)
+    files = _files(result.run_dir)
+    if files:
+        lines.append("files")
+        lines += [f"  {_show(p)}" for p in files]
+    lines.append(f"logs  {_show(result.run_dir / 'logs')}/")
+    if result.failed is not None:
+        lines.append(f"FAILED at step {result.failed.node}: {_clip(result.failed.message, 100)}")
+    if result.error:
+        lines.append(f"ERROR {_clip(result.error, 120)}")
+    lines += [f"warning: {_clip(w, 110)}" for w in result.warnings[:3]]
+    return "\n".join(lines) + "\n"
+
+
+def write_summary(result: RunResult) -> str:
+    result.summary = build_summary(result)
+    (result.run_dir / "summary.txt").write_text(result.summary, encoding="utf-8")
+    return result.summary
+
+
+def _step_lines(nodes: list[NodeRecord]) -> list[str]:
+    by_task: dict[str, list[NodeRecord]] = {}
+    for node in nodes:
+        by_task.setdefault(node.task, []).append(node)
+    width = max((len(n.display) for n in nodes), default=10)
+    width = min(max(width, 10), 36)
+    lines = []
+    for task, group in by_task.items():
+        if len(group) > MAX_FANOUT_LINES:
+            counts = Counter(n.phase for n in group)
+            phases = ", ".join(f"{c} {p}" for p, c in counts.items())
+            total = sum(n.duration for n in group)
+            lines.append(f"  {f'{task} x{len(group)}':<{width}}  {phases}  {_duration(total)}")
+            continue
+        for node in group:
+            note = ""
+            if node.phase in ("Skipped", "Omitted", "Failed") and node.message:
+                note = f"  ({_clip(node.message, 60)})"
+            timing = _duration(node.duration) if node.phase in ("Succeeded", "Failed") else ""
+            lines.append(f"  {_clip(node.display, width):<{width}}  {node.phase:<9}  {timing:>7}{note}".rstrip())
+    return lines
+
+
+def _report_lines(run_dir: Path) -> list[str]:
+    lines = []
+    filter_report = _find(run_dir, "filter_report.json")
+    data = _load_json(filter_report) if filter_report else None
+    if isinstance(data, dict):
+        counts = [f"{k} {data[k]}" for k in ("images_in", "kept", "dropped") if k in data]
+        if counts:
+            lines.append("filter  " + "  ".join(counts))
+    report = _find(run_dir, "report.json")
+    data = _load_json(report) if report else None
+    if isinstance(data, dict):
+        head = data.get("headline") if isinstance(data.get("headline"), dict) else data
+        fields = [f"{k}={v}" for k, v in ((k, _headline(v)) for k, v in head.items()) if v is not None][:8]
+        if fields:
+            lines.append("report  " + _clip(" ".join(fields), 110))
+    return lines
+
+
+def _files(run_dir: Path) -> list[Path]:
+    found: list[Path] = []
+    for name in ("grid.png", *REPORT_NAMES):
+        path = _find(run_dir, name)
+        if path is not None:
+            found.append(path)
+    # flattened weights (the LoRA) first, then the shallowest others: model folders hold many
+    weights = sorted((p for p in _walk(run_dir) if p.suffix == ".safetensors"), key=lambda p: (len(p.parts), str(p)))
+    flat = {p.name for p in weights if p.parent == run_dir}
+    weights = [p for p in weights if p.parent == run_dir or p.name not in flat]  # not the flattened copies' sources
+    found += weights[:3]
+    return found
+
+
+def _find(run_dir: Path, name: str) -> Path | None:
+    """`run_dir/name` (flattened summary artifacts) first, else the first match under the collected outputs."""
+    if (run_dir / name).is_file():
+        return run_dir / name
+    return next((p for p in sorted(_walk(run_dir)) if p.name == name), None)
+
+
+def _walk(run_dir: Path) -> list[Path]:
+    out = []
+    for root, dirs, files in os.walk(run_dir):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d != "logs"]
+        out += [Path(root) / f for f in files]
+    return out
+
+
+def _load_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _headline(value: Any) -> str | None:
+    """A report field in a few characters: scalars as they are, {result: ...} by its result, lists by length."""
+    if isinstance(value, dict):
+        inner = next((value[k] for k in ("result", "value", "status") if k in value), None)
+        return _scalar(inner) if isinstance(inner, str | int | float | bool) else None
+    if isinstance(value, list):
+        return str(len(value))
+    if isinstance(value, str | int | float | bool):
+        return _scalar(value)
+    return None
+
+
+def _scalar(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return _clip(str(value), 30)
+
+
+def _clip(text: str, width: int) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m{secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def _show(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
