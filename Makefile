@@ -8,7 +8,7 @@ STAMP := $(VENV)/.kolora-installed
 PROFILE ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format render lint-workflows bench lock clean
+.PHONY: help install run test lint format render helm-render lint-workflows bench lock clean smoke-kind
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -30,6 +30,7 @@ lint: $(STAMP)  ## ruff lint + format check, and the rendered workflows are up t
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m workflows.render --check
+	$(PY) -m workflows.helm --check
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
@@ -38,8 +39,16 @@ format: $(STAMP)  ## apply ruff's fixes and formatting
 render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions
 	$(PY) -m workflows.render
 
+helm-render: $(STAMP)  ## regenerate the Helm chart's generated files (Argo templates, values block, schema, appVersion)
+	$(PY) -m workflows.helm
+
+smoke-kind:  ## kind + Argo + MinIO + the Helm chart, one smoke run checked in MinIO (needs docker, kind, kubectl, helm)
+	helm/kind-smoke.sh
+
 lint-workflows: render  ## argo lint --offline on the rendered workflows, when the argo CLI is installed
-	@if command -v argo >/dev/null; then argo lint --offline workflows/dist/; else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
+	@if command -v argo >/dev/null; then \
+	  argo lint --offline workflows/dist/kolora-pipeline.yaml workflows/dist/kolora-run.yaml workflows/dist/kolora-nightly.yaml && \
+	  argo lint --offline workflows/dist/kolora-pipeline-cpu.yaml; else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
 
 bench: $(STAMP)  ## CPU benchmarks of this machine (GPU numbers: docs/benchmarks.md)
 	$(PY) bench/filter_bench.py

@@ -1,0 +1,297 @@
+"""helm/kolora renders with every ci/*-values.yaml, lints clean, and every object validates.
+
+Core objects: kubernetes-validate --strict for KUBERNETES_VERSION. Argo objects: the v4.1.2 and v3.7.18 CRD
+schemas with unknown fields rejected (tests/argo_schema.py). Lint: Helm's own linter (strict) from the library;
+the `helm` binary too where installed.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.helm.chart import (
+    CHART,
+    KUBERNETES_VERSION,
+    by_kind,
+    ci_values,
+    helm_library,
+    merge,
+    objects,
+    render,
+    render_text,
+    validate,
+)
+
+VALUE_SETS = {"default": {}, **{f"ci/{name}": values for name, values in ci_values().items()}}
+EXECUTOR_RULE = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
+GC_RULES = [
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks"], "verbs": ["list", "watch"]},
+    {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks/status"], "verbs": ["patch"]},
+]
+
+
+def render_error(values: dict[str, Any]) -> str:
+    h = helm_library()
+    with pytest.raises(h.HelmError) as err:
+        render_text(values)
+    return str(err.value)
+
+
+def test_ci_values_cover_the_feature_toggles() -> None:
+    assert {"no-gpu", "kind", "s3", "s3-existing-secret", "s3-sdk-creds", "rbac-off", "artifact-gc", "cron", "cron-off"} <= set(
+        ci_values()
+    )
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_renders_and_validates(name: str) -> None:
+    objs = objects(VALUE_SETS[name])
+    kinds = sorted(o["kind"] for o in objs)
+    assert "WorkflowTemplate" in kinds
+    errors = [e for obj in objs for e in validate(obj)]
+    assert errors == [], "\n".join(errors)
+    names = [o["metadata"]["name"] for o in objs]
+    assert len(set(zip(kinds, names, strict=True))) == len(objs), "two objects of one kind share a name"
+
+
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_lint_strict(name: str) -> None:
+    report = helm_library().lint(str(CHART), values=VALUE_SETS[name], strict=True, kube_version=f"v{KUBERNETES_VERSION}")
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+
+
+def test_default_install() -> None:
+    kinds = by_kind()
+    assert sorted(kinds) == ["CronWorkflow", "Role", "RoleBinding", "ServiceAccount", "WorkflowTemplate"]
+    (sa,) = kinds["ServiceAccount"]
+    (binding,) = kinds["RoleBinding"]
+    assert sa["metadata"]["name"] == "kolora-workflow" == kinds["WorkflowTemplate"][0]["spec"]["serviceAccountName"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kolora-workflow", "namespace": "kolora"}]
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": kinds["Role"][0]["metadata"]["name"],
+    }
+    for obj in objects():
+        assert obj["metadata"]["namespace"] == "kolora"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "kolora"
+
+
+def test_role_has_exactly_the_executor_permissions() -> None:
+    (role,) = by_kind()["Role"]
+    assert role["rules"] == [EXECUTOR_RULE]
+    (role,) = by_kind(ci_values()["artifact-gc"])["Role"]
+    assert role["rules"] == [EXECUTOR_RULE, *GC_RULES]
+    extra = ci_values()["rbac-extra"]
+    (role,) = by_kind(extra)["Role"]
+    assert role["rules"] == [EXECUTOR_RULE, *extra["rbac"]["extraRules"]]
+    kinds = by_kind(ci_values()["rbac-off"])
+    assert not {"Role", "RoleBinding", "ServiceAccount"} & set(kinds)
+    assert kinds["WorkflowTemplate"][0]["spec"]["serviceAccountName"] == "argo-workflow"
+
+
+def test_artifact_gc_strategy() -> None:
+    (template,) = by_kind(ci_values()["artifact-gc"])["WorkflowTemplate"]
+    assert template["spec"]["artifactGC"] == {"strategy": "OnWorkflowDeletion"}
+    assert "artifactGC" not in by_kind()["WorkflowTemplate"][0]["spec"]
+
+
+def repository(values: dict[str, Any]) -> tuple[dict, dict]:
+    (cm,) = by_kind(values)["ConfigMap"]
+    (key,) = cm["data"]
+    return cm, yaml.safe_load(cm["data"][key])
+
+
+def test_artifact_repository_with_created_secret() -> None:
+    values = ci_values()["s3"]
+    cm, repo = repository(values)
+    assert cm["metadata"]["name"] == "artifact-repositories"
+    assert cm["metadata"]["annotations"] == {"workflows.argoproj.io/default-artifact-repository": "kolora"}
+    assert repo == {
+        "s3": {
+            "endpoint": "minio.minio:9000",
+            "bucket": "kolora",
+            "insecure": True,
+            "region": "us-east-1",
+            "keyFormat": "kolora/{{workflow.name}}/{{pod.name}}",
+            "accessKeySecret": {"name": "kolora-s3", "key": "accesskey"},
+            "secretKeySecret": {"name": "kolora-s3", "key": "secretkey"},
+        }
+    }
+    (secret,) = by_kind(values)["Secret"]
+    assert secret["metadata"]["name"] == "kolora-s3"
+    assert secret["stringData"] == {"accesskey": "kolora", "secretkey": "kolora-secret-key"}
+    assert "artifactRepositoryRef" not in by_kind(values)["WorkflowTemplate"][0]["spec"]  # the namespace default
+
+
+def test_artifact_repository_with_existing_secret_and_reference() -> None:
+    values = ci_values()["s3-existing-secret"]
+    cm, repo = repository(values)
+    assert cm["metadata"]["annotations"]["workflows.argoproj.io/default-artifact-repository"] == "kolora-s3"
+    assert repo["s3"]["accessKeySecret"] == {"name": "kolora-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
+    assert repo["s3"]["secretKeySecret"] == {"name": "kolora-s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
+    assert repo["s3"]["insecure"] is False and "keyFormat" not in repo["s3"]
+    assert "Secret" not in by_kind(values)
+    (template,) = by_kind(values)["WorkflowTemplate"]
+    assert template["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "kolora-s3"}
+
+
+def test_artifact_repository_with_sdk_credentials() -> None:
+    values = ci_values()["s3-sdk-creds"]
+    _, repo = repository(values)
+    assert repo["s3"]["useSDKCreds"] is True and "accessKeySecret" not in repo["s3"]
+    kinds = by_kind(values)
+    assert "Secret" not in kinds
+    assert kinds["ServiceAccount"][0]["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"artifactRepository": {"create": True}}, "s3.endpoint"),
+        ({"artifactRepository": {"create": True}, "s3": {"endpoint": "minio:9000"}}, "s3.bucket"),
+        ({"artifactRepository": {"create": True}, "s3": {"endpoint": "minio:9000", "bucket": "b"}}, "s3.accessKey"),
+        ({"artifactRepository": {"configMap": "team-repos"}}, "artifactRepository.reference=true"),
+        ({"image": {"tag": "latest"}}, "tag"),
+        ({"gpu": {"count": 0}}, "count"),
+        ({"profile": "nightly"}, "profile"),
+        ({"gpuu": {"enabled": False}}, "gpuu"),  # typo: unknown keys are rejected by values.schema.json
+        ({"stages": {"train": {"resources": {"request": {"cpu": "1"}}}}}, "request"),
+        ({"s3": {"endpoint": "https://s3.amazonaws.com"}}, "endpoint"),
+    ],
+)
+def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
+    assert message in render_error(values)
+
+
+def test_gpu_values_reach_the_gpu_steps_only() -> None:
+    values = ci_values()["gpu-custom"]
+    (template,) = by_kind(values)["WorkflowTemplate"]
+    steps = {t["name"]: t for t in template["spec"]["templates"] if "container" in t}
+    train = steps["train"]
+    assert train["container"]["resources"] == {
+        "requests": {"cpu": "16", "memory": "96Gi", "ephemeral-storage": "100Gi"},
+        "limits": {"memory": "128Gi", "nvidia.com/gpu": "2"},
+    }
+    assert train["activeDeadlineSeconds"] == 86400
+    assert train["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-h100-80gb"}
+    assert [v["emptyDir"]["sizeLimit"] for v in train["volumes"]] == ["16Gi"]
+    for name, step in steps.items():
+        gpu = "nvidia.com/gpu" in step["container"]["resources"]["limits"]
+        assert gpu == (name in ("train", "generate")) == ("tolerations" in step) == ("nodeSelector" in step), name
+
+
+def test_no_gpu_values_remove_every_gpu_trace() -> None:
+    text = "".join(render_text(ci_values()["no-gpu"]).values())
+    assert "nvidia.com/gpu" not in text and "tolerations" not in text
+
+
+def test_cron_values() -> None:
+    (cron,) = by_kind(ci_values()["cron"])["CronWorkflow"]
+    spec = cron["spec"]
+    assert spec["schedules"] == ["0 2 * * 1-5", "30 6 * * 6"] and spec["timezone"] == "Asia/Shanghai" and spec["suspend"] is True
+    assert spec["workflowSpec"]["arguments"]["parameters"] == [{"name": "profile", "value": "smoke"}]
+    assert "CronWorkflow" not in by_kind(ci_values()["cron-off"])
+
+
+def test_names_are_capped_at_63_characters() -> None:
+    long = "x" * 80
+    for obj in objects({**ci_values()["s3"], "fullnameOverride": long}):
+        assert len(obj["metadata"]["name"]) <= 63 and not obj["metadata"]["name"].endswith("-"), obj["metadata"]["name"]
+    names = {o["kind"]: o["metadata"]["name"] for o in objects(name="release-with-a-name")}
+    assert names["ServiceAccount"] == "release-with-a-name-kolora-workflow"
+
+
+def test_notes_tell_how_to_submit_and_find_outputs() -> None:
+    notes = render_text()["templates/NOTES.txt"]
+    assert "argo submit -n kolora --from workflowtemplate/kolora-pipeline" in notes
+    assert "kubectl -n kolora create -f -" in notes and "report/" in notes and "NOT created" in notes
+    notes = render_text(ci_values()["kind"])["templates/NOTES.txt"]
+    assert "s3://kolora at minio:9000" in notes and "no GPUs" in notes
+
+
+def test_values_schema_matches_values_yaml() -> None:
+    jsonschema = pytest.importorskip("jsonschema")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    for name, values in VALUE_SETS.items():
+        merged = merge(defaults, values)
+        merged = json.loads(json.dumps(merged))  # null keys stay; Helm drops them before validating
+        _drop_nulls(merged)
+        errors = list(jsonschema.Draft7Validator(schema).iter_errors(merged))
+        assert errors == [], (name, [e.message for e in errors])
+
+
+def _drop_nulls(node: Any) -> None:
+    if isinstance(node, dict):
+        for key in [k for k, v in node.items() if v is None]:
+            del node[key]
+        for value in node.values():
+            _drop_nulls(value)
+
+
+def test_every_value_is_documented() -> None:
+    """argo-helm style: every leaf of values.yaml has a `# --` comment on itself or on a parent key."""
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    documented, stack, comment = set(), [], []
+    for line in lines:
+        stripped = line.strip()
+        if stripped.startswith("#"):
+            comment.append(stripped)
+            continue
+        match = re.match(r"^( *)([^\s:#-][^:]*):", line)
+        if match and not stripped.startswith("- "):
+            depth = len(match[1])
+            stack = [(d, k) for d, k in stack if d < depth] + [(depth, match[2].strip('"'))]
+            if any(c.startswith("# --") for c in comment):
+                documented.add(tuple(k for _, k in stack))
+        comment = []
+
+    def leaves(node: Any, path: tuple[str, ...]) -> list[tuple[str, ...]]:
+        if isinstance(node, dict) and node:
+            return [leaf for key, value in node.items() for leaf in leaves(value, (*path, key))]
+        return [path]
+
+    undocumented = [
+        ".".join(leaf)
+        for leaf in leaves(yaml.safe_load("\n".join(lines)), ())
+        if not any(leaf[:n] in documented for n in range(1, len(leaf) + 1))
+    ]
+    assert undocumented == []
+
+
+def test_helpers_follow_the_house_style() -> None:
+    """Helpers prefixed `kolora.`, a one-line comment above each define, names capped at 63 characters."""
+    text = (CHART / "templates" / "_helpers.tpl").read_text()
+    blocks = [block.splitlines() for block in text.strip().split("\n\n")]  # one helper per paragraph
+    assert len(blocks) == text.count("{{- define ") > 0
+    for comment, define, *body in blocks:
+        name = re.fullmatch(r'\{\{- define "([^"]+)" -\}\}', define)[1]
+        assert name.startswith("kolora."), name
+        assert comment.startswith("{{/*") and comment.endswith("*/}}"), f"{name}: one-line comment above it"
+        if name.lower().endswith("name"):
+            assert "trunc 63" in "".join(body) and 'trimSuffix "-"' in "".join(body), name
+
+
+@pytest.mark.skipif(shutil.which("helm") is None, reason="no helm binary on PATH (the library above is Helm's own code)")
+@pytest.mark.parametrize("name", sorted(VALUE_SETS))
+def test_helm_binary_agrees(name: str, tmp_path: Any) -> None:
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump(VALUE_SETS[name]))
+    lint = subprocess.run(["helm", "lint", str(CHART), "--strict", "-f", str(values)], capture_output=True, text=True)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    out = subprocess.run(
+        ["helm", "template", "kolora", str(CHART), "-n", "kolora", "-f", str(values)], capture_output=True, text=True, check=True
+    ).stdout
+    got = sorted(json.dumps(d, sort_keys=True) for d in yaml.safe_load_all(out) if d)
+    want = sorted(json.dumps(d, sort_keys=True) for docs in render(VALUE_SETS[name]).values() for d in docs)
+    assert got == want
