@@ -82,5 +82,13 @@ STAGES: dict[str, Stage] = {
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),
+        Stage(
+            "publish",
+            "jobs.publish",
+            "evaluate",
+            "release directory of a LoRA whose evaluation gate passed",
+            inputs=("lora", "report"),
+            outputs=("release",),
+        ),
     )
 }

@@ -1,30 +1,41 @@
-"""The evaluate stage: the story grid, a report.json of what the run produced, and the gate file.
+"""The evaluate stage: the story grid, per-image scores, report.json + report.html, and the gate file.
 
-Scores are never invented: kolora has no image scorer wired in yet, so the report says scoring was
-not performed and the gate is `skipped` (the workflow's publish step only runs on `passed`).
+Scores are never invented: with no `evaluate.aesthetic_model` (the smoke profile) nothing is scored, the
+report says so and why, and the gate is `skipped` (the workflow's publish step only runs on `passed`).
+With one, every image gets its LAION aesthetic score (and, with `evaluate.clip_model`, its prompt
+similarity); the gate passes when the mean aesthetic score reaches `evaluate.min_aesthetic` and no image
+failed (blank, non-finite score, or below `evaluate.min_clip_similarity` when that is set).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image
 
-from kolora_core.config import RunConfig
+from kolora_core.config import EvaluateConfig, RunConfig
+from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
+from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
+from kolora_core.evaluation.report_html import write_report_html
+from kolora_core.evaluation.scoring import AestheticScorer, SimilarityScorer, load_aesthetic, load_clip
 from kolora_core.inference.story import GENERATIONS
 from kolora_core.lora import LORA_FILE, load_lora, sha256_of
 
 log = logging.getLogger("kolora.evaluate")
 GRID = "grid.png"
 REPORT = "report.json"
+REPORT_HTML = "report.html"
 GATE = "gate.txt"
 FILTER_REPORT = "filter_report.json"
+PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
+RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
 
 
 def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
@@ -44,8 +55,8 @@ def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
     return sorted(records, key=lambda r: r["index"])
 
 
-def _image_stats(path: Path) -> dict[str, float]:
-    pixels = np.asarray(Image.open(path).convert("RGB"), dtype=np.float32)
+def _pixel_stats(image: Image.Image) -> dict[str, float]:
+    pixels = np.asarray(image.convert("RGB"), dtype=np.float32)
     return {"mean": round(float(pixels.mean()), 2), "std": round(float(pixels.std()), 2)}
 
 
@@ -57,9 +68,9 @@ def _training_facts(lora_dir: Path) -> dict[str, Any]:
         "scale": lora.scale,
         "lora_sha256": sha256_of(lora_dir / LORA_FILE),
     }
-    summary = lora_dir / "train_summary.json"
-    if summary.exists():
-        facts |= json.loads(summary.read_text(encoding="utf-8"))
+    summary_file = lora_dir / "train_summary.json"
+    if summary_file.exists():
+        facts |= json.loads(summary_file.read_text(encoding="utf-8"))
     return facts
 
 
@@ -68,26 +79,87 @@ def _data_facts(report_dir: Path) -> dict[str, Any]:
     return {key: report[key] for key in ("images_in", "kept", "dropped") if key in report}
 
 
-def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
-    out = outputs["report"]
+Scorers = tuple[AestheticScorer | None, SimilarityScorer | None]
+
+
+def load_scorers(evaluate: EvaluateConfig, device: str) -> Scorers:
+    """The configured scorers; None where no model directory is given."""
+    aesthetic = load_aesthetic(Path(evaluate.aesthetic_model), device) if evaluate.aesthetic_model else None
+    clip = load_clip(Path(evaluate.clip_model), device) if evaluate.clip_model else None
+    return aesthetic, clip
+
+
+def _score(
+    name: str, flag: str, compute: Callable[[], list[float]] | None, count: int
+) -> tuple[list[float | None], dict[str, Any]]:
+    if compute is None:
+        reason = f"{flag} is not set (the smoke profile has no evaluation weights): not scored"
+        return [None] * count, {"status": "skipped", "reason": reason, "model": None}
+    values = compute()
+    if len(values) != count:
+        raise KoloraError(f"the {name} scorer returned {len(values)} scores for {count} images")
+    return list(values), {"status": "scored", "reason": None, "stats": summary(values)}
+
+
+def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path], scorers: Scorers | None = None) -> None:
+    evaluate, out = config.evaluate, outputs["report"]
     records = collect_generations(inputs["images"])
-    expected = len(config.generate.prompts)
+    expected = max((r.get("story_size") or 0 for r in records), default=0) or len(config.generate.prompts)
     if len(records) != expected:
         raise KoloraError(
             f"{inputs['images']} holds {len(records)} images, the story has {expected}: a generate shard is missing"
         )
-    story_grid([Image.open(r["path"]) for r in records], config.evaluate).save(out / GRID)
+    cells = evaluate.grid_columns * evaluate.grid_rows
+    if expected > cells:
+        raise KoloraError(
+            f"the story has {expected} images but the grid {evaluate.grid_columns}x{evaluate.grid_rows} has {cells} cells: "
+            "raise evaluate.grid_rows"
+        )
+    images = {r["index"]: Image.open(r["path"]).convert("RGB") for r in records}
+    ordered = [images[r["index"]] for r in records]
+    grid = story_grid(ordered, evaluate)
+    grid.save(out / GRID)
+
+    aesthetic, clip = scorers if scorers is not None else load_scorers(evaluate, resolve_device(config.device))
+    prompts = [r["prompt"] for r in records]
+    aesthetic_scores, aesthetic_info = _score(
+        "aesthetic", "evaluate.aesthetic_model", (lambda: aesthetic.score(ordered)) if aesthetic else None, len(records)
+    )
+    clip_scores, clip_info = _score(
+        "CLIP", "evaluate.clip_model", (lambda: clip.similarity(ordered, prompts)) if clip else None, len(records)
+    )
+    aesthetic_info["model"] = getattr(aesthetic, "name", None)
+    clip_info["model"] = getattr(clip, "name", None)
+
+    entries, verdicts = [], []
+    for record, image, score, similarity in zip(records, ordered, aesthetic_scores, clip_scores, strict=True):
+        pixels = _pixel_stats(image)
+        failures = image_failures(pixels["std"], score, similarity, evaluate.min_clip_similarity)
+        verdicts.append(ImageVerdict(record["index"], score, similarity, failures))
+        entries.append(
+            {k: record[k] for k in ("index", "file", "prompt", "negative_prompt", "seed", "seconds")}
+            | {k: record.get(k) for k in PER_IMAGE_SETTINGS}
+            | pixels
+            | {"aesthetic": score, "clip_similarity": similarity, "failures": failures}
+        )
+    skipped = None
+    if aesthetic is None:
+        skipped = (
+            "scoring skipped: evaluate.aesthetic_model is not set (no evaluation weights, as in the smoke profile), "
+            "so nothing can be promoted on quality"
+        )
+    gate = decide(verdicts, evaluate.min_aesthetic, skipped)
     report = {
         "grid": GRID,
-        "gate": {"result": "skipped", "reason": "no image scorer is configured, so nothing can be promoted on quality"},
-        "images": [
-            {k: r[k] for k in ("index", "file", "prompt", "negative_prompt", "seed", "seconds")} | _image_stats(r["path"])
-            for r in records
-        ],
+        "gate": gate,
+        "scores": {"aesthetic": aesthetic_info, "clip_similarity": clip_info},
+        "images": entries,
         "data": _data_facts(inputs["filter-report"]),
         "training": _training_facts(inputs["lora"]),
-        "settings": {k: records[0][k] for k in ("cfg_scale", "steps", "width", "height", "lora_strength", "base_model_sha256")},
+        "settings": {k: records[0].get(k) for k in RUN_SETTINGS}
+        | {k: records[0].get(k) for k in PER_IMAGE_SETTINGS if len({r.get(k) for r in records}) == 1},
     }
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    (out / GATE).write_text(report["gate"]["result"] + "\n", encoding="utf-8")
-    log.info("grid of %d images and report written; gate %s", len(records), report["gate"]["result"])
+    write_report_html(out / REPORT_HTML, report, grid, images)
+    (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
+    log.info("grid of %d images, report and gate written: %s (%s)", len(records), gate["result"], gate["reason"])

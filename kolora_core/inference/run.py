@@ -1,84 +1,185 @@
-"""The generate stage: render this shard's story prompts with the LoRA merged at the trained scale."""
+"""The generate stage: render this shard's story prompts with the LoRA merged at the trained scale.
+
+Two engines (`generate.engine`):
+* `fast` (default): `kolora_core.inference.sampler.KolorsSampler` encodes every prompt, frees the text
+  encoder, then renders `generate.batch_size` prompts per batch with conditional and unconditional passes
+  in one UNet call; optional `torch.compile` of the UNet; bf16 (GPU) / fp32 (CPU) VAE decode.
+* `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.
+Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
+not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
+applied by restoring the UNet's original weights and merging again, never by merging on top.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from diffsynth import SDXLImagePipeline
+from PIL import Image
 
-from kolora_core.config import RunConfig
+from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device, weights_dtype
 from kolora_core.errors import KoloraError
-from kolora_core.inference.story import Generation, image_name, save_generation, shard_prompts
-from kolora_core.lora import LORA_FILE, load_lora, merge_lora, sha256_of
+from kolora_core.inference.sampler import KolorsSampler, take_models
+from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
+from kolora_core.lora import LORA_FILE, LoRAFile, load_lora, merge_lora, sha256_of
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 
 log = logging.getLogger("kolora.generate")
 
 
+class LoRAStrength:
+    """The LoRA merged into the UNet at one strength at a time; switching restores the base weights first."""
+
+    def __init__(self, unet: torch.nn.Module, lora: LoRAFile, strengths: set[float]) -> None:
+        self.unet, self.lora = unet, lora
+        self.current: float | None = None
+        named = dict(unet.named_modules())
+        # Only needed when the shard uses several strengths: a CPU copy of the targeted layers' base weights.
+        self.originals = (
+            {m: named[m].weight.detach().to("cpu", copy=True) for m in lora.modules() if m in named} if len(strengths) > 1 else {}
+        )
+
+    @torch.no_grad()
+    def apply(self, strength: float) -> None:
+        if strength == self.current:
+            return
+        if self.current is not None:
+            named = dict(self.unet.named_modules())
+            for module, weight in self.originals.items():
+                named[module].weight.copy_(weight)
+        merged = merge_lora(self.unet, self.lora, strength)
+        log.info(
+            "LoRA merged into %d layers at %.4f (strength %s x alpha/rank %s)",
+            merged,
+            strength * self.lora.scale,
+            strength,
+            self.lora.scale,
+        )
+        self.current = strength
+
+
+def vae_dtype(generate: GenerateConfig, device: str) -> torch.dtype:
+    if generate.vae_dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return getattr(torch, generate.vae_dtype)
+
+
+def _by_strength(jobs: list[Job]) -> dict[float, list[Job]]:
+    groups: dict[float, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.lora_strength, []).append(job)
+    return groups
+
+
+def base_model_name(manifest: dict[str, Any]) -> str:
+    sources = manifest.get("sources", {})
+    if manifest.get("kind") == "tiny":
+        return f"tiny random Kolors ({sources.get('architecture', '?')}, seed {sources.get('seed', '?')})"
+    revision = f"@{sources['revision']}" if sources.get("revision") else ""
+    return f"{sources.get('kolors_repo', 'Kwai-Kolors/Kolors')}{revision} + {sources.get('vae_repo', 'sdxl-vae-fp16-fix')}"
+
+
+def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
+    models = take_models(manager)
+    sampler = KolorsSampler(
+        models.pop("kolors_text_encoder"),
+        models["sdxl_unet"],
+        models["sdxl_vae_decoder"],
+        device=device,
+        vae_dtype=vae_dtype(generate, device),
+        compile_unet=generate.compile,
+    )
+    sampler.encode([j.prompt for j in jobs] + [j.negative_prompt for j in jobs if j.cfg_scale != 1.0])
+    sampler.release_text_encoder()
+    log.info("%d texts encoded; text encoder released", len(sampler.embeddings))
+    strength = LoRAStrength(sampler.unet, lora, {j.lora_strength for j in jobs})
+    for value, group in _by_strength(jobs).items():
+        strength.apply(value)
+        for rendered in sampler.render(group, generate.batch_size):
+            yield rendered.request, rendered.image, rendered.seconds
+
+
+def _render_seed(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
+    from diffsynth import SDXLImagePipeline
+
+    pipe = SDXLImagePipeline.from_model_manager(manager)
+    pipe.vae_decoder.to(vae_dtype(generate, device))  # the decoder casts its input to its own dtype
+    strength = LoRAStrength(pipe.unet, lora, {j.lora_strength for j in jobs})
+    for value, group in _by_strength(jobs).items():
+        strength.apply(value)
+        for job in group:
+            started = time.perf_counter()
+            torch.manual_seed(job.seed)  # the seed notebook's call; `seed=` makes the noise independent of earlier draws
+            image = pipe(
+                prompt=job.prompt,
+                negative_prompt=job.negative_prompt,
+                cfg_scale=job.cfg_scale,
+                num_inference_steps=job.steps,
+                height=job.height,
+                width=job.width,
+                seed=job.seed,
+                progress_bar_cmd=lambda steps: steps,
+            )
+            yield job, image, time.perf_counter() - started
+
+
 def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     generate, out = config.generate, outputs["images"]
-    todo = shard_prompts(generate)
+    jobs = shard_jobs(generate)
     lora_path = inputs["lora"] / LORA_FILE
     lora = load_lora(lora_path)
     model_dir = ModelDir(inputs["models"])
+    manifest = model_dir.read_manifest()
     device = resolve_device(config.device)
-    pipe = SDXLImagePipeline.from_model_manager(load_model_manager(model_dir, device, weights_dtype(device)))
-    merged = merge_lora(pipe.unet, lora, generate.lora_strength)
-    log.info(
-        "LoRA merged into %d layers at %.4f (strength %s x alpha/rank %s)",
-        merged,
-        generate.lora_strength * lora.scale,
-        generate.lora_strength,
-        lora.scale,
-    )
+    manager = load_model_manager(model_dir, device, weights_dtype(device))
     common = {
-        "cfg_scale": generate.cfg_scale,
-        "steps": generate.steps,
-        "width": generate.width,
-        "height": generate.height,
-        "lora_strength": generate.lora_strength,
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),
         "base_model_sha256": model_dir.fingerprint(),
+        "base_model": base_model_name(manifest),
+        "engine": generate.engine,
+        "story_size": len(generate.prompts),
     }
-    for index, story in todo:
-        started = time.perf_counter()
-        torch.manual_seed(story.seed)  # the seed notebook's call; `seed=` makes the noise independent of earlier draws
-        image = pipe(
-            prompt=story.prompt,
-            negative_prompt=story.negative_prompt,
-            cfg_scale=generate.cfg_scale,
-            num_inference_steps=generate.steps,
-            height=generate.height,
-            width=generate.width,
-            seed=story.seed,
-            progress_bar_cmd=lambda steps: steps,
-        )
-        if not np.asarray(image).any():
-            raise KoloraError(
-                f"image {index} decoded to all black (NaN in the VAE): use the fp16-fix VAE or run the decoder in fp32"
-            )
+    log.info(
+        "shard %d/%d: %d of %d prompts, %s engine on %s",
+        generate.shard,
+        generate.shards,
+        len(jobs),
+        len(generate.prompts),
+        generate.engine,
+        device,
+    )
+    render = _render_fast if generate.engine == "fast" else _render_seed
+    for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device), start=1):
+        _check_not_blank(image, job)
         record = Generation(
-            index=index,
-            file=image_name(index),
-            prompt=story.prompt,
-            negative_prompt=story.negative_prompt,
-            seed=story.seed,
-            seconds=round(time.perf_counter() - started, 3),
+            index=job.index,
+            file=image_name(job.index),
+            prompt=job.prompt,
+            negative_prompt=job.negative_prompt,
+            seed=job.seed,
+            cfg_scale=job.cfg_scale,
+            steps=job.steps,
+            width=job.width,
+            height=job.height,
+            lora_strength=job.lora_strength,
+            seconds=round(seconds, 3),
             **common,
         )
         save_generation(image, out, record)
-        log.info(
-            "image %d/%d (story #%d, seed %d) in %.1f s",
-            len(list(out.glob("*.png"))),
-            len(todo),
-            index,
-            story.seed,
-            record.seconds,
+        log.info("image %d/%d (story #%d, seed %d) in %.2f s", done, len(jobs), job.index, job.seed, record.seconds)
+
+
+def _check_not_blank(image: Image.Image, job: Job) -> None:
+    if not np.asarray(image).any():
+        raise KoloraError(
+            f"image {job.index} decoded to all black (NaN in the VAE): "
+            "set generate.vae_dtype float32/bfloat16 or use the fp16-fix VAE"
         )

@@ -24,8 +24,48 @@ def shard_prompts(generate: GenerateConfig) -> list[tuple[int, StoryPrompt]]:
 
 
 @dataclass(frozen=True)
+class Job:
+    """One image to render: the story prompt with every per-prompt override resolved against `generate`."""
+
+    index: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    cfg_scale: float
+    steps: int
+    width: int
+    height: int
+    lora_strength: float
+
+
+def resolve_job(index: int, story: StoryPrompt, generate: GenerateConfig) -> Job:
+    def pick(value: float | int | None, default: float | int) -> float | int:
+        return default if value is None else value
+
+    return Job(
+        index=index,
+        prompt=story.prompt,
+        negative_prompt=story.negative_prompt,
+        seed=story.seed,
+        cfg_scale=float(pick(story.cfg_scale, generate.cfg_scale)),
+        steps=int(pick(story.steps, generate.steps)),
+        width=int(pick(story.width, generate.width)),
+        height=int(pick(story.height, generate.height)),
+        lora_strength=float(pick(story.lora_strength, generate.lora_strength)),
+    )
+
+
+def shard_jobs(generate: GenerateConfig) -> list[Job]:
+    """This shard's jobs in story order, overrides resolved."""
+    return [resolve_job(i, p, generate) for i, p in shard_prompts(generate)]
+
+
+@dataclass(frozen=True)
 class Generation:
-    """Everything needed to reproduce one image, stored in its PNG and in generations.jsonl."""
+    """Everything needed to reproduce one image, stored in its PNG and in generations.jsonl.
+
+    `seconds` is the image's share of its batch's wall time (the fast engine renders several at once).
+    """
 
     index: int
     file: str
@@ -41,6 +81,9 @@ class Generation:
     lora_sha256: str
     base_model_sha256: str
     seconds: float
+    base_model: str = ""
+    engine: str = ""
+    story_size: int = 0
 
 
 def image_name(index: int) -> str:

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from jobs.evaluate import main as evaluate_main
 from kolora_core.inference.story import Generation, image_name, save_generation
@@ -36,7 +36,9 @@ def _images(root: Path, shards: int) -> Path:
             base_model_sha256="b" * 64,
             seconds=0.1,
         )
-        save_generation(Image.new("RGB", (64, 64), colour), shard_dir, record)
+        image = Image.new("RGB", (64, 64), colour)
+        ImageDraw.Draw(image).rectangle((0, 0, 63, 7), fill=(0, 0, 0))  # a picture, not a flat colour
+        save_generation(image, shard_dir, record)
     for shard_dir in root.iterdir():
         mark_complete(shard_dir)
     return root
@@ -77,11 +79,19 @@ def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Pat
     assert _run(stage_inputs, tmp_path / "out") == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert [i["index"] for i in report["images"]] == list(range(8))
-    assert report["images"][2]["prompt"] == "p2" and report["images"][0]["mean"] == pytest.approx(85.0, abs=0.01)
+    assert report["images"][2]["prompt"] == "p2"
+    assert report["images"][0]["mean"] == pytest.approx(85 * 56 / 64, abs=0.01)  # red, with a black bar on top
     assert report["data"] == {"images_in": 16, "kept": 11, "dropped": 5}
     assert report["training"]["rank"] == 16 and report["training"]["final_loss"] == 0.5
-    assert report["gate"]["result"] == "skipped" and "scorer" in report["gate"]["reason"]
+    assert report["gate"]["result"] == "skipped" and "evaluate.aesthetic_model is not set" in report["gate"]["reason"]
+    assert report["gate"]["mean_aesthetic"] is None and report["images"][0]["aesthetic"] is None  # nothing invented
+    assert report["scores"]["aesthetic"]["status"] == report["scores"]["clip_similarity"]["status"] == "skipped"
+    assert report["settings"]["cfg_scale"] == 4 and report["images"][3]["steps"] == 4
     assert (tmp_path / "out" / "gate.txt").read_text().strip() == "skipped"
+    page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_model is not set" in page
+    assert page.count('<figure class="card') == 8 and "p7" in page and page.count("data:image/jpeg;base64,") == 9
+    assert "<script" not in page and "http" not in page  # self-contained: opens offline, nothing fetched
 
 
 def test_missing_shard_is_an_error(stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

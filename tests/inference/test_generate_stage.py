@@ -10,19 +10,13 @@ import pytest
 from PIL import Image
 
 from jobs.generate import main as generate_main
-from jobs.train import main as train_main
 from kolora_core.config import load_config
 from kolora_core.inference.story import GENERATIONS, read_png_record, shard_prompts
 
 
 @pytest.fixture(scope="module")
-def lora_dir(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("lora")
-    assert (
-        train_main(["--profile", "smoke", "--trainset", str(tiny_trainset), "--models", str(tiny_models), "--lora", str(out)])
-        == 0
-    )
-    return out
+def lora_dir(tiny_lora: Path) -> Path:
+    return tiny_lora
 
 
 def _generate(models: Path, lora: Path, out: Path, *extra: str) -> int:

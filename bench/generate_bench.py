@@ -1,0 +1,305 @@
+"""kolora's fast generation engine on a GPU: seconds per image and peak memory, one JSON line per measurement.
+
+Random weights of the REAL Kolors architectures, built exactly as ../shared/bench/seed_baseline.py builds
+them (ChatGLM3-6B and SDXLUNet(is_kolors=True) on the meta device, then to_empty + small normal init, fp16;
+VAE decoder in fp32), so FLOPs and memory are those of Kolors; no weights are downloaded. The engine is
+`kolora_core.inference.sampler.KolorsSampler`, the code the generate stage runs: all prompts encoded
+first, text encoder released, cond+uncond (and `batch` prompts) in one UNet call per step, bf16 VAE decode
+(the stage's `generate.vae_dtype: auto` on a GPU; BENCH_VAE=float32 to compare).
+Settings are the seed's: 50 steps, cfg 4, 1024x1024, the seed notebook's prompts and negative prompts.
+
+    python bench/generate_bench.py                 # GPU: variants b1, b8, b8+compile (~3.5 min on an H100)
+    python bench/generate_bench.py --tiny          # CPU smoke test on the tiny models (64 px, 4 steps)
+
+Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RES (default 1024),
+BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
+b<batch>[+flag...]; flags: compile (torch.compile of the UNet, ~100 s), cl (channels_last), bm
+(cudnn.benchmark), cudnn (cuDNN SDPA first), tune (inductor coordinate-descent tuning: ~5 min more compiling),
+mat (compile mode max-autotune-no-cudagraphs: longer still); default "b1,b8,b8+compile"; add "seed" to time
+diffsynth's SDXLImagePipeline on the same models in the same process).
+
+Output lines (`what`):
+* env, built_random_models: GPU, construction seconds and parameter counts;
+* kolora_encode: seconds to encode all prompts + negative prompts (once, shared by the variants);
+* kolora_vae_decode: one decode at fp32, bf16, and bf16 channels_last (the configured dtype is in every variant);
+* kolora_generate_image: per variant `seconds_per_image` = sampling + decode per image + its share of the
+  encoding; `sampling_seconds_per_image`, `warmup_seconds` (first batch at 2 steps: cuDNN/compile), and
+  `peak_gib` = the stage's peak (max of the encoding phase, when the text encoder is still resident,
+  and this variant's sampling), `sampling_peak_gib`;
+* seed_generate_image (variant "seed"): SDXLImagePipeline on the same models, seconds per image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+warnings.filterwarnings("ignore")
+
+TINY = "--tiny" in sys.argv
+GEN = int(os.environ.get("BENCH_GEN_IMAGES", "8"))
+RES = int(os.environ.get("BENCH_RES", "64" if TINY else "1024"))
+STEPS = int(os.environ.get("BENCH_STEPS", "4" if TINY else "50"))
+VARIANTS = os.environ.get("BENCH_VARIANTS", "b1,b2" if TINY else "b1,b8,b8+compile").split(",")
+VAE = os.environ.get("BENCH_VAE", "float32" if TINY else "bfloat16")
+CFG = 4.0
+
+
+def emit(**kw: object) -> None:
+    print(json.dumps(kw), flush=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    index: int
+    prompt: str
+    negative_prompt: str
+    seed: int
+    cfg_scale: float
+    steps: int
+    width: int
+    height: int
+
+
+def random_models(device: str) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    """seed_baseline.py's construction (same config, same init), minus the VAE encoder generation does not use."""
+    from diffsynth.models.kolors_text_encoder import ChatGLMConfig, ChatGLMModel
+    from diffsynth.models.sdxl_unet import SDXLUNet
+    from diffsynth.models.sdxl_vae_decoder import SDXLVAEDecoder
+
+    cfg = ChatGLMConfig(
+        num_layers=28,
+        hidden_size=4096,
+        ffn_hidden_size=13696,
+        num_attention_heads=32,
+        kv_channels=128,
+        multi_query_attention=True,
+        multi_query_group_num=2,
+        padded_vocab_size=65024,
+        seq_length=32768,
+        add_qkv_bias=True,
+        original_rope=True,
+        use_cache=False,
+        rmsnorm=True,
+        layernorm_epsilon=1e-5,
+        apply_residual_connection_post_layernorm=False,
+        post_layer_norm=True,
+        add_bias_linear=False,
+        torch_dtype="float16",
+    )
+
+    def init_small(m: torch.nn.Module) -> torch.nn.Module:
+        for n, p in m.named_parameters():
+            if "norm" in n and n.endswith("weight"):
+                p.data.fill_(1.0)
+            elif p.dim() >= 2:
+                p.data.normal_(0, 0.02)
+            else:
+                p.data.zero_()
+        return m
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        te = ChatGLMModel(cfg, empty_init=False)
+        unet = SDXLUNet(is_kolors=True)
+    te = init_small(te.to_empty(device=device).half()).eval()
+    unet = init_small(unet.to_empty(device=device).half()).eval()
+    with torch.device(device):
+        vdec = SDXLVAEDecoder()
+    return te, unet, vdec.float().eval()
+
+
+def tiny_models() -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
+    from kolora_core.models.tiny import build_tiny_models
+
+    models = build_tiny_models(0)
+    return models["kolors_text_encoder"], models["sdxl_unet"].eval(), models["sdxl_vae_decoder"]
+
+
+def sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def peak_gib(device: str) -> float:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if device == "cuda" else 0.0
+
+
+def reset_peak(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+
+FLAGS = {"compile", "cl", "bm", "cudnn", "tune", "mat"}
+
+
+def parse_variant(name: str) -> tuple[int, set[str]]:
+    """b<batch> plus flags: compile (torch.compile), cl (channels_last), bm (cudnn.benchmark), cudnn (cuDNN SDPA),
+    tune (inductor conv_1x1_as_mm + coordinate_descent_tuning, with compile), mat (mode max-autotune-no-cudagraphs)."""
+    head, *flags = name.strip().split("+")
+    if not head.startswith("b") or not head[1:].isdigit() or set(flags) - FLAGS:
+        raise SystemExit(f"BENCH_VARIANTS entry {name!r}: expected b<batch>[+{'][+'.join(sorted(FLAGS))}] or seed")
+    return int(head[1:]), set(flags)
+
+
+def attention(flags: set[str]) -> contextlib.AbstractContextManager[object]:
+    if "cudnn" not in flags:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
+
+
+def bench_seed_pipeline(
+    te: torch.nn.Module, unet: torch.nn.Module, vdec: torch.nn.Module, device: str, requests: list[Request]
+) -> None:
+    from diffsynth import ModelManager, SDXLImagePipeline
+
+    mm = ModelManager(torch_dtype=next(unet.parameters()).dtype, device=device)
+    for name, m in (("kolors_text_encoder", te), ("sdxl_unet", unet), ("sdxl_vae_decoder", vdec)):
+        mm.model.append(m)
+        mm.model_name.append(name)
+        mm.model_path.append("random:" + name)
+    pipe = SDXLImagePipeline.from_model_manager(mm)
+
+    def call(r: Request, steps: int) -> None:
+        torch.manual_seed(r.seed)
+        pipe(
+            prompt=r.prompt,
+            negative_prompt=r.negative_prompt,
+            cfg_scale=r.cfg_scale,
+            num_inference_steps=steps,
+            height=r.height,
+            width=r.width,
+            progress_bar_cmd=lambda x: x,
+        )
+
+    call(requests[0], 2)
+    sync(device)
+    times = []
+    for r in requests:
+        t = time.perf_counter()
+        call(r, r.steps)
+        sync(device)
+        times.append(round(time.perf_counter() - t, 3))
+    emit(
+        what="seed_generate_image",
+        res=RES,
+        steps=STEPS,
+        cfg=CFG,
+        seconds=times,
+        seconds_per_image=round(sum(times) / len(times), 3),
+    )
+
+
+def main() -> None:
+    from kolora_core.inference.sampler import KolorsSampler
+    from kolora_core.prompts import SEED_STORY
+
+    device = "cpu" if TINY else "cuda"
+    emit(what="env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if device == "cuda" else "cpu", tiny=TINY)
+    started = time.perf_counter()
+    te, unet, vdec = tiny_models() if TINY else random_models(device)
+    emit(
+        what="built_random_models",
+        seconds=round(time.perf_counter() - started, 1),
+        te_params=sum(p.numel() for p in te.parameters()),
+        unet_params=sum(p.numel() for p in unet.parameters()),
+    )
+    requests = [
+        Request(i, SEED_STORY[i % len(SEED_STORY)][0], SEED_STORY[i % len(SEED_STORY)][1], i, CFG, STEPS, RES, RES)
+        for i in range(GEN)
+    ]
+    if "seed" in VARIANTS:
+        bench_seed_pipeline(te, unet, vdec, device, requests)
+
+    sampler = KolorsSampler(te, unet, vdec, device=device, vae_dtype=getattr(torch, VAE))
+    del te
+    sampler.encode(["warm-up"])
+    sync(device)
+    reset_peak(device)
+    t = time.perf_counter()
+    sampler.encode([r.prompt for r in requests] + [r.negative_prompt for r in requests])
+    sync(device)
+    encode_seconds = time.perf_counter() - t
+    encode_peak = peak_gib(device)
+    sampler.release_text_encoder()
+    emit(what="kolora_encode", texts=len(sampler.embeddings) - 1, seconds=round(encode_seconds, 3), peak_gib=encode_peak)
+
+    if not TINY:  # the VAE decode alone, per image (the configured dtype is inside every variant's time)
+        latent = sampler.sample(requests[:1])
+        for dtype, layout, benchmark in (("float32", "nchw", False), ("bfloat16", "nchw", False), ("bfloat16", "nhwc", True)):
+            fmt = torch.channels_last if layout == "nhwc" else torch.contiguous_format
+            sampler.vae_decoder.to(dtype=getattr(torch, dtype), memory_format=fmt)
+            torch.backends.cudnn.benchmark = benchmark
+            sampler.decode(latent)
+            sync(device)
+            t = time.perf_counter()
+            for _ in range(3):
+                sampler.decode(latent)
+            sync(device)
+            seconds = round((time.perf_counter() - t) / 3, 4)
+            emit(what="kolora_vae_decode", res=RES, dtype=dtype, layout=layout, cudnn_benchmark=benchmark, seconds=seconds)
+        sampler.vae_decoder.to(dtype=getattr(torch, VAE), memory_format=torch.contiguous_format)
+        torch.backends.cudnn.benchmark = False
+
+    for name in (v for v in VARIANTS if v.strip() != "seed"):
+        batch, flags = parse_variant(name)
+        import torch._inductor.config as inductor
+
+        inductor.conv_1x1_as_mm = inductor.coordinate_descent_tuning = "tune" in flags
+        if "compile" in flags:
+            torch._dynamo.reset()  # a fresh compilation with this variant's settings, not the cached one
+        mode = "max-autotune-no-cudagraphs" if "mat" in flags else None
+        sampler.configure_unet(compile_unet="compile" in flags, channels_last="cl" in flags, mode=mode)
+        if device == "cuda":
+            torch.backends.cudnn.benchmark = "bm" in flags
+        warm = [
+            Request(r.index, r.prompt, r.negative_prompt, r.seed, r.cfg_scale, 2, r.width, r.height) for r in requests[:batch]
+        ]
+        with attention(flags):
+            t = time.perf_counter()
+            list(sampler.render(warm, batch))
+            sync(device)
+            warmup = time.perf_counter() - t
+            if GEN % batch:  # the last, smaller batch is another shape: compile/cuDNN-tune it outside the timing too
+                list(sampler.render(warm[: GEN % batch], batch))
+                sync(device)
+            reset_peak(device)
+            t = time.perf_counter()
+            rendered = list(sampler.render(requests, batch))
+            sync(device)
+        sampling = (time.perf_counter() - t) / len(rendered)
+        sampling_peak = peak_gib(device)
+        emit(
+            what="kolora_generate_image",
+            engine="fast",
+            variant=name,
+            batch=batch,
+            compile="compile" in flags,
+            channels_last="cl" in flags,
+            vae_dtype=VAE,
+            res=RES,
+            steps=STEPS,
+            cfg=CFG,
+            images=len(rendered),
+            seconds_per_image=round(sampling + encode_seconds / GEN, 3),
+            sampling_seconds_per_image=round(sampling, 3),
+            encode_seconds_per_image=round(encode_seconds / GEN, 3),
+            warmup_seconds=round(warmup, 1),
+            peak_gib=max(encode_peak, sampling_peak),
+            sampling_peak_gib=sampling_peak,
+        )
+
+
+if __name__ == "__main__":
+    main()

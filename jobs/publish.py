@@ -1,0 +1,20 @@
+"""python -m jobs.publish --lora DIR --report DIR --release DIR [--publish.version V] [--publish.modelscope_repo R]
+
+Assembles the release directory (LoRA + exports, report.json, report.html, grid.png, release.json) of a
+LoRA whose evaluation gate passed, and refuses otherwise. The workflow uploads the directory to
+`<publish.prefix>/<name>/<version>/` and then `latest.json` with `kolora_core.publish.publish_release`;
+this stage knows nothing of S3. The exact command of the publish container.
+"""
+
+import sys
+
+from kolora_core.publish import run_publish
+from kolora_core.stage_cli import stage_main
+
+
+def main(argv: list[str] | None = None) -> int:
+    return stage_main("publish", run_publish, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

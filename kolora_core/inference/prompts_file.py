@@ -1,0 +1,97 @@
+"""Story prompts from a file: YAML (a list, or a mapping with a `prompts:` list) or JSONL (one object per line).
+
+Each entry has the `StoryPrompt` fields: `prompt` (required), `negative_prompt`, `seed`, and optional
+per-prompt `cfg_scale`, `steps`, `width`, `height` (or `size: 1024` / `size: 1024x768`) and
+`lora_strength`; a missing or null setting takes the `generate` section's value. A bad entry is one
+`KoloraError` line naming the file, the line and the field, e.g.
+`prompts file story.yaml line 7 (prompt 3): field 'steps': Input should be greater than or equal to 1 (got 0)`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from kolora_core.config import StoryPrompt
+from kolora_core.errors import KoloraError
+
+YAML_SUFFIXES = {".yaml", ".yml"}
+JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+
+
+def _field_error(exc: ValidationError) -> tuple[str | None, str]:
+    first = exc.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or None
+    if first["type"] == "extra_forbidden":
+        allowed = ", ".join(StoryPrompt.model_fields) + ", size"
+        return field, f"unknown field (allowed: {allowed})"
+    got = first.get("input")
+    shown = "" if isinstance(got, dict | list) or first["type"] == "missing" else f" (got {got!r})"
+    return field, f"{first['msg']}{shown}"
+
+
+def _validate(entry: Any, path: Path, index: int, line: int, key_lines: dict[str, int] | None = None) -> StoryPrompt:
+    """One entry as a StoryPrompt; the error names the line of the bad key where YAML knows it."""
+    if not isinstance(entry, dict):
+        raise KoloraError(
+            f"prompts file {path} line {line} (prompt {index}): each prompt must be a mapping with at least 'prompt', "
+            f"got {type(entry).__name__}"
+        )
+    try:
+        return StoryPrompt.model_validate(entry)
+    except ValidationError as exc:
+        field, message = _field_error(exc)
+        key = field.split(".")[0] if field else ""
+        line = (key_lines or {}).get(key, line)
+        named = f"field '{field}': " if field else ""
+        raise KoloraError(f"prompts file {path} line {line} (prompt {index}): {named}{message}") from None
+
+
+def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
+    """Entries with the line of the entry ('' key) and of each of its keys, from YAML's node tree."""
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise KoloraError(f"prompts file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
+    if isinstance(data, dict) and set(data) == {"prompts"}:
+        data = data["prompts"]
+        root = next(v for k, v in root.value if k.value == "prompts")
+    if not isinstance(data, list) or not data:
+        raise KoloraError(f"prompts file {path} must hold a non-empty list of prompts (or a mapping with a 'prompts:' list)")
+    items = []
+    for node, entry in zip(root.value, data, strict=True):
+        lines = {"": node.start_mark.line + 1}
+        if isinstance(node, yaml.MappingNode):
+            lines |= {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
+        items.append((entry, lines))
+    return items
+
+
+def read_prompts_file(path: Path) -> list[StoryPrompt]:
+    """Every prompt of a YAML or JSONL prompts file, validated; errors name file, line and field."""
+    if not path.is_file():
+        raise KoloraError(f"prompts file {path} does not exist: set generate.prompts_file to a YAML or JSONL file")
+    text = path.read_text(encoding="utf-8")
+    prompts: list[StoryPrompt] = []
+    if path.suffix.lower() in JSONL_SUFFIXES:
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise KoloraError(f"prompts file {path} line {number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+            prompts.append(_validate(entry, path, len(prompts), number))
+        if not prompts:
+            raise KoloraError(f"prompts file {path} holds no prompts")
+        return prompts
+    if path.suffix.lower() not in YAML_SUFFIXES:
+        raise KoloraError(f"prompts file {path}: unknown format '{path.suffix}'; use .yaml/.yml or .jsonl")
+    for index, (entry, lines) in enumerate(_yaml_items(path, text)):
+        prompts.append(_validate(entry, path, index, lines[""], lines))
+    return prompts

@@ -1,0 +1,96 @@
+"""The scorers load from local directories in the published layouts and compute what the reference models compute."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from kolora_core.errors import KoloraError
+from kolora_core.evaluation.scoring import load_aesthetic, load_clip
+from tests.evaluation.conftest import head_weights, write_aesthetic_dir
+
+
+def _images() -> list[Image.Image]:
+    noise = np.random.default_rng(0).integers(0, 256, (48, 40, 3), dtype=np.uint8)
+    return [Image.new("RGB", (48, 40), (200, 40, 90)), Image.fromarray(noise)]
+
+
+def _reference_aesthetic(directory: Path, images: list[Image.Image], relu: bool = False) -> torch.Tensor:
+    """AestheticsPredictorV2Linear's forward, written out: normalised image_embeds through the layers."""
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+
+    vision = CLIPVisionModelWithProjection.from_pretrained(str(directory)).eval()
+    pixels = CLIPImageProcessor.from_pretrained(str(directory))(images=images, return_tensors="pt")["pixel_values"]
+    with torch.no_grad():
+        x = vision(pixel_values=pixels).image_embeds
+        x = x / x.norm(dim=-1, keepdim=True)
+        weights = head_weights(relu=relu)
+        indices = sorted({int(k.split(".")[1]) for k in weights})
+        for position, index in enumerate(indices):
+            x = x @ weights[f"layers.{index}.weight"].T + weights[f"layers.{index}.bias"]
+            if relu and position < len(indices) - 1:
+                x = x.relu()
+    return x.squeeze(-1)
+
+
+def test_predictor_snapshot_scores_like_the_reference(aesthetic_dir: Path) -> None:
+    scorer = load_aesthetic(aesthetic_dir)
+    assert [type(m).__name__ for m in scorer.head] == ["Linear"] * 5  # V2 "Linear": no activations
+    scores = scorer.score(_images())
+    torch.testing.assert_close(torch.tensor(scores), _reference_aesthetic(aesthetic_dir, _images()), atol=1e-5, rtol=1e-5)
+    assert scores[0] != scores[1]
+
+
+def test_clip_dir_plus_laion_head_file_gives_the_same_scores(aesthetic_dir: Path, tmp_path: Path) -> None:
+    laion = write_aesthetic_dir(tmp_path / "laion", layout="laion")
+    assert (laion / "sac+logos+ava1-l14-linearMSE.pth").exists()
+    assert load_aesthetic(laion).score(_images()) == pytest.approx(load_aesthetic(aesthetic_dir).score(_images()), abs=1e-5)
+
+
+def test_relu_variant_follows_its_architecture(tmp_path: Path) -> None:
+    directory = write_aesthetic_dir(tmp_path / "relu", relu=True)
+    scorer = load_aesthetic(directory)
+    assert sum(isinstance(m, torch.nn.ReLU) for m in scorer.head) == 4
+    expected = _reference_aesthetic(directory, _images(), relu=True)
+    torch.testing.assert_close(torch.tensor(scorer.score(_images())), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_aesthetic_errors_name_the_problem(aesthetic_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(KoloraError, match=r"has no config.json: point evaluate.aesthetic_model"):
+        load_aesthetic(tmp_path / "missing")
+    headless = write_aesthetic_dir(tmp_path / "headless", layout="laion")
+    (headless / "sac+logos+ava1-l14-linearMSE.pth").unlink()
+    with pytest.raises(KoloraError, match=r"no aesthetic head weights"):
+        load_aesthetic(headless)
+    wrong = write_aesthetic_dir(tmp_path / "wrong", layout="laion")
+    torch.save(
+        {"layers.0.weight": torch.zeros(1, 768), "layers.0.bias": torch.zeros(1)}, wrong / "sac+logos+ava1-l14-linearMSE.pth"
+    )
+    with pytest.raises(KoloraError, match=r"takes 768 inputs but the CLIP projects to 16"):
+        load_aesthetic(wrong)
+
+
+def test_chinese_clip_similarity_reads_the_prompt_as_written(chinese_clip_dir: Path) -> None:
+    from transformers import ChineseCLIPModel, ChineseCLIPProcessor
+
+    scorer = load_clip(chinese_clip_dir)
+    prompts = ["二次元,一个紫色短发小女孩", "黑色礼服,在台上唱歌"]
+    tokens = scorer.processor.tokenizer(prompts[0])["input_ids"]
+    assert scorer.processor.tokenizer.unk_token_id not in tokens and len(tokens) == 2 + len("二次元,一个紫色短发小女孩")
+    got = scorer.similarity(_images(), prompts)
+    model = ChineseCLIPModel.from_pretrained(str(chinese_clip_dir)).eval()
+    processor = ChineseCLIPProcessor.from_pretrained(str(chinese_clip_dir))
+    with torch.no_grad():  # Chinese-CLIP's definition: projected [CLS] state of the text tower vs projected image
+        inputs = processor(text=prompts, images=_images(), return_tensors="pt", padding=True)
+        image = model.get_image_features(pixel_values=inputs["pixel_values"])
+        text_states = model.text_model(
+            input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], token_type_ids=inputs["token_type_ids"]
+        )[0]
+        text = model.text_projection(text_states[:, 0, :])
+    expected = torch.nn.functional.cosine_similarity(image, text)
+    torch.testing.assert_close(torch.tensor(got), expected, atol=1e-5, rtol=1e-5)
+    assert all(-1 <= s <= 1 for s in got)

@@ -1,0 +1,92 @@
+"""Prompts files: YAML and JSONL read into generate.prompts at config load; every bad field named with file and line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kolora_core.config import dump_config, load_config
+from kolora_core.errors import KoloraError
+from kolora_core.inference.story import shard_jobs
+
+STORY_YAML = """\
+# the story, two pictures
+prompts:
+  - prompt: 二次元,紫色长发少女,穿着黑色礼服
+    negative_prompt: 丑陋、变形
+    seed: 7
+  - prompt: 二次元,演唱会
+    seed: 1
+    cfg_scale: 6.5
+    steps: 30
+    size: 1024x768
+    lora_strength: 0.5
+"""
+
+
+def _load(path: Path, **more: object) -> object:
+    return load_config("full", overrides={"generate.prompts_file": str(path), **more})
+
+
+def test_yaml_file_replaces_the_prompts_and_overrides_resolve(tmp_path: Path) -> None:
+    path = tmp_path / "story.yaml"
+    path.write_text(STORY_YAML, encoding="utf-8")
+    config = _load(path)
+    generate = config.generate
+    assert [p.seed for p in generate.prompts] == [7, 1]
+    assert generate.prompts_file is None and generate.prompts_from == str(path)
+    first, second = shard_jobs(generate)
+    assert (first.cfg_scale, first.steps, first.width, first.height, first.lora_strength) == (4.0, 50, 1024, 1024, 1.0)
+    assert (second.cfg_scale, second.steps, second.width, second.height, second.lora_strength) == (6.5, 30, 1024, 768, 0.5)
+    # The dumped run config (what a pod gets) holds the prompts themselves, not a path only this machine has.
+    dumped = yaml.safe_load(dump_config(config))["generate"]
+    assert dumped["prompts_file"] is None and dumped["prompts"][1]["width"] == 1024
+    assert load_config("full", overrides={"generate.prompts": dumped["prompts"]}).generate.prompts == generate.prompts
+
+
+def test_jsonl_file_and_a_plain_list_yaml(tmp_path: Path) -> None:
+    jsonl = tmp_path / "story.jsonl"
+    jsonl.write_text('{"prompt": "a", "seed": 1}\n\n{"prompt": "b", "width": 512, "height": 640}\n', encoding="utf-8")
+    assert [(p.prompt, p.width, p.height) for p in _load(jsonl).generate.prompts] == [("a", None, None), ("b", 512, 640)]
+    plain = tmp_path / "story.yml"
+    plain.write_text("- prompt: a\n- {prompt: b, size: 512}\n", encoding="utf-8")
+    assert [(p.width, p.height) for p in _load(plain).generate.prompts] == [(None, None), (512, 512)]
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        (
+            "bad.yaml",
+            STORY_YAML.replace("steps: 30", "steps: 0"),
+            r"bad\.yaml line 9 \(prompt 1\): field 'steps': Input should be greater than or equal to 1 \(got 0\)",
+        ),
+        ("bad.yaml", STORY_YAML.replace("    seed: 7\n", "    sead: 7\n"), r"line 5 \(prompt 0\): field 'sead': unknown field"),
+        ("bad.yaml", STORY_YAML.replace("size: 1024x768", "size: 1000x768"), r"line 6 \(prompt 1\): field 'width'.*of 64"),
+        ("bad.yaml", "prompts:\n  - seed: 1\n", r"line 2 \(prompt 0\): field 'prompt': Field required"),
+        ("bad.yaml", "prompts: [\n", r"bad\.yaml is not valid YAML"),
+        ("bad.yaml", "prompts: []\n", r"must hold a non-empty list"),
+        ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "b", "cfg_scale": "x"}\n', r"jsonl line 2 \(prompt 1\): field 'cfg_scale'"),
+        ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "b",\n', r"bad\.jsonl line 2: not valid JSON"),
+        ("bad.jsonl", '["a"]\n', r"line 1 \(prompt 0\): each prompt must be a mapping"),
+        ("bad.txt", "a\n", r"unknown format '\.txt'"),
+    ],
+)
+def test_bad_entries_name_file_line_and_field(tmp_path: Path, name: str, text: str, message: str) -> None:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(KoloraError, match=message) as caught:
+        _load(path)
+    assert "\n" not in str(caught.value)
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(KoloraError, match=r"prompts file .*nope\.yaml does not exist"):
+        _load(tmp_path / "nope.yaml")
+
+
+def test_sizes_must_be_multiples_of_64() -> None:
+    with pytest.raises(KoloraError, match=r"generate\.width.*multiple of 64"):
+        load_config("full", overrides={"generate.width": 1000})
