@@ -57,7 +57,7 @@ class FilterConfig(Section):
         description="Data-Juicer process list (op name -> arguments)",
     )
     np: int = Field(4, ge=1, description="Data-Juicer worker processes (capped at the CPU count)")
-    executor_type: Literal["default", "ray"] = Field("default", description="ray: run Data-Juicer on a Ray cluster (large datasets)")
+    executor_type: Literal["default", "ray"] = Field("default", description="ray: Data-Juicer on a Ray cluster (large datasets)")
     ray_address: str | None = Field(None, description="Ray cluster address for executor_type ray; null = Data-Juicer's 'auto'")
 
     @field_validator("ops")
@@ -189,9 +189,15 @@ class GenerateConfig(Section):
     engine: Literal["fast", "seed"] = Field(
         "fast", description="fast: kolora's batched sampler; seed: diffsynth's SDXLImagePipeline, one image per call"
     )
-    batch_size: int = Field(4, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
-    compile: bool = Field(False, description="torch.compile the UNet (fast engine; pays off from about 8 images)")
-    vae_fp32: bool = Field(True, description="decode in fp32 (never NaN); false decodes in the weights' dtype")
+    batch_size: int = Field(8, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
+    compile: bool = Field(
+        False, description="torch.compile the UNet (fast engine): ~15% faster steps after ~100 s of compiling on an H100"
+    )
+    vae_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto",
+        description="VAE decode dtype; auto = bfloat16 on GPU (fp32's range: never overflows to NaN), float32 on CPU; "
+        "float16 only with the fp16-fix VAE",
+    )
     shards: int = Field(1, ge=1, description="split the prompts into this many shards (one pod each)")
     shard: int = Field(0, ge=0, description="which shard this process renders (0-based)")
 

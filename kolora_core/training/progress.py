@@ -1,52 +1,98 @@
-"""Training progress a person can follow in a pod log, and a loss CSV kept with the LoRA."""
+"""Training progress a person can follow in a pod log, and a loss CSV kept with the LoRA.
+
+Plain log lines instead of a tqdm bar: Argo and `kubectl logs` show carriage-return bars as noise.
+Losses stay on the device until a log line, a checkpoint or the end needs them, so the step loop
+never waits for the GPU just to print; a non-finite loss is then reported with its own step.
+"""
 
 from __future__ import annotations
 
 import csv
 import logging
+import math
 import time
 from pathlib import Path
-from typing import Any
 
-import lightning as pl
+import torch
+
+from kolora_core.errors import KoloraError
 
 log = logging.getLogger("kolora.train")
+CSV_COLUMNS = ["step", "loss", "lr", "seconds", "images_per_second"]
+NAN_HINT = (
+    "with 16-mixed use the sdxl-vae-fp16-fix VAE, or set train.precision to bf16-mixed / 32-true, or lower train.learning_rate"
+)
 
 
-class ProgressLog(pl.Callback):
-    """Logs step, loss, images/s and ETA every `every` steps and writes every step's loss to CSV.
+class ProgressLog:
+    """Step, loss, images/s and ETA every `every` steps; every step's loss and lr in `csv_path`.
 
-    Plain log lines instead of a tqdm bar: Argo and `kubectl logs` show carriage-return bars as noise.
+    `history` rows are (step, loss, lr, seconds since the run's first step, images/s so far); a
+    resumed run starts from the checkpoint's history so the CSV covers every step once.
     """
 
-    def __init__(self, csv_path: Path, total_steps: int, batch_size: int, every: int = 10) -> None:
-        self.csv_path = csv_path
-        self.total = total_steps
-        self.batch_size = batch_size
-        self.every = every
-        self.losses: list[float] = []
-        self._start = 0.0
-
-    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
-        self._start = time.perf_counter()
-        with self.csv_path.open("w", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerow(["step", "loss", "lr", "seconds"])
-
-    def on_train_batch_end(
-        self, trainer: pl.Trainer, module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    def __init__(
+        self,
+        csv_path: Path,
+        total_steps: int,
+        images_per_step: int,
+        every: int = 10,
+        history: list[list[float]] | None = None,
+        writer: bool = True,
     ) -> None:
-        loss = float(outputs["loss"] if isinstance(outputs, dict) else outputs)
-        step = trainer.global_step
-        elapsed = time.perf_counter() - self._start
-        self.losses.append(loss)
-        lr = trainer.optimizers[0].param_groups[0]["lr"]
-        with self.csv_path.open("a", newline="", encoding="utf-8") as handle:
-            csv.writer(handle).writerow([step, f"{loss:.6f}", lr, f"{elapsed:.3f}"])
+        self.csv_path = csv_path
+        self.writer = writer  # DDP: every rank checks the (all-reduced) loss, rank 0 alone logs and writes
+        self.total = total_steps
+        self.images_per_step = images_per_step
+        self.every = every
+        self.history: list[list[float]] = [list(r) for r in history or []]
+        self._offset = self.history[-1][3] if self.history else 0.0
+        self._first_step = int(self.history[-1][0]) if self.history else 0
+        self._pending: list[tuple[int, torch.Tensor, float, float]] = []
+        self._start = time.perf_counter()
+
+    def record(self, step: int, loss: torch.Tensor, lr: float) -> None:
+        """Note a finished optimizer step (1-based); flushes every `every` steps and at the last."""
+        self._pending.append((step, loss.detach(), lr, time.perf_counter() - self._start))
         if step % self.every == 0 or step == self.total:
-            rate = step * self.batch_size / elapsed if elapsed else 0.0
-            eta = (self.total - step) * elapsed / step if step else 0.0
-            log.info("step %d/%d loss %.4f  %.2f images/s  ETA %.0f s", step, self.total, loss, rate, eta)
+            self.flush()
+
+    def flush(self) -> None:
+        """Fetch pending losses (one device sync), check them, append to the history and log a line."""
+        if not self._pending:
+            return
+        values = torch.stack([loss.float().reshape(()) for _, loss, _, _ in self._pending]).cpu().tolist()
+        elapsed = time.perf_counter() - self._start  # the sync above waited for the GPU: true time
+        for (step, _, lr, seconds), value in zip(self._pending, values, strict=True):
+            if not math.isfinite(value):
+                self._pending = []
+                if self.writer:
+                    self.write_csv()
+                raise KoloraError(f"loss became {value} at step {step}: {NAN_HINT}")
+            rate = (step - self._first_step) * self.images_per_step / seconds if seconds > 0 else 0.0
+            self.history.append([step, value, lr, round(self._offset + seconds, 3), round(rate, 3)])
+        self._pending = []
+        if not self.writer:
+            return
+        self.write_csv()
+        step, value = self.history[-1][0], self.history[-1][1]
+        done = step - self._first_step
+        eta = (self.total - step) * elapsed / done if done else 0.0
+        rate = done * self.images_per_step / elapsed if elapsed > 0 else 0.0
+        log.info("step %d/%d loss %.4f  %.2f images/s  ETA %.0f s", step, self.total, value, rate, eta)
+
+    def write_csv(self) -> None:
+        with self.csv_path.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(CSV_COLUMNS)
+            for step, loss, lr, seconds, rate in self.history:
+                writer.writerow([int(step), f"{loss:.6f}", lr, f"{seconds:.3f}", f"{rate:.3f}"])
+
+    @property
+    def losses(self) -> list[float]:
+        return [row[1] for row in self.history]
 
     @property
     def seconds(self) -> float:
+        """Training seconds of this process (a resumed run counts from its resume)."""
         return time.perf_counter() - self._start

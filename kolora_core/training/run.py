@@ -1,102 +1,446 @@
-"""The train stage: the seed's LoRA recipe on a model directory and a training set, to a LoRA file."""
+"""The train stage: the seed's LoRA objective on a model directory and a training set, to LoRA files.
+
+One loop (Lightning Fabric) drives both engines:
+
+* `fast` (default): captions and latents encoded once (`cache.py`), the text encoder and VAE freed,
+  then batched UNet steps (`fast_module.py`); fused AdamW on CUDA, optional torch.compile, DDP over
+  `train.devices` GPUs with the global batch drawn once per step and split across ranks.
+* `seed`: diffsynth's own `LightningModelForT2ILoRA.training_step` (ChatGLM + VAE every step), one device.
+
+Every step's images and random draws are functions of (seed, step) (`sampling.py`); a resumable
+state is written every `train.checkpoint_every` steps (`checkpoint.py`), and a rerun continues from
+it to the same LoRA an uninterrupted run gives. Outputs: lora.safetensors (+ diffusers and kohya
+exports), train_log.csv (step, loss, lr, seconds, images/s), train_summary.json, and with
+`train.seed_compat` the seed_compat.json proof.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
-import tempfile
+import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import lightning as pl
 import torch
-from diffsynth.data.simple_text_image import TextImageDataset
+from diffsynth import SDXLImagePipeline
+from lightning.fabric import Fabric
 
-from kolora_core.config import RunConfig, dump_config
-from kolora_core.datasets import read_trainset, trainset_fingerprint
+from kolora_core.config import RunConfig, TrainConfig, dump_config
+from kolora_core.datasets import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.lora import LORA_FILE, lora_state_from_model, save_lora
+from kolora_core.lora import LORA_FILE, load_lora, lora_state_from_model, save_lora
+from kolora_core.lora_export import unet_layout, write_exports
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.training import checkpoint as ckpt
+from kolora_core.training.cache import TrainCache, build_cache
+from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
 from kolora_core.training.progress import ProgressLog
+from kolora_core.training.sampling import (
+    NUM_TRAIN_TIMESTEPS,
+    draw_images,
+    random_crop_box,
+    resized,
+    step_generators,
+    step_seed,
+    training_tensor,
+)
 from kolora_core.training.seed_module import SeedLoRAModule
 
 log = logging.getLogger("kolora.train")
+CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
+SUMMARY_FILE = "train_summary.json"
+LOG_FILE = "train_log.csv"
 
 
-def _training_dtype(precision: str) -> torch.dtype:
+class SimulatedCrash(RuntimeError):
+    """Raised by the KOLORA_TEST_CRASH_AT_STEP hook."""
+
+
+def fabric_precision(precision: str) -> str:
+    return "32-true" if precision == "32" else precision
+
+
+def seed_weights_dtype(precision: str) -> torch.dtype:
     """As train_kolors_lora.py: frozen weights in fp32 only for full-precision runs, else fp16."""
     return torch.float32 if precision in ("32", "32-true") else torch.float16
+
+
+def fast_weights_dtype(precision: str) -> torch.dtype:
+    """Frozen weights in the autocast dtype: fp16 for 16-mixed (the seed), bf16 for bf16-mixed."""
+    return {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision, torch.float32)
+
+
+def oom_message(train: TrainConfig) -> str:
+    lower = [f"train.batch_size (now {train.batch_size})"]
+    if not train.gradient_checkpointing:
+        lower.append("set train.gradient_checkpointing true (about 1/3 slower, a fraction of the activation memory)")
+    if train.precision in ("32", "32-true"):
+        lower.append("use train.precision bf16-mixed")
+    lower.append(f"or lower train.resolution (now {train.resolution})")
+    return f"GPU out of memory at train.resolution {train.resolution}, train.batch_size {train.batch_size}: lower " + ", ".join(
+        lower
+    )
+
+
+@dataclass  # not frozen: Fabric's spawn launcher walks (and rebuilds) dataclass arguments
+class TrainJob:
+    """Everything a training process needs; picklable, so DDP ranks can be spawned with it."""
+
+    config: RunConfig
+    trainset: Path
+    rows: list[tuple[str, str]]
+    model_dir: Path
+    out: Path
+    checkpoints: Path
+    dataset_sha256: str
+    base_model_sha256: str
+
+    @property
+    def train(self) -> TrainConfig:
+        return self.config.train
+
+
+def _check_settings(train: TrainConfig, device: str) -> None:
+    if device == "cpu" and train.precision == "16-mixed":
+        raise KoloraError("train.precision 16-mixed needs a GPU; on CPU use 32-true or bf16-mixed")
+    if train.engine == "seed" and train.devices > 1:
+        raise KoloraError(
+            "train.engine seed runs on one device (it is the reference); use train.engine fast for train.devices > 1"
+        )
+    if device == "cuda" and train.devices > torch.cuda.device_count():
+        raise KoloraError(f"train.devices is {train.devices} but {torch.cuda.device_count()} GPU(s) are visible")
+    if train.compile and train.engine == "seed":
+        raise KoloraError("train.compile applies to the fast engine only")
+
+
+def make_fabric(train: TrainConfig, device: str) -> Fabric:
+    return Fabric(
+        accelerator="cuda" if device == "cuda" else "cpu",
+        devices=train.devices,
+        strategy="ddp_spawn" if train.devices > 1 else "auto",
+        precision=fabric_precision(train.precision),
+    )
 
 
 def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     train = config.train
     trainset, out = inputs["trainset"], outputs["lora"]
-    rows = read_trainset(trainset)
+    rows = read_trainset(trainset)  # an empty or broken set fails here, before any model is loaded
     model_dir = ModelDir(inputs["models"])
     device = resolve_device(config.device)
-    if device == "cpu" and train.precision in ("16-mixed",):
-        raise KoloraError("train.precision 16-mixed needs a GPU; on CPU use 32-true or bf16-mixed")
-    pl.seed_everything(train.seed, workers=True, verbose=False)
+    _check_settings(train, device)
+    job = TrainJob(
+        config=config,
+        trainset=trainset,
+        rows=rows,
+        model_dir=model_dir.root,
+        out=out,
+        checkpoints=ckpt.checkpoint_dir(train, out),
+        dataset_sha256=trainset_fingerprint(trainset, rows),
+        base_model_sha256=model_dir.fingerprint(),
+    )
     log.info(
-        "training on %d images, %d steps, rank %d alpha %s, %s", len(rows), train.steps, train.lora_rank, train.lora_alpha, device
-    )
-
-    module = SeedLoRAModule(
-        load_model_manager(model_dir, "cpu", _training_dtype(train.precision)), train, _training_dtype(train.precision)
-    )
-    dataset = TextImageDataset(
-        str(trainset),
-        steps_per_epoch=train.steps * train.batch_size,
-        height=train.resolution,
-        width=train.resolution,
-        center_crop=train.center_crop,
-        random_flip=train.random_flip,
-    )
-    loader = torch.utils.data.DataLoader(dataset, shuffle=True, batch_size=train.batch_size, num_workers=train.num_workers)
-    progress = ProgressLog(out / "train_log.csv", train.steps, train.batch_size)
-    with tempfile.TemporaryDirectory(prefix="kolora-train-") as scratch:
-        trainer = pl.Trainer(
-            max_epochs=1,
-            accelerator="gpu" if device == "cuda" else "cpu",
-            devices=1,
-            precision=train.precision,
-            default_root_dir=scratch,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            callbacks=[progress],
-        )
-        try:
-            trainer.fit(module, loader)
-        except torch.cuda.OutOfMemoryError:
-            raise KoloraError(
-                f"GPU out of memory at train.resolution {train.resolution}, train.batch_size {train.batch_size}: "
-                "lower train.batch_size or enable train.gradient_checkpointing"
-            ) from None
-
-    summary = {
-        "steps": train.steps,
-        "images": len(rows),
-        "seconds": round(progress.seconds, 2),
-        "images_per_second": round(train.steps * train.batch_size / progress.seconds, 3) if progress.seconds else None,
-        "first_loss": progress.losses[0] if progress.losses else None,
-        "final_loss": progress.losses[-1] if progress.losses else None,
-        "device": device,
-    }
-    save_lora(
-        out / LORA_FILE,
-        lora_state_from_model(module.pipe.denoising_model()),
+        "training (%s engine) on %d images, %d steps of %d x %d images, rank %d alpha %s, %s, %s",
+        train.engine,
+        len(rows),
+        train.steps,
+        train.batch_size,
+        train.devices,
         train.lora_rank,
         train.lora_alpha,
-        {
-            "targets": train.lora_target_modules,
-            "base_model_sha256": model_dir.fingerprint(),
-            "dataset_sha256": trainset_fingerprint(trainset, rows),
-            "steps": train.steps,
-            "config": dump_config(config),
-        },
+        train.precision,
+        device,
     )
-    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    log.info("%s written (final loss %s)", LORA_FILE, summary["final_loss"])
+    # A checkpoint from other settings is refused now, before minutes of model loading.
+    ckpt.load_latest(job.checkpoints, ckpt.fingerprint(train, job.dataset_sha256, job.base_model_sha256))
+    if train.seed_compat:
+        from kolora_core.training.seed_compat import seed_compat_check, write_report
+
+        try:
+            report = seed_compat_check(train, trainset, rows, model_dir, device)
+        except torch.cuda.OutOfMemoryError:
+            raise KoloraError("seed-compat check: " + oom_message(train)) from None
+        write_report(out, report)
+        if not report["passed"]:
+            raise KoloraError(f"seed-compat check failed: {json.dumps(report)}")
+        if device == "cuda":
+            torch.cuda.empty_cache()  # the check's models are gone; DDP ranks need the memory
+    fabric = make_fabric(train, device)
+    try:
+        if train.devices > 1:
+            fabric.launch(train_worker, job)
+        else:
+            train_worker(fabric, job)
+    except torch.multiprocessing.ProcessRaisedException as exc:
+        raise _from_rank(exc) from None
+
+
+def _from_rank(exc: Exception) -> Exception:
+    """A KoloraError raised in a DDP rank arrives as text; give the user its one line."""
+    found = re.findall(r"KoloraError: (.+)", str(exc))
+    return KoloraError(found[-1]) if found else exc
+
+
+def train_worker(fabric: Fabric, job: TrainJob) -> None:
+    """One training process (rank): load, cache, resume, loop, and on rank 0 write the outputs."""
+    train = job.train
+    try:
+        engine = FastEngine(fabric, job) if train.engine == "fast" else SeedEngine(fabric, job)
+        engine.run()
+    except torch.cuda.OutOfMemoryError:
+        raise KoloraError(oom_message(train)) from None
+
+
+class _Engine:
+    """The shared loop: resume, steps, checkpoints, progress, outputs."""
+
+    def __init__(self, fabric: Fabric, job: TrainJob) -> None:
+        self.fabric, self.job, self.train = fabric, job, job.train
+        self.global_batch = self.train.batch_size * fabric.world_size
+        self.start_step = 0
+        self.resumed_from: str | None = None
+        fabric.seed_everything(self.train.seed, verbose=False)
+
+    # engine-specific
+    module: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def unet(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def step(self, step: int) -> torch.Tensor:
+        raise NotImplementedError
+
+    def extra_summary(self) -> dict[str, Any]:
+        return {}
+
+    # shared
+    def fingerprint(self) -> dict[str, Any]:
+        return ckpt.fingerprint(self.train, self.job.dataset_sha256, self.job.base_model_sha256)
+
+    def lora_parameters(self) -> dict[str, torch.nn.Parameter]:
+        return {n: p for n, p in self.unet().named_parameters() if p.requires_grad and ".lora_" in n}
+
+    def resume(self) -> list[list[float]]:
+        state = ckpt.load_latest(self.job.checkpoints, self.fingerprint())
+        if state is None:
+            return []
+        params = self.lora_parameters()
+        if set(params) != set(state["lora"]):
+            raise KoloraError(
+                f"checkpoint in {self.job.checkpoints} holds other LoRA layers than this model: delete it to start over"
+            )
+        with torch.no_grad():
+            for name, value in state["lora"].items():
+                params[name].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.fabric.strategy.precision.load_state_dict(state["precision"])
+        ckpt.restore_rng_states(state["rng"])
+        self.start_step = int(state["step"])
+        self.resumed_from = f"step {self.start_step}"
+        return state["history"]
+
+    def save_checkpoint(self, completed: int, progress: ProgressLog) -> None:
+        progress.flush()  # never checkpoint past a non-finite loss
+        if self.fabric.global_rank == 0:
+            state = {
+                "lora": {n: p.detach().cpu().clone() for n, p in self.lora_parameters().items()},
+                "optimizer": self.optimizer.state_dict(),
+                "precision": self.fabric.strategy.precision.state_dict(),
+                "history": progress.history,
+                "fingerprint": self.fingerprint(),
+            }
+            path = ckpt.save_checkpoint(self.job.checkpoints, completed, state)
+            log.info("checkpoint %s written", path)
+        self.fabric.barrier()
+
+    def run(self) -> None:
+        train, job = self.train, self.job
+        history = self.resume()
+        progress = ProgressLog(
+            job.out / LOG_FILE, train.steps, self.global_batch, train.log_every, history, writer=self.fabric.global_rank == 0
+        )
+        crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
+        if torch.cuda.is_available() and self.fabric.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.fabric.device)
+        for step in range(self.start_step, train.steps):
+            loss = self.step(step)
+            if self.fabric.world_size > 1:
+                loss = self.fabric.all_reduce(loss, reduce_op="mean")  # the global batch's loss, no host sync
+            completed = step + 1
+            progress.record(completed, loss, self.optimizer.param_groups[0]["lr"])
+            if train.checkpoint_every and completed % train.checkpoint_every == 0 and completed < train.steps:
+                self.save_checkpoint(completed, progress)
+            if completed == crash_at:
+                progress.flush()
+                raise SimulatedCrash(f"{CRASH_ENV}={crash_at}: simulated crash after step {completed}")
+        progress.flush()
+        if train.keep_checkpoints and train.checkpoint_every and self.start_step < train.steps:
+            self.save_checkpoint(train.steps, progress)  # a later run with more steps continues from here
+        if self.fabric.global_rank == 0:
+            self.write_outputs(progress)
+        self.fabric.barrier()
+
+    def write_outputs(self, progress: ProgressLog) -> None:
+        train, job = self.train, self.job
+        peak = (
+            round(torch.cuda.max_memory_allocated(self.fabric.device) / 2**30, 2) if self.fabric.device.type == "cuda" else None
+        )
+        done = train.steps - self.start_step
+        summary = {
+            "steps": train.steps,
+            "images": len(job.rows),
+            "seconds": round(progress.seconds, 2),
+            "images_per_second": round(done * self.global_batch / progress.seconds, 3) if progress.seconds and done else None,
+            "first_loss": progress.losses[0] if progress.losses else None,
+            "final_loss": progress.losses[-1] if progress.losses else None,
+            "device": self.fabric.device.type,
+            "devices": self.fabric.world_size,
+            "engine": train.engine,
+            "global_batch": self.global_batch,
+            "precision": train.precision,
+            "resumed_from": self.resumed_from,
+            "peak_gpu_gib": peak,
+        } | self.extra_summary()
+        lora_path = job.out / LORA_FILE
+        save_lora(
+            lora_path,
+            lora_state_from_model(self.unet()),
+            train.lora_rank,
+            train.lora_alpha,
+            {
+                "targets": train.lora_target_modules,
+                "base_model_sha256": job.base_model_sha256,
+                "dataset_sha256": job.dataset_sha256,
+                "steps": train.steps,
+                "config": dump_config(job.config),
+            },
+        )
+        exports = write_exports(
+            job.out,
+            load_lora(lora_path),
+            unet_layout(self.unet()),
+            {"base_model_sha256": job.base_model_sha256, "dataset_sha256": job.dataset_sha256},
+        )
+        summary["exports"] = [p.name for p in exports]
+        progress.write_csv()
+        (job.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
+        if not train.keep_checkpoints:
+            ckpt.remove_checkpoints(job.checkpoints)
+        log.info("%s written (final loss %s, %s images/s)", LORA_FILE, summary["final_loss"], summary["images_per_second"])
+
+
+class FastEngine(_Engine):
+    """Cached encodings, batched steps, DDP-ready."""
+
+    def __init__(
+        self, fabric: Fabric, job: TrainJob, unet: torch.nn.Module | None = None, cache: TrainCache | None = None
+    ) -> None:
+        """Loads the model directory and builds the cache, unless given a LoRA-injected `unet` and a `cache` (bench)."""
+        super().__init__(fabric, job)
+        train = self.train
+        if unet is None or cache is None:
+            manager = load_model_manager(ModelDir(job.model_dir), "cpu", fast_weights_dtype(train.precision))
+            pipe = SDXLImagePipeline.from_model_manager(manager)
+            del manager  # the pipeline holds the models; freeing it frees them
+            cache = build_cache(pipe, job.trainset, job.rows, train, fabric.device, fabric.autocast)
+            unet = pipe.unet
+            del pipe
+            inject_lora(unet, train)
+        self.cache: TrainCache = cache
+        freeze_except_lora(unet)
+        self._unet = unet
+        self.scheduler = kolors_train_scheduler()
+        self.module = fabric.setup_module(FastLoRAModule(unet, train))  # on the device (DDP-wrapped for devices > 1)
+        params = [p for p in unet.parameters() if p.requires_grad]
+        # fused AdamW: one kernel for all LoRA tensors instead of a loop (CUDA; the CPU default otherwise)
+        fused = {"fused": True} if fabric.device.type == "cuda" else {}
+        self.optimizer = fabric.setup_optimizers(torch.optim.AdamW(params, lr=train.learning_rate, **fused))
+
+    def unet(self) -> torch.nn.Module:
+        return self._unet
+
+    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
+        """This rank's slice of the step's global batch: (noisy, timesteps, embeddings, pooled, noise)."""
+        train, device = self.train, self.fabric.device
+        draw = draw_images(train.seed, step, self.cache.n_images, self.global_batch, train.random_flip, self.cache.crops)
+        part = slice(self.fabric.global_rank * train.batch_size, (self.fabric.global_rank + 1) * train.batch_size)
+        latents, embeddings, pooled = self.cache.batch(draw.images[part], draw.flips[part], draw.crops[part], device)
+        noise_gen, timestep_gen = step_generators(train.seed, step, device)
+        noise = torch.randn((self.global_batch, *latents.shape[1:]), generator=noise_gen, device=device, dtype=latents.dtype)[
+            part
+        ]
+        if train.timestep_sampling == "per_sample":
+            ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (self.global_batch,), generator=timestep_gen)[part]
+        else:
+            ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=timestep_gen)
+        noisy, timesteps = add_noise(self.scheduler, latents, noise, ids)
+        return noisy, timesteps, embeddings, pooled, noise
+
+    def step(self, step: int) -> torch.Tensor:
+        loss = self.module(*self.batch(step))
+        self.fabric.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()
+
+    def extra_summary(self) -> dict[str, Any]:
+        return {"cache": self.cache.stats}
+
+
+class _StepImages(torch.utils.data.Dataset):
+    """The seed engine's data: step -> {"text", "image"} of that step's batch, decoded in workers."""
+
+    def __init__(self, job: TrainJob) -> None:
+        self.job = job
+
+    def __len__(self) -> int:
+        return self.job.train.steps
+
+    def __getitem__(self, step: int) -> dict[str, Any]:
+        train, rows = self.job.train, self.job.rows
+        draw = draw_images(train.seed, step, len(rows), train.batch_size, train.random_flip, 1)
+        crop_gen = torch.Generator().manual_seed(step_seed(train.seed, step, "crop"))
+        images = []
+        for index, flip in zip(draw.images.tolist(), draw.flips.tolist(), strict=True):
+            image = resized(self.job.trainset / TRAIN_DIR / rows[index][0], train.resolution)
+            box = None if train.center_crop else random_crop_box(image, train.resolution, crop_gen)
+            images.append(training_tensor(image, train.resolution, box, flip))
+        return {"text": [rows[i][1] for i in draw.images.tolist()], "image": torch.stack(images)}
+
+
+class SeedEngine(_Engine):
+    """diffsynth's training_step as the seed runs it (ChatGLM and VAE every step), in kolora's loop."""
+
+    def __init__(self, fabric: Fabric, job: TrainJob) -> None:
+        super().__init__(fabric, job)
+        dtype = seed_weights_dtype(self.train.precision)
+        self.module = SeedLoRAModule(load_model_manager(ModelDir(job.model_dir), "cpu", dtype), self.train, dtype)
+        self.module.to(fabric.device)
+        self.optimizer = fabric.setup_optimizers(self.module.configure_optimizers())
+        self._batches: Any = None
+
+    def unet(self) -> torch.nn.Module:
+        return self.module.pipe.denoising_model()
+
+    def step(self, step: int) -> torch.Tensor:
+        if self._batches is None:
+            sampler = range(self.start_step, self.train.steps)
+            loader = torch.utils.data.DataLoader(
+                _StepImages(self.job), batch_size=None, sampler=sampler, num_workers=self.train.num_workers
+            )
+            self._batches = iter(loader)
+        batch = next(self._batches)
+        self.module.current_step = step + 1
+        torch.manual_seed(step_seed(self.train.seed, step, "noise"))  # the seed draws from the global RNGs
+        with self.fabric.autocast():
+            loss = self.module.training_step(batch, step)
+        self.fabric.backward(loss)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return loss.detach()

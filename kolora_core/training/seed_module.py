@@ -3,12 +3,16 @@
 The objective is diffsynth's own `training_step` (ChatGLM encodes the caption every step, VAE mean
 x 0.13025, EnhancedDDIM with 1100 train timesteps, epsilon target, MSE), so the loss is the seed's
 by construction. What kolora adds: models come from an already-loaded `ModelManager` (any model
-directory, tiny or real), and a non-finite loss stops training with the step number.
+directory, tiny or real), the LoRA initialisation is seeded with `train.seed` (as the fast
+engine's, so both start from the same LoRA), and a non-finite loss stops training with the step
+number. `train.engine: seed` trains with this module; the fast engine is proven against it
+(`seed_compat.py`).
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 from diffsynth import ModelManager, SDXLImagePipeline
@@ -16,6 +20,10 @@ from diffsynth.trainers.text_to_image import LightningModelForT2ILoRA
 
 from kolora_core.config import TrainConfig
 from kolora_core.errors import KoloraError
+from kolora_core.training.progress import NAN_HINT
+
+# diffsynth's training_step calls self.log(); kolora's loop (and the seed-compat check) run it without a Trainer.
+_NO_TRAINER = r".*`self.log\(\)` but the `self.trainer` reference is not registered"
 
 
 class SeedLoRAModule(LightningModelForT2ILoRA):
@@ -25,19 +33,22 @@ class SeedLoRAModule(LightningModelForT2ILoRA):
         self.pipe.scheduler.set_timesteps(1100)
         self.pipe.vae_encoder.to(dtype)
         self.freeze_parameters()
-        self.add_lora_to_model(
-            self.pipe.denoising_model(),
-            lora_rank=train.lora_rank,
-            lora_alpha=train.lora_alpha,
-            lora_target_modules=",".join(train.lora_target_modules),
-            init_lora_weights=train.init_lora_weights,
-        )
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(train.seed)
+            self.add_lora_to_model(
+                self.pipe.denoising_model(),
+                lora_rank=train.lora_rank,
+                lora_alpha=train.lora_alpha,
+                lora_target_modules=",".join(train.lora_target_modules),
+                init_lora_weights=train.init_lora_weights,
+            )
+        self.current_step: int | None = None  # set by kolora's loop: the 1-based step for error messages
 
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        loss = super().training_step(batch, batch_idx)
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=_NO_TRAINER)
+            loss = super().training_step(batch, batch_idx)
         if not math.isfinite(loss.item()):
-            raise KoloraError(
-                f"loss became {loss.item()} at step {self.global_step + 1}: with fp16 use the sdxl-vae-fp16-fix VAE, "
-                "or set train.precision to bf16-mixed / 32-true, or lower train.learning_rate"
-            )
+            step = self.current_step if self.current_step is not None else self.global_step + 1
+            raise KoloraError(f"loss became {loss.item()} at step {step}: {NAN_HINT}")
         return loss

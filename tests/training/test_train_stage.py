@@ -1,4 +1,4 @@
-"""The train stage on tiny models: the seed's objective, a LoRA file that says how to apply it."""
+"""The train stage on tiny models: the seed's objective, LoRA files that say how to apply them, clear failures."""
 
 from __future__ import annotations
 
@@ -10,26 +10,18 @@ import pytest
 import torch
 
 from jobs.train import main as train_main
+from kolora_core.config import TrainConfig
 from kolora_core.lora import LORA_FILE, load_lora
+from kolora_core.lora_export import DIFFUSERS_FILE, KOHYA_FILE
+from kolora_core.training.run import oom_message
 from tests.conftest import write_trainset
+from tests.training.helpers import losses, train
 
 
 @pytest.fixture(scope="module")
 def trained(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("lora")
-    argv = [
-        "--profile",
-        "smoke",
-        "--trainset",
-        str(tiny_trainset),
-        "--models",
-        str(tiny_models),
-        "--lora",
-        str(out),
-        "--train.steps",
-        "3",
-    ]
-    assert train_main(argv) == 0
+    assert train(tiny_models, tiny_trainset, out, "--train.steps", "3") == 0
     return out
 
 
@@ -45,12 +37,23 @@ def test_lora_file_has_peft_keys_and_metadata(trained: Path, tiny_models: Path) 
     assert any(lora.tensors[m + ".lora_B.default.weight"].abs().sum() > 0 for m in modules)
 
 
+def test_exports_written_next_to_the_lora(trained: Path) -> None:
+    assert (trained / DIFFUSERS_FILE).is_file() and (trained / KOHYA_FILE).is_file()
+    marker = json.loads((trained / "_SUCCESS").read_text())
+    assert {LORA_FILE, DIFFUSERS_FILE, KOHYA_FILE, "train_log.csv", "train_summary.json"} <= set(marker["files"])
+
+
 def test_loss_log_and_summary(trained: Path) -> None:
-    rows = list(csv.DictReader((trained / "train_log.csv").open(encoding="utf-8")))
+    rows = list(csv.DictReader((trained / "train_log.csv").read_text(encoding="utf-8").splitlines()))
+    assert list(rows[0]) == ["step", "loss", "lr", "seconds", "images_per_second"]
     assert [int(r["step"]) for r in rows] == [1, 2, 3]
+    assert all(float(r["lr"]) == 1e-4 for r in rows)
     assert all(torch.isfinite(torch.tensor(float(r["loss"]))) for r in rows)
     summary = json.loads((trained / "train_summary.json").read_text())
     assert summary["steps"] == 3 and summary["final_loss"] == pytest.approx(float(rows[-1]["loss"]), abs=1e-5)
+    assert summary["engine"] == "fast" and summary["global_batch"] == 1 and summary["resumed_from"] is None
+    assert summary["cache"]["captions_encoded"] == 1 and summary["cache"]["latents_encoded"] == 4
+    assert not (trained / "checkpoints").exists(), "checkpoints are deleted after a successful run by default"
 
 
 def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -63,17 +66,56 @@ def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pyte
 def test_fp16_mixed_on_cpu_is_refused(
     tiny_models: Path, tiny_trainset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [
-        "--profile",
-        "smoke",
-        "--trainset",
-        str(tiny_trainset),
-        "--models",
-        str(tiny_models),
-        "--lora",
-        str(tmp_path / "o"),
-        "--train.precision",
-        "16-mixed",
-    ]
-    assert train_main(argv) == 2
+    assert train(tiny_models, tiny_trainset, tmp_path / "o", "--train.precision", "16-mixed") == 2
     assert "16-mixed needs a GPU" in capsys.readouterr().err
+
+
+def test_seed_engine_on_several_devices_is_refused(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert train(tiny_models, tiny_trainset, tmp_path / "o", "--train.engine", "seed", "--train.devices", "2") == 2
+    assert "engine seed runs on one device" in capsys.readouterr().err
+
+
+def test_non_finite_loss_stops_with_the_step_and_a_hint(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """AdamW moves each weight by ~lr per step: lr 1e30 makes step 2's loss non-finite."""
+    out = tmp_path / "o"
+    assert (
+        train(tiny_models, tiny_trainset, out, "--train.steps", "4", "--train.learning_rate", "1e30", "--train.log_every", "1")
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert "loss became" in err and "at step 2" in err and "train.learning_rate" in err
+    assert not (out / LORA_FILE).exists()
+
+
+def test_out_of_memory_message_names_the_settings_to_lower() -> None:
+    message = oom_message(TrainConfig(batch_size=8, gradient_checkpointing=False))
+    assert "train.batch_size (now 8)" in message and "train.gradient_checkpointing" in message and "train.resolution" in message
+
+
+def test_missing_weight_file_is_named(
+    tiny_trainset: Path, tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shutil
+
+    broken = tmp_path / "models"
+    shutil.copytree(tiny_models, broken)
+    unet = next(broken.rglob("diffusion_pytorch_model.safetensors"))
+    unet.write_bytes(unet.read_bytes()[:100])
+    assert train(broken, tiny_trainset, tmp_path / "o") == 2
+    assert str(unet) in capsys.readouterr().err
+
+
+def test_learning_overfits_two_images(tiny_models: Path, tmp_path: Path) -> None:
+    """At a raised learning rate the seed's objective falls clearly on two images within tens of steps."""
+    trainset = write_trainset(tmp_path / "two", count=2)
+    out = tmp_path / "o"
+    flags = ["--train.steps", "50", "--train.batch_size", "4", "--train.learning_rate", "1e-2", "--train.lora_alpha", "16"]
+    flags += ["--train.checkpoint_every", "0"]
+    assert train(tiny_models, trainset, out, *flags) == 0
+    curve = losses(out)
+    first, last = sum(curve[:8]) / 8, sum(curve[-8:]) / 8
+    assert last < first - 0.08, f"loss did not fall: first 8 steps {first:.4f}, last 8 steps {last:.4f}"

@@ -1,0 +1,257 @@
+"""kolora's fast training engine on random weights of the real Kolors architectures; one JSON line per measurement.
+
+Builds the models exactly as ../shared/bench/seed_baseline.py does (ChatGLM3-6B config, SDXLUNet(is_kolors=True)
+via the meta device + to_empty, SDXL VAE encoder; small normal weights, unit norms), then runs kolora's own code:
+`build_cache` (each caption once through ChatGLM, each image once through the VAE; both encoders freed and the
+CUDA cache emptied before timing) and `FastEngine.step` (the training loop's step: draws, noising, UNet
+forward/backward under Fabric's precision, AdamW), at BENCH_RES x BENCH_RES. Variants (BENCH_VARIANTS, comma list):
+
+  seed_equal    batch 1, 16-mixed, gradient checkpointing: the seed's settings, minus the per-step encoders
+  fast          batch BENCH_BATCH, bf16-mixed, no gradient checkpointing, fused AdamW
+  fast_gc       as fast, with gradient checkpointing (when fast does not fit)
+  fast_compile  as fast, plus train.compile (regional torch.compile of the transformer layers; warm-up shown)
+
+Each line: images/s, s/step, peak GPU GiB (torch.cuda.max_memory_allocated over the variant, warm-up included)
+and MFU against 800 TFLOP/s, counting a training image as 3x the UNet forward FLOPs measured once with
+torch.utils.flop_counter.FlopCounterMode (FACTS anchor: ~7.0 TFLOPs at 1024). A variant that runs out of
+memory prints {"error": "out of memory"} and the next one runs.
+
+    python bench/train_bench.py                      # H100: real architectures, 1024 px (about 2-3 min)
+    BENCH_RES=64 python bench/train_bench.py --tiny  # CPU smoke test with kolora's tiny models
+
+Env knobs: BENCH_TRAIN_STEPS (20), BENCH_TRAIN_WARMUP (5), BENCH_RES (1024), BENCH_BATCH (8), BENCH_IMAGES (8),
+BENCH_VARIANTS (seed_equal,fast,fast_gc,fast_compile on CUDA; seed_equal,fast on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+PEAK_TFLOPS = 800.0  # measured bf16 GEMM ceiling of the H100 (FACTS.md)
+CAPTION = "二次元"
+
+
+def emit(**kw: object) -> None:
+    print(json.dumps(kw, ensure_ascii=False), flush=True)
+
+
+def env_int(name: str, default: int) -> int:
+    return int(os.environ.get(name, default))
+
+
+def real_models(device: str) -> dict[str, torch.nn.Module]:
+    """seed_baseline.py's random_models, without the VAE decoder (training never decodes)."""
+    from diffsynth.models.kolors_text_encoder import ChatGLMConfig, ChatGLMModel
+    from diffsynth.models.sdxl_unet import SDXLUNet
+    from diffsynth.models.sdxl_vae_encoder import SDXLVAEEncoder
+
+    cfg = ChatGLMConfig(
+        num_layers=28, hidden_size=4096, ffn_hidden_size=13696, num_attention_heads=32, kv_channels=128,
+        multi_query_attention=True, multi_query_group_num=2, padded_vocab_size=65024, seq_length=32768,
+        add_qkv_bias=True, original_rope=True, use_cache=False, rmsnorm=True, layernorm_epsilon=1e-5,
+        apply_residual_connection_post_layernorm=False, post_layer_norm=True, add_bias_linear=False,
+        torch_dtype="float16",
+    )  # fmt: skip
+
+    def init_small(m: torch.nn.Module) -> torch.nn.Module:
+        for n, p in m.named_parameters():
+            if "norm" in n and n.endswith("weight"):
+                p.data.fill_(1.0)
+            elif p.dim() >= 2:
+                p.data.normal_(0, 0.02)
+            else:
+                p.data.zero_()
+        return m
+
+    torch.manual_seed(0)
+    with torch.device("meta"):
+        te = ChatGLMModel(cfg, empty_init=False)
+        unet = SDXLUNet(is_kolors=True)
+    te = init_small(te.to_empty(device=device).half()).eval()
+    unet = init_small(unet.to_empty(device=device).half())
+    with torch.device(device):
+        venc = SDXLVAEEncoder().half().eval()
+    return {"kolors_text_encoder": te, "sdxl_unet": unet, "sdxl_vae_encoder": venc}
+
+
+def tiny_models(device: str) -> dict[str, torch.nn.Module]:
+    from kolora_core.models.tiny import build_tiny_models
+
+    models = build_tiny_models(seed=0)
+    models.pop("sdxl_vae_decoder")
+    return {k: m.to(device) for k, m in models.items()}
+
+
+def write_trainset(root: Path, count: int, res: int) -> list[tuple[str, str]]:
+    from PIL import Image
+
+    (root / "train").mkdir(parents=True)
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(count):
+        pixels = (torch.rand(res, res, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(pixels).save(root / "train" / f"{i}.png")
+        rows.append((f"{i}.png", CAPTION))
+    (root / "train" / "metadata.csv").write_text("file_name,text\n" + "".join(f"{n},{t}\n" for n, t in rows), encoding="utf-8")
+    return rows
+
+
+def forward_tflops(unet: torch.nn.Module, res: int, device: str, text_hidden: int, dtype: torch.dtype) -> float:
+    """UNet forward FLOPs of one image at `res`, counted by FlopCounterMode (no grad)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    lat = res // 8
+    args = {
+        "sample": torch.randn(1, 4, lat, lat, device=device, dtype=dtype),
+        "timestep": torch.tensor([500.0], device=device),
+        "encoder_hidden_states": torch.randn(1, 256, text_hidden, device=device, dtype=dtype),
+        "add_text_embeds": torch.randn(1, text_hidden, device=device, dtype=dtype),
+        "add_time_id": torch.tensor([res, res, 0, 0, res, res], device=device),
+    }
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        unet(**args)
+    return counter.get_total_flops() / 1e12
+
+
+def main(argv: list[str] | None = None) -> None:
+    warnings.filterwarnings("ignore")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="kolora's tiny random models (CPU smoke test)")
+    args = parser.parse_args(argv)
+
+    from diffsynth import ModelManager, SDXLImagePipeline
+    from lightning.fabric import Fabric
+
+    from kolora_core.config import RunConfig, TrainConfig
+    from kolora_core.training.cache import TrainCache, build_cache
+    from kolora_core.training.fast_module import cast_frozen, inject_lora
+    from kolora_core.training.run import FastEngine, TrainJob
+
+    cuda = torch.cuda.is_available() and not args.tiny
+    device = "cuda" if cuda else "cpu"
+    steps, warm = env_int("BENCH_TRAIN_STEPS", 20), env_int("BENCH_TRAIN_WARMUP", 5)
+    res, batch, images = env_int("BENCH_RES", 1024), env_int("BENCH_BATCH", 8), env_int("BENCH_IMAGES", 8)
+    default_variants = "seed_equal,fast,fast_gc,fast_compile" if cuda else "seed_equal,fast"
+    variants = os.environ.get("BENCH_VARIANTS", default_variants).split(",")
+    emit(what="env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if cuda else "cpu", tiny=args.tiny, res=res)
+
+    started = time.perf_counter()
+    models = tiny_models(device) if args.tiny else real_models(device)
+    text_hidden = models["kolors_text_encoder"].config.hidden_size
+    emit(
+        what="built_random_models",
+        seconds=round(time.perf_counter() - started, 1),
+        te_params=sum(p.numel() for p in models["kolors_text_encoder"].parameters()),
+        unet_params=sum(p.numel() for p in models["sdxl_unet"].parameters()),
+    )
+    manager = ModelManager(torch_dtype=torch.float16 if cuda else torch.float32, device=device)
+    for name, module in models.items():
+        manager.model.append(module)
+        manager.model_name.append(name)
+        manager.model_path.append("random:" + name)
+    pipe = SDXLImagePipeline.from_model_manager(manager)
+    del manager, models
+
+    tmp = Path(tempfile.mkdtemp(prefix="kolora-bench-"))
+    rows = write_trainset(tmp / "trainset", images, res)
+    base = {"resolution": res, "num_workers": 2, "checkpoint_every": 0, "log_every": 10**6}
+    cache_train = TrainConfig(**base, precision="16-mixed" if cuda else "32-true")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    started = time.perf_counter()
+    fabric = Fabric(accelerator=device, devices=1, precision="16-mixed" if cuda else "32-true")
+    cache = build_cache(pipe, tmp / "trainset", rows, cache_train, torch.device(device), fabric.autocast)
+    if cuda:
+        torch.cuda.synchronize()
+    emit(
+        what="kolora_cache",
+        seconds=round(time.perf_counter() - started, 2),
+        **cache.stats,
+        peak_gib_during_encoding=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+        gib_after_freeing_encoders=round(torch.cuda.memory_allocated() / 2**30, 2) if cuda else None,
+    )
+    unet = pipe.unet
+    del pipe
+    gc.collect()
+    inject_lora(unet, TrainConfig(**base))
+    fwd = forward_tflops(unet, res, device, text_hidden, torch.float16 if cuda else torch.float32)
+    emit(what="unet_forward_tflops", res=res, tflops_per_image=round(fwd, 6), counted_by="FlopCounterMode")
+
+    settings = {
+        "seed_equal": {"batch_size": 1, "precision": "16-mixed" if cuda else "32-true", "gradient_checkpointing": True},
+        "fast": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": False},
+        "fast_gc": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": True},
+        "fast_compile": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": False, "compile": True},
+    }
+    for variant in variants:
+        train = TrainConfig(**base, **settings[variant])
+        dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(train.precision, torch.float32)
+        cast_frozen(unet, dtype)
+        variant_cache = TrainCache(
+            cache.latents.to(dtype),
+            cache.caption_of_image,
+            cache.embeddings.to(dtype),
+            cache.pooled.to(dtype),
+            cache.flips,
+            cache.crops,
+        )
+        job = TrainJob(RunConfig(train=train), tmp / "trainset", rows, tmp, tmp / "out", tmp / "ckpt", "bench", "bench")
+        engine = None
+        gc.collect()
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats()
+        try:
+            fabric = Fabric(accelerator=device, devices=1, precision=train.precision)
+            engine = FastEngine(fabric, job, unet=unet, cache=variant_cache)
+            t0 = time.perf_counter()
+            for step in range(warm):
+                engine.step(step).item()
+            warm_seconds = time.perf_counter() - t0
+            if cuda:
+                torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            for step in range(warm, warm + steps):
+                loss = engine.step(step)
+            loss_value = float(loss)  # waits for the last step
+            seconds = (time.perf_counter() - t0) / steps
+            ips = train.batch_size / seconds
+            emit(
+                what=f"kolora_train_{variant}",
+                res=res,
+                batch=train.batch_size,
+                precision=train.precision,
+                gradient_checkpointing=train.gradient_checkpointing,
+                compile=train.compile,
+                seconds_per_step=round(seconds, 4),
+                images_per_s=round(ips, 3),
+                steps=steps,
+                warmup_seconds=round(warm_seconds, 1),
+                peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+                mfu=round(ips * 3 * fwd / PEAK_TFLOPS, 4) if cuda else None,
+                loss=round(loss_value, 5),
+            )
+        except torch.cuda.OutOfMemoryError:
+            emit(what=f"kolora_train_{variant}", res=res, batch=train.batch_size, error="out of memory")
+        finally:
+            del engine
+            for p in unet.parameters():
+                p.grad = None
+            torch._dynamo.reset()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Resumable training states: written atomically every `train.checkpoint_every` steps, last two kept.
+
+A state holds the LoRA tensors, the optimizer state (AdamW moments and step counts), the AMP grad
+scaler, the optimizer step, the loss history, the global RNG states and a fingerprint of everything
+that must not change between the interrupted run and its rerun. The data position and the step's
+random draws need no state: they are functions of (seed, step) (`sampling.py`).
+
+The directory lives outside the stage's `.partial` staging dir (which a rerun wipes): by default
+`<lora output dir>/checkpoints`. Each file is written to a temp name and renamed, so a kill
+mid-write leaves the previous state intact; a rerun loads the newest state that reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kolora_core.config import TrainConfig
+from kolora_core.errors import KoloraError
+
+log = logging.getLogger("kolora.train")
+PREFIX, SUFFIX = "step-", ".ckpt"
+KEEP = 2
+# Fields that may change between a crash and its rerun without changing what the steps compute.
+_FREE_FIELDS = {
+    "steps",
+    "num_workers",
+    "checkpoint_every",
+    "checkpoint_dir",
+    "keep_checkpoints",
+    "log_every",
+    "seed_compat",
+    "compile",
+    "gradient_checkpointing",  # recomputation, same numbers: an OOM'd run may resume with it on
+    "devices",  # with batch_size: only their product, the global batch, shapes a step (fingerprinted below)
+    "batch_size",
+}
+
+
+def checkpoint_dir(train: TrainConfig, staged_output: Path) -> Path:
+    """`train.checkpoint_dir`, or `<real output dir>/checkpoints`: the stage harness stages outputs
+    in `<out>/.partial` and wipes it on every start, so checkpoints must live beside it."""
+    if train.checkpoint_dir:
+        return Path(train.checkpoint_dir)
+    return staged_output.parent / "checkpoints"
+
+
+def fingerprint(train: TrainConfig, dataset_sha256: str, base_model_sha256: str) -> dict[str, Any]:
+    """What a state was trained with; a rerun with anything else here must not continue from it.
+
+    Devices may change if the global batch does not (8 GPUs x 2 resumes on 4 GPUs x 4): each step
+    draws its global batch from (seed, step) and the ranks split it.
+    """
+    fields = {k: v for k, v in train.model_dump(mode="json").items() if k not in _FREE_FIELDS}
+    fields["global_batch"] = train.batch_size * train.devices
+    return {"train": fields, "dataset_sha256": dataset_sha256, "base_model_sha256": base_model_sha256}
+
+
+def _path(directory: Path, step: int) -> Path:
+    return directory / f"{PREFIX}{step:08d}{SUFFIX}"
+
+
+def list_checkpoints(directory: Path) -> list[Path]:
+    """Complete state files, newest first (temp files of an interrupted write are ignored)."""
+    if not directory.is_dir():
+        return []
+    return sorted(directory.glob(f"{PREFIX}*{SUFFIX}"), reverse=True)
+
+
+def rng_states() -> dict[str, Any]:
+    states: dict[str, Any] = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    """The global RNGs as saved (for code outside kolora's seeded draws); CUDA only on as many GPUs."""
+    torch.set_rng_state(states["torch"])
+    np.random.set_state(states["numpy"])
+    random.setstate(states["python"])
+    cuda = states.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+
+
+def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
+    """Write `state` for `step` atomically, then delete all but the newest `KEEP` states."""
+    directory.mkdir(parents=True, exist_ok=True)
+    final = _path(directory, step)
+    tmp = final.with_name(final.name + ".tmp")
+    torch.save({**state, "step": step, "rng": rng_states()}, tmp)
+    tmp.replace(final)
+    for old in list_checkpoints(directory)[KEEP:]:
+        old.unlink(missing_ok=True)
+    for stale in directory.glob(f"{PREFIX}*{SUFFIX}.tmp"):
+        stale.unlink(missing_ok=True)
+    return final
+
+
+def load_latest(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
+    """The newest readable state whose fingerprint matches, or None to start from step 0.
+
+    A state from a different configuration is an error, not a silent fresh start: the user decides
+    whether to delete it (`rm -r <dir>`) or to restore the old settings.
+    """
+    for path in list_checkpoints(directory):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as exc:  # noqa: BLE001 - a half-written or corrupt file: fall back to the older one
+            log.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
+            continue
+        if state.get("fingerprint") != expected:
+            changed = _differences(state.get("fingerprint") or {}, expected)
+            raise KoloraError(
+                f"checkpoint {path} was written by a run with other settings ({', '.join(changed)}): "
+                f"delete {directory} to start over, or set those settings back to resume"
+            )
+        log.info("resuming from %s (step %d)", path, state["step"])
+        return state
+    return None
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    changed = [
+        f"train.{k}"
+        for k in sorted(set(old.get("train", {})) | set(new["train"]))
+        if old.get("train", {}).get(k) != new["train"].get(k)
+    ]
+    changed += [k for k in ("dataset_sha256", "base_model_sha256") if old.get(k) != new.get(k)]
+    return changed or [json.dumps(new)[:80]]
+
+
+def remove_checkpoints(directory: Path) -> None:
+    if directory.is_dir():
+        shutil.rmtree(directory)

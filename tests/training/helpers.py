@@ -1,0 +1,45 @@
+"""Shared helpers of the training tests: run the train CLI on the tiny models, read its outputs."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import torch
+
+from jobs.train import main as train_main
+from kolora_core.lora import LORA_FILE, load_lora
+
+
+def train(models: Path, trainset: Path, out: Path, *flags: str) -> int:
+    """`python -m jobs.train --profile smoke ...` in-process; returns the exit code."""
+    argv = [
+        "--profile",
+        "smoke",
+        "--trainset",
+        str(trainset),
+        "--models",
+        str(models),
+        "--lora",
+        str(out),
+        "--train.num_workers",
+        "0",
+    ]
+    return train_main([*argv, *flags])
+
+
+def losses(out: Path) -> list[float]:
+    return [float(row["loss"]) for row in csv.DictReader((out / "train_log.csv").read_text(encoding="utf-8").splitlines())]
+
+
+def lora_max_diff(a: Path, b: Path) -> float:
+    la, lb = load_lora(a / LORA_FILE), load_lora(b / LORA_FILE)
+    assert la.tensors.keys() == lb.tensors.keys()
+    return max(float((la.tensors[k] - lb.tensors[k]).abs().max()) for k in la.tensors)
+
+
+def lora_changed(out: Path) -> bool:
+    lora = load_lora(out / LORA_FILE)
+    return any(float(t.abs().sum()) > 0 for k, t in lora.tensors.items() if "lora_B" in k) and all(
+        torch.isfinite(t).all() for t in lora.tensors.values()
+    )

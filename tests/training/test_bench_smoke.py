@@ -1,0 +1,39 @@
+"""bench/train_bench.py runs end to end on CPU with the tiny models (the H100 run uses the same code)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+
+def test_bench_prints_one_json_line_per_measurement(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    path = Path(__file__).resolve().parents[2] / "bench" / "train_bench.py"
+    spec = importlib.util.spec_from_file_location("train_bench", path)
+    assert spec and spec.loader
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    for name, value in {
+        "BENCH_RES": "64",
+        "BENCH_TRAIN_STEPS": "2",
+        "BENCH_TRAIN_WARMUP": "1",
+        "BENCH_BATCH": "2",
+        "BENCH_IMAGES": "2",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bench.main(["--tiny"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    what = [line["what"] for line in lines]
+    assert what == [
+        "env",
+        "built_random_models",
+        "kolora_cache",
+        "unet_forward_tflops",
+        "kolora_train_seed_equal",
+        "kolora_train_fast",
+    ]
+    for line in lines[-2:]:
+        assert line["images_per_s"] > 0 and line["seconds_per_step"] > 0 and "error" not in line
+    assert lines[2]["captions_encoded"] == 1 and lines[2]["latents_encoded"] == 2

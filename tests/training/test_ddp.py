@@ -1,0 +1,25 @@
+"""Step semantics across devices: 2 DDP processes x batch 1 train the same LoRA as 1 process x batch 2.
+
+Runs two CPU processes (gloo) through the same Fabric `ddp_spawn` path the GPUs use; each rank takes its
+slice of the step's global batch, noise and timesteps, so only the all-reduce's float order differs.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tests.training.helpers import lora_max_diff, losses, train
+
+pytestmark = pytest.mark.slow
+
+
+def test_two_devices_equal_one_device_with_the_global_batch(tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
+    assert train(tiny_models, tiny_trainset, tmp_path / "one", "--train.steps", "3", "--train.batch_size", "2") == 0
+    assert train(tiny_models, tiny_trainset, tmp_path / "two", "--train.steps", "3", "--train.devices", "2") == 0
+    assert lora_max_diff(tmp_path / "one", tmp_path / "two") <= 1e-5
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5), "logged loss is the global batch's"
+    rows = list(csv.DictReader((tmp_path / "two" / "train_log.csv").read_text(encoding="utf-8").splitlines()))
+    assert [int(r["step"]) for r in rows] == [1, 2, 3], "steps are optimizer steps, not steps x devices"

@@ -1,0 +1,79 @@
+"""A killed run, rerun with the same command, continues from its last checkpoint to the uninterrupted run's LoRA."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from kolora_core.training.checkpoint import list_checkpoints
+from kolora_core.training.run import CRASH_ENV
+from tests.training.helpers import lora_max_diff, losses, train
+
+# batch 2, random crops (cached) and flips: every source of per-step randomness is exercised
+FLAGS = ["--train.steps", "6", "--train.checkpoint_every", "2", "--train.batch_size", "2", "--train.random_flip", "true",
+         "--train.center_crop", "false", "--train.cached_crops", "2"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("full")
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
+    return out
+
+
+def test_crash_and_rerun_gives_the_same_lora(
+    uninterrupted: Path, tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "lora"
+    monkeypatch.setenv(CRASH_ENV, "5")
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
+    saved = list_checkpoints(out / "checkpoints")
+    assert [p.name for p in saved] == ["step-00000004.ckpt", "step-00000002.ckpt"], "last two kept, newest first"
+    assert not (out / "_SUCCESS").exists()
+
+    monkeypatch.delenv(CRASH_ENV)
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
+    assert lora_max_diff(out, uninterrupted) <= 1e-6
+    assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6), "the CSV covers every step once"
+    assert not (out / "checkpoints").exists()
+
+
+def test_checkpoint_holds_the_full_training_state(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "lora"
+    monkeypatch.setenv(CRASH_ENV, "2")
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
+    state = torch.load(out / "checkpoints" / "step-00000002.ckpt", weights_only=False)
+    assert state["step"] == 2 and len(state["history"]) == 2
+    assert state["lora"] and all(".lora_" in k for k in state["lora"])
+    assert {"state", "param_groups"} <= set(state["optimizer"]) and len(state["optimizer"]["state"]) == len(state["lora"])
+    assert {"torch", "numpy", "python"} <= set(state["rng"])
+    assert state["fingerprint"]["train"]["global_batch"] == 2
+
+
+def test_rerun_with_other_settings_is_refused(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "lora"
+    monkeypatch.setenv(CRASH_ENV, "2")
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
+    monkeypatch.delenv(CRASH_ENV)
+    assert train(tiny_models, tiny_trainset, out, *FLAGS, "--train.learning_rate", "0.001") == 2
+    assert "train.learning_rate" in capsys.readouterr().err
+
+
+def test_kept_checkpoint_extends_a_finished_run(
+    uninterrupted: Path, tiny_models: Path, tiny_trainset: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "lora"
+    shorter = [f if f != "6" else "4" for f in FLAGS]
+    assert train(tiny_models, tiny_trainset, out, *shorter, "--train.keep_checkpoints", "true") == 0
+    assert list_checkpoints(out / "checkpoints")[0].name == "step-00000004.ckpt"
+    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
+    assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
+    assert lora_max_diff(out, uninterrupted) <= 1e-6
