@@ -17,6 +17,7 @@ Helm expression over values.yaml:
 | `service_account`                             | `serviceAccount.create/name`                                  |
 | `artifact_repository_key/_configmap`          | `artifactRepository.reference/key/configMap`                  |
 | `hub_secret`, `hub_secret_key`                | `models.tokenSecret.name/key`                                 |
+| `s3_secret`, `s3_secret_*_key` (promote step) | `s3.existingSecret` or `<fullname>-s3`, `s3.secretKeys.*`     |
 | nightly `SCHEDULES`, `TIMEZONE`, profile      | `cron.schedules`, `cron.timezone`, `cron.profile`             |
 | `version` (labels)                            | `.Chart.AppVersion`                                           |
 
@@ -153,6 +154,9 @@ def _sentinel_options() -> RenderOptions:
         service_account=_sentinel("sa"),
         hub_secret=_sentinel("hub-secret"),
         hub_secret_key=_sentinel("hub-key"),
+        s3_secret=_sentinel("s3-secret"),
+        s3_secret_access_key=_sentinel("s3-access-key"),
+        s3_secret_secret_key=_sentinel("s3-secret-key"),
         version=_sentinel("version"),
     )
 
@@ -200,6 +204,9 @@ def _common_replacements(helm: _Helm) -> dict[str, str]:
         _sentinel("hub-secret"): helm.value("$.Values.models.tokenSecret.name | quote"),
         _sentinel("hub-key"): helm.value("$.Values.models.tokenSecret.key | quote"),
         _sentinel("shm"): helm.value('include "kolora.shmSize" $'),
+        _sentinel("s3-secret"): helm.value('include "kolora.s3SecretName" $ | quote'),
+        _sentinel("s3-access-key"): helm.value("$.Values.s3.secretKeys.accessKey | quote"),
+        _sentinel("s3-secret-key"): helm.value("$.Values.s3.secretKeys.secretKey | quote"),
     }
 
 

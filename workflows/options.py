@@ -3,7 +3,8 @@
 Everything a stage *is* (module, image, inputs, outputs, paths, GPU need) comes from
 `kolora_core.stages`; this module only holds what depends on the cluster (`RenderOptions`), the
 knobs a user turns per run (`PARAMETERS`, each one a `--section.field` flag of every stage) and
-how big each step's pod is (`SIZES`, by stage name; a test makes sure every stage has one).
+how big each step's pod is (`SIZES`, by step name: every stage plus the `promote` step; a test makes sure
+every stage has one).
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
         Param("image-registry", "ghcr.io/kolora", "registry of the kolora-<stage> images"),
         Param("image-tag", version or project_version(), "tag of the kolora-<stage> images (pinned, never latest)"),
         Param("generate-shards", "1", "how many pods render the prompts in parallel (one GPU each)"),
+        Param("s3-endpoint", "http://minio:9000", "S3 API URL the promote step publishes the release to (scheme included)"),
+        Param("s3-bucket", "kolora", "bucket the promote step publishes the release to"),
+        Param("publish-prefix", "models", "key prefix of published releases: <prefix>/<name>/<version>/ and latest.json"),
     )
 
 
@@ -82,6 +86,8 @@ SIZES: dict[str, StepSize] = {
     "train": StepSize("8", "48Gi", "64Gi", "60Gi", 12 * 3600),
     "generate": StepSize("8", "48Gi", "64Gi", "40Gi", 6 * 3600),
     "evaluate": StepSize("2", "8Gi", "16Gi", "10Gi", 2 * 3600),
+    "publish": StepSize("1", "2Gi", "4Gi", "5Gi", 3600),  # copies the LoRA + report into the release dir
+    "promote": StepSize("1", "1Gi", "2Gi", "5Gi", 3600),  # not a stage: uploads the release (workflows.pipeline)
 }
 # GPU-less clusters (kind in CI) run the smoke profile: tiny models, a few MB of data.
 CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
@@ -113,6 +119,11 @@ class RenderOptions:
     service_account: str | None = None  # None: the namespace's default ServiceAccount
     hub_secret: str = "kolora-hub"  # Secret with the optional ModelScope token (key below)
     hub_secret_key: str = "modelscope-token"
+    # Secret with the S3 keys of the promote step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); the chart's s3 Secret
+    # (`<release>-s3`, keys `s3.secretKeys`) has these names for release `kolora`.
+    s3_secret: str = "kolora-s3"
+    s3_secret_access_key: str = "accesskey"
+    s3_secret_secret_key: str = "secretkey"
     workflow_deadline_s: int = 48 * 3600
     version: str = field(default_factory=project_version)
 

@@ -1,10 +1,10 @@
 """WorkflowTemplate `kolora-pipeline`: the production graph of one kolora run on Argo Workflows.
 
-    ingest -> filter -+-> train -+-> generate (one pod per prompt shard) -> evaluate
+    ingest -> filter -+-> train -+-> generate (one pod per prompt shard) -> evaluate -> publish -> promote
     fetch-models -----+----------+
-    (evaluate also reads filter's filter-report and train's lora)
+    (evaluate also reads filter's filter-report and train's lora; publish reads train's lora and evaluate's report)
 
-Every container template is built from `kolora_core.stages.STAGES` (command, `--<artifact> <path>`
+Every stage's container template is built from `kolora_core.stages.STAGES` (command, `--<artifact> <path>`
 arguments, artifact names and container paths, image, GPU need), so the workflow, the stage CLIs
 and the images cannot drift. Every step receives the whole run config: the `config` workflow
 parameter as a raw artifact at `CONFIG_PATH`, `--profile`, and one `--section.field` flag per
@@ -14,7 +14,18 @@ Outputs are key-only S3 artifacts (`{{workflow.name}}/<artifact>`) in the namesp
 artifact repository, stored file by file (`archive: none`) so MinIO/S3 and the Argo UI can browse
 them. The generate shards write `{{workflow.name}}/images/shard-<n>`; evaluate reads the whole
 `{{workflow.name}}/images` prefix. Its `gate` output parameter is `passed`/`failed` (`skipped`
-when evaluate did not run) and is what a publish step will be gated on: see `add_promotion_tasks`.
+when evaluate did not run).
+
+Promotion: `publish` runs only when the gate is `passed` (`when`; otherwise it is Skipped and the run still
+succeeds) and assembles the release directory; `promote` (not a stage: no stage may read the store) then runs
+`kolora publish`, which uploads it to `<publish-prefix>/<name>/<version>/` + `latest.json` in the bucket of
+the `s3-endpoint`/`s3-bucket` parameters, never overwriting a published version. Its S3 keys come only from
+the Secret `RenderOptions.s3_secret`. The local runner does not execute `promote`: it promotes itself after a
+Succeeded run (kolora_core/runner/local.py, docs/argo.md).
+
+Train resume: the train step has an optional input and output artifact `checkpoints`
+(`{{workflow.name}}/train-checkpoints`, at `<lora output>/checkpoints`). Argo uploads outputs even when the
+main container failed, so a retried train pod starts from the previous attempt's newest checkpoint.
 
 Render with `python -m workflows.render` (or `kolora render`); the YAML is in `workflows/dist/`.
 """
@@ -59,8 +70,12 @@ SHARD_PARAM = "shard"
 SHARDS_PARAM = "generate-shards"
 GATE_STAGE, GATE_PARAM = "evaluate", "gate"
 GATE_SKIPPED = "skipped"
-# The `when` of a future publish task: promote the LoRA only when evaluate's gate passed.
+# The `when` of the publish task: release the LoRA only when evaluate's gate passed.
 GATE_PASSED = f"{{{{tasks.{GATE_STAGE}.outputs.parameters.{GATE_PARAM}}}}} == passed"
+PUBLISH_STAGE, RELEASE_ARTIFACT = "publish", "release"
+PROMOTE = "promote"  # the step after publish that uploads the release; run by the local runner itself
+PROMOTE_IMAGE = "evaluate"  # any kolora image has kolora_core and boto3; publish's own image
+CHECKPOINT_STAGE, CHECKPOINT_ARTIFACT, CHECKPOINT_OF = "train", "checkpoints", "lora"
 # The local runner copies these `<task>/<artifact>` outputs into runs/<id>/.
 SUMMARY_ARTIFACTS = "evaluate/report,filter/filter-report,train/lora"
 RUN_UID = 10001
@@ -161,6 +176,69 @@ def output_artifacts(stage: Stage) -> list[Artifact | HeraParameter]:
     return outputs
 
 
+def checkpoints_artifact(stage: Stage, output: bool) -> S3Artifact:
+    """Train's resumable states across pod retries: `<lora output>/checkpoints`, where the train stage keeps them.
+
+    Output: uploaded after every attempt, also a failed one (Argo saves outputs when the main container
+    fails). Input: downloaded by the next attempt, absent on the first (optional). Both optional: a run
+    without `train.checkpoint_every` writes none. A pod killed before its wait container uploads loses
+    that attempt's states (the previous attempt's stay in the store).
+    """
+    path = f"{stage.output_path(CHECKPOINT_OF)}/{CHECKPOINT_ARTIFACT}"
+    key = output_key(f"{stage.name}-{CHECKPOINT_ARTIFACT}")
+    if output:
+        return S3Artifact(name=CHECKPOINT_ARTIFACT, path=path, key=key, optional=True, archive=NoneArchiveStrategy())
+    return S3Artifact(name=CHECKPOINT_ARTIFACT, path=path, key=key, optional=True)
+
+
+def promote_template(options: RenderOptions) -> Container:
+    """`kolora publish` of publish's release into the run's bucket; S3 keys only from the Secret."""
+    size = options.size(PROMOTE)
+    release_path = f"{CONTAINER_ROOT}/inputs/{RELEASE_ARTIFACT}"
+    requests = {"cpu": size.cpu, "memory": size.memory}
+    if size.ephemeral:
+        requests["ephemeral-storage"] = size.ephemeral
+
+    def secret(env: str, key: str) -> EnvVar:
+        # optional: with IRSA/workload identity (chart `s3.useSDKCreds`) there is no Secret and boto3 finds the keys
+        ref = SecretKeySelector(name=options.s3_secret, key=key, optional=True)
+        return EnvVar(name=env, value_from=EnvVarSource(secret_key_ref=ref))
+
+    return Container(
+        name=PROMOTE,
+        image=f"{{{{workflow.parameters.image-registry}}}}/kolora-{PROMOTE_IMAGE}:{{{{workflow.parameters.image-tag}}}}",
+        image_pull_policy="IfNotPresent",
+        command=["python", "-m", "kolora_core.cli", "publish"],
+        args=[
+            "--release",
+            release_path,
+            "--s3-endpoint",
+            "{{workflow.parameters.s3-endpoint}}",
+            "--bucket",
+            "{{workflow.parameters.s3-bucket}}",
+            "--prefix",
+            "{{workflow.parameters.publish-prefix}}",
+        ],
+        env=[
+            EnvVar(name="PYTHONUNBUFFERED", value="1"),
+            secret("AWS_ACCESS_KEY_ID", options.s3_secret_access_key),
+            secret("AWS_SECRET_ACCESS_KEY", options.s3_secret_secret_key),
+        ],
+        inputs=[Artifact(name=RELEASE_ARTIFACT, path=release_path)],
+        resources=ResourceRequirements(requests=requests, limits={"memory": size.memory_limit}),
+        volume_mounts=[VolumeMount(name=WORK_VOLUME, mount_path=CONTAINER_ROOT)],
+        security_context=SecurityContext(
+            run_as_non_root=True,
+            allow_privilege_escalation=False,
+            capabilities=Capabilities(drop=["ALL"]),
+        ),
+        # publishing is idempotent (a published version is only accepted again), so any failure may retry
+        retry_strategy=RetryStrategy(limit=RETRY_LIMIT, retry_policy="Always", backoff=BACKOFF),
+        active_deadline_seconds=size.deadline_s,
+        labels={"kolora.dev/stage": PROMOTE},
+    )
+
+
 def container_template(stage: Stage, options: RenderOptions) -> Container:
     size = options.size(stage.name)
     gpu = stage.gpu and options.gpu
@@ -175,8 +253,12 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         secret = SecretKeySelector(name=options.hub_secret, key=options.hub_secret_key, optional=True)
         env.append(EnvVar(name="MODELSCOPE_API_TOKEN", value_from=EnvVarSource(secret_key_ref=secret)))
     inputs: list = input_artifacts(stage)
+    outputs = output_artifacts(stage)
     if stage.name == FANOUT_STAGE:
         inputs.insert(0, HeraParameter(name=SHARD_PARAM))
+    if stage.name == CHECKPOINT_STAGE:
+        inputs.append(checkpoints_artifact(stage, output=False))
+        outputs.append(checkpoints_artifact(stage, output=True))
     return Container(
         name=stage.name,
         image=image(stage),
@@ -185,7 +267,7 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         args=stage_args(stage, options.version),
         env=env,
         inputs=inputs,
-        outputs=output_artifacts(stage),
+        outputs=outputs,
         resources=resources(stage, options),
         volume_mounts=mounts,
         volumes=volumes,
@@ -216,14 +298,14 @@ def task_arguments(stage: Stage) -> list:
     return args
 
 
-def add_promotion_tasks(tasks: dict[str, Task]) -> None:
-    """PUBLISH HOOK: where the promotion step goes once a publish stage exists in kolora_core.stages.
-
-    Add it here as `Task(name="publish", template=<its container>, depends="evaluate", when=GATE_PASSED,
-    arguments=[Artifact(name="lora", from_="{{tasks.train.outputs.artifacts.lora}}"), ...])`, so the LoRA is
-    published only when evaluate's gate is `passed` (a skipped evaluate yields `skipped`, never promoted).
-    """
-    # kolora_core.stages has no publish stage yet: nothing to add.
+def add_promotion_tasks(tasks: dict[str, Task], promote: Container) -> None:
+    """`promote` after a Succeeded publish (a Skipped publish, gate not passed, omits it)."""
+    tasks[PROMOTE] = Task(
+        name=PROMOTE,
+        template=promote,
+        depends=f"{PUBLISH_STAGE}.Succeeded",
+        arguments=[Artifact(name=RELEASE_ARTIFACT, from_=f"{{{{tasks.{PUBLISH_STAGE}.outputs.artifacts.{RELEASE_ARTIFACT}}}}}")],
+    )
 
 
 def build(options: RenderOptions | None = None) -> WorkflowTemplate:
@@ -263,17 +345,21 @@ def build(options: RenderOptions | None = None) -> WorkflowTemplate:
         ttl_strategy=TTLStrategy(seconds_after_success=3 * 24 * 3600, seconds_after_failure=7 * 24 * 3600),
     ) as template:
         containers = {name: container_template(stage, options) for name, stage in STAGES.items()}
+        promote = promote_template(options)
         made_by = producers()
         with DAG(name=ENTRYPOINT):
             tasks: dict[str, Task] = {}
             for name, stage in STAGES.items():
                 needs = sorted({made_by[i] for i in stage.inputs}, key=list(STAGES).index)
+                if name == PUBLISH_STAGE and GATE_STAGE not in needs:  # its `when` reads the gate
+                    needs.append(GATE_STAGE)
                 tasks[name] = Task(
                     name=name,
                     template=containers[name],
                     depends=" && ".join(needs) or None,
+                    when=GATE_PASSED if name == PUBLISH_STAGE else None,
                     arguments=task_arguments(stage) or None,
                     with_sequence=Sequence(count=f"{{{{workflow.parameters.{SHARDS_PARAM}}}}}") if name == FANOUT_STAGE else None,
                 )
-            add_promotion_tasks(tasks)
+            add_promotion_tasks(tasks, promote)
     return template

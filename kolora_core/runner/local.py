@@ -6,6 +6,11 @@ S3: inputs are downloaded into the step's paths before it runs, outputs uploaded
 prefix `<run-id>/`. Steps never see each other's local files, so what passes here passes the same way on a
 cluster. After the run, outputs are copied to `runs/<run-id>/` and summarised.
 
+Promotion: a DAG task named `promote` (the Argo step that uploads the release with `kolora publish`, its
+S3 keys from a Secret) is not executed here; instead, after a Succeeded run whose `publish` task Succeeded,
+the runner itself publishes that task's `release` output into the run's own store under
+`<publish-prefix parameter, default models>/<name>/<version>/` (kolora_core.cli.publish.promote).
+
 Public entry point: `run_workflow(RunOptions(...)) -> RunResult`.
 """
 
@@ -49,6 +54,8 @@ SUMMARY_ANNOTATION = "kolora.dev/summary-artifacts"
 DEFAULT_TEMPLATE = Path("workflows/dist/kolora-pipeline.yaml")
 RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 LOG_TAIL = 20
+PUBLISH_TASK, RELEASE_ARTIFACT, PROMOTE_TASK = "publish", "release", "promote"
+PREFIX_PARAMETER, DEFAULT_PUBLISH_PREFIX = "publish-prefix", "models"
 
 
 @dataclass
@@ -160,6 +167,12 @@ def run_workflow(options: RunOptions) -> RunResult:
             raise
         result.status = "Succeeded" if result.failed is None and result.error is None else "Failed"
         _best_effort(executor.collect, result.warnings, "collecting outputs")
+        if result.ok:
+            try:
+                executor.promote(parameters.get(PREFIX_PARAMETER, DEFAULT_PUBLISH_PREFIX))
+            except KoloraError as exc:
+                error = KoloraError(f"promotion: {exc}")
+                result.error, result.status = str(error), "Failed"
         if settings.embedded:
             _best_effort(executor.forget_uploads, result.warnings, "cleaning the embedded store")
     if result.ok and not options.keep_work:
@@ -268,6 +281,11 @@ class _Executor:
                 node.parameters = _defaults(self.workflow.template(task.template).output_parameters)
                 states[task.name] = _TaskState(TaskOutcome("Omitted"), [node], fanned_out=False)
                 self.say(f"--- {task.name}: Omitted (depends '{task.depends.text}' not met)")
+                continue
+            if task.name == PROMOTE_TASK:  # replaced by `promote()` after the run: the store is this run's own
+                node = self._new_node(task, task.name, task.name, "Skipped", "the local runner promotes after the run")
+                states[task.name] = _TaskState(TaskOutcome("Skipped"), [node], fanned_out=False)
+                self.say(f"--- {task.name}: Skipped (the local runner publishes the release itself after the run)")
                 continue
             ancestors = _ancestors_and_self(dag.tasks, [task.name]) - {task.name}
             scope = dict(self.global_scope)
@@ -590,6 +608,23 @@ class _Executor:
                         shutil.copytree(item, target)
                     else:
                         shutil.copy2(item, target)
+
+    def promote(self, prefix: str) -> None:
+        """Publish a Succeeded `publish` task's release into this run's store (what Argo's `promote` step does)."""
+        from kolora_core.cli.publish import promote
+
+        node = next((n for n in self.nodes if n.task == PUBLISH_TASK and n.phase == "Succeeded"), None)
+        if node is None or RELEASE_ARTIFACT not in node.artifacts:
+            return
+        release = self.run_dir / node.node / RELEASE_ARTIFACT
+        if not release.is_dir():
+            release = self.work_dir / "promote-release"
+            self.store.download(node.artifacts[RELEASE_ARTIFACT].key, release)
+        line = promote(self.store, release, prefix)
+        if self.result.store.startswith("embedded"):
+            line += " (embedded store: gone when the run ends; the release is in " + str(release) + ")"
+        node.message = line
+        self.say(f"kolora run: {line}")
 
     def forget_uploads(self) -> None:
         """Free the embedded store's memory (it lives in this process) once the outputs are copied out."""

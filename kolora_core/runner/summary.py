@@ -30,6 +30,9 @@ def build_summary(result: RunResult) -> str:
         lines.append("  parameters " + _clip(changed, 110))
     lines.append("steps")
     lines += _step_lines(result.nodes)
+    # the local runner's promotion of the publish task's release (kolora_core.runner.local)
+    promoted = [n.message for n in result.nodes if n.task == "publish" and n.phase == "Succeeded" and n.message]
+    lines += [f"promoted {_clip(m, 110)}" for m in promoted]
     params = [(n, k, v) for n in result.nodes for k, v in n.parameters.items() if n.phase in ("Succeeded", "Skipped", "Omitted")]
     if params:
         lines.append("outputs")

@@ -51,12 +51,13 @@ def test_container_template_is_the_stage_spec(template: dict, name: str) -> None
     io = stage.io_args()
     assert args[4 : 4 + len(io)] == io
     inputs = artifacts(tmpl.get("inputs"))
-    assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs]
+    extra = ["checkpoints"] if name == "train" else []  # resume across pod retries: test_train_checkpoints_survive_retries
+    assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs, *extra]
     assert inputs[CONFIG_ARTIFACT] == {"name": "config", "path": CONFIG_PATH, "raw": {"data": "{{workflow.parameters.config}}"}}
     for art in stage.inputs:
         assert inputs[art]["path"] == stage.input_path(art)
     outputs = artifacts(tmpl["outputs"])
-    assert list(outputs) == list(stage.outputs)
+    assert list(outputs) == [*stage.outputs, *extra]
     for art in stage.outputs:
         assert outputs[art]["path"] == stage.output_path(art)
         assert outputs[art]["path"].startswith(container["volumeMounts"][0]["mountPath"] + "/")  # on the kolora-work volume
@@ -138,6 +139,8 @@ def test_dag_dependencies(template: dict) -> None:
         "train": "filter && fetch-models",
         "generate": "fetch-models && train",
         "evaluate": "filter && train && generate",
+        "publish": "train && evaluate",  # evaluate: its `when` reads the gate
+        "promote": "publish.Succeeded",
     }
 
 
@@ -251,7 +254,7 @@ def test_cpu_variant_has_no_gpu_anywhere(rendered: dict[str, str], cpu_template:
 
 
 def test_every_stage_has_a_size() -> None:
-    assert set(SIZES) == set(STAGES)
+    assert set(SIZES) == set(STAGES) | {"promote"}
 
 
 # --- reliability -----------------------------------------------------------------------------------------------
@@ -311,7 +314,7 @@ def test_secrets_come_only_from_secret_refs(template: dict) -> None:
 
 TASK_KEYS = {"name", "template", "depends", "dependencies", "when", "arguments", "withItems", "withParam", "withSequence"}
 INPUT_ARTIFACT_KEYS = {"name", "path", "from", "raw", "s3", "optional"}
-OUTPUT_ARTIFACT_KEYS = {"name", "path", "archive", "s3"}
+OUTPUT_ARTIFACT_KEYS = {"name", "path", "archive", "s3", "optional"}
 VARIABLE = re.compile(r"\{\{([^}]*)\}\}")
 
 

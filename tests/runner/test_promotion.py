@@ -1,0 +1,77 @@
+"""Promotion: `kolora publish` against a real S3 server, and the local runner's own promotion after a passing run."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kolora_core.cli import main as kolora
+from kolora_core.errors import KoloraError
+from kolora_core.publish import LATEST, RELEASE_MANIFEST, S3StoreStorage
+from kolora_core.storage.s3 import S3Store
+from tests.publish.test_publish import _release
+
+
+def _cli(store: S3Store, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
+    endpoint = ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+    return kolora(["publish", *args, *endpoint])
+
+
+def test_kolora_publish_publishes_and_never_overwrites_a_version(
+    tmp_path: Path, store: S3Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    first = _release(tmp_path, "a", fill=0.0, version="v1")
+    assert _cli(store, monkeypatch, "--release", str(first)) == 0
+    out = capsys.readouterr().out
+    assert f"published s3://{store.bucket}/models/kolora/v1/" in out
+    assert store.exists(f"models/kolora/v1/{RELEASE_MANIFEST}") and store.exists(f"models/kolora/{LATEST}")
+    before = sorted(store.list_keys("models/"))
+
+    assert _cli(store, monkeypatch, "--release", str(first)) == 0  # the same LoRA again: accepted, nothing written
+    assert "already published" in capsys.readouterr().out
+
+    other = _release(tmp_path, "b", fill=1.0, version="v1")
+    assert _cli(store, monkeypatch, "--release", str(other)) == KoloraError.exit_code
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("kolora publish: error: kolora version v1 is already published") and "\n" not in err
+    assert sorted(store.list_keys("models/")) == before
+    assert json.loads(S3StoreStorage(store).get(f"models/kolora/{LATEST}"))["version"] == "v1"
+
+
+def test_kolora_publish_from_a_run_release_key(
+    tmp_path: Path, store: S3Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store.upload(_release(tmp_path, "a", version="v2"), "kolora-run-abc/release", archive=False)
+    assert _cli(store, monkeypatch, "--run-release", "kolora-run-abc/release", "--prefix", "team/models") == 0
+    assert store.exists(f"team/models/kolora/v2/{RELEASE_MANIFEST}")
+    assert _cli(store, monkeypatch, "--run-release", "kolora-run-abc/nothing") == KoloraError.exit_code
+    assert "kolora publish: error:" in capsys.readouterr().err
+
+
+def test_runner_promotes_a_passing_run_instead_of_running_promote(run: Any, store: S3Store) -> None:
+    result, console = run("promote.yaml")
+    assert result.ok, console
+    assert result.node("publish").phase == "Succeeded"
+    assert result.node("promote").phase == "Skipped"  # its container (`false`) never ran
+    assert store.exists(f"models/kolora/v1/{RELEASE_MANIFEST}") and store.exists(f"models/kolora/{LATEST}")
+    assert f"kolora run: published s3://{store.bucket}/models/kolora/v1/" in console
+    assert "promoted published" in result.summary
+
+
+def test_runner_does_not_promote_when_the_gate_did_not_pass(run: Any, store: S3Store) -> None:
+    result, console = run("promote.yaml", parameters={"gate": "failed"})
+    assert result.ok, console
+    assert result.node("publish").phase == "Skipped" and result.node("promote").phase == "Omitted"
+    assert store.list_keys("models/") == []
+
+
+def test_runner_promotion_refuses_another_lora_under_a_published_version(run: Any, store: S3Store) -> None:
+    assert run("promote.yaml", parameters={"publish-prefix": "rel"})[0].ok
+    with pytest.raises(KoloraError, match="promotion: kolora version v1 is already published"):
+        run("promote.yaml", parameters={"publish-prefix": "rel", "lora": "weights-b"})
+    assert "ERROR promotion" in run.console
