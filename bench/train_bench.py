@@ -38,6 +38,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from real_kolors import real_kolors
 
 PEAK_TFLOPS = 800.0  # measured bf16 GEMM ceiling of the H100 (FACTS.md)
 CAPTION = "二次元"
@@ -52,38 +55,10 @@ def env_int(name: str, default: int) -> int:
 
 
 def real_models(device: str) -> dict[str, torch.nn.Module]:
-    """seed_baseline.py's random_models, without the VAE decoder (training never decodes)."""
-    from diffsynth.models.kolors_text_encoder import ChatGLMConfig, ChatGLMModel
-    from diffsynth.models.sdxl_unet import SDXLUNet
-    from diffsynth.models.sdxl_vae_encoder import SDXLVAEEncoder
-
-    cfg = ChatGLMConfig(
-        num_layers=28, hidden_size=4096, ffn_hidden_size=13696, num_attention_heads=32, kv_channels=128,
-        multi_query_attention=True, multi_query_group_num=2, padded_vocab_size=65024, seq_length=32768,
-        add_qkv_bias=True, original_rope=True, use_cache=False, rmsnorm=True, layernorm_epsilon=1e-5,
-        apply_residual_connection_post_layernorm=False, post_layer_norm=True, add_bias_linear=False,
-        torch_dtype="float16",
-    )  # fmt: skip
-
-    def init_small(m: torch.nn.Module) -> torch.nn.Module:
-        for n, p in m.named_parameters():
-            if "norm" in n and n.endswith("weight"):
-                p.data.fill_(1.0)
-            elif p.dim() >= 2:
-                p.data.normal_(0, 0.02)
-            else:
-                p.data.zero_()
-        return m
-
-    torch.manual_seed(0)
-    with torch.device("meta"):
-        te = ChatGLMModel(cfg, empty_init=False)
-        unet = SDXLUNet(is_kolors=True)
-    te = init_small(te.to_empty(device=device).half()).eval()
-    unet = init_small(unet.to_empty(device=device).half())
-    with torch.device(device):
-        venc = SDXLVAEEncoder().half().eval()
-    return {"kolors_text_encoder": te, "sdxl_unet": unet, "sdxl_vae_encoder": venc}
+    """seed_baseline.py's random models without the VAE decoder (training never decodes)."""
+    models = real_kolors(device, ("kolors_text_encoder", "sdxl_unet", "sdxl_vae_encoder"))
+    models["sdxl_vae_encoder"].half()
+    return models
 
 
 def tiny_models(device: str) -> dict[str, torch.nn.Module]:
