@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -159,20 +160,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     render = _render_fast if generate.engine == "fast" else _render_seed
     for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device), start=1):
         _check_not_blank(image, job)
-        record = Generation(
-            index=job.index,
-            file=image_name(job.index),
-            prompt=job.prompt,
-            negative_prompt=job.negative_prompt,
-            seed=job.seed,
-            cfg_scale=job.cfg_scale,
-            steps=job.steps,
-            width=job.width,
-            height=job.height,
-            lora_strength=job.lora_strength,
-            seconds=round(seconds, 3),
-            **common,
-        )
+        record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
         save_generation(image, out, record)
         log.info("image %d/%d (story #%d, seed %d) in %.2f s", done, len(jobs), job.index, job.seed, record.seconds)
 
