@@ -52,6 +52,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<run-id>/ goes (default: runs)")
     parser.add_argument("--keep-work", action="store_true", help="keep each step's scratch dir (default: delete on success)")
+    parser.add_argument(
+        "--collect-max-gb",
+        type=float,
+        default=2.0,
+        help="copy output artifacts up to this size into runs/<id>/; larger ones stay in the store (default: 2)",
+    )
     parser.set_defaults(func=_run_command)
 
 
@@ -87,6 +93,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         embedded_bucket=args.bucket,
         runs_dir=args.runs_dir,
         keep_work=args.keep_work,
+        collect_max_bytes=int(args.collect_max_gb * 2**30),
     )
 
 

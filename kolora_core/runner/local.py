@@ -71,6 +71,8 @@ class RunOptions:
     embedded_bucket: str = DEFAULT_BUCKET
     runs_dir: Path = Path("runs")
     keep_work: bool = False
+    # artifacts larger than this stay in the store only (a full run's models folder is ~18 GB)
+    collect_max_bytes: int = 2 * 2**30
     console: TextIO | None = None
     repo_root: Path = REPO_ROOT
 
@@ -148,7 +150,9 @@ def run_workflow(options: RunOptions) -> RunResult:
                 p.name for p in workflow.parameters if parameters[p.name] != (p.value if p.value is not None else p.default)
             ),
         )
-        executor = _Executor(workflow, parameters, run_id, store, engine, run_dir, options.keep_work, console, result)
+        executor = _Executor(
+            workflow, parameters, run_id, store, engine, run_dir, options.keep_work, options.collect_max_bytes, console, result
+        )
         error: KoloraError | None = None
         try:
             print(f"kolora run: {run_id} ({workflow.name}, engine {engine.name}, {settings.label})", file=console)
@@ -222,6 +226,7 @@ class _Executor:
         engine: Engine,
         run_dir: Path,
         keep_work: bool,
+        collect_max_bytes: int,
         console: TextIO,
         result: RunResult,
     ) -> None:
@@ -232,6 +237,7 @@ class _Executor:
         self.run_dir = run_dir
         self.work_dir = run_dir / ".work"
         self.keep_work = keep_work
+        self.collect_max_bytes = collect_max_bytes
         self.console = console
         self.result = result
         self.nodes = result.nodes
@@ -573,6 +579,13 @@ class _Executor:
         """Copy every output artifact to runs/<id>/<node>/<artifact>/, then flatten the summary artifacts."""
         for node in self.nodes:
             for name, ref in node.artifacts.items():
+                size = self.store.size(ref.key)
+                if size > self.collect_max_bytes:
+                    self.result.warnings.append(
+                        f"{node.node}/{name} ({size / 2**30:.1f} GiB) left in the store at s3://{self.store.bucket}/{ref.key}: "
+                        "larger than --collect-max-gb"
+                    )
+                    continue
                 dest = self.run_dir / node.node / name
                 tmp = self.run_dir / node.node / f".{name}.collect"
                 for stale in (dest, tmp):

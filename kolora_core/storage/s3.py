@@ -235,6 +235,14 @@ class S3Store:
                 keys += [obj["Key"] for obj in page.get("Contents", [])]
         return keys
 
+    def size(self, prefix: str) -> int:
+        """Bytes stored under `prefix` (one object or a directory's worth)."""
+        total = 0
+        with s3_errors(self.settings, f"list s3://{self.bucket}/{prefix}"):
+            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+                total += sum(obj["Size"] for obj in page.get("Contents", []))
+        return total
+
     def exists(self, key: str) -> bool:
         with s3_errors(self.settings, f"look up s3://{self.bucket}/{key}"):
             try:

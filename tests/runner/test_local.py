@@ -162,3 +162,13 @@ def test_embedded_store_default_runs_twice_and_keeps_work_on_request(tmp_path: P
         result = run_workflow(options)
         assert result.ok and "embedded" in result.store
         assert (result.run_dir / ".work").exists() is keep
+
+
+def test_artifacts_over_the_collect_limit_stay_in_the_store(run: Any, store: S3Store) -> None:
+    result, _ = run("pipeline.yaml", collect_max_bytes=4)
+    assert result.ok
+    assert not (result.run_dir / "transform" / "data").exists()
+    left = [w for w in result.warnings if "transform/data" in w]
+    assert left and "left in the store at s3://" in left[0]
+    key = left[0].split(f"s3://{store.bucket}/", 1)[1].split(":", 1)[0]
+    assert store.size(key) > 4
