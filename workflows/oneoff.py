@@ -12,7 +12,7 @@ from __future__ import annotations
 from hera.workflows import Parameter, Workflow
 from hera.workflows.models import WorkflowTemplateRef
 
-from workflows.options import ONEOFF_GENERATE_NAME, TEMPLATE_NAME, RenderOptions, run_parameters
+from workflows.options import ONEOFF_GENERATE_NAME, TEMPLATE_NAME, RenderOptions, workflow_parameters
 
 TEMPLATE_OWNED = ("image-registry", "image-tag")
 
@@ -23,7 +23,5 @@ def build(options: RenderOptions | None = None) -> Workflow:
         generate_name=ONEOFF_GENERATE_NAME,
         labels={"app.kubernetes.io/name": "kolora", "kolora.dev/trigger": "manual"},
         workflow_template_ref=WorkflowTemplateRef(name=TEMPLATE_NAME),
-        arguments=[
-            Parameter(name=p.name, value=p.default) for p in run_parameters(options.version) if p.name not in TEMPLATE_OWNED
-        ],
+        arguments=[Parameter(name=p.name, value=p.default) for p in workflow_parameters(options) if p.name not in TEMPLATE_OWNED],
     )

@@ -13,6 +13,7 @@ import importlib.metadata
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, get_args
 
 from kolora_core.config import available_profiles
 
@@ -22,6 +23,15 @@ ONEOFF_GENERATE_NAME = "kolora-run-"
 NIGHTLY_NAME = "kolora-nightly"
 WORK_VOLUME = "kolora-work"  # emptyDir at /kolora: inputs are loaded into it, outputs are uploaded from it
 SHM_VOLUME = "dshm"  # emptyDir medium Memory at /dev/shm for PyTorch data loader workers
+FETCH_MODELS_GENERATE_NAME = "kolora-fetch-models-"
+# Where train and generate read the base model weights (`RenderOptions.models_from`, docs/argo.md "Model weights"):
+# fetch: a fetch-models step in every run; s3: a key-only S3 artifact at the `models-key` parameter;
+# pvc: a PersistentVolumeClaim mounted read-only. The s3/pvc store is filled once by `kolora-fetch-models`.
+ModelsFrom = Literal["fetch", "s3", "pvc"]
+MODELS_FROM: tuple[str, ...] = get_args(ModelsFrom)
+MODELS_VOLUME = "kolora-models"  # the PVC volume of `models_from="pvc"`
+MODELS_KEY_PARAM = "models-key"
+MODELS_KEY_DEFAULT = "base-models/kolors"
 
 
 def project_version() -> str:
@@ -64,6 +74,17 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
         Param("s3-bucket", "kolora", "bucket the promote step publishes the release to"),
         Param("publish-prefix", "models", "key prefix of published releases: <prefix>/<name>/<version>/ and latest.json"),
     )
+
+
+MODELS_KEY = Param(
+    MODELS_KEY_PARAM, MODELS_KEY_DEFAULT, "S3 key of the base model directory in the artifact repository (kolora-fetch-models)"
+)
+
+
+def workflow_parameters(options: RenderOptions) -> tuple[Param, ...]:
+    """`run_parameters` plus the parameters of `options`: `models-key` only with `models_from="s3"`."""
+    params = run_parameters(options.version)
+    return (*params, MODELS_KEY) if options.models_from == "s3" else params
 
 
 @dataclass(frozen=True)
@@ -126,6 +147,12 @@ class RenderOptions:
     s3_secret_secret_key: str = "secretkey"
     workflow_deadline_s: int = 48 * 3600
     version: str = field(default_factory=project_version)
+    models_from: ModelsFrom = "fetch"  # fetch | s3 | pvc (see MODELS_FROM above)
+    models_pvc: str = "kolora-models"  # claim of models_from="pvc" (ReadOnlyMany when GPU pods share no node)
+
+    def __post_init__(self) -> None:
+        if self.models_from not in MODELS_FROM:
+            raise ValueError(f"models_from {self.models_from!r}: expected one of {', '.join(MODELS_FROM)}")
 
     def size(self, stage: str) -> StepSize:
         return SIZES[stage] if self.gpu else CPU_SIZE

@@ -27,6 +27,11 @@ Train resume: the train step has an optional input and output artifact `checkpoi
 (`{{workflow.name}}/train-checkpoints`, at `<lora output>/checkpoints`). Argo uploads outputs even when the
 main container failed, so a retried train pod starts from the previous attempt's newest checkpoint.
 
+Model weights (`RenderOptions.models_from`, docs/argo.md "Model weights"): `fetch` (default) runs fetch-models
+in every run and passes its `models` output; `s3` drops that task and train/generate read `models` as a key-only
+S3 artifact at the `models-key` workflow parameter; `pvc` drops it and mounts the claim `RenderOptions.models_pvc`
+read-only at the `models` input path. `workflows.fetch_models` fills the key or the claim once.
+
 Render with `python -m workflows.render` (or `kolora render`); the YAML is in `workflows/dist/`.
 """
 
@@ -44,6 +49,7 @@ from hera.workflows.models import (
     EnvVarSource,
     LabelValueFrom,
     Metadata,
+    PersistentVolumeClaimVolumeSource,
     PodGC,
     PodSecurityContext,
     ResourceRequirements,
@@ -62,7 +68,16 @@ from hera.workflows.models import (
 
 from kolora_core.errors import KoloraError
 from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, CONTAINER_ROOT, STAGES, Stage
-from workflows.options import SHM_VOLUME, TEMPLATE_NAME, WORK_VOLUME, RenderOptions, run_parameters
+from workflows.options import (
+    MODELS_KEY_PARAM,
+    MODELS_VOLUME,
+    SHM_VOLUME,
+    TEMPLATE_NAME,
+    WORK_VOLUME,
+    RenderOptions,
+    run_parameters,
+    workflow_parameters,
+)
 
 ENTRYPOINT = "pipeline"
 FANOUT_STAGE = "generate"  # one task per prompt shard (`generate.shards` / `generate.shard` config fields)
@@ -79,6 +94,8 @@ CHECKPOINT_STAGE, CHECKPOINT_ARTIFACT, CHECKPOINT_OF = "train", "checkpoints", "
 # The local runner copies these `<task>/<artifact>` outputs into runs/<id>/.
 SUMMARY_ARTIFACTS = "evaluate/report,filter/filter-report,train/lora"
 RUN_UID = 10001
+MODELS_STAGE, MODELS_ARTIFACT = "fetch-models", "models"
+MODELS_KEY = f"{{{{workflow.parameters.{MODELS_KEY_PARAM}}}}}"
 
 # Retries. limit 2 with 30 s, 60 s back-off. No maxDuration: Argo measures it from the FIRST attempt's
 # start, so a 3-hour train that fails would never be retried.
@@ -104,6 +121,18 @@ def output_key(name: str) -> str:
 
 def shard_key(artifact: str) -> str:
     return output_key(f"{artifact}/shard-{{{{inputs.parameters.{SHARD_PARAM}}}}}")
+
+
+def pipeline_stages(options: RenderOptions) -> dict[str, Stage]:
+    """The stages that are tasks of the DAG: all but fetch-models when the models come from S3 or a PVC."""
+    if options.models_from == "fetch":
+        return dict(STAGES)
+    return {name: stage for name, stage in STAGES.items() if name != MODELS_STAGE}
+
+
+def external_models(stage: Stage, options: RenderOptions) -> bool:
+    """The stage reads `models` from the S3 key or the PVC instead of the fetch-models task."""
+    return options.models_from != "fetch" and MODELS_ARTIFACT in stage.inputs
 
 
 def producers() -> dict[str, str]:
@@ -150,23 +179,34 @@ def resources(stage: Stage, options: RenderOptions) -> ResourceRequirements:
     return ResourceRequirements(requests=requests, limits=limits)
 
 
-def input_artifacts(stage: Stage) -> list[Artifact]:
+def input_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact]:
     config = RawArtifact(name=CONFIG_ARTIFACT, path=CONFIG_PATH, data="{{workflow.parameters.config}}")
     made_by = producers()
     inputs: list[Artifact] = [config]
     for name in stage.inputs:
-        if made_by[name] == FANOUT_STAGE:  # every shard, read as one directory of shard-<n>/ subdirectories
+        if name == MODELS_ARTIFACT and options.models_from == "pvc":
+            continue  # a read-only volume mount at the same path (container_template)
+        if name == MODELS_ARTIFACT and options.models_from == "s3":  # filled once by kolora-fetch-models
+            inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=MODELS_KEY))
+        elif made_by[name] == FANOUT_STAGE:  # every shard, read as one directory of shard-<n>/ subdirectories
             inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=output_key(name)))
         else:  # passed by the DAG task (`from`)
             inputs.append(Artifact(name=name, path=stage.input_path(name)))
     return inputs
 
 
-def output_artifacts(stage: Stage) -> list[Artifact | HeraParameter]:
-    key = shard_key if stage.name == FANOUT_STAGE else output_key
+def output_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact | HeraParameter]:
+    """Outputs; fetch-models outside `models_from="fetch"` (kolora-fetch-models) writes the S3 key or the PVC."""
+
+    def key(name: str) -> str:
+        if stage.name == MODELS_STAGE and options.models_from == "s3":
+            return MODELS_KEY
+        return shard_key(name) if stage.name == FANOUT_STAGE else output_key(name)
+
     outputs: list[Artifact | HeraParameter] = [
         S3Artifact(name=name, path=stage.output_path(name), key=key(name), archive=NoneArchiveStrategy())
         for name in stage.outputs
+        if not (stage.name == MODELS_STAGE and options.models_from == "pvc")
     ]
     for param, (artifact, file) in stage.parameters.items():
         # default: a skipped or failed step must still resolve (Argo v4.0.7+/v3.7.16+ fail the node otherwise)
@@ -239,10 +279,21 @@ def promote_template(options: RenderOptions) -> Container:
     )
 
 
+def models_volume(options: RenderOptions, read_only: bool) -> Volume:
+    claim = PersistentVolumeClaimVolumeSource(claim_name=options.models_pvc, read_only=read_only or None)
+    return Volume(name=MODELS_VOLUME, persistent_volume_claim=claim)
+
+
 def container_template(stage: Stage, options: RenderOptions) -> Container:
+    """The stage's container template. With `models_from="pvc"` train/generate mount the models claim read-only at
+    their `models` input path, and fetch-models (only in kolora-fetch-models) mounts it read-write at its output path."""
     size = options.size(stage.name)
     gpu = stage.gpu and options.gpu
     mounts = [VolumeMount(name=WORK_VOLUME, mount_path=CONTAINER_ROOT)]
+    if options.models_from == "pvc" and MODELS_ARTIFACT in stage.inputs:
+        mounts.append(VolumeMount(name=MODELS_VOLUME, mount_path=stage.input_path(MODELS_ARTIFACT), read_only=True))
+    if options.models_from == "pvc" and stage.name == MODELS_STAGE:
+        mounts.append(VolumeMount(name=MODELS_VOLUME, mount_path=stage.output_path(MODELS_ARTIFACT)))
     volumes = None
     if stage.gpu:
         mounts.append(VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm"))
@@ -252,8 +303,8 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
     if not stage.inputs:  # it downloads from the hub; the token is optional (public repos need none)
         secret = SecretKeySelector(name=options.hub_secret, key=options.hub_secret_key, optional=True)
         env.append(EnvVar(name="MODELSCOPE_API_TOKEN", value_from=EnvVarSource(secret_key_ref=secret)))
-    inputs: list = input_artifacts(stage)
-    outputs = output_artifacts(stage)
+    inputs: list = input_artifacts(stage, options)
+    outputs = output_artifacts(stage, options)
     if stage.name == FANOUT_STAGE:
         inputs.insert(0, HeraParameter(name=SHARD_PARAM))
     if stage.name == CHECKPOINT_STAGE:
@@ -267,7 +318,7 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         args=stage_args(stage, options.version),
         env=env,
         inputs=inputs,
-        outputs=outputs,
+        outputs=outputs or None,
         resources=resources(stage, options),
         volume_mounts=mounts,
         volumes=volumes,
@@ -286,12 +337,12 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
     )
 
 
-def task_arguments(stage: Stage) -> list:
+def task_arguments(stage: Stage, options: RenderOptions) -> list:
     made_by = producers()
     args: list = [
         Artifact(name=name, from_=f"{{{{tasks.{made_by[name]}.outputs.artifacts.{name}}}}}")
         for name in stage.inputs
-        if made_by[name] != FANOUT_STAGE
+        if made_by[name] != FANOUT_STAGE and not (name == MODELS_ARTIFACT and external_models(stage, options))
     ]
     if stage.name == FANOUT_STAGE:
         args.insert(0, HeraParameter(name=SHARD_PARAM, value="{{item}}"))
@@ -308,25 +359,21 @@ def add_promotion_tasks(tasks: dict[str, Task], promote: Container) -> None:
     )
 
 
-def build(options: RenderOptions | None = None) -> WorkflowTemplate:
-    options = options or RenderOptions()
-    params = run_parameters(options.version)
+def workflow_spec(options: RenderOptions, component: str, params: tuple, models_read_only: bool = True) -> dict:
+    """The workflow-level fields (everything but the templates) shared by `kolora-pipeline` and `kolora-fetch-models`."""
     repo_ref = None
     if options.artifact_repository_key or options.artifact_repository_configmap != RenderOptions.artifact_repository_configmap:
         repo_ref = ArtifactRepositoryRef(config_map=options.artifact_repository_configmap, key=options.artifact_repository_key)
     app_labels = {"app.kubernetes.io/name": "kolora", "app.kubernetes.io/version": options.version}
-    with WorkflowTemplate(
-        name=TEMPLATE_NAME,
-        labels={**app_labels, "app.kubernetes.io/component": "pipeline"},
-        annotations={
-            "kolora.dev/summary-artifacts": SUMMARY_ARTIFACTS,
-            "workflows.argoproj.io/description": f"Kolors LoRA fine-tuning: {', '.join(STAGES)}",
-        },
-        entrypoint=ENTRYPOINT,
+    volumes = [Volume(name=WORK_VOLUME, empty_dir=EmptyDirVolumeSource())]
+    if options.models_from == "pvc":
+        volumes.append(models_volume(options, read_only=models_read_only))
+    return dict(
+        labels={**app_labels, "app.kubernetes.io/component": component},
         arguments=[HeraParameter(name=p.name, value=p.default, description=p.description, enum=p.enum) for p in params],
         artifact_repository_ref=repo_ref,
         service_account_name=options.service_account,
-        volumes=[Volume(name=WORK_VOLUME, empty_dir=EmptyDirVolumeSource())],
+        volumes=volumes,
         security_context=PodSecurityContext(
             run_as_non_root=True,
             run_as_user=RUN_UID,
@@ -343,14 +390,30 @@ def build(options: RenderOptions | None = None) -> WorkflowTemplate:
         active_deadline_seconds=options.workflow_deadline_s,
         pod_gc=PodGC(strategy="OnPodSuccess"),  # failed pods stay for `kubectl logs`/`describe` until the TTL
         ttl_strategy=TTLStrategy(seconds_after_success=3 * 24 * 3600, seconds_after_failure=7 * 24 * 3600),
+    )
+
+
+def build(options: RenderOptions | None = None) -> WorkflowTemplate:
+    options = options or RenderOptions()
+    stages = pipeline_stages(options)
+    spec = workflow_spec(options, "pipeline", workflow_parameters(options))
+    with WorkflowTemplate(
+        name=TEMPLATE_NAME,
+        labels=spec.pop("labels"),
+        annotations={
+            "kolora.dev/summary-artifacts": SUMMARY_ARTIFACTS,
+            "workflows.argoproj.io/description": f"Kolors LoRA fine-tuning: {', '.join(stages)}",
+        },
+        entrypoint=ENTRYPOINT,
+        **spec,
     ) as template:
-        containers = {name: container_template(stage, options) for name, stage in STAGES.items()}
+        containers = {name: container_template(stage, options) for name, stage in stages.items()}
         promote = promote_template(options)
         made_by = producers()
         with DAG(name=ENTRYPOINT):
             tasks: dict[str, Task] = {}
-            for name, stage in STAGES.items():
-                needs = sorted({made_by[i] for i in stage.inputs}, key=list(STAGES).index)
+            for name, stage in stages.items():
+                needs = sorted({made_by[i] for i in stage.inputs if made_by[i] in stages}, key=list(stages).index)
                 if name == PUBLISH_STAGE and GATE_STAGE not in needs:  # its `when` reads the gate
                     needs.append(GATE_STAGE)
                 tasks[name] = Task(
@@ -358,7 +421,7 @@ def build(options: RenderOptions | None = None) -> WorkflowTemplate:
                     template=containers[name],
                     depends=" && ".join(needs) or None,
                     when=GATE_PASSED if name == PUBLISH_STAGE else None,
-                    arguments=task_arguments(stage) or None,
+                    arguments=task_arguments(stage, options) or None,
                     with_sequence=Sequence(count=f"{{{{workflow.parameters.{SHARDS_PARAM}}}}}") if name == FANOUT_STAGE else None,
                 )
             add_promotion_tasks(tasks, promote)

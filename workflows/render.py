@@ -2,7 +2,10 @@
 
 Writes `kolora-pipeline.yaml` (WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`),
 `kolora-nightly.yaml` (CronWorkflow) and `kolora-pipeline-cpu.yaml` (the same WorkflowTemplate for
-clusters without GPUs, e.g. kind in CI) into `workflows/dist/`, where they are committed. `--check`
+clusters without GPUs, e.g. kind in CI) into `workflows/dist/`, where they are committed. `--models-from s3|pvc`
+renders the pipeline reading the base models from an S3 key or a PVC plus `kolora-fetch-models.yaml` (the
+Workflow that fills it once); the default render (`fetch`) adds those as `kolora-pipeline-models-{s3,pvc}.yaml`
+and `kolora-fetch-models{,-pvc}.yaml` (docs/argo.md "Model weights"). `--check`
 renders in memory and exits 1 with a diff when the committed files are stale. `kolora render` is
 the same command.
 """
@@ -16,7 +19,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from workflows.options import RenderOptions, Toleration
+from workflows.options import MODELS_FROM, RenderOptions, Toleration
 
 DIST = Path(__file__).resolve().parent / "dist"
 HEADER = "# Rendered by `python -m workflows.render` (or `kolora render`) from workflows/{source}.py; do not edit.\n# {use}\n"
@@ -25,6 +28,19 @@ USAGE = {
     "kolora-pipeline-cpu.yaml": ("pipeline", "no GPUs (kind, CI): argo template create -n argo kolora-pipeline-cpu.yaml"),
     "kolora-run.yaml": ("oneoff", "argo submit -n argo kolora-run.yaml -p profile=smoke --watch"),
     "kolora-nightly.yaml": ("nightly", "argo cron create -n argo kolora-nightly.yaml"),
+    "kolora-fetch-models.yaml": ("fetch_models", "once, fills models-key: argo submit -n argo kolora-fetch-models.yaml --watch"),
+    "kolora-pipeline-models-s3.yaml": (
+        "pipeline",
+        "models from S3 (fill once: kolora-fetch-models.yaml): argo template create -n argo kolora-pipeline-models-s3.yaml",
+    ),
+    "kolora-pipeline-models-pvc.yaml": (
+        "pipeline",
+        "models on a PVC (fill: kolora-fetch-models-pvc.yaml): argo template create -n argo kolora-pipeline-models-pvc.yaml",
+    ),
+    "kolora-fetch-models-pvc.yaml": (
+        "fetch_models",
+        "once, into the PVC kolora-models: argo submit -n argo kolora-fetch-models-pvc.yaml --watch",
+    ),
 }
 
 
@@ -42,9 +58,10 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     """File name -> YAML text of every object. `overrides` are `RenderOptions` fields.
 
     With `gpu=True` the GPU-less variant `kolora-pipeline-cpu.yaml` is rendered too; with `gpu=False`
-    `kolora-pipeline.yaml` itself is the GPU-less one.
+    `kolora-pipeline.yaml` itself is the GPU-less one. `models_from` "s3"/"pvc" adds `kolora-fetch-models.yaml`;
+    the default "fetch" with `gpu=True` adds the s3 and pvc variants of the pipeline and of the fetch Workflow.
     """
-    from workflows import nightly, oneoff, pipeline  # hera imports take ~0.6 s; keep `kolora --help` fast
+    from workflows import fetch_models, nightly, oneoff, pipeline  # hera imports take ~0.6 s; keep `kolora --help` fast
 
     options = RenderOptions(gpu=gpu, **overrides)
     files = {
@@ -54,6 +71,14 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     }
     if gpu:
         files["kolora-pipeline-cpu.yaml"] = pipeline.build(dataclasses.replace(options, gpu=False))
+    if options.models_from != "fetch":
+        files["kolora-fetch-models.yaml"] = fetch_models.build(options)
+    elif gpu:
+        s3, pvc = dataclasses.replace(options, models_from="s3"), dataclasses.replace(options, models_from="pvc")
+        files["kolora-pipeline-models-s3.yaml"] = pipeline.build(s3)
+        files["kolora-pipeline-models-pvc.yaml"] = pipeline.build(pvc)
+        files["kolora-fetch-models.yaml"] = fetch_models.build(s3)
+        files["kolora-fetch-models-pvc.yaml"] = fetch_models.build(pvc)
     return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
 
 
@@ -126,6 +151,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact-repository-configmap", default=defaults.artifact_repository_configmap, help="%(default)s")
     parser.add_argument("--service-account", help="ServiceAccount of the workflow pods (default: the namespace's default)")
     parser.add_argument("--hub-secret", default=defaults.hub_secret, help="Secret holding the optional ModelScope token")
+    parser.add_argument(
+        "--models-from",
+        choices=MODELS_FROM,
+        default=defaults.models_from,
+        help="base model weights: fetch (a fetch-models step per run, default), s3 (the models-key artifact) or pvc",
+    )
+    parser.add_argument("--models-pvc", default=defaults.models_pvc, help="claim of --models-from pvc (default %(default)s)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -137,6 +169,8 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "artifact_repository_configmap": args.artifact_repository_configmap,
         "service_account": args.service_account,
         "hub_secret": args.hub_secret,
+        "models_from": args.models_from,
+        "models_pvc": args.models_pvc,
     }
     if args.tolerations:
         kwargs["tolerations"] = tuple(args.tolerations)

@@ -22,6 +22,9 @@ VARIANTS = {
         "artifact_repository_key": "default-v1",
         "service_account": "kolora-workflow",
     },
+    "models-s3": {"models_from": "s3"},
+    "models-pvc": {"models_from": "pvc", "models_pvc": "shared-models"},
+    "models-pvc-no-gpu": {"models_from": "pvc", "gpu": False},
 }
 
 

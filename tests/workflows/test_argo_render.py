@@ -30,7 +30,8 @@ def test_check_flags_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert render.main(["--out", str(tmp_path), "--check"]) == 1  # nothing there yet
     assert render.main(["--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kolora-nightly.yaml", "kolora-pipeline-cpu.yaml", "kolora-pipeline.yaml", "kolora-run.yaml",
+        "kolora-fetch-models-pvc.yaml", "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline-cpu.yaml",
+        "kolora-pipeline-models-pvc.yaml", "kolora-pipeline-models-s3.yaml", "kolora-pipeline.yaml", "kolora-run.yaml",
     ]  # fmt: skip
     assert render.main(["--out", str(tmp_path), "--check"]) == 0
     pipeline = tmp_path / "kolora-pipeline.yaml"

@@ -1,0 +1,47 @@
+"""Workflow `kolora-fetch-models-*`: download the base model weights once into the store train and generate read.
+
+    argo submit -n argo workflows/dist/kolora-fetch-models.yaml --watch        # models_from="s3"
+    argo submit -n argo workflows/dist/kolora-fetch-models-pvc.yaml --watch    # models_from="pvc"
+
+Only for `RenderOptions.models_from` "s3" or "pvc" (docs/argo.md "Model weights"). It runs the pipeline's own
+fetch-models container template (`workflows.pipeline.container_template`), whose `models` output goes
+- s3: as a key-only artifact (`archive: none`, file by file) to the `models-key` parameter's key, the key the
+  pipeline's train and generate read (same parameter, same default);
+- pvc: onto the claim `RenderOptions.models_pvc`, mounted read-write at the fetch-models output path (no artifact).
+The directory ends with the `_SUCCESS` marker the stages check. Rerun it with another `model-source`/`profile`
+(`-p model-source=tiny` for test models) to replace the contents; no pipeline run may read them meanwhile.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import Workflow
+
+from kolora_core.stages import STAGES
+from workflows.options import FETCH_MODELS_GENERATE_NAME, MODELS_KEY_PARAM, RenderOptions, workflow_parameters
+from workflows.pipeline import MODELS_STAGE, container_template, workflow_spec
+
+OWN_PARAMETERS = ("profile", "config", "image-registry", "image-tag", MODELS_KEY_PARAM)
+
+
+def build(options: RenderOptions | None = None) -> Workflow:
+    options = options or RenderOptions()
+    if options.models_from == "fetch":
+        raise ValueError('kolora-fetch-models is for models_from "s3" or "pvc"; with "fetch" every run fetches the models')
+    # only the parameters its template reads: the stage flags (all stages resolve the same config) and the workflow's own
+    params = tuple(p for p in workflow_parameters(options) if p.flag or p.name in OWN_PARAMETERS)
+    spec = workflow_spec(options, "fetch-models", params, models_read_only=False)
+    with Workflow(
+        generate_name=FETCH_MODELS_GENERATE_NAME,
+        labels=spec.pop("labels"),
+        annotations={"workflows.argoproj.io/description": f"Kolors base model weights -> {store(options)}"},
+        entrypoint=MODELS_STAGE,
+        **spec,
+    ) as workflow:
+        container_template(STAGES[MODELS_STAGE], options)
+    return workflow
+
+
+def store(options: RenderOptions) -> str:
+    if options.models_from == "s3":
+        return "the artifact repository key of the models-key parameter"
+    return f"the PersistentVolumeClaim {options.models_pvc}"
