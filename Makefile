@@ -8,7 +8,7 @@ STAMP := $(VENV)/.kolora-installed
 PROFILE ?= smoke
 PYTEST_ARGS ?=
 
-.PHONY: help install run test lint format render helm-render lint-workflows bench lock clean smoke-kind
+.PHONY: help install run test lint format render helm-render lint-workflows bench lock clean smoke-kind images push smoke-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -55,6 +55,15 @@ bench: $(STAMP)  ## CPU benchmarks of this machine (GPU numbers: docs/benchmarks
 
 lock: $(STAMP)  ## rewrite constraints.txt from the installed environment
 	{ head -2 constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^kolora'; } > constraints.txt.new && mv constraints.txt.new constraints.txt
+
+images:  ## build the container images kolora-<image>:<version> (docker; buildah/podman where no Docker engine runs)
+	images/build.sh build
+
+push:  ## build and push the images: make push REGISTRY=ghcr.io/you
+	images/build.sh push
+
+smoke-containers: $(STAMP)  ## build the images, run the smoke profile through them (podman/docker), check runs/latest (slow)
+	PY=$(PY) images/smoke.sh
 
 clean:  ## remove local runs and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

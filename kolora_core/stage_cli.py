@@ -48,7 +48,7 @@ def build_parser(stage: Stage) -> argparse.ArgumentParser:
         io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"output: {name}")
     fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
     for dotted, help_text in config_flags().items():
-        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text)
+        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text.replace("%", "%%"))
     return parser
 
 

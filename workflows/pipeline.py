@@ -89,7 +89,7 @@ GATE_SKIPPED = "skipped"
 GATE_PASSED = f"{{{{tasks.{GATE_STAGE}.outputs.parameters.{GATE_PARAM}}}}} == passed"
 PUBLISH_STAGE, RELEASE_ARTIFACT = "publish", "release"
 PROMOTE = "promote"  # the step after publish that uploads the release; run by the local runner itself
-PROMOTE_IMAGE = "evaluate"  # any kolora image has kolora_core and boto3; publish's own image
+PROMOTE_IMAGE = "evaluate"  # publish's own image; the one kolora image that ships boto3 for `kolora publish`
 CHECKPOINT_STAGE, CHECKPOINT_ARTIFACT, CHECKPOINT_OF = "train", "checkpoints", "lora"
 # The local runner copies these `<task>/<artifact>` outputs into runs/<id>/.
 SUMMARY_ARTIFACTS = "evaluate/report,filter/filter-report,train/lora"

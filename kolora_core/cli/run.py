@@ -81,6 +81,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         params["profile"] = args.profile
     else:
         soft["profile"] = DEFAULT_PROFILE  # only where the template has a profile parameter
+    soft.update(ENGINES[args.engine].default_parameters)  # e.g. image-registry=localhost for the container engines
     s3 = None
     if args.s3_endpoint:
         s3 = S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region)

@@ -422,6 +422,7 @@ class _Executor:
 
         container = template.container
         argv = [substitute(a, scope, where) for a in (*container.command, *container.args)]
+        image = substitute(container.image, scope, where)
         env = {k: substitute(v, scope, where) for k, v in container.env}
         for name in container.skipped_env:
             self.say(
@@ -445,7 +446,7 @@ class _Executor:
             for path in [*out_paths.values(), *param_paths.values()]:
                 _host_path(path, scratch, where)  # refuse paths outside /kolora before the step runs, not after
             # 3. the container itself, retried as retryStrategy.limit says
-            step = StepRun(node=node.node, image=container.image, argv=tuple(argv), env=env, scratch=scratch, script=script)
+            step = StepRun(node=node.node, image=image, argv=tuple(argv), env=env, scratch=scratch, script=script)
             code = self._execute(node, step, template)
             node.exit_code = code
             if code != 0:
