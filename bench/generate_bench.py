@@ -37,7 +37,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -46,6 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_kolors import real_kolors
+
+from kolora_core.inference.story import Job
 
 warnings.filterwarnings("ignore")
 
@@ -60,18 +62,6 @@ CFG = 4.0
 
 def emit(**kw: object) -> None:
     print(json.dumps(kw), flush=True)
-
-
-@dataclass(frozen=True)
-class Request:
-    index: int
-    prompt: str
-    negative_prompt: str
-    seed: int
-    cfg_scale: float
-    steps: int
-    width: int
-    height: int
 
 
 def random_models(device: str) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
@@ -122,7 +112,7 @@ def attention(flags: set[str]) -> contextlib.AbstractContextManager[object]:
 
 
 def bench_seed_pipeline(
-    te: torch.nn.Module, unet: torch.nn.Module, vdec: torch.nn.Module, device: str, requests: list[Request]
+    te: torch.nn.Module, unet: torch.nn.Module, vdec: torch.nn.Module, device: str, requests: list[Job]
 ) -> None:
     from diffsynth import ModelManager, SDXLImagePipeline
 
@@ -133,7 +123,7 @@ def bench_seed_pipeline(
         mm.model_path.append("random:" + name)
     pipe = SDXLImagePipeline.from_model_manager(mm)
 
-    def call(r: Request, steps: int) -> None:
+    def call(r: Job, steps: int) -> None:
         torch.manual_seed(r.seed)
         pipe(
             prompt=r.prompt,
@@ -178,7 +168,7 @@ def main() -> None:
         unet_params=sum(p.numel() for p in unet.parameters()),
     )
     requests = [
-        Request(i, SEED_STORY[i % len(SEED_STORY)][0], SEED_STORY[i % len(SEED_STORY)][1], i, CFG, STEPS, RES, RES)
+        Job(i, SEED_STORY[i % len(SEED_STORY)][0], SEED_STORY[i % len(SEED_STORY)][1], i, CFG, STEPS, RES, RES, 1.0)
         for i in range(GEN)
     ]
     if "seed" in VARIANTS:
@@ -225,9 +215,7 @@ def main() -> None:
         sampler.configure_unet(compile_unet="compile" in flags, channels_last="cl" in flags, mode=mode)
         if device == "cuda":
             torch.backends.cudnn.benchmark = "bm" in flags
-        warm = [
-            Request(r.index, r.prompt, r.negative_prompt, r.seed, r.cfg_scale, 2, r.width, r.height) for r in requests[:batch]
-        ]
+        warm = [replace(r, steps=2) for r in requests[:batch]]
         with attention(flags):
             t = time.perf_counter()
             list(sampler.render(warm, batch))

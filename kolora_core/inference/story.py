@@ -61,22 +61,13 @@ def shard_jobs(generate: GenerateConfig) -> list[Job]:
 
 
 @dataclass(frozen=True)
-class Generation:
-    """Everything needed to reproduce one image, stored in its PNG and in generations.jsonl.
+class Generation(Job):
+    """Everything needed to reproduce one image (its job plus what rendered it), stored in its PNG and generations.jsonl.
 
     `seconds` is the image's share of its batch's wall time (the fast engine renders several at once).
     """
 
-    index: int
     file: str
-    prompt: str
-    negative_prompt: str
-    seed: int
-    cfg_scale: float
-    steps: int
-    width: int
-    height: int
-    lora_strength: float
     lora_scale: float
     lora_sha256: str
     base_model_sha256: str

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from kolora_core.stages import STAGES
+from tests.workflows.argo_objects import artifacts, tasks, templates
 from workflows import fetch_models
 from workflows.options import MODELS_KEY_DEFAULT, RenderOptions, run_parameters
 from workflows.render import render_all
@@ -18,18 +19,6 @@ from workflows.render import render_all
 MODEL_READERS = [name for name, stage in STAGES.items() if "models" in stage.inputs]
 MODELS_PATH = STAGES["train"].input_path("models")
 KEY = "{{workflow.parameters.models-key}}"
-
-
-def templates(obj: dict) -> dict[str, dict]:
-    return {t["name"]: t for t in obj["spec"]["templates"]}
-
-
-def tasks(obj: dict) -> dict[str, dict]:
-    return {t["name"]: t for t in templates(obj)[obj["spec"]["entrypoint"]]["dag"]["tasks"]}
-
-
-def artifacts(section: dict | None) -> dict[str, dict]:
-    return {a["name"]: a for a in (section or {}).get("artifacts", [])}
 
 
 def params(obj: dict) -> dict[str, str]:

@@ -12,24 +12,13 @@ from kolora_core.config import available_profiles
 from kolora_core.errors import KoloraError
 from kolora_core.stage_cli import build_parser, config_from_args
 from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, STAGES
+from tests.workflows.argo_objects import artifacts, tasks, templates
 from workflows import pipeline
 from workflows.options import SIZES, project_version, run_parameters
 from workflows.render import render_all
 
 GPU_STAGES = [name for name, stage in STAGES.items() if stage.gpu]
 CPU_STAGES = [name for name, stage in STAGES.items() if not stage.gpu]
-
-
-def templates(obj: dict) -> dict[str, dict]:
-    return {t["name"]: t for t in obj["spec"]["templates"]}
-
-
-def tasks(obj: dict) -> dict[str, dict]:
-    return {t["name"]: t for t in templates(obj)[obj["spec"]["entrypoint"]]["dag"]["tasks"]}
-
-
-def artifacts(section: dict | None) -> dict[str, dict]:
-    return {a["name"]: a for a in (section or {}).get("artifacts", [])}
 
 
 def workflow_params(obj: dict) -> dict[str, dict]:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from kolora_core.stages import STAGES
-from tests.workflows.test_argo_pipeline import artifacts, tasks, templates, workflow_params
+from tests.workflows.argo_objects import artifacts, tasks, templates
+from tests.workflows.test_argo_pipeline import workflow_params
 from workflows.options import RenderOptions
 
 
