@@ -154,8 +154,8 @@ def bench_seed_pipeline(
 
 
 def main() -> None:
+    from kolora_core.config.seed import SEED_STORY
     from kolora_core.inference.sampler import KolorsSampler
-    from kolora_core.prompts import SEED_STORY
 
     device = "cpu" if TINY else "cuda"
     emit(what="env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if device == "cuda" else "cpu", tiny=TINY)

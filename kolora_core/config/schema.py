@@ -1,25 +1,18 @@
-"""The one typed run configuration, shared by every stage, the runner and the workflows.
+"""The typed run configuration: one pydantic section per stage, shared by every stage, the runner and the workflows.
 
 Defaults reproduce the seed notebook (dataset, Data-Juicer recipe, training command, story prompts),
-so the `full` profile is the seed run. Profiles are YAML overlays in `kolora_core/profiles/`; a run
-resolves `defaults <- profile <- --config file <- command-line flags`, and every leaf field is also a
-`--section.field` flag (see `config_flags`). Unknown keys and wrong types are rejected with the
-field's dotted path so a typo in a YAML file never silently falls back to a default.
+so the `full` profile is the seed run. Unknown keys and wrong types are rejected with the field's
+dotted path, so a typo in a YAML file never silently falls back to a default. The models only
+validate: reading files (profiles, `--config`, `generate.prompts_file`) is `loader.py`'s job.
 """
 
 from __future__ import annotations
 
-import copy
-from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from kolora_core.errors import KoloraError
-from kolora_core.prompts import SEED_STORY
-
-PROFILES_DIR = Path(__file__).with_name("profiles")
+from kolora_core.config.seed import SEED_STORY
 
 
 class Section(BaseModel):
@@ -208,20 +201,6 @@ class GenerateConfig(Section):
             raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
         return value
 
-    @model_validator(mode="before")
-    @classmethod
-    def _inline_prompts_file(cls, data: Any) -> Any:
-        """Read `prompts_file` once, where the config is loaded, so every stage (and a pod) sees the same prompts."""
-        if not isinstance(data, dict) or not data.get("prompts_file"):
-            return data
-        from kolora_core.inference.prompts_file import read_prompts_file  # late: that module imports this one
-
-        data = dict(data)
-        path = data.pop("prompts_file")
-        data["prompts"] = read_prompts_file(Path(path))
-        data["prompts_from"] = str(path)
-        return data
-
 
 class EvaluateConfig(Section):
     """The seed's 2x4 grid (images left to right, top to bottom, resized to one picture), scores and the gate."""
@@ -296,95 +275,3 @@ class RunConfig(Section):
                 f"but generate.prompts has {len(self.generate.prompts)}"
             )
         return self
-
-
-def available_profiles() -> list[str]:
-    return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KoloraError(f"config file {path} does not exist: pass an existing YAML file to --config") from None
-    except yaml.YAMLError as exc:
-        raise KoloraError(f"config file {path} is not valid YAML: {exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise KoloraError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
-    return data
-
-
-def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]:
-    merged = copy.deepcopy(base)
-    for key, value in overlay.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _deep_merge(merged[key], value)
-        else:
-            merged[key] = copy.deepcopy(value)
-    return merged
-
-
-def _format_validation_error(exc: ValidationError, origin: str) -> str:
-    first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    if first["type"] == "extra_forbidden":
-        return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
-    got = first.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{origin}: config field '{field}': {first['msg']}{shown}{more}"
-
-
-def dotted_to_nested(dotted: dict[str, Any]) -> dict[str, Any]:
-    """`{"train.steps": 4}` -> `{"train": {"steps": 4}}`."""
-    nested: dict[str, Any] = {}
-    for key, value in dotted.items():
-        *parents, leaf = key.split(".")
-        node = nested
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = value
-    return nested
-
-
-def load_config(
-    profile: str = "full",
-    config_file: Path | None = None,
-    overrides: dict[str, Any] | None = None,
-) -> RunConfig:
-    """Resolve a run config: defaults <- profile <- config file <- dotted overrides."""
-    profile_path = PROFILES_DIR / f"{profile}.yaml"
-    if not profile_path.exists():
-        raise KoloraError(f"unknown profile '{profile}': choose one of {', '.join(available_profiles())}")
-    data = _read_yaml(profile_path)
-    origin = f"profile {profile}"
-    if config_file is not None:
-        data = _deep_merge(data, _read_yaml(Path(config_file)))
-        origin = f"config file {config_file}"
-    if overrides:
-        data = _deep_merge(data, dotted_to_nested(overrides))
-        origin = "command-line flags" if config_file is None else f"{config_file} + command-line flags"
-    data["profile"] = profile
-    try:
-        return RunConfig.model_validate(data)
-    except ValidationError as exc:
-        raise KoloraError(_format_validation_error(exc, origin)) from None
-
-
-def config_flags(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[str, str]:
-    """Every leaf field as a dotted flag name -> help text, for generating CLI flags."""
-    flags: dict[str, str] = {}
-    for name, field in model.model_fields.items():
-        annotation = field.annotation
-        dotted = f"{prefix}{name}"
-        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            flags.update(config_flags(annotation, prefix=f"{dotted}."))
-        elif dotted != "profile":
-            flags[dotted] = field.description or ""
-    return flags
-
-
-def dump_config(config: RunConfig) -> str:
-    return yaml.safe_dump(config.model_dump(mode="json"), allow_unicode=True, sort_keys=False)

@@ -5,6 +5,7 @@ per-prompt `cfg_scale`, `steps`, `width`, `height` (or `size: 1024` / `size: 102
 `lora_strength`; a missing or null setting takes the `generate` section's value. A bad entry is one
 `KoloraError` line naming the file, the line and the field, e.g.
 `prompts file story.yaml line 7 (prompt 3): field 'steps': Input should be greater than or equal to 1 (got 0)`.
+The loader (`loader.load_config`) reads the file and inlines its prompts; the schema itself does no file I/O.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kolora_core.config import StoryPrompt
+from kolora_core.config.schema import StoryPrompt
 from kolora_core.errors import KoloraError
 
 YAML_SUFFIXES = {".yaml", ".yml"}

@@ -1,0 +1,38 @@
+"""The one typed run configuration and how it is resolved (the bottom layer: it imports only `kolora_core.errors`).
+
+* `schema`       -- the pydantic sections and `RunConfig`; defaults are the seed recipe
+* `seed`         -- the seed notebook's eight story prompts (the defaults of `generate.prompts`)
+* `loader`       -- profiles, `--config` files and flags -> a validated `RunConfig`; flag names; dumping
+* `prompts_file` -- the YAML/JSONL prompts file format, read by the loader
+
+Everything else imports the public names from here (`from kolora_core.config import RunConfig, load_config`).
+"""
+
+from kolora_core.config.loader import available_profiles, config_flags, dump_config, load_config
+from kolora_core.config.schema import (
+    EvaluateConfig,
+    FilterConfig,
+    GenerateConfig,
+    IngestConfig,
+    ModelsConfig,
+    PublishConfig,
+    RunConfig,
+    StoryPrompt,
+    TrainConfig,
+)
+
+__all__ = [
+    "EvaluateConfig",
+    "FilterConfig",
+    "GenerateConfig",
+    "IngestConfig",
+    "ModelsConfig",
+    "PublishConfig",
+    "RunConfig",
+    "StoryPrompt",
+    "TrainConfig",
+    "available_profiles",
+    "config_flags",
+    "dump_config",
+    "load_config",
+]
