@@ -26,7 +26,7 @@ from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, SimilarityScorer, load_aesthetic, load_clip
 from kolora_core.inference.story import GENERATIONS
-from kolora_core.lora import LORA_FILE, load_lora, sha256_of
+from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 
 log = logging.getLogger("kolora.evaluate")
 GRID = "grid.png"

@@ -28,7 +28,8 @@ from kolora_core.device import resolve_device, weights_dtype
 from kolora_core.errors import KoloraError
 from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
-from kolora_core.lora import LORA_FILE, LoRAFile, load_lora, merge_lora, sha256_of
+from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
+from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 

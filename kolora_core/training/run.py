@@ -32,8 +32,8 @@ from kolora_core.config import RunConfig, TrainConfig, dump_config
 from kolora_core.datasets import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.lora import LORA_FILE, load_lora, lora_state_from_model, save_lora
-from kolora_core.lora_export import unet_layout, write_exports
+from kolora_core.lora.export import unet_layout, write_exports
+from kolora_core.lora.format import LORA_FILE, load_lora, lora_state_from_model, save_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.training import checkpoint as ckpt

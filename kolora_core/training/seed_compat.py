@@ -31,7 +31,7 @@ import torch
 
 from kolora_core.config import TrainConfig
 from kolora_core.datasets import TRAIN_DIR
-from kolora_core.lora import lora_state_from_model
+from kolora_core.lora.format import lora_state_from_model
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.training.cache import build_cache

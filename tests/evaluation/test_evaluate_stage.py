@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 
 from jobs.evaluate import main as evaluate_main
 from kolora_core.inference.story import Generation, image_name, save_generation
-from kolora_core.lora import save_lora
+from kolora_core.lora.format import save_lora
 from tests.conftest import mark_complete
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]

@@ -8,7 +8,7 @@ import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from kolora_core.lora import LORA_FILE, lora_state_from_model, save_lora
+from kolora_core.lora.format import LORA_FILE, lora_state_from_model, save_lora
 from kolora_core.models.tiny import build_tiny_models
 from tests.conftest import mark_complete
 

@@ -11,7 +11,7 @@ from PIL import Image
 
 from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError
-from kolora_core.lora import save_lora
+from kolora_core.lora.format import save_lora
 from kolora_core.publish import (
     LATEST,
     RELEASE_MANIFEST,

@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from jobs.train import main as train_main
-from kolora_core.lora import LORA_FILE, load_lora
+from kolora_core.lora.format import LORA_FILE, load_lora
 
 
 def train(models: Path, trainset: Path, out: Path, *flags: str) -> int:

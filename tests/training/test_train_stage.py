@@ -11,8 +11,8 @@ import torch
 
 from jobs.train import main as train_main
 from kolora_core.config import TrainConfig
-from kolora_core.lora import LORA_FILE, load_lora
-from kolora_core.lora_export import DIFFUSERS_FILE, KOHYA_FILE
+from kolora_core.lora.export import DIFFUSERS_FILE, KOHYA_FILE
+from kolora_core.lora.format import LORA_FILE, load_lora
 from kolora_core.training.run import oom_message
 from tests.conftest import write_trainset
 from tests.training.helpers import losses, train

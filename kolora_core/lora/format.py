@@ -1,10 +1,11 @@
-"""The LoRA file kolora writes and how it is applied, with the scale handled in one place.
+"""The LoRA file kolora writes and reads (`lora.safetensors`): the one owner of that format.
 
 Format: safetensors with diffsynth/peft keys (`<module path>.lora_A.default.weight`, `.lora_B...`),
 the form the seed's `load_state_dict` expects, plus string metadata (rank, alpha, targets, base model
 and dataset fingerprints, the run config). peft scales the update by alpha/rank during training, so
 inference must merge `W += strength * (alpha/rank) * B @ A`; the seed merged half of that (alpha 2 vs
-4), and `ModelManager.load_lora` forgets the /rank entirely. `merge_lora` is the only merge path.
+4), and `ModelManager.load_lora` forgets the /rank entirely: `LoRAFile.scale` is that factor, and
+`merge.merge_lora` is the only merge path.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from kolora_core.errors import KoloraError
 
 LORA_FILE = "lora.safetensors"
 FORMAT = "kolora-lora-v1"
-_A, _B = ".lora_A.default.weight", ".lora_B.default.weight"
+A_SUFFIX, B_SUFFIX = ".lora_A.default.weight", ".lora_B.default.weight"  # peft's key form, as diffsynth saves it
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,11 @@ class LoRAFile:
         return self.alpha / self.rank
 
     def modules(self) -> list[str]:
-        return sorted(k.removesuffix(_A) for k in self.tensors if k.endswith(_A))
+        return sorted(k.removesuffix(A_SUFFIX) for k in self.tensors if k.endswith(A_SUFFIX))
+
+    def pair(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(down = lora_A, up = lora_B) of one module, as stored."""
+        return self.tensors[module + A_SUFFIX], self.tensors[module + B_SUFFIX]
 
 
 def sha256_of(path: Path) -> str:
@@ -79,29 +84,3 @@ def load_lora(path: Path) -> LoRAFile:
     if metadata.get("format") != FORMAT:
         raise KoloraError(f"LoRA file {path} has no kolora metadata (format={metadata.get('format')!r}); rank and alpha unknown")
     return LoRAFile(tensors=tensors, rank=int(metadata["rank"]), alpha=float(metadata["alpha"]), metadata=metadata)
-
-
-@torch.no_grad()
-def merge_lora(model: torch.nn.Module, lora: LoRAFile, strength: float = 1.0) -> int:
-    """Add `strength * alpha/rank * B @ A` to each targeted Linear; returns how many were merged.
-
-    Every LoRA module must exist in the model with matching shapes: a silent partial merge (the
-    seed's `strict=False`) would render images without the style and nobody would notice.
-    """
-    named = dict(model.named_modules())
-    factor = strength * lora.scale
-    for module_name in lora.modules():
-        linear = named.get(module_name)
-        if not isinstance(linear, torch.nn.Linear):
-            raise KoloraError(
-                f"LoRA module '{module_name}' is not a Linear layer of this UNet: the LoRA was trained on another model"
-            )
-        down, up = lora.tensors[module_name + _A], lora.tensors[module_name + _B]
-        if down.shape[1] != linear.in_features or up.shape[0] != linear.out_features:
-            raise KoloraError(
-                f"LoRA module '{module_name}' has shape {tuple(up.shape)}x{tuple(down.shape)}, "
-                f"the UNet layer is {linear.out_features}x{linear.in_features}: wrong base model"
-            )
-        delta = (up.to(torch.float32) @ down.to(torch.float32)) * factor
-        linear.weight += delta.to(device=linear.weight.device, dtype=linear.weight.dtype)
-    return len(lora.modules())

@@ -9,7 +9,8 @@ import torch
 from peft import LoraConfig, inject_adapter_in_model
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora import load_lora, lora_state_from_model, merge_lora, save_lora
+from kolora_core.lora.format import load_lora, lora_state_from_model, save_lora
+from kolora_core.lora.merge import merge_lora
 from kolora_core.models.tiny import CROSS_DIM, TEXT_HIDDEN, build_tiny_models
 
 

@@ -1,7 +1,7 @@
 """The diffusers and kohya exports load at the trained strength in diffusers, diffsynth and kohya-keyed loaders.
 
 A tiny diffusers `UNet2DConditionModel` is laid out like `TinyKolorsUNet` and given the same base
-weights (diffsynth names converted by `lora_export`), so both UNets compute the same function; a
+weights (diffsynth names converted by `kolora_core.lora.export`), so both UNets compute the same function; a
 LoRA-trained diffsynth UNet (peft, the training-time module) is the reference every loader must hit.
 Names are also checked on the full-size Kolors UNet against diffsynth's own converters.
 """
@@ -15,8 +15,7 @@ import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from kolora_core.lora import load_lora, lora_state_from_model, merge_lora, save_lora
-from kolora_core.lora_export import (
+from kolora_core.lora.export import (
     DIFFUSERS_FILE,
     KOHYA_FILE,
     diffsynth_to_diffusers,
@@ -26,6 +25,8 @@ from kolora_core.lora_export import (
     unet_layout,
     write_exports,
 )
+from kolora_core.lora.format import load_lora, lora_state_from_model, save_lora
+from kolora_core.lora.merge import merge_lora
 from kolora_core.models.tiny import ADD_TIME_DIM, CROSS_DIM, TEXT_HIDDEN, build_tiny_models
 
 diffusers = pytest.importorskip("diffusers")

@@ -1,6 +1,6 @@
 """LoRA exports that other tools load at the trained strength: diffusers and kohya/ComfyUI.
 
-kolora's own `lora.safetensors` uses diffsynth module names (`blocks.7.transformer_blocks.0.attn1.to_q`)
+kolora's own `lora.safetensors` (`format.py`) uses diffsynth module names (`blocks.7.transformer_blocks.0.attn1.to_q`)
 that only diffsynth understands. Two more files are written next to it:
 
 * `lora_diffusers.safetensors`: `unet.<diffusers module>.lora_A.weight` / `.lora_B.weight`, the
@@ -33,12 +33,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora import LoRAFile
+from kolora_core.lora.format import A_SUFFIX, B_SUFFIX, LoRAFile
 
 DIFFUSERS_FILE = "lora_diffusers.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
 EXPORT_FORMAT = "kolora-lora-export-v1"
-_A, _B = ".lora_A.default.weight", ".lora_B.default.weight"
 
 
 @dataclass(frozen=True)
@@ -154,7 +153,7 @@ def diffsynth_to_diffusers(name: str, blocks: dict[int, BlockName], sgm: bool = 
 
 
 def _pairs(lora: LoRAFile) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    return [(m, lora.tensors[m + _A].float(), lora.tensors[m + _B].float()) for m in lora.modules()]
+    return [(m, *(t.float() for t in lora.pair(m))) for m in lora.modules()]
 
 
 def to_diffusers(lora: LoRAFile, layout: Sequence[str]) -> dict[str, torch.Tensor]:
@@ -230,9 +229,9 @@ def read_export(path: Path, layout: Sequence[str]) -> LoRAFile:
             if base not in names:
                 raise KoloraError(f"{path}: {base} is no attention layer of this UNet layout")
             if kind == "lora_down.weight":
-                out[names[base] + _A] = value
+                out[names[base] + A_SUFFIX] = value
             elif kind == "lora_up.weight":
-                out[names[base] + _B] = value
+                out[names[base] + B_SUFFIX] = value
             elif kind == "alpha":
                 alphas.add(float(value))
         alpha = alphas.pop() if len(alphas) == 1 else float(rank)
@@ -242,7 +241,7 @@ def read_export(path: Path, layout: Sequence[str]) -> LoRAFile:
             base, kind = key.rsplit(".", 2)[0], ".".join(key.rsplit(".", 2)[1:])
             if base not in names:
                 raise KoloraError(f"{path}: {base} is no attention layer of this UNet layout")
-            out[names[base] + (_A if kind == "lora_A.weight" else _B)] = value
+            out[names[base] + (A_SUFFIX if kind == "lora_A.weight" else B_SUFFIX)] = value
         alpha = float(rank)
     return LoRAFile(tensors=out, rank=rank, alpha=alpha, metadata=metadata)
 
