@@ -2,13 +2,13 @@
 
 Assembles the release directory (LoRA + exports, report.json, report.html, grid.png, release.json) of a
 LoRA whose evaluation gate passed, and refuses otherwise. The workflow uploads the directory to
-`<publish.prefix>/<name>/<version>/` and then `latest.json` with `kolora_core.publish.publish_release`;
+`<publish.prefix>/<name>/<version>/` and then `latest.json` with `kolora_core.release.promote`;
 this stage knows nothing of S3. The exact command of the publish container.
 """
 
 import sys
 
-from kolora_core.publish import run_publish
+from kolora_core.release.run import run_publish
 from kolora_core.stage_cli import stage_main
 
 

@@ -1,8 +1,8 @@
 """`kolora publish`: promote a release directory into `<prefix>/<name>/<version>/` + `<prefix>/<name>/latest.json`.
 
 The publish stage only assembles the release (no stage reads or writes the store); this command uploads it
-with `kolora_core.publish.publish_release`: release.json after every other file, latest.json last, and a
-version that is already published is never written again (the same LoRA is a no-op, another one is refused).
+with `kolora_core.release.promote`: release.json after every other file, latest.json last, and a version
+that is already published is never written again (the same LoRA is a no-op, another one is refused).
 It is the `promote` step of the Argo workflow; the local runner does the same after a passing run.
 
 Examples:
@@ -15,14 +15,11 @@ Credentials: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION) from the
 from __future__ import annotations
 
 import argparse
-import tempfile
 from pathlib import Path
 
 from kolora_core.errors import KoloraError
-from kolora_core.publish import RELEASE_MANIFEST, S3StoreStorage, publish_release
+from kolora_core.release.promote import DEFAULT_PREFIX, promote, promote_key
 from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store
-
-DEFAULT_PREFIX = "models"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -44,17 +41,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(func=_publish_command)
 
 
-def promote(store: S3Store, release_dir: Path, prefix: str = DEFAULT_PREFIX) -> str:
-    """Publish `release_dir` into `store`; returns one line saying what happened and where."""
-    if not prefix.strip("/"):
-        raise KoloraError("--prefix is empty: releases need a key prefix such as 'models'")
-    result = publish_release(S3StoreStorage(store), release_dir, prefix)
-    where = f"s3://{store.bucket}/{result.version_prefix}"
-    if result.status == "published":
-        return f"published {where} ({len(result.uploaded)} objects written, latest: s3://{store.bucket}/{result.latest_key})"
-    return f"already published {where} with the same LoRA; latest: s3://{store.bucket}/{result.latest_key}"
-
-
 def _publish_command(args: argparse.Namespace) -> int:
     store = S3Store(S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region))
     store.ensure_bucket()
@@ -62,10 +48,6 @@ def _publish_command(args: argparse.Namespace) -> int:
         if not args.release.is_dir():
             raise KoloraError(f"--release {args.release} is not a directory")
         print(f"kolora publish: {promote(store, args.release, args.prefix)}")
-        return 0
-    with tempfile.TemporaryDirectory(prefix="kolora-release-") as tmp:
-        local = Path(tmp) / "release"
-        if store.download(args.run_release, local) != "dir" or not (local / RELEASE_MANIFEST).is_file():
-            raise KoloraError(f"s3://{args.bucket}/{args.run_release} is not a release directory (no {RELEASE_MANIFEST})")
-        print(f"kolora publish: {promote(store, local, args.prefix)}")
+    else:
+        print(f"kolora publish: {promote_key(store, args.run_release, args.prefix)}")
     return 0

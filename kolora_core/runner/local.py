@@ -9,7 +9,7 @@ cluster. After the run, outputs are copied to `runs/<run-id>/` and summarised.
 Promotion: a DAG task named `promote` (the Argo step that uploads the release with `kolora publish`, its
 S3 keys from a Secret) is not executed here; instead, after a Succeeded run whose `publish` task Succeeded,
 the runner itself publishes that task's `release` output into the run's own store under
-`<publish-prefix parameter, default models>/<name>/<version>/` (kolora_core.cli.publish.promote).
+`<publish-prefix parameter, default models>/<name>/<version>/` (kolora_core.release.promote).
 
 Public entry point: `run_workflow(RunOptions(...)) -> RunResult`.
 """
@@ -33,6 +33,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, TextIO
 
 from kolora_core.errors import KoloraError
+from kolora_core.release.promote import DEFAULT_PREFIX, promote
 from kolora_core.runner.engines import REPO_ROOT, Engine, StepRun, get_engine
 from kolora_core.runner.expressions import TaskOutcome, evaluate_when, should_retry, substitute, variables_in
 from kolora_core.runner.records import ArtifactRef, NodeRecord, RunResult
@@ -55,7 +56,7 @@ DEFAULT_TEMPLATE = Path("workflows/dist/kolora-pipeline.yaml")
 RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 LOG_TAIL = 20
 PUBLISH_TASK, RELEASE_ARTIFACT, PROMOTE_TASK = "publish", "release", "promote"
-PREFIX_PARAMETER, DEFAULT_PUBLISH_PREFIX = "publish-prefix", "models"
+PREFIX_PARAMETER = "publish-prefix"
 
 
 @dataclass
@@ -173,7 +174,7 @@ def run_workflow(options: RunOptions) -> RunResult:
         _best_effort(executor.collect, result.warnings, "collecting outputs")
         if result.ok:
             try:
-                executor.promote(parameters.get(PREFIX_PARAMETER, DEFAULT_PUBLISH_PREFIX))
+                executor.promote(parameters.get(PREFIX_PARAMETER, DEFAULT_PREFIX))
             except KoloraError as exc:
                 error = KoloraError(f"promotion: {exc}")
                 result.error, result.status = str(error), "Failed"
@@ -625,8 +626,6 @@ class _Executor:
 
     def promote(self, prefix: str) -> None:
         """Publish a Succeeded `publish` task's release into this run's store (what Argo's `promote` step does)."""
-        from kolora_core.cli.publish import promote
-
         node = next((n for n in self.nodes if n.task == PUBLISH_TASK and n.phase == "Succeeded"), None)
         if node is None or RELEASE_ARTIFACT not in node.artifacts:
             return

@@ -10,9 +10,11 @@ import pytest
 
 from kolora_core.cli import main as kolora
 from kolora_core.errors import KoloraError
-from kolora_core.publish import LATEST, RELEASE_MANIFEST, S3StoreStorage
+from kolora_core.release.assemble import RELEASE_MANIFEST
+from kolora_core.release.publish import LATEST
+from kolora_core.storage.objects import S3StoreStorage
 from kolora_core.storage.s3 import S3Store
-from tests.publish.test_publish import _release
+from tests.release.test_release import _release
 
 
 def _cli(store: S3Store, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:

@@ -12,15 +12,10 @@ from PIL import Image
 from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError
 from kolora_core.lora.format import save_lora
-from kolora_core.publish import (
-    LATEST,
-    RELEASE_MANIFEST,
-    LocalStorage,
-    S3StoreStorage,
-    assemble_release,
-    publish_release,
-    upload_to_modelscope,
-)
+from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
+from kolora_core.release.modelscope import upload_to_modelscope
+from kolora_core.release.publish import LATEST, publish_release
+from kolora_core.storage.objects import LocalStorage, S3StoreStorage
 from tests.conftest import mark_complete
 
 
