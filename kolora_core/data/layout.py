@@ -1,4 +1,4 @@
-"""On-disk layout of the data artifacts: the single definition the ingest, filter and train stages share.
+"""On-disk layout of the data artifacts: the one owner of these formats, for the ingest, filter and train stages.
 
 `dataset` (ingest output, filter input)::
 
@@ -6,10 +6,11 @@
     dataset.jsonl              one Record per line, in source order
     ingest_report.json         counts and every skipped input with its reason
 
-`trainset` (filter output, DiffSynth's `TextImageDataset` layout)::
+`trainset` (filter output, train input; DiffSynth's own layout, what
+`diffsynth.data.simple_text_image.TextImageDataset` reads)::
 
     train/<i>.png              i = 0..kept-1 in dataset order
-    train/metadata.csv         columns file_name,text (utf-8, no BOM)
+    train/metadata.csv         columns file_name,text (utf-8, no BOM; a BOM is accepted when read)
 
 `filter-report`::
 
@@ -115,3 +116,30 @@ def write_train_metadata(path: Path, rows: list[tuple[str, str]]) -> None:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(TRAIN_COLUMNS)
         writer.writerows(rows)
+
+
+def read_trainset(root: Path) -> list[tuple[str, str]]:
+    """(file_name, text) rows; an empty or broken set fails here, before any model is loaded."""
+    metadata = root / TRAIN_DIR / TRAIN_METADATA
+    if not metadata.exists():
+        raise KoloraError(f"training set {root} has no {TRAIN_DIR}/{TRAIN_METADATA}: pass the filter stage's trainset directory")
+    with metadata.open(encoding="utf-8-sig", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if not reader.fieldnames or not set(TRAIN_COLUMNS) <= set(reader.fieldnames):
+            raise KoloraError(f"{metadata} must have the columns file_name,text; found {reader.fieldnames}")
+        rows = [(row["file_name"], row["text"]) for row in reader]
+    if not rows:
+        raise KoloraError(f"training set {metadata} lists no images: the filter kept nothing; loosen filter.ops")
+    for file_name, _ in rows:
+        if not (root / TRAIN_DIR / file_name).is_file():
+            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}")
+    return rows
+
+
+def trainset_fingerprint(root: Path, rows: list[tuple[str, str]]) -> str:
+    """sha256 over captions and image bytes, in metadata order: names the data a LoRA was trained on."""
+    digest = hashlib.sha256()
+    for file_name, text in rows:
+        digest.update(text.encode("utf-8") + b"\0")
+        digest.update(hashlib.sha256((root / TRAIN_DIR / file_name).read_bytes()).digest())
+    return digest.hexdigest()

@@ -29,7 +29,7 @@ import torch
 from diffsynth import SDXLImagePipeline
 
 from kolora_core.config import TrainConfig
-from kolora_core.datasets import TRAIN_DIR
+from kolora_core.data.layout import TRAIN_DIR
 from kolora_core.training.sampling import crop_box_for, resized, training_tensor
 
 log = logging.getLogger("kolora.train")

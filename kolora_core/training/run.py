@@ -29,7 +29,7 @@ from diffsynth import SDXLImagePipeline
 from lightning.fabric import Fabric
 
 from kolora_core.config import RunConfig, TrainConfig, dump_config
-from kolora_core.datasets import TRAIN_DIR, read_trainset, trainset_fingerprint
+from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.lora.export import unet_layout, write_exports

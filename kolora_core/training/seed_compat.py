@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from kolora_core.config import TrainConfig
-from kolora_core.datasets import TRAIN_DIR
+from kolora_core.data.layout import TRAIN_DIR
 from kolora_core.lora.format import lora_state_from_model
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager

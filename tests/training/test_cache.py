@@ -11,7 +11,7 @@ from diffsynth.data.simple_text_image import TextImageDataset
 from diffsynth.models.kolors_text_encoder import ChatGLMModel
 
 from kolora_core.config import TrainConfig
-from kolora_core.datasets import read_trainset
+from kolora_core.data.layout import read_trainset
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.training.cache import build_cache

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kolora_core.config import TrainConfig
-from kolora_core.datasets import read_trainset
+from kolora_core.data.layout import read_trainset
 from kolora_core.models.layout import ModelDir
 from kolora_core.training.seed_compat import REPORT_FILE, seed_compat_check
 from tests.training.helpers import lora_max_diff, losses, train
