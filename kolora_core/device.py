@@ -1,4 +1,7 @@
-"""Device and dtype choice shared by training and generation."""
+"""Where the torch stages (train, generate, evaluate) run: `device` of the run config, resolved on this machine.
+
+Dtypes are not chosen here: `kolora_core.training.precision` owns every one of them.
+"""
 
 from __future__ import annotations
 
@@ -14,8 +17,3 @@ def resolve_device(requested: str) -> str:
     if requested == "cuda" and not torch.cuda.is_available():
         raise KoloraError("device is 'cuda' but no CUDA GPU is visible: set device: cpu (or auto) or run on a GPU node")
     return requested
-
-
-def weights_dtype(device: str) -> torch.dtype:
-    """fp16 weights on GPU as the seed does; fp32 on CPU, where fp16 kernels are slow or missing."""
-    return torch.float16 if device == "cuda" else torch.float32

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from kolora_core.config import GenerateConfig, RunConfig
-from kolora_core.device import resolve_device, weights_dtype
+from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
@@ -32,6 +32,7 @@ from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
 log = logging.getLogger("kolora.generate")
 
@@ -65,12 +66,6 @@ class LoRAStrength:
             self.lora.scale,
         )
         self.current = strength
-
-
-def vae_dtype(generate: GenerateConfig, device: str) -> torch.dtype:
-    if generate.vae_dtype == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return getattr(torch, generate.vae_dtype)
 
 
 def _by_strength(jobs: list[Job]) -> dict[float, list[Job]]:
@@ -140,7 +135,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest()
     device = resolve_device(config.device)
-    manager = load_model_manager(model_dir, device, weights_dtype(device))
+    manager = load_model_manager(model_dir, device, generation_weights_dtype(device))
     common = {
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),

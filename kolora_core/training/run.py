@@ -39,6 +39,7 @@ from kolora_core.models.loading import load_model_manager
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.precision import fabric_precision, fast_weights_dtype, is_full_precision, seed_weights_dtype
 from kolora_core.training.progress import ProgressLog
 from kolora_core.training.sampling import (
     NUM_TRAIN_TIMESTEPS,
@@ -61,25 +62,11 @@ class SimulatedCrash(RuntimeError):
     """Raised by the KOLORA_TEST_CRASH_AT_STEP hook."""
 
 
-def fabric_precision(precision: str) -> str:
-    return "32-true" if precision == "32" else precision
-
-
-def seed_weights_dtype(precision: str) -> torch.dtype:
-    """As train_kolors_lora.py: frozen weights in fp32 only for full-precision runs, else fp16."""
-    return torch.float32 if precision in ("32", "32-true") else torch.float16
-
-
-def fast_weights_dtype(precision: str) -> torch.dtype:
-    """Frozen weights in the autocast dtype: fp16 for 16-mixed (the seed), bf16 for bf16-mixed."""
-    return {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision, torch.float32)
-
-
 def oom_message(train: TrainConfig) -> str:
     lower = [f"train.batch_size (now {train.batch_size})"]
     if not train.gradient_checkpointing:
         lower.append("set train.gradient_checkpointing true (about 1/3 slower, a fraction of the activation memory)")
-    if train.precision in ("32", "32-true"):
+    if is_full_precision(train.precision):
         lower.append("use train.precision bf16-mixed")
     lower.append(f"or lower train.resolution (now {train.resolution})")
     return f"GPU out of memory at train.resolution {train.resolution}, train.batch_size {train.batch_size}: lower " + ", ".join(

@@ -20,7 +20,6 @@ precision, fp32 for 32-true): bf16 weights are a fast-engine option the seed nev
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import logging
@@ -36,6 +35,7 @@ from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.training.cache import build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.precision import autocast, fabric_precision, seed_weights_dtype
 from kolora_core.training.sampling import (
     NUM_TRAIN_TIMESTEPS,
     crop_box_for,
@@ -50,19 +50,13 @@ from kolora_core.training.seed_module import SeedLoRAModule
 log = logging.getLogger("kolora.train")
 REPORT_FILE = "seed_compat.json"
 # fp32 on the same device: the two paths run the same kernels, so only summation order may differ.
-TOLERANCE = {"32-true": 1e-6, "32": 1e-6, "16-mixed": 2e-3, "bf16-mixed": 1e-2}
-
-
-def _autocast(precision: str, device: str) -> Any:
-    if precision in ("16-mixed", "bf16-mixed"):
-        return torch.autocast(device, dtype=torch.float16 if precision == "16-mixed" else torch.bfloat16)
-    return contextlib.nullcontext()
+TOLERANCE = {"32-true": 1e-6, "16-mixed": 2e-3, "bf16-mixed": 1e-2}  # by fabric_precision
 
 
 def seed_compat_check(
     train: TrainConfig, trainset: Path, rows: list[tuple[str, str]], model_dir: ModelDir, device: str
 ) -> dict[str, Any]:
-    dtype = torch.float32 if train.precision in ("32", "32-true") else torch.float16
+    dtype = seed_weights_dtype(train.precision)
     train = train.model_copy(update={"timestep_sampling": "per_batch", "compile": False})
     manager = load_model_manager(model_dir, "cpu", dtype)
     fast_unet = copy.deepcopy(manager.fetch_model("sdxl_unet"))
@@ -88,7 +82,7 @@ def seed_compat_check(
 
     seed_module.to(device)
     torch.manual_seed(noise_seed)
-    with _autocast(train.precision, device):
+    with autocast(train.precision, device):
         seed_loss = seed_module.training_step(batch, 0)
     seed_loss.backward()
     seed_grads = {n: p.grad.detach().float().cpu() for n, p in seed_module.pipe.unet.named_parameters() if p.grad is not None}
@@ -100,7 +94,7 @@ def seed_compat_check(
         sub_rows,
         train,
         torch.device(device),
-        lambda: _autocast(train.precision, device),
+        lambda: autocast(train.precision, device),
         free_encoders=False,
     )
     seed_module.to("cpu")
@@ -114,7 +108,7 @@ def seed_compat_check(
     ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=timestep_gen)
     noisy, timesteps = add_noise(kolors_train_scheduler(), latents, noise, ids)
     module = FastLoRAModule(fast_unet, train).to(device)
-    with _autocast(train.precision, device):
+    with autocast(train.precision, device):
         fast_loss = module(noisy, timesteps, embeddings, pooled, noise)
     fast_loss.backward()
     fast_grads = {n: p.grad.detach().float().cpu() for n, p in fast_unet.named_parameters() if p.grad is not None}
@@ -127,7 +121,7 @@ def seed_compat_check(
         if seed_grads.keys() == fast_grads.keys()
         else float("inf")
     )
-    tolerance = TOLERANCE[train.precision]
+    tolerance = TOLERANCE[fabric_precision(train.precision)]
     report = {
         "passed": bool(
             init_equal
