@@ -3,11 +3,13 @@
 A stage is a container that reads input directories and writes output directories. The stage CLIs
 (`jobs/`) build their flags from these specs, the hera workflow builds its container templates and
 artifact paths from them, and the Dockerfiles are tested against them, so the three cannot drift.
-Container paths live under `/kolora`; the local process engine maps that root to a scratch dir.
+The local runner's executor reads them too (`stage_of`: which steps get GPUs or a network), so its
+engines stay generic. Container paths live under `/kolora`; the process engine maps that root to a scratch dir.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 CONTAINER_ROOT = "/kolora"
@@ -35,6 +37,11 @@ class Stage:
 
     def output_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/outputs/{artifact}"
+
+    @property
+    def downloads(self) -> bool:
+        """Stages without inputs fetch from outside (ingest, fetch-models: ModelScope); the others need no network."""
+        return not self.inputs
 
     @property
     def command(self) -> list[str]:
@@ -92,3 +99,11 @@ STAGES: dict[str, Stage] = {
         ),
     )
 }
+
+
+def stage_of(argv: Sequence[str]) -> Stage | None:
+    """The kolora stage a command runs (`python -m jobs.<stage> ...`); None for any other command."""
+    for i, arg in enumerate(argv[:-1]):
+        if arg == "-m":
+            return next((s for s in STAGES.values() if s.module == argv[i + 1]), None)
+    return None

@@ -22,13 +22,13 @@ import subprocess
 import sys
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
 from kolora_core.errors import KoloraError
-from kolora_core.stages import CONTAINER_ROOT, STAGES, Stage
+from kolora_core.stages import CONTAINER_ROOT
 
 LineSink = Callable[[str, str], None]
 """Called with (stream, line) for every line a step prints; stream is "stdout" or "stderr"."""
@@ -47,6 +47,8 @@ class StepRun:
     env: dict[str, str] = field(default_factory=dict)
     scratch: Path = Path()  # the host directory that is /kolora for this step
     script: str | None = None  # script templates: the source, run as the command's last argument
+    gpu: bool = False  # a GPU step: container engines pass it the GPUs of KOLORA_GPUS
+    network: bool = False  # may reach the network (a download); container engines give other steps none
 
 
 class Engine(ABC):
@@ -145,14 +147,6 @@ class ImageUser:
         return self.uid == 0
 
 
-def stage_of(argv: Sequence[str]) -> Stage | None:
-    """The kolora stage a command runs (`python -m jobs.<stage> ...`); None for any other command."""
-    for i, arg in enumerate(argv[:-1]):
-        if arg == "-m":
-            return next((s for s in STAGES.values() if s.module == argv[i + 1]), None)
-    return None
-
-
 def image_registry(image: str) -> str:
     """The registry host of an image reference (`docker.io` when the reference names none)."""
     first, sep, _ = image.partition("/")
@@ -174,10 +168,10 @@ class ContainerEngine(Engine):
       directory is made writable for it before each run: chowned to its uid/gid when the runner is root (rootful
       podman or docker), mapped with `--userns=keep-id:uid=..,gid=..` under rootless podman, else its
       directories are made world-writable (docker driven by a non-root user).
-    * network: `none` (the runner, not the container, talks to S3), except for stages without inputs (ingest,
-      fetch-models download from ModelScope), which get the engine's default network.
+    * network: `none` (the runner, not the container, talks to S3), except for steps marked `network` (the
+      stages without inputs: ingest, fetch-models download from ModelScope), which get the engine's default network.
       KOLORA_CONTAINER_NETWORK (e.g. `host`, `none`) overrides it for every step.
-    * GPUs: KOLORA_GPUS (`all` or device ids `0,1`) gives the steps of GPU stages the NVIDIA GPUs (docker
+    * GPUs: KOLORA_GPUS (`all` or device ids `0,1`) gives the steps marked `gpu` the NVIDIA GPUs (docker
       `--gpus`, podman CDI `--device nvidia.com/gpu=...`); without it they run on the CPU.
     * `--init` (signals reach Python, children are reaped), `--shm-size` (the workflow's /dev/shm emptyDir), and
       extra global flags from the environment variable `flags_env` (KOLORA_PODMAN_FLAGS, KOLORA_DOCKER_FLAGS).
@@ -204,11 +198,11 @@ class ContainerEngine(Engine):
     def base(self) -> list[str]:
         return [self.binary, *self.global_flags]
 
-    def network_for(self, stage: Stage | None) -> str | None:
+    def network_for(self, step: StepRun) -> str | None:
         """`--network` of a step: None means the engine's default network."""
         if self.network:
             return self.network
-        return None if stage is not None and not stage.inputs else "none"
+        return None if step.network else "none"
 
     def gpu_flags(self, devices: str) -> list[str]:
         raise NotImplementedError
@@ -224,15 +218,14 @@ class ContainerEngine(Engine):
         """The full `<engine> run ...` argv of one step."""
         if not step.argv:
             raise KoloraError(f"step {step.node}: no command to run (engine {self.name})")
-        stage = stage_of(step.argv)
         argv = [*self.base(), "run", "--rm", "--name", name, "--init", "--pull", "never"]
         argv += ["--label", f"dev.kolora.node={step.node}"]
-        network = self.network_for(stage)
+        network = self.network_for(step)
         if network is not None:
             argv += ["--network", network]
         argv += ["--volume", f"{step.scratch.resolve()}:{CONTAINER_ROOT}{self.volume_options}", "--workdir", CONTAINER_ROOT]
         argv += ["--shm-size", self.SHM_SIZE, *self.user_flags(user)]
-        if self.gpus and stage is not None and stage.gpu:
+        if self.gpus and step.gpu:
             argv += self.gpu_flags(self.gpus)
         for key, value in sorted(step.env.items()):
             argv += ["--env", f"{key}={value}"]

@@ -47,7 +47,7 @@ from kolora_core.runner.template import (
     load_workflow,
     topological_order,
 )
-from kolora_core.stages import COMPLETE_MARKER, CONTAINER_ROOT
+from kolora_core.stages import COMPLETE_MARKER, CONTAINER_ROOT, stage_of
 from kolora_core.storage.embedded import EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, ArtifactNotFound, S3Settings, S3Store
 
@@ -447,7 +447,11 @@ class _Executor:
             for path in [*out_paths.values(), *param_paths.values()]:
                 _host_path(path, scratch, where)  # refuse paths outside /kolora before the step runs, not after
             # 3. the container itself, retried as retryStrategy.limit says
-            step = StepRun(node=node.node, image=image, argv=tuple(argv), env=env, scratch=scratch, script=script)
+            stage = stage_of(argv)  # what the engine may give the step: GPUs to GPU stages, a network to downloads
+            gpu, network = stage is not None and stage.gpu, stage is not None and stage.downloads
+            step = StepRun(
+                node=node.node, image=image, argv=tuple(argv), env=env, scratch=scratch, script=script, gpu=gpu, network=network
+            )
             code = self._execute(node, step, template)
             node.exit_code = code
             if code != 0:

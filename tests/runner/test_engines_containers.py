@@ -7,6 +7,7 @@ The last tests run `ContainerEngine.run` against a fake `podman` script on PATH,
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -19,14 +20,16 @@ from kolora_core.runner.engines import (
     SCRIPT_NAME,
     ContainerEngine,
     DockerEngine,
+    Engine,
     ImageUser,
     PodmanEngine,
     StepRun,
     get_engine,
     image_registry,
-    stage_of,
 )
-from kolora_core.stages import STAGES
+from kolora_core.runner.local import RunOptions, run_workflow
+from kolora_core.stages import STAGES, stage_of
+from kolora_core.storage.s3 import S3Store
 
 IMAGE = "localhost/kolora-filter:0.1.0"
 USER = ImageUser.parse("10001:10001")
@@ -35,7 +38,8 @@ USER = ImageUser.parse("10001:10001")
 def _step(scratch: Path, stage: str = "filter", **kw) -> StepRun:
     argv = (*STAGES[stage].command, "--profile", "smoke", *STAGES[stage].io_args())
     image = f"localhost/kolora-{STAGES[stage].image}:0.1.0"
-    defaults = dict(node=stage, image=image, argv=argv, env={"PYTHONUNBUFFERED": "1"}, scratch=scratch)
+    traits = {"gpu": STAGES[stage].gpu, "network": STAGES[stage].downloads}  # as the executor marks a stage's step
+    defaults = dict(node=stage, image=image, argv=argv, env={"PYTHONUNBUFFERED": "1"}, scratch=scratch, **traits)
     return StepRun(**{**defaults, **kw})
 
 
@@ -155,8 +159,6 @@ def test_image_user_parsing() -> None:
 
 
 def test_helpers() -> None:
-    assert stage_of(["python", "-m", "jobs.fetch_models", "--x"]) is STAGES["fetch-models"]
-    assert stage_of(["python", "-c", "print(1)"]) is None
     assert image_registry("localhost/kolora-ingest:0.1.0") == "localhost"
     assert image_registry("ghcr.io/kolora/kolora-ingest:0.1.0") == "ghcr.io"
     assert image_registry("python:3.11") == "docker.io"
@@ -209,3 +211,50 @@ def test_run_streams_and_returns_the_exit_code(tmp_path: Path, monkeypatch: pyte
     assert ("stdout", "to stdout") in lines and ("stderr", "to stderr") in lines
     recorded = (tmp_path / "argv.txt").read_text().splitlines()
     assert recorded[:2] == ["--log-level=error", "run"] and IMAGE in recorded
+
+
+STAGE_STEPS = """\
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata:
+  name: stage-steps
+spec:
+  entrypoint: main
+  templates:
+    - name: main
+      dag:
+        tasks:
+          - {name: train, template: train}
+          - {name: ingest, template: ingest}
+          - {name: other, template: other}
+    - name: train
+      container: {image: kolora/train, command: [python, -m, jobs.train, --profile, smoke]}
+    - name: ingest
+      container: {image: kolora/ingest, command: [python, -m, jobs.ingest]}
+    - name: other
+      container: {image: kolora/x, command: [python, -m, kolora_core.cli, publish]}
+"""
+
+
+def test_the_executor_marks_gpu_stages_and_downloads(tmp_path: Path, store: S3Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What decides `--gpus` and `--network` is the stage table, applied by the executor, not by the engine."""
+    seen: dict[str, StepRun] = {}
+
+    class Recording(Engine):
+        name, description = "recording", "records the steps it is given"
+
+        def run(self, step: StepRun, sink: object) -> int:
+            seen[step.node] = step
+            return 0
+
+    monkeypatch.setitem(ENGINES, "recording", Recording)
+    template = tmp_path / "stage-steps.yaml"
+    template.write_text(STAGE_STEPS)
+    options = RunOptions(
+        template=template, engine="recording", s3=store.settings, runs_dir=tmp_path / "runs", console=io.StringIO()
+    )
+    assert run_workflow(options).ok
+    by_image = {step.image: (step.gpu, step.network) for step in seen.values()}
+    assert by_image == {"kolora/train": (True, False), "kolora/ingest": (False, True), "kolora/x": (False, False)}
+    assert stage_of(["python", "-m", "jobs.fetch_models", "--x"]) is STAGES["fetch-models"]
+    assert stage_of(["python", "-c", "print(1)"]) is None
