@@ -26,9 +26,10 @@ run: $(STAMP)  ## run the whole pipeline locally (PROFILE=smoke), outputs in run
 test: $(STAMP)  ## the test suite (what CI runs)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-lint: $(STAMP)  ## ruff lint + format check, and the rendered workflows are up to date
+lint: $(STAMP)  ## ruff lint + format check, the import layers (lint-imports), and the rendered workflows are up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m workflows.render --check
 	$(PY) -m workflows.helm --check
 
