@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from kolora_core.config import EvaluateConfig, RunConfig
+from kolora_core.data.layout import FILTER_REPORT_JSON
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
@@ -33,7 +34,6 @@ GRID = "grid.png"
 REPORT = "report.json"
 REPORT_HTML = "report.html"
 GATE = "gate.txt"
-FILTER_REPORT = "filter_report.json"
 PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
 RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
 
@@ -75,7 +75,7 @@ def _training_facts(lora_dir: Path) -> dict[str, Any]:
 
 
 def _data_facts(report_dir: Path) -> dict[str, Any]:
-    report = json.loads((report_dir / FILTER_REPORT).read_text(encoding="utf-8"))
+    report = json.loads((report_dir / FILTER_REPORT_JSON).read_text(encoding="utf-8"))
     return {key: report[key] for key in ("images_in", "kept", "dropped") if key in report}
 
 
