@@ -17,7 +17,7 @@ This module does the same arithmetic with the same modules, but:
 * the DDIM coefficients are computed on the host up front (the scheduler's `step` reads the timestep back
   from the GPU every step, a device sync), the UNet runs in the weights' dtype (fp16 on GPU) with PyTorch
   SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally `torch.compile`d;
-* the VAE decodes in bfloat16 on GPU / float32 on CPU (`vae_dtype`; both have fp32's exponent range, so no
+* the VAE decodes in bfloat16 on GPU / float32 on CPU (`training.precision.vae_dtype`; both have fp32's exponent range, so no
   overflow to NaN whatever VAE is used), one image at a time.
 
 `tests/inference/test_sampler.py` proves on the tiny model that batch 1 reproduces `SDXLImagePipeline`
