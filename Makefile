@@ -7,8 +7,10 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.kolora-installed
 PROFILE ?= smoke
 PYTEST_ARGS ?=
+# the workflows/dist/ files the Helm chart ships as data (helm/kolora/files/)
+CHART_FILES := kolora-pipeline.yaml kolora-nightly.yaml
 
-.PHONY: help install run test lint format render helm-render lint-workflows bench lock clean smoke-kind images push smoke-containers
+.PHONY: help install run test lint format render lint-workflows bench lock clean smoke-kind images push smoke-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -30,25 +32,24 @@ lint: $(STAMP)  ## ruff lint + format check, and the rendered workflows are up t
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m workflows.render --check
-	$(PY) -m workflows.helm --check
+	@for f in $(CHART_FILES); do cmp -s workflows/dist/$$f helm/kolora/files/$$f || { echo "helm/kolora/files/$$f differs from workflows/dist/$$f: run make render"; exit 1; }; done
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions
+render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions and copy the chart's two into helm/kolora/files/
 	$(PY) -m workflows.render
-
-helm-render: $(STAMP)  ## regenerate the Helm chart's generated files (Argo templates, values block, schema, appVersion)
-	$(PY) -m workflows.helm
+	cd workflows/dist && cp $(CHART_FILES) ../../helm/kolora/files/
 
 smoke-kind:  ## kind + Argo + MinIO + the Helm chart, one smoke run checked in MinIO (needs docker, kind, kubectl, helm)
 	helm/kind-smoke.sh
 
-lint-workflows: render  ## argo lint --offline on the rendered workflows, when the argo CLI is installed
+lint-workflows: render  ## argo lint --offline on the rendered workflows (and the --no-gpu render), when the argo CLI is installed
 	@if command -v argo >/dev/null; then \
 	  argo lint --offline workflows/dist/kolora-pipeline.yaml workflows/dist/kolora-run.yaml workflows/dist/kolora-nightly.yaml && \
-	  argo lint --offline workflows/dist/kolora-pipeline-cpu.yaml; else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
+	  $(PY) -m workflows.render --no-gpu --out runs/lint-no-gpu >/dev/null && argo lint --offline runs/lint-no-gpu/kolora-pipeline.yaml; \
+	else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
 
 bench: $(STAMP)  ## CPU benchmarks of this machine (GPU numbers: docs/benchmarks.md)
 	$(PY) bench/filter_bench.py

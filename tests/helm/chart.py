@@ -22,9 +22,9 @@ import pytest
 import yaml
 
 from tests.argo_schema import CRD_FILES, VERSIONS, require_crd_dir, schema_errors
-from workflows.helm import CHART
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "helm" / "kolora"
 RELEASE = NAMESPACE = "kolora"  # what helm/kind-smoke.sh installs
 KUBERNETES_VERSION = "1.33.0"  # kindest/node v1.33.x in helm/kind-smoke.sh (a test keeps them together)
 CI_DIR = CHART / "ci"
