@@ -41,9 +41,8 @@ def dockerfiles() -> dict[str, Dockerfile]:
 
 @pytest.fixture(scope="module")
 def templates() -> dict[str, dict]:
-    """kolora-pipeline.yaml (GPU) and kolora-pipeline-cpu.yaml, rendered from the current code."""
-    files = render_all()
-    return {name: yaml.safe_load(files[name]) for name in ("kolora-pipeline.yaml", "kolora-pipeline-cpu.yaml")}
+    """kolora-pipeline.yaml with and without GPUs, rendered from the current code."""
+    return {f"gpu={gpu}": yaml.safe_load(render_all(gpu=gpu)["kolora-pipeline.yaml"]) for gpu in (True, False)}
 
 
 def _containers(template: dict) -> dict[str, dict]:
