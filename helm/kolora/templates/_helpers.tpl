@@ -22,7 +22,7 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels Helm adds to the generated Argo objects (which carry the app name/version labels themselves). */}}
+{{/* Labels Helm adds to the Argo objects hera rendered (which carry the app name/version labels themselves). */}}
 {{- define "kolora.releaseLabels" -}}
 helm.sh/chart: {{ include "kolora.chart" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
