@@ -69,7 +69,13 @@ STAGES: dict[str, Stage] = {
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
         ),
-        Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
+        Stage(
+            "fetch-models",
+            "jobs.fetch_models",
+            "ingest",
+            "base model weights in the ModelScope layout, and the evaluation scorers",
+            outputs=("models", "scorers"),
+        ),
         Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
         Stage(
             "generate",
