@@ -91,7 +91,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report"),
+            inputs=("images", "lora", "filter-report", "scorers"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),
