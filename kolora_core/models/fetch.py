@@ -1,8 +1,8 @@
 """Materialise the weight directories: the base model (Kolors from ModelScope, or tiny) and the evaluation scorers.
 
-Run once per model version by the fetch-models stage, never inside training. The hubs' `snapshot_download`
-skips files already complete in `local_dir`, so a retried download resumes; `kolora_core.models.hub` sorts
-download failures into config errors (exit 2) and retryable ones (exit 75).
+Run once per model version by the fetch-models stage, never inside training. Every attempt downloads into the
+stage's fresh staging directory (on Argo a retry is a new pod); `kolora_core.models.hub` sorts download
+failures into config errors (exit 2) and retryable ones (exit 75).
 """
 
 from __future__ import annotations
@@ -79,7 +79,13 @@ def download_scorer(repo: HubRepo, part: str, out: Path) -> None:
     """The configs, then the weights: model.safetensors where the repo has it, pytorch_model.bin otherwise."""
     snapshot(repo, SCORER_FILES[part] + WEIGHT_CHOICES[0], out)
     if not (out / WEIGHT_CHOICES[0][0]).is_file():
-        snapshot(repo, WEIGHT_CHOICES[1], out)
+        # into an EMPTY directory: when the hub cannot be reached, huggingface_hub returns a non-empty local_dir as
+        # it is, which would read as "the repo has no weights" (exit 2) instead of a network failure (exit 75)
+        fallback = out.parent / f".{part}-weights"
+        snapshot(repo, WEIGHT_CHOICES[1], fallback)
+        for path in fallback.iterdir():
+            path.rename(out / path.name)
+        fallback.rmdir()
     if not (out / "config.json").is_file():
         raise KoloraError(f"{repo} has no config.json: not a transformers-format {part} model; point {repo.field} at one")
     if not any((out / choice[0]).is_file() for choice in WEIGHT_CHOICES):

@@ -32,6 +32,7 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, dict[str, bytes]] = {}
         self.fetched: list[str] = []  # "<repo>/<file>" of every GET of a file
+        self.api_calls_before_outage: int | None = None  # answer this many repo-info calls, then 503 (hub down)
 
     def add(self, repo_id: str, directory: Path, extra: dict[str, bytes] | None = None) -> None:
         files = {str(p.relative_to(directory)): p.read_bytes() for p in sorted(directory.rglob("*")) if p.is_file()}
@@ -52,6 +53,11 @@ class FakeHub:
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)
+
+            def _unavailable(self) -> None:
+                self.send_response(503)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
             def _file(self, send_body: bool) -> None:
                 found = re.fullmatch(r"/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<file>.+)", self.path)
@@ -79,6 +85,10 @@ class FakeHub:
                 info = re.fullmatch(r"/api/models/(?P<repo>[^/]+/[^/]+)/revision/(?P<rev>[^/?]+)(?:\?.*)?", self.path)
                 if info is None:
                     return self._file(send_body=True)
+                if hub.api_calls_before_outage is not None:
+                    if hub.api_calls_before_outage <= 0:
+                        return self._unavailable()
+                    hub.api_calls_before_outage -= 1
                 if info["repo"] not in hub.repos:
                     return self._error("RepoNotFound")
                 if info["rev"] not in (COMMIT, DEFAULT_BRANCH):

@@ -116,6 +116,20 @@ def test_pytorch_bin_is_the_fallback_when_a_repo_has_no_safetensors(
     assert from_bin is not None and from_bin.score(images) == pytest.approx(load_aesthetic(published["aesthetic"]).score(images))
 
 
+def test_hub_going_down_between_configs_and_weights_stays_retryable(
+    published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A repo without safetensors needs a second snapshot; the hub answers 503 to it. Not "the repo has no weights"."""
+    fake = FakeHub()
+    fake.add(AESTHETIC_REPO, published["aesthetic"])
+    del fake.repos[AESTHETIC_REPO]["model.safetensors"]
+    fake.api_calls_before_outage = 1
+    config = _config(clip_repo=None)
+    with serve(fake) as endpoint, pytest.raises(TransientError, match=r"pytorch_model.bin of hf://shunk031/.*LocalEntryNotFound"):
+        point_hf_client_at(endpoint, monkeypatch)
+        fetch_scorers(config.evaluate, config.models, tmp_path / "s")
+
+
 def test_unknown_repo_and_revision_are_config_errors_naming_repo_and_files(hub: FakeHub, tmp_path: Path) -> None:
     config = _config(aesthetic_repo="hf://nobody/nothing")
     with pytest.raises(KoloraError) as caught:
