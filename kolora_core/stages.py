@@ -69,7 +69,13 @@ STAGES: dict[str, Stage] = {
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
         ),
-        Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
+        Stage(
+            "fetch-models",
+            "jobs.fetch_models",
+            "ingest",
+            "base model weights in the ModelScope layout, and the evaluation scorers",
+            outputs=("models", "scorers"),
+        ),
         Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
         Stage(
             "generate",
@@ -85,7 +91,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report"),
+            inputs=("images", "lora", "filter-report", "scorers"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),

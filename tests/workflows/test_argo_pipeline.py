@@ -127,7 +127,7 @@ def test_dag_dependencies(template: dict) -> None:
         "fetch-models": None,  # in parallel with ingest and filter
         "train": "filter && fetch-models",
         "generate": "fetch-models && train",
-        "evaluate": "filter && train && generate",
+        "evaluate": "filter && fetch-models && train && generate",  # fetch-models: its scorers
         "publish": "train && evaluate",  # evaluate: its `when` reads the gate
         "promote": "publish.Succeeded",
     }
