@@ -42,7 +42,7 @@ render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions
 helm-render: $(STAMP)  ## regenerate the Helm chart's generated files (Argo templates, values block, schema, appVersion)
 	$(PY) -m workflows.helm
 
-smoke-kind:  ## kind + Argo + MinIO + the Helm chart, one smoke run checked in MinIO (needs docker, kind, kubectl, helm)
+smoke-kind:  ## kind + Argo + SeaweedFS + the Helm chart, one smoke run checked in the store (needs docker, kind, kubectl, helm)
 	helm/kind-smoke.sh
 
 lint-workflows: render  ## argo lint --offline on the rendered workflows, when the argo CLI is installed
