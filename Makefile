@@ -65,5 +65,5 @@ push:  ## build and push the images: make push REGISTRY=ghcr.io/you
 smoke-containers: $(STAMP)  ## build the images, run the smoke profile through them (podman/docker), check runs/latest (slow)
 	PY=$(PY) images/smoke.sh
 
-clean:  ## remove local runs and caches (keeps .venv)
+clean:  ## remove local runs, the embedded store (runs/.store: published releases too) and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

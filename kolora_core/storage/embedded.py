@@ -205,17 +205,24 @@ class EmbeddedS3:
         self._reap_orphan()
 
     def _reap_orphan(self) -> None:
-        """A server left by a dead owner (possible only where PDEATHSIG is missing) would share our files: kill it."""
-        pid = _read_json(self.directory / "server.json").get("pid")
-        if not isinstance(pid, int) or pid <= 1:
-            return
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            return
-        if f"-dir={self.directory / 'data'}".encode() in cmdline:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
+        """Clean up after a previous server of this store whose owner died without stopping it.
+
+        With PDEATHSIG the kernel has killed it already; where that is missing, a live one would share our
+        files, so it is killed. Either way its unix sockets in /tmp (named by its ports) are removed.
+        """
+        previous = _read_json(self.directory / "server.json")
+        pid = previous.get("pid")
+        if isinstance(pid, int) and pid > 1:
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                cmdline = []
+            if f"-dir={self.directory / 'data'}".encode() in cmdline:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        ports = previous.get("ports")
+        if isinstance(ports, dict):
+            _remove_sockets([p for p in ports.values() if isinstance(p, int)])
 
     def _credentials(self) -> tuple[str, str]:
         """This store's S3 keys, generated at its first start and kept beside the data (0600)."""
@@ -368,11 +375,7 @@ class EmbeddedS3:
             process.kill()
         process.wait(timeout=30)
         if self.ports is not None:
-            # weed also listens on /tmp/seaweedfs-<component>-<port>.sock (no flag moves them all) and leaves them
-            for port in self.ports.values():
-                for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
-                    with contextlib.suppress(OSError):
-                        sock.unlink()
+            _remove_sockets(self.ports.values())
 
     def stop(self) -> None:
         """Stop the server (if running), release the store; idempotent."""
@@ -390,6 +393,14 @@ class EmbeddedS3:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _remove_sockets(ports: list[int]) -> None:
+    """weed also listens on /tmp/seaweedfs-<component>-<port>.sock (no flag moves them all) and leaves them behind."""
+    for port in ports:
+        for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            with contextlib.suppress(OSError):
+                sock.unlink()
 
 
 def _read_json(path: Path) -> dict[str, Any]:

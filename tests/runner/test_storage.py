@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import signal
 import subprocess
 import sys
@@ -70,11 +71,17 @@ def test_no_store_process_outlives_an_interrupted_run(tmp_path: Path, sig: signa
             assert time.monotonic() < deadline and run.poll() is None, "the run did not reach its step"
             time.sleep(0.1)
         (server,) = store_processes(runs / STORE_DIRNAME)
+        ports = json.loads((runs / STORE_DIRNAME / "server.json").read_text())["ports"].values()
         listening = [c for c in server.net_connections("inet") if c.status == psutil.CONN_LISTEN]
         assert len(listening) == 8 and {c.laddr.ip for c in listening} == {"127.0.0.1"}  # `ss -ltn` during a run
         run.send_signal(sig)
         run.wait(timeout=60)
         assert wait_gone(runs / STORE_DIRNAME) == []
+        if sig == signal.SIGINT:  # the runner stopped the store itself, sockets included; SIGTERM: the kernel did
+            assert not [p for p in ports if list(Path("/tmp").glob(f"seaweedfs-*-{p}.sock"))]
+        with EmbeddedS3(runs / STORE_DIRNAME):  # the next start clears what a killed server left in /tmp
+            pass
+        assert not [p for p in ports if list(Path("/tmp").glob(f"seaweedfs-*-{p}.sock"))]
     finally:
         run.kill()
         for proc in psutil.process_iter(["cmdline"]):  # the step itself, orphaned by SIGTERM (issue 13's to fix)
