@@ -111,10 +111,11 @@ def find_weed() -> Path:
 
 def _die_with_parent(parent: int) -> Any:
     """A preexec_fn: the child gets SIGKILL when the thread that started it ends, however it ends (Linux)."""
+    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # looked up before the fork, not in the child
 
     def apply() -> None:
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+        if prctl is not None:
+            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
         if os.getppid() != parent:  # the parent died before prctl took effect
             os._exit(1)
 

@@ -258,17 +258,20 @@ class S3Store:
 
         started = time.monotonic()
         threading.Thread(target=run, name="kolora-s3", daemon=True).start()
-        while not done.wait(max(0.0, min(self.settings.notice_every, started + limit - time.monotonic()))):
-            waited = time.monotonic() - started
-            if waited >= limit:
-                progress.cancelled.set()
-                raise KoloraError(
-                    f"{self.settings.label} did not finish to {action} within its deadline of {limit:.0f} s "
-                    f"({_size_text(progress.moved)} of {_size_text(size)} moved): check the server and rerun"
-                )
-            moved = f", {_size_text(progress.moved)} of {_size_text(size)}" if size else ""
-            where = self.settings.label
-            log.warning("kolora: still waiting for %s to %s (%.0f s of at most %.0f s%s)", where, action, waited, limit, moved)
+        try:
+            while not done.wait(max(0.0, min(self.settings.notice_every, started + limit - time.monotonic()))):
+                waited = time.monotonic() - started
+                if waited >= limit:
+                    raise KoloraError(
+                        f"{self.settings.label} did not finish to {action} within its deadline of {limit:.0f} s "
+                        f"({_size_text(progress.moved)} of {_size_text(size)} moved): check the server and rerun"
+                    )
+                moved = f", {_size_text(progress.moved)} of {_size_text(size)}" if size else ""
+                line = "kolora: still waiting for %s to %s (%.0f s of at most %.0f s%s)"
+                log.warning(line, self.settings.label, action, waited, limit, moved)
+        except BaseException:  # the deadline, Ctrl-C: the worker stops at its next chunk or file, marker unsent
+            progress.cancelled.set()
+            raise
         if "error" in box:
             raise box["error"]
         return box["value"]

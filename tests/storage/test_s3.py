@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import signal
 import socket
 import tarfile
 import threading
@@ -112,6 +113,27 @@ def test_an_upload_cut_off_by_its_deadline_never_sends_the_marker(store: S3Store
         hurried.upload(src, "r/cut", archive=False)
     time.sleep(2)  # the abandoned worker stops at its next chunk; give it time to misbehave if it would
     assert store.list_keys(f"r/cut/{COMPLETE_MARKER}") == []
+
+
+def test_an_upload_interrupted_by_ctrl_c_never_sends_the_marker(store: S3Store, tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "weights.bin").write_bytes(b"\0" * (96 * 2**20))
+    (src / COMPLETE_MARKER).write_text("{}")
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, 0.3)
+        with pytest.raises(KeyboardInterrupt):
+            store.upload(src, "r/ctrl-c", archive=False)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(3)  # long enough for the rest of the upload, marker included, if the worker went on
+    assert store.list_keys(f"r/ctrl-c/{COMPLETE_MARKER}") == []
 
 
 # --- conditional writes (what publishing's compare-and-swap needs) --------------------------------------------
