@@ -8,15 +8,21 @@ first, text encoder released, cond+uncond (and `batch` prompts) in one UNet call
 (the stage's `generate.vae_dtype: auto` on a GPU; BENCH_VAE=float32 to compare).
 Settings are the seed's: 50 steps, cfg 4, 1024x1024, the seed notebook's prompts and negative prompts.
 
-    python bench/generate_bench.py                 # GPU: variants b1, b8, b8+compile (~3.5 min on an H100)
+    python bench/generate_bench.py                 # GPU: b8 compiled, and with FP8 linear layers
     python bench/generate_bench.py --tiny          # CPU smoke test on the tiny models (64 px, 4 steps)
 
 Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RES (default 1024),
 BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
-b<batch>[+flag...]; flags: compile (torch.compile of the UNet, ~100 s), cl (channels_last), bm
-(cudnn.benchmark), cudnn (cuDNN SDPA first), tune (inductor coordinate-descent tuning: ~5 min more compiling),
-mat (compile mode max-autotune-no-cudagraphs: longer still); default "b1,b8,b8+compile"; add "seed" to time
-diffsynth's SDXLImagePipeline on the same models in the same process).
+b<batch>[+flag...]; flags: compile (the stage's default on a GPU: each UNet layer compiled, kernels cached),
+whole (the whole UNet as one compiled graph instead), fp8 (generate.fp8: FP8 linear layers), cl (channels_last),
+bm (cudnn.benchmark), cudnn (cuDNN SDPA first), tune (inductor coordinate-descent tuning), mat (compile mode
+max-autotune-no-cudagraphs); default "b8+compile,b8+compile+fp8"; add "seed" to time diffsynth's
+SDXLImagePipeline on the same models in the same process), BENCH_COMPILE_CACHE (compile cache directory; default
+a fresh temporary one: a cold start).
+
+Every variant renders the same requests (prompts and seeds), so each line after the first also gives its images'
+difference from the first variant's (`image_diff_vs`: mean absolute difference in 0-255 pixel values and PSNR),
+the check asked of FP8 against bf16/fp16 on the same seeds.
 
 Output lines (`what`):
 * env, built_random_models: GPU, construction seconds and parameter counts;
@@ -33,13 +39,16 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,7 +64,7 @@ TINY = "--tiny" in sys.argv
 GEN = int(os.environ.get("BENCH_GEN_IMAGES", "8"))
 RES = int(os.environ.get("BENCH_RES", "64" if TINY else "1024"))
 STEPS = int(os.environ.get("BENCH_STEPS", "4" if TINY else "50"))
-VARIANTS = os.environ.get("BENCH_VARIANTS", "b1,b2" if TINY else "b1,b8,b8+compile").split(",")
+VARIANTS = os.environ.get("BENCH_VARIANTS", "b1,b2" if TINY else "b8+compile,b8+compile+fp8").split(",")
 VAE = os.environ.get("BENCH_VAE", "float32" if TINY else "bfloat16")
 CFG = 4.0
 
@@ -91,7 +100,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "cl", "bm", "cudnn", "tune", "mat"}
+FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "tune", "mat"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -174,6 +183,9 @@ def main() -> None:
     if "seed" in VARIANTS:
         bench_seed_pipeline(te, unet, vdec, device, requests)
 
+    from kolora_core.unet_compile import use_compile_cache
+
+    use_compile_cache(os.environ.get("BENCH_COMPILE_CACHE") or tempfile.mkdtemp(prefix="kolora-compile-"))
     sampler = KolorsSampler(te, unet, vdec, device=device, vae_dtype=getattr(torch, VAE))
     del te
     sampler.encode(["warm-up"])
@@ -204,15 +216,20 @@ def main() -> None:
         sampler.vae_decoder.to(dtype=getattr(torch, VAE), memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = False
 
+    reference: tuple[str, torch.Tensor] | None = None
     for name in (v for v in VARIANTS if v.strip() != "seed"):
         batch, flags = parse_variant(name)
         import torch._inductor.config as inductor
 
         inductor.conv_1x1_as_mm = inductor.coordinate_descent_tuning = "tune" in flags
-        if "compile" in flags:
-            torch._dynamo.reset()  # a fresh compilation with this variant's settings, not the cached one
+        torch._dynamo.reset()  # a fresh compilation with this variant's settings (inductor's disk cache still counts)
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else None
-        sampler.configure_unet(compile_unet="compile" in flags, channels_last="cl" in flags, mode=mode)
+        scope = "whole" if "whole" in flags else "compile" in flags
+        if "fp8" in flags and not sampler.fp8_layers:
+            sampler.configure_unet(compile_unet=False, fp8=True)
+        elif "fp8" not in flags and sampler.fp8_layers:
+            raise SystemExit("BENCH_VARIANTS: put the fp8 variants last (FP8 layers stay FP8)")
+        sampler.configure_unet(compile_unet=scope, channels_last="cl" in flags, mode=mode)
         if device == "cuda":
             torch.backends.cudnn.benchmark = "bm" in flags
         warm = [replace(r, steps=2) for r in requests[:batch]]
@@ -230,6 +247,10 @@ def main() -> None:
             sync(device)
         sampling = (time.perf_counter() - t) / len(rendered)
         sampling_peak = peak_gib(device)
+        pixels = torch.stack([torch.from_numpy(np.asarray(r.image)).float() for r in rendered])
+        reference = reference or (name, pixels)
+        mad = float((pixels - reference[1]).abs().mean())
+        mse = float(((pixels - reference[1]) ** 2).mean())
         emit(
             what="kolora_generate_image",
             engine="fast",
@@ -248,6 +269,10 @@ def main() -> None:
             warmup_seconds=round(warmup, 1),
             peak_gib=max(encode_peak, sampling_peak),
             sampling_peak_gib=sampling_peak,
+            fp8_layers=sampler.fp8_layers,
+            image_diff_vs=None if reference[0] == name else reference[0],
+            image_mean_abs_diff=None if reference[0] == name else round(mad, 3),
+            image_psnr_db=None if reference[0] == name or mse == 0 else round(10 * math.log10(255**2 / mse), 2),
         )
 
 

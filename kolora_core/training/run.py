@@ -3,8 +3,10 @@
 One loop (Lightning Fabric) drives both engines:
 
 * `fast` (default): captions and latents encoded once (`cache.py`), the text encoder and VAE freed,
-  then batched UNet steps (`fast_module.py`); fused AdamW on CUDA, optional torch.compile, DDP over
-  `train.devices` GPUs with the global batch drawn once per step and split across ranks.
+  then batched UNet steps (`fast_module.py`); on a GPU by default the UNet's layers compiled
+  (`unet_compile.py`), the whole step replayed as a CUDA graph (`step.py`), fused AdamW, gradient
+  checkpointing only when memory needs it (`memory.py`); DDP over `train.devices` GPUs with the global
+  batch drawn once per step and split across ranks.
 * `seed`: diffsynth's own `LightningModelForT2ILoRA.training_step` (ChatGLM + VAE every step), one device.
 
 Every step's images and random draws are functions of (seed, step) (`sampling.py`); a resumable
@@ -39,6 +41,7 @@ from kolora_core.models.loading import load_model_manager
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.memory import MemoryPlan, plan_memory
 from kolora_core.training.progress import ProgressLog
 from kolora_core.training.sampling import (
     NUM_TRAIN_TIMESTEPS,
@@ -50,9 +53,12 @@ from kolora_core.training.sampling import (
     training_tensor,
 )
 from kolora_core.training.seed_module import SeedLoRAModule
+from kolora_core.training.step import TrainStep, autocast_for
+from kolora_core.unet_compile import compile_regions, use_compile_cache
 
 log = logging.getLogger("kolora.train")
 CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
+COMPILE_BACKEND = "inductor"  # the CPU tests use "aot_eager": the same tracing, no C++ compilation
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.csv"
 
@@ -75,9 +81,14 @@ def fast_weights_dtype(precision: str) -> torch.dtype:
     return {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(precision, torch.float32)
 
 
+def auto(value: bool | str, default: bool) -> bool:
+    """A `bool | "auto"` setting resolved: `default` stands for what auto picks here."""
+    return default if value == "auto" else bool(value)
+
+
 def oom_message(train: TrainConfig) -> str:
     lower = [f"train.batch_size (now {train.batch_size})"]
-    if not train.gradient_checkpointing:
+    if train.gradient_checkpointing is not True:
         lower.append("set train.gradient_checkpointing true (about 1/3 slower, a fraction of the activation memory)")
     if train.precision in ("32", "32-true"):
         lower.append("use train.precision bf16-mixed")
@@ -114,8 +125,10 @@ def _check_settings(train: TrainConfig, device: str) -> None:
         )
     if device == "cuda" and train.devices > torch.cuda.device_count():
         raise KoloraError(f"train.devices is {train.devices} but {torch.cuda.device_count()} GPU(s) are visible")
-    if train.compile and train.engine == "seed":
+    if train.compile is True and train.engine == "seed":
         raise KoloraError("train.compile applies to the fast engine only")
+    if train.cuda_graphs is True and (device != "cuda" or train.devices > 1 or train.engine == "seed"):
+        raise KoloraError("train.cuda_graphs needs the fast engine on one CUDA GPU: set it to auto or false")
 
 
 def make_fabric(train: TrainConfig, device: str) -> Fabric:
@@ -356,11 +369,48 @@ class FastEngine(_Engine):
         freeze_except_lora(unet)
         self._unet = unet
         self.scheduler = kolors_train_scheduler()
-        self.module = fabric.setup_module(FastLoRAModule(unet, train))  # on the device (DDP-wrapped for devices > 1)
+        cuda = fabric.device.type == "cuda"
+        self.compiled = auto(train.compile, cuda)
+        if self.compiled:
+            use_compile_cache(train.compile_cache_dir)
+            counts = compile_regions(unet, backend=COMPILE_BACKEND)
+            log.info("compiling %(transformer_layers)d transformer layers and %(resnet_blocks)d ResNet blocks", counts)
+        module = FastLoRAModule(unet, gradient_checkpointing=False)
+        single = fabric.world_size == 1
+        # several devices: DDP-wrapped, with Fabric's autocast and backward
+        module = module.to(fabric.device) if single else fabric.setup_module(module)
+        self.memory = self._plan_memory(unet)
+        (module.module if not single else module).gradient_checkpointing = self.memory.gradient_checkpointing
+        self.module = module
+        self.cuda_graphs = single and auto(train.cuda_graphs, cuda and not self.memory.gradient_checkpointing)
         params = [p for p in unet.parameters() if p.requires_grad]
-        # fused AdamW: one kernel for all LoRA tensors instead of a loop (CUDA; the CPU default otherwise)
-        fused = {"fused": True} if fabric.device.type == "cuda" else {}
-        self.optimizer = fabric.setup_optimizers(torch.optim.AdamW(params, lr=train.learning_rate, **fused))
+        # fused AdamW: one kernel for all LoRA tensors, and it takes GradScaler's scale and inf flag on the GPU
+        fused = {"fused": True, "capturable": self.cuda_graphs} if cuda else {}
+        self.optimizer = torch.optim.AdamW(params, lr=train.learning_rate, **fused)
+        if single:
+            self._step = TrainStep(
+                module,
+                self.optimizer,
+                getattr(fabric.strategy.precision, "scaler", None),
+                autocast_for(train.precision, fabric.device),
+                graphs=self.cuda_graphs,
+            )
+        else:
+            self._fabric_optimizer = fabric.setup_optimizers(self.optimizer)
+        log.info(
+            "fast engine: %s, compile %s, CUDA graphs %s",
+            self.memory.describe(),
+            "on" if self.compiled else "off",
+            "on" if self.cuda_graphs else "off",
+        )
+
+    def _plan_memory(self, unet: torch.nn.Module) -> MemoryPlan:
+        """Checkpointing from free GPU memory (auto), or an error naming what to lower, before the first step."""
+        requested = self.train.gradient_checkpointing
+        if self.fabric.device.type != "cuda":
+            return MemoryPlan(requested is True, 0.0, 0.0)
+        free, _ = torch.cuda.mem_get_info(self.fabric.device)
+        return plan_memory(self.train, sum(p.numel() for p in unet.parameters()), free)
 
     def unet(self) -> torch.nn.Module:
         return self._unet
@@ -383,14 +433,21 @@ class FastEngine(_Engine):
         return noisy, timesteps, embeddings, pooled, noise
 
     def step(self, step: int) -> torch.Tensor:
+        if self.fabric.world_size == 1:
+            return self._step(self.batch(step))
         loss = self.module(*self.batch(step))
         self.fabric.backward(loss)
-        self.optimizer.step()
+        self._fabric_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     def extra_summary(self) -> dict[str, Any]:
-        return {"cache": self.cache.stats}
+        return {
+            "cache": self.cache.stats,
+            "compile": self.compiled,
+            "cuda_graphs": self.cuda_graphs,
+            "gradient_checkpointing": self.memory.gradient_checkpointing,
+        }
 
 
 class _StepImages(torch.utils.data.Dataset):
