@@ -8,8 +8,10 @@ forward/backward, GradScaler, AdamW; compiled layers and CUDA graphs as configur
 
 Variants (BENCH_VARIANTS, comma list), each `b<batch>[+flag...]` on TrainConfig's defaults (16-mixed, compile,
 CUDA graphs and gradient checkpointing all `auto`: the `full` profile's training), flags:
-  bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), nocompile, nographs, eager (= nocompile+nographs)
+  bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), compile, nocompile, nographs, eager (= nocompile+nographs),
+  cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/attention.py)
 e.g. `b1` is the seed recipe with kolora's defaults, `b1+gc+eager` the previous defaults, `b8+bf16` throughput.
+(The development runs behind docs/benchmarks.md predate the 2,000-image compile threshold: there `b1` meant b1+compile.)
 Every variant starts from the same LoRA and trains the same steps (same images, noise, timesteps), so losses and
 LoRAs are comparable across variants: each line has the timed steps' losses and, for variants of the same batch
 and precision, the LoRA's largest difference from the first of them (`lora_max_diff_vs`).
@@ -115,6 +117,7 @@ def main(argv: list[str] | None = None) -> None:
     from diffsynth import ModelManager, SDXLImagePipeline
     from lightning.fabric import Fabric
 
+    from kolora_core.attention import SDPA_ENV, preferred_backend
     from kolora_core.config import RunConfig, TrainConfig
     from kolora_core.errors import KoloraError
     from kolora_core.training.cache import TrainCache, build_cache
@@ -188,6 +191,8 @@ def main(argv: list[str] | None = None) -> None:
         except ValueError as exc:
             raise SystemExit(f"BENCH_VARIANTS entry {variant!r}: {exc}") from None
         dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(train.precision, torch.float32)
+        sdpa = [f for f in ("cudnn", "flash") if f in variant.split("+")]
+        os.environ[SDPA_ENV] = sdpa[0] if sdpa else "auto"
         uncompile_regions(unet)
         cast_frozen(unet, dtype)
         with torch.no_grad():
@@ -233,6 +238,7 @@ def main(argv: list[str] | None = None) -> None:
                 gradient_checkpointing=engine.memory.gradient_checkpointing,
                 compile=engine.compiled,
                 cuda_graphs=engine.cuda_graphs,
+                attention=preferred_backend(device),
                 seconds_per_step=round(seconds, 4),
                 images_per_s=round(ips, 3),
                 steps=steps,
@@ -260,9 +266,12 @@ FLAGS = {
     "bf16": {"precision": "bf16-mixed"},
     "gc": {"gradient_checkpointing": True},
     "nogc": {"gradient_checkpointing": False},
+    "compile": {"compile": True},
     "nocompile": {"compile": False},
     "nographs": {"cuda_graphs": False},
     "eager": {"compile": False, "cuda_graphs": False},
+    "cudnn": {},  # attention backend first (env KOLORA_SDPA, kolora_core/attention.py); none = kolora's choice
+    "flash": {},
 }
 
 

@@ -118,12 +118,13 @@ class TrainConfig(Section):
     compile: bool | Literal["auto"] = Field(
         "auto",
         description="torch.compile the UNet's transformer layers and ResNet blocks (fast engine; same math); "
-        "auto = on a GPU. Warm-up is cached in train.compile_cache_dir",
+        "auto = on a GPU for runs of 2000+ images (steps x batch x devices; below that the warm-up costs more than "
+        "it saves). Compiled kernels are cached in train.compile_cache_dir",
     )
     cuda_graphs: bool | Literal["auto"] = Field(
         "auto",
         description="replay the whole step (forward, backward, AdamW) as one CUDA graph (fast engine, one GPU; same "
-        "math); auto = on a single GPU unless gradient checkpointing is on",
+        "math); auto = on a single GPU",
     )
     compile_cache_dir: str | None = Field(
         None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"
@@ -208,13 +209,8 @@ class GenerateConfig(Section):
     batch_size: int = Field(8, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
     compile: bool | Literal["auto"] = Field(
         "auto",
-        description="torch.compile the UNet's layers (fast engine); auto = on a GPU. Warm-up is cached in "
-        "generate.compile_cache_dir, so it is paid once per model, torch and GPU",
-    )
-    fp8: bool = Field(
-        False,
-        description="FP8 (e4m3, per-row scales) matrix products for the UNet's linear layers after the LoRA is merged "
-        "(fast engine, Hopper/Ada GPUs): faster, images differ slightly from bf16 (docs/benchmarks.md)",
+        description="torch.compile the UNet's layers (fast engine); auto = on a GPU for shards of 32+ images (below "
+        "that the warm-up costs more than it saves). Compiled kernels are cached in generate.compile_cache_dir",
     )
     compile_cache_dir: str | None = Field(
         None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"

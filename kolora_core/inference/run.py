@@ -3,8 +3,9 @@
 Two engines (`generate.engine`):
 * `fast` (default): `kolora_core.inference.sampler.KolorsSampler` encodes every prompt, frees the text
   encoder, then renders `generate.batch_size` prompts per batch with conditional and unconditional passes
-  in one UNet call; on a GPU by default its layers compiled (kernels cached in `generate.compile_cache_dir`, so
-  the warm-up is paid once per model, torch and GPU), optional FP8 linear layers; bf16 (GPU) / fp32 (CPU) VAE.
+  in one UNet call; cuDNN attention on Hopper; its layers compiled when the shard is long enough to pay for it
+  (`generate.compile`; kernels cached in `generate.compile_cache_dir`, so the compilation itself is paid once per
+  model, torch and GPU); bf16 (GPU) / fp32 (CPU) VAE decode.
 * `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
@@ -27,7 +28,6 @@ from PIL import Image
 from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device, weights_dtype
 from kolora_core.errors import KoloraError
-from kolora_core.inference.fp8 import fp8_supported
 from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
 from kolora_core.lora import LORA_FILE, LoRAFile, load_lora, merge_lora, sha256_of
@@ -36,6 +36,9 @@ from kolora_core.models.loading import load_model_manager
 from kolora_core.unet_compile import use_compile_cache
 
 log = logging.getLogger("kolora.generate")
+# Compiling pays from this many images on: on an H200 it saves 0.28 s per image (batch 8) and costs 34 s cold,
+# 7 s with the compile cache warm (docs/benchmarks.md), so it loses on the 8-image story and wins on long shards.
+COMPILE_PAYS_IMAGES = 32
 
 
 class LoRAStrength:
@@ -92,7 +95,9 @@ def base_model_name(manifest: dict[str, Any]) -> str:
 
 def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
     models = take_models(manager)
-    compiled = generate.compile is True or (generate.compile == "auto" and device.startswith("cuda"))
+    compiled = generate.compile is True or (
+        generate.compile == "auto" and device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
+    )
     if compiled:
         use_compile_cache(generate.compile_cache_dir)
     sampler = KolorsSampler(
@@ -102,7 +107,6 @@ def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: Genera
         device=device,
         vae_dtype=vae_dtype(generate, device),
         compile_unet=compiled,
-        fp8=generate.fp8,
     )
     sampler.encode([j.prompt for j in jobs] + [j.negative_prompt for j in jobs if j.cfg_scale != 1.0])
     sampler.release_text_encoder()
@@ -110,7 +114,6 @@ def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: Genera
     strength = LoRAStrength(sampler.unet, lora, {j.lora_strength for j in jobs})
     for value, group in _by_strength(jobs).items():
         strength.apply(value)
-        sampler.weights_changed()
         for rendered in sampler.render(group, generate.batch_size):
             yield rendered.request, rendered.image, rendered.seconds
 
@@ -147,8 +150,6 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest()
     device = resolve_device(config.device)
-    if generate.fp8 and (generate.engine != "fast" or not fp8_supported(device)):
-        raise KoloraError("generate.fp8 needs the fast engine on a GPU with FP8 tensor cores (Ada or Hopper): set it false")
     manager = load_model_manager(model_dir, device, weights_dtype(device))
     common = {
         "lora_scale": lora.scale,

@@ -17,8 +17,7 @@ This module does the same arithmetic with the same modules, but:
 * the DDIM coefficients are computed on the host up front (the scheduler's `step` reads the timestep back
   from the GPU every step, a device sync), the UNet runs in the weights' dtype (fp16 on GPU) with PyTorch
   SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally with its layers
-  compiled (`kolora_core.unet_compile.compile_regions`, or the whole UNet at once) and/or its attention blocks'
-  linear layers in FP8 (`fp8.py`, quantized after the LoRA is merged);
+  compiled (`kolora_core.unet_compile.compile_regions`, or the whole UNet at once), cuDNN attention on Hopper;
 * the VAE decodes in bfloat16 on GPU / float32 on CPU (`vae_dtype`; both have fp32's exponent range, so no
   overflow to NaN whatever VAE is used), one image at a time.
 
@@ -41,8 +40,8 @@ from diffsynth.prompters import KolorsPrompter
 from diffsynth.schedulers import EnhancedDDIMScheduler
 from PIL import Image
 
+from kolora_core.attention import sdpa_context
 from kolora_core.errors import KoloraError
-from kolora_core.inference.fp8 import requantize_all, to_float8
 from kolora_core.unet_compile import compile_regions, uncompile_regions
 
 log = logging.getLogger("kolora.sampler")
@@ -121,7 +120,6 @@ class KolorsSampler:
         vae_dtype: torch.dtype | None = torch.float32,
         compile_unet: bool | str = False,
         channels_last: bool = False,
-        fp8: bool = False,
         encode_batch: int = 16,
     ) -> None:
         self.device = device
@@ -133,30 +131,19 @@ class KolorsSampler:
         self.scheduler = kolors_scheduler()
         self.encode_batch = encode_batch
         self._unet: Callable[..., torch.Tensor] = self.unet
-        self.fp8_layers = 0
-        self._fp8_stale = False
-        self.configure_unet(compile_unet=compile_unet, channels_last=channels_last, fp8=fp8)
+        self.configure_unet(compile_unet=compile_unet, channels_last=channels_last)
         self.embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def configure_unet(
-        self, *, compile_unet: bool | str, channels_last: bool = False, mode: str | None = None, fp8: bool = False
-    ) -> None:
-        """channels_last weights (NHWC convolutions), FP8 linear layers, and `torch.compile` with static shapes:
-        `True`/"regions" compiles each layer (few shared graphs, cached on disk), "whole" the UNet as one graph."""
+    def configure_unet(self, *, compile_unet: bool | str, channels_last: bool = False, mode: str | None = None) -> None:
+        """channels_last weights (NHWC convolutions) and `torch.compile` with static shapes: `True` compiles each
+        layer (few shared graphs, cached on disk), "whole" the UNet as one graph."""
         self.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        if fp8 and not self.fp8_layers:
-            self.fp8_layers = to_float8(self.unet)
-            self._fp8_stale = True  # quantized at the first sample, after the text encoder has left the GPU
         uncompile_regions(self.unet)
         self._unet = self.unet
         if compile_unet == "whole":
             self._unet = torch.compile(self.unet, dynamic=False, mode=mode)
         elif compile_unet:
             compile_regions(self.unet, mode=mode)
-
-    def weights_changed(self) -> None:
-        """The UNet's weights were written (a LoRA merge): refresh derived copies (FP8) before the next sample."""
-        self._fp8_stale = bool(self.fp8_layers)
 
     # --- text ---------------------------------------------------------------------------------------------------
 
@@ -198,9 +185,6 @@ class KolorsSampler:
         cfg_on = first.cfg_scale != 1.0
         if any((r.steps, r.height, r.width, r.cfg_scale != 1.0) != (steps, height, width, cfg_on) for r in requests):
             raise ValueError("a batch must share steps, width, height and CFG on/off")
-        if self._fp8_stale:
-            requantize_all(self.unet)
-            self._fp8_stale = False
         timesteps, plan = ddim_plan(self.scheduler, steps)
         latents = self._noise(requests, height, width)
         text = torch.cat([self.embeddings[r.prompt][0] for r in requests])
@@ -214,6 +198,20 @@ class KolorsSampler:
         )
         add_time_id = torch.tensor([height, width, 0, 0, height, width], device=self.device).repeat(text.shape[0])
         timesteps = timesteps.to(self.device)
+        with sdpa_context(self.device):
+            return self._denoise(latents, timesteps, plan, text, pooled, add_time_id, cfg, cfg_on)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        plan: list[tuple[float, float]],
+        text: torch.Tensor,
+        pooled: torch.Tensor,
+        add_time_id: torch.Tensor,
+        cfg: float | torch.Tensor,
+        cfg_on: bool,
+    ) -> torch.Tensor:
         for i, (alpha_t, alpha_prev) in enumerate(plan):
             model_in = torch.cat([latents, latents]) if cfg_on else latents
             out = self._unet(

@@ -4,8 +4,9 @@ Checkpointing recomputes each block's forward during backward: the same numbers 
 recipe's math) for about a third more time and a fraction of the activation memory. The seed always turned it
 on; kolora turns it on only when the step would not fit without it (`train.gradient_checkpointing: auto`).
 
-The estimate is per training image, scaled from the full-size Kolors UNet measured on an H100 (peak minus
-resident weights, batch 8, 1024 px, docs/benchmarks.md): 7.35 GiB without checkpointing, 0.86 GiB with it.
+The estimate is per training image, scaled from the full-size Kolors UNet measured on an H200 (peak minus
+the 5 GiB resident, batch 8, 1024 px, docs/benchmarks.md): 7.45 GiB without checkpointing, 5.05 GiB with the
+layers compiled (fused kernels keep fewer intermediates), 0.86 GiB with checkpointing.
 Activations grow with the pixel count and, across model sizes, roughly with the parameter count (the tiny test
 UNets). A 15% margin covers the allocator's fragmentation and cuDNN/cuBLAS workspaces.
 """
@@ -19,7 +20,8 @@ from kolora_core.errors import KoloraError
 
 KOLORS_UNET_PARAMS = 2_579_458_820
 GIB = 2**30
-ACTIVATION_GIB = {False: 7.35, True: 0.86}  # per image at 1024 px, full-size Kolors UNet
+# per image at 1024 px, full-size Kolors UNet: (checkpointing, compiled) -> GiB
+ACTIVATION_GIB = {(False, False): 7.45, (False, True): 5.05, (True, False): 0.86, (True, True): 0.86}
 MARGIN = 1.15
 
 
@@ -36,13 +38,13 @@ class MemoryPlan:
         )
 
 
-def activation_gib(train: TrainConfig, unet_params: int, checkpointing: bool) -> float:
+def activation_gib(train: TrainConfig, unet_params: int, checkpointing: bool, compiled: bool = False) -> float:
     """Estimated activation memory of one step (batch_size images) on this device."""
     pixels = (train.resolution / 1024) ** 2
-    return ACTIVATION_GIB[checkpointing] * pixels * train.batch_size * unet_params / KOLORS_UNET_PARAMS * MARGIN
+    return ACTIVATION_GIB[checkpointing, compiled] * pixels * train.batch_size * unet_params / KOLORS_UNET_PARAMS * MARGIN
 
 
-def plan_memory(train: TrainConfig, unet_params: int, free_bytes: int) -> MemoryPlan:
+def plan_memory(train: TrainConfig, unet_params: int, free_bytes: int, compiled: bool = False) -> MemoryPlan:
     """Resolve `train.gradient_checkpointing` against the free GPU memory; raise if nothing fits.
 
     `free_bytes` is what the GPU has free with the UNet, LoRA and cache already on it, so only the step's
@@ -52,10 +54,10 @@ def plan_memory(train: TrainConfig, unet_params: int, free_bytes: int) -> Memory
     requested = train.gradient_checkpointing
     options = [requested] if isinstance(requested, bool) else [False, True]
     for checkpointing in options:
-        need = activation_gib(train, unet_params, checkpointing)
+        need = activation_gib(train, unet_params, checkpointing, compiled)
         if need <= free:
             return MemoryPlan(checkpointing, need, free)
-    need = activation_gib(train, unet_params, options[-1])
+    need = activation_gib(train, unet_params, options[-1], compiled)
     lower = [f"train.batch_size (now {train.batch_size})", f"train.resolution (now {train.resolution})"]
     if requested is False:
         lower.insert(0, "set train.gradient_checkpointing auto or true")

@@ -30,6 +30,7 @@ import torch
 from diffsynth import SDXLImagePipeline
 from lightning.fabric import Fabric
 
+from kolora_core.attention import sdpa_context
 from kolora_core.config import RunConfig, TrainConfig, dump_config
 from kolora_core.datasets import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
@@ -59,6 +60,9 @@ from kolora_core.unet_compile import compile_regions, use_compile_cache
 log = logging.getLogger("kolora.train")
 CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
 COMPILE_BACKEND = "inductor"  # the CPU tests use "aot_eager": the same tracing, no C++ compilation
+# Compiling pays from about this many training images on: on an H200 the first (cold) compilation takes ~85 s and
+# saves 0.025 s a step at batch 1 and ~0.15 s at batch 8 (docs/benchmarks.md).
+COMPILE_PAYS_IMAGES = 2000
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.csv"
 
@@ -370,7 +374,8 @@ class FastEngine(_Engine):
         self._unet = unet
         self.scheduler = kolors_train_scheduler()
         cuda = fabric.device.type == "cuda"
-        self.compiled = auto(train.compile, cuda)
+        images = train.steps * train.batch_size * fabric.world_size
+        self.compiled = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
         if self.compiled:
             use_compile_cache(train.compile_cache_dir)
             counts = compile_regions(unet, backend=COMPILE_BACKEND)
@@ -379,10 +384,10 @@ class FastEngine(_Engine):
         single = fabric.world_size == 1
         # several devices: DDP-wrapped, with Fabric's autocast and backward
         module = module.to(fabric.device) if single else fabric.setup_module(module)
-        self.memory = self._plan_memory(unet)
+        self.memory = self._plan_memory(unet, self.compiled)
         (module.module if not single else module).gradient_checkpointing = self.memory.gradient_checkpointing
         self.module = module
-        self.cuda_graphs = single and auto(train.cuda_graphs, cuda and not self.memory.gradient_checkpointing)
+        self.cuda_graphs = single and auto(train.cuda_graphs, cuda)
         params = [p for p in unet.parameters() if p.requires_grad]
         # fused AdamW: one kernel for all LoRA tensors, and it takes GradScaler's scale and inf flag on the GPU
         fused = {"fused": True, "capturable": self.cuda_graphs} if cuda else {}
@@ -404,13 +409,13 @@ class FastEngine(_Engine):
             "on" if self.cuda_graphs else "off",
         )
 
-    def _plan_memory(self, unet: torch.nn.Module) -> MemoryPlan:
+    def _plan_memory(self, unet: torch.nn.Module, compiled: bool) -> MemoryPlan:
         """Checkpointing from free GPU memory (auto), or an error naming what to lower, before the first step."""
         requested = self.train.gradient_checkpointing
         if self.fabric.device.type != "cuda":
             return MemoryPlan(requested is True, 0.0, 0.0)
         free, _ = torch.cuda.mem_get_info(self.fabric.device)
-        return plan_memory(self.train, sum(p.numel() for p in unet.parameters()), free)
+        return plan_memory(self.train, sum(p.numel() for p in unet.parameters()), free, compiled)
 
     def unet(self) -> torch.nn.Module:
         return self._unet
@@ -435,7 +440,8 @@ class FastEngine(_Engine):
     def step(self, step: int) -> torch.Tensor:
         if self.fabric.world_size == 1:
             return self._step(self.batch(step))
-        loss = self.module(*self.batch(step))
+        with sdpa_context(self.fabric.device):
+            loss = self.module(*self.batch(step))
         self.fabric.backward(loss)
         self._fabric_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)

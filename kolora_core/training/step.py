@@ -26,6 +26,8 @@ from contextlib import AbstractContextManager
 
 import torch
 
+from kolora_core.attention import sdpa_context
+
 WARMUP_STEPS = 3
 
 
@@ -38,12 +40,19 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
 
 
 def autocast_for(precision: str, device: torch.device | str) -> Callable[[], AbstractContextManager]:
-    """The training precision's autocast, without the weight-cast cache (see the module docstring)."""
+    """The training precision's autocast, without the weight-cast cache (see the module docstring), and the
+    attention backend (`kolora_core.attention`; the forward's choice fixes the backward's kernel too)."""
     device_type = torch.device(device).type
-    if precision in ("16-mixed", "bf16-mixed"):
-        dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
-        return lambda: torch.autocast(device_type, dtype=dtype, cache_enabled=False)
-    return contextlib.nullcontext
+    if precision not in ("16-mixed", "bf16-mixed"):
+        return lambda: sdpa_context(device)
+    dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+
+    @contextlib.contextmanager
+    def both() -> Iterator[None]:
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=False), sdpa_context(device):
+            yield
+
+    return both
 
 
 def cuda_graph_capture(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:

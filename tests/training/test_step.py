@@ -111,8 +111,8 @@ def test_the_stage_refuses_before_the_first_step(
 ) -> None:
     """The plan runs before step 1: a GPU with too little free memory stops the stage with exit 2 and no steps."""
 
-    def tiny_gpu(engine: train_run.FastEngine, unet: torch.nn.Module) -> object:
-        return plan_memory(engine.train, KOLORS_UNET_PARAMS, 1 << 20)
+    def tiny_gpu(engine: train_run.FastEngine, unet: torch.nn.Module, compiled: bool) -> object:
+        return plan_memory(engine.train, KOLORS_UNET_PARAMS, 1 << 20, compiled)
 
     monkeypatch.setattr(train_run.FastEngine, "_plan_memory", tiny_gpu)
     steps = []

@@ -1,6 +1,11 @@
-"""FP8 matrix products for the UNet's linear layers at inference (`generate.fp8`).
+"""Experiment (bench only): FP8 matrix products for the UNet's linear layers at inference.
 
-Why: about 63% of a Kolors UNet forward's FLOPs are its transformer layers' linear layers, and Hopper's tensor
+Measured on an H200 (docs/benchmarks.md) it does not pay: the e4m3 GEMM alone runs at 1074 TFLOP/s against
+fp16's 716, but quantizing the activations around it costs about what it saves, compiled (1.646 vs 1.666
+s/image), so it is not a `generate` setting. Kept so the measurement can be repeated (`generate_bench.py`
+flags `fp8` and `micro`).
+
+Why it was tried: about 63% of a Kolors UNet forward's FLOPs are its transformer layers' linear layers, and Hopper's tensor
 cores run e4m3 FP8 at twice the bf16 rate. Each linear layer keeps its fp16 weight as the master copy (LoRA
 merges and strength switches write it) and an e4m3 copy with one scale per output row, refreshed by
 `requantize` after every merge; activations are quantized per row (token) on the fly, which torch.compile fuses
@@ -51,11 +56,6 @@ class Float8Linear(torch.nn.Linear):
         if self.bias is not None:
             out = out + self.bias
         return out.reshape(*x.shape[:-1], out.shape[-1])
-
-
-def fp8_supported(device: str) -> bool:
-    """FP8 tensor cores: compute capability 8.9 (Ada) or 9.0+ (Hopper)."""
-    return device.startswith("cuda") and torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 9)
 
 
 def to_float8(unet: torch.nn.Module) -> int:
