@@ -28,7 +28,7 @@ import torch
 from diffsynth import SDXLImagePipeline
 from lightning.fabric import Fabric
 
-from kolora_core.config import RunConfig, TrainConfig, dump_config
+from kolora_core.config import RunConfig, TrainConfig
 from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
@@ -39,6 +39,7 @@ from kolora_core.models.loading import load_model_manager
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.identity import training_identity, training_inputs
 from kolora_core.training.precision import fabric_precision, fast_weights_dtype, is_full_precision, seed_weights_dtype
 from kolora_core.training.progress import ProgressLog
 from kolora_core.training.sampling import (
@@ -293,6 +294,9 @@ class _Engine:
             "precision": train.precision,
             "resumed_from": self.resumed_from,
             "peak_gpu_gib": peak,
+            "training_identity": training_identity(job.config),  # what check-changes compares with the champion's
+            "trainset_sha256": job.dataset_sha256,
+            "training_inputs": training_inputs(job.config),
         } | self.extra_summary()
         lora_path = job.out / LORA_FILE
         save_lora(
@@ -305,7 +309,9 @@ class _Engine:
                 "base_model_sha256": job.base_model_sha256,
                 "dataset_sha256": job.dataset_sha256,
                 "steps": train.steps,
-                "config": dump_config(job.config),
+                # what trained it, not the whole run config: the file must not change with evaluate/publish settings
+                "training_identity": summary["training_identity"],
+                "training_inputs": summary["training_inputs"],
             },
         )
         exports = write_exports(
