@@ -8,9 +8,8 @@ inference must merge `W += strength * (alpha/rank) * B @ A`; the seed merged hal
 `merge.merge_lora` is the only merge path.
 
 Every safetensors file kolora writes goes through `save_safetensors`, which fixes the header's key order:
-safetensors 0.8 serialises `__metadata__` from a Rust HashMap, whose order changes from process to process,
-so two identical trainings gave files with different sha256. `content_sha256` names a file by what it holds
-(tensor names, dtypes, shapes, bytes and metadata, canonically ordered), whatever its header order.
+safetensors 0.8 serialises `__metadata__` from a Rust HashMap, whose order changes from one write to the
+next, so two identical trainings gave files with different sha256 (`header.py` reads headers without torch).
 """
 
 from __future__ import annotations
@@ -26,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save
 
 from kolora_core.errors import KoloraError
+from kolora_core.lora.header import HEADER_ALIGNMENT, read_header
 
 LORA_FILE = "lora.safetensors"
 FORMAT = "kolora-lora-v1"
@@ -66,25 +66,6 @@ def lora_state_from_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     }
 
 
-HEADER_ALIGNMENT = 8  # safetensors pads its JSON header with spaces to a multiple of 8 bytes
-
-
-def _read_header(data: bytes | memoryview, source: object) -> tuple[dict[str, object], int]:
-    """(header JSON, offset of the tensor data) of safetensors bytes."""
-    if len(data) < 8:
-        raise KoloraError(f"{source} is not a safetensors file (shorter than its header length)")
-    (length,) = struct.unpack("<Q", bytes(data[:8]))
-    if 8 + length > len(data):
-        raise KoloraError(f"{source} is not a safetensors file (header length {length} runs past the end)")
-    try:
-        header = json.loads(bytes(data[8 : 8 + length]))
-    except ValueError:
-        raise KoloraError(f"{source} is not a safetensors file (its header is not JSON)") from None
-    if not isinstance(header, dict):
-        raise KoloraError(f"{source} is not a safetensors file (its header is not a JSON object)")
-    return header, 8 + length
-
-
 def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
     """safetensors' own serialisation with the header re-written in one fixed order (sorted metadata keys).
 
@@ -92,7 +73,7 @@ def safetensors_bytes(tensors: dict[str, torch.Tensor], metadata: dict[str, str]
     as written; only the JSON header is re-serialised, sorted and compact, and padded as safetensors pads it.
     """
     raw = save(tensors, metadata=metadata)
-    header, start = _read_header(raw, "safetensors' own output")
+    header, start = read_header(raw, "safetensors' own output")
     written = header.pop("__metadata__", None)
     entries = {} if written is None else {"__metadata__": dict(sorted(written.items()))}
     entries |= header  # tensors in safetensors' own (deterministic) order
@@ -107,30 +88,6 @@ def save_safetensors(path: Path, tensors: dict[str, torch.Tensor], metadata: dic
     tmp.write_bytes(safetensors_bytes(tensors, metadata))
     tmp.chmod(0o644)
     tmp.replace(path)
-
-
-def content_sha256(path: Path) -> str:
-    """sha256 of what a safetensors file holds, independent of header order and padding.
-
-    Canonical form: the metadata (sorted), then per tensor in name order its name, dtype, shape and the
-    sha256 of its bytes. Two files with equal content hashes load to equal tensors and metadata.
-    """
-    data = memoryview(path.read_bytes())
-    header, start = _read_header(data, path)
-    metadata = header.pop("__metadata__", None) or {}
-    tensors = []
-    for name in sorted(header):
-        info = header[name]
-        try:
-            begin, end = (int(x) for x in info["data_offsets"])
-            dtype, shape = str(info["dtype"]), [int(d) for d in info["shape"]]
-        except (KeyError, TypeError, ValueError):
-            raise KoloraError(f"{path}: tensor {name!r} has no valid dtype/shape/data_offsets in the header") from None
-        if not 0 <= begin <= end <= len(data) - start:
-            raise KoloraError(f"{path}: tensor {name!r} lies outside the file")
-        tensors.append([name, dtype, shape, hashlib.sha256(data[start + begin : start + end]).hexdigest()])
-    canonical = {"metadata": dict(sorted(metadata.items())), "tensors": tensors}
-    return hashlib.sha256(json.dumps(canonical, separators=(",", ":"), ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def save_lora(path: Path, tensors: dict[str, torch.Tensor], rank: int, alpha: float, extra: dict[str, object]) -> None:

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora.format import content_sha256, load_lora, save_lora, save_safetensors
+from kolora_core.lora.format import load_lora, save_lora, save_safetensors
+from kolora_core.lora.header import content_sha256
 
 TENSORS = {f"blocks.{i}.to_q.lora_A.default.weight": torch.full((4, 2), float(i)) for i in range(6)}
 EXTRA = {f"fact_{i}": f"二次元 {i}" for i in range(10)}  # many keys: safetensors' own order would vary between writes
