@@ -24,35 +24,15 @@ from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
+from kolora_core.evaluation.layout import GATE, GRID, REPORT, REPORT_HTML
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, SimilarityScorer, load_aesthetic, load_clip
-from kolora_core.inference.story import GENERATIONS
+from kolora_core.inference.story import collect_generations
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 
 log = logging.getLogger("kolora.evaluate")
-GRID = "grid.png"
-REPORT = "report.json"
-REPORT_HTML = "report.html"
-GATE = "gate.txt"
 PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
 RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
-
-
-def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
-    """Records of every generated image, from one output dir or a dir of shard outputs, in story order."""
-    manifests = sorted(images_dir.rglob(GENERATIONS))
-    if not manifests:
-        raise KoloraError(f"no {GENERATIONS} under {images_dir}: pass the generate stage's images directory")
-    records = []
-    for manifest in manifests:
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            record["path"] = manifest.parent / record["file"]
-            records.append(record)
-    indices = [r["index"] for r in records]
-    if len(set(indices)) != len(indices):
-        raise KoloraError(f"{images_dir} holds the same story index twice: shards overlap; rerun generate with distinct shards")
-    return sorted(records, key=lambda r: r["index"])
 
 
 def _pixel_stats(image: Image.Image) -> dict[str, float]:
