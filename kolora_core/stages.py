@@ -85,7 +85,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report"),
+            inputs=("images", "lora", "filter-report", "champion"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),

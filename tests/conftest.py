@@ -18,6 +18,13 @@ def mark_complete(path: Path) -> Path:
     return path
 
 
+def no_champion(path: Path) -> Path:
+    """A champion directory as `kolora champion` writes it before a model's first release."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "champion.json").write_text(json.dumps({"status": "none", "reason": "no release yet"}), encoding="utf-8")
+    return mark_complete(path)
+
+
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("models")

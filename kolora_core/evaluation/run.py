@@ -4,7 +4,9 @@ Scores are never invented: with no `evaluate.aesthetic_model` (the smoke profile
 report says so and why, and the gate is `skipped` (the workflow's publish step only runs on `passed`).
 With one, every image gets its LAION aesthetic score (and, with `evaluate.clip_model`, its prompt
 similarity); the gate passes when the mean aesthetic score reaches `evaluate.min_aesthetic` and no image
-failed (blank, non-finite score, or below `evaluate.min_clip_similarity` when that is set).
+failed (blank, non-finite score, or below `evaluate.min_clip_similarity` when that is set), and, when the
+champion (the promoted release, input `champion`) rendered the same story, the mean is not below the
+champion's by more than `evaluate.champion_margin` (`gate.py`, `champion.py`).
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from kolora_core.config import EvaluateConfig, RunConfig
 from kolora_core.data.layout import FILTER_REPORT_JSON
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
+from kolora_core.evaluation.champion import Rescore, compare, read_champion, scorer_identity
+from kolora_core.evaluation.gate import ImageVerdict, champion_rule, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.layout import GATE, GRID, REPORT, REPORT_HTML
 from kolora_core.evaluation.report_html import write_report_html
@@ -81,6 +84,17 @@ def _score(
     return list(values), {"status": "scored", "reason": None, "stats": summary(values)}
 
 
+def _rescorer(aesthetic: AestheticScorer | None, clip: SimilarityScorer | None) -> Rescore | None:
+    """Scoring of the champion's stored images with the scorers loaded now (None: nothing is scored now)."""
+    if aesthetic is None:
+        return None
+
+    def rescore(images: list[Image.Image], prompts: list[str]) -> tuple[list[float], list[float | None]]:
+        return aesthetic.score(images), list(clip.similarity(images, prompts)) if clip else [None] * len(images)
+
+    return rescore
+
+
 def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path], scorers: Scorers | None = None) -> None:
     evaluate, out = config.evaluate, outputs["report"]
     records = collect_generations(inputs["images"])
@@ -128,11 +142,16 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
             "scoring skipped: evaluate.aesthetic_model is not set (no evaluation weights, as in the smoke profile), "
             "so nothing can be promoted on quality"
         )
-    gate = decide(verdicts, evaluate.min_aesthetic, skipped)
+    scores = {"aesthetic": aesthetic_info, "clip_similarity": clip_info}
+    scores["identity"] = scorer_identity(scores)
+    champion = read_champion(inputs["champion"])
+    comparison = compare(champion, records, scores, _rescorer(aesthetic, clip)).record()
+    gate = champion_rule(decide(verdicts, evaluate.min_aesthetic, skipped), comparison, evaluate.champion_margin)
     report = {
         "grid": GRID,
         "gate": gate,
-        "scores": {"aesthetic": aesthetic_info, "clip_similarity": clip_info},
+        "champion": comparison,
+        "scores": scores,
         "images": entries,
         "data": _data_facts(inputs["filter-report"]),
         "training": _training_facts(inputs["lora"]),
@@ -140,6 +159,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         | {k: records[0].get(k) for k in PER_IMAGE_SETTINGS if len({r.get(k) for r in records}) == 1},
     }
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_report_html(out / REPORT_HTML, report, grid, images)
+    champion_grid = Image.open(champion.grid).convert("RGB") if champion and champion.grid.is_file() else None
+    write_report_html(out / REPORT_HTML, report, grid, images, champion_grid)
     (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
     log.info("grid of %d images, report and gate written: %s (%s)", len(records), gate["result"], gate["reason"])

@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from jobs.evaluate import main as evaluate_main
 from kolora_core.inference.story import Generation, image_name, save_generation
 from kolora_core.lora.format import save_lora
-from tests.conftest import mark_complete
+from tests.conftest import mark_complete, no_champion
 
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]
 
@@ -55,7 +55,12 @@ def stage_inputs(tmp_path: Path) -> dict[str, Path]:
     report = tmp_path / "fr"
     report.mkdir()
     (report / "filter_report.json").write_text(json.dumps({"images_in": 16, "kept": 11, "dropped": 5, "per_op": []}))
-    return {"lora": mark_complete(lora), "filter-report": mark_complete(report), "images": _images(tmp_path / "images", shards=3)}
+    return {
+        "lora": mark_complete(lora),
+        "filter-report": mark_complete(report),
+        "images": _images(tmp_path / "images", shards=3),
+        "champion": no_champion(tmp_path / "champion"),
+    }
 
 
 def _run(inputs: dict[str, Path], out: Path) -> int:
