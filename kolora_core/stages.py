@@ -94,7 +94,7 @@ STAGES: dict[str, Stage] = {
             "jobs.publish",
             "evaluate",
             "release directory of a LoRA whose evaluation gate passed",
-            inputs=("lora", "report"),
+            inputs=("lora", "report", "images"),
             outputs=("release",),
         ),
     )

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from kolora_core.release.assemble import LORA_FILES, RELEASE_MANIFEST, file_sha256
+from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
 from kolora_core.storage.objects import Storage
 
 LATEST = "latest.json"
@@ -31,9 +31,11 @@ class PublishResult:
 
 
 def _model_identity(release: dict[str, Any]) -> dict[str, Any]:
-    """What makes two releases the same model: the LoRA and its exports (a re-run's report may differ in timings)."""
-    files = {k: v.get("sha256") for k, v in release.get("files", {}).items() if k in LORA_FILES and k != "train_summary.json"}
-    return {"name": release.get("name"), "version": release.get("version"), "files": files}
+    """What makes two releases the same model: the content of the LoRA and its exports (tensor bytes and
+    metadata, canonically ordered; `assemble.release_identity`). Reports and images may differ between runs."""
+    files = release.get("files", {})
+    identity = release.get("identity") or {k: files[k].get("sha256") for k in MODEL_FILES if k in files}  # a v1 release
+    return {"name": release.get("name"), "version": release.get("version"), "identity": identity}
 
 
 def publish_release(storage: Storage, release_dir: Path, prefix: str = "models") -> PublishResult:
