@@ -69,6 +69,15 @@ STAGES: dict[str, Stage] = {
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
         ),
+        Stage(
+            "check-changes",
+            "jobs.check_changes",
+            "evaluate",
+            "does the trainset or training config differ from the champion's release? (changed/unchanged)",
+            inputs=("trainset", "champion"),
+            outputs=("changes",),
+            parameters={"training": ("changes", "training.txt")},
+        ),
         Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
         Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
         Stage(
