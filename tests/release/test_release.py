@@ -118,11 +118,22 @@ class RecordingStorage(LocalStorage):
         self.puts: list[str] = []
         self.fail_on = fail_on
 
-    def put(self, key: str, data: bytes | Path) -> None:
+    def _record(self, key: str) -> None:
         if self.fail_on and key.endswith(self.fail_on):
             raise OSError("connection reset")
         self.puts.append(key)
+
+    def put(self, key: str, data: bytes | Path) -> None:
+        self._record(key)
         super().put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        self._record(key)
+        return super().put_if_absent(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        self._record(key)
+        return super().put_if_match(key, data, etag)
 
 
 def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path: Path) -> None:
@@ -132,9 +143,12 @@ def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path
     first = publish_release(storage, release_dir)
     assert first.status == "published" and first.version_prefix == f"models/kolora/{version}/"
     assert storage.puts[-2:] == [f"models/kolora/{version}/{RELEASE_MANIFEST}", f"models/kolora/{LATEST}"]
-    assert len(storage.list(first.version_prefix)) == 8 + 9  # + the story: 8 images and generations.jsonl
+    assert len(storage.list(first.version_prefix)) == 8 + 9 + 1  # + the story (8 images, generations.jsonl), claim.json
     latest = json.loads(storage.get(f"models/kolora/{LATEST}"))
-    assert latest == {"name": "kolora", "version": version, "prefix": first.version_prefix, "lora_sha256": latest["lora_sha256"]}
+    manifest = json.loads((release_dir / RELEASE_MANIFEST).read_text())
+    assert latest == {"name": "kolora", "version": version, "prefix": first.version_prefix} | {
+        k: manifest[k] for k in ("lora_sha256", "identity")
+    }
     storage.puts.clear()
     again = publish_release(storage, release_dir)
     assert (again.status, again.uploaded, storage.puts) == ("already-published", [], [])
@@ -203,7 +217,7 @@ def test_s3_adapter_against_the_embedded_store(tmp_path: Path) -> None:
         assert publish_release(storage, release_dir).status == "published"
         assert publish_release(storage, release_dir).status == "already-published"
         assert json.loads(storage.get(f"models/kolora/{LATEST}"))["version"] == "v1"
-        assert len(storage.list("models/kolora/v1/")) == 8 + 9
+        assert len(storage.list("models/kolora/v1/")) == 8 + 9 + 1
 
 
 class FakeHubApi:
