@@ -55,6 +55,17 @@ def _model_identity(release: dict[str, Any]) -> dict[str, Any]:
     return {"name": release.get("name"), "version": release.get("version"), "identity": identity}
 
 
+def _json_object(data: bytes, key: str) -> dict[str, Any]:
+    """A JSON object read back from the store (which nobody should trust to hold one)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise KoloraError(f"{key} in the store is not a JSON object: fix or remove it (it was not written by kolora)")
+    return value
+
+
 def _canonical(value: dict[str, Any]) -> bytes:
     return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
 
@@ -79,7 +90,7 @@ def _claim(storage: Storage, version_prefix: str, release: dict[str, Any], manif
     try:
         storage.put_if_absent(version_prefix + CLAIM, _canonical(claim))
     except PreconditionFailed:
-        held = json.loads(storage.get(version_prefix + CLAIM))
+        held = _json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM)
         _refuse_other(held, release, version_prefix, "is being published by another process")
         raise KoloraError(
             f"{release['name']} version {release['version']} is being published by another run with the same LoRA "
@@ -148,7 +159,7 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
     published = version_prefix + RELEASE_MANIFEST
     existing = storage.get_with_etag(published)
     if existing is not None:
-        _refuse_other(json.loads(existing[0]), release, version_prefix, "is already published")
+        _refuse_other(_json_object(existing[0], published), release, version_prefix, "is already published")
         result.status = "already-published"
     else:
         _claim(storage, version_prefix, release, manifest)

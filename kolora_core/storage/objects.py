@@ -94,10 +94,11 @@ class LocalStorage:
         return sorted(k for k in keys if k.startswith(prefix))
 
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
-        path = self._path(key)
-        with self._locked(path):
-            data = path.read_bytes() if path.is_file() else None
-        return None if data is None else (data, _etag(data))
+        try:
+            data = self._path(key).read_bytes()  # every write replaces the file atomically: no lock needed to read
+        except FileNotFoundError:
+            return None
+        return data, _etag(data)
 
     def put_if_absent(self, key: str, data: bytes) -> str:
         path = self._path(key)
