@@ -15,13 +15,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kolora_core.cli.publish import add_release_store_arguments, release_store
 from kolora_core.config import load_config
 from kolora_core.evaluation.champion import FOUND
 from kolora_core.release.champion import fetch_champion
-from kolora_core.release.promote import DEFAULT_PREFIX
 from kolora_core.stage_cli import commit_output, prepare_output
 from kolora_core.storage.objects import S3StoreStorage
-from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -31,10 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--s3-endpoint", required=True, metavar="URL", help="S3 API URL, e.g. http://minio:9000")
-    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"bucket releases are published in (default: {DEFAULT_BUCKET})")
-    parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix of releases (default: {DEFAULT_PREFIX})")
+    add_release_store_arguments(parser)
     parser.add_argument("--name", default="", help="model name; '' (default) = the `name` of --profile/--config")
     parser.add_argument("--profile", default="full", help="config profile the name comes from when --name is ''")
     parser.add_argument("--config", type=Path, metavar="FILE", help="run config file the name comes from when --name is ''")
@@ -44,9 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _champion_command(args: argparse.Namespace) -> int:
     name = load_config(args.profile, args.config, {"name": args.name} if args.name else None).name  # validated
-    store = S3Store(S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region))
     staging = prepare_output(args.out)
-    pointer = fetch_champion(S3StoreStorage(store), args.prefix, name, staging)
+    pointer = fetch_champion(S3StoreStorage(release_store(args)), args.prefix, name, staging)
     commit_output(args.out, staging, "champion")
     if pointer["status"] == FOUND:
         print(f"kolora champion: {pointer['name']} {pointer['version']} from s3://{args.bucket}/{pointer['prefix']}")
