@@ -78,7 +78,13 @@ STAGES: dict[str, Stage] = {
             outputs=("changes",),
             parameters={"training": ("changes", "training.txt")},
         ),
-        Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
+        Stage(
+            "fetch-models",
+            "jobs.fetch_models",
+            "ingest",
+            "base model weights in the ModelScope layout, and the evaluation scorers",
+            outputs=("models", "scorers"),
+        ),
         Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
         Stage(
             "generate",
@@ -94,7 +100,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report", "champion"),
+            inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),

@@ -16,7 +16,6 @@ Everything here was read from a bucket: the champion's own files are checked aga
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import statistics
@@ -80,16 +79,12 @@ def read_champion(directory: Path) -> Champion | None:
     return Champion(directory, pointer["name"], pointer["version"], read_json(directory / REPORT))
 
 
-def scorer_identity(scores: dict[str, Any]) -> str:
-    """Which scorers produced a report's scores, from its `scores` section.
-
-    The section's own `identity` where the report records one (the scorers artifact's fingerprint), else a
-    hash of the scorer model names it records: the one seam to change when scorer identities get richer.
-    """
-    if scores.get("identity"):
-        return str(scores["identity"])
-    names = {key: (scores.get(key) or {}).get("model") for key in ("aesthetic", "clip_similarity")}
-    return hashlib.sha256(json.dumps(names, sort_keys=True).encode("utf-8")).hexdigest()
+def scorer_identity(report: dict[str, Any]) -> str | None:
+    """Which scorers produced a report's scores: its `scorers.identity`, the scorers artifact's manifest fingerprint
+    (kolora_core.models.scorers). None for a report that records none: its scores compare with nothing."""
+    scorers = report.get("scorers")
+    identity = scorers.get("identity") if isinstance(scorers, dict) else None
+    return str(identity) if identity else None
 
 
 def story_difference(candidate: list[dict[str, Any]], champion: list[dict[str, Any]]) -> str | None:
@@ -136,11 +131,11 @@ Rescore = Callable[[list[Image.Image], list[str]], tuple[list[float], list[float
 
 
 def compare(
-    champion: Champion | None, records: list[dict[str, Any]], scores: dict[str, Any], rescore: Rescore | None
+    champion: Champion | None, records: list[dict[str, Any]], identity: str | None, rescore: Rescore | None
 ) -> Comparison:
     """Compare the candidate's story with the champion's and find the champion's aesthetic scores.
 
-    `records`: the candidate's generation records; `scores`: the candidate report's scores section;
+    `records`: the candidate's generation records; `identity`: the scorer identity scoring now;
     `rescore(images, prompts) -> (aesthetic, clip)` scores images with the current scorers (None: nothing is
     scored now, so there is nothing to compare).
     """
@@ -161,7 +156,7 @@ def compare(
     by_index = {e.get("index"): e for e in champion.report.get("images", []) if isinstance(e, dict)}
     aesthetic = [_number(by_index.get(r["index"], {}).get("aesthetic")) for r in theirs]
     clip = [_number(by_index.get(r["index"], {}).get("clip_similarity")) for r in theirs]
-    same_scorers = scorer_identity(champion.report.get("scores", {})) == scorer_identity(scores)
+    same_scorers = identity is not None and scorer_identity(champion.report) == identity
     if same_scorers and _finite_mean(aesthetic) is not None:
         found.scores_from, found.reason = "report", "same story and scorers: the champion's scores are read from its report"
     else:

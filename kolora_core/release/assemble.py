@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.champion import IMAGES_DIR, scorer_identity
+from kolora_core.evaluation.champion import IMAGES_DIR
 from kolora_core.evaluation.layout import GRID, REPORT, REPORT_HTML
 from kolora_core.inference.story import GENERATIONS, collect_generations
 from kolora_core.lora.header import content_sha256, read_metadata
@@ -133,10 +133,7 @@ def assemble_release(
         "base_model": settings.get("base_model"),
         "base_model_sha256": settings.get("base_model_sha256"),
         **_training(lora_dir),
-        "scorers": {
-            "identity": scorer_identity(scores),
-            **{k: (scores.get(k) or {}).get("model") for k in SCORE_FIELDS},
-        },
+        "scorers": report.get("scorers") or {"identity": None},  # the scorer identity and which repos scored
         "gate": {k: gate.get(k) for k in ("result", "reason", "mean_aesthetic", "min_aesthetic", "champion")},
         "scores": {f"mean_{k}": ((scores.get(k) or {}).get("stats") or {}).get("mean") for k in SCORE_FIELDS},
         "story": story,

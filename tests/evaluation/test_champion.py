@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 from PIL import Image, ImageDraw
@@ -13,17 +12,16 @@ import kolora_core.evaluation.run as evaluate_run
 from jobs.evaluate import main as evaluate_main
 from kolora_core.evaluation.champion import scorer_identity, story_difference
 from kolora_core.evaluation.gate import champion_rule
+from kolora_core.evaluation.scoring import Scorers
 from kolora_core.inference.story import Generation, image_name, save_generation
 from tests.conftest import mark_complete
 from tests.evaluation.test_evaluate_stage import stage_inputs  # noqa: F401 - the fixture is used by name
 from tests.evaluation.test_gate import FakeAesthetic, FakeClip
 
-
-def _scores(model: str) -> dict[str, Any]:
-    return {"aesthetic": {"status": "scored", "model": model}, "clip_similarity": {"status": "scored", "model": "fake-clip"}}
+IDENTITY = "scorers-manifest-sha"  # the scorer identity the fakes below claim
 
 
-def write_champion(root: Path, scores: list[float] | None, model: str = "fake-aesthetic", prompt_3: str = "p3") -> Path:
+def write_champion(root: Path, scores: list[float] | None, identity: str = IDENTITY, prompt_3: str = "p3") -> Path:
     """A champion dir as `kolora champion` leaves it: pointer, report (with per-image scores), grid, story images."""
     images = root / "images"
     images.mkdir(parents=True)
@@ -38,7 +36,7 @@ def write_champion(root: Path, scores: list[float] | None, model: str = "fake-ae
         save_generation(image, images, record)
     Image.new("RGB", (128, 256), (9, 9, 9)).save(root / "grid.png")
     entries = [{"index": i, "aesthetic": s, "clip_similarity": 0.3} for i, s in enumerate(scores or [None] * 8)]
-    report = {"gate": {"result": "passed"}, "scores": _scores(model), "images": entries}
+    report = {"gate": {"result": "passed"}, "scorers": {"identity": identity}, "images": entries}
     (root / "report.json").write_text(json.dumps(report), encoding="utf-8")
     pointer = {"status": "found", "name": "kolora", "version": "v1", "prefix": "models/kolora/v1/"}
     (root / "champion.json").write_text(json.dumps(pointer), encoding="utf-8")
@@ -58,7 +56,8 @@ class QueueAesthetic(FakeAesthetic):
 
 
 def _evaluate(inputs: dict[str, Path], out: Path, monkeypatch: pytest.MonkeyPatch, aesthetic: FakeAesthetic) -> dict:
-    monkeypatch.setattr(evaluate_run, "load_scorers", lambda evaluate, device: (aesthetic, FakeClip(0.31)))
+    scorers = Scorers(aesthetic, FakeClip(0.31), facts={"identity": IDENTITY})
+    monkeypatch.setattr(evaluate_run, "load_scorers", lambda directory, evaluate, device: scorers)
     argv = ["--profile", "smoke", "--report", str(out), "--evaluate.min_aesthetic", "6.0"]
     for name, path in inputs.items():
         argv += [f"--{name}", str(path)]
@@ -101,9 +100,9 @@ def test_story_difference_names_the_first_difference() -> None:
     assert story_difference(story, [story[0] | {"lora_strength": 0.5}, *story[1:]]) is None  # the candidate's own business
 
 
-def test_scorer_identity_prefers_the_recorded_identity() -> None:
-    assert scorer_identity(_scores("a")) != scorer_identity(_scores("b"))
-    assert scorer_identity(_scores("a") | {"identity": "manifest-sha"}) == "manifest-sha"
+def test_scorer_identity_is_the_reports_scorers_identity() -> None:
+    assert scorer_identity({"scorers": {"identity": "manifest-sha", "kind": "hub"}}) == "manifest-sha"
+    assert scorer_identity({"scores": {}}) is None  # a report that records none compares with nothing
 
 
 def test_same_story_same_scorers_reads_the_champions_report(
@@ -145,7 +144,7 @@ def test_changed_scorers_re_score_the_champions_images(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The champion's report says 9.0 from another scorer; re-scored now it is 5.0, and the candidate wins."""
-    stage_inputs["champion"] = write_champion(tmp_path / "champion", [9.0] * 8, model="old-aesthetic")
+    stage_inputs["champion"] = write_champion(tmp_path / "champion", [9.0] * 8, identity="older-scorers")
     aesthetic = QueueAesthetic([6.3] * 8, [5.0] * 8)
     report = _evaluate(stage_inputs, tmp_path / "out", monkeypatch, aesthetic)
     assert aesthetic.calls == 2

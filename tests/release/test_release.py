@@ -12,7 +12,6 @@ from PIL import Image
 
 from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.champion import scorer_identity
 from kolora_core.lora.format import save_lora, save_safetensors
 from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
 from kolora_core.release.modelscope import upload_to_modelscope
@@ -36,6 +35,7 @@ REPORT = {
     "settings": {"base_model": "tiny", "base_model_sha256": "b" * 64},
     "training": {"rank": 16},
     "scores": {"aesthetic": {"status": "scored", "model": "fake-a", "stats": {"mean": 6.5}}, "clip_similarity": {}},
+    "scorers": {"identity": "s" * 64, "kind": "tiny", "aesthetic": {"repo": "hf://a/b", "revision": None}, "clip": None},
     "images": [{"index": i, "aesthetic": 6.0 + i / 7} for i in range(8)],
 }
 
@@ -87,7 +87,7 @@ def test_stage_assembles_the_release_behind_a_passed_gate(tmp_path: Path) -> Non
     assert release["gate"]["result"] == "passed" and release["base_model"] == "tiny"
     # what a later run compares with: training identity + trainset (check-changes), scorers, story and scores
     assert (release["training_identity"], release["trainset_sha256"]) == ("t" * 64, "d" * 64)
-    assert release["scorers"] == {"identity": scorer_identity(REPORT["scores"]), "aesthetic": "fake-a", "clip_similarity": None}
+    assert release["scorers"] == REPORT["scorers"]
     assert release["scores"] == {"mean_aesthetic": 6.5, "mean_clip_similarity": None}
     assert [s["index"] for s in release["story"]] == list(range(8)) and release["story"][3] == {
         "index": 3, "file": "003.png", "prompt": "p3", "negative_prompt": "", "seed": 3, "cfg_scale": 4, "steps": 4,
