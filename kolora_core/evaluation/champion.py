@@ -20,7 +20,7 @@ import json
 import math
 import statistics
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +116,7 @@ class Comparison:
     images: list[dict[str, Any]] = field(default_factory=list)
 
     def record(self) -> dict[str, Any]:
-        return {
-            "status": self.status,
-            "version": self.version,
-            "comparable": self.comparable,
-            "reason": self.reason,
-            "scores_from": self.scores_from,
-            "mean_aesthetic": self.mean_aesthetic,
-            "images": self.images,
-        }
+        return asdict(self)
 
 
 Rescore = Callable[[list[Image.Image], list[str]], tuple[list[float], list[float | None]]]
