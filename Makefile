@@ -50,7 +50,7 @@ render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions 
 	$(PY) -m workflows.render
 	cd workflows/dist && cp $(CHART_FILES) ../../helm/kolora/files/
 
-smoke-kind:  ## kind + Argo + MinIO + the Helm chart, one smoke run checked in MinIO (needs docker, kind, kubectl, helm)
+smoke-kind:  ## kind + Argo + SeaweedFS + the Helm chart, one smoke run checked in the store (needs docker, kind, kubectl, helm)
 	helm/kind-smoke.sh
 
 lint-workflows: render  ## argo lint --offline on the rendered workflows (and the --no-gpu render), when the argo CLI is installed
@@ -74,5 +74,5 @@ push:  ## build and push the images: make push REGISTRY=ghcr.io/you
 smoke-containers: $(STAMP)  ## build the images, run the smoke profile through them (podman/docker), check runs/latest (slow)
 	PY=$(PY) images/smoke.sh
 
-clean:  ## remove local runs and caches (keeps .venv)
+clean:  ## remove local runs, the embedded store (runs/.store: published releases too) and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

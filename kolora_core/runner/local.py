@@ -48,7 +48,7 @@ from kolora_core.runner.template import (
     topological_order,
 )
 from kolora_core.stages import COMPLETE_MARKER, CONTAINER_ROOT, stage_of
-from kolora_core.storage.embedded import EmbeddedS3
+from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, ArtifactNotFound, S3Settings, S3Store
 
 SUMMARY_ANNOTATION = "kolora.dev/summary-artifacts"
@@ -71,6 +71,8 @@ class RunOptions:
     s3: S3Settings | None = None
     embedded_bucket: str = DEFAULT_BUCKET
     runs_dir: Path = Path("runs")
+    # the embedded store's directory (default <runs_dir>/.store): kept between runs, so releases survive
+    store_dir: Path | None = None
     keep_work: bool = False
     # artifacts larger than this stay in the store only (a full run's models folder is ~18 GB)
     collect_max_bytes: int = 2 * 2**30
@@ -126,7 +128,8 @@ def run_workflow(options: RunOptions) -> RunResult:
     parameters = resolve_parameters(workflow, options.parameters, options.soft_parameters)
     engine = get_engine(options.engine, options.repo_root)
 
-    store_cm = EmbeddedS3(bucket=options.embedded_bucket) if options.s3 is None else contextlib.nullcontext(options.s3)
+    store_dir = options.store_dir or options.runs_dir / STORE_DIRNAME
+    store_cm = EmbeddedS3(store_dir, options.embedded_bucket) if options.s3 is None else contextlib.nullcontext(options.s3)
     started = time.monotonic()
     with store_cm as settings:
         store = S3Store(settings)
@@ -639,12 +642,12 @@ class _Executor:
             self.store.download(node.artifacts[RELEASE_ARTIFACT].key, release)
         line = promote(self.store, release, prefix)
         if self.result.store.startswith("embedded"):
-            line += " (embedded store: gone when the run ends; the release is in " + str(release) + ")"
+            line += " (embedded store: kept for the next run)"
         node.message = line
         self.say(f"kolora run: {line}")
 
     def forget_uploads(self) -> None:
-        """Free the embedded store's memory (it lives in this process) once the outputs are copied out."""
+        """Keep the embedded store to what outlives a run (releases): the run's artifacts are in runs/<id>/ now."""
         if self.uploaded:
             self.store.delete_prefix(f"{self.run_id}/")
             for key in self.uploaded:
