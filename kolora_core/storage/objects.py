@@ -4,7 +4,8 @@
 exists/list, and the conditional writes that make concurrent publishing safe: `put_if_absent` (S3's
 `If-None-Match: *`), `put_if_match` (`If-Match: <ETag>`, a compare-and-swap) and `get_with_etag`.
 `LocalStorage` is a directory (tests, a shared filesystem, a local mirror of the bucket; the same
-semantics from an atomic hard link and a file lock) and `S3StoreStorage` adapts the runner's `S3Store`.
+semantics from an atomic hard link and a file lock) and `S3StoreStorage` adapts the runner's `S3Store`
+(whose conditional writes these are; `PreconditionFailed` is its error too).
 `kolora_core.release.publish` only sees `Storage`, so the no-overwrite rules hold on any of them.
 """
 
@@ -20,14 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
-from botocore.exceptions import ClientError
-
 from kolora_core.errors import KoloraError
-from kolora_core.storage.s3 import s3_errors
-
-
-class PreconditionFailed(KoloraError):
-    """A conditional write lost: the key exists (put_if_absent) or changed since it was read (put_if_match)."""
+from kolora_core.storage.s3 import ArtifactNotFound, PreconditionFailed
 
 
 class Storage(Protocol):
@@ -170,45 +165,14 @@ class S3StoreStorage:
     def list(self, prefix: str) -> list[str]:
         return sorted(self.store.list_keys(prefix))
 
-    # Conditional writes go to the bucket's client directly: the store's own put_if_absent/put_if_match (branch
-    # `store`) are not on main yet; these keep their names and semantics so the adapter can delegate later.
-
     def get_with_etag(self, key: str) -> tuple[bytes, str] | None:
-        key, client = _safe_key(key), self.store._client
-        with s3_errors(self.store.settings, f"read s3://{self.store.bucket}/{key}"):
-            try:
-                response = client.get_object(Bucket=self.store.bucket, Key=key)
-            except ClientError as exc:
-                if exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}:
-                    return None
-                raise
-            return response["Body"].read(), str(response["ETag"])
+        try:
+            return self.store.get_with_etag(_safe_key(key))
+        except ArtifactNotFound:
+            return None
 
     def put_if_absent(self, key: str, data: bytes) -> str:
-        key = _safe_key(key)
-        with s3_errors(self.store.settings, f"create s3://{self.store.bucket}/{key}"):
-            try:
-                return str(self.store._client.put_object(Bucket=self.store.bucket, Key=key, Body=data, IfNoneMatch="*")["ETag"])
-            except ClientError as exc:
-                if not _precondition_failed(exc):
-                    raise
-        current = self.get_with_etag(key)
-        if current is None or current[0] != data:
-            raise PreconditionFailed(f"s3://{self.store.bucket}/{key} already exists with other contents: another writer won")
-        return current[1]
+        return str(self.store.put_if_absent(_safe_key(key), data))
 
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
-        key = _safe_key(key)
-        with s3_errors(self.store.settings, f"replace s3://{self.store.bucket}/{key}"):
-            try:
-                return str(self.store._client.put_object(Bucket=self.store.bucket, Key=key, Body=data, IfMatch=etag)["ETag"])
-            except ClientError as exc:
-                if not _precondition_failed(exc, missing_too=True):
-                    raise
-        raise PreconditionFailed(f"s3://{self.store.bucket}/{key} changed since it was read (ETag {etag}): another writer won")
-
-
-def _precondition_failed(exc: ClientError, missing_too: bool = False) -> bool:
-    """412; for If-Match also a missing key (404 from AWS S3 and moto, 412 from MinIO and SeaweedFS)."""
-    codes = {"PreconditionFailed", "412"} | ({"NoSuchKey", "404"} if missing_too else set())
-    return str(exc.response.get("Error", {}).get("Code")) in codes
+        return str(self.store.put_if_match(_safe_key(key), data, etag))
