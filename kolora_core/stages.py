@@ -70,6 +70,15 @@ STAGES: dict[str, Stage] = {
             outputs=("trainset", "filter-report"),
         ),
         Stage(
+            "check-changes",
+            "jobs.check_changes",
+            "evaluate",
+            "does the trainset or training config differ from the champion's release? (changed/unchanged)",
+            inputs=("trainset", "champion"),
+            outputs=("changes",),
+            parameters={"training": ("changes", "training.txt")},
+        ),
+        Stage(
             "fetch-models",
             "jobs.fetch_models",
             "ingest",
@@ -91,7 +100,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report", "scorers"),
+            inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),
@@ -100,7 +109,7 @@ STAGES: dict[str, Stage] = {
             "jobs.publish",
             "evaluate",
             "release directory of a LoRA whose evaluation gate passed",
-            inputs=("lora", "report"),
+            inputs=("lora", "report", "images"),
             outputs=("release",),
         ),
     )
