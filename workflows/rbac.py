@@ -5,10 +5,10 @@
 The workflows run their pods as `RenderOptions.service_account` (`kolora-workflow`) with
 `automountServiceAccountToken: false` and the same account as `executor.serviceAccountName`: the step
 containers get no token, Argo's init and wait containers get this one, which may only report the steps'
-outputs (`workflowtaskresults` create/patch, Argo v3.4+). Argo mounts the executor's token from the Secret
-`<account>.service-account-token` (it looks it up by that name; Kubernetes 1.24+ no longer creates one), so
-the file holds that Secret too. The Helm chart creates the same objects (helm/kolora/templates/workflow-*.yaml;
-a test keeps them equal). Plain objects, not hera: hera models only Argo's kinds.
+outputs (`workflowtaskresults` create/patch, Argo v3.4+). Argo mounts the executor's token from the Secret the
+account's annotation `TOKEN_ANNOTATION` names (Kubernetes 1.24+ no longer creates one; Kubernetes fills in the
+token of a `service-account-token` Secret), so the file holds that Secret too. The Helm chart creates the same
+objects (helm/kolora/templates/workflow-*.yaml; a test keeps them equal). Plain objects, not hera: hera models only Argo's kinds.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 from workflows.options import RenderOptions
 
-TOKEN_SUFFIX = ".service-account-token"  # Argo's lookup name of an account's token Secret (util/secrets)
+TOKEN_ANNOTATION = "workflows.argoproj.io/service-account-token.name"  # where Argo looks up the token Secret (util/secrets)
 EXECUTOR_RULES = [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
 
 
@@ -32,9 +32,11 @@ def build(options: RenderOptions | None = None) -> list[dict[str, Any]]:
     }
     meta = {"name": name, "labels": labels}
     objects: list[dict[str, Any]] = []
-    if options.service_account:  # the namespace's `default` exists already
-        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "automountServiceAccountToken": False})
-    token_meta = {"name": name + TOKEN_SUFFIX, "labels": labels, "annotations": {"kubernetes.io/service-account.name": name}}
+    token = f"{name}-token"
+    if options.service_account:  # the namespace's `default` exists already (annotate it yourself)
+        sa_meta = {**meta, "annotations": {TOKEN_ANNOTATION: token}}
+        objects.append({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": sa_meta, "automountServiceAccountToken": False})
+    token_meta = {"name": token, "labels": labels, "annotations": {"kubernetes.io/service-account.name": name}}
     objects.append({"apiVersion": "v1", "kind": "Secret", "metadata": token_meta, "type": "kubernetes.io/service-account-token"})
     objects += [
         {

@@ -209,8 +209,9 @@ def test_rbac_manifest_is_what_the_executor_needs(rbac: list[dict], template: di
     assert sorted(kinds) == ["Role", "RoleBinding", "Secret", "ServiceAccount"]
     sa = template["spec"]["serviceAccountName"]
     assert kinds["ServiceAccount"]["metadata"]["name"] == sa and kinds["ServiceAccount"]["automountServiceAccountToken"] is False
-    # Argo mounts the executor's token from `<account>.service-account-token` (util/secrets TokenName)
-    assert kinds["Secret"]["metadata"]["name"] == f"{sa}.service-account-token"
+    # Argo mounts the executor's token from the Secret this annotation names (util/secrets TokenNameForServiceAccount)
+    token = kinds["ServiceAccount"]["metadata"]["annotations"]["workflows.argoproj.io/service-account-token.name"]
+    assert kinds["Secret"]["metadata"]["name"] == token
     assert kinds["Secret"]["type"] == "kubernetes.io/service-account-token"
     assert kinds["Secret"]["metadata"]["annotations"] == {"kubernetes.io/service-account.name": sa}
     assert kinds["Role"]["rules"] == [
