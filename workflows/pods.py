@@ -7,8 +7,8 @@ What they write goes to three emptyDirs, the only writable places in the pod:
   MODELSCOPE_CACHE, TORCH_HOME, XDG_CACHE_HOME under /kolora/cache: images/Dockerfile);
 - `/tmp`: tempfile, torch.compile's inductor cache (TORCHINDUCTOR_CACHE_DIR defaults to /tmp/torchinductor_<user>),
   Ray's session directory;
-- the user's home (`HOME_DIR`, the images' HOME): Triton's kernel cache (~/.triton) and whatever a library puts
-  under ~ without asking.
+- the user's home (`HOME_DIR`, the images' HOME): Triton's kernel cache (~/.triton), kolora's compiled-kernel
+  cache (`train/generate.compile_cache_dir` null = ~/.cache/kolora/compile) and whatever a library puts under ~.
 
 The local runner ignores volumes and security contexts (it rewrites /kolora to a scratch directory); the
 cache locations are therefore left to the images' ENV rather than set here, so a local run keeps using the
