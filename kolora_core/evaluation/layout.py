@@ -10,3 +10,4 @@ GRID = "grid.png"
 REPORT = "report.json"
 REPORT_HTML = "report.html"
 GATE = "gate.txt"
+MEAN_AESTHETIC = "mean_aesthetic.txt"  # the workflow's `mean-aesthetic` output (metrics, notify); empty when not scored

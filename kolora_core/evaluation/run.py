@@ -30,7 +30,7 @@ from kolora_core.errors import KoloraError
 from kolora_core.evaluation.champion import Rescore, compare, read_champion
 from kolora_core.evaluation.gate import ImageVerdict, champion_rule, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
-from kolora_core.evaluation.layout import GATE, GRID, REPORT, REPORT_HTML
+from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, REPORT_HTML
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, Scorers, SimilarityScorer, load_scorers
 from kolora_core.inference.story import collect_generations
@@ -153,4 +153,6 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     champion_grid = Image.open(champion.grid).convert("RGB") if champion and champion.grid.is_file() else None
     write_report_html(out / REPORT_HTML, report, grid, images, champion_grid)
     (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
+    mean = gate.get("mean_aesthetic")
+    (out / MEAN_AESTHETIC).write_text("" if mean is None else f"{mean:.4f}\n", encoding="utf-8")
     log.info("grid of %d images, report and gate written: %s (%s)", len(records), gate["result"], gate["reason"])

@@ -66,6 +66,7 @@ def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Pat
     assert report["scorers"]["aesthetic"] is None and report["scorers"]["clip"] is None
     assert report["settings"]["cfg_scale"] == 4 and report["images"][3]["steps"] == 4
     assert (tmp_path / "out" / "gate.txt").read_text().strip() == "skipped"
+    assert (tmp_path / "out" / "mean_aesthetic.txt").read_text() == ""  # not scored: the metric has no value
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_repo is null" in page
     assert page.count('<figure class="card') == 8 and "p7" in page and page.count("data:image/jpeg;base64,") == 9
