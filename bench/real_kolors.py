@@ -1,50 +1,33 @@
-"""Random weights of the real Kolors architectures, built as shared/bench/seed_baseline.py builds them.
+"""Random weights of the real Kolors architectures, in memory, for the GPU benchmarks.
 
-Both GPU benchmarks start here so that kolora and the seed baseline are timed on identical models:
-ChatGLM3-6B (the seed baseline's config), the 2.58 B-parameter Kolors UNet and the SDXL VAE, small normal
-weights with unit norms, constructed on the meta device and materialised on the target device.
+Both GPU benchmarks start here so that kolora and the seed baseline are timed on identical models. The
+architectures and the values' rule (matrices N(0, 0.02), norm weights 1, the rest 0) are the ones
+`models.source: random` writes to disk (`kolora_core.models.random_kolors`: ChatGLM3-6B, the 2.58 B-parameter
+Kolors UNet, the SDXL VAE), as shared/bench/seed_baseline.py builds them; here the modules are constructed
+with their parameters on the meta device and filled on the target device from the global RNG, which is faster
+than writing the 18 GB and reading them back (bench/e2e_bench.py times that path). Buffers keep their computed
+values (ChatGLM's rotary frequencies; the seed baseline leaves them uninitialised).
 """
 
 from __future__ import annotations
 
 import torch
 
-
-def _init_small(module: torch.nn.Module) -> torch.nn.Module:
-    for name, param in module.named_parameters():
-        if "norm" in name and name.endswith("weight"):
-            param.data.fill_(1.0)
-        elif param.dim() >= 2:
-            param.data.normal_(0, 0.02)
-        else:
-            param.data.zero_()
-    return module
+from kolora_core.models.random_kolors import CHATGLM3_6B, empty_skeleton, materialise_module, text_encoder_module
 
 
 def real_kolors(device: str, parts: tuple[str, ...]) -> dict[str, torch.nn.Module]:
     """The requested diffsynth model names (kolors_text_encoder, sdxl_unet, sdxl_vae_encoder, sdxl_vae_decoder)."""
-    from diffsynth.models.kolors_text_encoder import ChatGLMConfig, ChatGLMModel
     from diffsynth.models.sdxl_unet import SDXLUNet
     from diffsynth.models.sdxl_vae_decoder import SDXLVAEDecoder
     from diffsynth.models.sdxl_vae_encoder import SDXLVAEEncoder
 
-    config = ChatGLMConfig(
-        num_layers=28, hidden_size=4096, ffn_hidden_size=13696, num_attention_heads=32, kv_channels=128,
-        multi_query_attention=True, multi_query_group_num=2, padded_vocab_size=65024, seq_length=32768,
-        add_qkv_bias=True, original_rope=True, use_cache=False, rmsnorm=True, layernorm_epsilon=1e-5,
-        apply_residual_connection_post_layernorm=False, post_layer_norm=True, add_bias_linear=False,
-        torch_dtype="float16",
-    )  # fmt: skip
     torch.manual_seed(0)
     models: dict[str, torch.nn.Module] = {}
-    with torch.device("meta"):
-        if "kolors_text_encoder" in parts:
-            models["kolors_text_encoder"] = ChatGLMModel(config, empty_init=False)
-        if "sdxl_unet" in parts:
-            models["sdxl_unet"] = SDXLUNet(is_kolors=True)
-    models = {name: _init_small(m.to_empty(device=device).half()) for name, m in models.items()}
-    if "kolors_text_encoder" in models:
-        models["kolors_text_encoder"].eval()
+    if "kolors_text_encoder" in parts:
+        models["kolors_text_encoder"] = materialise_module(text_encoder_module(CHATGLM3_6B), device, torch.float16).eval()
+    if "sdxl_unet" in parts:
+        models["sdxl_unet"] = materialise_module(empty_skeleton(lambda: SDXLUNet(is_kolors=True)), device, torch.float16)
     with torch.device(device):
         if "sdxl_vae_encoder" in parts:
             models["sdxl_vae_encoder"] = SDXLVAEEncoder().eval()

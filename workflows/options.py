@@ -74,7 +74,13 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
         Param("learning-rate", "", "AdamW learning rate ('' = profile)", "train.learning_rate"),
         Param("prompts", "", "YAML list of {prompt, negative_prompt, seed} to render ('' = the seed story)", "generate.prompts"),
         Param("lora-strength", "", "1.0 = the trained scale ('' = profile)", "generate.lora_strength"),
-        Param("model-source", "", "modelscope (download Kolors) or tiny (random test models) ('' = profile)", "models.source"),
+        Param(
+            "model-source",
+            "",
+            "modelscope (download Kolors), tiny (random test models) or random (random full-size Kolors, offline) "
+            "('' = profile)",
+            "models.source",
+        ),
         Param("image-registry", "ghcr.io/kolora", "registry of the kolora-<stage> images"),
         Param("image-tag", version or project_version(), "tag of the kolora-<stage> images (pinned, never latest)"),
         Param("generate-shards", "1", "how many pods render the prompts in parallel (one GPU each)"),

@@ -68,15 +68,18 @@ class FilterConfig(Section):
 
 
 class ModelsConfig(Section):
-    """Which base model the run trains on; `tiny` builds random-weight Kolors-architecture models."""
+    """Which base model the run trains on; `tiny` and `random` write random-weight Kolors-architecture models."""
 
-    source: Literal["modelscope", "tiny"] = Field(
-        "modelscope", description="modelscope: download Kolors; tiny: random tiny models"
+    source: Literal["modelscope", "tiny", "random"] = Field(
+        "modelscope",
+        description="modelscope: download Kolors; tiny: random tiny models (smoke, CPU); random: random FULL-SIZE "
+        "Kolors (and scorers) in the real file formats, written offline (benchmarks, runs without a network)",
     )
     kolors_repo: str = Field("Kwai-Kolors/Kolors", description="ModelScope model id of Kolors")
     vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
     revision: str | None = Field(None, description="model revision; null = latest")
     tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
+    random_seed: int = Field(0, description="RNG seed of the random full-size models (models.source random)")
 
 
 class TrainConfig(Section):

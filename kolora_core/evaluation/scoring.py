@@ -38,6 +38,7 @@ from kolora_core.models.scorers import (
     CLIP,
     FIELDS,
     HUB_KIND,
+    RANDOM_KIND,
     TINY_KIND,
     HeadLayer,
     ScorersDir,
@@ -46,10 +47,12 @@ from kolora_core.models.scorers import (
 )
 
 log = logging.getLogger("kolora.evaluate")
-TINY_NOTE = (
-    "these scores come from tiny RANDOM-WEIGHT scorers (models.source: tiny, the smoke profile): they prove that "
-    "scoring, the gate and promotion are wired, not image quality, and the smoke threshold is not a quality bar"
-)
+NOTES = {
+    TINY_KIND: "these scores come from tiny RANDOM-WEIGHT scorers (models.source: tiny, the smoke profile): they "
+    "prove that scoring, the gate and promotion are wired, not image quality, and the smoke threshold is not a quality bar",
+    RANDOM_KIND: "these scores come from full-size RANDOM-WEIGHT scorers (models.source: random, an offline run or a "
+    "benchmark): the real architectures' cost, not image quality",
+}
 
 
 class AestheticScorer(Protocol):
@@ -225,6 +228,6 @@ def load_scorers(directory: Path, evaluate: EvaluateConfig, device: str) -> Scor
         "kind": manifest["kind"],
         **{part: manifest["sources"].get(part) if part in loaded else None for part in (AESTHETIC, CLIP)},
     }
-    if manifest["kind"] == TINY_KIND:
-        facts["note"] = TINY_NOTE
+    if manifest["kind"] in NOTES:
+        facts["note"] = NOTES[manifest["kind"]]
     return Scorers(loaded.get(AESTHETIC), loaded.get(CLIP), not_scored, facts)

@@ -83,8 +83,9 @@ def _by_strength(jobs: list[Job]) -> dict[float, list[Job]]:
 
 def base_model_name(manifest: dict[str, Any]) -> str:
     sources = manifest.get("sources", {})
-    if manifest.get("kind") == "tiny":
-        return f"tiny random Kolors ({sources.get('architecture', '?')}, seed {sources.get('seed', '?')})"
+    if manifest.get("kind") in ("tiny", "random"):
+        size = "tiny" if manifest["kind"] == "tiny" else "full-size" if sources.get("full_size", True) else "reduced-size"
+        return f"{size} random Kolors ({sources.get('architecture', '?')}, seed {sources.get('seed', '?')})"
     revision = f"@{sources['revision']}" if sources.get("revision") else ""
     return f"{sources.get('kolors_repo', 'Kwai-Kolors/Kolors')}{revision} + {sources.get('vae_repo', 'sdxl-vae-fp16-fix')}"
 

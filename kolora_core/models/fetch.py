@@ -1,4 +1,5 @@
-"""Materialise the weight directories: the base model (Kolors from ModelScope, or tiny) and the evaluation scorers.
+"""Materialise the weight directories: the base model (Kolors from ModelScope, tiny, or random full-size) and the
+evaluation scorers.
 
 Run once per model version by the fetch-models stage, never inside training. Every attempt downloads into the
 stage's fresh staging directory (on Argo a retry is a new pod); `kolora_core.models.hub` sorts download
@@ -17,9 +18,18 @@ from kolora_core.config import EvaluateConfig, ModelsConfig
 from kolora_core.errors import KoloraError
 from kolora_core.models.hub import HubRepo, snapshot
 from kolora_core.models.layout import TEXT_ENCODER_DIR, ModelDir
-from kolora_core.models.scorers import AESTHETIC, CLIP, HUB_KIND, TINY_KIND, ScorersDir, check_aesthetic, scorer_repos
+from kolora_core.models.random_scorers import FULL, TINY, write_random_aesthetic, write_random_chinese_clip
+from kolora_core.models.scorers import (
+    AESTHETIC,
+    CLIP,
+    HUB_KIND,
+    RANDOM_KIND,
+    TINY_KIND,
+    ScorersDir,
+    check_aesthetic,
+    scorer_repos,
+)
 from kolora_core.models.tiny import TINY_ARCHITECTURE, build_tiny_models
-from kolora_core.models.tiny_scorers import TINY_SCORERS_ARCHITECTURE, write_tiny_aesthetic, write_tiny_chinese_clip
 
 # What the seed downloads with diffsynth's download_models(["Kolors", "SDXL-vae-fp16-fix"]), minus the
 # Kolors VAE, which kolora does not use (the fp16-fix VAE encodes for training and decodes without NaNs).
@@ -69,6 +79,10 @@ def fetch_models(config: ModelsConfig, out: Path) -> ModelDir:
     model_dir = ModelDir(out)
     if config.source == "tiny":
         write_tiny_models(model_dir, config.tiny_seed)
+    elif config.source == "random":
+        from kolora_core.models.random_kolors import write_random_kolors
+
+        write_random_kolors(model_dir, config.random_seed)
     else:
         download_kolors(model_dir, config)
     model_dir.read_manifest()
@@ -94,7 +108,8 @@ def download_scorer(repo: HubRepo, part: str, out: Path) -> None:
 
 
 def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> ScorersDir:
-    """Fill `out` with the scorers the config names: tiny random ones with `models.source: tiny`, else from their hubs.
+    """Fill `out` with the scorers the config names: random ones of the real classes with `models.source` tiny
+    (tiny sizes) or random (full sizes), else from their hubs.
 
     The aesthetic head is checked against its CLIP here, so a head of the wrong size fails before any GPU time
     is spent; the manifest's sha256 values are checked where the directory is read (evaluate), after its trip
@@ -102,13 +117,15 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
     """
     scorers, repos = ScorersDir(out), scorer_repos(evaluate)
     sources: dict[str, Any] = {part: None for part in (AESTHETIC, CLIP)}
-    if models.source == "tiny":
-        writers = {AESTHETIC: write_tiny_aesthetic, CLIP: write_tiny_chinese_clip}
+    if models.source in ("tiny", "random"):
+        tiny = models.source == "tiny"
+        kind, sizes, seed = (TINY_KIND, TINY, models.tiny_seed) if tiny else (RANDOM_KIND, FULL, models.random_seed)
+        writers = {AESTHETIC: write_random_aesthetic, CLIP: write_random_chinese_clip}
         for part, repo in repos.items():
-            writers[part](scorers.part(part), models.tiny_seed)
-            sources[part] = {"repo": TINY_KIND, "revision": None, "stands_in_for": repo.reference}
-        sources |= {"architecture": TINY_SCORERS_ARCHITECTURE, "seed": models.tiny_seed, "torch": torch.__version__}
-        scorers.write_manifest(TINY_KIND, sources)
+            writers[part](scorers.part(part), seed, sizes)
+            sources[part] = {"repo": kind, "revision": None, "stands_in_for": repo.reference}
+        sources |= {"architecture": sizes.architecture, "seed": seed, "torch": torch.__version__}
+        scorers.write_manifest(kind, sources)
     else:
         for part, repo in repos.items():
             download_scorer(repo, part, scorers.part(part))

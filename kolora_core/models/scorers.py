@@ -1,7 +1,7 @@
 """The scorers directory: the evaluation models as one artifact, with the base models' manifest.
 
     scorers/
-      kolora_models.json   kind (hub | tiny), sources {aesthetic, clip: {repo, revision} | null}, files {size, sha256}
+      kolora_models.json   kind (hub | tiny | random), sources {aesthetic, clip: {repo, revision} | null}, files {size, sha256}
       aesthetic/           LAION aesthetics predictor v2 as shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE
                            publishes it: config.json, one weight file holding the CLIP ViT-L/14 vision tower, its
                            projection and the head `layers.N.*`, preprocessor_config.json
@@ -35,7 +35,8 @@ from kolora_core.models.layout import ManifestDir
 AESTHETIC, CLIP = "aesthetic", "clip"
 PARTS = (AESTHETIC, CLIP)
 FIELDS = {AESTHETIC: "evaluate.aesthetic_repo", CLIP: "evaluate.clip_repo"}  # the config field naming each part
-HUB_KIND, TINY_KIND = "hub", "tiny"
+HUB_KIND, TINY_KIND, RANDOM_KIND = "hub", "tiny", "random"
+STAND_IN_KINDS = {TINY_KIND: "tiny random", RANDOM_KIND: "full-size random"}  # scorers written instead of downloaded
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 LAION_V2_INPUT = 768  # CLIP ViT-L/14's projection width: what every LAION aesthetics v2 head reads
 _HEAD_KEY = re.compile(r"^(?:.*\.)?layers\.(\d+)\.(weight|bias)$")
@@ -60,8 +61,8 @@ class ScorersDir(ManifestDir):
     def source(self, name: str) -> str:
         """How messages and the report name one part: its hub repo and revision, or the tiny stand-in."""
         entry = self.read_manifest()["sources"].get(name) or {}
-        if entry.get("repo") == TINY_KIND:
-            return f"tiny random stand-in for {entry.get('stands_in_for')}"
+        if entry.get("repo") in STAND_IN_KINDS:
+            return f"{STAND_IN_KINDS[entry['repo']]} stand-in for {entry.get('stands_in_for')}"
         return f"{entry.get('repo')}@{entry.get('revision') or 'default'}"
 
 

@@ -1,4 +1,4 @@
-"""Tiny random evaluation models, from the library's own builders (kolora_core.models.tiny_scorers), plus the
+"""Tiny random evaluation models, from the library's own builders (kolora_core.models.random_scorers), plus the
 published variants the loader also reads: a CLIP directory with LAION's .pth head file, and the ReLU predictor."""
 
 from __future__ import annotations
@@ -12,21 +12,21 @@ from safetensors.torch import load_file, save_file
 
 from kolora_core.config import load_config
 from kolora_core.models.fetch import fetch_scorers
+from kolora_core.models.random_scorers import tiny_head, write_random_aesthetic
 from kolora_core.models.scorers import AESTHETIC, CLIP
-from kolora_core.models.tiny_scorers import tiny_head, write_tiny_aesthetic
 from tests.conftest import mark_complete
 
 SEED = 0
 
 
 def head_weights(relu: bool = False) -> dict[str, torch.Tensor]:
-    """The head `write_aesthetic_dir` stores (the library's tiny head, seed + 1 as write_tiny_aesthetic uses)."""
+    """The head `write_aesthetic_dir` stores (the library's tiny head, seed + 1 as write_random_aesthetic uses)."""
     return tiny_head(SEED + 1, relu=relu)
 
 
 def write_aesthetic_dir(out: Path, layout: str = "snapshot", relu: bool = False) -> Path:
     """snapshot: one file with CLIP vision + head (the HF predictor repo); laion: CLIP dir + LAION's .pth head."""
-    write_tiny_aesthetic(out, SEED)
+    write_random_aesthetic(out, SEED)
     weights = out / "model.safetensors"
     vision = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("layers.")}
     if layout == "laion":

@@ -13,8 +13,8 @@ import pytest
 
 from jobs.evaluate import main as evaluate_main
 from jobs.fetch_models import main as fetch_models_main
+from kolora_core.models.random_scorers import write_random_aesthetic, write_random_chinese_clip
 from kolora_core.models.scorers import scorer_identity
-from kolora_core.models.tiny_scorers import write_tiny_aesthetic, write_tiny_chinese_clip
 from kolora_core.stages import COMPLETE_MARKER
 from tests.evaluation.test_evaluate_stage import stage_inputs  # noqa: F401 - the fixture is used by name
 from tests.models.fake_hub import FakeHub, modelscope_snapshot, point_hf_client_at, serve
@@ -46,8 +46,8 @@ def hubs(tmp_path: Path, tiny_models: Path, monkeypatch: pytest.MonkeyPatch) -> 
         importlib.import_module("modelscope.hub.snapshot_download"), "snapshot_download", modelscope_snapshot(kolors, calls)
     )
     hub = FakeHub()
-    hub.add(AESTHETIC_REPO, write_tiny_aesthetic(tmp_path / "published" / "aesthetic", 5))
-    hub.add(CLIP_REPO, write_tiny_chinese_clip(tmp_path / "published" / "clip", 5))
+    hub.add(AESTHETIC_REPO, write_random_aesthetic(tmp_path / "published" / "aesthetic", 5))
+    hub.add(CLIP_REPO, write_random_chinese_clip(tmp_path / "published" / "clip", 5))
     with serve(hub) as endpoint:
         point_hf_client_at(endpoint, monkeypatch)
         yield hub

@@ -18,8 +18,8 @@ from kolora_core.config import RunConfig, load_config
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.evaluation.scoring import load_aesthetic, load_scorers
 from kolora_core.models.fetch import fetch_scorers
+from kolora_core.models.random_scorers import write_random_aesthetic, write_random_chinese_clip
 from kolora_core.models.scorers import ScorersDir, scorer_identity
-from kolora_core.models.tiny_scorers import write_tiny_aesthetic, write_tiny_chinese_clip
 from tests.models.fake_hub import FakeHub, modelscope_snapshot, point_hf_client_at, serve
 
 AESTHETIC_REPO = "shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE"
@@ -33,7 +33,7 @@ CLIP_EXTRA = ["pytorch_model.bin", "clip_cn_vit-b-16.pt", "festival.jpg", "READM
 def published(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Tiny scorers in their repos' layouts: the files a snapshot of each real repo holds."""
     root = tmp_path_factory.mktemp("published")
-    return {"aesthetic": write_tiny_aesthetic(root / "aesthetic", 3), "clip": write_tiny_chinese_clip(root / "clip", 3)}
+    return {"aesthetic": write_random_aesthetic(root / "aesthetic", 3), "clip": write_random_chinese_clip(root / "clip", 3)}
 
 
 @pytest.fixture
@@ -173,7 +173,7 @@ def test_a_head_that_does_not_fit_its_clip_fails_fetch_naming_repo_and_file(
     published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     wrong = tmp_path / "wrong"
-    write_tiny_aesthetic(wrong, 3)
+    write_random_aesthetic(wrong, 3)
     state = load_file(str(wrong / "model.safetensors"))
     state["layers.0.weight"] = torch.zeros(12, 768)  # LAION's real head on a CLIP that projects to 16
     save_file(state, str(wrong / "model.safetensors"))
