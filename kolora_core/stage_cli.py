@@ -43,9 +43,13 @@ def build_parser(stage: Stage) -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML run config overlaid on the profile")
     io = parser.add_argument_group("directories")
     for name in stage.inputs:
-        io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"input: {name} (output of an earlier stage)")
+        required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
+        io.add_argument(
+            f"--{name}", type=Path, required=required, metavar="DIR", help=f"input: {name} (output of an earlier stage){optional}"
+        )
     for name in stage.outputs:
-        io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"output: {name}")
+        required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
+        io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
     fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
     for dotted, help_text in config_flags().items():
         fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text.replace("%", "%%"))
@@ -127,10 +131,11 @@ def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) 
     args = build_parser(stage).parse_args(argv)
     try:
         config = config_from_args(args)
-        inputs = {name: getattr(args, name.replace("-", "_")) for name in stage.inputs}
+        given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.outputs)}
+        inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
         for name, path in inputs.items():
             check_input(name, path)
-        outputs = {name: getattr(args, name.replace("-", "_")) for name in stage.outputs}
+        outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
         staged = {name: prepare_output(path) for name, path in outputs.items()}
         started = time.perf_counter()
         work(config, inputs, staged)

@@ -35,6 +35,9 @@ class Stage:
     # plain directories the stage manages itself, never staged or marked, uploaded after a failure too and
     # given back to the retry (on Argo: an optional input and output artifact at the same path).
     resumable: tuple[str, ...] = ()
+    # Inputs/outputs the stage runs without: a CLI run may leave their flag out (train then writes no prompt
+    # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`.
+    optional: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -93,21 +96,23 @@ STAGES: dict[str, Stage] = {
             "train",
             "jobs.train",
             "train",
-            "LoRA training",
+            "LoRA training (and the story prompts' embeddings, made with the text encoder it has loaded anyway)",
             inputs=("trainset", "models"),
-            outputs=("lora",),
+            outputs=("lora", "prompt-embeddings"),
             gpu=True,
             resumable=("checkpoints",),
+            optional=("prompt-embeddings",),
         ),
         Stage(
             "generate",
             "jobs.generate",
             "generate",
-            "render the story prompts",
-            inputs=("models", "lora"),
+            "render the story prompts (ChatGLM loaded only for texts train's prompt-embeddings lack)",
+            inputs=("models", "lora", "prompt-embeddings"),
             outputs=("images",),
             gpu=True,
             resumable=("progress",),
+            optional=("prompt-embeddings",),
         ),
         Stage(
             "evaluate",

@@ -77,8 +77,7 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
         Param(
             "model-source",
             "",
-            "modelscope (download Kolors), tiny (random test models) or random (random full-size Kolors, offline) "
-            "('' = profile)",
+            "modelscope (download Kolors), tiny (random test models) or random (random full-size Kolors, offline) ('' = profile)",
             "models.source",
         ),
         Param("image-registry", "ghcr.io/kolora", "registry of the kolora-<stage> images"),

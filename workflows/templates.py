@@ -148,7 +148,7 @@ def input_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact]:
         elif made_by[name] == FANOUT_STAGE:  # every shard, read as one directory of shard-<n>/ subdirectories
             inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=output_key(name)))
         else:  # passed by the DAG task (`from`)
-            inputs.append(Artifact(name=name, path=stage.input_path(name)))
+            inputs.append(Artifact(name=name, path=stage.input_path(name), optional=name in stage.optional or None))
     return inputs
 
 

@@ -1,11 +1,13 @@
 """The generate stage: render this shard's story prompts with the LoRA merged at the trained scale.
 
 Two engines (`generate.engine`):
-* `fast` (default): `kolora_core.inference.sampler.KolorsSampler` encodes every prompt, frees the text
-  encoder, then renders `generate.batch_size` prompts per batch with conditional and unconditional passes
-  in one UNet call; cuDNN attention on Hopper; its layers compiled when the shard is long enough to pay for it
-  (`generate.compile`; kernels cached in `generate.compile_cache_dir`, so the compilation itself is paid once per
-  model, torch and GPU); bf16 (GPU) / fp32 (CPU) VAE decode.
+* `fast` (default): `kolora_core.inference.sampler.KolorsSampler` takes the prompts' embeddings from train's
+  `prompt-embeddings` output when they were made from the same text encoder in the same dtype (then ChatGLM3,
+  12.5 GB, is never read), encodes the others and frees the text encoder, then renders `generate.batch_size`
+  prompts per batch with conditional and unconditional passes in one UNet call; cuDNN attention on Hopper; its
+  layers compiled when the shard is long enough to pay for it (`generate.compile`; kernels cached in
+  `generate.compile_cache_dir`, so the compilation itself is paid once per model, torch and GPU); bf16 (GPU) /
+  fp32 (CPU) VAE decode.
 * `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
@@ -34,6 +36,7 @@ from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.prompt_embeddings import Embedding, read_prompt_embeddings
 from kolora_core.models.unet_compile import use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
@@ -90,24 +93,51 @@ def base_model_name(manifest: dict[str, Any]) -> str:
     return f"{sources.get('kolors_repo', 'Kwai-Kolors/Kolors')}{revision} + {sources.get('vae_repo', 'sdxl-vae-fp16-fix')}"
 
 
-def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
-    models = take_models(manager)
+def needed_texts(jobs: list[Job]) -> list[str]:
+    """What the fast sampler embeds for these jobs (negative prompts only where CFG is on), in its order."""
+    return list(dict.fromkeys([j.prompt for j in jobs] + [j.negative_prompt for j in jobs if j.cfg_scale != 1.0]))
+
+
+def cached_embeddings(
+    directory: Path | None, model_dir: ModelDir, jobs: list[Job], generate: GenerateConfig, dtype: torch.dtype
+) -> dict[str, Embedding]:
+    """The embeddings of train's `prompt-embeddings` this shard can use (fast engine only), with one log line."""
+    if generate.engine != "fast":
+        return {}
+    lookup = read_prompt_embeddings(directory, model_dir.text_encoder_fingerprint(), dtype)
+    texts = needed_texts(jobs)
+    usable = {t: lookup.embeddings[t] for t in texts if t in lookup.embeddings}
+    if len(usable) == len(texts):
+        log.info("all %d texts from prompt-embeddings: the text encoder is not loaded", len(texts))
+    else:
+        why = lookup.refused or "the prompts changed since training"
+        log.info("%d of %d texts from prompt-embeddings (%s): loading the text encoder", len(usable), len(texts), why)
+    return usable
+
+
+def _render_fast(
+    manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str, cached: dict[str, Embedding]
+) -> Iterator[Any]:
+    texts = needed_texts(jobs)
+    models = take_models(manager, text_encoder=any(t not in cached for t in texts))
     compiled = generate.compile is True or (
         generate.compile == "auto" and device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
     )
     if compiled:
         use_compile_cache(generate.compile_cache_dir)
     sampler = KolorsSampler(
-        models.pop("kolors_text_encoder"),
+        models.pop("kolors_text_encoder", None),
         models["sdxl_unet"],
         models["sdxl_vae_decoder"],
         device=device,
         vae_dtype=vae_dtype(generate, device),
         compile_unet=compiled,
     )
-    sampler.encode([j.prompt for j in jobs] + [j.negative_prompt for j in jobs if j.cfg_scale != 1.0])
-    sampler.release_text_encoder()
-    log.info("%d texts encoded; text encoder released", len(sampler.embeddings))
+    sampler.add_embeddings(cached)
+    sampler.encode(texts)
+    if sampler.prompter.text_encoder is not None:
+        sampler.release_text_encoder()
+        log.info("%d texts encoded; text encoder released", len(texts) - len(cached))
     strength = LoRAStrength(sampler.unet, lora, {j.lora_strength for j in jobs})
     for value, group in _by_strength(jobs).items():
         strength.apply(value)
@@ -115,7 +145,9 @@ def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: Genera
             yield rendered.request, rendered.image, rendered.seconds
 
 
-def _render_seed(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
+def _render_seed(
+    manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str, cached: dict[str, Embedding]
+) -> Iterator[Any]:
     from diffsynth import SDXLImagePipeline
 
     pipe = SDXLImagePipeline.from_model_manager(manager)
@@ -147,7 +179,10 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest()
     device = resolve_device(config.device)
-    manager = load_model_manager(model_dir, device, generation_weights_dtype(device))
+    dtype = generation_weights_dtype(device)
+    cached = cached_embeddings(inputs.get("prompt-embeddings"), model_dir, jobs, generate, dtype)
+    text_encoder = any(t not in cached for t in needed_texts(jobs)) or generate.engine != "fast"
+    manager = load_model_manager(model_dir, device, dtype, text_encoder=text_encoder)
     common = {
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),
@@ -166,7 +201,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         device,
     )
     render = _render_fast if generate.engine == "fast" else _render_seed
-    for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device), start=1):
+    for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device, cached), start=1):
         _check_not_blank(image, job)
         record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
         save_generation(image, out, record)

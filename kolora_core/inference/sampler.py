@@ -10,7 +10,9 @@ hidden_states[-2] and the last token of hidden_states[-1]), then for each of the
 
 This module does the same arithmetic with the same modules, but:
 * every prompt of the shard is encoded first (in batches), then the text encoder can be released
-  (`release_text_encoder`): 12.5 GB of ChatGLM3 is not held while the UNet samples;
+  (`release_text_encoder`): 12.5 GB of ChatGLM3 is not held while the UNet samples; texts embedded elsewhere
+  (train's `prompt-embeddings`, `kolora_core.models.prompt_embeddings`) are taken as they are
+  (`add_embeddings`), and with all of them at hand no text encoder is needed at all;
 * conditional and unconditional halves go through ONE UNet call (batch 2), and several prompts share a
   batch (batch 2 x `batch_size`), each with its own generator seeded as the pipeline seeds it, so an
   image does not depend on its batch-mates beyond float rounding;
@@ -42,6 +44,7 @@ from PIL import Image
 
 from kolora_core.errors import KoloraError
 from kolora_core.models.attention import sdpa_context
+from kolora_core.models.prompt_embeddings import Embedding, encode_texts
 from kolora_core.models.unet_compile import compile_regions, uncompile_regions
 
 log = logging.getLogger("kolora.sampler")
@@ -90,13 +93,15 @@ def vae_output_to_image(decoded: torch.Tensor) -> Image.Image:
     return Image.fromarray(((array / 2 + 0.5).clip(0, 1) * 255).astype("uint8"))
 
 
-def take_models(manager: Any) -> dict[str, torch.nn.Module]:
-    """Text encoder, UNet and VAE decoder out of a diffsynth ModelManager, which then no longer holds the text encoder.
+def take_models(manager: Any, text_encoder: bool = True) -> dict[str, torch.nn.Module]:
+    """Text encoder (unless not wanted: the prompts' embeddings are at hand), UNet and VAE decoder out of a diffsynth
+    ModelManager, which then no longer holds the text encoder.
 
     The manager keeps a reference to every model it loaded; dropping the encoder's entry is what lets
     `release_text_encoder` actually free its memory.
     """
-    models = {name: manager.fetch_model(name) for name in (TEXT_ENCODER, UNET, VAE_DECODER)}
+    names = (TEXT_ENCODER, UNET, VAE_DECODER) if text_encoder else (UNET, VAE_DECODER)
+    models = {name: manager.fetch_model(name) for name in names}
     missing = [name for name, model in models.items() if model is None]
     if missing:
         raise KoloraError(f"the model manager holds no {', '.join(missing)}: not a Kolors model directory")
@@ -112,7 +117,7 @@ class KolorsSampler:
 
     def __init__(
         self,
-        text_encoder: torch.nn.Module,
+        text_encoder: torch.nn.Module | None,
         unet: torch.nn.Module,
         vae_decoder: torch.nn.Module,
         *,
@@ -124,7 +129,8 @@ class KolorsSampler:
     ) -> None:
         self.device = device
         self.prompter = KolorsPrompter()
-        self.prompter.fetch_models(text_encoder.eval())
+        if text_encoder is not None:  # None: every text comes embedded (`embeddings`), e.g. from train's artifact
+            self.prompter.fetch_models(text_encoder.eval())
         self.unet = unet.eval()
         self.dtype = next(unet.parameters()).dtype
         self.vae_decoder = (vae_decoder if vae_dtype is None else vae_decoder.to(vae_dtype)).eval()
@@ -132,7 +138,7 @@ class KolorsSampler:
         self.encode_batch = encode_batch
         self._unet: Callable[..., torch.Tensor] = self.unet
         self.configure_unet(compile_unet=compile_unet, channels_last=channels_last)
-        self.embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.embeddings: dict[str, Embedding] = {}
 
     def configure_unet(self, *, compile_unet: bool | str, channels_last: bool = False, mode: str | None = None) -> None:
         """channels_last weights (NHWC convolutions) and `torch.compile` with static shapes: `True` compiles each
@@ -153,11 +159,11 @@ class KolorsSampler:
         todo = list(dict.fromkeys(t for t in texts if t not in self.embeddings))
         if todo and self.prompter.text_encoder is None:
             raise KoloraError("the text encoder was released before every prompt was encoded: encode all prompts first")
-        for start in range(0, len(todo), self.encode_batch):
-            chunk = todo[start : start + self.encode_batch]
-            pooled, emb = self.prompter.encode_prompt(chunk, clip_skip=1, clip_skip_2=2, positive=True, device=self.device)
-            for i, text in enumerate(chunk):
-                self.embeddings[text] = (emb[i : i + 1].clone(), pooled[i : i + 1].clone())
+        self.embeddings.update(encode_texts(self.prompter, todo, self.device, self.encode_batch))
+
+    def add_embeddings(self, embeddings: dict[str, Embedding]) -> None:
+        """Texts embedded elsewhere (train's `prompt-embeddings`), moved to this device."""
+        self.embeddings.update({t: (e.to(self.device), p.to(self.device)) for t, (e, p) in embeddings.items()})
 
     def release_text_encoder(self) -> None:
         """Drop the text encoder (the caller must hold no other reference) and return its memory to the device."""

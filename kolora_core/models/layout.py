@@ -115,6 +115,13 @@ class ModelDir(ManifestDir):
     def vae(self) -> Path:
         return self.root / VAE_FILE
 
+    def text_encoder_fingerprint(self) -> str:
+        """sha256 over the manifest's hashes of the text encoder's files: which ChatGLM bytes, wherever they lie
+        (what `prompt_embeddings` keys reusable prompt embeddings by)."""
+        prefix = f"{TEXT_ENCODER_DIR}/"
+        files = {rel: entry for rel, entry in self.read_manifest()["files"].items() if rel.startswith(prefix)}
+        return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
     def weight_files(self) -> list[Path]:
         files = [self.unet, self.vae]
         if self.text_encoder.is_dir():

@@ -1,11 +1,17 @@
 """Load a model directory into a diffsynth `ModelManager`, the object both seed scripts start from.
 
-Real Kolors goes through `ModelManager.load_models` exactly as the seed does (detection by state-dict
-hashes). Tiny models cannot be detected that way, so they are built from `kolora_core.models.tiny`
-and registered by name, which is what `ModelManager.load_models` does internally after detection.
+Real Kolors (and `models.source: random`, the same files) goes through `ModelManager.load_models` as the seed
+does for the UNet and VAE files (detection by state-dict hashes). The text encoder folder is loaded the way
+diffsynth's folder detector does it (config.json's architectures name `ChatGLMModel` -> `from_pretrained`),
+but straight onto its device in its dtype (accelerate's device_map: shard by shard, no CPU copy of the
+12.5 GB first), and only when asked for: generate skips it when train's prompt embeddings cover its texts.
+Tiny models cannot be detected by hash, so they are built from `kolora_core.models.tiny` and registered by
+name, which is what `ModelManager.load_models` does internally after detection.
 """
 
 from __future__ import annotations
+
+import json
 
 import torch
 from diffsynth import ModelManager
@@ -33,7 +39,6 @@ def _register(manager: ModelManager, name: str, module: torch.nn.Module, path: s
 
 
 def _load_tiny(model_dir: ModelDir, manager: ModelManager, dtype: torch.dtype, device: str) -> None:
-    text_encoder = ChatGLMModel.from_pretrained(str(model_dir.text_encoder), dtype=dtype)
     vae = load_file(str(model_dir.vae))
     parts = {
         "sdxl_unet": _load_strict(TinyKolorsUNet(), load_file(str(model_dir.unet)), str(model_dir.unet)),
@@ -48,21 +53,35 @@ def _load_tiny(model_dir: ModelDir, manager: ModelManager, dtype: torch.dtype, d
             str(model_dir.vae),
         ),
     }
-    _register(manager, "kolors_text_encoder", text_encoder.to(device=device).eval(), str(model_dir.text_encoder))
     for name, module in parts.items():
         _register(manager, name, module.to(device=device, dtype=dtype), f"{model_dir.root}:{name}")
 
 
-def load_model_manager(model_dir: ModelDir, device: str, dtype: torch.dtype) -> ModelManager:
-    """A ModelManager holding text encoder, UNet and VAE encoder/decoder of `model_dir`."""
+def _load_text_encoder(model_dir: ModelDir, manager: ModelManager, dtype: torch.dtype, device: str) -> None:
+    config = model_dir.text_encoder / "config.json"
+    architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
+    if "ChatGLMModel" not in architectures:
+        raise KoloraError(f"{config} names {architectures}, not ChatGLMModel: not the Kolors text encoder; rerun fetch-models")
+    encoder = ChatGLMModel.from_pretrained(str(model_dir.text_encoder), dtype=dtype, device_map=device)
+    _register(manager, "kolors_text_encoder", encoder.eval(), str(model_dir.text_encoder))
+
+
+def load_model_manager(
+    model_dir: ModelDir, device: str, dtype: torch.dtype, text_encoder: bool = True, text_encoder_device: str | None = None
+) -> ModelManager:
+    """A ModelManager holding the text encoder (on `text_encoder_device`, default `device`; none when
+    `text_encoder` is false: 12.5 GB not read), the UNet and the VAE encoder/decoder of `model_dir`."""
     manifest = model_dir.read_manifest()
     manager = ModelManager(torch_dtype=dtype, device=device)
+    if text_encoder:
+        _load_text_encoder(model_dir, manager, dtype, str(text_encoder_device or device))
     if manifest["kind"] == "tiny":
         _load_tiny(model_dir, manager, dtype, device)
     else:
-        manager.load_models([str(model_dir.text_encoder), str(model_dir.unet), str(model_dir.vae)])
+        manager.load_models([str(model_dir.unet), str(model_dir.vae)])
     found = set(manager.model_name)
-    for needed in ("kolors_text_encoder", "sdxl_unet", "sdxl_vae_encoder", "sdxl_vae_decoder"):
+    needs = ("kolors_text_encoder",) if text_encoder else ()
+    for needed in (*needs, "sdxl_unet", "sdxl_vae_encoder", "sdxl_vae_decoder"):
         if needed not in found:
             raise KoloraError(
                 f"no {needed} could be loaded from {model_dir.root}: the weight files are not Kolors "

@@ -9,6 +9,10 @@ One loop (Lightning Fabric) drives both engines:
   batch drawn once per step and split across ranks.
 * `seed`: diffsynth's own `LightningModelForT2ILoRA.training_step` (ChatGLM + VAE every step), one device.
 
+Both engines also embed every story prompt and negative prompt of `generate.prompts` with the ChatGLM they have
+loaded (the `prompt-embeddings` output, `kolora_core.models.prompt_embeddings`), so generate need not load it.
+The text encoder is loaded straight onto the training device (`loading.py`).
+
 Every step's images and random draws are functions of (seed, step) (`sampling.py`); a resumable
 state is written every `train.checkpoint_every` steps (`checkpoint.py`), and a rerun continues from
 it to the same LoRA an uninterrupted run gives. Outputs: lora.safetensors (+ diffusers and kohya
@@ -22,6 +26,7 @@ import json
 import logging
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ from kolora_core.lora.format import LORA_FILE, load_lora, lora_state_from_model,
 from kolora_core.models.attention import sdpa_context
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.prompt_embeddings import encode_texts, story_texts, write_prompt_embeddings
 from kolora_core.models.unet_compile import compile_regions, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
@@ -49,6 +55,7 @@ from kolora_core.training.precision import (
     autocast_for,
     fabric_precision,
     fast_weights_dtype,
+    generation_weights_dtype,
     is_full_precision,
     seed_weights_dtype,
 )
@@ -108,6 +115,7 @@ class TrainJob:
     checkpoints: Path
     dataset_sha256: str
     base_model_sha256: str
+    prompt_embeddings: Path | None = None  # where the story prompts' embeddings go (None: not written)
 
     @property
     def train(self) -> TrainConfig:
@@ -154,6 +162,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         checkpoints=ckpt.checkpoint_dir(train, out),
         dataset_sha256=trainset_fingerprint(trainset, rows),
         base_model_sha256=model_dir.fingerprint(),
+        prompt_embeddings=outputs.get("prompt-embeddings"),
     )
     log.info(
         "training (%s engine) on %d images, %d steps of %d x %d images, rank %d alpha %s, %s, %s",
@@ -215,6 +224,7 @@ class _Engine:
         self.global_batch = self.train.batch_size * fabric.world_size
         self.start_step = 0
         self.resumed_from: str | None = None
+        self.timings: dict[str, float] = {}  # seconds of the phases before the loop (train_summary.json)
         fabric.seed_everything(self.train.seed, verbose=False)
 
     # engine-specific
@@ -231,6 +241,31 @@ class _Engine:
         return {}
 
     # shared
+    def load_models(self, dtype: torch.dtype) -> Any:
+        """The model directory on the CPU, the text encoder straight onto the training device (it encodes there)."""
+        started = time.perf_counter()
+        manager = load_model_manager(ModelDir(self.job.model_dir), "cpu", dtype, text_encoder_device=str(self.fabric.device))
+        self.timings["load_models"] = round(time.perf_counter() - started, 2)
+        return manager
+
+    def embed_story(self, prompter: Any) -> None:
+        """Rank 0: the story's texts through the loaded text encoder, for generate (a no-op without the output)."""
+        out, config = self.job.prompt_embeddings, self.job.config
+        if out is None or self.fabric.global_rank != 0:
+            return
+        started = time.perf_counter()
+        model_dir = ModelDir(self.job.model_dir)
+        ours, theirs = next(prompter.text_encoder.parameters()).dtype, generation_weights_dtype(self.fabric.device.type)
+        if ours != theirs:
+            reason = f"the text encoder ran in {ours} (train.precision {self.train.precision}), generate runs it in {theirs}"
+            write_prompt_embeddings(out, {}, model_dir.text_encoder_fingerprint(), skipped=reason)
+            log.info("story prompts not embedded for generate: %s", reason)
+            return
+        embeddings = encode_texts(prompter, story_texts(config.generate), self.fabric.device)
+        write_prompt_embeddings(out, embeddings, model_dir.text_encoder_fingerprint())
+        self.timings["prompt_embeddings"] = round(time.perf_counter() - started, 2)
+        log.info("%d story texts embedded for generate in %.1f s", len(embeddings), self.timings["prompt_embeddings"])
+
     def fingerprint(self) -> dict[str, Any]:
         return ckpt.fingerprint(self.train, self.job.dataset_sha256, self.job.base_model_sha256)
 
@@ -320,6 +355,7 @@ class _Engine:
             "training_identity": training_identity(job.config),  # what check-changes compares with the champion's
             "trainset_sha256": job.dataset_sha256,
             "training_inputs": training_inputs(job.config),
+            "timings": self.timings,
         } | self.extra_summary()
         lora_path = job.out / LORA_FILE
         save_lora(
@@ -361,10 +397,12 @@ class FastEngine(_Engine):
         super().__init__(fabric, job)
         train = self.train
         if unet is None or cache is None:
-            manager = load_model_manager(ModelDir(job.model_dir), "cpu", fast_weights_dtype(train.precision))
-            pipe = SDXLImagePipeline.from_model_manager(manager)
-            del manager  # the pipeline holds the models; freeing it frees them
+            pipe = SDXLImagePipeline.from_model_manager(self.load_models(fast_weights_dtype(train.precision)))
+            # the manager is gone with the call: the pipeline holds the models, so freeing them frees them
+            self.embed_story(pipe.prompter)  # before build_cache frees the text encoder
+            started = time.perf_counter()
             cache = build_cache(pipe, job.trainset, job.rows, train, fabric.device, fabric.autocast)
+            self.timings["cache"] = round(time.perf_counter() - started, 2)
             unet = pipe.unet
             del pipe
             inject_lora(unet, train)
@@ -482,8 +520,9 @@ class SeedEngine(_Engine):
     def __init__(self, fabric: Fabric, job: TrainJob) -> None:
         super().__init__(fabric, job)
         dtype = seed_weights_dtype(self.train.precision)
-        self.module = SeedLoRAModule(load_model_manager(ModelDir(job.model_dir), "cpu", dtype), self.train, dtype)
+        self.module = SeedLoRAModule(self.load_models(dtype), self.train, dtype)
         self.module.to(fabric.device)
+        self.embed_story(self.module.pipe.prompter)
         self.optimizer = fabric.setup_optimizers(self.module.configure_optimizers())
         self._batches: Any = None
 
