@@ -48,7 +48,10 @@ def _stats_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def render_report_html(report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image]) -> str:
+def render_report_html(
+    report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image], extra_sections: str = ""
+) -> str:
+    """The page; `extra_sections` is trusted HTML appended at the end (the samples-during-training section)."""
     gate = report["gate"]
     colour = VERDICT_COLOURS.get(gate["result"], "#57606a")
     settings = report.get("settings", {})
@@ -104,9 +107,12 @@ th,td{{text-align:left;padding:.15rem .6rem;border-bottom:1px solid #d0d7de;font
 <h2>Run</h2>{facts}
 <h2>Story grid</h2><div class="grid"><img src="{data_uri(grid, GRID_MAX)}" alt="story grid"></div>
 <h2>Images</h2><div class="cards">{"".join(cards)}</div>
+{extra_sections}
 </body></html>
 """
 
 
-def write_report_html(path: Path, report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image]) -> None:
-    path.write_text(render_report_html(report, grid, images), encoding="utf-8")
+def write_report_html(
+    path: Path, report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image], extra_sections: str = ""
+) -> None:
+    path.write_text(render_report_html(report, grid, images, extra_sections), encoding="utf-8")

@@ -28,6 +28,7 @@ from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, su
 from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import Scorers, load_scorers
+from kolora_core.evaluation.validation_section import validation_section
 from kolora_core.inference.story import GENERATIONS
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.scorers import AESTHETIC, CLIP
@@ -151,6 +152,6 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         | {k: records[0].get(k) for k in PER_IMAGE_SETTINGS if len({r.get(k) for r in records}) == 1},
     }
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_report_html(out / REPORT_HTML, report, grid, images)
+    write_report_html(out / REPORT_HTML, report, grid, images, validation_section(inputs["lora"]))
     (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
     log.info("grid of %d images, report and gate written: %s (%s)", len(records), gate["result"], gate["reason"])
