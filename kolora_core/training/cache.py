@@ -10,6 +10,9 @@ functions of (caption) and (image, crop, flip), so caching them is exact:
   tensor per image; `random_flip` caches both flips; random crop caches `train.cached_crops` crops
   per image, drawn once (the trade: a finite set of crops instead of a new crop every step).
 
+With `train.buckets` images are grouped by their nearest aspect-ratio bucket (`kolora_core.data.buckets`), one
+latent tensor per bucket, each variant with its SDXL `add_time_id` (original size, crop); without, one square group
+with the seed's `[H, W, 0, 0, H, W]`. `train.caption_dropout` adds the empty caption, validation adds its prompts.
 Encodings run under the training precision's autocast, as the seed's do inside `training_step`.
 The cache lives on the training device when it fits in `DEVICE_CACHE_BYTES`, else in CPU memory.
 """

@@ -13,7 +13,8 @@ Every step's images and random draws are functions of (seed, step) (`sampling.py
 state is written every `train.checkpoint_every` steps (`checkpoint.py`), and a rerun continues from
 it to the same LoRA an uninterrupted run gives. Outputs: lora.safetensors (+ diffusers and kohya
 exports), train_log.csv (step, loss, lr, seconds, images/s), train_summary.json, and with
-`train.seed_compat` the seed_compat.json proof.
+`train.seed_compat` the seed_compat.json proof; with the trainer options (docs/training.md "Trainer options")
+also validation/ + validation_strip.png (`validation.py`) and tensorboard/ (`progress.py`).
 """
 
 from __future__ import annotations
