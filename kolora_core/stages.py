@@ -31,6 +31,10 @@ class Stage:
     # output parameter name -> file (relative to the named output dir) holding its value
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
     gpu: bool = False
+    # Outputs that deliberately survive a failed attempt (train's checkpoints, generate's finished images):
+    # plain directories the stage manages itself, never staged or marked, uploaded after a failure too and
+    # given back to the retry (on Argo: an optional input and output artifact at the same path).
+    resumable: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -70,13 +74,31 @@ STAGES: dict[str, Stage] = {
             outputs=("trainset", "filter-report"),
         ),
         Stage(
+            "check-changes",
+            "jobs.check_changes",
+            "evaluate",
+            "does the trainset or training config differ from the champion's release? (changed/unchanged)",
+            inputs=("trainset", "champion"),
+            outputs=("changes",),
+            parameters={"training": ("changes", "training.txt")},
+        ),
+        Stage(
             "fetch-models",
             "jobs.fetch_models",
             "ingest",
             "base model weights in the ModelScope layout, and the evaluation scorers",
             outputs=("models", "scorers"),
         ),
-        Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
+        Stage(
+            "train",
+            "jobs.train",
+            "train",
+            "LoRA training",
+            inputs=("trainset", "models"),
+            outputs=("lora",),
+            gpu=True,
+            resumable=("checkpoints",),
+        ),
         Stage(
             "generate",
             "jobs.generate",
@@ -85,22 +107,23 @@ STAGES: dict[str, Stage] = {
             inputs=("models", "lora"),
             outputs=("images",),
             gpu=True,
+            resumable=("progress",),
         ),
         Stage(
             "evaluate",
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report", "scorers"),
+            inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
-            parameters={"gate": ("report", "gate.txt")},
+            parameters={"gate": ("report", "gate.txt"), "mean-aesthetic": ("report", "mean_aesthetic.txt")},
         ),
         Stage(
             "publish",
             "jobs.publish",
             "evaluate",
             "release directory of a LoRA whose evaluation gate passed",
-            inputs=("lora", "report"),
+            inputs=("lora", "report", "images"),
             outputs=("release",),
         ),
     )

@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora.format import LoRAFile
+from kolora_core.lora.format import LoRAFile, save_safetensors
 
 DIFFUSERS_FILE = "lora_diffusers.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
@@ -239,10 +238,7 @@ def write_exports(
     for export in formats:
         name, convert, metadata = files[export]
         path = directory / name
-        tmp = path.with_suffix(".tmp")
-        save_file(convert(lora, layout), str(tmp), metadata=metadata)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        save_safetensors(path, convert(lora, layout), metadata)
         written.append(path)
     return written
 
