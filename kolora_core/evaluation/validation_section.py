@@ -3,7 +3,8 @@
 Kept apart from `report_html.py`: one function that returns the section's data (the strip as a data URI and a
 sentence), which the page's template shows in one `{% if validation %}` block, autoescaped like the rest.
 With `train.validation_every` the train stage writes `validation_strip.png` into the LoRA output (one row per
-validation prompt, one column per rendered step); the section shows it with the steps and the cost per image from `train_summary.json`.
+validation prompt, one column per rendered step); the section shows it with the steps and the cost per image
+from `train_summary.json`.
 """
 
 from __future__ import annotations
