@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from kolora_core.data.confine import Escape, resolve_inside
 from kolora_core.errors import KoloraError
 
 IMAGES_DIR = "images"
@@ -130,9 +131,17 @@ def read_trainset(root: Path) -> list[tuple[str, str]]:
         rows = [(row["file_name"], row["text"]) for row in reader]
     if not rows:
         raise KoloraError(f"training set {metadata} lists no images: the filter kept nothing; loosen filter.ops")
-    for file_name, _ in rows:
-        if not (root / TRAIN_DIR / file_name).is_file():
-            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}")
+    images = (root / TRAIN_DIR).resolve()
+    for file_name, _ in rows:  # a trainset from a bucket is untrusted: `../x`, `/etc/passwd` or a symlink out is refused
+        try:
+            real = resolve_inside(images, images / file_name)
+        except Escape as exc:
+            if exc.kind == "outside_source":
+                detail = f"which lies outside {root / TRAIN_DIR} (not read): a trainset's images must be inside it"
+                raise KoloraError(f"{metadata} lists {file_name}, {detail}") from None
+            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}") from None
+        if not real.is_file():
+            raise KoloraError(f"{metadata} lists {file_name}, which is not a file in {root / TRAIN_DIR}")
     return rows
 
 
