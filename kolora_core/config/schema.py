@@ -133,6 +133,12 @@ class TrainConfig(Section):
     )
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (default: delete them)")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")
+    sigterm_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description="on SIGTERM, checkpoint after the current step and exit 143 within this many seconds "
+        "(Kubernetes kills 30 s after SIGTERM by default; the rest is for uploading the checkpoints)",
+    )
 
     @field_validator("resolution")
     @classmethod

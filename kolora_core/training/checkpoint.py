@@ -42,6 +42,7 @@ _FREE_FIELDS = {
     "checkpoint_dir",
     "keep_checkpoints",
     "log_every",
+    "sigterm_grace_s",
     "seed_compat",
     "compile",
     "cuda_graphs",  # the same kernels replayed
