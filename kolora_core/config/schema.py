@@ -77,6 +77,11 @@ class ModelsConfig(Section):
     vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
     revision: str | None = Field(None, description="model revision; null = latest")
     tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
+    verify: Literal["size", "sha256"] = Field(
+        "size",
+        description="how train and generate check the model directory against its manifest before loading: size "
+        "(instant) or sha256 (reads every file, ~18 GB for Kolors; finds a file corrupted without changing its size)",
+    )
 
 
 class TrainConfig(Section):

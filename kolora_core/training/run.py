@@ -153,7 +153,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         out=out,
         checkpoints=ckpt.checkpoint_dir(train, out),
         dataset_sha256=trainset_fingerprint(trainset, rows),
-        base_model_sha256=model_dir.fingerprint(),
+        base_model_sha256=model_dir.fingerprint(config.models.verify),
     )
     log.info(
         "training (%s engine) on %d images, %d steps of %d x %d images, rank %d alpha %s, %s, %s",
