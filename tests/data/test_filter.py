@@ -141,6 +141,16 @@ def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, ca
     assert not (tmp_path / "trainset" / COMPLETE_MARKER).exists()
 
 
+def test_an_unknown_op_ends_with_data_juicers_cause(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The one-line error used to end at Data-Juicer's "errors detected:", the cause only in the log above it."""
+    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shap_filter: {min_width: 10}}]"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("kolora filter: error: Data-Juicer failed (exit 1) after ")
+    assert "Unknown operator 'image_shap_filter'" in last and "did you mean: image_shape_filter" in last
+    assert last.endswith("; fix filter.ops") and "strict_preflight" not in last
+
+
 # --- a dataset holding every bad kind, plus an image corrupted after ingest -------------------------------------
 
 
