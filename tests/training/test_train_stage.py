@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,28 @@ def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pyte
     argv = ["--profile", "smoke", "--trainset", str(trainset), "--models", str(tmp_path / "ts"), "--lora", str(tmp_path / "out")]
     assert train_main(argv) == 2
     assert "lists no images" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("metadata latin-1", r"training set metadata .*metadata\.csv is not UTF-8 \(byte 0xe9 on line 2\)"),
+        ("image not an image", r"training image .*0\.png is not a readable image \(UnidentifiedImageError"),
+    ],
+)
+def test_a_damaged_trainset_is_one_line_before_models_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """Both were tracebacks with exit 1 (UnicodeDecodeError; UnidentifiedImageError inside a loader worker)."""
+    trainset = write_trainset(tmp_path / "ts", count=2)
+    if damage == "metadata latin-1":
+        (trainset / "train" / "metadata.csv").write_bytes("file_name,text\n0.png,café\n".encode("latin-1"))
+    else:
+        (trainset / "train" / "0.png").write_bytes(b"<html>not a png</html>")
+    argv = ["--profile", "smoke", "--trainset", str(trainset), "--models", str(tmp_path / "ts"), "--lora", str(tmp_path / "out")]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err[-1]
 
 
 def test_fp16_mixed_on_cpu_is_refused(
