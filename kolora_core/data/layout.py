@@ -68,6 +68,8 @@ class Record:
     @classmethod
     def from_json(cls, line: str) -> Record:
         data = json.loads(line)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -92,13 +94,13 @@ def read_records(dataset_dir: Path) -> Iterator[Record]:
     path = dataset_dir / DATASET_JSONL
     if not path.is_file():
         raise KoloraError(f"dataset {dataset_dir} has no {DATASET_JSONL}: pass the output directory of the ingest stage")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named like any other bad line
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield Record.from_json(line)
-            except (ValueError, TypeError) as exc:
+                yield Record.from_json(raw.decode("utf-8"))
+            except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise KoloraError(f"{path} line {n} is not a dataset record: {exc}") from None
 
 

@@ -281,3 +281,18 @@ def test_ray_executor_gives_the_same_result(smoke: Path, tmp_path: Path) -> None
     report = json.loads((smoke / "report" / "filter_report.json").read_text(encoding="utf-8"))
     assert [row["id"] for row in outcome.kept_rows] == [k["id"] for k in report["kept_images"]]
     assert sorted((d.record.id, d.op) for d in outcome.drops) == sorted((d["id"], d["op"]) for d in report["dropped_images"])
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "caf\xe9"}\n'.encode("latin-1"), "line 2 is not a dataset record: 'utf-8' codec can't decode byte 0xe9"),
+        (b"[1, 2]\n", "line 2 is not a dataset record: a JSON list, not an object"),
+    ],
+)
+def test_a_dataset_line_that_is_not_a_record_is_named(tmp_path: Path, line: bytes, message: str) -> None:
+    """Both were tracebacks (UnicodeDecodeError, AttributeError): the dataset comes from the bucket on Argo."""
+    good = Record("a" * 16, "t", "images/a.png", "smoke://", "0", "a" * 64, 8, 8).to_json().encode() + b"\n"
+    (tmp_path / "dataset.jsonl").write_bytes(good + line)
+    with pytest.raises(KoloraError, match=re.escape(message)):
+        list(read_records(tmp_path))
