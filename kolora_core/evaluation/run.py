@@ -21,7 +21,9 @@ import numpy as np
 from PIL import Image
 
 from kolora_core.config import RunConfig
+from kolora_core.data.confine import Escape, resolve_inside
 from kolora_core.data.layout import FILTER_REPORT_JSON
+from kolora_core.data.normalise import strict_pillow
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
@@ -39,6 +41,7 @@ REPORT_HTML = "report.html"
 GATE = "gate.txt"
 PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
 RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
+REQUIRED_FIELDS = ("index", "file", "prompt", "negative_prompt", "seed", "seconds")  # what the report copies
 
 
 def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
@@ -48,14 +51,44 @@ def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
         raise KoloraError(f"no {GENERATIONS} under {images_dir}: pass the generate stage's images directory")
     records = []
     for manifest in manifests:
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            record["path"] = manifest.parent / record["file"]
-            records.append(record)
+        for number, line in enumerate(manifest.read_bytes().splitlines(), start=1):
+            if line.strip():
+                records.append(_generation(manifest, number, line))
     indices = [r["index"] for r in records]
     if len(set(indices)) != len(indices):
         raise KoloraError(f"{images_dir} holds the same story index twice: shards overlap; rerun generate with distinct shards")
     return sorted(records, key=lambda r: r["index"])
+
+
+def _generation(manifest: Path, number: int, line: bytes) -> dict[str, Any]:
+    """One line of generations.jsonl (from the bucket on Argo: untrusted) with `path`, its image inside the shard dir."""
+    where = f"{manifest} line {number}"
+    try:
+        record = json.loads(line.decode("utf-8"))
+        missing = [k for k in REQUIRED_FIELDS if k not in record]  # a list or number raises TypeError here
+        if missing:
+            raise KeyError(", ".join(missing))
+        file, index = record["file"], record["index"]
+        if not isinstance(file, str) or not isinstance(index, int):
+            raise TypeError("file must be a string and index an integer")
+    except (ValueError, TypeError, KeyError) as exc:  # not UTF-8, not JSON, not an object, fields missing or wrong
+        raise KoloraError(f"{where} is not a generation record ({type(exc).__name__}: {exc}): rerun generate") from None
+    root = manifest.parent.resolve()
+    try:
+        record["path"] = resolve_inside(root, root / file)
+    except Escape as exc:
+        raise KoloraError(f"{where} names the image {file!r}: {exc.reason}; rerun generate") from None
+    return record
+
+
+def _open_image(record: dict[str, Any]) -> Image.Image:
+    try:
+        with strict_pillow(), Image.open(record["path"]) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
+        raise KoloraError(
+            f"generated image {record['path']} cannot be read ({type(exc).__name__}: {exc}): rerun generate"
+        ) from None
 
 
 def _pixel_stats(image: Image.Image) -> dict[str, float]:
@@ -107,7 +140,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
             f"the story has {expected} images but the grid {evaluate.grid_columns}x{evaluate.grid_rows} has {cells} cells: "
             "raise evaluate.grid_rows"
         )
-    images = {r["index"]: Image.open(r["path"]).convert("RGB") for r in records}
+    images = {r["index"]: _open_image(r) for r in records}
     ordered = [images[r["index"]] for r in records]
     grid = story_grid(ordered, evaluate)
     grid.save(out / GRID)
@@ -130,7 +163,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         failures = image_failures(pixels["std"], score, similarity, evaluate.min_clip_similarity)
         verdicts.append(ImageVerdict(record["index"], score, similarity, failures))
         entries.append(
-            {k: record[k] for k in ("index", "file", "prompt", "negative_prompt", "seed", "seconds")}
+            {k: record[k] for k in REQUIRED_FIELDS}
             | {k: record.get(k) for k in PER_IMAGE_SETTINGS}
             | pixels
             | {"aesthetic": score, "clip_similarity": similarity, "failures": failures}
