@@ -2,12 +2,12 @@
 
 A dataset is untrusted input. A folder copied from a tarball or a git repository can hold a symlink to
 `/etc/passwd`, to a user's files, or to itself; followed, it turns a host file into training data (and its
-first bytes into the ingest report). So every path is resolved (`os.path.realpath(strict=True)`) and accepted
-only when its real path lies inside the real root; a symlink that points inside the root is fine (it names a
-file of the dataset), one that points outside, dangles or loops is refused with an `Escape` saying why, and is
-never opened. Only real directories are walked (a symlinked directory is never entered: inside the root its
-files are reached by their real names, outside it is refused), and files are opened with O_NOFOLLOW on their resolved path, so a
-link swapped in after the check is refused by the kernel rather than followed.
+first bytes into the ingest report). So every path is resolved (`os.path.realpath(strict=True)`) and
+accepted only when its real path lies inside the real root; a symlink that points inside the root is fine
+(it names a file of the dataset), one that points outside, dangles or loops is refused with an `Escape`
+saying why, and is never opened. Only real directories are walked (a symlinked directory is never entered:
+inside the root its files are reached by their real names, outside it is refused), and files are opened
+with O_NOFOLLOW on their resolved path, so a link swapped in after the check is refused, not followed.
 """
 
 from __future__ import annotations
