@@ -1,7 +1,7 @@
 """The generate stage: render this shard's story prompts with the LoRA merged at the trained scale.
 
 Two engines (`generate.engine`):
-* `fast` (default): `kolora_core.inference.sampler.KolorsSampler` takes the prompts' embeddings from train's
+* `fast` (default): `kolora_core.models.sampler.KolorsSampler` takes the prompts' embeddings from train's
   `prompt-embeddings` output when they were made from the same text encoder in the same dtype (then ChatGLM3,
   12.5 GB, is never read), encodes the others and frees the text encoder, then renders `generate.batch_size`
   prompts per batch with conditional and unconditional passes in one UNet call; cuDNN attention on Hopper; its
@@ -30,13 +30,13 @@ from PIL import Image
 from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.prompt_embeddings import Embedding, read_prompt_embeddings
+from kolora_core.models.sampler import KolorsSampler, take_models
 from kolora_core.models.unet_compile import use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
@@ -177,7 +177,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     lora_path = inputs["lora"] / LORA_FILE
     lora = load_lora(lora_path)
     model_dir = ModelDir(inputs["models"])
-    manifest = model_dir.read_manifest()
+    manifest = model_dir.read_manifest(config.models.verify)
     device = resolve_device(config.device)
     dtype = generation_weights_dtype(device)
     cached = cached_embeddings(inputs.get("prompt-embeddings"), model_dir, jobs, generate, dtype)

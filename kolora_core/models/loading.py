@@ -16,6 +16,7 @@ import json
 import torch
 from diffsynth import ModelManager
 from diffsynth.models.kolors_text_encoder import ChatGLMModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from kolora_core.errors import KoloraError
@@ -66,12 +67,35 @@ def _load_text_encoder(model_dir: ModelDir, manager: ModelManager, dtype: torch.
     _register(manager, "kolors_text_encoder", encoder.eval(), str(model_dir.text_encoder))
 
 
+def check_headers(model_dir: ModelDir, files: list[str]) -> None:
+    """Parse the header of every safetensors weight file, so a damaged one is named instead of failing deep in a loader.
+
+    A header is a few KB and safetensors checks that its offsets cover the file exactly, so this is instant and
+    catches any damage to the header and index; damage inside tensor data only the sha256 check finds
+    (`models.verify: sha256`).
+    """
+    for rel in files:
+        path = model_dir.root / rel
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: the file is unusable either way
+            reason = " ".join(str(exc).split())[:200]
+            raise KoloraError(
+                f"weight file {path} is damaged ({type(exc).__name__}: {reason}); rerun fetch-models "
+                "(models.verify: sha256 checks every file against its manifest hash)"
+            ) from None
+
+
 def load_model_manager(
     model_dir: ModelDir, device: str, dtype: torch.dtype, text_encoder: bool = True, text_encoder_device: str | None = None
 ) -> ModelManager:
     """A ModelManager holding the text encoder (on `text_encoder_device`, default `device`; none when
     `text_encoder` is false: 12.5 GB not read), the UNet and the VAE encoder/decoder of `model_dir`."""
     manifest = model_dir.read_manifest()
+    check_headers(model_dir, list(manifest["files"]))
     manager = ModelManager(torch_dtype=dtype, device=device)
     if text_encoder:
         _load_text_encoder(model_dir, manager, dtype, str(text_encoder_device or device))
