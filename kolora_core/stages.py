@@ -16,6 +16,10 @@ CONTAINER_ROOT = "/kolora"
 CONFIG_ARTIFACT = "config"
 CONFIG_PATH = f"{CONTAINER_ROOT}/inputs/config/run.yaml"
 COMPLETE_MARKER = "_SUCCESS"
+# The compile cache of the stages that compile the UNet (`Stage.compiles`): where the workflow mounts or downloads
+# the kept cache, and the variable that points `kolora_core.models.unet_compile` at it.
+COMPILE_CACHE_ENV = "KOLORA_COMPILE_CACHE"
+COMPILE_CACHE_PATH = f"{CONTAINER_ROOT}/compile-cache"
 
 
 @dataclass(frozen=True)
@@ -38,6 +42,8 @@ class Stage:
     # Inputs/outputs the stage runs without: a CLI run may leave their flag out (train then writes no prompt
     # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`.
     optional: tuple[str, ...] = ()
+    # torch.compile's cache (generated code, as trusted as the weights): the workflow keeps it beside the models
+    compiles: bool = False
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -102,6 +108,7 @@ STAGES: dict[str, Stage] = {
             gpu=True,
             resumable=("checkpoints",),
             optional=("prompt-embeddings",),
+            compiles=True,
         ),
         Stage(
             "generate",
@@ -113,6 +120,7 @@ STAGES: dict[str, Stage] = {
             gpu=True,
             resumable=("progress",),
             optional=("prompt-embeddings",),
+            compiles=True,
         ),
         Stage(
             "evaluate",

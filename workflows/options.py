@@ -34,6 +34,10 @@ MODELS_KEY_PARAM = "models-key"
 MODELS_KEY_DEFAULT = "base-models/kolors"
 SCORERS_KEY_PARAM = "scorers-key"  # the scorers directory of models_from="s3", beside the base models
 SCORERS_KEY_DEFAULT = "base-models/scorers"
+# torch.compile's cache of train and generate, kept beside the models (`RenderOptions.compile_cache`)
+COMPILE_CACHE_KEY_PARAM = "compile-cache-key"
+COMPILE_CACHE_KEY_DEFAULT = "base-models/compile-cache"
+COMPILE_CACHE_SUBPATH = "compile-cache"  # on the models claim of models_from="pvc"
 # The store promote publishes into and champion reads from, when the chart does not say otherwise: Argo's
 # quick-start (its MinIO Service, bucket and credentials Secret), so the dist files run there as they are.
 QUICK_START_ENDPOINT = "http://minio:9000"
@@ -120,10 +124,20 @@ SCORERS_KEY = Param(
 )
 
 
+COMPILE_CACHE_KEY = Param(
+    COMPILE_CACHE_KEY_PARAM,
+    COMPILE_CACHE_KEY_DEFAULT,
+    "S3 key where train and generate keep torch.compile's cache (generated code: a key only the workflows write)",
+)
+
+
 def workflow_parameters(options: RenderOptions) -> tuple[Param, ...]:
-    """`run_parameters` plus the parameters of `options`: `models-key` and `scorers-key` only with `models_from="s3"`."""
+    """`run_parameters` plus the parameters of `options`: `models-key` and `scorers-key` only with `models_from="s3"`
+    (and `compile-cache-key` when the compile cache is kept)."""
     params = run_parameters(options.version)
-    return (*params, MODELS_KEY, SCORERS_KEY) if options.models_from == "s3" else params
+    if options.models_from != "s3":
+        return params
+    return (*params, MODELS_KEY, SCORERS_KEY, *([COMPILE_CACHE_KEY] if options.compile_cache else []))
 
 
 @dataclass(frozen=True)
@@ -198,12 +212,20 @@ class RenderOptions:
     # its shards alone (docs/argo.md "Generate shards"); None: no bound. Argo wants an integer here, not a parameter.
     generate_parallelism: int | None = 4
     archive_logs: bool = False  # spec.archiveLogs: keep every step's log in the artifact repository
+    # models_from s3/pvc: train and generate keep torch.compile's cache beside the models (s3: the compile-cache-key
+    # parameter's key, downloaded before and uploaded after each step; pvc: subPath compile-cache of the models
+    # claim, mounted read-write, so the claim must allow writes: ReadWriteMany). fetch keeps nothing between runs.
+    compile_cache: bool = True
 
     def __post_init__(self) -> None:
         if self.models_from not in MODELS_FROM:
             raise ValueError(f"models_from {self.models_from!r}: expected one of {', '.join(MODELS_FROM)}")
         if self.generate_parallelism is not None and self.generate_parallelism < 1:
             raise ValueError(f"generate_parallelism {self.generate_parallelism}: expected a positive integer or None")
+
+    @property
+    def keeps_compile_cache(self) -> bool:
+        return self.compile_cache and self.models_from != "fetch"
 
     def size(self, stage: str) -> StepSize:
         return SIZES[stage] if self.gpu else CPU_SIZE

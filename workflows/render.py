@@ -158,6 +158,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="at most this many generate shards (pods of the DAG) at once; 0 = no bound (default %(default)s)",
     )
     parser.add_argument("--archive-logs", action="store_true", help="keep every step's log in the artifact repository")
+    parser.add_argument(
+        "--compile-cache",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.compile_cache,
+        help="with --models-from s3|pvc keep torch.compile's cache beside the models (pvc: needs a claim train and "
+        "generate may write, ReadWriteMany); --no-compile-cache keeps a read-only claim read-only",
+    )
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -173,6 +180,7 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "models_pvc": args.models_pvc,
         "generate_parallelism": args.generate_parallelism or None,
         "archive_logs": args.archive_logs,
+        "compile_cache": args.compile_cache,
     }
     if args.tolerations:
         kwargs["tolerations"] = tuple(args.tolerations)

@@ -20,7 +20,10 @@ part (the earlier attempts' stay in the store).
 
 Model weights (`RenderOptions.models_from`, docs/argo.md "Model weights"): `fetch` passes fetch-models' `models`
 and `scorers` outputs; `s3` reads them as key-only artifacts at the `models-key` / `scorers-key` parameters; `pvc`
-mounts the claim read-only at the input paths, `subPath: models` / `subPath: scorers`. In kolora-fetch-models
+mounts the claim read-only at the input paths, `subPath: models` / `subPath: scorers`. With s3/pvc the stages that
+compile (train, generate) keep torch.compile's cache beside the models (`RenderOptions.compile_cache`): s3 as an
+optional input + output artifact at the `compile-cache-key` parameter, pvc as the claim's `compile-cache` subPath
+mounted read-write, in both cases at `COMPILE_CACHE_PATH` with `$KOLORA_COMPILE_CACHE` pointing there. In kolora-fetch-models
 (the writer) the pvc claim's root is mounted read-write at /kolora/outputs, so the commit's staging
 (`/kolora/outputs/.staging/`) is on the same filesystem and the 18 GB commit is a rename.
 """
@@ -45,9 +48,19 @@ from hera.workflows.models import (
 )
 
 from kolora_core.errors import KoloraError
-from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, CONTAINER_ROOT, STAGES, Stage
+from kolora_core.stages import (
+    COMPILE_CACHE_ENV,
+    COMPILE_CACHE_PATH,
+    CONFIG_ARTIFACT,
+    CONFIG_PATH,
+    CONTAINER_ROOT,
+    STAGES,
+    Stage,
+)
 from workflows import metrics, pods
 from workflows.options import (
+    COMPILE_CACHE_KEY_PARAM,
+    COMPILE_CACHE_SUBPATH,
     MODELS_KEY_PARAM,
     MODELS_VOLUME,
     SCORERS_KEY_PARAM,
@@ -191,7 +204,24 @@ def resumable_artifacts(stage: Stage, output: bool) -> list[S3Artifact]:
     return found
 
 
+COMPILE_CACHE_ARTIFACT = "compile-cache"
+
+
+def compile_cache_artifacts(stage: Stage, options: RenderOptions, output: bool) -> list[S3Artifact]:
+    """models_from="s3": the kept compile cache as an optional input and an optional output at its key, so a step
+    starts from what the last one compiled (inductor's cache files are content-addressed: shards writing the
+    same key at once write the same bytes)."""
+    if not (stage.compiles and options.keeps_compile_cache and options.models_from == "s3"):
+        return []
+    key = f"{{{{workflow.parameters.{COMPILE_CACHE_KEY_PARAM}}}}}"
+    archive = NoneArchiveStrategy() if output else None
+    return [S3Artifact(name=COMPILE_CACHE_ARTIFACT, path=COMPILE_CACHE_PATH, key=key, optional=True, archive=archive)]
+
+
 def models_volume(options: RenderOptions, read_only: bool) -> Volume:
+    """The models claim; read-write for the readers too when it keeps the compile cache (their models and scorers
+    mounts stay read-only)."""
+    read_only = read_only and not options.keeps_compile_cache
     claim = PersistentVolumeClaimVolumeSource(claim_name=options.models_pvc, read_only=read_only or None)
     return Volume(name=MODELS_VOLUME, persistent_volume_claim=claim)
 
@@ -202,11 +232,14 @@ def _store_mounts(stage: Stage, options: RenderOptions) -> list[VolumeMount]:
         return []
     if stage.name == MODELS_STAGE:
         return [VolumeMount(name=MODELS_VOLUME, mount_path=f"{CONTAINER_ROOT}/outputs")]
-    return [
+    mounts = [
         VolumeMount(name=MODELS_VOLUME, mount_path=stage.input_path(name), sub_path=MODEL_STORES[name][1], read_only=True)
         for name in stage.inputs
         if name in MODEL_STORES
     ]
+    if stage.compiles and options.keeps_compile_cache:
+        mounts.append(VolumeMount(name=MODELS_VOLUME, mount_path=COMPILE_CACHE_PATH, sub_path=COMPILE_CACHE_SUBPATH))
+    return mounts
 
 
 def _step_template(name: str, options: RenderOptions, image: str, gpu: bool = False, **fields) -> Container:
@@ -238,13 +271,24 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         shm = options.shm_size if options.gpu else "1Gi"
         volumes = [Volume(name=SHM_VOLUME, empty_dir=EmptyDirVolumeSource(medium="Memory", size_limit=shm))]
     env = [EnvVar(name="PYTHONUNBUFFERED", value="1")]
+    if stage.compiles and options.keeps_compile_cache:  # train/generate.compile_cache_dir null -> this directory
+        env.append(EnvVar(name=COMPILE_CACHE_ENV, value=COMPILE_CACHE_PATH))
     if stage.downloads:  # from the hub; the token is optional (public repos need none)
         secret = SecretKeySelector(name=options.hub_secret, key=options.hub_secret_key, optional=True)
         env.append(EnvVar(name="MODELSCOPE_API_TOKEN", value_from=EnvVarSource(secret_key_ref=secret)))
-    inputs: list = [*input_artifacts(stage, options), *resumable_artifacts(stage, output=False)]
+    inputs: list = [
+        *input_artifacts(stage, options),
+        *resumable_artifacts(stage, output=False),
+        *compile_cache_artifacts(stage, options, output=False),
+    ]
     if stage.name == FANOUT_STAGE:
         inputs.insert(0, HeraParameter(name=SHARD_PARAM))
-    outputs = [*output_artifacts(stage, options), *resumable_artifacts(stage, output=True), *output_parameters(stage)]
+    outputs = [
+        *output_artifacts(stage, options),
+        *resumable_artifacts(stage, output=True),
+        *compile_cache_artifacts(stage, options, output=True),
+        *output_parameters(stage),
+    ]
     return _step_template(
         stage.name,
         options,

@@ -25,8 +25,10 @@ from typing import Any
 import torch
 from diffsynth.models.sd_unet import BasicTransformerBlock, ResnetBlock
 
+from kolora_core.stages import COMPILE_CACHE_ENV
+
 log = logging.getLogger("kolora.compile")
-CACHE_ENV = "KOLORA_COMPILE_CACHE"
+CACHE_ENV = COMPILE_CACHE_ENV  # set by the workflow where it keeps the cache (kolora_core/stages.py)
 DEFAULT_CACHE = Path.home() / ".cache" / "kolora" / "compile"
 _KEY_FILE = "kolora-compile-key.json"
 _RESNET_FUNCTIONS: dict[tuple[str, str | None], Any] = {}

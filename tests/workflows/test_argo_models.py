@@ -10,11 +10,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kolora_core.stages import STAGES
+from kolora_core.stages import COMPILE_CACHE_ENV, COMPILE_CACHE_PATH, STAGES
 from tests.workflows.argo_objects import artifacts, tasks, templates
 from tests.workflows.conftest import RBAC_FILE
 from workflows import fetch_models
-from workflows.options import MODELS_KEY_DEFAULT, SCORERS_KEY_DEFAULT, RenderOptions, run_parameters
+from workflows.options import (
+    COMPILE_CACHE_KEY_DEFAULT,
+    MODELS_KEY_DEFAULT,
+    SCORERS_KEY_DEFAULT,
+    RenderOptions,
+    run_parameters,
+)
 from workflows.render import render_all
 
 MODEL_READERS = [name for name, stage in STAGES.items() if "models" in stage.inputs]
@@ -24,6 +30,13 @@ SCORERS_KEY = "{{workflow.parameters.scorers-key}}"
 SCORERS_PATH = STAGES["evaluate"].input_path("scorers")
 # artifact -> (its readers, the key parameter of models_from="s3", the claim's subPath of models_from="pvc")
 STORED = {"models": (MODEL_READERS, KEY, "models"), "scorers": (["evaluate"], SCORERS_KEY, "scorers")}
+
+
+COMPILERS = [name for name, stage in STAGES.items() if stage.compiles]
+
+
+def env(template: dict) -> dict[str, str]:
+    return {e["name"]: e.get("value") for e in template.get("container", {}).get("env", [])}
 
 
 def params(obj: dict) -> dict[str, str]:
@@ -86,8 +99,9 @@ def test_s3_fetch_workflow_writes_the_key_with_the_pipelines_template() -> None:
 
 @pytest.mark.parametrize("claim", ["kolora-models", "shared-models"])
 def test_pvc_mounts_the_claim_read_only_with_a_subpath_per_directory(claim: str) -> None:
-    """The claim holds models/ and scorers/; each reader mounts the one it reads at its input path."""
-    tmpl = render(models_from="pvc", models_pvc=claim)["kolora-pipeline.yaml"]
+    """The claim holds models/ and scorers/; each reader mounts the one it reads at its input path (read-only;
+    without the compile cache the whole claim is read-only)."""
+    tmpl = render(models_from="pvc", models_pvc=claim, compile_cache=False)["kolora-pipeline.yaml"]
     assert "fetch-models" not in tasks(tmpl) and "models-key" not in params(tmpl) and "scorers-key" not in params(tmpl)
     volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
     assert volumes["kolora-models"] == {"name": "kolora-models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
@@ -99,6 +113,7 @@ def test_pvc_mounts_the_claim_read_only_with_a_subpath_per_directory(claim: str)
             if name in readers
         ]
         assert mounts == wanted, name
+        assert COMPILE_CACHE_ENV not in env(t), name
         for mount in wanted:
             art = mount["subPath"]
             assert art not in artifacts(t["inputs"]) and art not in artifacts(tasks(tmpl)[name].get("arguments"))
@@ -137,7 +152,8 @@ def test_kolora_render_models_from(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser(prog="kolora")
     cli_render.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["render", "--out", str(tmp_path), "--no-gpu", "--models-from", "pvc", "--models-pvc", "weights"])
+    argv = ["render", "--out", str(tmp_path), "--no-gpu", "--models-from", "pvc", "--models-pvc", "weights", "--no-compile-cache"]
+    args = parser.parse_args(argv)
     assert args.func(args) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == sorted(render_all())
@@ -145,3 +161,63 @@ def test_kolora_render_models_from(tmp_path: Path) -> None:
     assert {"name": "kolora-models", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}} in spec["volumes"]
     with pytest.raises(SystemExit):
         parser.parse_args(["render", "--models-from", "nfs"])
+
+
+# --- the compile cache lives with the models -------------------------------------------------------------------
+
+
+def test_compilers_are_train_and_generate() -> None:
+    assert COMPILERS == ["train", "generate"] and COMPILE_CACHE_PATH == "/kolora/compile-cache"
+
+
+def test_s3_keeps_the_compile_cache_at_its_key_beside_the_models() -> None:
+    """An optional input (a first run finds nothing) and an optional output (compile off writes nothing) at one key."""
+    objs = render(models_from="s3")
+    tmpl = objs["kolora-pipeline.yaml"]
+    assert params(tmpl)["compile-cache-key"] == COMPILE_CACHE_KEY_DEFAULT == "base-models/compile-cache"
+    assert params(objs["kolora-run.yaml"])["compile-cache-key"] == COMPILE_CACHE_KEY_DEFAULT
+    key = {"key": "{{workflow.parameters.compile-cache-key}}"}
+    for name, t in templates(tmpl).items():
+        inputs, outputs = artifacts(t.get("inputs")), artifacts(t.get("outputs"))
+        if name not in COMPILERS:
+            assert "compile-cache" not in inputs and "compile-cache" not in outputs and COMPILE_CACHE_ENV not in env(t)
+            continue
+        assert inputs["compile-cache"] == {"name": "compile-cache", "optional": True, "path": COMPILE_CACHE_PATH, "s3": key}
+        assert outputs["compile-cache"] == {
+            "name": "compile-cache",
+            "optional": True,
+            "path": COMPILE_CACHE_PATH,
+            "archive": {"none": {}},
+            "s3": key,
+        }
+        assert env(t)[COMPILE_CACHE_ENV] == COMPILE_CACHE_PATH
+    assert "compile-cache-key" not in params(objs["kolora-fetch-models.yaml"])
+
+
+def test_pvc_keeps_the_compile_cache_on_the_claim_read_write() -> None:
+    tmpl = render(models_from="pvc")["kolora-pipeline.yaml"]
+    volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
+    assert volumes["kolora-models"]["persistentVolumeClaim"] == {"claimName": "kolora-models"}  # writable: the cache
+    for name, t in templates(tmpl).items():
+        mounts = [m for m in t.get("container", {}).get("volumeMounts", []) if m["name"] == "kolora-models"]
+        cache = {"name": "kolora-models", "mountPath": COMPILE_CACHE_PATH, "subPath": "compile-cache"}
+        assert (cache in mounts) == (name in COMPILERS), name
+        assert all(m.get("readOnly") for m in mounts if m != cache), name  # models and scorers stay read-only
+        assert (env(t).get(COMPILE_CACHE_ENV) == COMPILE_CACHE_PATH) == (name in COMPILERS), name
+
+
+def test_fetch_and_no_compile_cache_keep_nothing() -> None:
+    for options in ({}, {"models_from": "s3", "compile_cache": False}):
+        tmpl = render(**options)["kolora-pipeline.yaml"]
+        assert "compile-cache-key" not in params(tmpl)
+        for t in templates(tmpl).values():
+            assert COMPILE_CACHE_ENV not in env(t) and "compile-cache" not in artifacts(t.get("inputs"))
+
+
+def test_kolora_render_no_compile_cache(tmp_path: Path) -> None:
+    from workflows.render import add_arguments, options_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    assert options_from_args(parser.parse_args(["--models-from", "pvc"]))["compile_cache"] is True
+    assert options_from_args(parser.parse_args(["--models-from", "pvc", "--no-compile-cache"]))["compile_cache"] is False
