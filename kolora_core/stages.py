@@ -31,6 +31,10 @@ class Stage:
     # output parameter name -> file (relative to the named output dir) holding its value
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
     gpu: bool = False
+    # Outputs that deliberately survive a failed attempt (train's checkpoints, generate's finished images):
+    # plain directories the stage manages itself, never staged or marked, uploaded after a failure too and
+    # given back to the retry (on Argo: an optional input and output artifact at the same path).
+    resumable: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -70,7 +74,16 @@ STAGES: dict[str, Stage] = {
             outputs=("trainset", "filter-report"),
         ),
         Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
-        Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
+        Stage(
+            "train",
+            "jobs.train",
+            "train",
+            "LoRA training",
+            inputs=("trainset", "models"),
+            outputs=("lora",),
+            gpu=True,
+            resumable=("checkpoints",),
+        ),
         Stage(
             "generate",
             "jobs.generate",
@@ -79,6 +92,7 @@ STAGES: dict[str, Stage] = {
             inputs=("models", "lora"),
             outputs=("images",),
             gpu=True,
+            resumable=("progress",),
         ),
         Stage(
             "evaluate",

@@ -8,7 +8,7 @@
 Everything else imports the public names from here (`from kolora_core.config import RunConfig, load_config`).
 """
 
-from kolora_core.config.loader import available_profiles, config_flags, dump_config, load_config
+from kolora_core.config.loader import available_profiles, config_flags, dump_config, flag_overrides, load_config
 from kolora_core.config.schema import (
     EvaluateConfig,
     FilterConfig,
@@ -34,5 +34,6 @@ __all__ = [
     "available_profiles",
     "config_flags",
     "dump_config",
+    "flag_overrides",
     "load_config",
 ]

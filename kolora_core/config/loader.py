@@ -9,6 +9,7 @@ every pod, which gets the dumped config) sees the same prompts and no path that 
 from __future__ import annotations
 
 import copy
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -121,6 +122,23 @@ def config_flags(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[s
         elif dotted != "profile":
             flags[dotted] = field.description or ""
     return flags
+
+
+def flag_overrides(values: Mapping[str, str | None]) -> dict[str, Any]:
+    """`--section.field VALUE` flags as dotted overrides for `load_config`: each value is YAML.
+
+    An empty (or absent) value keeps the profile's: Argo parameters cannot be unset, so a workflow passes
+    '' for "not given". Shared by the stage shell and `kolora run`, which checks `-p` values before any step.
+    """
+    overrides: dict[str, Any] = {}
+    for dotted, raw in values.items():
+        if raw in (None, ""):
+            continue
+        try:
+            overrides[dotted] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise KoloraError(f"flag --{dotted}: '{raw}' is not a valid YAML value") from None
+    return overrides
 
 
 def dump_config(config: RunConfig) -> str:

@@ -107,7 +107,8 @@ class TrainConfig(Section):
     compile: bool = Field(False, description="torch.compile the UNet (fast engine; minutes of warm-up on a GPU)")
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training state every N steps; 0 = never")
     checkpoint_dir: str | None = Field(
-        None, description="where resumable states live; null = <lora output dir>/checkpoints (kept across reruns)"
+        None,
+        description="where resumable states live; null = the train stage's --checkpoints dir (beside --lora; kept on failure)",
     )
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (default: delete them)")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")

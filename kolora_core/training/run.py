@@ -127,7 +127,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         rows=rows,
         model_dir=model_dir.root,
         out=out,
-        checkpoints=ckpt.checkpoint_dir(train, out),
+        checkpoints=ckpt.checkpoint_dir(train, outputs["checkpoints"]),
         dataset_sha256=trainset_fingerprint(trainset, rows),
         base_model_sha256=model_dir.fingerprint(),
     )

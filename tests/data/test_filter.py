@@ -27,6 +27,7 @@ from kolora_core.data.layout import INGEST_REPORT, Record, read_records, write_j
 from kolora_core.data.smoke import smoke_kind
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
+from tests.conftest import mark_complete
 from tests.data.conftest import ingest_config
 
 
@@ -124,8 +125,8 @@ def test_reports_hold_no_absolute_paths_and_html_is_self_contained(smoke: Path, 
 
 def test_rerun_after_a_crash_writes_the_same_files(smoke: Path, tmp_path: Path) -> None:
     out = tmp_path / "rerun"
-    (out / "trainset" / ".partial" / "train").mkdir(parents=True)  # what a crashed run leaves behind
-    (out / "trainset" / ".partial" / "train" / "99.png").write_bytes(b"half")
+    (out / ".staging" / "trainset" / "train").mkdir(parents=True)  # what a crashed run leaves behind
+    (out / ".staging" / "trainset" / "train" / "99.png").write_bytes(b"half")
     assert filter_main(filter_args(smoke / "dataset", out)) == 0
     assert tree(out / "trainset") == tree(smoke / "trainset")
     assert tree(out / "report") == tree(smoke / "report")
@@ -150,7 +151,7 @@ def bad_run(bad_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     dataset = root / "dataset"
     dataset.mkdir()
     write_json(dataset / INGEST_REPORT, ingest_to(ingest_config(str(bad_folder), caption=None, trigger_word="kol"), dataset))
-    (dataset / COMPLETE_MARKER).write_text("{}", encoding="utf-8")
+    mark_complete(dataset)
     cmyk = next(r for r in read_records(dataset) if r.original_id == "cmyk.jpg")
     (dataset / cmyk.image).write_bytes((dataset / cmyk.image).read_bytes()[:200])  # damaged after ingest
     assert filter_main(filter_args(dataset, root)) == 0
