@@ -8,11 +8,14 @@ Two engines (`generate.engine`):
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
 applied by restoring the UNet's original weights and merging again, never by merging on top.
+Each finished image is kept in the resumable `progress` dir first (`progress.py`), so a retry renders only
+what is missing; the committed `images` output is assembled from there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -26,8 +29,9 @@ from PIL import Image
 from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
+from kolora_core.inference.progress import Progress
 from kolora_core.inference.sampler import KolorsSampler, take_models
-from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
+from kolora_core.inference.story import Generation, Job, image_name, shard_jobs
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
@@ -35,6 +39,7 @@ from kolora_core.models.loading import load_model_manager
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
 log = logging.getLogger("kolora.generate")
+CRASH_ENV = "KOLORA_TEST_CRASH_AFTER_IMAGE"  # test hook: fail right after this story image is kept, as a kill would
 
 
 class LoRAStrength:
@@ -135,7 +140,6 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest()
     device = resolve_device(config.device)
-    manager = load_model_manager(model_dir, device, generation_weights_dtype(device))
     common = {
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),
@@ -144,21 +148,31 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         "engine": generate.engine,
         "story_size": len(generate.prompts),
     }
+    progress = Progress(outputs["progress"], common)  # images an earlier attempt finished
+    done = {job.index: record for job in jobs if (record := progress.finished(job)) is not None}
+    todo = [job for job in jobs if job.index not in done]
     log.info(
-        "shard %d/%d: %d of %d prompts, %s engine on %s",
+        "shard %d/%d: %d of %d prompts (%d finished by an earlier attempt), %s engine on %s",
         generate.shard,
         generate.shards,
         len(jobs),
         len(generate.prompts),
+        len(done),
         generate.engine,
         device,
     )
-    render = _render_fast if generate.engine == "fast" else _render_seed
-    for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device), start=1):
-        _check_not_blank(image, job)
-        record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
-        save_generation(image, out, record)
-        log.info("image %d/%d (story #%d, seed %d) in %.2f s", done, len(jobs), job.index, job.seed, record.seconds)
+    if todo:
+        manager = load_model_manager(model_dir, device, generation_weights_dtype(device))
+        render = _render_fast if generate.engine == "fast" else _render_seed
+        for count, (job, image, seconds) in enumerate(render(manager, todo, lora, generate, device), start=1):
+            _check_not_blank(image, job)
+            record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
+            progress.save(image, record)
+            done[job.index] = record
+            log.info("image %d/%d (story #%d, seed %d) in %.2f s", count, len(todo), job.index, job.seed, record.seconds)
+            if os.environ.get(CRASH_ENV) == str(job.index):
+                raise RuntimeError(f"{CRASH_ENV}={job.index}: simulated crash after story image {job.index}")
+    progress.assemble(list(done.values()), out)
 
 
 def _check_not_blank(image: Image.Image, job: Job) -> None:

@@ -81,13 +81,23 @@ def image_name(index: int) -> str:
     return f"{index:03d}.png"
 
 
-def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+def record_line(record: Generation) -> str:
+    """A record as one line of generations.jsonl (and the PNG's `kolora` text chunk)."""
+    return json.dumps(asdict(record), ensure_ascii=False, sort_keys=True)
+
+
+def write_png(image: Image.Image, path: Path, record: Generation) -> None:
+    """The image with its record in PNG text chunks (`kolora`: the record, `prompt`: for image viewers)."""
     info = PngInfo()
-    info.add_itxt(PNG_KEY, json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
+    info.add_itxt(PNG_KEY, record_line(record))
     info.add_itxt("prompt", record.prompt)
-    image.save(out_dir / record.file, pnginfo=info)
+    image.save(path, format="PNG", pnginfo=info)
+
+
+def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+    write_png(image, out_dir / record.file, record)
     with (out_dir / GENERATIONS).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n")
+        handle.write(record_line(record) + "\n")
 
 
 def read_png_record(path: Path) -> dict[str, object]:
