@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kolora_core.runner.records import NodeRecord, RunResult
 MAX_FANOUT_LINES = 4
 MAX_VALUE = 70
 REPORT_NAMES = ("report.json", "report.html", "report.md", "report.txt")
+PUBLISHED = re.compile(r"^(?:kolora \w+: )?((?:already )?published s3://\S+.*)$", re.MULTILINE)
 
 
 def build_summary(result: RunResult) -> str:
@@ -30,8 +32,8 @@ def build_summary(result: RunResult) -> str:
         lines.append("  parameters " + _clip(changed, 110))
     lines.append("steps")
     lines += _step_lines(result.nodes)
-    # the local runner's promotion of the publish task's release (kolora_core.runner.local)
-    promoted = [n.message for n in result.nodes if n.task == "publish" and n.phase == "Succeeded" and n.message]
+    # what a step that publishes (promote: `kolora publish`) said it did, from its own output
+    promoted = [m.group(1) for n in result.nodes if n.phase == "Succeeded" for m in PUBLISHED.finditer(n.result or "")]
     lines += [f"promoted {_clip(m, 110)}" for m in promoted]
     params = [(n, k, v) for n in result.nodes for k, v in n.parameters.items() if n.phase in ("Succeeded", "Skipped", "Omitted")]
     if params:

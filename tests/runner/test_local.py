@@ -112,14 +112,30 @@ def test_sequence_count_follows_a_parameter(run: Any) -> None:
     assert result.node("gather").parameters["total"] == "shard-0:0"
 
 
-def test_raw_artifacts_results_scripts_optional_inputs_and_retries(run: Any) -> None:
+def test_raw_artifacts_results_scripts_optional_inputs_and_retries(run: Any, store: S3Store) -> None:
     result, console = run("misc.yaml", parameters={"config": "seed: 11"})
     assert result.ok, console
     line = f"seed: 11 | from the task | {result.run_dir}/.work/configured/outputs | unset"
     assert result.node("configured").result == line
     assert result.node("scripted").parameters["said"] == line.upper()
-    assert "attempt 1" in console and "attempt 2" in console and "retry 1/2" in console
-    assert "SECRET_TOKEN comes from a secret" in console
+    # each attempt is a new pod: an empty /kolora, filled only with what the failed attempt uploaded
+    assert "[flaky] attempt 1 saw []" in console and "[flaky] attempt 2 saw ['state']" in console
+    assert "exit 1; retry 1/2" in console and "uploaded the failed attempt's outputs, as Argo does: state (1 object)" in console
+    assert sorted(store.list_keys(f"{result.run_id}/flaky-state/")) == [
+        f"{result.run_id}/flaky-state/attempt-1",
+        f"{result.run_id}/flaky-state/attempt-2",
+    ]
+
+
+def test_secret_refs_resolve_from_the_secrets_map(run: Any) -> None:
+    result, _ = run("misc.yaml", secrets={"hub": {"token": "from-the-map"}})
+    assert result.node("configured").result.endswith("| from-the-map")
+
+
+def test_failed_attempts_upload_nothing_when_asked_not_to(run: Any, store: S3Store) -> None:
+    result, console = run("misc.yaml", upload_failed_outputs=False)
+    assert not result.ok and result.failed is not None and result.failed.node == "flaky"
+    assert "[flaky] attempt 1 saw []" in console and "[flaky] attempt 2 saw ['state']" not in console
 
 
 def test_a_failing_step_stops_the_run_with_its_name(run: Any) -> None:
