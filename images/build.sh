@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Build, push or list the kolora-<image> container images (one per images/<image>/Dockerfile).
+# Build, push or list the kolora-<image> container images (images/Dockerfile, --build-arg IMAGE=<image>).
 #
 #   images/build.sh [build] [IMAGE...]   build (default: every image), tagged localhost/kolora-<image>:<TAG>
 #                                        (and <REGISTRY>/kolora-<image>:<TAG> when REGISTRY is set)
@@ -10,7 +10,7 @@
 #   TAG                    image tag (default: the project version in pyproject.toml; never `latest`)
 #   REGISTRY               e.g. ghcr.io/you (default: localhost, which is what `kolora run --engine podman|docker`
 #                          finds with -p image-registry=localhost)
-#   BASE_IMAGE             base of every image (default: the Dockerfiles' python:3.11-slim-bookworm)
+#   BASE_IMAGE             base of every image (default: the Dockerfile's python:3.11-slim-bookworm)
 #   CPU_TORCH_INDEX_URL    where the CPU images (ingest, filter, evaluate) get torch; e.g.
 #                          https://download.pytorch.org/whl/cpu saves ~4 GB per CPU image (default: PyPI)
 #   GPU_TORCH_INDEX_URL    where the GPU images (train, generate) get torch (default: PyPI, CUDA 13 wheels)
@@ -31,7 +31,7 @@ if ((${#images[@]} == 0)); then
   mapfile -t images < <(all_images)
 fi
 for image in "${images[@]}"; do
-  [[ -f "images/$image/Dockerfile" ]] || die "no images/$image/Dockerfile (images: $(all_images | tr '\n' ' '))"
+  [[ -n "$(image_accelerator "$image")" ]] || die "no image $image in kolora_core/stages.py (images: $(all_images | tr '\n' ' '))"
 done
 
 version="$(kolora_version)"
@@ -78,7 +78,11 @@ esac
 
 for image in "${images[@]}"; do
   accelerator="$(image_accelerator "$image")"
-  args=(--build-arg "VERSION=$version" --build-arg "GIT_COMMIT=$commit" --build-arg "SOURCE_URL=$source_url")
+  # labels as build flags, not Dockerfile ARGs: a new commit invalidates no layer
+  args=(--target image --build-arg "IMAGE=$image"
+    --label "org.opencontainers.image.version=$version" --label "org.opencontainers.image.revision=$commit"
+    --label "org.opencontainers.image.source=$source_url" --label "org.opencontainers.image.description=kolora $image image"
+    --label "dev.kolora.stages=$(image_stages "$image")" --label "dev.kolora.accelerator=$accelerator")
   [[ -n "${BASE_IMAGE:-}" ]] && args+=(--build-arg "BASE_IMAGE=$BASE_IMAGE")
   if [[ "$accelerator" == gpu && -n "${GPU_TORCH_INDEX_URL:-}" ]]; then
     args+=(--build-arg "TORCH_INDEX_URL=$GPU_TORCH_INDEX_URL")
@@ -89,7 +93,7 @@ for image in "${images[@]}"; do
   [[ "$registry" != localhost ]] && tags+=(-t "$registry/kolora-$image:$tag")
   echo "=== kolora-$image:$tag ($accelerator, $builder)"
   started=$SECONDS
-  "${build_cmd[@]}" "${extra[@]}" "${args[@]}" "${tags[@]}" -f "images/$image/Dockerfile" . \
+  "${build_cmd[@]}" "${extra[@]}" "${args[@]}" "${tags[@]}" -f images/Dockerfile . \
     || die "building kolora-$image failed$([[ -z "${BASE_IMAGE:-}" ]] && echo " (no registry reachable? set BASE_IMAGE to a local Python 3.11 or Debian bookworm image)")"
   echo "=== kolora-$image:$tag built in $((SECONDS - started))s"
 done

@@ -47,15 +47,33 @@ build_engine() {
   fi
 }
 
-# the image names: one per images/<image>/Dockerfile (= the `image` values of kolora_core/stages.py)
-all_images() {
-  local d
-  for d in "$KOLORA_ROOT"/images/*/Dockerfile; do
-    basename "$(dirname "$d")"
-  done
+# "IMAGE ACCELERATOR STAGE..." per image, from the stage table (kolora_core/stages.py: Stage.image, Stage.gpu)
+image_table() {
+  "${PYTHON3:-python3}" - "$KOLORA_ROOT" <<'EOF'
+import sys
+
+sys.path.insert(0, sys.argv[1])
+from kolora_core.stages import STAGES
+
+images = {}
+for stage in STAGES.values():
+    images.setdefault(stage.image, []).append(stage)
+for image, stages in images.items():
+    print(image, "gpu" if any(s.gpu for s in stages) else "cpu", *(s.name for s in stages))
+EOF
 }
 
-# cpu | gpu, from the Dockerfile's dev.kolora.accelerator label
+# the image names
+all_images() {
+  image_table | cut -d' ' -f1
+}
+
+# cpu | gpu: whether one of the image's stages needs a GPU
 image_accelerator() {
-  sed -n 's/.*dev\.kolora\.accelerator="\([a-z]*\)".*/\1/p' "$KOLORA_ROOT/images/$1/Dockerfile" | head -1
+  image_table | awk -v image="$1" '$1 == image { print $2 }'
+}
+
+# the stages an image runs, space-separated
+image_stages() {
+  image_table | awk -v image="$1" '$1 == image { $1 = $2 = ""; sub(/^ +/, ""); print }'
 }

@@ -1,4 +1,4 @@
-"""python -m jobs.evaluate --images DIR --lora DIR --filter-report DIR --report DIR [--evaluate.grid_width W ...]
+"""python -m jobs.evaluate --images DIR --lora DIR --filter-report DIR --scorers DIR --report DIR [--evaluate.grid_width W ...]
 
 Writes the seed's 2x4 story grid (grid.png), report.json and gate.txt (the workflow's gate parameter).
 The exact command of the evaluate container.

@@ -16,3 +16,13 @@ class KoloraError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(" ".join(message.split()))
+
+
+class TransientError(KoloraError):
+    """A failure that a retry may not repeat (network down, hub timeout, 5xx, rate limit): still one line, but exit 75.
+
+    75 is sysexits' EX_TEMPFAIL. The workflow retries every exit code except KoloraError's 2 (a user error a
+    rerun repeats), so a download that failed on the network is retried while a repo that does not exist is not.
+    """
+
+    exit_code: int = 75

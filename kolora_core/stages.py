@@ -73,7 +73,13 @@ STAGES: dict[str, Stage] = {
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
         ),
-        Stage("fetch-models", "jobs.fetch_models", "ingest", "base model weights in the ModelScope layout", outputs=("models",)),
+        Stage(
+            "fetch-models",
+            "jobs.fetch_models",
+            "ingest",
+            "base model weights in the ModelScope layout, and the evaluation scorers",
+            outputs=("models", "scorers"),
+        ),
         Stage(
             "train",
             "jobs.train",
@@ -99,7 +105,7 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report"),
+            inputs=("images", "lora", "filter-report", "scorers"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
         ),

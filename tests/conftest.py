@@ -1,8 +1,11 @@
-"""Fixtures shared across test packages: tiny models and a tiny training set, built once per session."""
+"""Fixtures shared across test packages: tiny models, a tiny training set and one real S3 server, once per session."""
 
 from __future__ import annotations
 
 import json
+import secrets
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,8 @@ from PIL import Image, ImageDraw
 from kolora_core.config import load_config
 from kolora_core.models.fetch import fetch_models
 from kolora_core.stages import COMPLETE_MARKER
+from kolora_core.storage.embedded import EmbeddedS3
+from kolora_core.storage.s3 import S3Settings, S3Store
 
 
 def mark_complete(path: Path) -> Path:
@@ -42,3 +47,27 @@ def write_trainset(root: Path, count: int = 4, caption: str = "二次元") -> Pa
 @pytest.fixture(scope="session")
 def tiny_trainset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_trainset(tmp_path_factory.mktemp("trainset"))
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
+    """One SeaweedFS server for the session, started by the embedded store's own code (the real S3 protocol)."""
+    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="kolora-test")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_server(seaweedfs: EmbeddedS3) -> S3Settings:
+    """The session server's settings, treated as an *external* endpoint (so objects stay there to be inspected)."""
+    assert seaweedfs.settings is not None
+    return replace(seaweedfs.settings, embedded=False)
+
+
+@pytest.fixture
+def store(s3_server: S3Settings) -> S3Store:
+    """A fresh bucket per test, so listings only show this test's objects."""
+    s = S3Store(replace(s3_server, bucket=f"t-{secrets.token_hex(4)}"))
+    s.ensure_bucket()
+    return s

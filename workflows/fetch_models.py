@@ -1,7 +1,7 @@
 """Workflow `kolora-fetch-models-*`: download the base model weights once into the store train and generate read.
 
-    argo submit -n argo workflows/dist/kolora-fetch-models.yaml --watch        # models_from="s3"
-    argo submit -n argo workflows/dist/kolora-fetch-models-pvc.yaml --watch    # models_from="pvc"
+    argo submit -n argo workflows/dist/kolora-fetch-models.yaml --watch        # models_from="s3" (committed)
+    kolora render --models-from pvc --out pvc/ && argo submit -n argo pvc/kolora-fetch-models.yaml --watch
 
 Only for `RenderOptions.models_from` "s3" or "pvc" (docs/argo.md "Model weights"). It runs the pipeline's own
 fetch-models container template (`workflows.pipeline.container_template`), whose `models` output goes

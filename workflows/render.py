@@ -1,13 +1,13 @@
 """Render the Argo objects to YAML: `python -m workflows.render [--out DIR] [--check]`.
 
-Writes `kolora-pipeline.yaml` (WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`),
-`kolora-nightly.yaml` (CronWorkflow) and `kolora-pipeline-cpu.yaml` (the same WorkflowTemplate for
-clusters without GPUs, e.g. kind in CI) into `workflows/dist/`, where they are committed. `--models-from s3|pvc`
-renders the pipeline reading the base models from an S3 key or a PVC plus `kolora-fetch-models.yaml` (the
-Workflow that fills it once); the default render (`fetch`) adds those as `kolora-pipeline-models-{s3,pvc}.yaml`
-and `kolora-fetch-models{,-pvc}.yaml` (docs/argo.md "Model weights"). `--check`
-renders in memory and exits 1 with a diff when the committed files are stale. `kolora render` is
-the same command.
+Writes the four files a user applies into `workflows/dist/`, where they are committed: `kolora-pipeline.yaml`
+(WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`), `kolora-nightly.yaml` (CronWorkflow) and
+`kolora-fetch-models.yaml` (the one-off Workflow that fills the models store of `--models-from s3|pvc`; S3 unless
+`--models-from pvc`). Other cluster shapes are options, rendered on demand and validated in the tests, not
+committed: `--no-gpu` (kind, CPU CI), `--models-from s3|pvc` (docs/argo.md "Model weights"), GPU placement,
+ServiceAccount, artifact repository. `--check` renders in memory and exits 1 with a diff when the committed files
+are stale. `kolora render` is the same command. The Helm chart ships copies of the pipeline and the nightly
+(helm/kolora/files/, `make render` refreshes both).
 """
 
 from __future__ import annotations
@@ -25,21 +25,12 @@ DIST = Path(__file__).resolve().parent / "dist"
 HEADER = "# Rendered by `python -m workflows.render` (or `kolora render`) from workflows/{source}.py; do not edit.\n# {use}\n"
 USAGE = {
     "kolora-pipeline.yaml": ("pipeline", "argo template create -n argo kolora-pipeline.yaml   (later: argo template update)"),
-    "kolora-pipeline-cpu.yaml": ("pipeline", "no GPUs (kind, CI): argo template create -n argo kolora-pipeline-cpu.yaml"),
     "kolora-run.yaml": ("oneoff", "argo submit -n argo kolora-run.yaml -p profile=smoke --watch"),
     "kolora-nightly.yaml": ("nightly", "argo cron create -n argo kolora-nightly.yaml"),
-    "kolora-fetch-models.yaml": ("fetch_models", "once, fills models-key: argo submit -n argo kolora-fetch-models.yaml --watch"),
-    "kolora-pipeline-models-s3.yaml": (
-        "pipeline",
-        "models from S3 (fill once: kolora-fetch-models.yaml): argo template create -n argo kolora-pipeline-models-s3.yaml",
-    ),
-    "kolora-pipeline-models-pvc.yaml": (
-        "pipeline",
-        "models on a PVC (fill: kolora-fetch-models-pvc.yaml): argo template create -n argo kolora-pipeline-models-pvc.yaml",
-    ),
-    "kolora-fetch-models-pvc.yaml": (
+    "kolora-fetch-models.yaml": (
         "fetch_models",
-        "once, into the PVC kolora-models: argo submit -n argo kolora-fetch-models-pvc.yaml --watch",
+        "once, fills the models store of a pipeline rendered with --models-from s3|pvc: "
+        "argo submit -n argo kolora-fetch-models.yaml --watch",
     ),
 }
 
@@ -57,28 +48,19 @@ def _with_header(filename: str, text: str) -> str:
 def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     """File name -> YAML text of every object. `overrides` are `RenderOptions` fields.
 
-    With `gpu=True` the GPU-less variant `kolora-pipeline-cpu.yaml` is rendered too; with `gpu=False`
-    `kolora-pipeline.yaml` itself is the GPU-less one. `models_from` "s3"/"pvc" adds `kolora-fetch-models.yaml`;
-    the default "fetch" with `gpu=True` adds the s3 and pvc variants of the pipeline and of the fetch Workflow.
+    `kolora-fetch-models.yaml` fills the store of `models_from` "s3" or "pvc"; with the default "fetch" (every run
+    fetches its models) it is the S3 one, for a pipeline rendered with `models_from="s3"`.
     """
     from workflows import fetch_models, nightly, oneoff, pipeline  # hera imports take ~0.6 s; keep `kolora --help` fast
 
     options = RenderOptions(gpu=gpu, **overrides)
+    store = options if options.models_from != "fetch" else dataclasses.replace(options, models_from="s3")
     files = {
         "kolora-pipeline.yaml": pipeline.build(options),
         "kolora-run.yaml": oneoff.build(options),
         "kolora-nightly.yaml": nightly.build(options),
+        "kolora-fetch-models.yaml": fetch_models.build(store),
     }
-    if gpu:
-        files["kolora-pipeline-cpu.yaml"] = pipeline.build(dataclasses.replace(options, gpu=False))
-    if options.models_from != "fetch":
-        files["kolora-fetch-models.yaml"] = fetch_models.build(options)
-    elif gpu:
-        s3, pvc = dataclasses.replace(options, models_from="s3"), dataclasses.replace(options, models_from="pvc")
-        files["kolora-pipeline-models-s3.yaml"] = pipeline.build(s3)
-        files["kolora-pipeline-models-pvc.yaml"] = pipeline.build(pvc)
-        files["kolora-fetch-models.yaml"] = fetch_models.build(s3)
-        files["kolora-fetch-models-pvc.yaml"] = fetch_models.build(pvc)
     return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
 
 
@@ -127,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=DIST, help=f"output directory (default {DIST})")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when --out is stale")
     parser.add_argument(
-        "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: render only the GPU-less variant"
+        "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: no GPU requests anywhere (kind, CPU CI)"
     )
     parser.add_argument("--gpus", type=int, default=defaults.gpus, help="nvidia.com/gpu per GPU step (default %(default)s)")
     parser.add_argument(

@@ -1,9 +1,9 @@
 """`kolora run`: run the rendered pipeline on this machine the way Argo would (the developer loop; clusters use Argo).
 
 Examples:
-    kolora run                                   # smoke profile, embedded S3 store, process engine
+    kolora run                                   # smoke profile, embedded store (runs/.store/), process engine
     kolora run --profile full -p epochs=2        # any workflow parameter with -p name=value
-    kolora run --s3-endpoint http://localhost:9000 --bucket kolora   # MinIO; keys from AWS_ACCESS_KEY_ID/...
+    kolora run --s3-endpoint http://localhost:9000 --bucket kolora   # any S3; keys from AWS_ACCESS_KEY_ID/...
 
 Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a user error (one line: a bad
 parameter, template or endpoint); 130 Ctrl-C and 143 SIGTERM, after the running step was stopped (its whole
@@ -50,8 +50,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--s3-endpoint",
         metavar="URL",
-        help="external S3-compatible endpoint, e.g. MinIO (default: an embedded store started for this run); "
-        "credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
+        help="external S3-compatible endpoint (default: the embedded SeaweedFS store in <runs-dir>/.store, started "
+        "for the run, kept between runs); credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
     )
     parser.add_argument(
         "--bucket", default=DEFAULT_BUCKET, help=f"bucket for artifacts, created if missing (default: {DEFAULT_BUCKET})"

@@ -10,6 +10,7 @@ Everything else imports the public names from here (`from kolora_core.config imp
 
 from kolora_core.config.loader import available_profiles, config_flags, dump_config, flag_overrides, load_config
 from kolora_core.config.schema import (
+    HUB_SCHEMES,
     EvaluateConfig,
     FilterConfig,
     GenerateConfig,
@@ -22,6 +23,7 @@ from kolora_core.config.schema import (
 )
 
 __all__ = [
+    "HUB_SCHEMES",
     "EvaluateConfig",
     "FilterConfig",
     "GenerateConfig",

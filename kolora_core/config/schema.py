@@ -8,11 +8,16 @@ validate: reading files (profiles, `--config`, `generate.prompts_file`) is `load
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from kolora_core.config.seed import SEED_STORY
+
+# Scorer repos: `<scheme>://<owner>/<name>`; hf = the Hugging Face hub, modelscope = ModelScope (kolora_core.models.hub).
+HUB_SCHEMES = ("hf", "modelscope")
+HUB_REFERENCE = re.compile(rf"(?:{'|'.join(HUB_SCHEMES)})://[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
 class Section(BaseModel):
@@ -210,20 +215,29 @@ class EvaluateConfig(Section):
     grid_rows: int = Field(4, ge=1)
     grid_width: int = Field(1024, ge=1, description="final grid width in pixels (the seed resizes to 1024x2048)")
     grid_height: int = Field(2048, ge=1)
-    aesthetic_model: str | None = Field(
-        None,
-        description="local dir of the LAION aesthetics predictor v2 (CLIP ViT-L/14 + linear head, e.g. "
-        "shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE); null = not scored, gate skipped",
+    aesthetic_repo: str | None = Field(
+        "hf://shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE",
+        description="hub repo of the LAION aesthetics predictor v2 (CLIP ViT-L/14 + linear head): hf://<id> (Hugging Face) "
+        "or modelscope://<id>; fetch-models downloads it into the scorers artifact; null = not scored, gate skipped",
     )
-    clip_model: str | None = Field(
-        None,
-        description="local dir of a CLIP that reads Chinese (e.g. OFA-Sys/chinese-clip-vit-base-patch16) for "
-        "image-prompt similarity; null = not scored",
+    aesthetic_revision: str | None = Field(None, description="branch, tag or commit of aesthetic_repo; null = the default branch")
+    clip_repo: str | None = Field(
+        "hf://OFA-Sys/chinese-clip-vit-base-patch16",
+        description="hub repo of a CLIP that reads Chinese, for image-prompt similarity: hf://<id> or modelscope://<id>; "
+        "null = not scored",
     )
+    clip_revision: str | None = Field(None, description="branch, tag or commit of clip_repo; null = the default branch")
     min_aesthetic: float = Field(6.0, description="gate: the mean aesthetic score (LAION scale, 1-10) must reach this")
     min_clip_similarity: float | None = Field(
         None, description="an image whose prompt cosine similarity is below this fails (null = not gated)"
     )
+
+    @field_validator("aesthetic_repo", "clip_repo")
+    @classmethod
+    def _hub_reference(cls, value: str | None) -> str | None:
+        if value is not None and not HUB_REFERENCE.fullmatch(value):
+            raise ValueError(f"must be hf://<owner>/<name> or modelscope://<owner>/<name> (or null: not scored), got {value!r}")
+        return value
 
 
 class PublishConfig(Section):

@@ -1,10 +1,12 @@
 """The evaluate stage: the story grid, per-image scores, report.json + report.html, and the gate file.
 
-Scores are never invented: with no `evaluate.aesthetic_model` (the smoke profile) nothing is scored, the
-report says so and why, and the gate is `skipped` (the workflow's publish step only runs on `passed`).
-With one, every image gets its LAION aesthetic score (and, with `evaluate.clip_model`, its prompt
-similarity); the gate passes when the mean aesthetic score reaches `evaluate.min_aesthetic` and no image
-failed (blank, non-finite score, or below `evaluate.min_clip_similarity` when that is set).
+The scorers come from the `scorers` input (fetch-models' artifact; `kolora_core.evaluation.scoring.load_scorers`).
+Scores are never invented: with `evaluate.aesthetic_repo: null` nothing is scored, the report says so and why,
+and the gate is `skipped` (the workflow's publish step only runs on `passed`). Otherwise every image gets its
+LAION aesthetic score (and, unless `evaluate.clip_repo` is null, its prompt similarity); the gate passes when
+the mean aesthetic score reaches `evaluate.min_aesthetic` and no image failed (blank, non-finite score, or
+below `evaluate.min_clip_similarity` when that is set). The report names the scorers (repo, revision) and
+their identity (the scorers manifest fingerprint).
 """
 
 from __future__ import annotations
@@ -18,16 +20,17 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from kolora_core.config import EvaluateConfig, RunConfig
+from kolora_core.config import RunConfig
 from kolora_core.data.layout import FILTER_REPORT_JSON
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.report_html import write_report_html
-from kolora_core.evaluation.scoring import AestheticScorer, SimilarityScorer, load_aesthetic, load_clip
+from kolora_core.evaluation.scoring import Scorers, load_scorers
 from kolora_core.inference.story import GENERATIONS
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
+from kolora_core.models.scorers import AESTHETIC, CLIP
 
 log = logging.getLogger("kolora.evaluate")
 GRID = "grid.png"
@@ -79,22 +82,11 @@ def _data_facts(report_dir: Path) -> dict[str, Any]:
     return {key: report[key] for key in ("images_in", "kept", "dropped") if key in report}
 
 
-Scorers = tuple[AestheticScorer | None, SimilarityScorer | None]
-
-
-def load_scorers(evaluate: EvaluateConfig, device: str) -> Scorers:
-    """The configured scorers; None where no model directory is given."""
-    aesthetic = load_aesthetic(Path(evaluate.aesthetic_model), device) if evaluate.aesthetic_model else None
-    clip = load_clip(Path(evaluate.clip_model), device) if evaluate.clip_model else None
-    return aesthetic, clip
-
-
 def _score(
-    name: str, flag: str, compute: Callable[[], list[float]] | None, count: int
+    name: str, not_scored: str | None, compute: Callable[[], list[float]] | None, count: int
 ) -> tuple[list[float | None], dict[str, Any]]:
     if compute is None:
-        reason = f"{flag} is not set (the smoke profile has no evaluation weights): not scored"
-        return [None] * count, {"status": "skipped", "reason": reason, "model": None}
+        return [None] * count, {"status": "skipped", "reason": not_scored, "model": None}
     values = compute()
     if len(values) != count:
         raise KoloraError(f"the {name} scorer returned {len(values)} scores for {count} images")
@@ -120,13 +112,14 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     grid = story_grid(ordered, evaluate)
     grid.save(out / GRID)
 
-    aesthetic, clip = scorers if scorers is not None else load_scorers(evaluate, resolve_device(config.device))
+    loaded = scorers if scorers is not None else load_scorers(inputs["scorers"], evaluate, resolve_device(config.device))
+    aesthetic, clip, not_scored = loaded.aesthetic, loaded.clip, loaded.not_scored
     prompts = [r["prompt"] for r in records]
     aesthetic_scores, aesthetic_info = _score(
-        "aesthetic", "evaluate.aesthetic_model", (lambda: aesthetic.score(ordered)) if aesthetic else None, len(records)
+        "aesthetic", not_scored.get(AESTHETIC), (lambda: aesthetic.score(ordered)) if aesthetic else None, len(records)
     )
     clip_scores, clip_info = _score(
-        "CLIP", "evaluate.clip_model", (lambda: clip.similarity(ordered, prompts)) if clip else None, len(records)
+        "CLIP", not_scored.get(CLIP), (lambda: clip.similarity(ordered, prompts)) if clip else None, len(records)
     )
     aesthetic_info["model"] = getattr(aesthetic, "name", None)
     clip_info["model"] = getattr(clip, "name", None)
@@ -144,15 +137,13 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         )
     skipped = None
     if aesthetic is None:
-        skipped = (
-            "scoring skipped: evaluate.aesthetic_model is not set (no evaluation weights, as in the smoke profile), "
-            "so nothing can be promoted on quality"
-        )
+        skipped = f"scoring skipped: {not_scored.get(AESTHETIC)}, so nothing can be promoted on quality"
     gate = decide(verdicts, evaluate.min_aesthetic, skipped)
     report = {
         "grid": GRID,
         "gate": gate,
         "scores": {"aesthetic": aesthetic_info, "clip_similarity": clip_info},
+        "scorers": loaded.facts,
         "images": entries,
         "data": _data_facts(inputs["filter-report"]),
         "training": _training_facts(inputs["lora"]),

@@ -1,4 +1,7 @@
-"""Image scorers for the evaluate stage, loaded from local directories (an S3 artifact unpacked, or a download).
+"""Image scorers for the evaluate stage, loaded from the `scorers` artifact that fetch-models writes.
+
+`load_scorers` reads the scorers directory (`kolora_core.models.scorers`: manifest checked by sha256, the parts
+the config names, the scorer identity for the report); `load_aesthetic`/`load_clip` load one model directory.
 
 * Aesthetic score: the LAION aesthetics predictor v2 (improved-aesthetic-predictor), i.e. an MLP of five
   Linear layers with no activations (dropout only while training) on the L2-normalised CLIP ViT-L/14 image
@@ -20,19 +23,33 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from PIL import Image
 
+from kolora_core.config import EvaluateConfig
 from kolora_core.errors import KoloraError
+from kolora_core.models.scorers import (
+    AESTHETIC,
+    CLIP,
+    FIELDS,
+    HUB_KIND,
+    TINY_KIND,
+    HeadLayer,
+    ScorersDir,
+    check_aesthetic,
+    scorer_repos,
+)
 
 log = logging.getLogger("kolora.evaluate")
-_HEAD_KEY = re.compile(r"^(?:.*\.)?layers\.(\d+)\.(weight|bias)$")
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
+TINY_NOTE = (
+    "these scores come from tiny RANDOM-WEIGHT scorers (models.source: tiny, the smoke profile): they prove that "
+    "scoring, the gate and promotion are wired, not image quality, and the smoke threshold is not a quality bar"
+)
 
 
 class AestheticScorer(Protocol):
@@ -60,67 +77,19 @@ def _quiet_transformers() -> Any:
         hf_logging.set_verbosity(level)
 
 
-def _require_dir(directory: Path, what: str, flag: str) -> None:
-    if not directory.is_dir() or not (directory / "config.json").is_file():
-        raise KoloraError(f"{what} directory {directory} has no config.json: point {flag} at a model directory (or null to skip)")
-
-
-def _head_tensors(path: Path) -> dict[str, torch.Tensor]:
-    """The `layers.N.*` tensors of one weight file, without reading the rest (a full CLIP file is 1.7 GB)."""
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys() if _HEAD_KEY.match(k)}  # noqa: SIM118 - not a dict
-    try:
-        state = torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
-    except RuntimeError:  # legacy (non-zip) torch.save files cannot be memory-mapped
-        state = torch.load(str(path), map_location="cpu", weights_only=True)
-    state = state.get("state_dict", state) if isinstance(state, dict) else {}
-    return {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and _HEAD_KEY.match(k)}
-
-
-def head_state(directory: Path) -> dict[str, torch.Tensor]:
-    """`layers.N.weight/bias` tensors from every weight file in the directory (predictor snapshot or LAION .pth)."""
-    found: dict[str, torch.Tensor] = {}
-    for path in sorted(p for p in directory.iterdir() if p.suffix in WEIGHT_SUFFIXES and p.is_file()):
-        for key, tensor in _head_tensors(path).items():
-            match = _HEAD_KEY.match(key)
-            assert match is not None
-            found[f"{match.group(1)}.{match.group(2)}"] = tensor.detach().to(torch.float32).clone()
-    return found
-
-
-def build_head(state: dict[str, torch.Tensor], relu: bool, source: Path) -> torch.nn.Sequential:
-    """The Linear chain in index order; checks that the shapes chain up and end in one output."""
-    indices = sorted({int(k.split(".")[0]) for k in state})
-    if not indices:
-        raise KoloraError(
-            f"no aesthetic head weights (layers.N.weight) in {source}: copy the LAION head file "
-            "(e.g. sac+logos+ava1-l14-linearMSE.pth) into it or use the predictor snapshot"
-        )
+def build_head(layers: list[HeadLayer], relu: bool) -> torch.nn.Sequential:
+    """The Linear chain in index order (shapes already checked by `read_head`), ReLUs between them for the ReLU variant."""
     modules: list[torch.nn.Module] = []
-    previous_out = None
-    for position, index in enumerate(indices):
-        weight = state.get(f"{index}.weight")
-        if weight is None or weight.dim() != 2:
-            raise KoloraError(f"aesthetic head in {source}: layers.{index} has no 2-D weight")
-        out_features, in_features = weight.shape
-        if previous_out is not None and in_features != previous_out:
-            raise KoloraError(
-                f"aesthetic head in {source}: layers.{index} takes {in_features} inputs, the layer before gives {previous_out}"
-            )
-        linear = torch.nn.Linear(in_features, out_features, bias=f"{index}.bias" in state)
+    for position, layer in enumerate(layers):
+        out_features, in_features = layer.weight.shape
+        linear = torch.nn.Linear(in_features, out_features, bias=layer.bias is not None)
         with torch.no_grad():
-            linear.weight.copy_(weight)
-            if linear.bias is not None:
-                linear.bias.copy_(state[f"{index}.bias"])
+            linear.weight.copy_(layer.weight)
+            if layer.bias is not None:
+                linear.bias.copy_(layer.bias)
         modules.append(linear)
-        if relu and position < len(indices) - 1:
+        if relu and position < len(layers) - 1:
             modules.append(torch.nn.ReLU())
-        previous_out = out_features
-    if previous_out != 1:
-        raise KoloraError(f"aesthetic head in {source} ends in {previous_out} outputs, expected 1 score")
     return torch.nn.Sequential(*modules).eval()
 
 
@@ -150,10 +119,12 @@ class LaionAesthetic:
         return [float(s) for s in self.head(self.embed(images)).squeeze(-1).cpu()]
 
 
-def load_aesthetic(directory: Path, device: str = "cpu") -> LaionAesthetic:
+def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = None) -> LaionAesthetic:
+    """`source` names the model in messages and the report (its hub repo); the directory path by default."""
     from transformers import CLIPVisionModelWithProjection
 
-    _require_dir(directory, "aesthetic model", "evaluate.aesthetic_model")
+    source = source or str(directory)
+    vision_config, layers = check_aesthetic(directory, source)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     relu = any("relu" in str(a).lower() for a in config.get("architectures") or [])
     try:
@@ -161,15 +132,9 @@ def load_aesthetic(directory: Path, device: str = "cpu") -> LaionAesthetic:
             vision = CLIPVisionModelWithProjection.from_pretrained(str(directory), dtype=torch.float32)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
-        raise KoloraError(f"aesthetic model {directory}: no CLIP vision weights could be loaded ({reason})") from None
-    head = build_head(head_state(directory), relu, directory)
-    if head[0].in_features != vision.config.projection_dim:
-        raise KoloraError(
-            f"aesthetic head in {directory} takes {head[0].in_features} inputs but the CLIP projects to "
-            f"{vision.config.projection_dim}: head and CLIP do not belong together (LAION v2 needs ViT-L/14, 768)"
-        )
-    processor = _image_processor(directory, vision.config.image_size)
-    return LaionAesthetic(vision.to(device).eval(), head.to(device), processor, device, str(directory))
+        raise KoloraError(f"aesthetic model {source} ({directory}): no CLIP vision weights could be loaded ({reason})") from None
+    processor = _image_processor(directory, vision_config.image_size)
+    return LaionAesthetic(vision.to(device).eval(), build_head(layers, relu).to(device), processor, device, source)
 
 
 class ClipSimilarity:
@@ -197,19 +162,69 @@ class ClipSimilarity:
         return [float(s) for s in (image * text).sum(-1).cpu()]
 
 
-def load_clip(directory: Path, device: str = "cpu") -> ClipSimilarity:
+def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -> ClipSimilarity:
     from transformers import AutoModel, AutoProcessor
 
-    _require_dir(directory, "CLIP model", "evaluate.clip_model")
+    source = source or str(directory)
+    if not (directory / "config.json").is_file():
+        raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
     try:
         model = AutoModel.from_pretrained(str(directory), dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(str(directory))
     except (OSError, ValueError) as exc:
-        raise KoloraError(f"CLIP model {directory} could not be loaded: {' '.join(str(exc).split())}") from None
+        raise KoloraError(f"CLIP model {source} ({directory}) could not be loaded: {' '.join(str(exc).split())}") from None
     if (
         not hasattr(model, "get_image_features")
         or not hasattr(processor, "tokenizer")
         or not hasattr(processor, "image_processor")
     ):
-        raise KoloraError(f"{directory} holds a {type(model).__name__}, not a CLIP with image and text towers")
-    return ClipSimilarity(model.to(device).eval(), processor, device, str(directory))
+        raise KoloraError(f"{source} holds a {type(model).__name__}, not a CLIP with image and text towers")
+    return ClipSimilarity(model.to(device).eval(), processor, device, source)
+
+
+@dataclass
+class Scorers:
+    """What evaluate scores with: each scorer, or None and why not; `facts` is the report's `scorers` record."""
+
+    aesthetic: AestheticScorer | None
+    clip: SimilarityScorer | None
+    not_scored: dict[str, str] = field(default_factory=dict)
+    facts: dict[str, Any] = field(default_factory=dict)
+
+
+def load_scorers(directory: Path, evaluate: EvaluateConfig, device: str) -> Scorers:
+    """The scorers the config names, from the scorers artifact, after checking that it holds what the config says.
+
+    Every file is checked against its sha256 first: the scorer identity in the report claims these exact
+    bytes, and they came through the artifact store. A part set to null in the config is not scored (even
+    when the artifact has it); a part the config names but the artifact lacks, or holds from another repo
+    or revision, is an error: scores from other weights would not compare with the champion's.
+    """
+    scorers = ScorersDir(directory)
+    manifest = scorers.read_manifest(verify="sha256")
+    repos, loaders = scorer_repos(evaluate), {AESTHETIC: load_aesthetic, CLIP: load_clip}
+    loaded: dict[str, Any] = {}
+    not_scored = {part: f"{FIELDS[part]} is null: not scored" for part in (AESTHETIC, CLIP) if part not in repos}
+    for part, repo in repos.items():
+        if part not in scorers.present():
+            raise KoloraError(
+                f"{repo.field} names {repo.reference} but the scorers input {directory} holds no {part} model: "
+                "rerun fetch-models with this config"
+            )
+        recorded = manifest["sources"].get(part) or {}
+        wanted = {"repo": repo.reference, "revision": repo.revision}
+        if manifest["kind"] == HUB_KIND and {k: recorded.get(k) for k in wanted} != wanted:
+            raise KoloraError(
+                f"{repo.field} is {repo.reference} at revision {repo.revision or 'default'} but the scorers input "
+                f"{directory} holds {recorded.get('repo')} at revision "
+                f"{recorded.get('revision') or 'default'}: rerun fetch-models with this config"
+            )
+        loaded[part] = loaders[part](scorers.part(part), device, scorers.source(part))
+    facts: dict[str, Any] = {
+        "identity": scorers.fingerprint(),
+        "kind": manifest["kind"],
+        **{part: manifest["sources"].get(part) if part in loaded else None for part in (AESTHETIC, CLIP)},
+    }
+    if manifest["kind"] == TINY_KIND:
+        facts["note"] = TINY_NOTE
+    return Scorers(loaded.get(AESTHETIC), loaded.get(CLIP), not_scored, facts)

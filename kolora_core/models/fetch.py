@@ -1,25 +1,45 @@
-"""Materialise a base-model directory: Kolors from ModelScope, or the tiny random models.
+"""Materialise the weight directories: the base model (Kolors from ModelScope, or tiny) and the evaluation scorers.
 
-Run once per model version by the fetch-models stage, never inside training. ModelScope's
-`snapshot_download` skips files already complete in `local_dir`, so a retried download resumes.
+Run once per model version by the fetch-models stage, never inside training. Every attempt downloads into the
+stage's fresh staging directory (on Argo a retry is a new pod); `kolora_core.models.hub` sorts download
+failures into config errors (exit 2) and retryable ones (exit 75).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 
-from kolora_core.config import ModelsConfig
+from kolora_core.config import EvaluateConfig, ModelsConfig
 from kolora_core.errors import KoloraError
+from kolora_core.models.hub import HubRepo, snapshot
 from kolora_core.models.layout import TEXT_ENCODER_DIR, ModelDir
+from kolora_core.models.scorers import AESTHETIC, CLIP, HUB_KIND, TINY_KIND, ScorersDir, check_aesthetic, scorer_repos
 from kolora_core.models.tiny import TINY_ARCHITECTURE, build_tiny_models
+from kolora_core.models.tiny_scorers import TINY_SCORERS_ARCHITECTURE, write_tiny_aesthetic, write_tiny_chinese_clip
 
 # What the seed downloads with diffsynth's download_models(["Kolors", "SDXL-vae-fp16-fix"]), minus the
 # Kolors VAE, which kolora does not use (the fp16-fix VAE encodes for training and decodes without NaNs).
 KOLORS_PATTERNS = ["text_encoder/*", "unet/diffusion_pytorch_model.safetensors"]
 VAE_PATTERNS = ["diffusion_pytorch_model.safetensors", "config.json"]
+# Scorers: the configs and processor files transformers loads, and ONE copy of the weights: safetensors where the
+# repo has it, else the PyTorch file (read with weights_only, never unpickled as code). Repos carry more (the
+# predictor's CLIP text tokenizer, Chinese-CLIP's original clip_cn_vit-b-16.pt, a second 0.75-1.2 GB weight file).
+SCORER_FILES = {
+    AESTHETIC: ["config.json", "preprocessor_config.json"],
+    CLIP: [
+        "config.json",
+        "preprocessor_config.json",
+        "vocab.txt",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "special_tokens_map.json",
+    ],
+}
+WEIGHT_CHOICES = (["model.safetensors"], ["pytorch_model.bin"])
 
 
 def write_tiny_models(model_dir: ModelDir, seed: int) -> None:
@@ -35,20 +55,10 @@ def write_tiny_models(model_dir: ModelDir, seed: int) -> None:
 
 
 def download_kolors(model_dir: ModelDir, config: ModelsConfig) -> None:
-    """ModelScope `snapshot_download` into the layout; it skips files already complete on disk."""
-    from modelscope.hub.snapshot_download import snapshot_download
-
-    kolors_root = model_dir.root / Path(TEXT_ENCODER_DIR).parent
-    try:
-        snapshot_download(
-            config.kolors_repo, revision=config.revision, allow_patterns=KOLORS_PATTERNS, local_dir=str(kolors_root)
-        )
-        snapshot_download(config.vae_repo, allow_patterns=VAE_PATTERNS, local_dir=str(model_dir.vae.parent))
-    except Exception as exc:  # modelscope raises many types (HTTP, hub, IO); all mean "could not download"
-        raise KoloraError(
-            f"downloading {config.kolors_repo} / {config.vae_repo} from ModelScope failed ({type(exc).__name__}: {exc}); "
-            "check network access and MODELSCOPE_API_TOKEN, or provide a model directory"
-        ) from exc
+    """ModelScope snapshots of Kolors (text encoder, UNet) and the fp16-fix VAE into the layout."""
+    kolors = HubRepo("modelscope", config.kolors_repo, config.revision, "models.kolors_repo")
+    snapshot(kolors, KOLORS_PATTERNS, model_dir.root / Path(TEXT_ENCODER_DIR).parent)
+    snapshot(HubRepo("modelscope", config.vae_repo, None, "models.vae_repo"), VAE_PATTERNS, model_dir.vae.parent)
     model_dir.write_manifest(
         "kolors", {"kolors_repo": config.kolors_repo, "vae_repo": config.vae_repo, "revision": config.revision}
     )
@@ -63,3 +73,48 @@ def fetch_models(config: ModelsConfig, out: Path) -> ModelDir:
         download_kolors(model_dir, config)
     model_dir.read_manifest()
     return model_dir
+
+
+def download_scorer(repo: HubRepo, part: str, out: Path) -> None:
+    """The configs, then the weights: model.safetensors where the repo has it, pytorch_model.bin otherwise."""
+    snapshot(repo, SCORER_FILES[part] + WEIGHT_CHOICES[0], out)
+    if not (out / WEIGHT_CHOICES[0][0]).is_file():
+        # into an EMPTY directory: when the hub cannot be reached, huggingface_hub returns a non-empty local_dir as
+        # it is, which would read as "the repo has no weights" (exit 2) instead of a network failure (exit 75)
+        fallback = out.parent / f".{part}-weights"
+        snapshot(repo, WEIGHT_CHOICES[1], fallback)
+        for path in fallback.iterdir():
+            path.rename(out / path.name)
+        fallback.rmdir()
+    if not (out / "config.json").is_file():
+        raise KoloraError(f"{repo} has no config.json: not a transformers-format {part} model; point {repo.field} at one")
+    if not any((out / choice[0]).is_file() for choice in WEIGHT_CHOICES):
+        names = " or ".join(choice[0] for choice in WEIGHT_CHOICES)
+        raise KoloraError(f"{repo} has no {names}: not a transformers-format {part} model; point {repo.field} at one")
+
+
+def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> ScorersDir:
+    """Fill `out` with the scorers the config names: tiny random ones with `models.source: tiny`, else from their hubs.
+
+    The aesthetic head is checked against its CLIP here, so a head of the wrong size fails before any GPU time
+    is spent; the manifest's sha256 values are checked where the directory is read (evaluate), after its trip
+    through the artifact store.
+    """
+    scorers, repos = ScorersDir(out), scorer_repos(evaluate)
+    sources: dict[str, Any] = {part: None for part in (AESTHETIC, CLIP)}
+    if models.source == "tiny":
+        writers = {AESTHETIC: write_tiny_aesthetic, CLIP: write_tiny_chinese_clip}
+        for part, repo in repos.items():
+            writers[part](scorers.part(part), models.tiny_seed)
+            sources[part] = {"repo": TINY_KIND, "revision": None, "stands_in_for": repo.reference}
+        sources |= {"architecture": TINY_SCORERS_ARCHITECTURE, "seed": models.tiny_seed, "torch": torch.__version__}
+        scorers.write_manifest(TINY_KIND, sources)
+    else:
+        for part, repo in repos.items():
+            download_scorer(repo, part, scorers.part(part))
+            sources[part] = {"repo": repo.reference, "revision": repo.revision}
+        scorers.write_manifest(HUB_KIND, sources)
+    scorers.read_manifest()
+    if AESTHETIC in repos:
+        check_aesthetic(scorers.part(AESTHETIC), scorers.source(AESTHETIC))
+    return scorers

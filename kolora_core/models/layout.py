@@ -1,16 +1,18 @@
-"""The on-disk layout of a base-model directory and its manifest.
+"""The on-disk layout of a base-model directory, and the manifest every weight directory carries.
 
 A model directory is what `fetch-models` writes and what train/generate read, locally or as an S3
 artifact. It mirrors the ModelScope repos (Kwai-Kolors/Kolors and AI-ModelScope/sdxl-vae-fp16-fix)
 so a directory downloaded by hand works too, plus `kolora_models.json`: the kind (real Kolors or
 tiny), where each file came from, and its size and sha256. Loading checks sizes against it, so a
-truncated download fails with the file's name instead of a shape error deep inside torch.
+truncated download fails with the file's name instead of a shape error deep inside torch. The
+evaluation scorers (`kolora_core.models.scorers`) are a second directory of the same kind (`ManifestDir`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -32,36 +34,31 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
 
 
 @dataclass(frozen=True)
-class ModelDir:
-    """A base-model directory; paths are derived, the manifest is the proof it is complete."""
+class ManifestDir(ABC):
+    """A directory of weight files whose manifest (kind, sources, files {size, sha256}) is written last.
+
+    The manifest is the proof the directory is complete; base models (`ModelDir`) and the evaluation
+    scorers (`kolora_core.models.scorers.ScorersDir`) share it, so both are checked, hashed and
+    fingerprinted the same way. Subclasses say which files are weights and which must exist.
+    """
 
     root: Path
-
-    @property
-    def text_encoder(self) -> Path:
-        return self.root / TEXT_ENCODER_DIR
-
-    @property
-    def unet(self) -> Path:
-        return self.root / UNET_FILE
-
-    @property
-    def vae(self) -> Path:
-        return self.root / VAE_FILE
 
     @property
     def manifest_path(self) -> Path:
         return self.root / MANIFEST
 
+    @abstractmethod
     def weight_files(self) -> list[Path]:
-        files = [self.unet, self.vae]
-        if self.text_encoder.is_dir():
-            files += sorted(p for p in self.text_encoder.rglob("*") if p.is_file())
-        return files
+        """Every file the manifest records."""
 
-    def write_manifest(self, kind: Literal["kolors", "tiny"], sources: dict[str, Any]) -> dict[str, Any]:
+    @abstractmethod
+    def required_files(self) -> list[Path]:
+        """Files without which the directory cannot be complete (checked before the manifest is written)."""
+
+    def write_manifest(self, kind: str, sources: dict[str, Any]) -> dict[str, Any]:
         """Record every weight file's size and hash; written last, so its presence means complete."""
-        missing = [p for p in (self.unet, self.vae, self.text_encoder / "config.json") if not p.exists()]
+        missing = [p for p in self.required_files() if not p.exists()]
         if missing:
             raise KoloraError(f"model directory {self.root} is missing {missing[0].relative_to(self.root)} after download")
         manifest = {
@@ -96,7 +93,33 @@ class ModelDir:
                 raise KoloraError(f"weight file {path} does not match its sha256 in {MANIFEST}; rerun fetch-models")
         return manifest
 
-    def fingerprint(self) -> str:
-        """One hash for the whole base model (over the per-file hashes), for LoRA metadata."""
-        files = self.read_manifest()["files"]
+    def fingerprint(self, verify: Literal["size", "sha256"] = "size") -> str:
+        """One hash for the whole directory (over the per-file hashes): which weights, not where they came from."""
+        files = self.read_manifest(verify)["files"]
         return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class ModelDir(ManifestDir):
+    """A base-model directory; paths are derived, the manifest is the proof it is complete."""
+
+    @property
+    def text_encoder(self) -> Path:
+        return self.root / TEXT_ENCODER_DIR
+
+    @property
+    def unet(self) -> Path:
+        return self.root / UNET_FILE
+
+    @property
+    def vae(self) -> Path:
+        return self.root / VAE_FILE
+
+    def weight_files(self) -> list[Path]:
+        files = [self.unet, self.vae]
+        if self.text_encoder.is_dir():
+            files += sorted(p for p in self.text_encoder.rglob("*") if p.is_file())
+        return files
+
+    def required_files(self) -> list[Path]:
+        return [self.unet, self.vae, self.text_encoder / "config.json"]

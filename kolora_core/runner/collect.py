@@ -66,7 +66,7 @@ def _flatten(ctx: RunContext) -> None:
 
 
 def forget_uploads(ctx: RunContext) -> None:
-    """Free the embedded store's memory (it lives in this process) once the outputs are copied out."""
+    """Keep the embedded store to what outlives a run (releases): the run's artifacts are in runs/<id>/ now."""
     if ctx.uploaded:
         ctx.store.delete_prefix(f"{ctx.run_id}/")
         for key in ctx.uploaded:

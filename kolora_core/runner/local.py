@@ -34,7 +34,7 @@ from kolora_core.runner.records import RunResult
 from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.runner.summary import write_summary
 from kolora_core.runner.template import load_workflow
-from kolora_core.storage.embedded import EmbeddedS3
+from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store
 
 DEFAULT_TEMPLATE = Path("workflows/dist/kolora-pipeline.yaml")
@@ -57,6 +57,8 @@ class RunOptions:
     keep_work: bool = False
     # artifacts larger than this stay in the store only (a full run's models folder is ~18 GB)
     collect_max_bytes: int = 2 * 2**30
+    # the embedded store's directory (default <runs_dir>/.store): kept between runs, so releases survive
+    store_dir: Path | None = None
     # after a failed attempt, upload its output paths as Argo's wait container does (tests see what a cluster sees)
     upload_failed_outputs: bool = True
     # Secrets that `valueFrom.secretKeyRef` env values read: {secret: {key: value}}; the store Secret is added
@@ -132,7 +134,8 @@ def run_workflow(options: RunOptions) -> RunResult:
     engine = get_engine(options.engine, options.repo_root)
     changed = tuple(p.name for p in workflow.parameters if parameters[p.name] != (p.value if p.value is not None else p.default))
 
-    store_cm = EmbeddedS3(bucket=options.embedded_bucket) if options.s3 is None else contextlib.nullcontext(options.s3)
+    store_dir = options.store_dir or options.runs_dir / STORE_DIRNAME
+    store_cm = EmbeddedS3(store_dir, options.embedded_bucket) if options.s3 is None else contextlib.nullcontext(options.s3)
     started = time.monotonic()
     with store_cm as settings:
         store = S3Store(settings)

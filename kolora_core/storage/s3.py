@@ -1,9 +1,18 @@
-"""S3 over boto3 with short timeouts and one-line errors: the only way artifacts move between steps.
+"""S3 over boto3 with bounded waits and one-line errors: the only way artifacts move between steps.
 
-Why a wrapper and not boto3 calls in the runner: every call needs the same three things the defaults get wrong
-for a developer tool, namely path-style addressing (MinIO and the embedded server have no virtual hosts),
-a short connect timeout with few retries (boto3's defaults wait minutes on a dead endpoint), and errors that
-say which endpoint failed and what to do instead of a botocore traceback.
+Why a wrapper and not boto3 calls in the runner: every call needs the same things the defaults get wrong
+for batch software, namely path-style addressing (MinIO and SeaweedFS have no virtual hosts), bounded waits
+(boto3's defaults sat 727 s on an endpoint that stopped answering, silently), and errors that say which
+endpoint failed and what to do instead of a botocore traceback.
+
+The bounds (`S3Settings`): a TCP connect gives up after 3 s; a request whose server sends nothing for 15 s
+is a read timeout; a request is tried 3 times; and every operation as a whole (one upload or download of an
+artifact, a listing, a conditional write) has a deadline of 60 s plus 1 s per 4 MiB it moves, with a log line
+every 10 s while it waits. An endpoint that accepts connections and never answers therefore fails any
+operation in about 50 s (3 x 15 s plus back-off), and `ensure_bucket`, the first call of a run, in 15 s.
+
+Directory uploads send the completion marker `_SUCCESS` after every other file, so a reader that trusts
+the marker never sees a partial upload as complete; a cancelled upload never sends it.
 
 `S3Store.upload` / `S3Store.download` implement Argo's artifact layout: an archived artifact is one tar.gz
 object at its key; an unarchived file is one object at its key; an unarchived directory is one object per
@@ -15,14 +24,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
@@ -39,15 +51,22 @@ from botocore.exceptions import (
 )
 
 from kolora_core.errors import KoloraError
+from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz, pack_targz, unpack_targz
 
 DEFAULT_BUCKET = "kolora"
 DEFAULT_REGION = "us-east-1"
 MiB = 1024 * 1024
+log = logging.getLogger("kolora.storage")
+T = TypeVar("T")
 
 
 class ArtifactNotFound(KoloraError):
     """No object and no prefix at the key: the producing step did not upload it (or it is optional)."""
+
+
+class PreconditionFailed(KoloraError):
+    """A conditional write lost: the key exists (put_if_absent) or changed since it was read (put_if_match)."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +78,13 @@ class S3Settings:
     region: str = DEFAULT_REGION
     access_key_id: str | None = field(default=None, repr=False)
     secret_access_key: str | None = field(default=None, repr=False)
-    # Objects above this size go up in parts. The embedded server raises it: moto re-reads a whole object
-    # for every ranged GET, so many small parts of a big file cost quadratic time there.
-    multipart_threshold: int = 64 * MiB
-    connect_timeout: float = 3.0
-    read_timeout: float = 120.0
-    max_attempts: int = 3
+    multipart_threshold: int = 64 * MiB  # objects above this go up in parts
+    connect_timeout: float = 3.0  # seconds for a TCP connect
+    read_timeout: float = 15.0  # seconds without a byte from the server before a request counts as failed
+    max_attempts: int = 3  # tries per request (standard retry mode: exponential back-off with jitter)
+    deadline: float = 60.0  # seconds every operation may take, plus 1 s per `deadline_rate` bytes it moves
+    deadline_rate: int = 4 * MiB
+    notice_every: float = 10.0  # seconds between "still waiting" log lines of one operation
     embedded: bool = False
 
     @classmethod
@@ -81,6 +101,10 @@ class S3Settings:
     @property
     def label(self) -> str:
         return "embedded S3 store" if self.embedded else f"S3 endpoint {self.endpoint_url}"
+
+    def deadline_for(self, size: int) -> float:
+        """Seconds an operation that moves `size` bytes may take in all (a floor of 4 MiB/s after the base)."""
+        return self.deadline + size / self.deadline_rate
 
 
 def make_client(settings: S3Settings, *, max_attempts: int | None = None) -> Any:
@@ -173,8 +197,37 @@ def clean_key(key: str) -> str:
     return key
 
 
+class _Cancelled(Exception):
+    """Raised inside a worker whose operation passed its deadline, so it stops before writing anything more."""
+
+
+class _Progress:
+    """Bytes moved by one operation (boto3 transfer callbacks), and the flag that stops it at its deadline."""
+
+    def __init__(self) -> None:
+        self.moved = 0
+        self.cancelled = threading.Event()
+
+    def __call__(self, count: int) -> None:
+        self.check()
+        self.moved += count
+
+    def check(self) -> None:
+        if self.cancelled.is_set():
+            raise _Cancelled
+
+
+def _size_text(count: float) -> str:
+    return f"{count / MiB:.1f} MiB" if count < 1024 * MiB else f"{count / (1024 * MiB):.2f} GiB"
+
+
 class S3Store:
-    """One bucket on one endpoint, with Argo's artifact layout on top of plain objects."""
+    """One bucket on one endpoint, with Argo's artifact layout on top of plain objects.
+
+    Every public method is one bounded operation (see the module docstring): it runs in a worker thread
+    while the caller waits with a deadline, logging a line every `notice_every` seconds; at the deadline the
+    caller gets a `KoloraError` and the worker stops at its next chunk or file.
+    """
 
     def __init__(self, settings: S3Settings) -> None:
         self.settings = settings
@@ -184,7 +237,44 @@ class S3Store:
             multipart_threshold=settings.multipart_threshold,
             multipart_chunksize=max(8 * MiB, min(settings.multipart_threshold, 512 * MiB)),
             max_concurrency=4,
+            num_download_attempts=2,  # on top of botocore's attempts per request (s3transfer's default is 5)
         )
+
+    def _bounded(self, action: str, work: Callable[[_Progress], T], size: int = 0) -> T:
+        """Run `work` with the operation's deadline; errors become one-line `KoloraError`s naming `action`."""
+        limit = self.settings.deadline_for(size)
+        progress = _Progress()
+        box: dict[str, Any] = {}
+        done = threading.Event()
+
+        def run() -> None:
+            try:
+                with s3_errors(self.settings, action):
+                    box["value"] = work(progress)
+            except BaseException as exc:  # noqa: BLE001 (handed to the waiting caller, which raises it)
+                box["error"] = exc
+            finally:
+                done.set()
+
+        started = time.monotonic()
+        threading.Thread(target=run, name="kolora-s3", daemon=True).start()
+        try:
+            while not done.wait(max(0.0, min(self.settings.notice_every, started + limit - time.monotonic()))):
+                waited = time.monotonic() - started
+                if waited >= limit:
+                    raise KoloraError(
+                        f"{self.settings.label} did not finish to {action} within its deadline of {limit:.0f} s "
+                        f"({_size_text(progress.moved)} of {_size_text(size)} moved): check the server and rerun"
+                    )
+                moved = f", {_size_text(progress.moved)} of {_size_text(size)}" if size else ""
+                line = "kolora: still waiting for %s to %s (%.0f s of at most %.0f s%s)"
+                log.warning(line, self.settings.label, action, waited, limit, moved)
+        except BaseException:  # the deadline, Ctrl-C: the worker stops at its next chunk or file, marker unsent
+            progress.cancelled.set()
+            raise
+        if "error" in box:
+            raise box["error"]
+        return box["value"]
 
     # --- bucket ---------------------------------------------------------------------------------------------
 
@@ -192,7 +282,8 @@ class S3Store:
         """Check the endpoint answers (one attempt: a dead endpoint fails in seconds) and create the bucket if missing."""
         self._check_reachable()
         probe = make_client(self.settings, max_attempts=1)
-        with s3_errors(self.settings, f"open bucket '{self.bucket}'"):
+
+        def work(_: _Progress) -> None:
             try:
                 probe.head_bucket(Bucket=self.bucket)
                 return
@@ -207,6 +298,8 @@ class S3Store:
             except ClientError as exc:
                 if _client_error(exc)[0] not in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
                     raise
+
+        self._bounded(f"open bucket '{self.bucket}'", work)
 
     def _check_reachable(self) -> None:
         """A plain TCP connect first, so a dead endpoint is reported as such even before credentials are looked at."""
@@ -227,79 +320,184 @@ class S3Store:
 
     # --- objects --------------------------------------------------------------------------------------------
 
+    def _objects(self, prefix: str) -> list[tuple[str, int]]:
+        """(key, size) of every object whose key starts with `prefix` (unbounded: call inside an operation)."""
+        found: list[tuple[str, int]] = []
+        for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found += [(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])]
+        return found
+
     def list_keys(self, prefix: str) -> list[str]:
         """All keys starting with `prefix` (a plain string prefix: add '/' yourself for directory semantics)."""
-        keys: list[str] = []
-        with s3_errors(self.settings, f"list s3://{self.bucket}/{prefix}"):
-            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                keys += [obj["Key"] for obj in page.get("Contents", [])]
-        return keys
+        return [key for key, _ in self._bounded(f"list s3://{self.bucket}/{prefix}", lambda _: self._objects(prefix))]
 
     def size(self, prefix: str) -> int:
         """Bytes stored under `prefix` (one object or a directory's worth)."""
-        total = 0
-        with s3_errors(self.settings, f"list s3://{self.bucket}/{prefix}"):
-            for page in self._client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-                total += sum(obj["Size"] for obj in page.get("Contents", []))
-        return total
+        return sum(size for _, size in self._bounded(f"list s3://{self.bucket}/{prefix}", lambda _: self._objects(prefix)))
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(self._client.head_object(Bucket=self.bucket, Key=key))
+        except ClientError as exc:
+            if _client_error(exc)[0] in {"404", "NoSuchKey", "NotFound"}:
+                return None
+            raise
 
     def exists(self, key: str) -> bool:
-        with s3_errors(self.settings, f"look up s3://{self.bucket}/{key}"):
-            try:
-                self._client.head_object(Bucket=self.bucket, Key=key)
-                return True
-            except ClientError as exc:
-                if _client_error(exc)[0] in {"404", "NoSuchKey", "NotFound"}:
-                    return False
-                raise
+        return self._bounded(f"look up s3://{self.bucket}/{key}", lambda _: self._head(key)) is not None
+
+    def etag(self, key: str) -> str | None:
+        """The object's current ETag (for `put_if_match`), or None if there is no object at `key`."""
+        head = self._bounded(f"look up s3://{self.bucket}/{key}", lambda _: self._head(key))
+        return None if head is None else str(head["ETag"])
 
     def upload_file(self, path: Path, key: str) -> None:
-        with s3_errors(self.settings, f"upload {path} to s3://{self.bucket}/{key}"):
-            self._client.upload_file(str(path), self.bucket, key, Config=self._transfer)
+        size = path.stat().st_size
+
+        def work(progress: _Progress) -> None:
+            self._client.upload_file(str(path), self.bucket, key, Config=self._transfer, Callback=progress)
+
+        self._bounded(f"upload {path} to s3://{self.bucket}/{key}", work, size)
 
     def download_file(self, key: str, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
-        with s3_errors(self.settings, f"download s3://{self.bucket}/{key}"):
-            self._client.download_file(self.bucket, key, str(path), Config=self._transfer)
+        head = self._bounded(f"look up s3://{self.bucket}/{key}", lambda _: self._head(key))
+        if head is None:
+            raise ArtifactNotFound(f"no object s3://{self.bucket}/{key} on {self.settings.label}")
+
+        def work(progress: _Progress) -> None:
+            self._client.download_file(self.bucket, key, str(path), Config=self._transfer, Callback=progress)
+
+        self._bounded(f"download s3://{self.bucket}/{key}", work, int(head.get("ContentLength", 0)))
 
     def put_text(self, key: str, text: str) -> None:
-        with s3_errors(self.settings, f"write s3://{self.bucket}/{key}"):
-            self._client.put_object(Bucket=self.bucket, Key=key, Body=text.encode())
+        data = text.encode()
+
+        def work(_: _Progress) -> None:
+            self._client.put_object(Bucket=self.bucket, Key=key, Body=data)
+
+        self._bounded(f"write s3://{self.bucket}/{key}", work, len(data))
 
     def delete_prefix(self, prefix: str) -> int:
-        """Delete every object under `prefix` (used to free the embedded store's memory after a run)."""
-        keys = self.list_keys(prefix)
-        with s3_errors(self.settings, f"delete s3://{self.bucket}/{prefix}"):
+        """Delete every object under `prefix`; returns how many there were."""
+
+        def work(progress: _Progress) -> int:
+            keys = [key for key, _ in self._objects(prefix)]
             for start in range(0, len(keys), 1000):
+                progress.check()
                 chunk = [{"Key": k} for k in keys[start : start + 1000]]
                 self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
-        return len(keys)
+            return len(keys)
+
+        return self._bounded(f"delete s3://{self.bucket}/{prefix}", work)
+
+    # --- conditional writes (compare-and-swap for pointers such as latest.json) ------------------------------
+
+    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        """The object's bytes and the ETag to pass to `put_if_match`; `ArtifactNotFound` if there is none."""
+
+        def work(_: _Progress) -> tuple[bytes, str] | None:
+            try:
+                response = self._client.get_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if _client_error(exc)[0] in {"404", "NoSuchKey", "NotFound"}:
+                    return None
+                raise
+            return response["Body"].read(), str(response["ETag"])
+
+        found = self._bounded(f"read s3://{self.bucket}/{key}", work)
+        if found is None:
+            raise ArtifactNotFound(f"no object s3://{self.bucket}/{key} on {self.settings.label}")
+        return found
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Write `data` at `key` only if no object is there (If-None-Match: *); returns the new ETag.
+
+        `PreconditionFailed` if another writer got there first. A 412 whose object holds exactly `data`
+        counts as written (creating the same bytes twice is idempotent; it is also what a retried request
+        sees when its first attempt landed).
+        """
+
+        def work(_: _Progress) -> str | None:
+            try:
+                return str(self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfNoneMatch="*")["ETag"])
+            except ClientError as exc:
+                if _client_error(exc)[0] not in {"PreconditionFailed", "412"}:
+                    raise
+            current = self._client.get_object(Bucket=self.bucket, Key=key)
+            return str(current["ETag"]) if current["Body"].read() == data else None
+
+        written = self._bounded(f"create s3://{self.bucket}/{key}", work, len(data))
+        if written is None:
+            raise PreconditionFailed(f"s3://{self.bucket}/{key} already exists with other contents: another writer won")
+        return written
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        """Replace the object at `key` only if its ETag is still `etag` (If-Match); returns the new ETag.
+
+        `PreconditionFailed` if it changed or disappeared since it was read: read it again and decide. No
+        same-bytes shortcut here: two writers computing the same new value from one old value must not both
+        win (that would lose an update), so a retried request whose first attempt landed also gets this error.
+        """
+
+        def work(_: _Progress) -> str | None:
+            try:
+                return str(self._client.put_object(Bucket=self.bucket, Key=key, Body=data, IfMatch=etag)["ETag"])
+            except ClientError as exc:
+                # If-Match on a missing key: 404 from AWS S3, 412 from SeaweedFS and MinIO
+                if _client_error(exc)[0] not in {"PreconditionFailed", "412", "NoSuchKey", "404"}:
+                    raise
+            return None
+
+        written = self._bounded(f"replace s3://{self.bucket}/{key}", work, len(data))
+        if written is None:
+            raise PreconditionFailed(f"s3://{self.bucket}/{key} changed since it was read (ETag {etag}): another writer won")
+        return written
 
     # --- directories and archives ---------------------------------------------------------------------------
 
     def upload_tree(self, directory: Path, prefix: str) -> list[str]:
-        """One object per file under `directory`, at `<prefix>/<relative path>`; returns the keys."""
+        """One object per file under `directory`, at `<prefix>/<relative path>`, completion markers last; returns the keys."""
         prefix = clean_key(prefix)
-        keys = []
-        for path in sorted(p for p in directory.rglob("*") if p.is_file()):
-            key = f"{prefix}/{path.relative_to(directory).as_posix()}"
-            self.upload_file(path, key)
-            keys.append(key)
-        return keys
+        files = _marker_last([p for p in directory.rglob("*") if p.is_file()], directory)
+        total = sum(p.stat().st_size for p in files)
+
+        def work(progress: _Progress) -> list[str]:
+            keys = []
+            for path in files:
+                progress.check()  # a cancelled upload must not go on to send its marker
+                key = f"{prefix}/{path.relative_to(directory).as_posix()}"
+                with s3_errors(self.settings, f"upload {path} to s3://{self.bucket}/{key}"):
+                    self._client.upload_file(str(path), self.bucket, key, Config=self._transfer, Callback=progress)
+                keys.append(key)
+            return keys
+
+        return self._bounded(f"upload {directory} to s3://{self.bucket}/{prefix}/", work, total)
 
     def download_tree(self, prefix: str, directory: Path) -> int:
-        """Every object under `<prefix>/` into `directory`, keeping relative paths; returns the file count."""
+        """Every object under `<prefix>/` into `directory`, keeping relative paths (markers last); returns the file count."""
         prefix = clean_key(prefix)
-        count = 0
-        for key in self.list_keys(prefix + "/"):
+        objects = self._bounded(f"list s3://{self.bucket}/{prefix}/", lambda _: self._objects(prefix + "/"))
+        wanted: dict[str, tuple[str, int]] = {}
+        for key, size in objects:
             rel = key[len(prefix) + 1 :]
             if not rel or rel.endswith("/"):
                 continue  # folder markers some tools write
             if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
                 raise KoloraError(f"refusing S3 object s3://{self.bucket}/{key}: its name leaves the artifact directory")
-            self.download_file(key, directory / rel)
-            count += 1
-        return count
+            wanted[rel] = (key, size)
+        order = _marker_last([directory / rel for rel in wanted], directory)
+
+        def work(progress: _Progress) -> int:
+            for path in order:
+                progress.check()
+                key = wanted[path.relative_to(directory).as_posix()][0]
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with s3_errors(self.settings, f"download s3://{self.bucket}/{key}"):
+                    self._client.download_file(self.bucket, key, str(path), Config=self._transfer, Callback=progress)
+            return len(order)
+
+        return self._bounded(f"download s3://{self.bucket}/{prefix}/", work, sum(size for _, size in wanted.values()))
 
     def upload_archive(self, source: Path, key: str) -> None:
         """`source` (file or directory) as one tar.gz object at `key`."""
@@ -347,6 +545,16 @@ class S3Store:
             self.download_tree(key, dest)
             return "dir"
         raise ArtifactNotFound(f"no object or prefix s3://{self.bucket}/{key} on {self.settings.label}")
+
+
+def _marker_last(paths: list[Path], root: Path) -> list[Path]:
+    """Sorted, with every `_SUCCESS` after all other files and the deepest markers first (the top one last)."""
+
+    def order(path: Path) -> tuple[bool, int, Path]:
+        marker = path.name == COMPLETE_MARKER
+        return marker, -len(path.relative_to(root).parts) if marker else 0, path
+
+    return sorted(paths, key=order)
 
 
 def _remove(path: Path) -> None:

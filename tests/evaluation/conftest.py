@@ -1,106 +1,59 @@
-"""Tiny random evaluation models saved the way the real ones are published, built offline."""
+"""Tiny random evaluation models, from the library's own builders (kolora_core.models.tiny_scorers), plus the
+published variants the loader also reads: a CLIP directory with LAION's .pth head file, and the ReLU predictor."""
 
 from __future__ import annotations
 
-import itertools
 import json
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-# A Chinese-reading vocabulary for BertTokenizer (BERT splits CJK text into single characters).
-VOCAB = [
-    "[PAD]",
-    "[UNK]",
-    "[CLS]",
-    "[SEP]",
-    "[MASK]",
-    ",",
-    "、",
-    *"二次元一个紫色短发小女孩在家中沙发上坐着长少黑礼服唱歌丑陋变形",
-]
-HEAD_SIZES = [16, 12, 8, 6, 4, 1]  # projection_dim -> ... -> 1, like LAION's 768 -> 1024 -> 128 -> 64 -> 16 -> 1
+from kolora_core.config import load_config
+from kolora_core.models.fetch import fetch_scorers
+from kolora_core.models.scorers import AESTHETIC, CLIP
+from kolora_core.models.tiny_scorers import tiny_head, write_tiny_aesthetic
+from tests.conftest import mark_complete
+
+SEED = 0
 
 
-def _vision_config() -> dict[str, int]:
-    return {
-        "hidden_size": 32,
-        "intermediate_size": 37,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "image_size": 32,
-        "patch_size": 8,
-    }
-
-
-def head_weights(seed: int = 0, relu: bool = False) -> dict[str, torch.Tensor]:
-    """`layers.N.*` as AestheticsPredictorV2Linear numbers them (Linear at 0,2,4,6,7; ReLU variant 0,3,6,9,11)."""
-    generator = torch.Generator().manual_seed(seed)
-    indices = [0, 3, 6, 9, 11] if relu else [0, 2, 4, 6, 7]
-    state = {}
-    for index, (n_in, n_out) in zip(indices, itertools.pairwise(HEAD_SIZES), strict=True):
-        state[f"layers.{index}.weight"] = torch.randn(n_out, n_in, generator=generator)
-        state[f"layers.{index}.bias"] = torch.randn(n_out, generator=generator)
-    return state
+def head_weights(relu: bool = False) -> dict[str, torch.Tensor]:
+    """The head `write_aesthetic_dir` stores (the library's tiny head, seed + 1 as write_tiny_aesthetic uses)."""
+    return tiny_head(SEED + 1, relu=relu)
 
 
 def write_aesthetic_dir(out: Path, layout: str = "snapshot", relu: bool = False) -> Path:
     """snapshot: one file with CLIP vision + head (the HF predictor repo); laion: CLIP dir + LAION's .pth head."""
-    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    torch.manual_seed(1)
-    config = CLIPVisionConfig(**_vision_config(), projection_dim=HEAD_SIZES[0])
-    vision = CLIPVisionModelWithProjection(config)
-    vision.save_pretrained(out)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(out)
-    head = head_weights(relu=relu)
-    if layout == "snapshot":
-        state = {k: v.contiguous() for k, v in vision.state_dict().items()} | head
-        save_file(state, str(out / "model.safetensors"))
-        meta = json.loads((out / "config.json").read_text())
-        meta["architectures"] = ["AestheticsPredictorV2ReLU" if relu else "AestheticsPredictorV2Linear"]
-        (out / "config.json").write_text(json.dumps(meta))
-    else:
-        torch.save(head, out / "sac+logos+ava1-l14-linearMSE.pth")
-    return out
-
-
-def write_chinese_clip_dir(out: Path) -> Path:
-    from transformers import BertTokenizer, ChineseCLIPConfig, ChineseCLIPImageProcessor, ChineseCLIPModel, ChineseCLIPProcessor
-
-    out.mkdir(parents=True, exist_ok=True)
-    vocab = out / "vocab.txt"
-    vocab.write_text("\n".join(VOCAB) + "\n", encoding="utf-8")
-    tokenizer = BertTokenizer(str(vocab), model_max_length=52)
-    processor = ChineseCLIPProcessor(
-        image_processor=ChineseCLIPImageProcessor(size={"height": 32, "width": 32}, crop_size={"height": 32, "width": 32}),
-        tokenizer=tokenizer,
-    )
-    processor.save_pretrained(out)
-    torch.manual_seed(2)
-    config = ChineseCLIPConfig(
-        text_config={
-            "vocab_size": len(VOCAB),
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 64,
-        },
-        vision_config=_vision_config(),
-        projection_dim=16,
-    )
-    ChineseCLIPModel(config).save_pretrained(out)
+    write_tiny_aesthetic(out, SEED)
+    weights = out / "model.safetensors"
+    vision = {k: v for k, v in load_file(str(weights)).items() if not k.startswith("layers.")}
+    if layout == "laion":
+        save_file(vision, str(weights), metadata={"format": "pt"})
+        torch.save(head_weights(relu), out / "sac+logos+ava1-l14-linearMSE.pth")
+    elif relu:
+        save_file(vision | head_weights(relu=True), str(weights), metadata={"format": "pt"})
+        config = json.loads((out / "config.json").read_text())
+        config["architectures"] = ["AestheticsPredictorV2ReLU"]
+        (out / "config.json").write_text(json.dumps(config))
     return out
 
 
 @pytest.fixture(scope="session")
-def aesthetic_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_aesthetic_dir(tmp_path_factory.mktemp("aesthetic"))
+def scorers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What fetch-models writes for the smoke profile: the tiny scorers artifact, committed."""
+    out = tmp_path_factory.mktemp("scorers")
+    config = load_config("smoke")
+    fetch_scorers(config.evaluate, config.models, out)
+    return mark_complete(out)
 
 
 @pytest.fixture(scope="session")
-def chinese_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_chinese_clip_dir(tmp_path_factory.mktemp("cnclip"))
+def aesthetic_dir(scorers_dir: Path) -> Path:
+    return scorers_dir / AESTHETIC
+
+
+@pytest.fixture(scope="session")
+def chinese_clip_dir(scorers_dir: Path) -> Path:
+    return scorers_dir / CLIP

@@ -45,7 +45,7 @@ def _images(root: Path, shards: int) -> Path:
 
 
 @pytest.fixture
-def stage_inputs(tmp_path: Path) -> dict[str, Path]:
+def stage_inputs(tmp_path: Path, scorers_dir: Path) -> dict[str, Path]:
     import torch
 
     lora = tmp_path / "lora"
@@ -55,11 +55,12 @@ def stage_inputs(tmp_path: Path) -> dict[str, Path]:
     report = tmp_path / "fr"
     report.mkdir()
     (report / "filter_report.json").write_text(json.dumps({"images_in": 16, "kept": 11, "dropped": 5, "per_op": []}))
-    return {"lora": mark_complete(lora), "filter-report": mark_complete(report), "images": _images(tmp_path / "images", shards=3)}
+    images = _images(tmp_path / "images", shards=3)
+    return {"lora": mark_complete(lora), "filter-report": mark_complete(report), "images": images, "scorers": scorers_dir}
 
 
-def _run(inputs: dict[str, Path], out: Path) -> int:
-    argv = ["--profile", "smoke", "--report", str(out)]
+def _run(inputs: dict[str, Path], out: Path, *extra: str) -> int:
+    argv = ["--profile", "smoke", "--report", str(out), *extra]
     for name, path in inputs.items():
         argv += [f"--{name}", str(path)]
     return evaluate_main(argv)
@@ -76,20 +77,23 @@ def test_grid_is_the_seeds_layout_from_merged_shards(stage_inputs: dict[str, Pat
 
 
 def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
-    assert _run(stage_inputs, tmp_path / "out") == 0
+    """No scorer configured (the scorers input holds both: the config decides): nothing scored, the gate skipped."""
+    assert _run(stage_inputs, tmp_path / "out", "--evaluate.aesthetic_repo", "null", "--evaluate.clip_repo", "null") == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert [i["index"] for i in report["images"]] == list(range(8))
     assert report["images"][2]["prompt"] == "p2"
     assert report["images"][0]["mean"] == pytest.approx(85 * 56 / 64, abs=0.01)  # red, with a black bar on top
     assert report["data"] == {"images_in": 16, "kept": 11, "dropped": 5}
     assert report["training"]["rank"] == 16 and report["training"]["final_loss"] == 0.5
-    assert report["gate"]["result"] == "skipped" and "evaluate.aesthetic_model is not set" in report["gate"]["reason"]
+    assert report["gate"]["result"] == "skipped" and "evaluate.aesthetic_repo is null" in report["gate"]["reason"]
     assert report["gate"]["mean_aesthetic"] is None and report["images"][0]["aesthetic"] is None  # nothing invented
     assert report["scores"]["aesthetic"]["status"] == report["scores"]["clip_similarity"]["status"] == "skipped"
+    assert report["scores"]["clip_similarity"]["reason"] == "evaluate.clip_repo is null: not scored"
+    assert report["scorers"]["aesthetic"] is None and report["scorers"]["clip"] is None
     assert report["settings"]["cfg_scale"] == 4 and report["images"][3]["steps"] == 4
     assert (tmp_path / "out" / "gate.txt").read_text().strip() == "skipped"
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_model is not set" in page
+    assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_repo is null" in page
     assert page.count('<figure class="card') == 8 and "p7" in page and page.count("data:image/jpeg;base64,") == 9
     assert "<script" not in page and "http" not in page  # self-contained: opens offline, nothing fetched
 

@@ -11,6 +11,8 @@ from PIL import Image
 import kolora_core.evaluation.run as evaluate_run
 from jobs.evaluate import main as evaluate_main
 from kolora_core.evaluation.gate import ImageVerdict, decide
+from kolora_core.evaluation.scoring import Scorers
+from kolora_core.models.scorers import scorer_identity
 from tests.evaluation.test_evaluate_stage import stage_inputs  # noqa: F401 - the fixture is used by name
 
 
@@ -78,8 +80,9 @@ def test_stage_writes_the_gate_from_scorer_outputs(
     score: float,
     gate: str,
 ) -> None:
-    monkeypatch.setattr(evaluate_run, "load_scorers", lambda evaluate, device: (FakeAesthetic([score] * 8), FakeClip(0.31)))
-    assert _run(stage_inputs, tmp_path / "out") == 0
+    fakes = Scorers(FakeAesthetic([score] * 8), FakeClip(0.31))
+    monkeypatch.setattr(evaluate_run, "load_scorers", lambda directory, evaluate, device: fakes)
+    assert _run(stage_inputs, tmp_path / "out", "--evaluate.min_aesthetic", "6.0") == 0  # the full profile's bar
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert (tmp_path / "out" / "gate.txt").read_text() == f"{gate}\n"
     assert report["gate"]["result"] == gate and report["gate"]["mean_aesthetic"] == pytest.approx(score)
@@ -100,7 +103,7 @@ def test_clip_threshold_and_blank_images_fail_images(
 ) -> None:
     Image.new("RGB", (64, 64)).save(stage_inputs["images"] / "shard-0" / "006.png")  # what a NaN decode looks like
     clip = FakeClip(0.1)
-    monkeypatch.setattr(evaluate_run, "load_scorers", lambda evaluate, device: (FakeAesthetic([7.0] * 8), clip))
+    monkeypatch.setattr(evaluate_run, "load_scorers", lambda directory, evaluate, device: Scorers(FakeAesthetic([7.0] * 8), clip))
     assert _run(stage_inputs, tmp_path / "a") == 0
     report = json.loads((tmp_path / "a" / "report.json").read_text(encoding="utf-8"))
     assert report["gate"]["result"] == "failed" and report["gate"]["failed_images"] == [6]
@@ -114,12 +117,15 @@ def test_clip_threshold_and_blank_images_fail_images(
 def test_real_tiny_scorers_through_the_cli(
     stage_inputs: dict[str, Path],  # noqa: F811 - pytest fixture
     tmp_path: Path,
-    aesthetic_dir: Path,
-    chinese_clip_dir: Path,
 ) -> None:
-    flags = ("--evaluate.aesthetic_model", str(aesthetic_dir), "--evaluate.clip_model", str(chinese_clip_dir))
-    assert _run(stage_inputs, tmp_path / "out", *flags) == 0
+    """The scorers artifact fetch-models writes for the smoke profile, loaded and scored by the evaluate CLI."""
+    assert _run(stage_inputs, tmp_path / "out") == 0
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
-    assert report["scores"]["aesthetic"]["model"] == str(aesthetic_dir)
+    aesthetic_repo = "hf://shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE"
+    assert report["scores"]["aesthetic"]["model"] == f"tiny random stand-in for {aesthetic_repo}"
+    assert report["scorers"]["identity"] == scorer_identity(stage_inputs["scorers"])
+    assert report["scorers"]["kind"] == "tiny" and "RANDOM-WEIGHT" in report["scorers"]["note"]
+    assert report["scorers"]["clip"]["stands_in_for"] == "hf://OFA-Sys/chinese-clip-vit-base-patch16"
     assert all(isinstance(i["aesthetic"], float) and -1 <= i["clip_similarity"] <= 1 for i in report["images"])
-    assert report["gate"]["result"] in {"passed", "failed"} and report["gate"]["mean_aesthetic"] is not None
+    assert len({i["aesthetic"] for i in report["images"]}) == 8  # each image scored, not a constant
+    assert report["gate"]["result"] == "passed"  # the smoke threshold lets random scorers through, on purpose

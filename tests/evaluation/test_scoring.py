@@ -1,4 +1,4 @@
-"""The scorers load from local directories in the published layouts and compute what the reference models compute."""
+"""The scorers load from model directories in the published layouts and compute what the reference models compute."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.scoring import load_aesthetic, load_clip
+from kolora_core.models.scorers import check_aesthetic
 from tests.evaluation.conftest import head_weights, write_aesthetic_dir
 
 
@@ -60,7 +62,7 @@ def test_relu_variant_follows_its_architecture(tmp_path: Path) -> None:
 
 
 def test_aesthetic_errors_name_the_problem(aesthetic_dir: Path, tmp_path: Path) -> None:
-    with pytest.raises(KoloraError, match=r"has no config.json: point evaluate.aesthetic_model"):
+    with pytest.raises(KoloraError, match=r"aesthetic model .*missing.* has no config.json: rerun fetch-models"):
         load_aesthetic(tmp_path / "missing")
     headless = write_aesthetic_dir(tmp_path / "headless", layout="laion")
     (headless / "sac+logos+ava1-l14-linearMSE.pth").unlink()
@@ -70,8 +72,8 @@ def test_aesthetic_errors_name_the_problem(aesthetic_dir: Path, tmp_path: Path) 
     torch.save(
         {"layers.0.weight": torch.zeros(1, 768), "layers.0.bias": torch.zeros(1)}, wrong / "sac+logos+ava1-l14-linearMSE.pth"
     )
-    with pytest.raises(KoloraError, match=r"takes 768 inputs but the CLIP projects to 16"):
-        load_aesthetic(wrong)
+    with pytest.raises(KoloraError, match=r"hf://x/y \(layers.0 in sac\+logos.*\.pth\) takes 768 inputs .* projects to 16"):
+        load_aesthetic(wrong, source="hf://x/y")
 
 
 def test_chinese_clip_similarity_reads_the_prompt_as_written(chinese_clip_dir: Path) -> None:
@@ -94,3 +96,19 @@ def test_chinese_clip_similarity_reads_the_prompt_as_written(chinese_clip_dir: P
     expected = torch.nn.functional.cosine_similarity(image, text)
     torch.testing.assert_close(torch.tensor(got), expected, atol=1e-5, rtol=1e-5)
     assert all(-1 <= s <= 1 for s in got)
+
+
+def test_a_head_not_768_wide_on_clip_vit_l14_names_the_repo_and_file(tmp_path: Path) -> None:
+    """Checked from config.json and the head tensors alone (fetch-models runs it before any weights are loaded)."""
+    from transformers import CLIPVisionConfig
+
+    directory = tmp_path / "l14"
+    vit_l14 = {"hidden_size": 1024, "patch_size": 14, "projection_dim": 768, "image_size": 224, "num_attention_heads": 16}
+    CLIPVisionConfig(**vit_l14, num_hidden_layers=24, intermediate_size=4096).save_pretrained(directory)
+    save_file({"layers.0.weight": torch.zeros(1, 512), "layers.0.bias": torch.zeros(1)}, str(directory / "model.safetensors"))
+    with pytest.raises(KoloraError, match=r"hf://a/b \(layers.0 in model.safetensors\) takes 512 inputs .*ViT-L/14 takes 768"):
+        check_aesthetic(directory, "hf://a/b")
+    chain = {"layers.0.weight": torch.zeros(8, 768), "layers.1.weight": torch.zeros(1, 4)}
+    save_file(chain, str(directory / "model.safetensors"))
+    with pytest.raises(KoloraError, match=r"hf://a/b \(model.safetensors\): layers.1 takes 4 inputs, the layer before gives 8"):
+        check_aesthetic(directory, "hf://a/b")

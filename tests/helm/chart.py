@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.argo_schema import CRD_FILES, VERSIONS, require_crd_dir, schema_errors
-from workflows.helm import CHART
+from tests.argo_schema import CRD_FILES, VERSIONS, require_crds, schema_errors
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+CHART = REPO_ROOT / "helm" / "kolora"
 RELEASE = NAMESPACE = "kolora"  # what helm/kind-smoke.sh installs
 KUBERNETES_VERSION = "1.33.0"  # kindest/node v1.33.x in helm/kind-smoke.sh (a test keeps them together)
 CI_DIR = CHART / "ci"
@@ -111,7 +111,7 @@ def validate_core(obj: dict[str, Any]) -> list[str]:
 
 
 def argo_errors(obj: dict[str, Any]) -> list[str]:
-    require_crd_dir()
+    require_crds()
     return [f"{version}: {e}" for version in VERSIONS for e in schema_errors(obj, version)]
 
 

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.helm.chart import ci_values, merge, render, script_defaults
+from tests.helm.chart import CHART, ci_values, merge, render, script_defaults
 from workflows.options import Toleration, project_version
 from workflows.render import render_all
 
@@ -117,7 +117,7 @@ def test_defaults_are_the_workflows_defaults() -> None:
     from workflows import nightly
     from workflows.options import RenderOptions
 
-    defaults = yaml.safe_load((render.__globals__["CHART"] / "values.yaml").read_text())
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
     options = RenderOptions()
     assert defaults["gpu"]["count"] == options.gpus and defaults["gpu"]["shmSize"] == options.shm_size
     assert defaults["gpu"]["nodeSelector"] == dict(options.node_selector)

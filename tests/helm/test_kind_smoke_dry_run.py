@@ -1,7 +1,7 @@
 """helm/kind-smoke.sh run end to end against stub docker/kind/kubectl/helm/make that log their arguments.
 
 Nothing is created: this checks the script's control flow and the commands it would run (order, pinned versions,
-the values it installs with, the assertions on MinIO's listing, teardown and KEEP_CLUSTER, the failure path with
+the values it installs with, the assertions on the store's listing, teardown and KEEP_CLUSTER, the failure path with
 diagnostics), which shellcheck cannot.
 """
 
@@ -32,8 +32,8 @@ case "$tool" in
     [[ "$args" == *"{.status.phase}"* ]] && { echo "${STUB_PHASE:-Succeeded}"; exit 0; }
     [[ "$args" == *"{.status.message}"* ]] && { echo "child 'train' failed"; exit 0; }
     if [[ "$args" == *" exec "* ]]; then
-      [[ "$args" == *" ls --recursive "* ]] && { printf '%s\n' "${STUB_LISTING:-}"; exit 0; }
-      [[ "$args" == *" cat "* ]] && { echo passed; exit 0; }
+      [[ "$args" == *" fs.ls "* ]] && { printf '%s\n' "${STUB_LISTING:-}"; exit 0; }
+      [[ "$args" == *" fs.cat "* ]] && { echo passed; exit 0; }
       exit 0
     fi
     exit 0 ;;
@@ -42,8 +42,8 @@ esac
 """
 ARGO_RELEASES = "https://github.com/argoproj/argo-workflows/releases/download"
 LISTING = "\n".join(
-    f"[2026-11-26 12:00:00 UTC] 1.0KiB STANDARD {path}"
-    for path in ("report/grid.png", "report/report.json", "report/gate.txt", "lora/lora.safetensors", "images/shard-0/0.png")
+    f"-rw-rw----   1 root root   1024 /buckets/kolora/kolora-smoke-x7k2p/{path}"  # `weed shell` fs.ls -l
+    for path in ("report/grid.png", "report/report.json", "report/gate.txt", "lora/lora.safetensors")
 )
 
 
@@ -88,22 +88,29 @@ def test_success_runs_every_step_in_order_and_tears_down(tmp_path: Path) -> None
         f"apply --server-side --force-conflicts -n argo -f {ARGO_RELEASES}/{pins['ARGO_VERSION']}/install.yaml",
         "rollout status deployment/workflow-controller",
         f"make -C {SMOKE_SCRIPT.parent.parent} images REGISTRY=kolora.local",
-        f"kind load docker-image kolora.local/kolora-evaluate:{version} --name kolora-smoke",
+        f"docker save kolora.local/kolora-evaluate:{version} -o",
+        "/evaluate.tar --name kolora-smoke",
         "helm --kube-context kind-kolora-smoke upgrade --install kolora",
+        "-n kolora delete job seaweedfs-bucket --ignore-not-found",
         "-n kolora apply -f",
-        "rollout status deployment/minio",
-        "mb --ignore-existing smoke/kolora",
+        "rollout status deployment/seaweedfs",
+        "wait --for=condition=complete job/seaweedfs-bucket",
         "create -f",
         "get workflow kolora-smoke-x7k2p -o jsonpath={.status.phase}",
-        "ls --recursive smoke/kolora/kolora-smoke-x7k2p/",
+        "fs.ls -l /buckets/kolora/kolora-smoke-x7k2p/report fs.ls -l /buckets/kolora/kolora-smoke-x7k2p/lora",
+        "fs.cat /buckets/kolora/kolora-smoke-x7k2p/report/gate.txt",
         "kind delete cluster --name kolora-smoke",
     ]
     positions = [index(calls, step) for step in steps]
     assert positions == sorted(positions), "\n".join(calls)
     install = calls[index(calls, "upgrade --install")]
-    assert f"--set image.registry=kolora.local --set image.tag={version}" in install and "--namespace kolora" in install
-    loads = [c for c in calls if c.startswith("kind load docker-image")]
-    assert [c.split()[3] for c in loads] == [f"kolora.local/kolora-{i}:{version}" for i in pins["IMAGES"].split()]
+    assert f"--set image.registry=kolora.local --set image.tag={version} --set s3.endpoint=seaweedfs:8333" in install
+    assert "--namespace kolora" in install
+    saves = [c.split() for c in calls if c.startswith("docker save")]
+    loads = [c.split() for c in calls if c.startswith("kind load")]
+    assert [c[2] for c in saves] == [f"kolora.local/kolora-{i}:{version}" for i in pins["IMAGES"].split()]
+    assert [c[:3] for c in loads] == [["kind", "load", "image-archive"]] * len(saves)  # not docker-image (kind #3795)
+    assert [c[3] for c in loads] == [c[4] for c in saves]
     assert "kind smoke test passed (kolora-smoke-x7k2p)" in result.stderr and "gate: passed" in result.stdout
 
 
@@ -126,10 +133,10 @@ def test_failed_workflow_prints_diagnostics_and_tears_down(tmp_path: Path) -> No
     assert "workflow kolora-smoke-x7k2p ended Failed" in result.stderr and "child 'train' failed" in result.stderr
     assert index(calls, "logs deployment/workflow-controller") < index(calls, "kind delete cluster")
     assert index(calls, "kind export logs") >= 0
-    assert not any("ls --recursive" in c for c in calls)
+    assert not any("fs.ls" in c for c in calls)
 
 
 def test_missing_outputs_fail(tmp_path: Path) -> None:
-    result, _ = run_script(tmp_path, STUB_LISTING="[2026-11-26 12:00:00 UTC] 1.0KiB STANDARD lora/lora.safetensors")
+    result, _ = run_script(tmp_path, STUB_LISTING=LISTING.splitlines()[-1])
     assert result.returncode == 1
     assert "s3://kolora/kolora-smoke-x7k2p/report/grid.png is missing" in result.stderr

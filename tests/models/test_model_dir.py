@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import save_file
 
 from kolora_core.config import load_config
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.models.fetch import KOLORS_PATTERNS, fetch_models
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
@@ -87,10 +87,24 @@ def test_modelscope_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     assert manifest["kind"] == "kolors" and "kolors/unet/diffusion_pytorch_model.safetensors" in manifest["files"]
 
 
-def test_failed_download_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_download_is_one_line_and_retryable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: object, **kwargs: object) -> str:
         raise ConnectionError("Name or service not known")
 
     monkeypatch.setattr(importlib.import_module("modelscope.hub.snapshot_download"), "snapshot_download", offline)
-    with pytest.raises(KoloraError, match=r"downloading Kwai-Kolors/Kolors .* failed \(ConnectionError"):
+    with pytest.raises(TransientError, match=r"of modelscope://Kwai-Kolors/Kolors .* failed \(ConnectionError") as caught:
         fetch_models(load_config("full").models, tmp_path / "m")
+    assert caught.value.exit_code == 75 and "\n" not in str(caught.value)
+
+
+def test_missing_base_model_repo_is_a_config_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from modelscope.hub.errors import NotExistError
+
+    def missing(*args: object, **kwargs: object) -> str:
+        raise NotExistError("The model: Kwai-Kolors/Kolorz not exists", status_code=404)
+
+    monkeypatch.setattr(importlib.import_module("modelscope.hub.snapshot_download"), "snapshot_download", missing)
+    config = load_config("full", overrides={"models.kolors_repo": "Kwai-Kolors/Kolorz"}).models
+    with pytest.raises(KoloraError, match=r"modelscope://Kwai-Kolors/Kolorz .*models.kolors_repo.*no such repo") as caught:
+        fetch_models(config, tmp_path / "m")
+    assert caught.value.exit_code == 2

@@ -1,14 +1,11 @@
-"""Fixtures of the runner tests: one real S3 server (moto on 127.0.0.1) for the session, and a run helper.
+"""Fixtures of the runner tests: a run helper against the session's SeaweedFS server (tests/conftest.py).
 
-No boto3/moto mocking: every test talks the S3 protocol over HTTP, as the runner does with MinIO.
+No boto3 mocking: every test talks the S3 protocol over HTTP, as the runner does with any S3 endpoint.
 """
 
 from __future__ import annotations
 
 import io
-import secrets
-from collections.abc import Iterator
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -16,25 +13,9 @@ import pytest
 
 from kolora_core.runner.local import RunOptions, run_workflow
 from kolora_core.runner.records import RunResult
-from kolora_core.storage.embedded import EmbeddedS3
-from kolora_core.storage.s3 import S3Settings, S3Store
+from kolora_core.storage.s3 import S3Store
 
 TEMPLATES = Path(__file__).parent / "templates"
-
-
-@pytest.fixture(scope="session")
-def s3_server() -> Iterator[S3Settings]:
-    """A moto S3 server the tests treat as an *external* endpoint (so objects stay there to be inspected)."""
-    with EmbeddedS3(bucket="kolora-test") as settings:
-        yield replace(settings, embedded=False)
-
-
-@pytest.fixture
-def store(s3_server: S3Settings) -> S3Store:
-    """A fresh bucket per test, so listings only show this test's objects."""
-    s = S3Store(replace(s3_server, bucket=f"t-{secrets.token_hex(4)}"))
-    s.ensure_bucket()
-    return s
 
 
 @pytest.fixture

@@ -38,8 +38,8 @@ def cli(store: S3Store, tmp_path: Path, *argv: str) -> int:
 
 @pytest.fixture(autouse=True)
 def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret-never-printed")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
 
 
 def test_flags_become_options() -> None:
@@ -59,7 +59,7 @@ def test_success_exits_zero_and_prints_the_summary(store: S3Store, tmp_path: Pat
     assert cli(store, tmp_path, "--template", str(TEMPLATES / "pipeline.yaml"), "-p", "greeting=hi", "--profile", "smoke") == 0
     out = capsys.readouterr()
     assert "Succeeded" in out.out and "report.gate = passed" in out.out
-    assert "test-secret-never-printed" not in out.out + out.err
+    assert str(store.settings.secret_access_key) not in out.out + out.err
     assert (tmp_path / "latest" / "report.json").exists()
 
 

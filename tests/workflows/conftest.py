@@ -32,5 +32,11 @@ def template(objects: dict[str, dict]) -> dict:
 
 
 @pytest.fixture(scope="session")
-def cpu_template(objects: dict[str, dict]) -> dict:
-    return objects["kolora-pipeline-cpu.yaml"]
+def cpu_rendered() -> dict[str, str]:
+    """`kolora render --no-gpu` (kind, CPU CI): rendered on demand, not committed."""
+    return render_all(gpu=False)
+
+
+@pytest.fixture(scope="session")
+def cpu_template(cpu_rendered: dict[str, str]) -> dict:
+    return yaml.safe_load(cpu_rendered["kolora-pipeline.yaml"])

@@ -8,7 +8,7 @@ import functools
 import pytest
 import yaml
 
-from tests.argo_schema import VERSIONS, require_crd_dir, schema_errors
+from tests.argo_schema import VERSIONS, require_crds, schema_errors
 from workflows.options import Toleration
 from workflows.render import render_all
 
@@ -35,7 +35,7 @@ def rendered_variant(variant: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module", autouse=True)
 def _crds():
-    require_crd_dir()
+    require_crds()
 
 
 @pytest.mark.parametrize("version", VERSIONS)
@@ -68,3 +68,14 @@ def test_cron_schedules_is_valid_in_both_and_schedule_is_gone_in_v4(objects: dic
     cron["spec"]["schedule"] = "0 2 * * *"
     assert schema_errors(cron, "v3.7.18") == []  # deprecated there, still accepted
     assert any("schedule" in e for e in schema_errors(cron, "v4.1.2"))
+
+
+def test_vendored_crds_are_what_sources_json_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests import argo_schema
+
+    for version in VERSIONS:
+        for kind in argo_schema.CRD_FILES:
+            assert b"kind: CustomResourceDefinition" in argo_schema.crd_bytes(version, kind)[:2000]
+    monkeypatch.setattr(argo_schema, "_sources", lambda: {VERSIONS[0]: dict.fromkeys(argo_schema.CRD_FILES.values(), "0" * 64)})
+    with pytest.raises(ValueError, match=r"SOURCES\.json says"):
+        argo_schema.crd_bytes(VERSIONS[0], "Workflow")

@@ -127,7 +127,7 @@ def test_dag_dependencies(template: dict) -> None:
         "fetch-models": None,  # in parallel with ingest and filter
         "train": "filter && fetch-models",
         "generate": "fetch-models && train",
-        "evaluate": "filter && train && generate",
+        "evaluate": "filter && fetch-models && train && generate",  # fetch-models: its scorers
         "publish": "train && evaluate",  # evaluate: its `when` reads the gate
         "promote": "publish.Succeeded",
     }
@@ -230,16 +230,15 @@ def test_gpu_options(template: dict) -> None:
     assert "nodeSelector" not in train
 
 
-def test_cpu_variant_has_no_gpu_anywhere(rendered: dict[str, str], cpu_template: dict) -> None:
-    text = rendered["kolora-pipeline-cpu.yaml"]
+def test_cpu_variant_has_no_gpu_anywhere(cpu_rendered: dict[str, str], cpu_template: dict) -> None:
+    text = cpu_rendered["kolora-pipeline.yaml"]
     assert "nvidia.com/gpu" not in text and "tolerations" not in text and "nodeSelector" not in text
     assert cpu_template["metadata"]["name"] == "kolora-pipeline"  # same name: kolora-run and kolora-nightly work with it
     for name in STAGES:
         requests = templates(cpu_template)[name]["container"]["resources"]["requests"]
         assert requests == {"cpu": "250m", "memory": "1Gi"}, name
-    only_cpu = render_all(gpu=False)
-    assert set(only_cpu) == {"kolora-pipeline.yaml", "kolora-run.yaml", "kolora-nightly.yaml"}
-    assert "nvidia.com/gpu" not in "".join(only_cpu.values())
+    assert set(cpu_rendered) == {"kolora-pipeline.yaml", "kolora-run.yaml", "kolora-nightly.yaml", "kolora-fetch-models.yaml"}
+    assert "nvidia.com/gpu" not in "".join(cpu_rendered.values())
 
 
 def test_every_stage_has_a_size() -> None:
@@ -331,8 +330,11 @@ def test_data_flow_stays_inside_the_local_runner_subset(template: dict, rendered
             assert expr in ("workflow.name", "item", "inputs.parameters.shard"), expr
 
 
-def test_the_local_runner_loads_it(rendered: dict[str, str]) -> None:
+def test_the_local_runner_loads_it(rendered: dict[str, str], cpu_rendered: dict[str, str]) -> None:
     runner = pytest.importorskip("kolora_core.runner.template", reason="the local runner is not in this checkout yet")
-    for name in ("kolora-pipeline.yaml", "kolora-pipeline-cpu.yaml"):
-        workflow = runner.parse_workflow(yaml.safe_load(rendered[name]), name)
+    for name, text in (
+        ("kolora-pipeline.yaml", rendered["kolora-pipeline.yaml"]),
+        ("--no-gpu", cpu_rendered["kolora-pipeline.yaml"]),
+    ):
+        workflow = runner.parse_workflow(yaml.safe_load(text), name)
         assert set(STAGES) <= set(workflow.templates)

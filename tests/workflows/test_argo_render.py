@@ -30,8 +30,7 @@ def test_check_flags_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert render.main(["--out", str(tmp_path), "--check"]) == 1  # nothing there yet
     assert render.main(["--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kolora-fetch-models-pvc.yaml", "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline-cpu.yaml",
-        "kolora-pipeline-models-pvc.yaml", "kolora-pipeline-models-s3.yaml", "kolora-pipeline.yaml", "kolora-run.yaml",
+        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"
     ]  # fmt: skip
     assert render.main(["--out", str(tmp_path), "--check"]) == 0
     pipeline = tmp_path / "kolora-pipeline.yaml"
@@ -51,7 +50,9 @@ def test_kolora_render_has_the_same_options(tmp_path: Path) -> None:
         ["render", "--out", str(tmp_path), "--no-gpu", "--artifact-repository-key", "my-key", "--service-account", "kolora"]
     )
     assert args.func(args) == 0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"
+    ]  # fmt: skip
     spec = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())["spec"]
     assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "my-key"}
     assert spec["serviceAccountName"] == "kolora"

@@ -15,7 +15,7 @@ import yaml
 
 from kolora_core.cli import submit as cli_submit
 from kolora_core.errors import KoloraError
-from tests.argo_schema import VERSIONS, crd_dir, schema_errors
+from tests.argo_schema import VERSIONS, require_crds, schema_errors
 
 
 def run_submit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
@@ -94,9 +94,9 @@ def test_dry_run_prints_a_valid_workflow(capsys: pytest.CaptureFixture[str], tmp
         {"name": "profile", "value": "smoke"},
         {"name": "config", "value": "train: {batch_size: 2}\n"},
     ]
-    if crd_dir() is not None:
-        for version in VERSIONS:
-            assert schema_errors(wf, version) == []
+    require_crds()
+    for version in VERSIONS:
+        assert schema_errors(wf, version) == []
 
 
 class _FakeArgoServer(BaseHTTPRequestHandler):

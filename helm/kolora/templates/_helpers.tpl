@@ -22,7 +22,7 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
-{{/* Labels Helm adds to the generated Argo objects (which carry the app name/version labels themselves). */}}
+{{/* Labels Helm adds to the Argo objects hera rendered (which carry the app name/version labels themselves). */}}
 {{- define "kolora.releaseLabels" -}}
 helm.sh/chart: {{ include "kolora.chart" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -55,36 +55,95 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- default (printf "%s-s3" (include "kolora.fullname" .) | trunc 63 | trimSuffix "-") .Values.s3.existingSecret }}
 {{- end }}
 
-{{/* Requests/limits of one step (dict root stage gpu): stages.<stage>.resources plus nvidia.com/gpu on GPU steps, or cpuOnly.resources without GPUs. */}}
-{{- define "kolora.stageResources" -}}
-{{- $values := .root.Values }}
-{{- if $values.gpu.enabled }}
-{{- $stage := required (printf "stages.%s is missing from the values (run make helm-render?)" .stage) (index $values.stages .stage) }}
-{{- $resources := deepCopy (default dict $stage.resources) }}
-{{- if .gpu }}
-{{- $limits := merge (dict "nvidia.com/gpu" (toString (int64 $values.gpu.count))) (default dict $resources.limits) }}
-{{- $_ := set $resources "limits" $limits }}
+{{/* Loads one Argo object rendered by hera from files/ (a copy of workflows/dist/, kept equal by the tests) as data. */}}
+{{- define "kolora.argoObject" -}}
+{{- $text := required (printf "%s is missing from the chart (make render copies it from workflows/dist/)" .file) (.root.Files.Get .file) }}
+{{- $obj := fromYaml $text }}
+{{- if hasKey $obj "Error" }}
+{{- fail (printf "%s does not parse as YAML: %s" .file $obj.Error) }}
 {{- end }}
-{{- toYaml $resources }}
-{{- else }}
-{{- toYaml $values.cpuOnly.resources }}
+{{- toYaml $obj }}
+{{- end }}
+
+{{/* Sets what the release adds to a hera object's metadata (dict root metadata), in place: namespace, the Helm release labels, appVersion. */}}
+{{- define "kolora.releaseMetadata" -}}
+{{- $_ := set .metadata "namespace" .root.Release.Namespace }}
+{{- $_ = set .metadata "labels" (merge (include "kolora.releaseLabels" .root | fromYaml) (default dict .metadata.labels)) }}
+{{- include "kolora.versionLabel" (dict "root" .root "labels" .metadata.labels) }}
+{{- end }}
+
+{{/* Sets app.kubernetes.io/version to the chart's appVersion in a labels map that has it (dict root labels), in place. */}}
+{{- define "kolora.versionLabel" -}}
+{{- if and .labels (hasKey .labels "app.kubernetes.io/version") }}
+{{- $_ := set .labels "app.kubernetes.io/version" .root.Chart.AppVersion }}
 {{- end }}
 {{- end }}
 
-{{/* activeDeadlineSeconds of one step (dict root stage): stages.<stage> with GPUs, cpuOnly without. */}}
-{{- define "kolora.stageDeadline" -}}
-{{- $values := .root.Values }}
-{{- if $values.gpu.enabled }}
-{{- $stage := required (printf "stages.%s is missing from the values (run make helm-render?)" .stage) (index $values.stages .stage) }}
-{{- int64 $stage.activeDeadlineSeconds }}
-{{- else }}
-{{- int64 $values.cpuOnly.activeDeadlineSeconds }}
+{{/* Sets the default value of each named workflow parameter (dict parameters values), in place; other parameters keep hera's. */}}
+{{- define "kolora.parameterDefaults" -}}
+{{- range .parameters }}
+{{- if hasKey $.values .name }}
+{{- $_ := set . "value" (get $.values .name) }}
+{{- end }}
 {{- end }}
 {{- end }}
 
-{{/* Size of the memory-backed /dev/shm of the GPU stages' steps (quoted). */}}
-{{- define "kolora.shmSize" -}}
-{{- ternary .Values.gpu.shmSize .Values.cpuOnly.shmSize .Values.gpu.enabled | quote }}
+{{/* Applies the values to one container template of the pipeline (dict root step), in place: pull policy, size and deadline, GPU placement, /dev/shm, the Secrets its env reads. */}}
+{{- define "kolora.step" -}}
+{{- $values := .root.Values }}
+{{- $step := .step }}
+{{- $container := $step.container }}
+{{- $gpuStep := hasKey (default dict (default dict $container.resources).limits) "nvidia.com/gpu" }}
+{{- $_ := set $container "imagePullPolicy" $values.image.pullPolicy }}
+{{- $_ = unset $step "tolerations" }}
+{{- $_ = unset $step "nodeSelector" }}
+{{- if $values.gpu.enabled }}
+{{- $size := required (printf "stages.%s is missing from the values" $step.name) (index $values.stages $step.name) }}
+{{- $resources := deepCopy (default dict $size.resources) }}
+{{- if $gpuStep }}
+{{- $_ = set $resources "limits" (merge (dict "nvidia.com/gpu" (toString (int64 $values.gpu.count))) (default dict $resources.limits)) }}
+{{- with $values.gpu.tolerations }}
+{{- $_ = set $step "tolerations" (deepCopy .) }}
+{{- end }}
+{{- with $values.gpu.nodeSelector }}
+{{- $_ = set $step "nodeSelector" (deepCopy .) }}
+{{- end }}
+{{- end }}
+{{- $_ = set $container "resources" $resources }}
+{{- $_ = set $step "activeDeadlineSeconds" (int64 $size.activeDeadlineSeconds) }}
+{{- else }}
+{{- $_ = set $container "resources" (deepCopy $values.cpuOnly.resources) }}
+{{- $_ = set $step "activeDeadlineSeconds" (int64 $values.cpuOnly.activeDeadlineSeconds) }}
+{{- end }}
+{{- range $step.volumes }}
+{{- if and .emptyDir (eq (default "" .emptyDir.medium) "Memory") }}
+{{- $_ = set .emptyDir "sizeLimit" (ternary $values.gpu.shmSize $values.cpuOnly.shmSize $values.gpu.enabled) }}
+{{- end }}
+{{- end }}
+{{- $secrets := dict
+  "MODELSCOPE_API_TOKEN" (list $values.models.tokenSecret.name $values.models.tokenSecret.key)
+  "AWS_ACCESS_KEY_ID" (list (include "kolora.s3SecretName" .root) $values.s3.secretKeys.accessKey)
+  "AWS_SECRET_ACCESS_KEY" (list (include "kolora.s3SecretName" .root) $values.s3.secretKeys.secretKey) }}
+{{- range $container.env }}
+{{- if and .valueFrom .valueFrom.secretKeyRef (hasKey $secrets .name) }}
+{{- $ref := get $secrets .name }}
+{{- $_ = set .valueFrom.secretKeyRef "name" (index $ref 0) }}
+{{- $_ = set .valueFrom.secretKeyRef "key" (index $ref 1) }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* artifactRepositoryRef of the pipeline: set when artifactRepository.reference, else the namespace default (only read from artifact-repositories). */}}
+{{- define "kolora.artifactRepositoryRef" -}}
+{{- $repo := .Values.artifactRepository }}
+{{- if $repo.reference }}
+configMap: {{ $repo.configMap | quote }}
+{{- with $repo.key }}
+key: {{ . | quote }}
+{{- end }}
+{{- else if ne $repo.configMap "artifact-repositories" }}
+{{- fail "artifactRepository.configMap is not artifact-repositories: Argo only reads the namespace default from that one; set artifactRepository.reference=true" }}
+{{- end }}
 {{- end }}
 
 {{/* Fails with a message when artifactRepository.create lacks the S3 endpoint or bucket (prints nothing). */}}

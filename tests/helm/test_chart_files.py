@@ -1,0 +1,91 @@
+"""The chart's data is hera's render, and its hand-written parts agree with kolora_core.
+
+helm/kolora/files/ holds copies of workflows/dist/ (`make render` writes both; the chart templates load them with
+`.Files.Get | fromYaml`), values.schema.json's enums are the stage table and the profiles, and Chart.yaml's
+appVersion is the project version (the default image tag).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import get_args
+
+import yaml
+
+from kolora_core.config import ModelsConfig, available_profiles
+from kolora_core.stages import STAGES
+from tests.helm.chart import CHART, render_text
+from workflows.options import project_version
+from workflows.render import DIST
+
+FILES = CHART / "files"
+TEMPLATE_FILE, NIGHTLY_FILE = "kolora-pipeline.yaml", "kolora-nightly.yaml"
+CHART_DATA = {TEMPLATE_FILE: "templates/pipeline-workflowtemplate.yaml", NIGHTLY_FILE: "templates/nightly-cronworkflow.yaml"}
+
+
+def _file(name: str) -> dict:
+    return yaml.safe_load((FILES / name).read_text(encoding="utf-8"))
+
+
+def _container_steps() -> list[str]:
+    return [t["name"] for t in _file(TEMPLATE_FILE)["spec"]["templates"] if "container" in t]
+
+
+def _schema() -> dict:
+    return json.loads((CHART / "values.schema.json").read_text(encoding="utf-8"))
+
+
+def test_chart_files_are_the_committed_renders() -> None:
+    """Byte-equal copies (no symlink: `helm package` and a Windows checkout keep them)."""
+    assert sorted(p.name for p in FILES.iterdir()) == sorted(CHART_DATA)
+    for name in CHART_DATA:
+        assert not (FILES / name).is_symlink(), name
+        assert (FILES / name).read_bytes() == (DIST / name).read_bytes(), (
+            f"helm/kolora/files/{name} differs from workflows/dist/{name}: run `make render` and commit both"
+        )
+
+
+def _expressions(node: object) -> set[str]:
+    """Every Argo {{...}} in the strings of a parsed object (toYaml may fold a long string across lines)."""
+    if isinstance(node, dict):
+        return {e for value in node.values() for e in _expressions(value)}
+    if isinstance(node, list):
+        return {e for value in node for e in _expressions(value)}
+    return set(re.findall(r"\{\{[^{}]*\}\}", node)) if isinstance(node, str) else set()
+
+
+def test_every_argo_expression_survives_helm() -> None:
+    """Helm evaluates none of Argo's {{...}}: the rendered template holds exactly the expressions of the file."""
+    argo = _expressions(_file(TEMPLATE_FILE))
+    assert len(argo) > 10
+    assert _expressions(yaml.safe_load(render_text()[CHART_DATA[TEMPLATE_FILE]])) == argo
+
+
+def test_gpu_steps_of_the_file_are_the_gpu_stages() -> None:
+    """The template finds GPU steps by their nvidia.com/gpu limit in the file: those are the stages that need one."""
+    steps = _file(TEMPLATE_FILE)["spec"]["templates"]
+    gpu = {t["name"] for t in steps if "nvidia.com/gpu" in t.get("container", {}).get("resources", {}).get("limits", {})}
+    assert gpu == {name for name, stage in STAGES.items() if stage.gpu}
+
+
+def test_values_size_every_container_step() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text(encoding="utf-8"))
+    assert list(values["stages"]) == _container_steps()
+    assert set(values["cpuOnly"]) == {"resources", "activeDeadlineSeconds", "shmSize"}
+
+
+def test_schema_enums_are_kolora_cores() -> None:
+    schema = _schema()
+    props = schema["properties"]
+    assert props["stages"]["required"] == list(props["stages"]["properties"]) == _container_steps()
+    assert set(STAGES) < set(_container_steps()), "every stage is a step (promote is the workflow's own)"
+    assert schema["definitions"]["profile"]["enum"] == available_profiles()
+    assert props["models"]["properties"]["source"]["enum"] == ["", *get_args(ModelsConfig.model_fields["source"].annotation)]
+
+
+def test_app_version_is_the_project_version() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
+    assert chart["appVersion"] == project_version() == _file(TEMPLATE_FILE)["metadata"]["labels"]["app.kubernetes.io/version"]
+    assert chart["apiVersion"] == "v2" and chart["name"] == "kolora"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", chart["version"]), "chart version: SemVer, bumped on every chart change"
