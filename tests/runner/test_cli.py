@@ -131,7 +131,7 @@ def test_sigterm_stops_the_step_writes_the_summary_and_exits_143(store: S3Store,
     pids = tmp_path / "pids"
     argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(TEMPLATES / "sleepy.yaml"), "-p", f"pids={pids}"]
     argv += ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(tmp_path / "runs")]
-    env = {**os.environ, "PYTHONPATH": str(REPO), "AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # with the store's keys (the autouse fixture)
     proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 120

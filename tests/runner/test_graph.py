@@ -9,7 +9,7 @@ import yaml
 
 from kolora_core.runner.template import load_workflow
 from kolora_core.storage.s3 import S3Store
-from tests.argo_schema import VERSIONS, require_crd_dir, schema_errors
+from tests.argo_schema import VERSIONS, require_crds, schema_errors
 
 from .conftest import TEMPLATES
 
@@ -20,7 +20,7 @@ def phases(result: Any) -> dict[str, str]:
 
 def test_the_test_templates_are_valid_argo() -> None:
     """The runner's fixtures model Argo only if Argo accepts them: strict CRD validation, both versions."""
-    require_crd_dir()
+    require_crds()
     for path in sorted(TEMPLATES.glob("*.yaml")):
         for version in VERSIONS:
             assert schema_errors(yaml.safe_load(path.read_text()), version) == [], (path.name, version)

@@ -52,8 +52,9 @@ def test_failed_attempts_leave_a_clean_store_and_a_correct_evaluate(run: Any, st
     # the store: every key under the run prefix is a committed file, a resumable state, or the planted junk
     keys = set(store.list_keys(f"{rid}/"))
     planted = {f"{rid}/images/shard-1/.partial/generations.jsonl", f"{rid}/images/shard-1/009.png"}
+    outputs = ("dataset", "trainset", "filter-report", "models", "scorers", "lora", "report")
     committed = set().union(
-        *(_committed(store, f"{rid}/{name}") for name in ("dataset", "trainset", "filter-report", "models", "lora", "report")),
+        *(_committed(store, f"{rid}/{name}") for name in outputs),
         *(_committed(store, f"{rid}/images/shard-{i}") for i in (0, 1)),
     )
     resumable = {k for k in keys if k.startswith((f"{rid}/train-checkpoints/", f"{rid}/generate-progress/"))}
