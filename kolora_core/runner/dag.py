@@ -37,11 +37,10 @@ class _TaskState:
 
 @dataclass(frozen=True)
 class _Frame:
-    """Where a DAG runs: the node-id prefix of its tasks, and its own inputs (empty for the entrypoint)."""
+    """Where a DAG runs: the node-id prefix of its tasks (`generate.` in a nested DAG) and its input artifacts."""
 
-    prefix: str = ""
-    scope: Mapping[str, str] | None = None
-    artifacts: Mapping[str, Source] | None = None
+    prefix: str
+    artifacts: Mapping[str, Source]
 
 
 class DagWalker:
@@ -87,7 +86,7 @@ class DagWalker:
                 raise KoloraError(f"{where}: input parameter '{spec.name}' has no value")
             inputs[f"inputs.parameters.{spec.name}"] = value
         nested = node_id != self.ctx.workflow.entrypoint
-        frame = _Frame(prefix=f"{node_id}." if nested else "", scope=inputs, artifacts=sources)
+        frame = _Frame(prefix=f"{node_id}." if nested else "", artifacts=sources)
         tasks = topological_order(dag.tasks, where)
         if dag.target:
             wanted = _ancestors_and_self(dag.tasks, dag.target)
@@ -171,7 +170,7 @@ class DagWalker:
             )
         names = variables_in(art.from_)
         parts = names[0].split(".") if len(names) == 1 and art.from_.strip().startswith("{{") else []
-        if len(parts) == 3 and parts[:2] == ["inputs", "artifacts"] and frame.artifacts is not None:
+        if len(parts) == 3 and parts[:2] == ["inputs", "artifacts"]:
             if parts[2] not in frame.artifacts:
                 raise KoloraError(f"{where}: artifact '{art.name}' from '{art.from_}': the DAG has no such input artifact")
             return frame.artifacts[parts[2]]

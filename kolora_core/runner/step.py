@@ -134,6 +134,7 @@ class StepExecutor:
         scope["pod.name"] = scope["node.name"] = f"{self.ctx.run_id}-{pod}"
         container = template.container
         assert container is not None
+        secrets = self._secrets(template, where)  # a missing Secret fails before anything is downloaded
         keep = UNRESOLVED_GLOBALS
         argv = [substitute(a, scope, where, unresolved=keep) for a in (*container.command, *container.args)]
         env = {k: substitute(v, scope, where, unresolved=keep) for k, v in container.env}
@@ -157,7 +158,7 @@ class StepExecutor:
             script=script,
             gpu=stage is not None and stage.gpu,
             network=network,
-            secrets=self._secrets(template, where),
+            secrets=secrets,
         )
         began = time.monotonic()
         code = self._execute(node, step)

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.local import RunOptions, failure_report, run_workflow
@@ -188,3 +189,29 @@ def test_artifacts_over_the_collect_limit_stay_in_the_store(run: Any, store: S3S
     assert left and "left in the store at s3://" in left[0]
     key = left[0].split(f"s3://{store.bucket}/", 1)[1].split(":", 1)[0]
     assert store.size(key) > 4
+
+
+def test_a_required_secret_the_runner_does_not_have_is_an_error(run: Any, tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "needs-secret"},
+        "spec": {
+            "entrypoint": "step",
+            "templates": [
+                {
+                    "name": "step",
+                    "container": {
+                        "image": "kolora/test",
+                        "command": ["python", "-c", "print('never')"],
+                        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}}],
+                    },
+                }
+            ],
+        },
+    }
+    template = tmp_path / "needs-secret.yaml"
+    template.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KoloraError, match="env TOKEN needs key 'token' of Secret 'hub', which kolora run does not have"):
+        run(str(template))
+    assert "never" not in run.console
