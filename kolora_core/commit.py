@@ -8,9 +8,13 @@ the steps that are not stages but hand on a directory the same way (the champion
 
 * staging lives OUTSIDE every artifact path: `<parent>/.staging/<name>/` beside the output `<parent>/<name>`
   (`/kolora/outputs/.staging/lora` for `/kolora/outputs/lora`: same filesystem, so the commit is a rename).
-  The output directory exists from the start, empty (or holding the previous commit, untouched), so a
-  failed attempt uploads nothing, or exactly the previous committed state;
-* a commit moves the staged files in and writes `_SUCCESS` LAST; its `files` list names every committed file;
+  An output that is a mount of its own (the models PVC that kolora-fetch-models fills) is no artifact, and a
+  rename is worth 18 GB of copying: it stages inside itself, `<out>/.staging/`. The output directory exists
+  from the start, empty (or holding the previous commit, untouched), so a failed attempt uploads nothing, or
+  exactly the previous committed state;
+* a commit marks the directory `.committing`, replaces its contents by the staged files and writes
+  `_SUCCESS` LAST, its `files` list naming every committed file, then drops the mark: a commit cut short is
+  recognised as kolora's own and cleared by the next attempt;
 * an input is accepted only with its `_SUCCESS` (one per shard for a fanned-out stage: `shard-N/`), and files
   its marker does not list are removed before the work runs (one log line names them): junk a failed attempt
   uploaded beside a committed output is never read. Listed files that are missing (a cut-off upload) refuse it.
@@ -36,30 +40,36 @@ from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
 
 STAGING = ".staging"
+COMMITTING = ".committing"  # in an output from the first change of a commit until its _SUCCESS
 log = logging.getLogger("kolora")
 
 
 def staging_dir(out: Path) -> Path:
-    """Where `out`'s files are written before the commit: beside it, never inside it."""
+    """Where `out`'s files are written before the commit: beside it, or inside it when it is a mount of its own."""
+    if out.is_dir() and os.path.ismount(out):
+        return out / STAGING
     return out.parent / STAGING / out.name
 
 
 def begin(out: Path) -> Path:
     """Prepare output `out` for a new attempt; returns its fresh, empty staging directory.
 
-    `out` is created if missing. An earlier commit in it stays as it is until `commit` replaces it. A
-    directory holding files but no commit is refused rather than emptied: it is not kolora's to delete
-    (a wrong path, or the leftovers of an interrupted commit, which the user removes).
+    `out` is created if missing. An earlier commit in it stays as it is until `commit` replaces it, and so
+    does a commit that was cut short (it is cleared). A directory holding other files but no commit is refused
+    rather than emptied: it is not kolora's to delete (a wrong path, or an older kolora's leftovers).
     """
     if out.exists() and not out.is_dir():
         raise KoloraError(f"output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / COMPLETE_MARKER).is_file() and any(out.iterdir()):
-        raise KoloraError(
-            f"output {out} holds files but no {COMPLETE_MARKER} (not a kolora output, or an interrupted commit): "
-            "empty it or pass another directory"
-        )
     staging = staging_dir(out)
+    if (out / COMMITTING).exists():
+        log.warning("output %s: clearing a commit that was cut short", out)
+        _clear(out, keep=staging)
+        (out / COMMITTING).unlink()
+    elif not (out / COMPLETE_MARKER).is_file() and any(p != staging for p in out.iterdir()):
+        raise KoloraError(
+            f"output {out} holds files but no {COMPLETE_MARKER} (not a kolora output): empty it or pass another directory"
+        )
     _remove(staging)
     staging.mkdir(parents=True)
     return staging
@@ -70,17 +80,20 @@ def commit(out: Path, staging: Path, marker: Mapping[str, Any]) -> list[str]:
     files = sorted(p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file() or p.is_symlink())
     if COMPLETE_MARKER in files:
         raise KoloraError(f"{staging} holds a file named {COMPLETE_MARKER}: that name is the commit marker")
+    (out / COMMITTING).touch()
     (out / COMPLETE_MARKER).unlink(missing_ok=True)  # the earlier commit is void from here on
-    _clear(out)  # empty, or the earlier commit (`begin` refused anything else)
+    _clear(out, keep=staging)  # empty, or the earlier commit (`begin` refused anything else)
     for entry in staging.iterdir():
         _move(entry, out / entry.name)
     staging.rmdir()
-    with contextlib.suppress(OSError):
-        staging.parent.rmdir()  # `.staging` itself, once no other output of the step uses it
+    if staging.parent != out:
+        with contextlib.suppress(OSError):
+            staging.parent.rmdir()  # `.staging` itself, once no other output of the step uses it
     record = {**marker, "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "files": files}
     tmp = out / f"{COMPLETE_MARKER}.tmp"
     tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
     tmp.replace(out / COMPLETE_MARKER)
+    (out / COMMITTING).unlink()
     return files
 
 
@@ -171,9 +184,11 @@ def _remove_input(name: str, path: Path) -> None:
         ) from None
 
 
-def _clear(directory: Path) -> None:
+def _clear(directory: Path, keep: Path) -> None:
+    """Empty `directory`, except `keep` (its staging dir when that lies inside) and the `.committing` mark."""
     for entry in list(directory.iterdir()):
-        _remove(entry)
+        if entry not in (keep, directory / COMMITTING):
+            _remove(entry)
 
 
 def _move(source: Path, target: Path) -> None:

@@ -115,3 +115,36 @@ def test_missing_or_uncommitted_inputs_are_refused(tmp_path: Path) -> None:
     (tmp_path / "shards" / "shard-1").mkdir()
     with pytest.raises(KoloraError, match="has no _SUCCESS marker"):
         commit.accept_input("images", tmp_path / "shards")
+
+
+def test_a_commit_cut_short_is_cleared_by_the_next_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _committed(tmp_path / "models", {"a.bin": "old"})
+    staging = commit.begin(out)
+    (staging / "b.bin").write_text("new")
+    monkeypatch.setattr(commit, "_move", lambda source, target: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError):
+        commit.commit(out, staging, {})
+    monkeypatch.undo()
+    assert not (out / COMPLETE_MARKER).exists() and (out / commit.COMMITTING).exists()
+    with pytest.raises(KoloraError, match="has no _SUCCESS marker"):
+        commit.accept_input("models", out)  # nobody reads it
+    staging = commit.begin(out)  # kolora's own half-commit: cleared, not refused
+    assert not any(out.iterdir())
+    (staging / "b.bin").write_text("new")
+    commit.commit(out, staging, {})
+    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "b.bin"]
+
+
+def test_an_output_that_is_a_mount_stages_inside_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The models PVC is mounted at the fetch step's output path: no artifact upload, and a rename beats 18 GB of copying."""
+    out = tmp_path / "models"
+    out.mkdir()
+    monkeypatch.setattr(commit.os.path, "ismount", lambda path: Path(path) == out)
+    staging = commit.begin(out)
+    assert staging == out / commit.STAGING
+    (staging / "unet.safetensors").write_text("w")
+    assert commit.commit(out, staging, {}) == ["unet.safetensors"]
+    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "unet.safetensors"]
+    staging = commit.begin(out)  # a later attempt's leftovers sit inside, beside the previous commit
+    (staging / "half").write_text("x")
+    assert commit.accept_input("models", out) == [".staging/half"], "a reader never takes them for the commit"
