@@ -82,7 +82,8 @@ def test_a_retry_renders_only_what_is_missing(
     assert "(1 finished by an earlier attempt)" in caplog.text and "image 1/1 (story #5" in caplog.text
     for name in ("001.png", "005.png"):
         whole = tmp_path / "whole" / "images" / name
-        assert np.array_equal(np.asarray(Image.open(out / name)), np.asarray(Image.open(whole)))
+        pixels = [np.asarray(Image.open(path), dtype=np.int16) for path in (out / name, whole)]
+        assert np.abs(pixels[0] - pixels[1]).max() <= 1  # 005 rendered alone, not beside 001: float rounding only
         assert {**read_png_record(out / name), "seconds": 0} == {**read_png_record(whole), "seconds": 0}
     lines = [json.loads(line) for line in (out / GENERATIONS).read_text(encoding="utf-8").splitlines()]
     assert [r["file"] for r in lines] == ["001.png", "005.png"]
