@@ -8,15 +8,24 @@ first, text encoder released, cond+uncond (and `batch` prompts) in one UNet call
 (the stage's `generate.vae_dtype: auto` on a GPU; BENCH_VAE=float32 to compare).
 Settings are the seed's: 50 steps, cfg 4, 1024x1024, the seed notebook's prompts and negative prompts.
 
-    python bench/generate_bench.py                 # GPU: variants b1, b8, b8+compile (~3.5 min on an H100)
+    python bench/generate_bench.py                 # GPU: b8 compiled, and with FP8 linear layers
     python bench/generate_bench.py --tiny          # CPU smoke test on the tiny models (64 px, 4 steps)
 
 Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RES (default 1024),
 BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
-b<batch>[+flag...]; flags: compile (torch.compile of the UNet, ~100 s), cl (channels_last), bm
-(cudnn.benchmark), cudnn (cuDNN SDPA first), tune (inductor coordinate-descent tuning: ~5 min more compiling),
-mat (compile mode max-autotune-no-cudagraphs: longer still); default "b1,b8,b8+compile"; add "seed" to time
-diffsynth's SDXLImagePipeline on the same models in the same process).
+b<batch>[+flag...]; flags: compile (the stage's default on a GPU: each UNet layer compiled, kernels cached),
+whole (the whole UNet as one compiled graph instead), fp8 (the attention blocks' linear layers in FP8,
+fp8_linear.py: an experiment, not a kolora setting), cl (channels_last),
+bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
+tune (inductor coordinate-descent tuning), mat (compile mode max-autotune-no-cudagraphs); "micro" (one eager UNet
+call per SDPA backend, then FP8 vs fp16 and one GEMM each: put it before the fp8 variants); default
+"b8,b8+compile" (the stage's choice for the 8-image story, and with compilation); add "seed" to time diffsynth's
+SDXLImagePipeline on the same models in the same process), BENCH_COMPILE_CACHE (compile cache directory; default
+a fresh temporary one: a cold start).
+
+Every variant renders the same requests (prompts and seeds), so each line after the first also gives its images'
+difference from the first variant's (`image_diff_vs`: mean absolute difference in 0-255 pixel values and PSNR),
+the check asked of FP8 against bf16/fp16 on the same seeds.
 
 Output lines (`what`):
 * env, built_random_models: GPU, construction seconds and parameter counts;
@@ -31,15 +40,17 @@ Output lines (`what`):
 
 from __future__ import annotations
 
-import contextlib
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -55,7 +66,7 @@ TINY = "--tiny" in sys.argv
 GEN = int(os.environ.get("BENCH_GEN_IMAGES", "8"))
 RES = int(os.environ.get("BENCH_RES", "64" if TINY else "1024"))
 STEPS = int(os.environ.get("BENCH_STEPS", "4" if TINY else "50"))
-VARIANTS = os.environ.get("BENCH_VARIANTS", "b1,b2" if TINY else "b1,b8,b8+compile").split(",")
+VARIANTS = os.environ.get("BENCH_VARIANTS", "b1,b2" if TINY else "b8,b8+compile").split(",")
 VAE = os.environ.get("BENCH_VAE", "float32" if TINY else "bfloat16")
 CFG = 4.0
 
@@ -91,24 +102,101 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "cl", "bm", "cudnn", "tune", "mat"}
+FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
-    """b<batch> plus flags: compile (torch.compile), cl (channels_last), bm (cudnn.benchmark), cudnn (cuDNN SDPA),
-    tune (inductor conv_1x1_as_mm + coordinate_descent_tuning, with compile), mat (mode max-autotune-no-cudagraphs)."""
+    """b<batch> plus flags (module docstring); cudnn / flash put that SDPA backend first (default: kolora's choice)."""
     head, *flags = name.strip().split("+")
     if not head.startswith("b") or not head[1:].isdigit() or set(flags) - FLAGS:
         raise SystemExit(f"BENCH_VARIANTS entry {name!r}: expected b<batch>[+{'][+'.join(sorted(FLAGS))}] or seed")
     return int(head[1:]), set(flags)
 
 
-def attention(flags: set[str]) -> contextlib.AbstractContextManager[object]:
-    if "cudnn" not in flags:
-        return contextlib.nullcontext()
-    from torch.nn.attention import SDPBackend, sdpa_kernel
+FP8 = {"layers": 0}
 
-    return sdpa_kernel([SDPBackend.CUDNN_ATTENTION, SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION])
+
+def use_fp8(sampler: object) -> None:
+    """The UNet's attention-block linear layers to FP8 (once), quantized from the current weights."""
+    from fp8_linear import requantize_all, to_float8
+
+    if not FP8["layers"]:
+        FP8["layers"] = to_float8(sampler.unet)
+        requantize_all(sampler.unet)
+
+
+def micro(sampler: object, device: str) -> None:
+    """One UNet call at the story's batch (8 prompts x cond/uncond), eager: SDPA backends, then FP8 vs fp16.
+
+    Leaves the UNet's linear layers in FP8 (put "micro" just before the fp8 variants). Also one GEMM of a
+    transformer layer's feed-forward shape in fp16 and in FP8 (per-row scales), to separate kernel speed from
+    the quantization overhead around it.
+    """
+    from fp8_linear import Float8Linear
+
+    unet = sampler.unet
+    batch, lat = 16, RES // 8
+    g = torch.Generator(device).manual_seed(0)
+    emb, pooled = next(iter(sampler.embeddings.values()))
+    args = {
+        "sample": torch.randn(batch, 4, lat, lat, device=device, dtype=emb.dtype, generator=g),
+        "timestep": torch.tensor([500.0], device=device),
+        "encoder_hidden_states": emb.repeat(batch, 1, 1),
+        "add_text_embeds": pooled.repeat(batch, 1),
+        "add_time_id": torch.tensor([RES, RES, 0, 0, RES, RES], device=device).repeat(batch),
+    }
+
+    def timed(fn: object, n: int = 5) -> float:
+        fn()
+        fn()
+        sync(device)
+        t = time.perf_counter()
+        for _ in range(n):
+            out = fn()
+        sync(device)
+        timed.out = out  # type: ignore[attr-defined]
+        return round((time.perf_counter() - t) / n, 4)
+
+    from kolora_core.models.attention import SDPA_ENV, sdpa_context
+
+    results = {}
+    with torch.no_grad():
+        for backend in ("flash", "cudnn"):
+            os.environ[SDPA_ENV] = backend
+            with sdpa_context(device):
+                results[f"unet_fp16_{backend}"] = timed(lambda: unet(**args))
+        reference = timed.out.float()  # type: ignore[attr-defined]
+        m, k, n = 16 * 1024, 1280, 5120
+        a = torch.randn(m, k, device=device, dtype=emb.dtype)
+        w = torch.nn.Linear(k, n, bias=False, device=device, dtype=emb.dtype)
+        results["gemm_fp16"] = timed(lambda: w(a), 20)
+        w.__class__ = Float8Linear
+        w.requantize()
+        results["gemm_fp8_with_quantize"] = timed(lambda: w(a), 20)
+        results["gemm_fp8_kernel_only"] = timed(
+            lambda: torch._scaled_mm(
+                a.to(torch.float8_e4m3fn), w.weight_fp8.t(), scale_a=torch.ones(m, 1, device=device),
+                scale_b=w.weight_scale, out_dtype=torch.bfloat16,
+            ),
+            20,
+        )  # fmt: skip
+        use_fp8(sampler)
+        with sdpa_context(device):
+            results["unet_fp8_cudnn"] = timed(lambda: unet(**args))
+            out = timed.out.float()  # type: ignore[attr-defined]
+        rel = float((out - reference).norm() / reference.norm())
+    os.environ[SDPA_ENV] = "auto"
+    gemm_tflops = 2 * m * k * n / 1e12
+    emit(
+        what="kolora_unet_micro",
+        batch=batch,
+        res=RES,
+        seconds=results,
+        gemm_shape=[m, k, n],
+        gemm_tflops_per_s={key: round(gemm_tflops / v, 1) for key, v in results.items() if key.startswith("gemm")},
+        fp8_unet_output_rel_error_vs_fp16=round(rel, 5),
+        fp8_layers=FP8["layers"],
+    )
 
 
 def bench_seed_pipeline(
@@ -174,6 +262,9 @@ def main() -> None:
     if "seed" in VARIANTS:
         bench_seed_pipeline(te, unet, vdec, device, requests)
 
+    from kolora_core.models.unet_compile import use_compile_cache
+
+    use_compile_cache(os.environ.get("BENCH_COMPILE_CACHE") or tempfile.mkdtemp(prefix="kolora-compile-"))
     sampler = KolorsSampler(te, unet, vdec, device=device, vae_dtype=getattr(torch, VAE))
     del te
     sampler.encode(["warm-up"])
@@ -204,32 +295,45 @@ def main() -> None:
         sampler.vae_decoder.to(dtype=getattr(torch, VAE), memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = False
 
+    reference: tuple[str, torch.Tensor] | None = None
     for name in (v for v in VARIANTS if v.strip() != "seed"):
+        if name == "micro":
+            micro(sampler, device)
+            continue
         batch, flags = parse_variant(name)
         import torch._inductor.config as inductor
 
         inductor.conv_1x1_as_mm = inductor.coordinate_descent_tuning = "tune" in flags
-        if "compile" in flags:
-            torch._dynamo.reset()  # a fresh compilation with this variant's settings, not the cached one
+        torch._dynamo.reset()  # a fresh compilation with this variant's settings (inductor's disk cache still counts)
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else None
-        sampler.configure_unet(compile_unet="compile" in flags, channels_last="cl" in flags, mode=mode)
+        scope = "whole" if "whole" in flags else "compile" in flags
+        if "fp8" in flags:
+            use_fp8(sampler)
+        elif FP8["layers"]:
+            raise SystemExit("BENCH_VARIANTS: put the fp8 variants last (FP8 layers stay FP8)")
+        sampler.configure_unet(compile_unet=scope, channels_last="cl" in flags, mode=mode)
         if device == "cuda":
             torch.backends.cudnn.benchmark = "bm" in flags
         warm = [replace(r, steps=2) for r in requests[:batch]]
-        with attention(flags):
-            t = time.perf_counter()
-            list(sampler.render(warm, batch))
+        sdpa = [f for f in ("cudnn", "flash") if f in flags]
+        os.environ["KOLORA_SDPA"] = sdpa[0] if sdpa else "auto"
+        t = time.perf_counter()
+        list(sampler.render(warm, batch))
+        sync(device)
+        warmup = time.perf_counter() - t
+        if GEN % batch:  # the last, smaller batch is another shape: compile/cuDNN-tune it outside the timing too
+            list(sampler.render(warm[: GEN % batch], batch))
             sync(device)
-            warmup = time.perf_counter() - t
-            if GEN % batch:  # the last, smaller batch is another shape: compile/cuDNN-tune it outside the timing too
-                list(sampler.render(warm[: GEN % batch], batch))
-                sync(device)
-            reset_peak(device)
-            t = time.perf_counter()
-            rendered = list(sampler.render(requests, batch))
-            sync(device)
+        reset_peak(device)
+        t = time.perf_counter()
+        rendered = list(sampler.render(requests, batch))
+        sync(device)
         sampling = (time.perf_counter() - t) / len(rendered)
         sampling_peak = peak_gib(device)
+        pixels = torch.stack([torch.from_numpy(np.asarray(r.image)).float() for r in rendered])
+        reference = reference or (name, pixels)
+        mad = float((pixels - reference[1]).abs().mean())
+        mse = float(((pixels - reference[1]) ** 2).mean())
         emit(
             what="kolora_generate_image",
             engine="fast",
@@ -248,6 +352,11 @@ def main() -> None:
             warmup_seconds=round(warmup, 1),
             peak_gib=max(encode_peak, sampling_peak),
             sampling_peak_gib=sampling_peak,
+            fp8_layers=FP8["layers"],
+            attention=os.environ["KOLORA_SDPA"],
+            image_diff_vs=None if reference[0] == name else reference[0],
+            image_mean_abs_diff=None if reference[0] == name else round(mad, 3),
+            image_psnr_db=None if reference[0] == name or mse == 0 else round(10 * math.log10(255**2 / mse), 2),
         )
 
 

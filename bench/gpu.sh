@@ -1,30 +1,49 @@
 #!/usr/bin/env bash
-# GPU benchmarks: the seed's baseline and kolora in the same run on the same machine (docs/benchmarks.md).
+# GPU benchmarks for docs/benchmarks.md: the seed, the peers and kolora's defaults in ONE command on one machine,
+# because absolute times drift between machines (`make bench` keeps the CPU figures).
 #
-#   bench/gpu.sh train     SEED_BASELINE=path/to/seed_baseline.py   # seed training step, then kolora's train bench
-#   bench/gpu.sh generate  SEED_BASELINE=path/to/seed_baseline.py   # seed generation, then kolora's generate bench
+#   SHARED_BENCH=../shared/bench WHEELS=dir OUT=dir bench/gpu.sh [all|train|generate]
 #
-# Needs a CUDA GPU with diffsynth 1.1.9 and transformers<5 importable (WHEELS=dir installs them first, for machines
-# without an index). One JSON line per measurement on stdout; OUT=dir also keeps the log there.
-set -euo pipefail
+# SHARED_BENCH holds seed_baseline.py and peers/ (diffusers' KolorsPipeline plain and compiled, Kolors' own LoRA
+# script and diffusers' SDXL LoRA script adapted to Kolors). Needs a CUDA GPU with diffsynth 1.1.9 and
+# transformers<5 importable (WHEELS=dir installs them and diffusers 0.36 first, for machines without an index).
+# One JSON line per measurement on stdout and in $OUT/bench.jsonl; each program's log in $OUT/NAME.log. Sized to
+# run in about 8 minutes on an H200; the knobs below trade time for repetitions.
+set -uo pipefail
 cd "$(dirname "$0")/.."
-part=${1:?usage: bench/gpu.sh train|generate}
-seed=${SEED_BASELINE:?set SEED_BASELINE to the seed baseline script (shared/bench/seed_baseline.py)}
+part=${1:-all}
+shared=${SHARED_BENCH:?set SHARED_BENCH to the folder with seed_baseline.py and peers/ (shared/bench)}
 if [[ -n "${WHEELS:-}" ]]; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/kolora-site "$WHEELS"/*.whl
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/kolora-site "$WHEELS"/*.whl || exit 1
   export PYTHONPATH=/tmp/kolora-site${PYTHONPATH:+:$PYTHONPATH}
 fi
-export PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
-dir=${OUT:-/tmp}
-measure() {  # measure NAME CMD...: JSON lines to stdout and $dir/bench-$part.jsonl, the rest to $dir/NAME.log
-  local name=$1; shift
-  if ! "$@" > >(grep --line-buffered '^{' | tee -a "$dir/bench-$part.jsonl") 2>"$dir/$name.log"; then
-    echo "$name failed; last lines of $dir/$name.log:" >&2; tail -n 20 "$dir/$name.log" >&2; return 1
+export PYTHONPATH=$PWD:${PYTHONPATH:-} PYTHONUNBUFFERED=1 PYTHONWARNINGS=ignore
+dir=${OUT:-/tmp/kolora-gpu-bench}
+mkdir -p "$dir"
+measure() {  # measure NAME SECONDS CMD...: JSON lines to stdout and $dir/bench.jsonl, the rest to $dir/NAME.log
+  local name=$1 limit=$2; shift 2
+  echo "{\"what\": \"command\", \"name\": \"$name\", \"cmd\": \"$*\", \"started\": \"$(date -u +%FT%TZ)\"}" | tee -a "$dir/bench.jsonl"
+  if ! timeout "$limit" "$@" > >(grep --line-buffered '^{' | tee -a "$dir/bench.jsonl") 2>"$dir/$name.log"; then
+    echo "$name failed or ran past ${limit}s; last lines of $dir/$name.log:" >&2; tail -n 5 "$dir/$name.log" >&2
   fi
 }
-python3 -c 'import json, torch; print(json.dumps({"what": "env", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__}))'
+python3 -c 'import json, torch; print(json.dumps({"what": "env", "gpu": torch.cuda.get_device_name(0), "torch": torch.__version__, "cuda": torch.version.cuda}))' | tee -a "$dir/bench.jsonl"
+train() {
+  measure seed-train 120 env BENCH_TRAIN_STEPS="${SEED_TRAIN_STEPS:-20}" python3 "$shared/seed_baseline.py" train
+  measure peers-train 150 env PEER_TRAIN_STEPS="${PEER_TRAIN_STEPS:-8}" PEER_TRAIN_WARMUP=2 python3 "$shared/peers/kolors_official_train.py"
+  # b1: the seed recipe with kolora's defaults; b8+bf16: throughput mode (see bench/train_bench.py)
+  measure kolora-train 240 env BENCH_VARIANTS="${KOLORA_TRAIN_VARIANTS:-b1,b8+bf16}" python3 bench/train_bench.py
+}
+generate() {
+  measure seed-generate 90 python3 "$shared/seed_baseline.py" generate
+  measure peers-generate 90 env PEER_GEN_MODES="${PEER_GEN_MODES:-nipp_upcast}" python3 "$shared/peers/diffusers_kolors_generate.py"
+  measure peers-generate-compiled 200 env PEER_COMPILE=1 PEER_GEN_MODES=nipp_fp16fix python3 "$shared/peers/diffusers_kolors_generate.py"
+  # b8: the stage's choice for the 8-image story (no compile); b8+compile: what a 32+ image shard gets
+  measure kolora-generate 150 env BENCH_VARIANTS="${KOLORA_GEN_VARIANTS:-b8,b8+compile}" python3 bench/generate_bench.py
+}
 case $part in
-  train) measure seed-train python3 "$seed" train; measure kolora-train python3 bench/train_bench.py ;;
-  generate) measure seed-generate python3 "$seed" generate; measure kolora-generate python3 bench/generate_bench.py ;;
-  *) echo "unknown part $part: train or generate" >&2; exit 2 ;;
+  all) train; generate ;;
+  train) train ;;
+  generate) generate ;;
+  *) echo "unknown part $part: all, train or generate" >&2; exit 2 ;;
 esac

@@ -4,23 +4,30 @@ Builds the models exactly as ../shared/bench/seed_baseline.py does (ChatGLM3-6B 
 via the meta device + to_empty, SDXL VAE encoder; small normal weights, unit norms), then runs kolora's own code:
 `build_cache` (each caption once through ChatGLM, each image once through the VAE; both encoders freed and the
 CUDA cache emptied before timing) and `FastEngine.step` (the training loop's step: draws, noising, UNet
-forward/backward under Fabric's precision, AdamW), at BENCH_RES x BENCH_RES. Variants (BENCH_VARIANTS, comma list):
+forward/backward, GradScaler, AdamW; compiled layers and CUDA graphs as configured), at BENCH_RES x BENCH_RES.
 
-  seed_equal    batch 1, 16-mixed, gradient checkpointing: the seed's settings, minus the per-step encoders
-  fast          batch BENCH_BATCH, bf16-mixed, no gradient checkpointing, fused AdamW
-  fast_gc       as fast, with gradient checkpointing (when fast does not fit)
-  fast_compile  as fast, plus train.compile (regional torch.compile of the transformer layers; warm-up shown)
+Variants (BENCH_VARIANTS, comma list), each `b<batch>[+flag...]` on TrainConfig's defaults (16-mixed, compile,
+CUDA graphs and gradient checkpointing all `auto`: the `full` profile's training), flags:
+  bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), compile, nocompile, nographs, eager (= nocompile+nographs),
+  cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/models/attention.py)
+e.g. `b1` is the seed recipe with kolora's defaults, `b1+gc+eager` the previous defaults, `b8+bf16` throughput.
+(The development runs behind docs/benchmarks.md predate the 2,000-image compile threshold: there `b1` meant b1+compile.)
+Every variant starts from the same LoRA and trains the same steps (same images, noise, timesteps), so losses and
+LoRAs are comparable across variants: each line has the timed steps' losses and, for variants of the same batch
+and precision, the LoRA's largest difference from the first of them (`lora_max_diff_vs`).
 
-Each line: images/s, s/step, peak GPU GiB (torch.cuda.max_memory_allocated over the variant, warm-up included)
-and MFU against 800 TFLOP/s, counting a training image as 3x the UNet forward FLOPs measured once with
-torch.utils.flop_counter.FlopCounterMode (FACTS anchor: ~7.0 TFLOPs at 1024). A variant that runs out of
-memory prints {"error": "out of memory"} and the next one runs.
+Each line: images/s, s/step, warm-up (the first BENCH_TRAIN_WARMUP steps: compilation, 3 eager steps, capture),
+an estimate of the seed's 500 steps (warm-up + 500 x s/step), peak GPU GiB (warm-up included) and MFU against
+790 TFLOP/s (the H200's measured bf16 GEMM rate), counting a training image as 3x the UNet forward FLOPs measured
+once with torch.utils.flop_counter.FlopCounterMode (~7.0 TFLOPs at 1024). A variant that runs out of memory (or
+that kolora refuses before its first step) prints {"error": ...} and the next one runs.
 
-    python bench/train_bench.py                      # H100: real architectures, 1024 px (about 2-3 min)
+    python bench/train_bench.py                      # GPU: real architectures, 1024 px
     BENCH_RES=64 python bench/train_bench.py --tiny  # CPU smoke test with kolora's tiny models
 
-Env knobs: BENCH_TRAIN_STEPS (20), BENCH_TRAIN_WARMUP (5), BENCH_RES (1024), BENCH_BATCH (8), BENCH_IMAGES (8),
-BENCH_VARIANTS (seed_equal,fast,fast_gc,fast_compile on CUDA; seed_equal,fast on CPU).
+Env knobs: BENCH_TRAIN_STEPS (20), BENCH_TRAIN_WARMUP (5), BENCH_RES (1024), BENCH_IMAGES (8), BENCH_VARIANTS
+(b1,b1+gc+eager,b8+bf16 on CUDA; b1,b2+bf16 on CPU), BENCH_COMPILE_CACHE (compile cache directory; default: a fresh
+temporary one, i.e. a cold start).
 """
 
 from __future__ import annotations
@@ -42,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from real_kolors import real_kolors
 
-PEAK_TFLOPS = 800.0  # measured bf16 GEMM ceiling of the H100 (FACTS.md)
+PEAK_TFLOPS = 790.0  # measured bf16 GEMM ceiling of the H200 (and H100), FACTS.md
 CAPTION = "二次元"
 
 
@@ -111,6 +118,9 @@ def main(argv: list[str] | None = None) -> None:
     from lightning.fabric import Fabric
 
     from kolora_core.config import RunConfig, TrainConfig
+    from kolora_core.errors import KoloraError
+    from kolora_core.models.attention import SDPA_ENV, preferred_backend
+    from kolora_core.models.unet_compile import uncompile_regions
     from kolora_core.training.cache import TrainCache, build_cache
     from kolora_core.training.fast_module import cast_frozen, inject_lora
     from kolora_core.training.run import FastEngine, TrainJob
@@ -118,8 +128,8 @@ def main(argv: list[str] | None = None) -> None:
     cuda = torch.cuda.is_available() and not args.tiny
     device = "cuda" if cuda else "cpu"
     steps, warm = env_int("BENCH_TRAIN_STEPS", 20), env_int("BENCH_TRAIN_WARMUP", 5)
-    res, batch, images = env_int("BENCH_RES", 1024), env_int("BENCH_BATCH", 8), env_int("BENCH_IMAGES", 8)
-    default_variants = "seed_equal,fast,fast_gc,fast_compile" if cuda else "seed_equal,fast"
+    res, images = env_int("BENCH_RES", 1024), env_int("BENCH_IMAGES", 8)
+    default_variants = "b1,b1+gc+eager,b8+bf16" if cuda else "b1,b2+bf16"
     variants = os.environ.get("BENCH_VARIANTS", default_variants).split(",")
     emit(what="env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if cuda else "cpu", tiny=args.tiny, res=res)
 
@@ -142,7 +152,14 @@ def main(argv: list[str] | None = None) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="kolora-bench-"))
     rows = write_trainset(tmp / "trainset", images, res)
-    base = {"resolution": res, "num_workers": 2, "checkpoint_every": 0, "log_every": 10**6}
+    compile_cache = os.environ.get("BENCH_COMPILE_CACHE") or str(Path(tempfile.mkdtemp(prefix="kolora-compile-")))
+    base = {
+        "resolution": res,
+        "num_workers": 2,
+        "checkpoint_every": 0,
+        "log_every": 10**6,
+        "compile_cache_dir": compile_cache,
+    }
     cache_train = TrainConfig(**base, precision="16-mixed" if cuda else "32-true")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -165,16 +182,22 @@ def main(argv: list[str] | None = None) -> None:
     fwd = forward_tflops(unet, res, device, text_hidden, torch.float16 if cuda else torch.float32)
     emit(what="unet_forward_tflops", res=res, tflops_per_image=round(fwd, 6), counted_by="FlopCounterMode")
 
-    settings = {
-        "seed_equal": {"batch_size": 1, "precision": "16-mixed" if cuda else "32-true", "gradient_checkpointing": True},
-        "fast": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": False},
-        "fast_gc": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": True},
-        "fast_compile": {"batch_size": batch, "precision": "bf16-mixed", "gradient_checkpointing": False, "compile": True},
-    }
+    lora = {n: p for n, p in unet.named_parameters() if ".lora_" in n}
+    initial = {n: p.detach().clone() for n, p in lora.items()}
+    reference: dict[tuple[int, str], tuple[str, dict[str, torch.Tensor]]] = {}
     for variant in variants:
-        train = TrainConfig(**base, **settings[variant])
+        try:
+            train = TrainConfig(**base, **variant_settings(variant, cuda))
+        except ValueError as exc:
+            raise SystemExit(f"BENCH_VARIANTS entry {variant!r}: {exc}") from None
         dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(train.precision, torch.float32)
+        sdpa = [f for f in ("cudnn", "flash") if f in variant.split("+")]
+        os.environ[SDPA_ENV] = sdpa[0] if sdpa else "auto"
+        uncompile_regions(unet)
         cast_frozen(unet, dtype)
+        with torch.no_grad():
+            for name, param in lora.items():
+                param.copy_(initial[name])
         variant_cache = TrainCache(
             cache.latents.to(dtype),
             cache.caption_of_image,
@@ -191,41 +214,78 @@ def main(argv: list[str] | None = None) -> None:
             torch.cuda.reset_peak_memory_stats()
         try:
             fabric = Fabric(accelerator=device, devices=1, precision=train.precision)
-            engine = FastEngine(fabric, job, unet=unet, cache=variant_cache)
             t0 = time.perf_counter()
+            engine = FastEngine(fabric, job, unet=unet, cache=variant_cache)
             for step in range(warm):
                 engine.step(step).item()
             warm_seconds = time.perf_counter() - t0
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            for step in range(warm, warm + steps):
-                loss = engine.step(step)
-            loss_value = float(loss)  # waits for the last step
+            losses = [engine.step(step) for step in range(warm, warm + steps)]
+            loss_values = torch.stack(losses).cpu().tolist()  # waits for the last step
             seconds = (time.perf_counter() - t0) / steps
             ips = train.batch_size / seconds
+            key = (train.batch_size, train.precision)
+            final = {n: p.detach().float().clone() for n, p in lora.items()}
+            ref_name, ref = reference.setdefault(key, (variant, final))
             emit(
-                what=f"kolora_train_{variant}",
+                what="kolora_train",
+                variant=variant,
                 res=res,
                 batch=train.batch_size,
                 precision=train.precision,
-                gradient_checkpointing=train.gradient_checkpointing,
-                compile=train.compile,
+                gradient_checkpointing=engine.memory.gradient_checkpointing,
+                compile=engine.compiled,
+                cuda_graphs=engine.cuda_graphs,
+                attention=preferred_backend(device),
                 seconds_per_step=round(seconds, 4),
                 images_per_s=round(ips, 3),
                 steps=steps,
+                warmup_steps=warm,
                 warmup_seconds=round(warm_seconds, 1),
+                seconds_500_steps_estimate=round(warm_seconds + (500 - warm) * seconds, 1),
                 peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                 mfu=round(ips * 3 * fwd / PEAK_TFLOPS, 4) if cuda else None,
-                loss=round(loss_value, 5),
+                losses=[round(v, 5) for v in loss_values],
+                lora_max_diff_vs=None if ref_name == variant else ref_name,
+                lora_max_diff=None if ref_name == variant else max(float((final[n] - ref[n]).abs().max()) for n in final),
             )
         except torch.cuda.OutOfMemoryError:
-            emit(what=f"kolora_train_{variant}", res=res, batch=train.batch_size, error="out of memory")
+            emit(what="kolora_train", variant=variant, res=res, batch=train.batch_size, error="out of memory")
+        except KoloraError as exc:
+            emit(what="kolora_train", variant=variant, res=res, batch=train.batch_size, error=str(exc))
         finally:
             del engine
             for p in unet.parameters():
                 p.grad = None
             torch._dynamo.reset()
+
+
+FLAGS = {
+    "bf16": {"precision": "bf16-mixed"},
+    "gc": {"gradient_checkpointing": True},
+    "nogc": {"gradient_checkpointing": False},
+    "compile": {"compile": True},
+    "nocompile": {"compile": False},
+    "nographs": {"cuda_graphs": False},
+    "eager": {"compile": False, "cuda_graphs": False},
+    "cudnn": {},  # attention backend first (env KOLORA_SDPA, kolora_core/models/attention.py); none = kolora's choice
+    "flash": {},
+}
+
+
+def variant_settings(name: str, cuda: bool) -> dict[str, object]:
+    """`b<batch>[+flag...]` -> TrainConfig fields (see the module docstring)."""
+    head, *flags = name.strip().split("+")
+    if not head.startswith("b") or not head[1:].isdigit() or set(flags) - set(FLAGS):
+        raise ValueError(f"expected b<batch>[+{'][+'.join(sorted(FLAGS))}]")
+    settings: dict[str, object] = {"batch_size": int(head[1:]), "precision": "16-mixed" if cuda else "32-true"}
+    for flag in flags:
+        settings.update(FLAGS[flag])
+    if not cuda and settings["precision"] == "bf16-mixed":
+        settings["precision"] = "32-true"  # no fp16/bf16 autocast speed on the CPU smoke test
+    return settings
 
 
 if __name__ == "__main__":

@@ -92,7 +92,11 @@ class TrainConfig(Section):
     resolution: int = Field(1024, ge=64, description="training square size in pixels (multiple of 8)")
     center_crop: bool = True
     random_flip: bool = False
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool | Literal["auto"] = Field(
+        "auto",
+        description="recompute activations in backward (same numbers, ~1/3 slower, far less memory); "
+        "auto = only when the step would not fit in the free GPU memory without it",
+    )
     precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = "16-mixed"
     seed: int = 0
     num_workers: int = Field(2, ge=0, description="data loader worker processes (image decoding)")
@@ -109,7 +113,20 @@ class TrainConfig(Section):
     )
     cached_crops: int = Field(4, ge=1, description="random crops cached per image when center_crop is false (fast engine)")
     devices: int = Field(1, ge=1, description="GPUs of this node (DDP); steps stay optimizer steps")
-    compile: bool = Field(False, description="torch.compile the UNet (fast engine; minutes of warm-up on a GPU)")
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the UNet's transformer layers and ResNet blocks (fast engine; same math); "
+        "auto = on a GPU for runs of 2000+ images (steps x batch x devices; below that the warm-up costs more than "
+        "it saves). Compiled kernels are cached in train.compile_cache_dir",
+    )
+    cuda_graphs: bool | Literal["auto"] = Field(
+        "auto",
+        description="replay the whole step (forward, backward, AdamW) as one CUDA graph (fast engine, one GPU; same "
+        "math); auto = on a single GPU",
+    )
+    compile_cache_dir: str | None = Field(
+        None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"
+    )
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training state every N steps; 0 = never")
     checkpoint_dir: str | None = Field(
         None,
@@ -189,8 +206,13 @@ class GenerateConfig(Section):
         "fast", description="fast: kolora's batched sampler; seed: diffsynth's SDXLImagePipeline, one image per call"
     )
     batch_size: int = Field(8, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
-    compile: bool = Field(
-        False, description="torch.compile the UNet (fast engine): ~15% faster steps after ~100 s of compiling on an H100"
+    compile: bool | Literal["auto"] = Field(
+        "auto",
+        description="torch.compile the UNet's layers (fast engine); auto = on a GPU for shards of 32+ images (below "
+        "that the warm-up costs more than it saves). Compiled kernels are cached in generate.compile_cache_dir",
+    )
+    compile_cache_dir: str | None = Field(
+        None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"
     )
     vae_dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto",

@@ -3,7 +3,9 @@
 Two engines (`generate.engine`):
 * `fast` (default): `kolora_core.inference.sampler.KolorsSampler` encodes every prompt, frees the text
   encoder, then renders `generate.batch_size` prompts per batch with conditional and unconditional passes
-  in one UNet call; optional `torch.compile` of the UNet; bf16 (GPU) / fp32 (CPU) VAE decode.
+  in one UNet call; cuDNN attention on Hopper; its layers compiled when the shard is long enough to pay for it
+  (`generate.compile`; kernels cached in `generate.compile_cache_dir`, so the compilation itself is paid once per
+  model, torch and GPU); bf16 (GPU) / fp32 (CPU) VAE decode.
 * `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
@@ -36,10 +38,14 @@ from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.unet_compile import use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
 log = logging.getLogger("kolora.generate")
 CRASH_ENV = "KOLORA_TEST_CRASH_AFTER_IMAGE"  # test hook: fail right after this story image is kept, as a kill would
+# Compiling pays from this many images on: on an H200 it saves 0.28 s per image (batch 8) and costs 34 s cold,
+# 7 s with the compile cache warm (docs/benchmarks.md), so it loses on the 8-image story and wins on long shards.
+COMPILE_PAYS_IMAGES = 32
 
 
 class LoRAStrength:
@@ -90,13 +96,18 @@ def base_model_name(manifest: dict[str, Any]) -> str:
 
 def _render_fast(manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str) -> Iterator[Any]:
     models = take_models(manager)
+    compiled = generate.compile is True or (
+        generate.compile == "auto" and device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
+    )
+    if compiled:
+        use_compile_cache(generate.compile_cache_dir)
     sampler = KolorsSampler(
         models.pop("kolors_text_encoder"),
         models["sdxl_unet"],
         models["sdxl_vae_decoder"],
         device=device,
         vae_dtype=vae_dtype(generate, device),
-        compile_unet=generate.compile,
+        compile_unet=compiled,
     )
     sampler.encode([j.prompt for j in jobs] + [j.negative_prompt for j in jobs if j.cfg_scale != 1.0])
     sampler.release_text_encoder()

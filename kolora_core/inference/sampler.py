@@ -16,7 +16,8 @@ This module does the same arithmetic with the same modules, but:
   image does not depend on its batch-mates beyond float rounding;
 * the DDIM coefficients are computed on the host up front (the scheduler's `step` reads the timestep back
   from the GPU every step, a device sync), the UNet runs in the weights' dtype (fp16 on GPU) with PyTorch
-  SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally `torch.compile`d;
+  SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally with its layers
+  compiled (`kolora_core.models.unet_compile.compile_regions`, or the whole UNet at once), cuDNN attention on Hopper;
 * the VAE decodes in bfloat16 on GPU / float32 on CPU (`training.precision.vae_dtype`; both have fp32's exponent range, so no
   overflow to NaN whatever VAE is used), one image at a time.
 
@@ -40,6 +41,8 @@ from diffsynth.schedulers import EnhancedDDIMScheduler
 from PIL import Image
 
 from kolora_core.errors import KoloraError
+from kolora_core.models.attention import sdpa_context
+from kolora_core.models.unet_compile import compile_regions, uncompile_regions
 
 log = logging.getLogger("kolora.sampler")
 TEXT_ENCODER, UNET, VAE_DECODER = "kolors_text_encoder", "sdxl_unet", "sdxl_vae_decoder"
@@ -115,7 +118,7 @@ class KolorsSampler:
         *,
         device: str,
         vae_dtype: torch.dtype | None = torch.float32,
-        compile_unet: bool = False,
+        compile_unet: bool | str = False,
         channels_last: bool = False,
         encode_batch: int = 16,
     ) -> None:
@@ -131,10 +134,16 @@ class KolorsSampler:
         self.configure_unet(compile_unet=compile_unet, channels_last=channels_last)
         self.embeddings: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def configure_unet(self, *, compile_unet: bool, channels_last: bool = False, mode: str | None = None) -> None:
-        """channels_last weights (NHWC convolutions) and/or `torch.compile` (static shapes: one graph per batch shape)."""
+    def configure_unet(self, *, compile_unet: bool | str, channels_last: bool = False, mode: str | None = None) -> None:
+        """channels_last weights (NHWC convolutions) and `torch.compile` with static shapes: `True` compiles each
+        layer (few shared graphs, cached on disk), "whole" the UNet as one graph."""
         self.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        self._unet = torch.compile(self.unet, dynamic=False, mode=mode) if compile_unet else self.unet
+        uncompile_regions(self.unet)
+        self._unet = self.unet
+        if compile_unet == "whole":
+            self._unet = torch.compile(self.unet, dynamic=False, mode=mode)
+        elif compile_unet:
+            compile_regions(self.unet, mode=mode)
 
     # --- text ---------------------------------------------------------------------------------------------------
 
@@ -189,6 +198,20 @@ class KolorsSampler:
         )
         add_time_id = torch.tensor([height, width, 0, 0, height, width], device=self.device).repeat(text.shape[0])
         timesteps = timesteps.to(self.device)
+        with sdpa_context(self.device):
+            return self._denoise(latents, timesteps, plan, text, pooled, add_time_id, cfg, cfg_on)
+
+    def _denoise(
+        self,
+        latents: torch.Tensor,
+        timesteps: torch.Tensor,
+        plan: list[tuple[float, float]],
+        text: torch.Tensor,
+        pooled: torch.Tensor,
+        add_time_id: torch.Tensor,
+        cfg: float | torch.Tensor,
+        cfg_on: bool,
+    ) -> torch.Tensor:
         for i, (alpha_t, alpha_prev) in enumerate(plan):
             model_in = torch.cat([latents, latents]) if cfg_on else latents
             out = self._unet(

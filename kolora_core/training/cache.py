@@ -31,6 +31,7 @@ from diffsynth import SDXLImagePipeline
 from kolora_core.config import TrainConfig
 from kolora_core.data.layout import TRAIN_DIR
 from kolora_core.training.sampling import crop_box_for, resized, training_tensor
+from kolora_core.training.step import to_device
 
 log = logging.getLogger("kolora.train")
 DEVICE_CACHE_BYTES = 4 << 30
@@ -69,14 +70,14 @@ class TrainCache:
     def batch(
         self, images: torch.Tensor, flips: torch.Tensor, crops: torch.Tensor, device: torch.device
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(latents, encoder_hidden_states, add_text_embeds) of the given samples, on `device`."""
-        images = images.to(self.latents.device)
-        variant = crops.to(self.latents.device) * self.flips + flips.to(self.latents.device).long() * (self.flips - 1)
+        """(latents, encoder_hidden_states, add_text_embeds) of the given (CPU) samples, on `device`, without a host sync."""
+        variant = crops * self.flips + flips.long() * (self.flips - 1)
+        images, variant = to_device(images, self.latents.device), to_device(variant, self.latents.device)
         rows = self.caption_of_image[images]
         return (
-            self.latents[images, variant].to(device, non_blocking=True),
-            self.embeddings[rows].to(device, non_blocking=True),
-            self.pooled[rows].to(device, non_blocking=True),
+            to_device(self.latents[images, variant], device),
+            to_device(self.embeddings[rows], device),
+            to_device(self.pooled[rows], device),
         )
 
 

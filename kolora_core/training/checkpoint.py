@@ -39,6 +39,8 @@ _FREE_FIELDS = {
     "log_every",
     "seed_compat",
     "compile",
+    "cuda_graphs",  # the same kernels replayed
+    "compile_cache_dir",
     "gradient_checkpointing",  # recomputation, same numbers: an OOM'd run may resume with it on
     "devices",  # with batch_size: only their product, the global batch, shapes a step (fingerprinted below)
     "batch_size",

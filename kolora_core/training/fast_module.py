@@ -17,13 +17,13 @@ from __future__ import annotations
 import math
 
 import torch
-from diffsynth.models.sd_unet import BasicTransformerBlock
 from diffsynth.models.sdxl_unet import SDXLUNet
 from diffsynth.schedulers import EnhancedDDIMScheduler
 from peft import LoraConfig, inject_adapter_in_model
 
 from kolora_core.config import TrainConfig
 from kolora_core.training.sampling import NUM_TRAIN_TIMESTEPS
+from kolora_core.training.step import to_device
 
 
 def kolors_train_scheduler() -> EnhancedDDIMScheduler:
@@ -68,26 +68,6 @@ def cast_frozen(unet: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
     return unet
 
 
-def compile_blocks(unet: torch.nn.Module) -> int:
-    """Regional torch.compile: each transformer layer (attention + GEGLU feed-forward, with its LoRA) in place.
-
-    Compiling the whole peft-wrapped Kolors UNet at once traced for over five minutes on an H100 host.
-    The 70 transformer layers come in few shapes and share compiled graphs, so the warm-up is a few
-    small compilations. ResnetBlocks stay eager (cuDNN convolutions; their `res_stack` list argument
-    would recompile per block). Parameter names (and so the LoRA file) are unchanged.
-    """
-    import torch._dynamo
-
-    torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-    torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit, 1024)
-    compiled = 0
-    for module in unet.modules():
-        if isinstance(module, BasicTransformerBlock):
-            module.compile()
-            compiled += 1
-    return compiled
-
-
 def add_noise(
     scheduler: EnhancedDDIMScheduler, latents: torch.Tensor, noise: torch.Tensor, timestep_ids: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,25 +77,35 @@ def add_noise(
     arithmetic per sample, each product rounded to the latents' dtype before the sum as there.
     """
     steps = [int(scheduler.timesteps[int(i)]) for i in timestep_ids.tolist()]
-    timesteps = torch.tensor(steps, dtype=torch.long).to(latents.device, non_blocking=True)
+    timesteps = to_device(torch.tensor(steps, dtype=torch.long), latents.device)
     alphas = [scheduler.alphas_cumprod[t] for t in steps]
     if len(steps) == 1:
         return math.sqrt(alphas[0]) * latents + math.sqrt(1 - alphas[0]) * noise, timesteps
     shape = (-1,) + (1,) * (latents.dim() - 1)
-    a = torch.tensor([math.sqrt(x) for x in alphas], dtype=torch.float32).view(shape).to(latents.device, non_blocking=True)
-    b = torch.tensor([math.sqrt(1 - x) for x in alphas], dtype=torch.float32).view(shape).to(latents.device, non_blocking=True)
+    a = to_device(torch.tensor([math.sqrt(x) for x in alphas], dtype=torch.float32).view(shape), latents.device)
+    b = to_device(torch.tensor([math.sqrt(1 - x) for x in alphas], dtype=torch.float32).view(shape), latents.device)
     return (a * latents).to(latents.dtype) + (b * noise).to(latents.dtype), timesteps
 
 
 class FastLoRAModule(torch.nn.Module):
-    """The UNet with LoRA and the seed's loss; `forward` returns the step's loss."""
+    """The UNet with LoRA and the seed's loss; `forward` returns the step's loss.
 
-    def __init__(self, unet: SDXLUNet, train: TrainConfig) -> None:
+    Nothing in `forward` waits for the host: `add_time_id` is made once per batch shape and kept on the device
+    (a list -> GPU tensor every step was a blocking copy), so the step can run ahead and be graph-captured.
+    """
+
+    def __init__(self, unet: SDXLUNet, gradient_checkpointing: bool) -> None:
         super().__init__()
         self.unet = unet
-        self.gradient_checkpointing = train.gradient_checkpointing
-        if train.compile:
-            compile_blocks(unet)
+        self.gradient_checkpointing = gradient_checkpointing
+        self._time_ids: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
+
+    def time_ids(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
+        key = (batch, height, width, device)
+        if key not in self._time_ids:
+            ids = torch.tensor([height * 8, width * 8, 0, 0, height * 8, width * 8], device=device)
+            self._time_ids[key] = ids.repeat(batch)
+        return self._time_ids[key]
 
     def forward(
         self,
@@ -126,13 +116,12 @@ class FastLoRAModule(torch.nn.Module):
         target: torch.Tensor,
     ) -> torch.Tensor:
         batch, _, height, width = noisy_latents.shape
-        add_time_id = torch.tensor([height * 8, width * 8, 0, 0, height * 8, width * 8], device=noisy_latents.device)
         noise_pred = self.unet(
             noisy_latents,
             timestep=timesteps.float(),
             encoder_hidden_states=encoder_hidden_states,
             add_text_embeds=add_text_embeds,
-            add_time_id=add_time_id.repeat(batch),
+            add_time_id=self.time_ids(batch, height, width, noisy_latents.device),
             use_gradient_checkpointing=self.gradient_checkpointing,
         )
         return torch.nn.functional.mse_loss(noise_pred.float(), target.float())

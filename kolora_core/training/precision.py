@@ -5,7 +5,8 @@
 
 * the seed engine keeps frozen weights in fp16 under mixed precision and fp32 otherwise, as the seed does;
 * the fast engine keeps them in the autocast dtype (fp16, or bf16 for bf16-mixed: an option the seed never had);
-* mixed precision autocasts to fp16/bf16 (Fabric's own autocast in the loop, `autocast()` outside it).
+* mixed precision autocasts to fp16/bf16: `autocast_for()` in the training step (no weight-cast cache, so a CUDA
+  graph never replays a stale cast; with the attention backend of `kolora_core.models.attention`), `autocast()` outside it.
 
 Generation follows the seed: fp16 weights on GPU, fp32 on CPU (where fp16 kernels are slow or missing), and a
 VAE decode in bf16 on GPU / fp32 on CPU unless `generate.vae_dtype` says otherwise (both have fp32's exponent
@@ -16,11 +17,14 @@ is decided there; generation only reads these functions.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 
 from kolora_core.config import GenerateConfig
+from kolora_core.models.attention import sdpa_context
 
 FULL_PRECISION = ("32", "32-true")
 
@@ -61,3 +65,19 @@ def vae_dtype(generate: GenerateConfig, device: str) -> torch.dtype:
     if generate.vae_dtype == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return getattr(torch, generate.vae_dtype)
+
+
+def autocast_for(precision: str, device: torch.device | str) -> Callable[[], AbstractContextManager]:
+    """The training precision's autocast, without the weight-cast cache (see the module docstring), and the
+    attention backend (`kolora_core.models.attention`; the forward's choice fixes the backward's kernel too)."""
+    device_type = torch.device(device).type
+    if precision not in ("16-mixed", "bf16-mixed"):
+        return lambda: sdpa_context(device)
+    dtype = torch.float16 if precision == "16-mixed" else torch.bfloat16
+
+    @contextlib.contextmanager
+    def both() -> Iterator[None]:
+        with torch.autocast(device_type, dtype=dtype, cache_enabled=False), sdpa_context(device):
+            yield
+
+    return both

@@ -3,8 +3,10 @@
 One loop (Lightning Fabric) drives both engines:
 
 * `fast` (default): captions and latents encoded once (`cache.py`), the text encoder and VAE freed,
-  then batched UNet steps (`fast_module.py`); fused AdamW on CUDA, optional torch.compile, DDP over
-  `train.devices` GPUs with the global batch drawn once per step and split across ranks.
+  then batched UNet steps (`fast_module.py`); on a GPU by default the UNet's layers compiled
+  (`unet_compile.py`), the whole step replayed as a CUDA graph (`step.py`), fused AdamW, gradient
+  checkpointing only when memory needs it (`memory.py`); DDP over `train.devices` GPUs with the global
+  batch drawn once per step and split across ranks.
 * `seed`: diffsynth's own `LightningModelForT2ILoRA.training_step` (ChatGLM + VAE every step), one device.
 
 Every step's images and random draws are functions of (seed, step) (`sampling.py`); a resumable
@@ -34,12 +36,21 @@ from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.lora.export import unet_layout, write_exports
 from kolora_core.lora.format import LORA_FILE, load_lora, lora_state_from_model, save_lora
+from kolora_core.models.attention import sdpa_context
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.unet_compile import compile_regions, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
-from kolora_core.training.precision import fabric_precision, fast_weights_dtype, is_full_precision, seed_weights_dtype
+from kolora_core.training.memory import MemoryPlan, plan_memory
+from kolora_core.training.precision import (
+    autocast_for,
+    fabric_precision,
+    fast_weights_dtype,
+    is_full_precision,
+    seed_weights_dtype,
+)
 from kolora_core.training.progress import ProgressLog
 from kolora_core.training.sampling import (
     NUM_TRAIN_TIMESTEPS,
@@ -51,9 +62,14 @@ from kolora_core.training.sampling import (
     training_tensor,
 )
 from kolora_core.training.seed_module import SeedLoRAModule
+from kolora_core.training.step import TrainStep
 
 log = logging.getLogger("kolora.train")
 CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
+COMPILE_BACKEND = "inductor"  # the CPU tests use "aot_eager": the same tracing, no C++ compilation
+# Compiling pays from about this many training images on: on an H200 the first (cold) compilation takes ~85 s and
+# saves 0.025 s a step at batch 1 and ~0.15 s at batch 8 (docs/benchmarks.md).
+COMPILE_PAYS_IMAGES = 2000
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.csv"
 
@@ -62,9 +78,14 @@ class SimulatedCrash(RuntimeError):
     """Raised by the KOLORA_TEST_CRASH_AT_STEP hook."""
 
 
+def auto(value: bool | str, default: bool) -> bool:
+    """A `bool | "auto"` setting resolved: `default` stands for what auto picks here."""
+    return default if value == "auto" else bool(value)
+
+
 def oom_message(train: TrainConfig) -> str:
     lower = [f"train.batch_size (now {train.batch_size})"]
-    if not train.gradient_checkpointing:
+    if train.gradient_checkpointing is not True:
         lower.append("set train.gradient_checkpointing true (about 1/3 slower, a fraction of the activation memory)")
     if is_full_precision(train.precision):
         lower.append("use train.precision bf16-mixed")
@@ -101,8 +122,10 @@ def _check_settings(train: TrainConfig, device: str) -> None:
         )
     if device == "cuda" and train.devices > torch.cuda.device_count():
         raise KoloraError(f"train.devices is {train.devices} but {torch.cuda.device_count()} GPU(s) are visible")
-    if train.compile and train.engine == "seed":
+    if train.compile is True and train.engine == "seed":
         raise KoloraError("train.compile applies to the fast engine only")
+    if train.cuda_graphs is True and (device != "cuda" or train.devices > 1 or train.engine == "seed"):
+        raise KoloraError("train.cuda_graphs needs the fast engine on one CUDA GPU: set it to auto or false")
 
 
 def make_fabric(train: TrainConfig, device: str) -> Fabric:
@@ -343,11 +366,49 @@ class FastEngine(_Engine):
         freeze_except_lora(unet)
         self._unet = unet
         self.scheduler = kolors_train_scheduler()
-        self.module = fabric.setup_module(FastLoRAModule(unet, train))  # on the device (DDP-wrapped for devices > 1)
+        cuda = fabric.device.type == "cuda"
+        images = train.steps * train.batch_size * fabric.world_size
+        self.compiled = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
+        if self.compiled:
+            use_compile_cache(train.compile_cache_dir)
+            counts = compile_regions(unet, backend=COMPILE_BACKEND)
+            log.info("compiling %(transformer_layers)d transformer layers and %(resnet_blocks)d ResNet blocks", counts)
+        module = FastLoRAModule(unet, gradient_checkpointing=False)
+        single = fabric.world_size == 1
+        # several devices: DDP-wrapped, with Fabric's autocast and backward
+        module = module.to(fabric.device) if single else fabric.setup_module(module)
+        self.memory = self._plan_memory(unet, self.compiled)
+        (module.module if not single else module).gradient_checkpointing = self.memory.gradient_checkpointing
+        self.module = module
+        self.cuda_graphs = single and auto(train.cuda_graphs, cuda)
         params = [p for p in unet.parameters() if p.requires_grad]
-        # fused AdamW: one kernel for all LoRA tensors instead of a loop (CUDA; the CPU default otherwise)
-        fused = {"fused": True} if fabric.device.type == "cuda" else {}
-        self.optimizer = fabric.setup_optimizers(torch.optim.AdamW(params, lr=train.learning_rate, **fused))
+        # fused AdamW: one kernel for all LoRA tensors, and it takes GradScaler's scale and inf flag on the GPU
+        fused = {"fused": True, "capturable": self.cuda_graphs} if cuda else {}
+        self.optimizer = torch.optim.AdamW(params, lr=train.learning_rate, **fused)
+        if single:
+            self._step = TrainStep(
+                module,
+                self.optimizer,
+                getattr(fabric.strategy.precision, "scaler", None),
+                autocast_for(train.precision, fabric.device),
+                graphs=self.cuda_graphs,
+            )
+        else:
+            self._fabric_optimizer = fabric.setup_optimizers(self.optimizer)
+        log.info(
+            "fast engine: %s, compile %s, CUDA graphs %s",
+            self.memory.describe(),
+            "on" if self.compiled else "off",
+            "on" if self.cuda_graphs else "off",
+        )
+
+    def _plan_memory(self, unet: torch.nn.Module, compiled: bool) -> MemoryPlan:
+        """Checkpointing from free GPU memory (auto), or an error naming what to lower, before the first step."""
+        requested = self.train.gradient_checkpointing
+        if self.fabric.device.type != "cuda":
+            return MemoryPlan(requested is True, 0.0, 0.0)
+        free, _ = torch.cuda.mem_get_info(self.fabric.device)
+        return plan_memory(self.train, sum(p.numel() for p in unet.parameters()), free, compiled)
 
     def unet(self) -> torch.nn.Module:
         return self._unet
@@ -370,14 +431,22 @@ class FastEngine(_Engine):
         return noisy, timesteps, embeddings, pooled, noise
 
     def step(self, step: int) -> torch.Tensor:
-        loss = self.module(*self.batch(step))
+        if self.fabric.world_size == 1:
+            return self._step(self.batch(step))
+        with sdpa_context(self.fabric.device):
+            loss = self.module(*self.batch(step))
         self.fabric.backward(loss)
-        self.optimizer.step()
+        self._fabric_optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         return loss.detach()
 
     def extra_summary(self) -> dict[str, Any]:
-        return {"cache": self.cache.stats}
+        return {
+            "cache": self.cache.stats,
+            "compile": self.compiled,
+            "cuda_graphs": self.cuda_graphs,
+            "gradient_checkpointing": self.memory.gradient_checkpointing,
+        }
 
 
 class _StepImages(torch.utils.data.Dataset):

@@ -57,7 +57,7 @@ def seed_compat_check(
     train: TrainConfig, trainset: Path, rows: list[tuple[str, str]], model_dir: ModelDir, device: str
 ) -> dict[str, Any]:
     dtype = seed_weights_dtype(train.precision)
-    train = train.model_copy(update={"timestep_sampling": "per_batch", "compile": False})
+    train = train.model_copy(update={"timestep_sampling": "per_batch", "compile": False, "cuda_graphs": False})
     manager = load_model_manager(model_dir, "cpu", dtype)
     fast_unet = copy.deepcopy(manager.fetch_model("sdxl_unet"))
     seed_module = SeedLoRAModule(manager, train, dtype)
@@ -107,7 +107,7 @@ def seed_compat_check(
     noise = torch.randn(latents.shape, generator=noise_gen, device=device, dtype=latents.dtype)
     ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=timestep_gen)
     noisy, timesteps = add_noise(kolors_train_scheduler(), latents, noise, ids)
-    module = FastLoRAModule(fast_unet, train).to(device)
+    module = FastLoRAModule(fast_unet, gradient_checkpointing=train.gradient_checkpointing is not False).to(device)
     with autocast(train.precision, device):
         fast_loss = module(noisy, timesteps, embeddings, pooled, noise)
     fast_loss.backward()

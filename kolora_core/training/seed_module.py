@@ -28,7 +28,8 @@ _NO_TRAINER = r".*`self.log\(\)` but the `self.trainer` reference is not registe
 
 class SeedLoRAModule(LightningModelForT2ILoRA):
     def __init__(self, manager: ModelManager, train: TrainConfig, dtype: torch.dtype) -> None:
-        super().__init__(learning_rate=train.learning_rate, use_gradient_checkpointing=train.gradient_checkpointing)
+        # auto is the seed's choice here: the seed always checkpointed
+        super().__init__(learning_rate=train.learning_rate, use_gradient_checkpointing=train.gradient_checkpointing is not False)
         self.pipe = SDXLImagePipeline.from_model_manager(manager)
         self.pipe.scheduler.set_timesteps(1100)
         self.pipe.vae_encoder.to(dtype)

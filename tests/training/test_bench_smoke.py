@@ -19,7 +19,6 @@ def test_bench_prints_one_json_line_per_measurement(monkeypatch: pytest.MonkeyPa
         "BENCH_RES": "64",
         "BENCH_TRAIN_STEPS": "2",
         "BENCH_TRAIN_WARMUP": "1",
-        "BENCH_BATCH": "2",
         "BENCH_IMAGES": "2",
     }.items():
         monkeypatch.setenv(name, value)
@@ -31,9 +30,11 @@ def test_bench_prints_one_json_line_per_measurement(monkeypatch: pytest.MonkeyPa
         "built_random_models",
         "kolora_cache",
         "unet_forward_tflops",
-        "kolora_train_seed_equal",
-        "kolora_train_fast",
+        "kolora_train",
+        "kolora_train",
     ]
+    assert [line["variant"] for line in lines[-2:]] == ["b1", "b2+bf16"]
     for line in lines[-2:]:
         assert line["images_per_s"] > 0 and line["seconds_per_step"] > 0 and "error" not in line
+        assert len(line["losses"]) == 2 and line["compile"] is False and line["cuda_graphs"] is False
     assert lines[2]["captions_encoded"] == 1 and lines[2]["latents_encoded"] == 2

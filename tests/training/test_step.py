@@ -1,0 +1,121 @@
+"""The fast engine's step machinery on the CPU: compiled layers, the graph-replay bookkeeping, memory planning."""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+
+from kolora_core.config import TrainConfig
+from kolora_core.errors import KoloraError
+from kolora_core.training import run as train_run
+from kolora_core.training.memory import KOLORS_UNET_PARAMS, plan_memory
+from kolora_core.training.step import TrainStep
+from tests.training.helpers import lora_max_diff, losses, train
+
+GIB = 2**30
+
+
+def test_compiled_layers_train_the_eager_lora(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Regional compilation (dynamo + AOT autograd; aot_eager runs the traced ops without C++ compilation) is the
+    same function: same losses and LoRA as the eager step to fp32 rounding. Inductor itself: tests/training/test_gpu_step.py."""
+    flags = ["--train.steps", "3", "--train.batch_size", "2", "--train.checkpoint_every", "0"]
+    assert train(tiny_models, tiny_trainset, tmp_path / "eager", *flags) == 0
+    monkeypatch.setattr(train_run, "COMPILE_BACKEND", "aot_eager")
+    cache = tmp_path / "compile-cache"
+    assert train(tiny_models, tiny_trainset, tmp_path / "compiled", *flags, "--train.compile", "true",
+                 "--train.compile_cache_dir", str(cache)) == 0  # fmt: skip
+    summary = json.loads((tmp_path / "compiled" / "train_summary.json").read_text())
+    assert summary["compile"] is True and summary["cuda_graphs"] is False
+    assert lora_max_diff(tmp_path / "compiled", tmp_path / "eager") <= 1e-6
+    assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), abs=1e-6)
+    assert list(cache.glob("*/kolora-compile-key.json")), "the compile cache directory was set up"
+
+
+class _Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.layer = torch.nn.Linear(4, 4)
+
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.mse_loss(self.layer(x), target)
+
+
+def fake_capture(optimizer: torch.optim.Optimizer) -> Callable[..., tuple[Callable[[], None], torch.Tensor]]:
+    """A replay that recomputes the captured step on its static inputs, with a captured graph's gradient
+    semantics (the captured backward assigns the gradients it allocated; it never accumulates)."""
+
+    def capture(step_fn: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
+        loss = torch.zeros(())
+
+        def replay() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss.copy_(step_fn())
+
+        return replay, loss
+
+    return capture
+
+
+def test_replayed_steps_return_each_steps_own_loss_and_train_like_eager() -> None:
+    torch.manual_seed(0)
+    model = _Tiny()
+    replayed = copy.deepcopy(model)
+    batches = [(torch.randn(3, 4), torch.randn(3, 4)) for _ in range(7)]
+
+    def runner(module: torch.nn.Module, graphs: bool) -> TrainStep:
+        optimizer = torch.optim.AdamW(module.parameters(), lr=1e-2)
+        return TrainStep(module, optimizer, None, lambda: torch.autocast("cpu", enabled=False), graphs=graphs,
+                         warmup_steps=2, capture=fake_capture(optimizer))  # fmt: skip
+
+    eager, graphed = runner(model, False), runner(replayed, True)
+    eager_losses = [float(eager(b)) for b in batches]
+    graphed_losses = [graphed(b) for b in batches]  # read back only at the end, as ProgressLog does
+    assert [float(t) for t in graphed_losses] == pytest.approx(eager_losses, abs=1e-7)
+    assert graphed.eager_steps == 2 and graphed._replay is not None
+    for a, b in zip(model.parameters(), replayed.parameters(), strict=True):
+        assert torch.allclose(a, b, atol=1e-7)
+
+
+def test_checkpointing_is_chosen_from_free_memory() -> None:
+    auto = TrainConfig(batch_size=8)
+    assert plan_memory(auto, KOLORS_UNET_PARAMS, 130 * GIB).gradient_checkpointing is False  # an H200
+    assert plan_memory(auto, KOLORS_UNET_PARAMS, 40 * GIB).gradient_checkpointing is True  # a 48 GB card
+    forced = TrainConfig(batch_size=8, gradient_checkpointing=True)
+    assert plan_memory(forced, KOLORS_UNET_PARAMS, 130 * GIB).gradient_checkpointing is True
+
+
+@pytest.mark.parametrize(
+    ("settings", "names"),
+    [
+        ({"batch_size": 8}, ["train.batch_size", "train.resolution"]),
+        ({"batch_size": 2, "gradient_checkpointing": False}, ["train.gradient_checkpointing", "train.batch_size"]),
+    ],
+)
+def test_a_gpu_too_small_names_the_setting_to_lower(settings: dict[str, object], names: list[str]) -> None:
+    with pytest.raises(KoloraError) as err:
+        plan_memory(TrainConfig(**settings), KOLORS_UNET_PARAMS, 5 * GIB)
+    for name in names:
+        assert name in str(err.value)
+    assert "GiB" in str(err.value)
+
+
+def test_the_stage_refuses_before_the_first_step(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The plan runs before step 1: a GPU with too little free memory stops the stage with exit 2 and no steps."""
+
+    def tiny_gpu(engine: train_run.FastEngine, unet: torch.nn.Module, compiled: bool) -> object:
+        return plan_memory(engine.train, KOLORS_UNET_PARAMS, 1 << 20, compiled)
+
+    monkeypatch.setattr(train_run.FastEngine, "_plan_memory", tiny_gpu)
+    steps = []
+    monkeypatch.setattr(train_run.FastEngine, "step", lambda self, step: steps.append(step))
+    assert train(tiny_models, tiny_trainset, tmp_path / "lora", "--train.batch_size", "4") == 2
+    assert "train.batch_size" in capsys.readouterr().err and steps == []
