@@ -2,7 +2,7 @@
 
 Modules: `template.py` + `fields.py` parse and validate the YAML into `spec.py`'s types; `expressions.py`
 substitutes `{{...}}` and evaluates `when` / `depends` / retry expressions; `flags.py` checks the parameters
-that feed config flags before anything runs; `local.py` is `run_workflow`; `dag.py` walks the DAGs and the
+that feed config flags before anything runs; `local.py` is `run_workflow`; `dag.py` walks the DAG and the
 exit handler, `loops.py` expands withItems/withParam/withSequence; `step.py` runs one node attempt by attempt
 (fresh scratch dir, inputs from the store, outputs to it, also after a failure); `engine.py` is the engine
 interface, `engines.py` the process engine and the registry, `containers.py` podman and docker; `collect.py`
@@ -22,8 +22,8 @@ Where it still differs from Argo (v4.1.2), in one place:
   `retryPolicy: OnError|OnTransientError` never retries and `lastRetry.status` is always Failed, its message empty.
 * Substitution is stricter: an unknown `{{...}}` fails the task at once (Argo rejects most at submission),
   except `{{workflow.outputs.*}}`, which stays verbatim when no step exported it, as in Argo. Expression
-  templates (`{{=...}}`), templateRef, steps/resource/suspend/http templates, DAG template outputs, recursive
-  DAGs and artifact `from` other than `tasks.<t>.outputs.artifacts.<a>` / `inputs.artifacts.<a>` are refused.
+  templates (`{{=...}}`), templateRef, steps/resource/suspend/http templates, DAGs other than the entrypoint
+  (none is rendered) and artifact `from` other than `tasks.<t>.outputs.artifacts.<a>` are refused.
 * Artifacts: the default repository only (S3 keys, raw data), tar.gz or `archive: none`; default keys are
   `<run-id>/<node>[-<attempt>]/<artifact>[.tgz]` (Argo: the repository's keyFormat with pod names); no GC.
 * Secrets: `secretKeyRef` env values come from `RunOptions.secrets`; `kolora run` fills only the store Secret

@@ -44,6 +44,7 @@ def collect(ctx: RunContext) -> None:
 def _flatten(ctx: RunContext) -> None:
     result = ctx.result
     spec = ctx.workflow.annotations.get(SUMMARY_ANNOTATION, "")
+    result.flattened = bool(spec.strip())
     for entry in (e.strip() for e in spec.split(",") if e.strip()):
         task, _, artifact = entry.partition("/")
         matches = [n for n in result.nodes if n.task == task and artifact in n.artifacts]

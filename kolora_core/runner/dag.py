@@ -1,9 +1,7 @@
-"""The DAG walk: tasks in dependency order, `depends` and `when`, loops, nested DAGs, and the onExit handler.
+"""The DAG walk: tasks in dependency order, `depends` and `when`, loops, and the onExit handler.
 
 One task at a time (Argo runs independent tasks in parallel; the outcome is the same, only slower). A task
 whose `depends` is false is Omitted, one whose `when` is false Skipped (their outputs: `valueFrom.default`).
-A task may call a DAG template (e.g. generate's shards under a `parallelism` bound): its tasks run in a
-scope of their own, with the DAG's inputs as `{{inputs.parameters.*}}` / `{{inputs.artifacts.*}}`.
 After the entrypoint, `spec.onExit` runs whatever the outcome, with `{{workflow.status}}` and the workflow
 outputs that steps exported (`globalName`); if it fails, a Succeeded run becomes Failed, as in Argo.
 """
@@ -32,15 +30,6 @@ class _TaskState:
     outcome: TaskOutcome
     nodes: list[NodeRecord]
     fanned_out: bool
-    dag: bool = False  # the task called a DAG template: only its status is in scope
-
-
-@dataclass(frozen=True)
-class _Frame:
-    """Where a DAG runs: the node-id prefix of its tasks (`generate.` in a nested DAG) and its input artifacts."""
-
-    prefix: str
-    artifacts: Mapping[str, Source]
 
 
 class DagWalker:
@@ -55,7 +44,10 @@ class DagWalker:
         # Argo passes spec.arguments to the entrypoint's inputs by name
         prefix = "workflow.parameters."
         given = {k.removeprefix(prefix): v for k, v in self.ctx.global_scope.items() if k.startswith(prefix)}
-        self._run_template(entry, entry.name, entry.name, entry.name, given, {})
+        if entry.kind == "dag":
+            self._run_dag(entry, given)
+        else:
+            self._run_step(entry, entry.name, entry.name, entry.name, given, {})
 
     def run_exit_handler(self, status: str) -> None:
         """`spec.onExit`, if any, with `{{workflow.status}}` = Succeeded, Failed or Error."""
@@ -63,21 +55,17 @@ class DagWalker:
         if name is None:
             return
         self.ctx.global_scope["workflow.status"] = status
-        self._run_template(self.ctx.workflow.template(name), EXIT_NODE, EXIT_NODE, f"{EXIT_NODE} ({name})", {}, {})
+        self._run_step(self.ctx.workflow.template(name), EXIT_NODE, EXIT_NODE, f"{EXIT_NODE} ({name})", {}, {})
 
-    # --- templates and DAGs --------------------------------------------------------------------------------------
-
-    def _run_template(
+    def _run_step(
         self, template: TemplateSpec, node_id: str, task: str, display: str, params: dict[str, str], sources: dict[str, Source]
-    ) -> None:
-        if template.kind == "dag":
-            self._run_dag(template, params, sources, node_id)
-            return
+    ) -> NodeRecord:
         node = NodeRecord(node=node_id, task=task, display=display, template=template.name)
         self.ctx.result.nodes.append(node)
         self.steps.run(node, template, params, sources)
+        return node
 
-    def _run_dag(self, dag: TemplateSpec, params: dict[str, str], sources: dict[str, Source], node_id: str) -> None:
+    def _run_dag(self, dag: TemplateSpec, params: dict[str, str]) -> None:
         where = f"template '{dag.name}'"
         inputs: dict[str, str] = {}
         for spec in dag.input_parameters:
@@ -85,8 +73,6 @@ class DagWalker:
             if value is None:
                 raise KoloraError(f"{where}: input parameter '{spec.name}' has no value")
             inputs[f"inputs.parameters.{spec.name}"] = value
-        nested = node_id != self.ctx.workflow.entrypoint
-        frame = _Frame(prefix=f"{node_id}." if nested else "", artifacts=sources)
         tasks = topological_order(dag.tasks, where)
         if dag.target:
             wanted = _ancestors_and_self(dag.tasks, dag.target)
@@ -97,68 +83,51 @@ class DagWalker:
             template = self.ctx.workflow.template(task.template)
             if task.depends and not task.depends.evaluate({n: states[n].outcome for n in task.dependencies}):
                 why = f"depends '{task.depends.text}' not met"
-                node = self._record(task, frame.prefix + task.name, frame.prefix + task.name, "Omitted", why, frame)
+                node = self._record(task, task.name, task.name, "Omitted", why)
                 node.parameters = _defaults(template.output_parameters)
                 states[task.name] = _TaskState(TaskOutcome("Omitted"), [node], fanned_out=False)
-                self.ctx.say(f"--- {node.display}: Omitted ({why})")
+                self.ctx.say(f"--- {task.name}: Omitted ({why})")
                 continue
             ancestors = _ancestors_and_self(dag.tasks, [task.name]) - {task.name}
             scope = {**self.ctx.global_scope, **inputs}
             for name in ancestors:
                 scope.update(_task_scope(name, states[name], self.ctx.workflow.template(by_name[name].template)))
-            states[task.name] = self._run_task(task, scope, _hinter(task, by_name, ancestors, states), states, ancestors, frame)
+            states[task.name] = self._run_task(task, scope, _hinter(task, by_name, ancestors, states), states, ancestors)
 
     def _run_task(
-        self,
-        task: TaskSpec,
-        scope: dict[str, str],
-        hint: Any,
-        states: dict[str, _TaskState],
-        ancestors: set[str],
-        frame: _Frame,
+        self, task: TaskSpec, scope: dict[str, str], hint: Any, states: dict[str, _TaskState], ancestors: set[str]
     ) -> _TaskState:
         template = self.ctx.workflow.template(task.template)
         items = loop_items(task, scope, hint) if task.fans_out else [None]
         nodes: list[NodeRecord] = []
         for index, item in enumerate(items):
             iteration = dict(scope)
-            node_id, display = frame.prefix + task.name, frame.prefix + task.name
+            node_id, display = task.name, task.name
             if task.fans_out:
-                node_id, display = f"{node_id}.{index}", f"{display}({index}:{item_label(item)})"
+                node_id, display = f"{task.name}.{index}", f"{task.name}({index}:{item_label(item)})"
                 iteration.update(item_scope(item))
             where = f"task '{display}'"
             if task.when is not None:
                 condition = substitute(task.when, iteration, where, hint)
                 if not evaluate_when(condition, where):
-                    node = self._record(task, node_id, display, "Skipped", f"when '{condition}' evaluated false", frame)
+                    node = self._record(task, node_id, display, "Skipped", f"when '{condition}' evaluated false")
                     node.parameters = _defaults(template.output_parameters)
                     nodes.append(node)
                     self.ctx.say(f"--- {display}: Skipped (when '{condition}' evaluated false)")
                     continue
             params = {name: substitute(value, iteration, where, hint) for name, value in task.parameters}
-            sources = {a.name: self._artifact_source(a, iteration, where, hint, states, ancestors, frame) for a in task.artifacts}
-            before = len(self.ctx.result.nodes)
-            self._run_template(template, node_id, frame.prefix + task.name, display, params, sources)
-            nodes += self.ctx.result.nodes[before:] if template.kind == "dag" else [self.ctx.result.nodes[-1]]
-        if template.kind == "dag":
-            return _TaskState(TaskOutcome("Succeeded"), nodes, fanned_out=task.fans_out, dag=True)  # a failure raised
+            sources = {a.name: self._artifact_source(a, iteration, where, hint, states, ancestors) for a in task.artifacts}
+            nodes.append(self._run_step(template, node_id, task.name, display, params, sources))
         outcome = TaskOutcome("Succeeded", tuple(n.phase for n in nodes)) if task.fans_out else TaskOutcome(nodes[0].phase)
         return _TaskState(outcome, nodes, task.fans_out)
 
-    def _record(self, task: TaskSpec, node_id: str, display: str, phase: str, message: str, frame: _Frame) -> NodeRecord:
-        node = NodeRecord(node_id, frame.prefix + task.name, display, template=task.template, phase=phase, message=message)
+    def _record(self, task: TaskSpec, node_id: str, display: str, phase: str, message: str) -> NodeRecord:
+        node = NodeRecord(node_id, task.name, display, template=task.template, phase=phase, message=message)
         self.ctx.result.nodes.append(node)
         return node
 
     def _artifact_source(
-        self,
-        art: ArtifactSpec,
-        scope: dict[str, str],
-        where: str,
-        hint: Any,
-        states: dict[str, _TaskState],
-        ancestors: set[str],
-        frame: _Frame,
+        self, art: ArtifactSpec, scope: dict[str, str], where: str, hint: Any, states: dict[str, _TaskState], ancestors: set[str]
     ) -> Source:
         """A task's artifact argument, resolved: an S3 location, raw data, or None (optional and absent)."""
         if art.from_ is None:
@@ -170,14 +139,10 @@ class DagWalker:
             )
         names = variables_in(art.from_)
         parts = names[0].split(".") if len(names) == 1 and art.from_.strip().startswith("{{") else []
-        if len(parts) == 3 and parts[:2] == ["inputs", "artifacts"]:
-            if parts[2] not in frame.artifacts:
-                raise KoloraError(f"{where}: artifact '{art.name}' from '{art.from_}': the DAG has no such input artifact")
-            return frame.artifacts[parts[2]]
         if len(parts) != 5 or parts[0] != "tasks" or parts[2:4] != ["outputs", "artifacts"]:
             raise KoloraError(
                 f"{where}: artifact '{art.name}' from '{art.from_}': the local runner supports only "
-                "from: '{{tasks.<task>.outputs.artifacts.<name>}}' and, in a nested DAG, '{{inputs.artifacts.<name>}}'"
+                "from: '{{tasks.<task>.outputs.artifacts.<name>}}'"
             )
         source_task, source_art = parts[1], parts[4]
         if source_task not in ancestors:
@@ -185,9 +150,8 @@ class DagWalker:
                 f"{where}: artifact '{art.name}' comes from task '{source_task}', which is not among its dependencies"
             )
         state = states[source_task]
-        if state.fanned_out or state.dag:
-            kind = "a DAG template" if state.dag else "a fanned-out task"
-            raise KoloraError(f"{where}: artifact '{art.name}' comes from {kind} ('{source_task}'); not supported")
+        if state.fanned_out:
+            raise KoloraError(f"{where}: artifact '{art.name}' comes from fanned-out task '{source_task}'; not supported")
         ref = state.nodes[0].artifacts.get(source_art)
         if ref is None:
             if art.optional:
@@ -217,8 +181,6 @@ def _defaults(outputs: tuple[ParamSpec, ...]) -> dict[str, str]:
 
 def _task_scope(name: str, state: _TaskState, template: TemplateSpec) -> dict[str, str]:
     scope = {f"tasks.{name}.status": state.outcome.phase}
-    if state.dag:
-        return scope
     if not state.fanned_out:
         node = state.nodes[0]
         scope.update({f"tasks.{name}.outputs.parameters.{k}": v for k, v in node.parameters.items()})

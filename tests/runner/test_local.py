@@ -11,6 +11,7 @@ import yaml
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.local import RunOptions, failure_report, run_workflow
+from kolora_core.runner.summary import build_summary
 from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
@@ -215,3 +216,13 @@ def test_a_required_secret_the_runner_does_not_have_is_an_error(run: Any, tmp_pa
     with pytest.raises(KoloraError, match="env TOKEN needs key 'token' of Secret 'hub', which kolora run does not have"):
         run(str(template))
     assert "never" not in run.console
+
+
+def test_a_workflow_naming_its_summary_artifacts_shows_only_those(run: Any) -> None:
+    """An unchanged nightly runs no evaluate: its summary must not pass off another output's report as the run's."""
+    result, _ = run("pipeline.yaml", parameters={"threshold": "5"})
+    assert "\nreport  " in result.summary  # report/report was produced and flattened
+    (result.run_dir / "report.json").unlink()
+    (result.run_dir / "produce" / "elsewhere").mkdir()
+    (result.run_dir / "produce" / "elsewhere" / "report.json").write_text('{"gate": "passed"}')
+    assert "\nreport  " not in build_summary(result) and result.flattened

@@ -9,11 +9,18 @@ sees: the retry learns about the failed attempt only through the store (checkpoi
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from kolora_core.inference.run import CRASH_ENV as GENERATE_CRASH
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.objects import S3StoreStorage
 from kolora_core.storage.s3 import S3Store
+from kolora_core.training.run import CRASH_ENV as TRAIN_CRASH
+
+PIPELINE = Path(__file__).resolve().parents[2] / "workflows" / "dist" / "kolora-pipeline.yaml"
 
 
 def _committed(store: S3Store, prefix: str) -> set[str]:
@@ -52,7 +59,7 @@ def test_failed_attempts_leave_a_clean_store_and_a_correct_evaluate(run: Any, st
     # the store: every key under the run prefix is a committed file, a resumable state, or the planted junk
     keys = set(store.list_keys(f"{rid}/"))
     planted = {f"{rid}/images/shard-1/.partial/generations.jsonl", f"{rid}/images/shard-1/009.png"}
-    outputs = ("dataset", "trainset", "filter-report", "models", "scorers", "lora", "report")
+    outputs = ("dataset", "trainset", "filter-report", "champion", "models", "scorers", "lora", "report")
     committed = set().union(
         *(_committed(store, f"{rid}/{name}") for name in outputs),
         *(_committed(store, f"{rid}/images/shard-{i}") for i in (0, 1)),
@@ -64,3 +71,21 @@ def test_failed_attempts_leave_a_clean_store_and_a_correct_evaluate(run: Any, st
     assert {k.rsplit("/", 1)[1] for k in resumable if "/train-checkpoints/" in k} == {"step-00000002.ckpt"}
     assert {k.rsplit("/", 1)[1] for k in resumable if "/generate-progress/shard-1/" in k} == {"001.png", "001.json"}
     assert not any("/generate-progress/shard-0/" in k for k in resumable), "shard 0 never failed"
+
+
+def test_the_rendered_pipeline_promotes_through_failed_attempts(
+    run: Any, store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """workflows/dist/kolora-pipeline.yaml itself (what `make run` runs), two shards, the same two failures."""
+    monkeypatch.setenv(TRAIN_CRASH, "2")
+    monkeypatch.setenv(GENERATE_CRASH, "1")
+    result, console = run(str(PIPELINE), parameters={"profile": "smoke", "generate-shards": "2"})
+    assert result.ok, console
+    phases = {n.node: n.phase for n in result.nodes}
+    assert set(phases.values()) == {"Succeeded"} and {"champion", "check-changes", "promote", "onExit"} <= set(phases)
+    assert "retry 1/2" in (result.run_dir / "logs" / "train.log").read_text()
+    assert "(1 finished by an earlier attempt)" in (result.run_dir / "logs" / "generate.1.log").read_text()
+    assert f"promoted published s3://{store.bucket}/models/kolora/" in result.summary
+    keys = store.list_keys("")
+    assert not any("/.partial/" in k or "/.staging/" in k for k in keys)
+    assert any(k.startswith(f"{result.run_id}/train-checkpoints/") for k in keys), "the failed attempt's upload"
