@@ -272,3 +272,16 @@ def test_ray_executor_gives_the_same_result(smoke: Path, tmp_path: Path) -> None
     report = json.loads((smoke / "report" / "filter_report.json").read_text(encoding="utf-8"))
     assert [row["id"] for row in outcome.kept_rows] == [k["id"] for k in report["kept_images"]]
     assert sorted((d.record.id, d.op) for d in outcome.drops) == sorted((d["id"], d["op"]) for d in report["dropped_images"])
+
+
+def test_bucket_histogram_in_the_report_with_train_buckets(smoke: Path, smoke_report: dict, tmp_path: Path) -> None:
+    """With train.buckets the report says how the kept images will be bucketed; without, it says nothing of buckets."""
+    from kolora_core.data.buckets import bucket_histogram
+
+    assert "buckets" not in smoke_report
+    out = tmp_path / "buckets"
+    assert filter_main(filter_args(smoke / "dataset", out, "--train.buckets", "true", "--train.resolution", "128")) == 0
+    report = json.loads((out / "report" / "filter_report.json").read_text(encoding="utf-8"))
+    sizes = [(k["width"], k["height"]) for k in report["kept_images"]]
+    assert report["buckets"] == bucket_histogram(sizes, 128) and sum(report["buckets"].values()) == report["kept"]
+    assert "Aspect-ratio buckets" in (out / "report" / "filter_report.html").read_text(encoding="utf-8")
