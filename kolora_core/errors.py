@@ -26,3 +26,10 @@ class TransientError(KoloraError):
     """
 
     exit_code: int = 75
+
+
+class Terminated(KoloraError):
+    """Stopped by SIGTERM after saving what a rerun resumes from: one line, exit 143 (128 + 15, as a shell reports
+    a SIGTERM death). Not a user error: the workflow retries it, and the retry continues from the saved state."""
+
+    exit_code: int = 143

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from kolora_core.config.files import read_text
 from kolora_core.config.prompts_file import read_prompts_file
 from kolora_core.config.schema import RunConfig
 from kolora_core.errors import KoloraError
@@ -28,10 +29,9 @@ def available_profiles() -> list[str]:
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    text = read_text(path, "config file", "pass a YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise KoloraError(f"config file {path} does not exist: pass an existing YAML file to --config") from None
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise KoloraError(f"config file {path} is not valid YAML: {exc}") from None
     if data is None:

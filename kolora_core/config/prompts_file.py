@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from kolora_core.config.files import read_text
 from kolora_core.config.schema import StoryPrompt
 from kolora_core.errors import KoloraError
 
@@ -75,9 +76,7 @@ def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
 
 def read_prompts_file(path: Path) -> list[StoryPrompt]:
     """Every prompt of a YAML or JSONL prompts file, validated; errors name file, line and field."""
-    if not path.is_file():
-        raise KoloraError(f"prompts file {path} does not exist: set generate.prompts_file to a YAML or JSONL file")
-    text = path.read_text(encoding="utf-8")
+    text = read_text(path, "prompts file", "set generate.prompts_file to a YAML or JSONL file")
     prompts: list[StoryPrompt] = []
     if path.suffix.lower() in JSONL_SUFFIXES:
         for number, line in enumerate(text.splitlines(), start=1):

@@ -20,6 +20,19 @@ HUB_SCHEMES = ("hf", "modelscope")
 HUB_REFERENCE = re.compile(rf"(?:{'|'.join(HUB_SCHEMES)})://[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*")
 
 
+# Image sizes the models accept, measured on diffsynth 1.1.9's SDXLUNet(is_kolors=True) (tests/models/test_size_steps.py):
+# the VAE downsamples by 8 and the UNet twice more by 2 (two DownSamplers), so a side must be a multiple of 32; at
+# 1000 or 1008 px a skip connection's concat fails (63 vs 64 latent rows) after the models have loaded.
+UNET_SIZE_STEP = 32
+# diffsynth's SDXLImagePipeline (the seed engine) rounds height and width UP to a multiple of its division factor, 64,
+# and renders another size than asked without an error; both engines read the same fields, so generate sizes take 64.
+PIPELINE_SIZE_STEP = 64
+
+
+def _pipeline_step_message(value: int) -> str:
+    return f"must be a multiple of {PIPELINE_SIZE_STEP} (diffsynth's pipeline would round it up to another size), got {value}"
+
+
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored."""
 
@@ -77,6 +90,11 @@ class ModelsConfig(Section):
     vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
     revision: str | None = Field(None, description="model revision; null = latest")
     tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
+    verify: Literal["size", "sha256"] = Field(
+        "size",
+        description="how train and generate check the model directory against its manifest before loading: size "
+        "(instant) or sha256 (reads every file, ~18 GB for Kolors; finds a file corrupted without changing its size)",
+    )
 
 
 class StoryPrompt(Section):
@@ -110,8 +128,8 @@ class StoryPrompt(Section):
     @field_validator("width", "height")
     @classmethod
     def _size_step(cls, value: int | None) -> int | None:
-        if value is not None and value % 64:  # SDXLImagePipeline would silently round it up
-            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
+        if value is not None and value % PIPELINE_SIZE_STEP:
+            raise ValueError(_pipeline_step_message(value))
         return value
 
 
@@ -154,7 +172,7 @@ class TrainConfig(Section):
     learning_rate: float = Field(1e-4, gt=0)
     steps: int = Field(500, ge=1, description="optimizer steps (the seed's one 'epoch' of 500 steps), whatever train.devices is")
     batch_size: int = Field(1, ge=1, description="images per step per device; the global batch is batch_size x devices")
-    resolution: int = Field(1024, ge=64, description="training square size in pixels (multiple of 8)")
+    resolution: int = Field(1024, ge=64, description=f"training square size in pixels (multiple of {UNET_SIZE_STEP})")
     center_crop: bool = True
     random_flip: bool = False
     gradient_checkpointing: bool | Literal["auto"] = Field(
@@ -238,12 +256,20 @@ class TrainConfig(Section):
     )
     validation_steps: int = Field(20, ge=1, description="sampler steps of each validation image")
     tensorboard: bool = Field(False, description="write TensorBoard event files (loss, lr, images/s, grad norm, samples)")
+    sigterm_grace_s: float = Field(
+        20.0,
+        gt=0,
+        description="on SIGTERM, checkpoint after the current step and exit 143 within this many seconds "
+        "(Kubernetes kills 30 s after SIGTERM by default; the rest is for uploading the checkpoints)",
+    )
 
     @field_validator("resolution")
     @classmethod
-    def _multiple_of_8(cls, value: int) -> int:
-        if value % 8:
-            raise ValueError(f"must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+    def _size_step(cls, value: int) -> int:
+        if value % UNET_SIZE_STEP:
+            raise ValueError(
+                f"must be a multiple of {UNET_SIZE_STEP} (the VAE downsamples by 8, the Kolors UNet by 4 more), got {value}"
+            )
         return value
 
     @model_validator(mode="after")
@@ -333,8 +359,8 @@ class GenerateConfig(Section):
     @field_validator("height", "width")
     @classmethod
     def _size_step(cls, value: int) -> int:
-        if value % 64:  # SDXLImagePipeline would silently round it up to a multiple of 64
-            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
+        if value % PIPELINE_SIZE_STEP:
+            raise ValueError(_pipeline_step_message(value))
         return value
 
 

@@ -4,7 +4,8 @@ Data-Juicer runs through its Python API (`get_init_configs(cfg, load_configs_onl
 `DefaultExecutor(cfg).run()`) in a child process (`python -m kolora_core.data.datajuicer cfg.json`), because
 importing and running it changes process-wide state: it turns on Pillow's truncated-image loading, redirects
 sys.stdout/stderr into its logger and keeps log sinks open on its work dir. The child's output goes to a log
-file; on failure the stage error quotes its last error line.
+file; on failure the stage error quotes the cause (the child prints it on one marked line: Data-Juicer's own
+messages span lines, e.g. an unknown op and its "did you mean" list under "errors detected:").
 
 Checks around it:
 
@@ -45,6 +46,7 @@ STATS_KEY = "__dj__stats__"
 IMAGE_TOKEN = "<__dj__image>"
 EOC_TOKEN = "<|__dj__eoc|>"
 _PROJECT_ROOT = Path(__file__).resolve().parents[2]
+CAUSE_MARKER = "KOLORA_DJ_CAUSE: "  # the child's one-line cause of a failure, read back by the parent
 
 
 @dataclass(frozen=True)
@@ -193,8 +195,10 @@ def run_datajuicer(
     if proc.returncode != 0:
         for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]:
             log.error("datajuicer: %s", line)
-        last = errors[-1] if errors else f"exit code {proc.returncode}"
-        raise KoloraError(f"Data-Juicer failed (exit {proc.returncode}) after {seconds:.0f} s: {last[:500]}")
+        causes = [line.removeprefix(CAUSE_MARKER) for line in errors if line.startswith(CAUSE_MARKER)]
+        last = causes[-1] if causes else errors[-1] if errors else f"exit code {proc.returncode}"
+        hint = "; fix filter.ops" if last.startswith(("PipelineConfigError", "PipelineRuntimeError")) else ""
+        raise KoloraError(f"Data-Juicer failed (exit {proc.returncode}) after {seconds:.0f} s: {last[:500]}{hint}")
     return DJResult(_read_export(export_path), _read_traces(work_dir), errors, seconds)
 
 
@@ -211,10 +215,23 @@ def _child_main(cfg_path: str) -> int:
 
     with open(cfg_path, encoding="utf-8") as f:
         cfg_dict = json.load(f)
-    cfg = get_init_configs(cfg_dict, load_configs_only=False)
-    executor = ExecutorFactory.create_executor(cfg_dict.get("executor_type", "default"))(cfg)
-    executor.run()
+    try:
+        cfg = get_init_configs(cfg_dict, load_configs_only=False)
+        executor = ExecutorFactory.create_executor(cfg_dict.get("executor_type", "default"))(cfg)
+        executor.run()
+    except Exception as exc:  # re-raised: its cause on one marked line for the parent, then the traceback
+        print(f"{CAUSE_MARKER}{cause_line(exc)}", flush=True)
+        raise
     return 0
+
+
+def cause_line(exc: BaseException) -> str:
+    """An exception as one line; Data-Juicer's preflight errors as their list (its message spans lines and ends
+    with advice about a setting kolora does not expose)."""
+    errors = getattr(exc, "errors", None)
+    if isinstance(errors, list) and errors:
+        return f"{type(exc).__name__}: " + "; ".join(" ".join(str(e).split()) for e in errors)
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
 
 
 if __name__ == "__main__":

@@ -24,11 +24,17 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import json
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from PIL import Image
+
+from kolora_core.config.files import read_text
+from kolora_core.data.confine import Escape, resolve_inside
+from kolora_core.data.normalise import strict_pillow
 from kolora_core.errors import KoloraError
 
 IMAGES_DIR = "images"
@@ -62,6 +68,8 @@ class Record:
     @classmethod
     def from_json(cls, line: str) -> Record:
         data = json.loads(line)
+        if not isinstance(data, dict):
+            raise TypeError(f"a JSON {type(data).__name__}, not an object")
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in known})
 
@@ -86,13 +94,13 @@ def read_records(dataset_dir: Path) -> Iterator[Record]:
     path = dataset_dir / DATASET_JSONL
     if not path.is_file():
         raise KoloraError(f"dataset {dataset_dir} has no {DATASET_JSONL}: pass the output directory of the ingest stage")
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, start=1):
-            if not line.strip():
+    with open(path, "rb") as f:  # bytes: a line that is not UTF-8 is named like any other bad line
+        for n, raw in enumerate(f, start=1):
+            if not raw.strip():
                 continue
             try:
-                yield Record.from_json(line)
-            except (ValueError, TypeError) as exc:
+                yield Record.from_json(raw.decode("utf-8"))
+            except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
                 raise KoloraError(f"{path} line {n} is not a dataset record: {exc}") from None
 
 
@@ -123,17 +131,42 @@ def read_trainset(root: Path) -> list[tuple[str, str]]:
     metadata = root / TRAIN_DIR / TRAIN_METADATA
     if not metadata.exists():
         raise KoloraError(f"training set {root} has no {TRAIN_DIR}/{TRAIN_METADATA}: pass the filter stage's trainset directory")
-    with metadata.open(encoding="utf-8-sig", newline="") as handle:
-        reader = csv.DictReader(handle)
-        if not reader.fieldnames or not set(TRAIN_COLUMNS) <= set(reader.fieldnames):
-            raise KoloraError(f"{metadata} must have the columns file_name,text; found {reader.fieldnames}")
+    text = read_text(metadata, "training set metadata", "write it as the filter stage does (utf-8 file_name,text)")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if not reader.fieldnames or not set(TRAIN_COLUMNS) <= set(reader.fieldnames):
+        raise KoloraError(f"{metadata} must have the columns file_name,text; found {reader.fieldnames}")
+    try:
         rows = [(row["file_name"], row["text"]) for row in reader]
+    except csv.Error as exc:
+        raise KoloraError(f"{metadata} line {reader.line_num} is not CSV ({exc}): rerun the filter stage") from None
     if not rows:
         raise KoloraError(f"training set {metadata} lists no images: the filter kept nothing; loosen filter.ops")
-    for file_name, _ in rows:
-        if not (root / TRAIN_DIR / file_name).is_file():
-            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}")
+    images = (root / TRAIN_DIR).resolve()
+    for file_name, _ in rows:  # a trainset from a bucket is untrusted: `../x`, `/etc/passwd` or a symlink out is refused
+        try:
+            real = resolve_inside(images, images / file_name)
+        except Escape as exc:
+            if exc.kind == "outside_source":
+                detail = f"which lies outside {root / TRAIN_DIR} (not read): a trainset's images must be inside it"
+                raise KoloraError(f"{metadata} lists {file_name}, {detail}") from None
+            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}") from None
+        if not real.is_file():
+            raise KoloraError(f"{metadata} lists {file_name}, which is not a file in {root / TRAIN_DIR}")
+        _check_image(real)
     return rows
+
+
+def _check_image(path: Path) -> None:
+    """Identify and structurally verify one training image (headers, PNG checksums), without decoding its pixels:
+    a damaged trainset (on Argo it comes from the bucket) fails here, naming the file, not inside a loader worker."""
+    try:
+        with strict_pillow(), Image.open(path) as im:
+            im.verify()
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
+        reason = " ".join(str(exc).split())[:200]
+        raise KoloraError(
+            f"training image {path} is not a readable image ({type(exc).__name__}: {reason}): rerun the filter stage"
+        ) from None
 
 
 def trainset_fingerprint(root: Path, rows: list[tuple[str, str]]) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.config import IngestConfig
+from kolora_core.data.confine import Entry, Escape, read_inside, walk_inside
 from kolora_core.data.normalise import MAX_FILE_BYTES
 from kolora_core.errors import KoloraError
 
@@ -82,18 +83,18 @@ def _clean_text(value: Any) -> str | None:
     return text or None
 
 
-def _read_file(path: Path, original_id: str, text: str | None) -> Item:
+def _read_file(root: Path, path: Path, original_id: str, text: str | None) -> Item:
     try:
-        size = path.stat().st_size
-        if size > MAX_FILE_BYTES:
-            return Item(original_id, None, text, ("too_large", f"{size / 2**20:.0f} MiB file is over the limit"))
-        return Item(original_id, path.read_bytes(), text)
-    except OSError as exc:
-        return Item(original_id, None, text, ("unreadable", f"cannot read the file: {exc.strerror or exc}"))
+        return Item(original_id, read_inside(root, path, MAX_FILE_BYTES), text)
+    except Escape as exc:
+        return Item(original_id, None, text, (exc.kind, exc.reason))
 
 
-def _decode_caption_file(path: Path, name: str) -> tuple[str | None, Problem | None]:
-    raw = path.read_bytes()
+def _decode_caption_file(root: Path, path: Path, name: str) -> tuple[str | None, Problem | None]:
+    try:
+        raw = read_inside(root, path, MAX_FILE_BYTES)
+    except Escape as exc:
+        return None, Problem(name, exc.kind, f"{exc.reason}; its captions are ignored")
     try:
         return raw.decode("utf-8-sig"), None
     except UnicodeDecodeError as exc:
@@ -101,11 +102,16 @@ def _decode_caption_file(path: Path, name: str) -> tuple[str | None, Problem | N
         return None, Problem(name, "caption_file_not_utf8", reason)
 
 
+def _is_image_name(rel: str) -> bool:
+    name = rel.rsplit("/", 1)[-1]
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
+
+
 # --- local folder of images ---------------------------------------------------------------------------------
 
 
-def _metadata_rows(path: Path) -> Iterator[tuple[str, str | None] | Problem]:
-    content, problem = _decode_caption_file(path, path.name)
+def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | Problem]:
+    content, problem = _decode_caption_file(root, path, path.name)
     if problem:
         yield problem
         return
@@ -132,18 +138,19 @@ def _metadata_rows(path: Path) -> Iterator[tuple[str, str | None] | Problem]:
         yield name, _clean_text(next((row[c] for c in TEXT_COLUMNS if c in row), None))
 
 
-def _folder_captions(root: Path) -> tuple[dict[str, str | None], list[Problem]]:
+def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str | None], list[Problem]]:
+    """Captions from the metadata files at the root; a metadata file that is refused is reported by the walk."""
     captions: dict[str, str | None] = {}
     problems: list[Problem] = []
     for name in METADATA_FILES:
-        path = root / name
-        if not path.is_file():
+        entry = files.get(name)
+        if entry is None or entry.real is None:
             continue
-        for entry in _metadata_rows(path):
-            if isinstance(entry, Problem):
-                problems.append(entry)
+        for row in _metadata_rows(root, root / name):
+            if isinstance(row, Problem):
+                problems.append(row)
                 continue
-            file_name, text = entry
+            file_name, text = row
             key = Path(str(file_name)).as_posix().removeprefix("./")
             if key in captions:
                 problems.append(Problem(f"{name}:{key}", "bad_metadata", f"lists {key} twice; the first entry is used"))
@@ -153,24 +160,34 @@ def _folder_captions(root: Path) -> tuple[dict[str, str | None], list[Problem]]:
 
 
 def iter_folder(root: Path) -> Iterator[SourceEvent]:
-    captions, problems = _folder_captions(root)
+    """Images under `root` in path order; symlinks that leave the root (or loop) are refused per file, never followed.
+
+    Names in the metadata are only matched against the files found: a row naming `../x` or `/etc/passwd`
+    matches nothing and is reported as missing, it is never opened.
+    """
+    root = root.resolve()
+    files = {entry.rel: entry for entry in walk_inside(root)}
+    captions, problems = _folder_captions(root, files)
     yield from problems
-    files = sorted(
-        (p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")),
-        key=lambda p: p.relative_to(root).as_posix(),
-    )
+    for rel in sorted(files):
+        entry = files[rel]
+        if entry.escape is not None and not _is_image_name(rel):
+            yield Problem(rel, entry.escape.kind, entry.escape.reason)
     seen = set()
-    for path in files:
-        rel = path.relative_to(root).as_posix()
+    for rel in sorted(r for r in files if _is_image_name(r)):
+        entry = files[rel]
         seen.add(rel)
         text = captions.get(rel)
-        sidecar = path.with_suffix(".txt")
-        if text is None and sidecar.is_file():
-            content, problem = _decode_caption_file(sidecar, sidecar.relative_to(root).as_posix())
+        sidecar = Path(rel).with_suffix(".txt").as_posix()
+        if text is None and sidecar in files and files[sidecar].real is not None:
+            content, problem = _decode_caption_file(root, root / sidecar, sidecar)
             if problem:
                 yield problem
             text = _clean_text(content)
-        yield _read_file(path, rel, text)
+        if entry.escape is not None:
+            yield Item(rel, None, text, (entry.escape.kind, entry.escape.reason))
+            continue
+        yield _read_file(root, root / rel, rel, text)
     for rel in sorted(set(captions) - seen):
         yield Item(rel, None, captions[rel], ("missing_file", "listed in the metadata but no such image file in the folder"))
 
@@ -183,8 +200,32 @@ def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
     return next((lower[w] for w in wanted if w in lower), None)
 
 
-def _image_bytes(value: Any, base_dir: Path | None) -> tuple[bytes | None, tuple[str, str] | None]:
-    """An image cell (bytes, {bytes, path} struct, a path string, or a decoded PIL image) -> bytes, or a skip."""
+def _named_file(name: str, roots: tuple[Path, ...]) -> tuple[bytes | None, tuple[str, str] | None]:
+    """A path cell: read only when it is absolute and inside one of `roots` (a dataset cache); otherwise a skip."""
+    shown = name if len(name) <= 120 else name[:117] + "..."
+    path = Path(name)
+    for root in roots if path.is_absolute() else ():
+        try:
+            return read_inside(root, path, MAX_FILE_BYTES), None
+        except Escape as exc:
+            if exc.kind != "outside_source":
+                return None, (exc.kind, f"{shown}: {exc.reason}")
+    if not roots:
+        reason = (
+            f"the row carries no image bytes, only the name {shown!r}; names in a parquet file are data and are never "
+            "opened on this machine: export the dataset with the images embedded"
+        )
+        return None, ("no_image_bytes", reason)
+    where = " or ".join(str(root) for root in roots)
+    return None, ("outside_source", f"the row names {shown!r}, which is not a file inside {where}; not opened")
+
+
+def _image_bytes(value: Any, roots: tuple[Path, ...]) -> tuple[bytes | None, tuple[str, str] | None]:
+    """An image cell (bytes, {bytes, path} struct, a path string, or a decoded PIL image) -> bytes, or a skip.
+
+    Bytes always come from the cell itself; a cell that only names a file is read only from inside `roots`
+    (the dataset cache a hub download extracted into), and never for a parquet source (`roots` empty).
+    """
     if hasattr(value, "save") and hasattr(value, "mode"):  # already decoded (a streaming dataset without features)
         buf = io.BytesIO()
         value.save(buf, format="PNG")
@@ -196,18 +237,12 @@ def _image_bytes(value: Any, base_dir: Path | None) -> tuple[bytes | None, tuple
     if isinstance(value, bytes | bytearray):
         return (bytes(value), None) if value else (None, ("empty_file", "empty image cell (0 bytes)"))
     if isinstance(value, str) and value:
-        path = Path(value)
-        if not path.is_absolute() and base_dir is not None:
-            path = base_dir / path
-        if not path.is_file():
-            return None, ("missing_file", f"the row points at {value}, which does not exist")
-        item = _read_file(path, value, None)
-        return item.data, item.skip
+        return _named_file(value, roots)
     return None, ("empty_file", "no image in this row")
 
 
-def _row_item(row: dict, original_id: str, image_col: str, text_col: str | None, base_dir: Path | None) -> Item:
-    data, skip = _image_bytes(row.get(image_col), base_dir)
+def _row_item(row: dict, original_id: str, image_col: str, text_col: str | None, roots: tuple[Path, ...]) -> Item:
+    data, skip = _image_bytes(row.get(image_col), roots)
     return Item(original_id, data, _clean_text(row.get(text_col)) if text_col else None, skip)
 
 
@@ -218,14 +253,27 @@ def _columns(columns: list[str], where: str) -> tuple[str, str | None, str | Non
     return image_col, _pick(columns, TEXT_COLUMNS), _pick(columns, ID_COLUMNS)
 
 
+def _parquet_files(path: Path) -> Iterator[tuple[str, Path | Escape]]:
+    """(label, real path or why it is refused) of each parquet file of the source, in name order."""
+    if not path.is_dir():
+        yield path.name, path
+        return
+    root = path.resolve()
+    entries = sorted((e for e in walk_inside(root) if e.rel.endswith(".parquet")), key=lambda e: e.rel)
+    if not entries:
+        raise KoloraError(f"ingest.source {path} holds no .parquet files")
+    for entry in entries:
+        yield entry.rel, entry.real if entry.real is not None else entry.escape
+
+
 def iter_parquet(path: Path) -> Iterator[SourceEvent]:
+    """Rows of a parquet file or folder; images come from the cells' bytes only (path cells are never opened)."""
     import pyarrow.parquet as pq
 
-    files = sorted(path.rglob("*.parquet")) if path.is_dir() else [path]
-    if not files:
-        raise KoloraError(f"ingest.source {path} holds no .parquet files")
-    for file in files:
-        label = file.relative_to(path).as_posix() if path.is_dir() else file.name
+    for label, file in _parquet_files(path):
+        if isinstance(file, Escape):
+            yield Problem(label, file.kind, file.reason)
+            continue
         try:
             pf = pq.ParquetFile(file)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a bad file
@@ -237,7 +285,7 @@ def iter_parquet(path: Path) -> Iterator[SourceEvent]:
         for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
             for row in batch.to_pylist():
                 original_id = str(row[id_col]) if id_col and row.get(id_col) is not None else f"{label}:{row_number}"
-                yield _row_item(row, original_id, image_col, text_col, file.parent)
+                yield _row_item(row, original_id, image_col, text_col, ())
                 row_number += 1
 
 
@@ -259,8 +307,12 @@ def load_modelscope(dataset_id: str, config: IngestConfig, cache_dir: Path) -> A
         ) from None
 
 
-def iter_hf_rows(ds: Any, where: str) -> Iterator[SourceEvent]:
-    """Rows of a datasets.Dataset (or what MsDataset.load returned), images left undecoded."""
+def iter_hf_rows(ds: Any, where: str, roots: tuple[Path, ...] = ()) -> Iterator[SourceEvent]:
+    """Rows of a datasets.Dataset (or what MsDataset.load returned), images left undecoded.
+
+    A row whose image is only a file name is read when that file lies inside `roots` (where the download
+    extracted the dataset), never elsewhere.
+    """
     import datasets
 
     if isinstance(ds, dict):
@@ -273,12 +325,22 @@ def iter_hf_rows(ds: Any, where: str) -> Iterator[SourceEvent]:
         ds = ds.cast_column(image_col, datasets.Image(decode=False))
     for n, row in enumerate(ds):
         original_id = str(row[id_col]) if id_col and row.get(id_col) is not None else str(n)
-        yield _row_item(row, original_id, image_col, text_col, None)
+        yield _row_item(row, original_id, image_col, text_col, roots)
 
 
 def iter_modelscope(dataset_id: str, config: IngestConfig, cache_dir: Path | None = None) -> Iterator[SourceEvent]:
-    ds = load_modelscope(dataset_id, config, cache_dir or default_cache_dir())
-    yield from iter_hf_rows(ds, f"modelscope://{dataset_id}")
+    cache_dir = cache_dir or default_cache_dir()
+    ds = load_modelscope(dataset_id, config, cache_dir)
+    yield from iter_hf_rows(ds, f"modelscope://{dataset_id}", _dataset_roots(dataset_id, cache_dir))
+
+
+def _dataset_roots(dataset_id: str, cache_dir: Path) -> tuple[Path, ...]:
+    """Where files named by a hub dataset's rows may lie: its cache dir, and the folder of a local path or glob."""
+    roots = [cache_dir.resolve()]
+    local = Path(dataset_id.split("*", 1)[0])
+    if local.is_absolute() or local.exists():
+        roots.append((local if local.is_dir() else local.parent).resolve())
+    return tuple(roots)
 
 
 # --- dispatch -----------------------------------------------------------------------------------------------
@@ -320,7 +382,7 @@ def open_source(config: IngestConfig) -> Source:
         if path.suffix.lower() != ".parquet":
             raise KoloraError(f"ingest.source {path} is a file but not .parquet: pass its folder, or a parquet export")
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
-    has_images = any(p.suffix.lower() in IMAGE_SUFFIXES for p in path.rglob("*") if p.is_file())
-    if not has_images and any(path.rglob("*.parquet")):
+    names = [entry.rel for entry in walk_inside(path.resolve())]
+    if not any(_is_image_name(n) for n in names) and any(n.endswith(".parquet") for n in names):
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
     return Source(f"folder:{path.name}", "folder", iter_folder(path))

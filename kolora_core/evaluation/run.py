@@ -25,6 +25,7 @@ from PIL import Image
 
 from kolora_core.config import RunConfig
 from kolora_core.data.layout import FILTER_REPORT_JSON
+from kolora_core.data.normalise import strict_pillow
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.champion import Rescore, compare, read_champion
@@ -34,13 +35,23 @@ from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, RE
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, Scorers, SimilarityScorer, load_scorers
 from kolora_core.evaluation.validation_section import validation_section
-from kolora_core.inference.story import collect_generations
+from kolora_core.inference.story import REQUIRED_FIELDS, collect_generations
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.scorers import AESTHETIC, CLIP
 
 log = logging.getLogger("kolora.evaluate")
 PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
 RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
+
+
+def _open_image(record: dict[str, Any]) -> Image.Image:
+    try:
+        with strict_pillow(), Image.open(record["path"]) as image:
+            return image.convert("RGB")
+    except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
+        raise KoloraError(
+            f"generated image {record['path']} cannot be read ({type(exc).__name__}: {exc}): rerun generate"
+        ) from None
 
 
 def _pixel_stats(image: Image.Image) -> dict[str, float]:
@@ -103,7 +114,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
             f"the story has {expected} images but the grid {evaluate.grid_columns}x{evaluate.grid_rows} has {cells} cells: "
             "raise evaluate.grid_rows"
         )
-    images = {r["index"]: Image.open(r["path"]).convert("RGB") for r in records}
+    images = {r["index"]: _open_image(r) for r in records}
     ordered = [images[r["index"]] for r in records]
     grid = story_grid(ordered, evaluate)
     grid.save(out / GRID)
@@ -126,7 +137,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         failures = image_failures(pixels["std"], score, similarity, evaluate.min_clip_similarity)
         verdicts.append(ImageVerdict(record["index"], score, similarity, failures))
         entries.append(
-            {k: record[k] for k in ("index", "file", "prompt", "negative_prompt", "seed", "seconds")}
+            {k: record[k] for k in REQUIRED_FIELDS}
             | {k: record.get(k) for k in PER_IMAGE_SETTINGS}
             | pixels
             | {"aesthetic": score, "clip_similarity": similarity, "failures": failures}

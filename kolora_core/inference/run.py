@@ -149,7 +149,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     lora_path = inputs["lora"] / LORA_FILE
     lora = load_lora(lora_path)
     model_dir = ModelDir(inputs["models"])
-    manifest = model_dir.read_manifest()
+    manifest = model_dir.read_manifest(config.models.verify)
     device = resolve_device(config.device)
     common = {
         "lora_scale": lora.scale,

@@ -16,6 +16,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from kolora_core.config import GenerateConfig, StoryPrompt
+from kolora_core.data.confine import Escape, resolve_inside
 from kolora_core.errors import KoloraError
 
 GENERATIONS = "generations.jsonl"
@@ -112,15 +113,29 @@ def read_png_record(path: Path) -> dict[str, object]:
         return json.loads(image.text[PNG_KEY])
 
 
-def _record(manifest: Path, number: int, line: str) -> dict[str, Any]:
+REQUIRED_FIELDS = ("index", "file", "prompt", "negative_prompt", "seed", "seconds")  # what evaluate's report copies
+
+
+def _record(manifest: Path, number: int, line: bytes) -> dict[str, Any]:
+    """One line of generations.jsonl (from the bucket on Argo: untrusted) with `path`, its image inside the shard dir."""
+    where = f"{manifest} line {number}"
     try:
-        record = json.loads(line)
-        index, file = int(record["index"]), str(record["file"])
-    except (ValueError, TypeError, KeyError):
-        raise KoloraError(f"{manifest} line {number} is not a generation record (needs index and file)") from None
+        record = json.loads(line.decode("utf-8"))
+        missing = [k for k in REQUIRED_FIELDS if k not in record]  # a list or number raises TypeError here
+        if missing:
+            raise KeyError(", ".join(missing))
+        file, index = record["file"], record["index"]
+        if not isinstance(file, str) or not isinstance(index, int):
+            raise TypeError("file must be a string and index an integer")
+    except (ValueError, TypeError, KeyError) as exc:  # not UTF-8, not JSON, not an object, fields missing or wrong
+        raise KoloraError(f"{where} is not a generation record ({type(exc).__name__}: {exc}): rerun generate") from None
     if file in {"", ".", ".."} or Path(file).name != file or "\\" in file:
-        raise KoloraError(f"{manifest} line {number}: file {file!r} is not a plain file name beside the manifest")
-    return record | {"index": index, "path": manifest.parent / file}
+        raise KoloraError(f"{where}: file {file!r} is not a plain file name beside the manifest; rerun generate")
+    root = manifest.parent.resolve()
+    try:
+        return record | {"path": resolve_inside(root, root / file)}
+    except Escape as exc:
+        raise KoloraError(f"{where} names the image {file!r}: {exc.reason}; rerun generate") from None
 
 
 def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
@@ -130,7 +145,7 @@ def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
         raise KoloraError(f"no {GENERATIONS} under {images_dir}: pass the generate stage's images directory")
     records = []
     for manifest in manifests:
-        lines = manifest.read_text(encoding="utf-8").splitlines()
+        lines = manifest.read_bytes().splitlines()
         records += [_record(manifest, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
     indices = [r["index"] for r in records]
     if len(set(indices)) != len(indices):

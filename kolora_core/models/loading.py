@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from diffsynth import ModelManager
 from diffsynth.models.kolors_text_encoder import ChatGLMModel
+from safetensors import safe_open
 from safetensors.torch import load_file
 
 from kolora_core.errors import KoloraError
@@ -53,9 +54,32 @@ def _load_tiny(model_dir: ModelDir, manager: ModelManager, dtype: torch.dtype, d
         _register(manager, name, module.to(device=device, dtype=dtype), f"{model_dir.root}:{name}")
 
 
+def check_headers(model_dir: ModelDir, files: list[str]) -> None:
+    """Parse the header of every safetensors weight file, so a damaged one is named instead of failing deep in a loader.
+
+    A header is a few KB and safetensors checks that its offsets cover the file exactly, so this is instant and
+    catches any damage to the header and index; damage inside tensor data only the sha256 check finds
+    (`models.verify: sha256`).
+    """
+    for rel in files:
+        path = model_dir.root / rel
+        if path.suffix != ".safetensors":
+            continue
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                handle.keys()
+        except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: the file is unusable either way
+            reason = " ".join(str(exc).split())[:200]
+            raise KoloraError(
+                f"weight file {path} is damaged ({type(exc).__name__}: {reason}); rerun fetch-models "
+                "(models.verify: sha256 checks every file against its manifest hash)"
+            ) from None
+
+
 def load_model_manager(model_dir: ModelDir, device: str, dtype: torch.dtype) -> ModelManager:
     """A ModelManager holding text encoder, UNet and VAE encoder/decoder of `model_dir`."""
     manifest = model_dir.read_manifest()
+    check_headers(model_dir, list(manifest["files"]))
     manager = ModelManager(torch_dtype=dtype, device=device)
     if manifest["kind"] == "tiny":
         _load_tiny(model_dir, manager, dtype, device)

@@ -7,8 +7,12 @@ random draws need no state: they are functions of (seed, step) (`sampling.py`).
 
 The directory is the train stage's resumable output `--checkpoints` (`kolora_core.stages`: beside `--lora`,
 `/kolora/outputs/checkpoints` in a pod, uploaded after a failed attempt and given back to the retry), or
-`train.checkpoint_dir`. Each file is written to a temp name and renamed, so a kill mid-write leaves the
-previous state intact; a rerun loads the newest state that reads back.
+`train.checkpoint_dir`. Each file is written to a temp name, flushed and renamed, so a kill mid-write leaves
+the previous state intact; a rerun loads the newest state that reads back.
+
+A state file is safetensors + JSON (`state_file.py`), never a pickle: on Argo it comes back from the
+bucket, and loading it must not run code. A file that does not load as one (torn, foreign, a pickle) is
+skipped with one line, and the next older state is tried.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ import torch
 
 from kolora_core.config import TrainConfig
 from kolora_core.errors import KoloraError
+from kolora_core.training.state_file import load_state, save_state
 
 log = logging.getLogger("kolora.train")
-PREFIX, SUFFIX = "step-", ".ckpt"
+PREFIX, SUFFIX = "step-", ".safetensors"
 KEEP = 2
+_STATE_KEYS = {"lora", "optimizer", "precision", "history", "fingerprint", "step", "rng"}
 # Fields that may change between a crash and its rerun without changing what the steps compute.
 _FREE_FIELDS = {
     "steps",
@@ -37,6 +43,7 @@ _FREE_FIELDS = {
     "checkpoint_dir",
     "keep_checkpoints",
     "log_every",
+    "sigterm_grace_s",
     "seed_compat",
     "compile",
     "cuda_graphs",  # the same kernels replayed
@@ -104,7 +111,7 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     final = _path(directory, step)
     tmp = final.with_name(final.name + ".tmp")
-    torch.save({**state, "step": step, "rng": rng_states()}, tmp)
+    save_state(tmp, {**state, "step": step, "rng": rng_states()})
     tmp.replace(final)
     for old in list_checkpoints(directory)[KEEP:]:
         old.unlink(missing_ok=True)
@@ -121,9 +128,13 @@ def load_latest(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | N
     """
     for path in list_checkpoints(directory):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as exc:  # noqa: BLE001 - a half-written or corrupt file: fall back to the older one
-            log.warning("checkpoint %s is unreadable (%s); trying an older one", path, exc)
+            state = load_state(path)
+            missing = sorted(_STATE_KEYS - set(state))
+            if missing:
+                raise ValueError(f"no {', '.join(missing)} in it")
+        except Exception as exc:  # noqa: BLE001 - a half-written, corrupt or foreign file: fall back to the older one
+            reason = " ".join(str(exc).split())[:300]
+            log.warning("checkpoint %s is unreadable (%s: %s); trying an older one", path, type(exc).__name__, reason)
             continue
         if state.get("fingerprint") != expected:
             changed = _differences(state.get("fingerprint") or {}, expected)

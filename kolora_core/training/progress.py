@@ -27,7 +27,8 @@ from kolora_core.errors import KoloraError
 log = logging.getLogger("kolora.train")
 CSV_COLUMNS = ["step", "loss", "lr", "seconds", "images_per_second"]
 NAN_HINT = (
-    "with 16-mixed use the sdxl-vae-fp16-fix VAE, or set train.precision to bf16-mixed / 32-true, or lower train.learning_rate"
+    "with 16-mixed use the sdxl-vae-fp16-fix VAE, or set train.precision to bf16-mixed / 32-true, or lower train.learning_rate; "
+    "if the weights may be damaged, models.verify: sha256 checks them"
 )
 
 

@@ -11,10 +11,11 @@ One loop (Lightning Fabric) drives both engines:
 
 Every step's images and random draws are functions of (seed, step) (`sampling.py`); a resumable
 state is written every `train.checkpoint_every` steps (`checkpoint.py`), and a rerun continues from
-it to the same LoRA an uninterrupted run gives. Outputs: lora.safetensors (+ diffusers and kohya
-exports), train_log.csv (step, loss, lr, seconds, images/s), train_summary.json, and with
-`train.seed_compat` the seed_compat.json proof; with the trainer options (docs/training.md "Trainer options")
-also validation/ + validation_strip.png (`validation.py`) and tensorboard/ (`progress.py`).
+it to the same LoRA an uninterrupted run gives; SIGTERM checkpoints at the current step (`sigterm.py`).
+Outputs: lora.safetensors (+ diffusers and kohya exports), train_log.csv (step, loss, lr, seconds,
+images/s), train_summary.json, and with `train.seed_compat` the seed_compat.json proof; with the trainer
+options (docs/training.md "Trainer options") also validation/ + validation_strip.png (`validation.py`) and
+tensorboard/ (`progress.py`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from lightning.fabric import Fabric
 from kolora_core.config import RunConfig, TrainConfig
 from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, Terminated
 from kolora_core.lora.export import unet_layout, write_exports
 from kolora_core.lora.format import LORA_FILE, is_adapter_param, load_lora, lora_state_from_model, save_lora
 from kolora_core.models.attention import sdpa_context
@@ -42,6 +43,7 @@ from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.unet_compile import compile_regions, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
+from kolora_core.training import sigterm
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import (
     FastLoRAModule,
@@ -174,7 +176,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         out=out,
         checkpoints=ckpt.checkpoint_dir(train, outputs["checkpoints"]),
         dataset_sha256=trainset_fingerprint(trainset, rows),
-        base_model_sha256=model_dir.fingerprint(),
+        base_model_sha256=model_dir.fingerprint(config.models.verify),
     )
     log.info(
         "training (%s engine) on %d images, %d steps of %d x %d images, rank %d alpha %s, %s, %s",
@@ -207,7 +209,8 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         if train.devices > 1:
             fabric.launch(train_worker, job)
         else:
-            train_worker(fabric, job)
+            with sigterm.checkpoint_on_sigterm(train.sigterm_grace_s):
+                train_worker(fabric, job)
     except torch.multiprocessing.ProcessRaisedException as exc:
         raise _from_rank(exc) from None
 
@@ -332,8 +335,11 @@ class _Engine:
             progress.record(completed, result, lr)
             if train.validation_every and (completed % train.validation_every == 0 or completed == train.steps):
                 self.validate(completed, progress)
-            if train.checkpoint_every and completed % train.checkpoint_every == 0 and completed < train.steps:
+            stop = sigterm.requested() and completed < train.steps
+            if stop or (train.checkpoint_every and completed % train.checkpoint_every == 0 and completed < train.steps):
                 self.save_checkpoint(completed, progress)
+            if stop:
+                raise Terminated(f"SIGTERM: stopped after step {completed}, checkpoint in {job.checkpoints}; rerun to resume")
             if completed == crash_at:
                 progress.flush()
                 raise SimulatedCrash(f"{CRASH_ENV}={crash_at}: simulated crash after step {completed}")

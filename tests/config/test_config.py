@@ -69,8 +69,9 @@ def test_wrong_type_names_the_field() -> None:
 
 
 def test_bad_values_are_rejected() -> None:
-    with pytest.raises(KoloraError, match=r"train\.resolution.*multiple of 8"):
-        load_config("smoke", overrides={"train.resolution": 100})
+    with pytest.raises(KoloraError, match=r"train\.resolution.*multiple of 32.*got 1000"):
+        load_config("smoke", overrides={"train.resolution": 1000})  # a multiple of 8: accepted before, crashed in the UNet
+    assert load_config("smoke", overrides={"train.resolution": 992}).train.resolution == 992
     with pytest.raises(KoloraError, match=r"generate\.shard"):
         load_config("smoke", overrides={"generate.shards": 2, "generate.shard": 2})
     with pytest.raises(KoloraError, match=r"unknown profile 'fast'"):

@@ -90,3 +90,9 @@ def test_missing_file_is_named(tmp_path: Path) -> None:
 def test_sizes_must_be_multiples_of_64() -> None:
     with pytest.raises(KoloraError, match=r"generate\.width.*multiple of 64"):
         load_config("full", overrides={"generate.width": 1000})
+
+
+def test_a_bom_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "p.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "a"}\n')
+    assert [p.prompt for p in _load(path).generate.prompts] == ["a"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,38 @@ def test_junk_beside_a_committed_input_is_removed_before_the_work(inputs: Path, 
     lines = [r.getMessage() for r in caplog.records if "input --models" in r.getMessage()]
     why = "its _SUCCESS does not list (left by a failed attempt)"
     assert lines == [f"input --models: removed 2 file(s) {why}: .partial/model.bin, stray.txt"]
+
+
+def _bad_config(root: Path, kind: str) -> Path:
+    """A --config that cannot be read as it is: `kind` says how."""
+    config = root / "c.yaml"
+    if kind == "config latin-1":
+        config.write_bytes("train:\n  steps: 3  # café\n".encode("latin-1"))
+    elif kind == "config dir":
+        config.mkdir()
+    elif kind == "prompts latin-1":
+        (root / "p.jsonl").write_bytes('{"prompt": "café"}\n'.encode("latin-1"))
+        config.write_text(f"generate:\n  prompts_file: {root / 'p.jsonl'}\n", encoding="utf-8")
+    else:
+        (root / "p.jsonl").mkdir()
+        config.write_text(f"generate:\n  prompts_file: {root / 'p.jsonl'}\n", encoding="utf-8")
+    return config
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("config latin-1", r"config file .*c\.yaml is not UTF-8 \(byte 0xe9 on line 2\): re-save it as UTF-8"),
+        ("config dir", r"config file .*c\.yaml is a directory: pass a YAML file to --config"),
+        ("prompts latin-1", r"prompts file .*p\.jsonl is not UTF-8 \(byte 0xe9 on line 1\)"),
+        ("prompts dir", r"prompts file .*p\.jsonl is a directory"),
+    ],
+)
+def test_unreadable_config_files_are_one_line_and_exit_2(
+    inputs: Path, capsys: pytest.CaptureFixture[str], kind: str, message: str
+) -> None:
+    """Each of these was a UnicodeDecodeError or IsADirectoryError traceback with exit 1 (which Argo retries)."""
+    config = _bad_config(inputs, kind)
+    assert stage_main("train", _copy_work, _args(inputs, "--config", str(config))) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.search(message, err[0]), err

@@ -142,6 +142,16 @@ def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, ca
     assert not (tmp_path / "trainset" / COMPLETE_MARKER).exists()
 
 
+def test_an_unknown_op_ends_with_data_juicers_cause(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """The one-line error used to end at Data-Juicer's "errors detected:", the cause only in the log above it."""
+    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shap_filter: {min_width: 10}}]"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert code == 2
+    assert last.startswith("kolora filter: error: Data-Juicer failed (exit 1) after ")
+    assert "Unknown operator 'image_shap_filter'" in last and "did you mean: image_shape_filter" in last
+    assert last.endswith("; fix filter.ops") and "strict_preflight" not in last
+
+
 # --- a dataset holding every bad kind, plus an image corrupted after ingest -------------------------------------
 
 
@@ -285,3 +295,18 @@ def test_bucket_histogram_in_the_report_with_train_buckets(smoke: Path, smoke_re
     sizes = [(k["width"], k["height"]) for k in report["kept_images"]]
     assert report["buckets"] == bucket_histogram(sizes, 128) and sum(report["buckets"].values()) == report["kept"]
     assert "Aspect-ratio buckets" in (out / "report" / "filter_report.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('{"id": "caf\xe9"}\n'.encode("latin-1"), "line 2 is not a dataset record: 'utf-8' codec can't decode byte 0xe9"),
+        (b"[1, 2]\n", "line 2 is not a dataset record: a JSON list, not an object"),
+    ],
+)
+def test_a_dataset_line_that_is_not_a_record_is_named(tmp_path: Path, line: bytes, message: str) -> None:
+    """Both were tracebacks (UnicodeDecodeError, AttributeError): the dataset comes from the bucket on Argo."""
+    good = Record("a" * 16, "t", "images/a.png", "smoke://", "0", "a" * 64, 8, 8).to_json().encode() + b"\n"
+    (tmp_path / "dataset.jsonl").write_bytes(good + line)
+    with pytest.raises(KoloraError, match=re.escape(message)):
+        list(read_records(tmp_path))

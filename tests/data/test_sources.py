@@ -211,15 +211,15 @@ def test_bad_sources_fail_with_one_line(source: str, message: str) -> None:
         open_source(ingest_config(source))
 
 
-def test_decoded_pil_cells_and_path_cells_are_read(tmp_path: Path) -> None:
+def test_decoded_pil_cells_and_path_cells_inside_the_dataset_cache_are_read(tmp_path: Path) -> None:
     (tmp_path / "p.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
-    rows = [{"image": picture((101, 100), 2)}, {"image": "p.png"}, {"image": "gone.png"}]
-    got = list(sources.iter_hf_rows(ListDataset(rows), "x"))
+    rows = [{"image": picture((101, 100), 2)}, {"image": str(tmp_path / "p.png")}, {"image": str(tmp_path / "gone.png")}]
+    got = list(sources.iter_hf_rows(ListDataset(rows), "x", (tmp_path,)))
     assert Image.open(io.BytesIO(got[0].data)).size == (101, 100)
-    assert got[1].skip[0] == "missing_file"  # relative path without a base dir
+    assert got[1].data == (tmp_path / "p.png").read_bytes()
     assert got[2].skip[0] == "missing_file"
-    got = [sources._row_item(row, str(i), "image", None, tmp_path) for i, row in enumerate(rows)]
-    assert got[1].data == (tmp_path / "p.png").read_bytes() and got[2].skip[0] == "missing_file"
+    without_roots = list(sources.iter_hf_rows(ListDataset(rows), "x"))
+    assert without_roots[0].data and [e.skip[0] for e in without_roots[1:]] == ["no_image_bytes", "no_image_bytes"]
 
 
 class ListDataset(list):

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from jobs.evaluate import main as evaluate_main
+from kolora_core.inference.story import image_name
 from kolora_core.lora.format import save_lora
 from tests.conftest import COLOURS, mark_complete, no_champion, write_story_images
 
@@ -80,3 +82,61 @@ def test_missing_shard_is_an_error(stage_inputs: dict[str, Path], tmp_path: Path
     shard.rmdir()
     assert _run(stage_inputs, tmp_path / "out") == 2
     assert "holds 6 images, the story has 8" in capsys.readouterr().err
+
+
+def _rewrite_first_record(shard: Path, change) -> None:
+    manifest = shard / "generations.jsonl"
+    lines = manifest.read_bytes().splitlines()
+    lines[0] = change(lines[0])
+    manifest.write_bytes(b"\n".join(lines) + b"\n")
+
+
+def _with_file(name: str):
+    def change(line: bytes) -> bytes:
+        record = json.loads(line)
+        record["file"] = name
+        return json.dumps(record).encode()
+
+    return change
+
+
+def _without_prompt(line: bytes) -> bytes:
+    record = json.loads(line)
+    del record["prompt"]
+    return json.dumps(record).encode()
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("escape", r"line 1: file '\.\./\.\./outside\.png' is not a plain file name beside the manifest"),
+        ("absolute", r"line 1: file '/etc/passwd' is not a plain file name beside the manifest"),
+        ("symlink", r"line 1 names the image 'evil\.png': a symlink to .*outside\.png outside the source root; not followed"),
+        ("not utf-8", r"line 1 is not a generation record \(UnicodeDecodeError"),
+        ("no prompt", r"line 1 is not a generation record \(KeyError: 'prompt'\)"),
+        ("corrupt png", r"generated image .*000\.png cannot be read \(UnidentifiedImageError"),
+    ],
+)
+def test_generations_from_the_bucket_are_checked(
+    stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """generations.jsonl names its images; on Argo it comes from the bucket, so a name outside its shard is never opened.
+    Each case was a traceback (or, for the escape, a read of a file outside the images artifact)."""
+    shard = stage_inputs["images"] / "shard-0"
+    Image.new("RGB", (64, 64), (1, 2, 3)).save(tmp_path / "outside.png")  # would pass for a generated image
+    if damage == "escape":
+        _rewrite_first_record(shard, _with_file("../../outside.png"))
+    elif damage == "absolute":
+        _rewrite_first_record(shard, _with_file("/etc/passwd"))
+    elif damage == "symlink":  # a plain name, but a link out of the shard
+        (shard / "evil.png").symlink_to(tmp_path / "outside.png")
+        _rewrite_first_record(shard, _with_file("evil.png"))
+    elif damage == "not utf-8":
+        _rewrite_first_record(shard, lambda line: line.replace(b'"p0"', '"café"'.encode("latin-1")))
+    elif damage == "no prompt":
+        _rewrite_first_record(shard, _without_prompt)
+    else:
+        (shard / image_name(0)).write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 64)
+    assert _run(stage_inputs, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err[-1]

@@ -117,3 +117,13 @@ def test_non_square_sizes_render_end_to_end(engine: str, tiny_models: Path, lora
     record = read_png_record(tmp_path / "000.png")
     assert (record["width"], record["height"]) == (128, 64)
     assert np.asarray(image).std() > 0
+
+
+def test_models_verify_sha256_names_a_file_damaged_in_place(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.training.test_train_stage import damaged_copy
+
+    broken, unet = damaged_copy(tiny_models, tmp_path, "data")
+    assert _generate(broken, lora_dir, tmp_path / "out", "--models.verify", "sha256") == 2
+    assert f"weight file {unet} does not match its sha256" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from jobs.train import main as train_main
 from kolora_core.config import TrainConfig
 from kolora_core.lora.export import DIFFUSERS_FILE, KOHYA_FILE
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
+from kolora_core.models.layout import UNET_FILE
 from kolora_core.training.run import oom_message
 from tests.conftest import write_trainset
 from tests.training.helpers import losses, train
@@ -79,6 +81,28 @@ def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pyte
     assert "lists no images" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("metadata latin-1", r"training set metadata .*metadata\.csv is not UTF-8 \(byte 0xe9 on line 2\)"),
+        ("image not an image", r"training image .*0\.png is not a readable image \(UnidentifiedImageError"),
+    ],
+)
+def test_a_damaged_trainset_is_one_line_before_models_load(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """Both were tracebacks with exit 1 (UnicodeDecodeError; UnidentifiedImageError inside a loader worker)."""
+    trainset = write_trainset(tmp_path / "ts", count=2)
+    if damage == "metadata latin-1":
+        (trainset / "train" / "metadata.csv").write_bytes("file_name,text\n0.png,café\n".encode("latin-1"))
+    else:
+        (trainset / "train" / "0.png").write_bytes(b"<html>not a png</html>")
+    argv = ["--profile", "smoke", "--trainset", str(trainset), "--models", str(tmp_path / "ts"), "--lora", str(tmp_path / "out")]
+    assert train_main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err[-1]
+
+
 def test_fp16_mixed_on_cpu_is_refused(
     tiny_models: Path, tiny_trainset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +147,36 @@ def test_missing_weight_file_is_named(
     unet.write_bytes(unet.read_bytes()[:100])
     assert train(broken, tiny_trainset, tmp_path / "o") == 2
     assert str(unet) in capsys.readouterr().err
+
+
+def damaged_copy(models: Path, root: Path, where: str) -> tuple[Path, Path]:
+    """A copy of the models with 16 bytes of the UNet flipped, its size unchanged: in the header or in tensor data."""
+    import shutil
+
+    broken = root / f"models-{where}"
+    shutil.copytree(models, broken)
+    unet = broken / UNET_FILE
+    data = bytearray(unet.read_bytes())
+    start = 20 if where == "header" else len(data) // 2
+    data[start : start + 16] = bytes(b ^ 0x5A for b in data[start : start + 16])
+    unet.write_bytes(bytes(data))
+    return broken, unet
+
+
+@pytest.mark.parametrize(
+    ("where", "flags", "message"),
+    [
+        ("header", (), "is damaged (SafetensorError"),  # was a SafetensorError traceback, exit 1
+        ("data", ("--models.verify", "sha256"), "does not match its sha256"),  # was a NaN loss blamed on the precision
+    ],
+)
+def test_a_weight_file_damaged_in_place_is_named(
+    tiny_trainset: Path, tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], where: str, flags, message: str
+) -> None:
+    broken, unet = damaged_copy(tiny_models, tmp_path, where)
+    assert train(broken, tiny_trainset, tmp_path / "o", *flags) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"kolora train: error: weight file {unet} ") and message in err[-1]
 
 
 def test_learning_overfits_two_images(tiny_models: Path, tmp_path: Path) -> None:
