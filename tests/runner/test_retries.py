@@ -68,7 +68,7 @@ def test_failed_attempts_leave_a_clean_store_and_a_correct_evaluate(run: Any, st
     assert keys == committed | planted | resumable
     assert not any("/.partial/" in k or "/.staging/" in k for k in keys - planted)
     # the failed attempts' uploads really happened (and only the resumable outputs had anything to upload)
-    assert {k.rsplit("/", 1)[1] for k in resumable if "/train-checkpoints/" in k} == {"step-00000002.ckpt"}
+    assert {k.rsplit("/", 1)[1] for k in resumable if "/train-checkpoints/" in k} == {"step-00000002.safetensors"}
     assert {k.rsplit("/", 1)[1] for k in resumable if "/generate-progress/shard-1/" in k} == {"001.png", "001.json"}
     assert not any("/generate-progress/shard-0/" in k for k in resumable), "shard 0 never failed"
 
