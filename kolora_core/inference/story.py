@@ -10,9 +10,11 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from kolora_core.config import GenerateConfig, StoryPrompt
+from kolora_core.inference.infotext import parameters_text
 
 GENERATIONS = "generations.jsonl"
 PNG_KEY = "kolora"
+A1111_KEY = "parameters"
 
 
 def shard_prompts(generate: GenerateConfig) -> list[tuple[int, StoryPrompt]]:
@@ -75,6 +77,9 @@ class Generation(Job):
     base_model: str = ""
     engine: str = ""
     story_size: int = 0
+    unet_sha256: str = ""
+    lora_a1111_name: str = ""  # how A1111 names lora_kohya.safetensors (its ss_output_name); "" = no kohya export
+    lora_a1111_hash: str = ""  # the short hash A1111 shows for that file
 
 
 def image_name(index: int) -> str:
@@ -82,9 +87,13 @@ def image_name(index: int) -> str:
 
 
 def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+    """The PNG with two text chunks: A1111's `parameters` (what webuis, Civitai and PNG-info readers show) and
+    `kolora` (the whole record as JSON). No `prompt`/`workflow` chunk: ComfyUI reads those as its own JSON graph.
+    `add_text` as A1111 uses it: tEXt for Latin-1 text, iTXt (UTF-8) otherwise, e.g. for Chinese prompts.
+    """
     info = PngInfo()
+    info.add_text(A1111_KEY, parameters_text(record))
     info.add_itxt(PNG_KEY, json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
-    info.add_itxt("prompt", record.prompt)
     image.save(out_dir / record.file, pnginfo=info)
     with (out_dir / GENERATIONS).open("a", encoding="utf-8") as handle:
         handle.write(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n")

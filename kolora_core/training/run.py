@@ -335,6 +335,7 @@ class _Engine:
             job.out,
             load_lora(lora_path),
             unet_layout(self.unet()),
+            job.config.name,
             {"base_model_sha256": job.base_model_sha256, "dataset_sha256": job.dataset_sha256},
         )
         summary["exports"] = [p.name for p in exports]
