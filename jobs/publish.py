@@ -8,12 +8,11 @@ this stage knows nothing of S3. The exact command of the publish container.
 
 import sys
 
-from kolora_core.release.run import run_publish
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("publish", run_publish, argv)
+    return stage_main("publish", "kolora_core.release.run:run_publish", argv)
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import json
 import logging
 import shutil
@@ -28,7 +29,8 @@ from typing import Any
 
 import yaml
 
-from kolora_core.config import RunConfig, available_profiles, config_flags, dump_config, load_config
+from kolora_core.config import RunConfig, available_profiles, dump_config, load_config
+from kolora_core.config.flags import FlagParser, add_config_flags, help_all_action
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER, STAGES, Stage
 
@@ -37,18 +39,26 @@ log = logging.getLogger("kolora")
 PARTIAL = ".partial"
 
 
-def build_parser(stage: Stage) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {stage.module}", description=f"kolora {stage.name}: {stage.summary}")
-    parser.add_argument("--profile", default="full", help=f"config profile: {', '.join(available_profiles())}")
-    parser.add_argument("--config", type=Path, help="YAML run config overlaid on the profile")
+def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
+    """The stage's flags; `--help` describes its own config sections (`Stage.config_sections`), `--help-all` all."""
+    parser = FlagParser(
+        prog=f"python -m {stage.module}",
+        usage=f"%(prog)s {' '.join(f'--{n} DIR' for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
+        "[--SECTION.FIELD VALUE ...]",
+        description=f"kolora {stage.name}: {stage.summary}",
+        error_prefix=f"kolora {stage.name}",
+    )
+    parser.add_argument("--help-all", action=help_all_action(lambda: build_parser(stage, full=True)))
+    parser.add_argument(
+        "--profile", default="full", metavar="NAME", help=f"config profile: {', '.join(available_profiles())} (default: full)"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="run config (YAML, JSON or TOML) overlaid on the profile")
     io = parser.add_argument_group("directories")
     for name in stage.inputs:
         io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"input: {name} (output of an earlier stage)")
     for name in stage.outputs:
         io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"output: {name}")
-    fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
-    for dotted, help_text in config_flags().items():
-        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text.replace("%", "%%"))
+    add_config_flags(parser, stage.config_sections, full)
     return parser
 
 
@@ -118,8 +128,20 @@ def _commit(out: Path, staging: Path, stage: Stage, config: RunConfig) -> None:
     tmp.replace(out / COMPLETE_MARKER)
 
 
-def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) -> int:
-    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code."""
+def resolve_work(work: StageWork | str) -> StageWork:
+    """The work function; a `module:function` reference is imported only when the stage runs, so `--help` and
+    flag errors return at once instead of after torch and diffsynth load (seconds)."""
+    if not isinstance(work, str):
+        return work
+    module, _, name = work.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = None) -> int:
+    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code.
+
+    `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`).
+    """
     stage = STAGES[stage_name]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
     args = build_parser(stage).parse_args(argv)
@@ -131,7 +153,7 @@ def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) 
         outputs = {name: getattr(args, name.replace("-", "_")) for name in stage.outputs}
         staged = {name: _prepare_staging(path) for name, path in outputs.items()}
         started = time.perf_counter()
-        work(config, inputs, staged)
+        resolve_work(work)(config, inputs, staged)
         for name, path in outputs.items():
             _commit(path, staged[name], stage, config)
         log.info("%s finished in %.1f s", stage.name, time.perf_counter() - started)

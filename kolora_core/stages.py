@@ -31,6 +31,8 @@ class Stage:
     # output parameter name -> file (relative to the named output dir) holding its value
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
     gpu: bool = False
+    # The config sections this stage reads, listed first in its --help (all flags are accepted by every stage).
+    config_sections: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -60,7 +62,14 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("ingest", "jobs.ingest", "ingest", "download/read images, normalise, caption", outputs=("dataset",)),
+        Stage(
+            "ingest",
+            "jobs.ingest",
+            "ingest",
+            "download/read images, normalise, caption",
+            outputs=("dataset",),
+            config_sections=("ingest",),
+        ),
         Stage(
             "filter",
             "jobs.filter",
@@ -68,6 +77,7 @@ STAGES: dict[str, Stage] = {
             "Data-Juicer recipe -> DiffSynth training set + report",
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
+            config_sections=("filter",),
         ),
         Stage(
             "fetch-models",
@@ -75,8 +85,18 @@ STAGES: dict[str, Stage] = {
             "ingest",
             "base model weights in the ModelScope layout, and the evaluation scorers",
             outputs=("models", "scorers"),
+            config_sections=("models", "evaluate"),  # evaluate names the scorer repos
         ),
-        Stage("train", "jobs.train", "train", "LoRA training", inputs=("trainset", "models"), outputs=("lora",), gpu=True),
+        Stage(
+            "train",
+            "jobs.train",
+            "train",
+            "LoRA training",
+            inputs=("trainset", "models"),
+            outputs=("lora",),
+            gpu=True,
+            config_sections=("train",),
+        ),
         Stage(
             "generate",
             "jobs.generate",
@@ -85,6 +105,7 @@ STAGES: dict[str, Stage] = {
             inputs=("models", "lora"),
             outputs=("images",),
             gpu=True,
+            config_sections=("generate",),
         ),
         Stage(
             "evaluate",
@@ -94,6 +115,7 @@ STAGES: dict[str, Stage] = {
             inputs=("images", "lora", "filter-report", "scorers"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt")},
+            config_sections=("evaluate",),
         ),
         Stage(
             "publish",
@@ -102,6 +124,7 @@ STAGES: dict[str, Stage] = {
             "release directory of a LoRA whose evaluation gate passed",
             inputs=("lora", "report"),
             outputs=("release",),
+            config_sections=("publish",),
         ),
     )
 }
