@@ -32,6 +32,7 @@ import yaml
 from kolora_core.config import RunConfig, available_profiles, dump_config, load_config
 from kolora_core.config.flags import FlagParser, add_config_flags, help_all_action
 from kolora_core.errors import KoloraError
+from kolora_core.logs import stage_logging
 from kolora_core.stages import COMPLETE_MARKER, STAGES, Stage
 
 StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
@@ -140,10 +141,14 @@ def resolve_work(work: StageWork | str) -> StageWork:
 def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = None) -> int:
     """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code.
 
-    `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`).
+    `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`). Logging
+    is the stage's for the duration (`kolora_core.logs`: third-party noise at debug level).
     """
-    stage = STAGES[stage_name]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
+    with stage_logging():
+        return _run_stage(STAGES[stage_name], work, argv)
+
+
+def _run_stage(stage: Stage, work: StageWork | str, argv: list[str] | None) -> int:
     args = build_parser(stage).parse_args(argv)
     try:
         config = config_from_args(args)

@@ -138,7 +138,7 @@ class TrainConfig(Section):
     checkpoint_dir: str | None = Field(
         None, description="where resumable states live; null = <lora output dir>/checkpoints (kept across reruns)"
     )
-    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (default: delete them)")
+    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run; false deletes them")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")
 
     @field_validator("resolution")

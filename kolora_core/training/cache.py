@@ -30,6 +30,7 @@ from diffsynth import SDXLImagePipeline
 
 from kolora_core.config import TrainConfig
 from kolora_core.data.layout import TRAIN_DIR
+from kolora_core.progress import Progress
 from kolora_core.training.sampling import crop_box_for, resized, training_tensor
 from kolora_core.training.step import to_device
 
@@ -116,11 +117,13 @@ def encode_captions(
     pipe.device = device
     pipe.text_encoder_kolors.to(device)
     embeddings, pooled = [], []
+    progress = Progress(log, "caching captions (ChatGLM)", len(captions), "captions")
     for caption in captions:
         with autocast():
             emb = pipe.encode_prompt([caption], positive=True)
         embeddings.append(emb["encoder_hidden_states"][0].cpu())
         pooled.append(emb["add_text_embeds"][0].cpu())
+        progress.advance()
     return torch.stack(embeddings), torch.stack(pooled)
 
 
@@ -139,9 +142,11 @@ def encode_images(
     data = _ImageVariants(paths, train, crops, flips)
     loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=min(train.num_workers, len(data)))
     latents = []
+    progress = Progress(log, "caching latents (VAE)", len(data), "images")
     for image in loader:
         with autocast():
             latents.append(pipe.vae_encoder(image.to(dtype=pipe.torch_dtype, device=device))[0].cpu())
+        progress.advance()
     stacked = torch.stack(latents)
     return stacked.reshape(len(paths), crops * flips, *stacked.shape[1:])
 
@@ -158,13 +163,20 @@ def build_cache(
     """Encode the training set once; with `free_encoders` the text encoder and VAE are released after."""
     captions = list(dict.fromkeys(text for _, text in rows))
     caption_row = {caption: i for i, caption in enumerate(captions)}
+    crops = 1 if train.center_crop else train.cached_crops
+    flips = 2 if train.random_flip else 1
+    log.info(
+        "caching %d caption(s) (ChatGLM) and %d latent(s) (VAE, %d image(s) x %d variant(s)) before the first step",
+        len(captions),
+        len(rows) * crops * flips,
+        len(rows),
+        crops * flips,
+    )
     started = time.perf_counter()
     embeddings, pooled = encode_captions(pipe, captions, device, autocast)
     text_seconds = time.perf_counter() - started
     if free_encoders:
         free_module(pipe, "text_encoder_kolors")
-    crops = 1 if train.center_crop else train.cached_crops
-    flips = 2 if train.random_flip else 1
     started = time.perf_counter()
     paths = [trainset / TRAIN_DIR / name for name, _ in rows]
     latents = encode_images(pipe, paths, train, device, autocast, crops, flips)
