@@ -8,10 +8,14 @@
 #   3. builds the stage images (make images REGISTRY=$REGISTRY, tag = the project version) and loads them into kind
 #      (`docker save` + `kind load image-archive`: `kind load docker-image` fails with Docker's containerd store),
 #   4. installs helm/kolora into $NAMESPACE with helm/kolora/ci/kind-values.yaml (gpu disabled, smoke profile, the
-#      chart's own artifact repository ConfigMap + S3 Secret, the endpoint set to the in-cluster store), then the
-#      SeaweedFS of helm/smoke/seaweedfs.yaml (credentials from that Secret, the bucket made by its Job),
-#   5. submits helm/smoke/workflow.yaml (kolora-pipeline, profile smoke) and waits for it,
-#   6. asserts the evaluate report (grid.png, report.json, gate.txt) and the LoRA are in the store,
+#      chart's own artifact repository ConfigMap + S3 Secret, the in-cluster store as the artifact repository and the
+#      release store of promote), then the SeaweedFS of helm/smoke/seaweedfs.yaml (credentials from that Secret, the
+#      bucket made by its Job),
+#   5. submits helm/smoke/workflow.yaml (kolora-pipeline, profile smoke: tiny models and tiny random scorers) and
+#      waits for it,
+#   6. asserts the evaluate report (grid.png, report.json, gate.txt) and the LoRA are in the store, and that the run
+#      went through promote: the promote step Succeeded, latest.json names this model, and the version it points at
+#      holds release.json and the LoRA,
 #   7. deletes the cluster it created unless KEEP_CLUSTER=1.
 # Exit codes: 0 passed, 1 failed (diagnostics printed), 2 a required tool is missing.
 #
@@ -33,6 +37,7 @@ IMAGES="${IMAGES:-ingest filter train generate evaluate}"  # the `image` of ever
 TIMEOUT="${TIMEOUT:-1800}"
 BUCKET=kolora  # = s3.bucket of ci/kind-values.yaml and BUCKET of the Job in helm/smoke/seaweedfs.yaml
 S3_ENDPOINT=seaweedfs:8333  # the Service of helm/smoke/seaweedfs.yaml (host:port, as the chart's s3.endpoint wants)
+MODEL=kolora  # the smoke profile's model name: releases under models/$MODEL/ (publish-prefix models)
 DIAG_DIR="${DIAG_DIR:-}"
 KUBECTL=(kubectl --context "kind-$CLUSTER")
 HELM=(helm --kube-context "kind-$CLUSTER")
@@ -185,6 +190,25 @@ assert_outputs() {
   printf 'gate: %s\n' "$(weed_shell "fs.cat $dir/report/gate.txt")"
 }
 
+# The run went through promote: its node Succeeded, latest.json points at a version that holds the release.
+assert_promoted() {
+  local phase latest version listing object releases="/buckets/$BUCKET/models/$MODEL"
+  phase="$("${KUBECTL[@]}" -n "$NAMESPACE" get workflow "$WORKFLOW" \
+    -o jsonpath='{.status.nodes[?(@.displayName=="promote")].phase}')"
+  [[ "$phase" == "Succeeded" ]] || die "the promote step of $WORKFLOW is '${phase:-absent}', not Succeeded (gate not passed?)"
+  log "promoted release in s3://$BUCKET/models/$MODEL/"
+  latest="$(weed_shell "fs.cat $releases/latest.json")"
+  printf '%s\n' "$latest"
+  grep -q "\"name\": \"$MODEL\"" <<<"$latest" || die "s3://$BUCKET/models/$MODEL/latest.json does not name $MODEL"
+  version="$(sed -n 's/^ *"version": "\([^"]*\)".*/\1/p' <<<"$latest")"
+  [[ -n "$version" ]] || die "s3://$BUCKET/models/$MODEL/latest.json names no version"
+  listing="$(weed_shell "fs.ls -l $releases/$version")"
+  printf '%s\n' "$listing"
+  for object in release.json lora.safetensors; do
+    grep -q -- "$releases/$version/$object" <<<"$listing" || die "s3://$BUCKET/models/$MODEL/$version/$object is missing"
+  done
+}
+
 main() {
   cd "$ROOT"
   require_tools
@@ -197,7 +221,8 @@ main() {
   install_store
   run_workflow
   assert_outputs
-  log "kind smoke test passed ($WORKFLOW)"
+  assert_promoted
+  log "kind smoke test passed ($WORKFLOW, promoted $MODEL)"
 }
 
 main "$@"

@@ -1,9 +1,9 @@
-"""python -m jobs.publish --lora DIR --report DIR --release DIR [--publish.version V] [--publish.modelscope_repo R]
+"""python -m jobs.publish --lora DIR --report DIR --images DIR --release DIR [--publish.version V] [--publish.modelscope_repo R]
 
-Assembles the release directory (LoRA + exports, report.json, report.html, grid.png, release.json) of a
-LoRA whose evaluation gate passed, and refuses otherwise. The workflow uploads the directory to
-`<publish.prefix>/<name>/<version>/` and then `latest.json` with `kolora_core.release.promote`;
-this stage knows nothing of S3. The exact command of the publish container.
+Assembles the release directory (LoRA + exports, report.json, report.html, grid.png, the story images with
+generations.jsonl, release.json) of a LoRA whose evaluation gate passed, and refuses otherwise. The
+workflow uploads the directory to `<publish.prefix>/<name>/<version>/` and then `latest.json` with
+`kolora_core.release.promote`; this stage knows nothing of S3. The exact command of the publish container.
 """
 
 import sys

@@ -97,7 +97,8 @@ def check_input(name: str, path: Path) -> None:
     raise KoloraError(f"input --{name} {path} has no {COMPLETE_MARKER} marker: the stage that wrote it did not finish; rerun it")
 
 
-def _prepare_staging(out: Path) -> Path:
+def prepare_output(out: Path) -> Path:
+    """The staging dir where `out`'s files are written before `commit_output` moves them in (also `kolora champion`'s)."""
     if out.exists() and not out.is_dir():
         raise KoloraError(f"output {out} exists and is not a directory")
     staging = out / PARTIAL
@@ -108,7 +109,8 @@ def _prepare_staging(out: Path) -> Path:
     return staging
 
 
-def _commit(out: Path, staging: Path, stage: Stage, config: RunConfig) -> None:
+def commit_output(out: Path, staging: Path, producer: str, config: RunConfig | None = None) -> None:
+    """Move the staged files into `out`, then write `_SUCCESS` (producer, time, config hash, file list) last."""
     files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
     for entry in staging.iterdir():
         target = out / entry.name
@@ -119,9 +121,9 @@ def _commit(out: Path, staging: Path, stage: Stage, config: RunConfig) -> None:
         entry.rename(target)
     staging.rmdir()
     marker = {
-        "stage": stage.name,
+        "stage": producer,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest(),
+        "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest() if config else None,
         "files": files,
     }
     tmp = out / f"{COMPLETE_MARKER}.tmp"
@@ -156,11 +158,11 @@ def _run_stage(stage: Stage, work: StageWork | str, argv: list[str] | None) -> i
         for name, path in inputs.items():
             check_input(name, path)
         outputs = {name: getattr(args, name.replace("-", "_")) for name in stage.outputs}
-        staged = {name: _prepare_staging(path) for name, path in outputs.items()}
+        staged = {name: prepare_output(path) for name, path in outputs.items()}
         started = time.perf_counter()
         resolve_work(work)(config, inputs, staged)
         for name, path in outputs.items():
-            _commit(path, staged[name], stage, config)
+            commit_output(path, staged[name], stage.name, config)
         log.info("%s finished in %.1f s", stage.name, time.perf_counter() - started)
         return 0
     except KoloraError as exc:

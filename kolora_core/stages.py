@@ -31,6 +31,10 @@ class Stage:
     # output parameter name -> file (relative to the named output dir) holding its value
     parameters: dict[str, tuple[str, str]] = field(default_factory=dict)
     gpu: bool = False
+    # Outputs that deliberately survive a failed attempt (train's checkpoints, generate's finished images):
+    # plain directories the stage manages itself, never staged or marked, uploaded after a failure too and
+    # given back to the retry (on Argo: an optional input and output artifact at the same path).
+    resumable: tuple[str, ...] = ()
     # The config sections this stage reads, listed first in its --help (all flags are accepted by every stage).
     config_sections: tuple[str, ...] = ()
 
@@ -80,6 +84,16 @@ STAGES: dict[str, Stage] = {
             config_sections=("filter",),
         ),
         Stage(
+            "check-changes",
+            "jobs.check_changes",
+            "evaluate",
+            "does the trainset or training config differ from the champion's release? (changed/unchanged)",
+            inputs=("trainset", "champion"),
+            outputs=("changes",),
+            parameters={"training": ("changes", "training.txt")},
+            config_sections=("train", "models"),  # what the training identity is made of (with filter.ops)
+        ),
+        Stage(
             "fetch-models",
             "jobs.fetch_models",
             "ingest",
@@ -95,6 +109,7 @@ STAGES: dict[str, Stage] = {
             inputs=("trainset", "models"),
             outputs=("lora",),
             gpu=True,
+            resumable=("checkpoints",),
             config_sections=("train",),
         ),
         Stage(
@@ -105,6 +120,7 @@ STAGES: dict[str, Stage] = {
             inputs=("models", "lora"),
             outputs=("images",),
             gpu=True,
+            resumable=("progress",),
             config_sections=("generate",),
         ),
         Stage(
@@ -112,9 +128,9 @@ STAGES: dict[str, Stage] = {
             "jobs.evaluate",
             "evaluate",
             "grid, scores, report and the promotion gate",
-            inputs=("images", "lora", "filter-report", "scorers"),
+            inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
-            parameters={"gate": ("report", "gate.txt")},
+            parameters={"gate": ("report", "gate.txt"), "mean-aesthetic": ("report", "mean_aesthetic.txt")},
             config_sections=("evaluate",),
         ),
         Stage(
@@ -122,7 +138,7 @@ STAGES: dict[str, Stage] = {
             "jobs.publish",
             "evaluate",
             "release directory of a LoRA whose evaluation gate passed",
-            inputs=("lora", "report"),
+            inputs=("lora", "report", "images"),
             outputs=("release",),
             config_sections=("publish",),
         ),

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from kolora_core.config import load_config
+from kolora_core.inference.story import Generation, image_name, save_generation
 from kolora_core.models.fetch import fetch_models
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import EmbeddedS3
@@ -21,6 +22,45 @@ from kolora_core.storage.s3 import S3Settings, S3Store
 def mark_complete(path: Path) -> Path:
     (path / COMPLETE_MARKER).write_text(json.dumps({"stage": "test"}), encoding="utf-8")
     return path
+
+
+COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]
+
+
+def write_story_images(root: Path, shards: int = 1) -> Path:
+    """Eight generated images (prompts p0..p7, one colour each) as generate writes them, in `shards` shard dirs."""
+    for index, colour in enumerate(COLOURS):
+        shard_dir = root / f"shard-{index % shards}"
+        shard_dir.mkdir(parents=True, exist_ok=True)
+        record = Generation(
+            index=index,
+            file=image_name(index),
+            prompt=f"p{index}",
+            negative_prompt="",
+            seed=index,
+            cfg_scale=4,
+            steps=4,
+            width=64,
+            height=64,
+            lora_strength=1,
+            lora_scale=0.25,
+            lora_sha256="a" * 64,
+            base_model_sha256="b" * 64,
+            seconds=0.1,
+        )
+        image = Image.new("RGB", (64, 64), colour)
+        ImageDraw.Draw(image).rectangle((0, 0, 63, 7), fill=(0, 0, 0))  # a picture, not a flat colour
+        save_generation(image, shard_dir, record)
+    for shard_dir in root.iterdir():
+        mark_complete(shard_dir)
+    return root
+
+
+def no_champion(path: Path) -> Path:
+    """A champion directory as `kolora champion` writes it before a model's first release."""
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "champion.json").write_text(json.dumps({"status": "none", "reason": "no release yet"}), encoding="utf-8")
+    return mark_complete(path)
 
 
 @pytest.fixture(scope="session")

@@ -3,7 +3,9 @@
     argo cron create -n argo workflows/dist/kolora-nightly.yaml
 
 Each night it submits the `kolora-pipeline` WorkflowTemplate. The dataset parameter is left to the
-profile, whose `ingest.revision` is null, so ingest reads the newest revision of the dataset.
+profile, whose `ingest.revision` is null, so ingest reads the newest revision of the dataset. It sets
+`on-unchanged=skip`: a night whose trainset and training config equal the champion's ends "unchanged" without
+training (no GPU spent).
 `Forbid` skips a night while the previous run still trains; a run the controller could not start
 within `startingDeadlineSeconds` of 02:00 UTC (controller down) is skipped rather than started late.
 """
@@ -33,5 +35,5 @@ def build(options: RenderOptions | None = None) -> CronWorkflow:
         failed_jobs_history_limit=7,
         workflow_template_ref=WorkflowTemplateRef(name=TEMPLATE_NAME),
         workflow_metadata=WorkflowMetadata(labels={**labels, "kolora.dev/trigger": "nightly"}),
-        arguments=[Parameter(name="profile", value="full")],
+        arguments=[Parameter(name="profile", value="full"), Parameter(name="on-unchanged", value="skip")],
     )

@@ -2,9 +2,9 @@
 
 Everything a stage *is* (module, image, inputs, outputs, paths, GPU need) comes from
 `kolora_core.stages`; this module only holds what depends on the cluster (`RenderOptions`), the
-knobs a user turns per run (`PARAMETERS`, each one a `--section.field` flag of every stage) and
-how big each step's pod is (`SIZES`, by step name: every stage plus the `promote` step; a test makes sure
-every stage has one).
+knobs a user turns per run (`run_parameters`: a `--section.field` flag of every stage, or a parameter the
+workflow itself reads) and how big each step's pod is (`SIZES`, by step name: every stage and every step of
+`workflows.steps`; a test makes sure each has one).
 """
 
 from __future__ import annotations
@@ -32,6 +32,14 @@ MODELS_FROM: tuple[str, ...] = get_args(ModelsFrom)
 MODELS_VOLUME = "kolora-models"  # the PVC volume of `models_from="pvc"`
 MODELS_KEY_PARAM = "models-key"
 MODELS_KEY_DEFAULT = "base-models/kolors"
+SCORERS_KEY_PARAM = "scorers-key"  # the scorers directory of models_from="s3", beside the base models
+SCORERS_KEY_DEFAULT = "base-models/scorers"
+# The store promote publishes into and champion reads from, when the chart does not say otherwise: Argo's
+# quick-start (its MinIO Service, bucket and credentials Secret), so the dist files run there as they are.
+QUICK_START_ENDPOINT = "http://minio:9000"
+QUICK_START_BUCKET = "my-bucket"
+QUICK_START_SECRET = "my-minio-cred"
+ON_UNCHANGED = ("train", "skip")  # the `on-unchanged` parameter: manual runs train anyway, the nightly skips
 
 
 def project_version() -> str:
@@ -70,9 +78,28 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
         Param("image-registry", "ghcr.io/kolora", "registry of the kolora-<stage> images"),
         Param("image-tag", version or project_version(), "tag of the kolora-<stage> images (pinned, never latest)"),
         Param("generate-shards", "1", "how many pods render the prompts in parallel (one GPU each)"),
-        Param("s3-endpoint", "http://minio:9000", "S3 API URL the promote step publishes the release to (scheme included)"),
-        Param("s3-bucket", "kolora", "bucket the promote step publishes the release to"),
+        Param(
+            "s3-endpoint",
+            QUICK_START_ENDPOINT,
+            "S3 API URL of the release store (promote publishes, champion reads); '' = AWS S3 of s3-region",
+        ),
+        Param("s3-bucket", QUICK_START_BUCKET, "bucket of the release store"),
+        Param("s3-region", "", "region of the release store ('' = AWS_REGION or us-east-1)"),
         Param("publish-prefix", "models", "key prefix of published releases: <prefix>/<name>/<version>/ and latest.json"),
+        Param("name", "", "model name: releases go to <publish-prefix>/<name>/ ('' = profile)", "name"),
+        Param(
+            "on-unchanged",
+            ON_UNCHANGED[0],
+            "trainset and training config equal the champion's: train anyway (train) or end 'unchanged' (skip)",
+            enum=ON_UNCHANGED,
+        ),
+        Param(
+            "champion-margin",
+            "",
+            "the candidate may score this much below the champion's mean aesthetic ('' = profile)",
+            "evaluate.champion_margin",
+        ),
+        Param("notify-url", "", "webhook the exit handler POSTs the run's status, gate and mean aesthetic to ('' = none)"),
     )
 
 
@@ -81,10 +108,17 @@ MODELS_KEY = Param(
 )
 
 
+SCORERS_KEY = Param(
+    SCORERS_KEY_PARAM,
+    SCORERS_KEY_DEFAULT,
+    "S3 key of the evaluation scorers directory in the artifact repository (kolora-fetch-models)",
+)
+
+
 def workflow_parameters(options: RenderOptions) -> tuple[Param, ...]:
-    """`run_parameters` plus the parameters of `options`: `models-key` only with `models_from="s3"`."""
+    """`run_parameters` plus the parameters of `options`: `models-key` and `scorers-key` only with `models_from="s3"`."""
     params = run_parameters(options.version)
-    return (*params, MODELS_KEY) if options.models_from == "s3" else params
+    return (*params, MODELS_KEY, SCORERS_KEY) if options.models_from == "s3" else params
 
 
 @dataclass(frozen=True)
@@ -107,8 +141,12 @@ SIZES: dict[str, StepSize] = {
     "train": StepSize("8", "48Gi", "64Gi", "60Gi", 12 * 3600),
     "generate": StepSize("8", "48Gi", "64Gi", "40Gi", 6 * 3600),
     "evaluate": StepSize("2", "8Gi", "16Gi", "10Gi", 2 * 3600),
+    "check-changes": StepSize("1", "1Gi", "2Gi", "5Gi", 1800),  # hashes the trainset, reads the champion's release.json
     "publish": StepSize("1", "2Gi", "4Gi", "5Gi", 3600),  # copies the LoRA + report into the release dir
-    "promote": StepSize("1", "1Gi", "2Gi", "5Gi", 3600),  # not a stage: uploads the release (workflows.pipeline)
+    # the steps of workflows.steps (not stages)
+    "champion": StepSize("1", "1Gi", "2Gi", "5Gi", 1800),  # downloads the champion's report, grid and story images
+    "promote": StepSize("1", "1Gi", "2Gi", "5Gi", 3600),  # uploads the release
+    "notify": StepSize("100m", "128Mi", "256Mi", None, 300),  # one webhook POST
 }
 # GPU-less clusters (kind in CI) run the smoke profile: tiny models, a few MB of data.
 CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
@@ -137,22 +175,30 @@ class RenderOptions:
     # repository. A key (or another ConfigMap) renders an explicit artifactRepositoryRef.
     artifact_repository_key: str | None = None
     artifact_repository_configmap: str = "artifact-repositories"
-    service_account: str | None = None  # None: the namespace's default ServiceAccount
+    # ServiceAccount of the pods and of Argo's executor in them (the step containers get no token): the one
+    # workflows/dist/kolora-rbac.yaml creates, = the chart's for release `kolora`. None: the namespace's `default`.
+    service_account: str | None = "kolora-workflow"
     hub_secret: str = "kolora-hub"  # Secret with the optional ModelScope token (key below)
     hub_secret_key: str = "modelscope-token"
-    # Secret with the S3 keys of the promote step (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); the chart's s3 Secret
-    # (`<release>-s3`, keys `s3.secretKeys`) has these names for release `kolora`.
-    s3_secret: str = "kolora-s3"
+    # Secret with the S3 keys of the release store (env AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY of champion and
+    # promote; optional refs, so IRSA works without it): the quick-start's; the chart sets its own (`s3.*` values).
+    s3_secret: str = QUICK_START_SECRET
     s3_secret_access_key: str = "accesskey"
     s3_secret_secret_key: str = "secretkey"
     workflow_deadline_s: int = 48 * 3600
     version: str = field(default_factory=project_version)
     models_from: ModelsFrom = "fetch"  # fetch | s3 | pvc (see MODELS_FROM above)
     models_pvc: str = "kolora-models"  # claim of models_from="pvc" (ReadOnlyMany when GPU pods share no node)
+    # At most this many pods of the pipeline DAG run at once (its `parallelism`), which while generate runs are
+    # its shards alone (docs/argo.md "Generate shards"); None: no bound. Argo wants an integer here, not a parameter.
+    generate_parallelism: int | None = 4
+    archive_logs: bool = False  # spec.archiveLogs: keep every step's log in the artifact repository
 
     def __post_init__(self) -> None:
         if self.models_from not in MODELS_FROM:
             raise ValueError(f"models_from {self.models_from!r}: expected one of {', '.join(MODELS_FROM)}")
+        if self.generate_parallelism is not None and self.generate_parallelism < 1:
+            raise ValueError(f"generate_parallelism {self.generate_parallelism}: expected a positive integer or None")
 
     def size(self, stage: str) -> StepSize:
         return SIZES[stage] if self.gpu else CPU_SIZE

@@ -1,12 +1,13 @@
 """Render the Argo objects to YAML: `python -m workflows.render [--out DIR] [--check]`.
 
-Writes the four files a user applies into `workflows/dist/`, where they are committed: `kolora-pipeline.yaml`
-(WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`), `kolora-nightly.yaml` (CronWorkflow) and
+Writes the files a user applies into `workflows/dist/`, where they are committed: `kolora-pipeline.yaml`
+(WorkflowTemplate), `kolora-run.yaml` (Workflow for `argo submit`), `kolora-nightly.yaml` (CronWorkflow),
 `kolora-fetch-models.yaml` (the one-off Workflow that fills the models store of `--models-from s3|pvc`; S3 unless
-`--models-from pvc`). Other cluster shapes are options, rendered on demand and validated in the tests, not
-committed: `--no-gpu` (kind, CPU CI), `--models-from s3|pvc` (docs/argo.md "Model weights"), GPU placement,
-ServiceAccount, artifact repository. `--check` renders in memory and exits 1 with a diff when the committed files
-are stale. `kolora render` is the same command. The Helm chart ships copies of the pipeline and the nightly
+`--models-from pvc`) and `kolora-rbac.yaml` (the ServiceAccount the workflows run as, with the executor's RBAC).
+Other cluster shapes are options, rendered on demand and validated in the tests, not committed: `--no-gpu` (kind,
+CPU CI), `--models-from s3|pvc` (docs/argo.md "Model weights"), GPU placement, ServiceAccount, artifact
+repository, generate parallelism, archived logs. `--check` renders in memory and exits 1 with a diff when the
+committed files are stale. `kolora render` is the same command. The Helm chart ships copies of the pipeline and the nightly
 (helm/kolora/files/, `make render` refreshes both).
 """
 
@@ -32,11 +33,16 @@ USAGE = {
         "once, fills the models store of a pipeline rendered with --models-from s3|pvc: "
         "argo submit -n argo kolora-fetch-models.yaml --watch",
     ),
+    "kolora-rbac.yaml": ("rbac", "first, once per namespace: kubectl apply -n argo -f kolora-rbac.yaml"),
 }
 
 
 def to_yaml(obj: Any) -> str:
-    """hera object -> YAML text in hera's human-readable key order; unicode kept, long lines not wrapped."""
+    """hera object (or a list of plain Kubernetes objects) -> YAML text; hera's key order, unicode kept, width 130."""
+    if isinstance(obj, list):
+        import yaml
+
+        return yaml.safe_dump_all(obj, allow_unicode=True, width=130, sort_keys=False)
     return obj.to_yaml(allow_unicode=True, width=130)
 
 
@@ -51,7 +57,7 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     `kolora-fetch-models.yaml` fills the store of `models_from` "s3" or "pvc"; with the default "fetch" (every run
     fetches its models) it is the S3 one, for a pipeline rendered with `models_from="s3"`.
     """
-    from workflows import fetch_models, nightly, oneoff, pipeline  # hera imports take ~0.6 s; keep `kolora --help` fast
+    from workflows import fetch_models, nightly, oneoff, pipeline, rbac  # hera imports take ~0.6 s; keep `kolora --help` fast
 
     options = RenderOptions(gpu=gpu, **overrides)
     store = options if options.models_from != "fetch" else dataclasses.replace(options, models_from="s3")
@@ -60,6 +66,7 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
         "kolora-run.yaml": oneoff.build(options),
         "kolora-nightly.yaml": nightly.build(options),
         "kolora-fetch-models.yaml": fetch_models.build(store),
+        "kolora-rbac.yaml": rbac.build(options),
     }
     return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
 
@@ -131,7 +138,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-gpu-node-selector", action="store_true", help="GPU steps get no nodeSelector")
     parser.add_argument("--artifact-repository-key", help="artifact repository key (default: the namespace's default)")
     parser.add_argument("--artifact-repository-configmap", default=defaults.artifact_repository_configmap, help="%(default)s")
-    parser.add_argument("--service-account", help="ServiceAccount of the workflow pods (default: the namespace's default)")
+    parser.add_argument(
+        "--service-account",
+        default=defaults.service_account,
+        help="ServiceAccount of the workflow pods and their executor (default %(default)s; '' = the namespace's default)",
+    )
     parser.add_argument("--hub-secret", default=defaults.hub_secret, help="Secret holding the optional ModelScope token")
     parser.add_argument(
         "--models-from",
@@ -140,6 +151,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="base model weights: fetch (a fetch-models step per run, default), s3 (the models-key artifact) or pvc",
     )
     parser.add_argument("--models-pvc", default=defaults.models_pvc, help="claim of --models-from pvc (default %(default)s)")
+    parser.add_argument(
+        "--generate-parallelism",
+        type=int,
+        default=defaults.generate_parallelism,
+        help="at most this many generate shards (pods of the DAG) at once; 0 = no bound (default %(default)s)",
+    )
+    parser.add_argument("--archive-logs", action="store_true", help="keep every step's log in the artifact repository")
 
 
 def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
@@ -149,10 +167,12 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
         "gpus": args.gpus,
         "artifact_repository_key": args.artifact_repository_key,
         "artifact_repository_configmap": args.artifact_repository_configmap,
-        "service_account": args.service_account,
+        "service_account": args.service_account or None,
         "hub_secret": args.hub_secret,
         "models_from": args.models_from,
         "models_pvc": args.models_pvc,
+        "generate_parallelism": args.generate_parallelism or None,
+        "archive_logs": args.archive_logs,
     }
     if args.tolerations:
         kwargs["tolerations"] = tuple(args.tolerations)

@@ -34,15 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument(
         "--run-release", metavar="KEY", help="key of a release directory in the same bucket, e.g. <workflow name>/release"
     )
-    parser.add_argument("--s3-endpoint", required=True, metavar="URL", help="S3 API URL, e.g. http://minio:9000")
-    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"bucket to publish into (default: {DEFAULT_BUCKET})")
-    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix of releases (default: {DEFAULT_PREFIX})")
-    parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
+    add_release_store_arguments(parser)
     parser.set_defaults(func=_publish_command)
 
 
+def add_release_store_arguments(parser: argparse.ArgumentParser) -> None:
+    """Where releases live: endpoint, bucket, region, key prefix (`kolora publish` and `kolora champion`)."""
+    parser.add_argument("--s3-endpoint", required=True, metavar="URL", help="S3 API URL, e.g. http://minio:9000")
+    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"bucket of the releases (default: {DEFAULT_BUCKET})")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX, help=f"key prefix of releases (default: {DEFAULT_PREFIX})")
+    parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
+
+
+def release_store(args: argparse.Namespace) -> S3Store:
+    """The bucket those arguments name; credentials from the AWS_* environment only."""
+    return S3Store(S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region))
+
+
 def _publish_command(args: argparse.Namespace) -> int:
-    store = S3Store(S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region))
+    store = release_store(args)
     store.ensure_bucket()
     if args.release is not None:
         if not args.release.is_dir():

@@ -261,6 +261,12 @@ class EvaluateConfig(Section):
     min_clip_similarity: float | None = Field(
         None, description="an image whose prompt cosine similarity is below this fails (null = not gated)"
     )
+    champion_margin: float = Field(
+        0.1,
+        ge=0,
+        description="gate: with a comparable champion (same story), the mean aesthetic score must reach the "
+        "champion's minus this margin (LAION scale)",
+    )
 
     @field_validator("aesthetic_repo", "clip_repo")
     @classmethod

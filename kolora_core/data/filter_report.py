@@ -11,6 +11,7 @@ import base64
 import html
 import io
 import json
+import math
 import statistics
 from collections import Counter
 from pathlib import Path
@@ -18,6 +19,12 @@ from typing import Any
 
 from PIL import Image
 
+# CJK fonts of every desktop system before the generic family: captions and prompts are Chinese, and a
+# browser whose default font has no CJK glyphs shows boxes (shared with the evaluation report)
+FONT_STACK = (
+    'system-ui, -apple-system, "Segoe UI", "Noto Sans CJK SC", "Noto Sans SC", "Source Han Sans SC", '
+    '"PingFang SC", "Hiragino Sans GB", "Microsoft YaHei", "WenQuanYi Micro Hei", sans-serif'
+)
 THUMB_PX = 96
 MAX_THUMBS = 120  # per group (kept / dropped); the report says how many are shown
 HIST_BINS = 12
@@ -142,7 +149,7 @@ def op_stat_ranges(op: str, args: dict[str, Any], dropped_stats: list[dict[str, 
 # --- HTML ---------------------------------------------------------------------------------------------------
 
 _CSS = """
-body{font-family:system-ui,sans-serif;margin:24px;color:#222;max-width:1200px}
+body{font-family:%s;margin:24px;color:#222;max-width:1200px}
 h1{font-size:22px}h2{font-size:18px;margin-top:28px;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:8px 0}td,th{border:1px solid #ddd;padding:4px 8px;text-align:left;font-size:13px}
 th{background:#f4f4f4}.num{text-align:right}.big{font-size:28px;font-weight:600;margin-right:28px}
@@ -163,27 +170,46 @@ def thumbnail_data_uri(path: Path) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+HIST_WIDTH, HIST_HEIGHT, HIST_LEFT, HIST_BOTTOM = 560, 160, 44, 46  # plot size and the margins the axes need
+CHAR_PX = 6.5  # width of one digit at the axis font size: tick labels never closer than their own width
+
+
 def _svg_histogram(title: str, hist: dict[str, list]) -> str:
+    """Stacked kept/dropped bars with both axes: counts on the left, bin edges below (thinned so labels never overlap)."""
     edges, kept, dropped = hist["edges"], hist["kept"], hist["dropped"]
     if not edges:
         return f"<p>{html.escape(title)}: no data</p>"
-    width, height, pad = 520, 160, 30
+    width, height, left = HIST_WIDTH, HIST_HEIGHT, HIST_LEFT
     bins = len(kept)
-    bar_w = (width - pad) / bins
+    bar_w = (width - left) / bins
     top = max((k + d for k, d in zip(kept, dropped, strict=True)), default=1) or 1
-    parts = [f'<svg width="{width}" height="{height + 40}" role="img" aria-label="{html.escape(title)}">']
+    labels = [fmt(float(e)) for e in edges]
+    label_px = max(len(t) for t in labels) * CHAR_PX + 8
+    shown = list(range(0, len(labels), max(1, math.ceil(label_px / bar_w))))
+    if (len(labels) - 1 - shown[-1]) * bar_w >= label_px:
+        shown.append(len(labels) - 1)  # the upper end, where it has room
+    middle = f"{height / 2:.0f}"
+    parts = [
+        f'<svg width="{width + 24}" height="{height + HIST_BOTTOM}" role="img" aria-label="{html.escape(title)}" font-size="11">',
+        f'<line x1="{left}" y1="{height}" x2="{width}" y2="{height}" stroke="#555"/>',
+        f'<line x1="{left}" y1="0" x2="{left}" y2="{height}" stroke="#555"/>',
+    ]
+    for value, y in ((top, 6), (0, height)):
+        parts.append(f'<text x="{left - 4}" y="{y + 4}" text-anchor="end">{value}</text>')
+    parts.append(f'<text x="10" y="{middle}" text-anchor="middle" transform="rotate(-90 10 {middle})">images</text>')
     for i, (k, d) in enumerate(zip(kept, dropped, strict=True)):
-        x = pad + i * bar_w
-        hk, hd = k / top * height, d / top * height
+        x = left + i * bar_w
+        hk, hd = k / top * (height - 6), d / top * (height - 6)
         for y, h, colour, label in ((height - hk, hk, "#2a7", f"{k} kept"), (height - hk - hd, hd, "#c33", f"{d} dropped")):
             parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}">'
-                f"<title>{label}</title></rect>"
+                f'<rect x="{x + 1:.1f}" y="{y:.1f}" width="{bar_w - 2:.1f}" height="{h:.1f}" fill="{colour}">'
+                f"<title>{label}: {labels[i]}-{labels[i + 1]}</title></rect>"
             )
-        parts.append(f'<text x="{x:.1f}" y="{height + 14}" font-size="10">{fmt(float(edges[i]))}</text>')
-    parts.append(f'<text x="{width - 40}" y="{height + 14}" font-size="10">{fmt(float(edges[-1]))}</text>')
-    parts.append(f'<text x="0" y="12" font-size="11">{top}</text>')
-    parts.append(f'<text x="{pad}" y="{height + 32}" font-size="12">{html.escape(title)}</text>')
+    for i in shown:
+        x = left + i * bar_w
+        parts.append(f'<line x1="{x:.1f}" y1="{height}" x2="{x:.1f}" y2="{height + 4}" stroke="#555"/>')
+        parts.append(f'<text x="{x:.1f}" y="{height + 16}" text-anchor="middle">{labels[i]}</text>')
+    parts.append(f'<text x="{left + (width - left) / 2:.0f}" y="{height + 36}" text-anchor="middle">{html.escape(title)}</text>')
     parts.append("</svg>")
     return "".join(parts)
 
@@ -251,6 +277,6 @@ def render_html(report: dict[str, Any], kept_thumbs: list[str | None], dropped_t
         "<h2>Skipped at ingest</h2>" + (_table(["input", "kind", "reason"], skip_rows) if skip_rows else "<p>none</p>"),
     ]
     return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>kolora filter report</title>'
-        f"<style>{_CSS}</style></head><body>{''.join(sections)}</body></html>\n"
+        '<!DOCTYPE html><html lang="zh"><head><meta charset="utf-8"><title>kolora filter report</title>'
+        f"<style>{_CSS % FONT_STACK}</style></head><body>{''.join(sections)}</body></html>\n"
     )

@@ -1,4 +1,10 @@
-"""The promotion gate: pass only when the mean aesthetic score reaches the threshold and no image failed.
+"""The promotion gate: the absolute threshold, then the champion rule.
+
+Absolute (`decide`): pass only when the mean aesthetic score reaches `evaluate.min_aesthetic` and no image
+failed. Champion (`champion_rule`): when the promoted release of the same model rendered the same story
+(kolora_core.evaluation.champion), a candidate that passed must also not be worse than the champion by
+more than `evaluate.champion_margin`: mean >= champion mean - margin. With no champion yet (the first run)
+or a champion that rendered another story, the absolute threshold alone decides and the reason says so.
 
 Results are `passed`, `failed` or `skipped` (no aesthetic model configured: nothing is scored, nothing is
 invented, nothing can be promoted). `gate.txt` holds the result alone; the workflow reads it as the
@@ -74,3 +80,22 @@ def decide(images: list[ImageVerdict], min_aesthetic: float, skipped_reason: str
         return record | {"result": FAILED, "reason": reason}
     reason = f"mean aesthetic score {mean:.4f} >= evaluate.min_aesthetic {min_aesthetic}; all {len(images)} images ok"
     return record | {"result": PASSED, "reason": reason}
+
+
+def champion_rule(record: dict[str, Any], champion: dict[str, Any], margin: float) -> dict[str, Any]:
+    """The gate record with the champion rule applied; `champion` is report.json's champion section.
+
+    Only a candidate that passed the absolute threshold can fail here; the record keeps what was compared.
+    """
+    record = record | {"champion_margin": margin, "champion": {k: champion.get(k) for k in ("status", "version", "comparable")}}
+    champion_mean = champion.get("mean_aesthetic")
+    record["champion"]["mean_aesthetic"] = champion_mean
+    if record["result"] != PASSED:
+        return record
+    if not champion.get("comparable") or champion_mean is None:
+        return record | {"result": PASSED, "reason": f"{record['reason']}; {champion.get('reason')}"}
+    mean, bar = record["mean_aesthetic"], champion_mean - margin
+    versus = f"champion {champion.get('version')}'s {champion_mean:.4f} - evaluate.champion_margin {margin} = {bar:.4f}"
+    if mean < bar:
+        return record | {"result": FAILED, "reason": f"mean aesthetic score {mean:.4f} < {versus}: not better than the champion"}
+    return record | {"result": PASSED, "reason": f"{record['reason']}; and >= {versus}"}

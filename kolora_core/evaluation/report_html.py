@@ -1,18 +1,27 @@
-"""report.html: one self-contained page (images inlined as JPEG data URIs) a person opens to judge the run."""
+"""report.html: one self-contained page (images inlined as JPEG data URIs) a person opens to judge the run.
+
+The page is the Jinja2 template `templates/report.html.j2` (autoescaped: prompts and reasons are text, never
+markup); this module only prepares its rows. Champion and challenger stand side by side: both grids, each
+image's scores with the difference, and the gate's decision with its reason. The font stack names CJK fonts
+of every desktop system, so Chinese prompts render as text, not boxes, where the browser's default has none.
+"""
 
 from __future__ import annotations
 
 import base64
-import html
 import io
 from pathlib import Path
 from typing import Any
 
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from PIL import Image
+
+from kolora_core.data.filter_report import FONT_STACK
 
 VERDICT_COLOURS = {"passed": "#1a7f37", "failed": "#cf222e", "skipped": "#9a6700"}
 THUMB = 512
 GRID_MAX = 2048
+_TEMPLATES = Path(__file__).parent / "templates"
 
 
 def data_uri(image: Image.Image, max_side: int) -> str:
@@ -23,21 +32,23 @@ def data_uri(image: Image.Image, max_side: int) -> str:
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
+def fmt(value: Any, digits: int = 3, signed: bool = False) -> str:
+    """Numbers to fixed digits, None to an em dash; everything else as text (the template escapes it)."""
     if value is None:
         return "—"
     if isinstance(value, float):
-        return f"{value:.{digits}f}"
-    return html.escape(str(value))
+        return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+    return str(value)
 
 
-def _table(rows: list[tuple[str, Any]]) -> str:
-    cells = "".join(f"<tr><th>{html.escape(k)}</th><td>{_fmt(v)}</td></tr>" for k, v in rows)
-    return f"<table>{cells}</table>"
+def _environment() -> Environment:
+    env = Environment(loader=FileSystemLoader(_TEMPLATES), autoescape=True, undefined=StrictUndefined, keep_trailing_newline=True)
+    env.filters["fmt"] = fmt
+    return env
 
 
-def _stats_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
-    rows: list[tuple[str, Any]] = []
+def _score_rows(report: dict[str, Any]) -> list[tuple[str, str]]:
+    rows = []
     for key, label in (("aesthetic", "aesthetic score"), ("clip_similarity", "CLIP similarity")):
         score = report["scores"][key]
         stats = score.get("stats")
@@ -48,65 +59,79 @@ def _stats_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def render_report_html(report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image]) -> str:
-    gate = report["gate"]
-    colour = VERDICT_COLOURS.get(gate["result"], "#57606a")
-    settings = report.get("settings", {})
-    cards = []
+def _run_rows(report: dict[str, Any]) -> list[tuple[str, Any]]:
+    settings, training = report.get("settings", {}), report.get("training", {})
+    return [
+        ("base model", settings.get("base_model")),
+        ("engine", settings.get("engine")),
+        ("LoRA sha256", training.get("lora_sha256")),
+        ("rank / alpha", f"{training.get('rank')} / {training.get('alpha')}"),
+        ("training", ", ".join(f"{k} {v}" for k, v in training.items() if k in ("steps", "final_loss")) or None),
+        ("training identity", training.get("training_identity")),
+        ("data", ", ".join(f"{k} {v}" for k, v in report.get("data", {}).items()) or None),
+    ]
+
+
+def _versus_rows(report: dict[str, Any]) -> list[dict[str, Any]]:
+    theirs = {i["index"]: i for i in report.get("champion", {}).get("images", [])}
+    rows = []
     for entry in report["images"]:
-        failures = "".join(f"<li>{html.escape(f)}</li>" for f in entry.get("failures", []))
-        details = _table(
-            [
-                ("seed", entry["seed"]),
-                ("aesthetic", entry.get("aesthetic")),
-                ("CLIP similarity", entry.get("clip_similarity")),
-                ("cfg / steps", f"{entry.get('cfg_scale')} / {entry.get('steps')}"),
-                ("size", f"{entry.get('width')}×{entry.get('height')}"),
-                ("LoRA strength", entry.get("lora_strength")),
-                ("seconds", entry.get("seconds")),
-            ]
+        champion = theirs.get(entry["index"], {})
+        mine, other = entry.get("aesthetic"), champion.get("aesthetic")
+        rows.append(
+            {
+                "index": entry["index"],
+                "prompt": entry["prompt"],
+                "aesthetic": mine,
+                "champion_aesthetic": other,
+                "delta": mine - other if mine is not None and other is not None else None,
+                "clip": entry.get("clip_similarity"),
+                "champion_clip": champion.get("clip_similarity"),
+            }
         )
-        status = f'<ul class="fail">{failures}</ul>' if failures else ""
-        cards.append(
-            f'<figure class="card{" failed" if failures else ""}">'
-            f'<img src="{data_uri(images[entry["index"]], THUMB)}" alt="image {entry["index"]}">'
-            f"<figcaption><b>#{entry['index']}</b> {html.escape(entry['prompt'])}"
-            f'<div class="neg">negative: {html.escape(entry.get("negative_prompt") or "—")}</div>'
-            f"{details}{status}</figcaption></figure>"
+    return rows
+
+
+def _card(entry: dict[str, Any], image: Image.Image) -> dict[str, Any]:
+    rows = [
+        ("seed", entry["seed"]),
+        ("aesthetic", entry.get("aesthetic")),
+        ("CLIP similarity", entry.get("clip_similarity")),
+        ("cfg / steps", f"{entry.get('cfg_scale')} / {entry.get('steps')}"),
+        ("size", f"{entry.get('width')}×{entry.get('height')}"),
+        ("LoRA strength", entry.get("lora_strength")),
+        ("seconds", entry.get("seconds")),
+    ]
+    return {"entry": entry, "uri": data_uri(image, THUMB), "rows": rows}
+
+
+def render_report_html(
+    report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image], champion_grid: Image.Image | None = None
+) -> str:
+    gate = report["gate"]
+    return (
+        _environment()
+        .get_template("report.html.j2")
+        .render(
+            gate=gate,
+            colour=VERDICT_COLOURS.get(gate["result"], "#57606a"),
+            font_stack=FONT_STACK,
+            champion=report.get("champion") or {"status": "none", "reason": "no champion was compared"},
+            grid_uri=data_uri(grid, GRID_MAX),
+            champion_grid_uri=data_uri(champion_grid, GRID_MAX) if champion_grid is not None else None,
+            versus=_versus_rows(report),
+            score_rows=_score_rows(report),
+            run_rows=_run_rows(report),
+            cards=[_card(entry, images[entry["index"]]) for entry in report["images"]],
         )
-    training = report.get("training", {})
-    facts = _table(
-        [
-            ("base model", settings.get("base_model")),
-            ("engine", settings.get("engine")),
-            ("LoRA sha256", training.get("lora_sha256")),
-            ("rank / alpha", f"{training.get('rank')} / {training.get('alpha')}"),
-            ("training", ", ".join(f"{k} {v}" for k, v in training.items() if k in ("steps", "final_loss")) or None),
-            ("data", ", ".join(f"{k} {v}" for k, v in report.get("data", {}).items()) or None),
-        ]
     )
-    return f"""<!doctype html>
-<html lang="zh"><head><meta charset="utf-8"><title>kolora report: {html.escape(gate["result"])}</title>
-<style>
-body{{font-family:system-ui,sans-serif;margin:2rem;color:#1f2328;max-width:1200px}}
-.verdict{{background:{colour};color:#fff;padding:1rem 1.5rem;border-radius:8px;font-size:1.3rem}}
-.verdict small{{display:block;font-size:.95rem;opacity:.9;margin-top:.3rem}}
-table{{border-collapse:collapse;margin:.5rem 0}}
-th,td{{text-align:left;padding:.15rem .6rem;border-bottom:1px solid #d0d7de;font-size:.9rem}}
-.grid img{{max-width:100%;border:1px solid #d0d7de}}
-.cards{{display:grid;grid-template-columns:repeat(auto-fill,minmax(280px,1fr));gap:1rem}}
-.card{{margin:0;border:1px solid #d0d7de;border-radius:8px;padding:.6rem}} .card img{{width:100%}}
-.card.failed{{border:2px solid #cf222e}} .neg{{color:#57606a;font-size:.85rem}} .fail{{color:#cf222e}}
-</style></head><body>
-<h1>kolora evaluation</h1>
-<div class="verdict">gate: {html.escape(gate["result"])}<small>{html.escape(gate["reason"])}</small></div>
-<h2>Scores</h2>{_table(_stats_rows(report))}
-<h2>Run</h2>{facts}
-<h2>Story grid</h2><div class="grid"><img src="{data_uri(grid, GRID_MAX)}" alt="story grid"></div>
-<h2>Images</h2><div class="cards">{"".join(cards)}</div>
-</body></html>
-"""
 
 
-def write_report_html(path: Path, report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image]) -> None:
-    path.write_text(render_report_html(report, grid, images), encoding="utf-8")
+def write_report_html(
+    path: Path,
+    report: dict[str, Any],
+    grid: Image.Image,
+    images: dict[int, Image.Image],
+    champion_grid: Image.Image | None = None,
+) -> None:
+    path.write_text(render_report_html(report, grid, images, champion_grid), encoding="utf-8")

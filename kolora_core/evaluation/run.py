@@ -5,8 +5,11 @@ Scores are never invented: with `evaluate.aesthetic_repo: null` nothing is score
 and the gate is `skipped` (the workflow's publish step only runs on `passed`). Otherwise every image gets its
 LAION aesthetic score (and, unless `evaluate.clip_repo` is null, its prompt similarity); the gate passes when
 the mean aesthetic score reaches `evaluate.min_aesthetic` and no image failed (blank, non-finite score, or
-below `evaluate.min_clip_similarity` when that is set). The report names the scorers (repo, revision) and
-their identity (the scorers manifest fingerprint).
+below `evaluate.min_clip_similarity` when that is set), and, when the champion (the promoted release, input
+`champion`) rendered the same story, the mean is not below the champion's by more than
+`evaluate.champion_margin` (`gate.py`, `champion.py`). The report names the scorers (repo, revision) and
+their identity (the scorers manifest fingerprint), which decides whether the champion's scores are read
+from its report or its images re-scored.
 """
 
 from __future__ import annotations
@@ -24,38 +27,19 @@ from kolora_core.config import RunConfig
 from kolora_core.data.layout import FILTER_REPORT_JSON
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.gate import ImageVerdict, decide, image_failures, summary
+from kolora_core.evaluation.champion import Rescore, compare, read_champion
+from kolora_core.evaluation.gate import ImageVerdict, champion_rule, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
+from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, REPORT_HTML
 from kolora_core.evaluation.report_html import write_report_html
-from kolora_core.evaluation.scoring import Scorers, load_scorers
-from kolora_core.inference.story import GENERATIONS
+from kolora_core.evaluation.scoring import AestheticScorer, Scorers, SimilarityScorer, load_scorers
+from kolora_core.inference.story import collect_generations
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.scorers import AESTHETIC, CLIP
 
 log = logging.getLogger("kolora.evaluate")
-GRID = "grid.png"
-REPORT = "report.json"
-REPORT_HTML = "report.html"
-GATE = "gate.txt"
 PER_IMAGE_SETTINGS = ("cfg_scale", "steps", "width", "height", "lora_strength")
 RUN_SETTINGS = ("base_model", "base_model_sha256", "engine", "lora_scale")
-
-
-def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
-    """Records of every generated image, from one output dir or a dir of shard outputs, in story order."""
-    manifests = sorted(images_dir.rglob(GENERATIONS))
-    if not manifests:
-        raise KoloraError(f"no {GENERATIONS} under {images_dir}: pass the generate stage's images directory")
-    records = []
-    for manifest in manifests:
-        for line in manifest.read_text(encoding="utf-8").splitlines():
-            record = json.loads(line)
-            record["path"] = manifest.parent / record["file"]
-            records.append(record)
-    indices = [r["index"] for r in records]
-    if len(set(indices)) != len(indices):
-        raise KoloraError(f"{images_dir} holds the same story index twice: shards overlap; rerun generate with distinct shards")
-    return sorted(records, key=lambda r: r["index"])
 
 
 def _pixel_stats(image: Image.Image) -> dict[str, float]:
@@ -91,6 +75,17 @@ def _score(
     if len(values) != count:
         raise KoloraError(f"the {name} scorer returned {len(values)} scores for {count} images")
     return list(values), {"status": "scored", "reason": None, "stats": summary(values)}
+
+
+def _rescorer(aesthetic: AestheticScorer | None, clip: SimilarityScorer | None) -> Rescore | None:
+    """Scoring of the champion's stored images with the scorers loaded now (None: nothing is scored now)."""
+    if aesthetic is None:
+        return None
+
+    def rescore(images: list[Image.Image], prompts: list[str]) -> tuple[list[float], list[float | None]]:
+        return aesthetic.score(images), list(clip.similarity(images, prompts)) if clip else [None] * len(images)
+
+    return rescore
 
 
 def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path], scorers: Scorers | None = None) -> None:
@@ -138,10 +133,14 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     skipped = None
     if aesthetic is None:
         skipped = f"scoring skipped: {not_scored.get(AESTHETIC)}, so nothing can be promoted on quality"
-    gate = decide(verdicts, evaluate.min_aesthetic, skipped)
+    champion = read_champion(inputs["champion"])
+    identity = loaded.facts.get("identity")
+    comparison = compare(champion, records, identity, _rescorer(aesthetic, clip)).record()
+    gate = champion_rule(decide(verdicts, evaluate.min_aesthetic, skipped), comparison, evaluate.champion_margin)
     report = {
         "grid": GRID,
         "gate": gate,
+        "champion": comparison,
         "scores": {"aesthetic": aesthetic_info, "clip_similarity": clip_info},
         "scorers": loaded.facts,
         "images": entries,
@@ -151,6 +150,9 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         | {k: records[0].get(k) for k in PER_IMAGE_SETTINGS if len({r.get(k) for r in records}) == 1},
     }
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    write_report_html(out / REPORT_HTML, report, grid, images)
+    champion_grid = Image.open(champion.grid).convert("RGB") if champion and champion.grid.is_file() else None
+    write_report_html(out / REPORT_HTML, report, grid, images, champion_grid)
     (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
+    mean = gate.get("mean_aesthetic")
+    (out / MEAN_AESTHETIC).write_text("" if mean is None else f"{mean:.4f}\n", encoding="utf-8")
     log.info("grid of %d images, report and gate written: %s (%s)", len(records), gate["result"], gate["reason"])

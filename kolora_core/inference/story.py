@@ -1,15 +1,22 @@
-"""Which prompts a generate process renders, and how each image records how it was made."""
+"""Which prompts a generate process renders, how each image records how it was made, and reading those records back.
+
+`generations.jsonl` (one `Generation` per line, beside the PNGs it names) is read by evaluate (the candidate's
+images), by publish (the story images travel with the release) and by evaluate again for the champion's
+images, which come from a bucket: a record's `file` must be a plain file name next to its manifest.
+"""
 
 from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 
 from kolora_core.config import GenerateConfig, StoryPrompt
+from kolora_core.errors import KoloraError
 from kolora_core.inference.infotext import parameters_text
 
 GENERATIONS = "generations.jsonl"
@@ -102,3 +109,29 @@ def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> No
 def read_png_record(path: Path) -> dict[str, object]:
     with Image.open(path) as image:
         return json.loads(image.text[PNG_KEY])
+
+
+def _record(manifest: Path, number: int, line: str) -> dict[str, Any]:
+    try:
+        record = json.loads(line)
+        index, file = int(record["index"]), str(record["file"])
+    except (ValueError, TypeError, KeyError):
+        raise KoloraError(f"{manifest} line {number} is not a generation record (needs index and file)") from None
+    if file in {"", ".", ".."} or Path(file).name != file or "\\" in file:
+        raise KoloraError(f"{manifest} line {number}: file {file!r} is not a plain file name beside the manifest")
+    return record | {"index": index, "path": manifest.parent / file}
+
+
+def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
+    """Records of every generated image (with `path` set), from one output dir or a dir of shard outputs, in story order."""
+    manifests = sorted(images_dir.rglob(GENERATIONS))
+    if not manifests:
+        raise KoloraError(f"no {GENERATIONS} under {images_dir}: pass the generate stage's images directory")
+    records = []
+    for manifest in manifests:
+        lines = manifest.read_text(encoding="utf-8").splitlines()
+        records += [_record(manifest, n, line) for n, line in enumerate(lines, start=1) if line.strip()]
+    indices = [r["index"] for r in records]
+    if len(set(indices)) != len(indices):
+        raise KoloraError(f"{images_dir} holds the same story index twice: shards overlap; rerun generate with distinct shards")
+    return sorted(records, key=lambda r: r["index"])

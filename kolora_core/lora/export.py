@@ -31,10 +31,9 @@ from pathlib import Path
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora.format import A_SUFFIX, B_SUFFIX, LoRAFile
+from kolora_core.lora.format import A_SUFFIX, B_SUFFIX, LoRAFile, save_safetensors
 
 DIFFUSERS_FILE = "lora_diffusers.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
@@ -209,10 +208,7 @@ def write_exports(
         ),
     ):
         path = directory / name
-        tmp = path.with_suffix(".tmp")
-        save_file(tensors, str(tmp), metadata=metadata)
-        tmp.chmod(0o644)
-        tmp.replace(path)
+        save_safetensors(path, tensors, metadata)
         written.append(path)
     return written
 

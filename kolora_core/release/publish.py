@@ -1,25 +1,42 @@
-"""Publishing an assembled release on any `Storage`, never overwriting a published version.
+"""Publishing an assembled release on any `Storage`, never overwriting a published version, safe under concurrency.
 
-`publish_release` uploads the directory to `<prefix>/<name>/<version>/` with `release.json` written LAST
-(its presence means the version is complete), then the `<prefix>/<name>/latest.json` pointer, last of all.
-A version whose release.json exists is never written again: the same model again (same LoRA and exports;
-reports may differ in timings) is a no-op that only makes sure `latest.json` points at it (so a run that
-died between the two finishes); a different model under that version is refused. `latest.json` follows
-the last successful publish call.
+`publish_release` writes `<prefix>/<name>/<version>/` in this order, each step a conditional write where it
+decides something:
+
+1. `claim.json` with `If-None-Match: *`: which release may write this version. Exactly one release wins a
+   version (two processes promoting different LoRAs under one version: the other gets a one-line error and
+   writes nothing); the same release directory again (a retried promote) holds the same claim.
+2. every file of the release (plain puts: only the claim's holder gets here);
+3. `release.json` with `If-None-Match: *`: the version is published (its presence means complete);
+4. `<prefix>/<name>/latest.json` by compare-and-swap (`If-Match` on the ETag read, `If-None-Match` for the
+   first): it moves only from the state the evaluation saw. A release whose gate compared it with champion
+   vX (`gate.champion` in release.json) moves latest.json only while it still points at vX (or, with no
+   champion then, only while there is none); if another promotion moved it meanwhile, this one is refused
+   (rerun to compare with the new champion). A release without that record (published by hand) just
+   becomes the latest, retrying the swap when another writer got in between.
+
+A version whose release.json exists is never written again: the same model again (same release identity:
+the LoRA files' content; reports and images may differ between runs) is a no-op that only makes sure
+latest.json points at it; a different model under that version is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from kolora_core.release.assemble import LORA_FILES, RELEASE_MANIFEST, file_sha256
-from kolora_core.storage.objects import Storage
+from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
+from kolora_core.storage.objects import PreconditionFailed, Storage
 
+log = logging.getLogger("kolora.publish")
 LATEST = "latest.json"
+CLAIM = "claim.json"
+LATEST_ATTEMPTS = 5
 
 
 @dataclass
@@ -31,22 +48,107 @@ class PublishResult:
 
 
 def _model_identity(release: dict[str, Any]) -> dict[str, Any]:
-    """What makes two releases the same model: the LoRA and its exports (a re-run's report may differ in timings)."""
-    files = {k: v.get("sha256") for k, v in release.get("files", {}).items() if k in LORA_FILES and k != "train_summary.json"}
-    return {"name": release.get("name"), "version": release.get("version"), "files": files}
+    """What makes two releases the same model: the content of the LoRA and its exports (tensor bytes and
+    metadata, canonically ordered; `assemble.release_identity`). Reports and images may differ between runs."""
+    files = release.get("files", {})
+    identity = release.get("identity") or {k: files[k].get("sha256") for k in MODEL_FILES if k in files}  # a v1 release
+    return {"name": release.get("name"), "version": release.get("version"), "identity": identity}
+
+
+def _json_object(data: bytes, key: str) -> dict[str, Any]:
+    """A JSON object read back from the store (which nobody should trust to hold one)."""
+    try:
+        value = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        value = None
+    if not isinstance(value, dict):
+        raise KoloraError(f"{key} in the store is not a JSON object: fix or remove it (it was not written by kolora)")
+    return value
+
+
+def _canonical(value: dict[str, Any]) -> bytes:
+    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
+
+
+def _refuse_other(existing: dict[str, Any], release: dict[str, Any], version_prefix: str, how: str) -> None:
+    """A one-line error unless `existing` (a release.json or claim.json read back) is the same model."""
+    if _model_identity(existing) == _model_identity(release):
+        return
+    theirs, mine = str(existing.get("lora_sha256"))[:12], str(release.get("lora_sha256"))[:12]
+    raise KoloraError(
+        f"{release['name']} version {release['version']} {how} at {version_prefix} with other contents "
+        f"(LoRA {theirs} vs {mine}): published versions are never overwritten; set publish.version to a new version"
+    )
+
+
+def _claim(storage: Storage, version_prefix: str, release: dict[str, Any], manifest: bytes) -> None:
+    """Win the right to write this version (or hold it already: the same release directory)."""
+    claim = _model_identity(release) | {
+        "lora_sha256": release.get("lora_sha256"),
+        "release_sha256": hashlib.sha256(manifest).hexdigest(),
+    }
+    try:
+        storage.put_if_absent(version_prefix + CLAIM, _canonical(claim))
+    except PreconditionFailed:
+        held = _json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM)
+        _refuse_other(held, release, version_prefix, "is being published by another process")
+        raise KoloraError(
+            f"{release['name']} version {release['version']} is being published by another run with the same LoRA "
+            f"({version_prefix}{CLAIM}); rerun once it has finished (if that run stopped midway, delete its {CLAIM})"
+        ) from None
+
+
+def _expected_latest(release: dict[str, Any]) -> tuple[bool, str | None]:
+    """(constrained, version): the latest.json version the evaluation compared with (None: there was none)."""
+    champion = (release.get("gate") or {}).get("champion")
+    if not isinstance(champion, dict) or champion.get("status") not in {"found", "none"}:
+        return False, None
+    return True, champion.get("version") if champion["status"] == "found" else None
+
+
+def _pointed_version(data: bytes) -> str | None:
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return "<unreadable latest.json>"
+    return str(value.get("version")) if isinstance(value, dict) else "<unreadable latest.json>"
+
+
+def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[str, Any]) -> bool:
+    """Point latest.json at this release by compare-and-swap; returns whether it was written."""
+    constrained, expected = _expected_latest(release)
+    for _ in range(LATEST_ATTEMPTS):
+        current = storage.get_with_etag(latest_key)
+        if current is not None and current[0] == body:
+            return False
+        seen = None if current is None else _pointed_version(current[0])
+        if constrained and seen != expected:
+            raise KoloraError(
+                f"{latest_key} points at {seen or 'no release'}, but {release['name']} {release['version']} was evaluated "
+                f"against {expected or 'no champion'}: another promotion moved it meanwhile; rerun to compare with it"
+            )
+        try:
+            if current is None:
+                storage.put_if_absent(latest_key, body)
+            else:
+                storage.put_if_match(latest_key, body, current[1])
+            return True
+        except PreconditionFailed:
+            log.info("%s changed while it was being replaced; reading it again", latest_key)
+    raise KoloraError(f"{latest_key} kept changing under {LATEST_ATTEMPTS} attempts to replace it: rerun the promotion")
 
 
 def publish_release(storage: Storage, release_dir: Path, prefix: str = "models") -> PublishResult:
     """Upload an assembled release to `<prefix>/<name>/<version>/`, never overwriting a published version.
 
-    Order: every file but release.json, then release.json (the version is now published), then
-    `<prefix>/<name>/latest.json`. A crash anywhere leaves either an unpublished partial version (no
-    release.json: the next attempt uploads it again) or a published one that the next attempt accepts.
+    A crash anywhere leaves either an unpublished version (no release.json; the same release directory
+    completes it on the next attempt) or a published one that the next attempt accepts.
     """
-    manifest = release_dir / RELEASE_MANIFEST
-    if not manifest.is_file():
-        raise KoloraError(f"{manifest} not found: pass the publish stage's release directory")
-    release = json.loads(manifest.read_text(encoding="utf-8"))
+    manifest_path = release_dir / RELEASE_MANIFEST
+    if not manifest_path.is_file():
+        raise KoloraError(f"{manifest_path} not found: pass the publish stage's release directory")
+    manifest = manifest_path.read_bytes()
+    release = json.loads(manifest)
     name, version = release["name"], release["version"]
     base = f"{prefix.strip('/')}/{name}"
     version_prefix, latest_key = f"{base}/{version}/", f"{base}/{LATEST}"
@@ -55,24 +157,24 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
             raise KoloraError(f"{release_dir / rel} does not match its sha256 in {RELEASE_MANIFEST}: the release dir was changed")
     result = PublishResult("published", version_prefix, latest_key)
     published = version_prefix + RELEASE_MANIFEST
-    if storage.exists(published):
-        existing = json.loads(storage.get(published))
-        if _model_identity(existing) != _model_identity(release):
-            raise KoloraError(
-                f"{name} version {version} is already published at {version_prefix} with other contents "
-                f"(LoRA {str(existing.get('lora_sha256'))[:12]} vs {release['lora_sha256'][:12]}): published versions are "
-                "never overwritten; set publish.version to a new version"
-            )
+    existing = storage.get_with_etag(published)
+    if existing is not None:
+        _refuse_other(_json_object(existing[0], published), release, version_prefix, "is already published")
         result.status = "already-published"
     else:
+        _claim(storage, version_prefix, release, manifest)
         for rel in sorted(release["files"]):
             storage.put(version_prefix + rel, release_dir / rel)
             result.uploaded.append(version_prefix + rel)
-        storage.put(published, manifest.read_bytes())
+        storage.put_if_absent(published, manifest)
         result.uploaded.append(published)
-    pointer = {"name": name, "version": version, "prefix": version_prefix, "lora_sha256": release["lora_sha256"]}
-    body = (json.dumps(pointer, indent=2, sort_keys=True) + "\n").encode()
-    if not storage.exists(latest_key) or storage.get(latest_key) != body:
-        storage.put(latest_key, body)
+    pointer = {
+        "name": name,
+        "version": version,
+        "prefix": version_prefix,
+        "lora_sha256": release["lora_sha256"],
+        "identity": release.get("identity"),
+    }
+    if move_latest(storage, latest_key, _canonical(pointer), release):
         result.uploaded.append(latest_key)
     return result

@@ -18,7 +18,9 @@ log = logging.getLogger("kolora.publish")
 
 def run_publish(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     """`publish` stage work: the release directory (and, if configured, the ModelScope upload)."""
-    release = assemble_release(config.name, config.publish.version, inputs["lora"], inputs["report"], outputs["release"])
+    release = assemble_release(
+        config.name, config.publish.version, inputs["lora"], inputs["report"], inputs["images"], outputs["release"]
+    )
     log.info(
         "release %s %s assembled: %d files, LoRA %s, gate %s (mean aesthetic %s)",
         release["name"],

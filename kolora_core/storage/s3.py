@@ -71,7 +71,11 @@ class PreconditionFailed(KoloraError):
 
 @dataclass(frozen=True)
 class S3Settings:
-    """Where artifacts live. Credentials come from the caller (env vars for external endpoints); never printed."""
+    """Where artifacts live. Credentials come from the caller (env vars for external endpoints); never printed.
+
+    `endpoint_url` '' means AWS S3 itself: boto3's own endpoint for `region` and virtual-hosted addressing
+    (what `--s3-endpoint ''` gives, the workflow's AWS setting); any other value is an http(s) URL.
+    """
 
     endpoint_url: str
     bucket: str = DEFAULT_BUCKET
@@ -99,8 +103,15 @@ class S3Settings:
         )
 
     @property
+    def aws(self) -> bool:
+        """No endpoint: AWS S3 of `region`."""
+        return not self.endpoint_url
+
+    @property
     def label(self) -> str:
-        return "embedded S3 store" if self.embedded else f"S3 endpoint {self.endpoint_url}"
+        if self.embedded:
+            return "embedded S3 store"
+        return f"AWS S3 ({self.region})" if self.aws else f"S3 endpoint {self.endpoint_url}"
 
     def deadline_for(self, size: int) -> float:
         """Seconds an operation that moves `size` bytes may take in all (a floor of 4 MiB/s after the base)."""
@@ -108,20 +119,20 @@ class S3Settings:
 
 
 def make_client(settings: S3Settings, *, max_attempts: int | None = None) -> Any:
-    """A boto3 S3 client for `settings`: path-style, SigV4, short connect timeout, few retries."""
-    if not settings.endpoint_url.startswith(("http://", "https://")):
+    """A boto3 S3 client for `settings`: path-style (AWS: boto3's choice), SigV4, short connect timeout, few retries."""
+    if not settings.aws and not settings.endpoint_url.startswith(("http://", "https://")):
         raise KoloraError(f"S3 endpoint '{settings.endpoint_url}' is not a URL: pass it as http://host:port or https://host")
     config = Config(
         connect_timeout=settings.connect_timeout,
         read_timeout=settings.read_timeout,
         retries={"total_max_attempts": max_attempts or settings.max_attempts, "mode": "standard"},
-        s3={"addressing_style": "path"},
+        s3={"addressing_style": "auto" if settings.aws else "path"},
         signature_version="s3v4",
     )
     try:
         return _session().client(
             "s3",
-            endpoint_url=settings.endpoint_url,
+            endpoint_url=settings.endpoint_url or None,
             region_name=settings.region,
             aws_access_key_id=settings.access_key_id,
             aws_secret_access_key=settings.secret_access_key,
@@ -303,7 +314,7 @@ class S3Store:
 
     def _check_reachable(self) -> None:
         """A plain TCP connect first, so a dead endpoint is reported as such even before credentials are looked at."""
-        url = urlsplit(self.settings.endpoint_url)
+        url = urlsplit(self._client.meta.endpoint_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
             socket.create_connection((url.hostname or "", port), timeout=self.settings.connect_timeout).close()

@@ -30,7 +30,7 @@ import torch
 from diffsynth import SDXLImagePipeline
 from lightning.fabric import Fabric
 
-from kolora_core.config import RunConfig, TrainConfig, dump_config
+from kolora_core.config import RunConfig, TrainConfig
 from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
@@ -43,6 +43,7 @@ from kolora_core.models.unet_compile import compile_regions, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.identity import training_identity, training_inputs
 from kolora_core.training.memory import MemoryPlan, plan_memory
 from kolora_core.training.precision import (
     autocast_for,
@@ -316,6 +317,9 @@ class _Engine:
             "precision": train.precision,
             "resumed_from": self.resumed_from,
             "peak_gpu_gib": peak,
+            "training_identity": training_identity(job.config),  # what check-changes compares with the champion's
+            "trainset_sha256": job.dataset_sha256,
+            "training_inputs": training_inputs(job.config),
         } | self.extra_summary()
         lora_path = job.out / LORA_FILE
         save_lora(
@@ -328,7 +332,9 @@ class _Engine:
                 "base_model_sha256": job.base_model_sha256,
                 "dataset_sha256": job.dataset_sha256,
                 "steps": train.steps,
-                "config": dump_config(job.config),
+                # what trained it, not the whole run config: the file must not change with evaluate/publish settings
+                "training_identity": summary["training_identity"],
+                "training_inputs": summary["training_inputs"],
             },
         )
         exports = write_exports(

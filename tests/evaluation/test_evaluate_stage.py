@@ -6,42 +6,11 @@ import json
 from pathlib import Path
 
 import pytest
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from jobs.evaluate import main as evaluate_main
-from kolora_core.inference.story import Generation, image_name, save_generation
 from kolora_core.lora.format import save_lora
-from tests.conftest import mark_complete
-
-COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]
-
-
-def _images(root: Path, shards: int) -> Path:
-    for index, colour in enumerate(COLOURS):
-        shard_dir = root / f"shard-{index % shards}"
-        shard_dir.mkdir(parents=True, exist_ok=True)
-        record = Generation(
-            index=index,
-            file=image_name(index),
-            prompt=f"p{index}",
-            negative_prompt="",
-            seed=index,
-            cfg_scale=4,
-            steps=4,
-            width=64,
-            height=64,
-            lora_strength=1,
-            lora_scale=0.25,
-            lora_sha256="a" * 64,
-            base_model_sha256="b" * 64,
-            seconds=0.1,
-        )
-        image = Image.new("RGB", (64, 64), colour)
-        ImageDraw.Draw(image).rectangle((0, 0, 63, 7), fill=(0, 0, 0))  # a picture, not a flat colour
-        save_generation(image, shard_dir, record)
-    for shard_dir in root.iterdir():
-        mark_complete(shard_dir)
-    return root
+from tests.conftest import COLOURS, mark_complete, no_champion, write_story_images
 
 
 @pytest.fixture
@@ -55,8 +24,13 @@ def stage_inputs(tmp_path: Path, scorers_dir: Path) -> dict[str, Path]:
     report = tmp_path / "fr"
     report.mkdir()
     (report / "filter_report.json").write_text(json.dumps({"images_in": 16, "kept": 11, "dropped": 5, "per_op": []}))
-    images = _images(tmp_path / "images", shards=3)
-    return {"lora": mark_complete(lora), "filter-report": mark_complete(report), "images": images, "scorers": scorers_dir}
+    return {
+        "lora": mark_complete(lora),
+        "filter-report": mark_complete(report),
+        "images": write_story_images(tmp_path / "images", shards=3),
+        "scorers": scorers_dir,
+        "champion": no_champion(tmp_path / "champion"),
+    }
 
 
 def _run(inputs: dict[str, Path], out: Path, *extra: str) -> int:
@@ -92,6 +66,7 @@ def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Pat
     assert report["scorers"]["aesthetic"] is None and report["scorers"]["clip"] is None
     assert report["settings"]["cfg_scale"] == 4 and report["images"][3]["steps"] == 4
     assert (tmp_path / "out" / "gate.txt").read_text().strip() == "skipped"
+    assert (tmp_path / "out" / "mean_aesthetic.txt").read_text() == ""  # not scored: the metric has no value
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_repo is null" in page
     assert page.count('<figure class="card') == 8 and "p7" in page and page.count("data:image/jpeg;base64,") == 9

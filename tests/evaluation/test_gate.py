@@ -85,6 +85,7 @@ def test_stage_writes_the_gate_from_scorer_outputs(
     assert _run(stage_inputs, tmp_path / "out", "--evaluate.min_aesthetic", "6.0") == 0  # the full profile's bar
     report = json.loads((tmp_path / "out" / "report.json").read_text(encoding="utf-8"))
     assert (tmp_path / "out" / "gate.txt").read_text() == f"{gate}\n"
+    assert (tmp_path / "out" / "mean_aesthetic.txt").read_text() == f"{score:.4f}\n"  # the workflow's mean-aesthetic
     assert report["gate"]["result"] == gate and report["gate"]["mean_aesthetic"] == pytest.approx(score)
     assert [i["aesthetic"] for i in report["images"]] == [score] * 8
     assert report["scores"]["aesthetic"] | {"stats": None} == {"status": "scored", "reason": None, "model": "fake-aesthetic"} | {

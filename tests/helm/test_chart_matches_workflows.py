@@ -54,7 +54,7 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {
         },
         {},
     ),
-    "no-service-account": ({"serviceAccount": {"create": False}, "rbac": {"create": False}}, {}, {}),
+    "no-service-account": ({"serviceAccount": {"create": False}, "rbac": {"create": False}}, {"service_account": None}, {}),
     "other-configmap": (
         {"artifactRepository": {"reference": True, "configMap": "team-repos", "key": ""}},
         {"artifact_repository_configmap": "team-repos", "service_account": SA},
@@ -65,11 +65,25 @@ CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {
         {"service_account": SA},
         {"profile": "smoke", "model-source": "tiny", "image-registry": "registry.example/ml", "image-tag": "9.9.9"},
     ),
-    "kind-smoke": (
+    "kind-smoke": (  # the chart's own repository and Secret, the in-cluster SeaweedFS as the release store too
         merge(ci_values()["kind"], KIND),
-        {"gpu": False, "service_account": SA},
-        {"profile": "smoke", "image-registry": KIND["image"]["registry"], "image-tag": KIND["image"]["tag"]},
+        {"gpu": False, "service_account": SA, "s3_secret": "kolora-s3"},
+        {
+            "profile": "smoke",
+            "image-registry": KIND["image"]["registry"],
+            "image-tag": KIND["image"]["tag"],
+            "s3-endpoint": "http://seaweedfs:8333",
+            "s3-bucket": "kolora",
+        },
     ),
+    "ci/quick-start": (ci_values()["quick-start"], {}, {}),  # = the dist defaults: Argo's quick-start MinIO
+    "ci/aws-s3": (
+        ci_values()["aws-s3"],
+        {"s3_secret": "kolora-aws", "s3_secret_access_key": "AWS_ACCESS_KEY_ID", "s3_secret_secret_key": "AWS_SECRET_ACCESS_KEY"},
+        {"s3-endpoint": "", "s3-bucket": "acme-kolora", "s3-region": "eu-central-1"},
+    ),
+    "ci/archive-logs": (ci_values()["archive-logs"], {"archive_logs": True, "generate_parallelism": None}, {}),
+    "ci/notify": (ci_values()["notify"], {}, {"notify-url": "https://hooks.example.com/services/kolora"}),
 }
 
 
@@ -88,7 +102,7 @@ def expected(kwargs: dict[str, Any], params: dict[str, str]) -> dict[str, dict]:
     for param in template["spec"]["arguments"]["parameters"]:
         param["value"] = params.get(param["name"], param["value"])
     if "profile" in params:  # cron.profile "" follows `profile`
-        cron["spec"]["workflowSpec"]["arguments"]["parameters"] = [{"name": "profile", "value": params["profile"]}]
+        cron["spec"]["workflowSpec"]["arguments"]["parameters"][0] = {"name": "profile", "value": params["profile"]}
     return {"WorkflowTemplate": template, "CronWorkflow": cron}
 
 

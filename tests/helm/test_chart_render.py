@@ -45,15 +45,15 @@ def render_error(values: dict[str, Any]) -> str:
 
 
 def test_ci_values_cover_the_feature_toggles() -> None:
-    assert {"no-gpu", "kind", "s3", "s3-existing-secret", "s3-sdk-creds", "rbac-off", "artifact-gc", "cron", "cron-off"} <= set(
-        ci_values()
-    )
+    toggles = {"no-gpu", "kind", "s3", "s3-existing-secret", "s3-sdk-creds", "rbac-off", "artifact-gc", "cron", "cron-off"}
+    toggles |= {"archive-logs", "notify", "aws-s3", "quick-start"}
+    assert toggles <= set(ci_values())
 
 
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_renders_and_validates(name: str) -> None:
     objs = objects(VALUE_SETS[name])
-    kinds = sorted(o["kind"] for o in objs)
+    kinds = [o["kind"] for o in objs]
     assert "WorkflowTemplate" in kinds
     errors = [e for obj in objs for e in validate(obj)]
     assert errors == [], "\n".join(errors)
@@ -70,10 +70,16 @@ def test_lint_strict(name: str) -> None:
 
 def test_default_install() -> None:
     kinds = by_kind()
-    assert sorted(kinds) == ["CronWorkflow", "Role", "RoleBinding", "ServiceAccount", "WorkflowTemplate"]
+    assert sorted(kinds) == ["CronWorkflow", "Role", "RoleBinding", "Secret", "ServiceAccount", "WorkflowTemplate"]
     (sa,) = kinds["ServiceAccount"]
     (binding,) = kinds["RoleBinding"]
-    assert sa["metadata"]["name"] == "kolora-workflow" == kinds["WorkflowTemplate"][0]["spec"]["serviceAccountName"]
+    (token,) = kinds["Secret"]  # the executor's token (the step containers get none)
+    spec = kinds["WorkflowTemplate"][0]["spec"]
+    assert sa["metadata"]["name"] == "kolora-workflow" == spec["serviceAccountName"] == spec["executor"]["serviceAccountName"]
+    assert spec["automountServiceAccountToken"] is False and sa["automountServiceAccountToken"] is False
+    assert sa["metadata"]["annotations"]["workflows.argoproj.io/service-account-token.name"] == token["metadata"]["name"]
+    assert token["type"] == "kubernetes.io/service-account-token"
+    assert token["metadata"]["annotations"]["kubernetes.io/service-account.name"] == "kolora-workflow"
     assert binding["subjects"] == [{"kind": "ServiceAccount", "name": "kolora-workflow", "namespace": "kolora"}]
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
@@ -94,8 +100,11 @@ def test_role_has_exactly_the_executor_permissions() -> None:
     (role,) = by_kind(extra)["Role"]
     assert role["rules"] == [EXECUTOR_RULE, *extra["rbac"]["extraRules"]]
     kinds = by_kind(ci_values()["rbac-off"])
-    assert not {"Role", "RoleBinding", "ServiceAccount"} & set(kinds)
-    assert kinds["WorkflowTemplate"][0]["spec"]["serviceAccountName"] == "argo-workflow"
+    assert not {"Role", "RoleBinding", "ServiceAccount", "Secret"} & set(kinds)
+    spec = kinds["WorkflowTemplate"][0]["spec"]
+    assert spec["serviceAccountName"] == "argo-workflow" == spec["executor"]["serviceAccountName"]
+    spec = by_kind({"serviceAccount": {"create": False}, "rbac": {"create": False}})["WorkflowTemplate"][0]["spec"]
+    assert "serviceAccountName" not in spec and spec["executor"] == {"serviceAccountName": "default"}
 
 
 def test_artifact_gc_strategy() -> None:
@@ -126,8 +135,7 @@ def test_artifact_repository_with_created_secret() -> None:
             "secretKeySecret": {"name": "kolora-s3", "key": "secretkey"},
         }
     }
-    (secret,) = by_kind(values)["Secret"]
-    assert secret["metadata"]["name"] == "kolora-s3"
+    (secret,) = [s for s in by_kind(values)["Secret"] if s["metadata"]["name"] == "kolora-s3"]
     assert secret["stringData"] == {"accesskey": "kolora", "secretkey": "kolora-secret-key"}
     assert "artifactRepositoryRef" not in by_kind(values)["WorkflowTemplate"][0]["spec"]  # the namespace default
 
@@ -139,7 +147,7 @@ def test_artifact_repository_with_existing_secret_and_reference() -> None:
     assert repo["s3"]["accessKeySecret"] == {"name": "kolora-s3-credentials", "key": "AWS_ACCESS_KEY_ID"}
     assert repo["s3"]["secretKeySecret"] == {"name": "kolora-s3-credentials", "key": "AWS_SECRET_ACCESS_KEY"}
     assert repo["s3"]["insecure"] is False and "keyFormat" not in repo["s3"]
-    assert "Secret" not in by_kind(values)
+    assert [s["metadata"]["name"] for s in by_kind(values)["Secret"]] == ["kolora-workflow-token"]  # no store Secret
     (template,) = by_kind(values)["WorkflowTemplate"]
     assert template["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "kolora-s3"}
 
@@ -149,8 +157,8 @@ def test_artifact_repository_with_sdk_credentials() -> None:
     _, repo = repository(values)
     assert repo["s3"]["useSDKCreds"] is True and "accessKeySecret" not in repo["s3"]
     kinds = by_kind(values)
-    assert "Secret" not in kinds
-    assert kinds["ServiceAccount"][0]["metadata"]["annotations"] == values["serviceAccount"]["annotations"]
+    assert [s["metadata"]["name"] for s in kinds["Secret"]] == ["kolora-workflow-token"]  # no store Secret
+    assert values["serviceAccount"]["annotations"].items() <= kinds["ServiceAccount"][0]["metadata"]["annotations"].items()
 
 
 @pytest.mark.parametrize(
@@ -198,7 +206,10 @@ def test_cron_values() -> None:
     (cron,) = by_kind(ci_values()["cron"])["CronWorkflow"]
     spec = cron["spec"]
     assert spec["schedules"] == ["0 2 * * 1-5", "30 6 * * 6"] and spec["timezone"] == "Asia/Shanghai" and spec["suspend"] is True
-    assert spec["workflowSpec"]["arguments"]["parameters"] == [{"name": "profile", "value": "smoke"}]
+    assert spec["workflowSpec"]["arguments"]["parameters"] == [
+        {"name": "profile", "value": "smoke"},
+        {"name": "on-unchanged", "value": "skip"},
+    ]
     assert "CronWorkflow" not in by_kind(ci_values()["cron-off"])
 
 
@@ -215,7 +226,8 @@ def test_notes_tell_how_to_submit_and_find_outputs() -> None:
     assert "argo submit -n kolora --from workflowtemplate/kolora-pipeline" in notes
     assert "kubectl -n kolora create -f -" in notes and "report/" in notes and "NOT created" in notes
     notes = render_text(ci_values()["kind"])["templates/NOTES.txt"]
-    assert "s3://kolora at minio:9000" in notes and "no GPUs" in notes
+    assert "s3://kolora at seaweedfs:8333" in notes and "no GPUs" in notes
+    assert "Releases: s3://kolora/models/<name>/ at http://seaweedfs:8333" in notes
 
 
 def test_values_schema_matches_values_yaml() -> None:

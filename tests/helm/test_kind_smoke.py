@@ -73,7 +73,7 @@ def test_pins_agree_with_what_is_validated() -> None:
     )
     from kolora_core.stages import STAGES
 
-    assert pins["IMAGES"].split() == sorted({s.image for s in STAGES.values()}, key=[s.image for s in STAGES.values()].index)
+    assert sorted(pins["IMAGES"].split()) == sorted({s.image for s in STAGES.values()})
     assert pins["REGISTRY"] == ci_values()["kind"]["image"]["registry"]
 
 
@@ -118,7 +118,7 @@ def test_seaweedfs_matches_the_chart_secret_and_validates() -> None:
     assert sorted(d["kind"] for d in docs) == ["Deployment", "Job", "Service"]
     errors = [e for d in docs for e in validate(d)]
     assert errors == [], "\n".join(errors)
-    (secret,) = by_kind(KIND_VALUES)["Secret"]
+    (secret,) = [s for s in by_kind(KIND_VALUES)["Secret"] if s["type"] == "Opaque"]  # the store's (not the SA token)
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in container["env"] if "valueFrom" in e}
@@ -160,8 +160,19 @@ def test_smoke_workflow_validates_and_uses_the_chart_template() -> None:
     declared = {p["name"]: p for p in template["spec"]["arguments"]["parameters"]}
     for param in workflow["spec"]["arguments"]["parameters"]:
         assert param["name"] in declared and param["value"] in declared[param["name"]].get("enum", [param["value"]])
+    defaults = {name: p["value"] for name, p in declared.items()}
+    assert defaults["s3-endpoint"] == f"http://{S3_ENDPOINT}", "the promote step publishes into the in-cluster store"
+    assert defaults["s3-bucket"] == ci_values()["kind"]["s3"]["bucket"] == re.search(r"^BUCKET=(\S+)", script(), re.M)[1]
     given = {p["name"]: p["value"] for p in workflow["spec"]["arguments"]["parameters"]}
-    assert given["s3-endpoint"] == f"http://{S3_ENDPOINT}", "the promote step publishes into the in-cluster store"
+    assert given == {"profile": "smoke"}, "the store comes from the chart's values, not from the run"
+    promote_secret = {
+        e["valueFrom"]["secretKeyRef"]["name"]
+        for t in template["spec"]["templates"]
+        if t["name"] in ("promote", "champion")
+        for e in t["container"]["env"]
+        if "valueFrom" in e
+    }
+    assert promote_secret == {"kolora-s3"}, "the Secret helm/smoke/seaweedfs.yaml reads its credentials from"
 
 
 def test_github_workflow_runs_the_smoke_target() -> None:

@@ -30,9 +30,12 @@ case "$tool" in
     [[ "$args" == *" apply "* ]] && { cat >/dev/null; exit 0; }
     [[ "$args" == *" create -f "* ]] && { echo kolora-smoke-x7k2p; exit 0; }
     [[ "$args" == *"{.status.phase}"* ]] && { echo "${STUB_PHASE:-Succeeded}"; exit 0; }
+    [[ "$args" == *'displayName=="promote"'* ]] && { echo "${STUB_PROMOTE-Succeeded}"; exit 0; }
     [[ "$args" == *"{.status.message}"* ]] && { echo "child 'train' failed"; exit 0; }
     if [[ "$args" == *" exec "* ]]; then
+      [[ "$args" == *" fs.ls -l /buckets/kolora/models/"* ]] && { printf '%s\n' "${STUB_RELEASE:-}"; exit 0; }
       [[ "$args" == *" fs.ls "* ]] && { printf '%s\n' "${STUB_LISTING:-}"; exit 0; }
+      [[ "$args" == *"latest.json"* ]] && { printf '%s\n' "${STUB_LATEST:-}"; exit 0; }
       [[ "$args" == *" fs.cat "* ]] && { echo passed; exit 0; }
       exit 0
     fi
@@ -44,6 +47,14 @@ ARGO_RELEASES = "https://github.com/argoproj/argo-workflows/releases/download"
 LISTING = "\n".join(
     f"-rw-rw----   1 root root   1024 /buckets/kolora/kolora-smoke-x7k2p/{path}"  # `weed shell` fs.ls -l
     for path in ("report/grid.png", "report/report.json", "report/gate.txt", "lora/lora.safetensors")
+)
+VERSION = "v0-3f2a9c1e"
+LATEST = (
+    f'{{\n  "lora_sha256": "ab12",\n  "name": "kolora",\n  "prefix": "models/kolora/{VERSION}/",\n  "version": "{VERSION}"\n}}'
+)
+RELEASE = "\n".join(
+    f"-rw-rw----   1 root root   1024 /buckets/kolora/models/kolora/{VERSION}/{path}"
+    for path in ("grid.png", "lora.safetensors", "release.json", "report.json")
 )
 
 
@@ -60,6 +71,8 @@ def run_script(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess[
         "HOME": str(tmp_path),
         "STUB_LOG": str(log),
         "STUB_LISTING": LISTING,
+        "STUB_LATEST": LATEST,
+        "STUB_RELEASE": RELEASE,
         **env,
     }
     result = subprocess.run(["bash", str(SMOKE_SCRIPT)], capture_output=True, text=True, env=environ, timeout=60)
@@ -99,6 +112,9 @@ def test_success_runs_every_step_in_order_and_tears_down(tmp_path: Path) -> None
         "get workflow kolora-smoke-x7k2p -o jsonpath={.status.phase}",
         "fs.ls -l /buckets/kolora/kolora-smoke-x7k2p/report fs.ls -l /buckets/kolora/kolora-smoke-x7k2p/lora",
         "fs.cat /buckets/kolora/kolora-smoke-x7k2p/report/gate.txt",
+        'get workflow kolora-smoke-x7k2p -o jsonpath={.status.nodes[?(@.displayName=="promote")].phase}',
+        "fs.cat /buckets/kolora/models/kolora/latest.json",
+        f"fs.ls -l /buckets/kolora/models/kolora/{VERSION}",
         "kind delete cluster --name kolora-smoke",
     ]
     positions = [index(calls, step) for step in steps]
@@ -111,7 +127,7 @@ def test_success_runs_every_step_in_order_and_tears_down(tmp_path: Path) -> None
     assert [c[2] for c in saves] == [f"kolora.local/kolora-{i}:{version}" for i in pins["IMAGES"].split()]
     assert [c[:3] for c in loads] == [["kind", "load", "image-archive"]] * len(saves)  # not docker-image (kind #3795)
     assert [c[3] for c in loads] == [c[4] for c in saves]
-    assert "kind smoke test passed (kolora-smoke-x7k2p)" in result.stderr and "gate: passed" in result.stdout
+    assert "kind smoke test passed (kolora-smoke-x7k2p, promoted kolora)" in result.stderr and "gate: passed" in result.stdout
 
 
 def test_keep_cluster_and_skip_build(tmp_path: Path) -> None:
@@ -134,6 +150,23 @@ def test_failed_workflow_prints_diagnostics_and_tears_down(tmp_path: Path) -> No
     assert index(calls, "logs deployment/workflow-controller") < index(calls, "kind delete cluster")
     assert index(calls, "kind export logs") >= 0
     assert not any("fs.ls" in c for c in calls)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"STUB_PROMOTE": "Omitted"}, "the promote step of kolora-smoke-x7k2p is 'Omitted', not Succeeded"),
+        ({"STUB_PROMOTE": ""}, "the promote step of kolora-smoke-x7k2p is 'absent'"),
+        ({"STUB_LATEST": ""}, "latest.json does not name kolora"),
+        ({"STUB_LATEST": LATEST.replace('"version"', '"v"')}, "latest.json names no version"),
+        ({"STUB_RELEASE": RELEASE.replace("release.json", "other.json")}, f"models/kolora/{VERSION}/release.json is missing"),
+        ({"STUB_RELEASE": RELEASE.replace("lora.safetensors", "x")}, f"models/kolora/{VERSION}/lora.safetensors is missing"),
+    ],
+)
+def test_a_run_that_did_not_promote_fails(tmp_path: Path, env: dict[str, str], message: str) -> None:
+    result, calls = run_script(tmp_path, **env)
+    assert result.returncode == 1 and message in result.stderr, result.stderr
+    assert index(calls, "kind delete cluster") >= 0
 
 
 def test_missing_outputs_fail(tmp_path: Path) -> None:

@@ -25,7 +25,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 from kolora_core.stages import CONTAINER_ROOT, STAGES
-from workflows.pipeline import PROMOTE, RUN_UID
+from workflows.pipeline import PROMOTE
+from workflows.pods import RUN_UID
 from workflows.render import DIST, render_all
 
 REPO = Path(__file__).resolve().parents[2]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,29 +12,38 @@ from PIL import Image
 
 from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError
-from kolora_core.lora.format import save_lora
+from kolora_core.lora.format import save_lora, save_safetensors
 from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
 from kolora_core.release.modelscope import upload_to_modelscope
 from kolora_core.release.publish import LATEST, publish_release
 from kolora_core.storage.objects import LocalStorage, S3StoreStorage
-from tests.conftest import mark_complete
+from tests.conftest import mark_complete, write_story_images
+from tests.lora.test_format import _reordered
 
 
 def _lora_dir(root: Path, fill: float = 0.0, exports: bool = True) -> Path:
     root.mkdir(parents=True)
     save_lora(root / "lora.safetensors", {"m.lora_A.default.weight": torch.full((16, 4), fill)}, rank=16, alpha=4.0, extra={})
-    (root / "train_summary.json").write_text(json.dumps({"steps": 4}))
+    (root / "train_summary.json").write_text(json.dumps({"steps": 4, "training_identity": "t" * 64, "trainset_sha256": "d" * 64}))
     if exports:
-        (root / "lora_diffusers.safetensors").write_bytes(b"diffusers" + bytes([int(fill)]))
-        (root / "lora_kohya.safetensors").write_bytes(b"kohya" + bytes([int(fill)]))
+        for name in ("lora_diffusers.safetensors", "lora_kohya.safetensors"):
+            save_safetensors(root / name, {"unet.m.lora_A.weight": torch.full((16, 4), fill)}, {"export": name})
     return mark_complete(root)
+
+
+REPORT = {
+    "settings": {"base_model": "tiny", "base_model_sha256": "b" * 64},
+    "training": {"rank": 16},
+    "scores": {"aesthetic": {"status": "scored", "model": "fake-a", "stats": {"mean": 6.5}}, "clip_similarity": {}},
+    "scorers": {"identity": "s" * 64, "kind": "tiny", "aesthetic": {"repo": "hf://a/b", "revision": None}, "clip": None},
+    "images": [{"index": i, "aesthetic": 6.0 + i / 7} for i in range(8)],
+}
 
 
 def _report_dir(root: Path, result: str = "passed") -> Path:
     root.mkdir(parents=True)
     gate = {"result": result, "reason": f"gate {result} for the test", "mean_aesthetic": 6.5, "min_aesthetic": 6.0}
-    report = {"gate": gate, "settings": {"base_model": "tiny", "base_model_sha256": "b" * 64}, "training": {"rank": 16}}
-    (root / "report.json").write_text(json.dumps(report))
+    (root / "report.json").write_text(json.dumps(REPORT | {"gate": gate}))
     (root / "report.html").write_text("<html>report</html>")
     Image.new("RGB", (8, 16), (1, 2, 3)).save(root / "grid.png")
     (root / "gate.txt").write_text(result + "\n")
@@ -44,14 +54,17 @@ def _release(tmp_path: Path, name: str = "rel", fill: float = 0.0, version: str 
     out = tmp_path / name
     out.mkdir()
     lora = lora or _lora_dir(tmp_path / f"{name}-lora", fill)
-    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report"), out)
+    images = write_story_images(tmp_path / f"{name}-images", shards=2)
+    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report"), images, out)
     return out
 
 
 def _stage(tmp_path: Path, lora: Path, report: Path, *extra: str) -> int:
-    return publish_main(
-        ["--profile", "smoke", "--lora", str(lora), "--report", str(report), "--release", str(tmp_path / "release"), *extra]
-    )
+    images = tmp_path / "images"
+    if not images.exists():
+        write_story_images(images, shards=2)
+    argv = ["--profile", "smoke", "--lora", str(lora), "--report", str(report), "--images", str(images)]
+    return publish_main([*argv, "--release", str(tmp_path / "release"), *extra])
 
 
 def test_stage_assembles_the_release_behind_a_passed_gate(tmp_path: Path) -> None:
@@ -67,10 +80,22 @@ def test_stage_assembles_the_release_behind_a_passed_gate(tmp_path: Path) -> Non
         "report.html",
         "grid.png",
     }
-    assert set(release["files"]) == expected
-    assert {p.name for p in release_dir.iterdir()} == expected | {RELEASE_MANIFEST, "_SUCCESS"}
-    assert release["version"] == "lora-" + release["lora_sha256"][:12] and release["name"] == "kolora"
+    story = {f"images/{i:03d}.png" for i in range(8)} | {"images/generations.jsonl"}
+    assert set(release["files"]) == expected | story
+    assert {p.name for p in release_dir.iterdir()} == expected | {"images", RELEASE_MANIFEST, "_SUCCESS"}
+    assert release["version"] == "lora-" + release["identity"][:12] and release["name"] == "kolora"
     assert release["gate"]["result"] == "passed" and release["base_model"] == "tiny"
+    # what a later run compares with: training identity + trainset (check-changes), scorers, story and scores
+    assert (release["training_identity"], release["trainset_sha256"]) == ("t" * 64, "d" * 64)
+    assert release["scorers"] == REPORT["scorers"]
+    assert release["scores"] == {"mean_aesthetic": 6.5, "mean_clip_similarity": None}
+    assert [s["index"] for s in release["story"]] == list(range(8)) and release["story"][3] == {
+        "index": 3, "file": "003.png", "prompt": "p3", "negative_prompt": "", "seed": 3, "cfg_scale": 4, "steps": 4,
+        "width": 64, "height": 64, "lora_strength": 1, "aesthetic": 6.0 + 3 / 7, "clip_similarity": None,
+    }  # fmt: skip
+    records = (release_dir / "images" / "generations.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["index"] for line in records] == list(range(8))  # two shards merged, in story order
+    assert all(len(release["files"][f]["content_sha256"]) == 64 for f in expected if f.endswith(".safetensors"))
     assert (
         _stage(tmp_path, _lora_dir(tmp_path / "lora2", exports=False), _report_dir(tmp_path / "r2"), "--publish.version", "v1")
         == 0
@@ -93,11 +118,22 @@ class RecordingStorage(LocalStorage):
         self.puts: list[str] = []
         self.fail_on = fail_on
 
-    def put(self, key: str, data: bytes | Path) -> None:
+    def _record(self, key: str) -> None:
         if self.fail_on and key.endswith(self.fail_on):
             raise OSError("connection reset")
         self.puts.append(key)
+
+    def put(self, key: str, data: bytes | Path) -> None:
+        self._record(key)
         super().put(key, data)
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        self._record(key)
+        return super().put_if_absent(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        self._record(key)
+        return super().put_if_match(key, data, etag)
 
 
 def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path: Path) -> None:
@@ -107,9 +143,12 @@ def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path
     first = publish_release(storage, release_dir)
     assert first.status == "published" and first.version_prefix == f"models/kolora/{version}/"
     assert storage.puts[-2:] == [f"models/kolora/{version}/{RELEASE_MANIFEST}", f"models/kolora/{LATEST}"]
-    assert len(storage.list(first.version_prefix)) == 8
+    assert len(storage.list(first.version_prefix)) == 8 + 9 + 1  # + the story (8 images, generations.jsonl), claim.json
     latest = json.loads(storage.get(f"models/kolora/{LATEST}"))
-    assert latest == {"name": "kolora", "version": version, "prefix": first.version_prefix, "lora_sha256": latest["lora_sha256"]}
+    manifest = json.loads((release_dir / RELEASE_MANIFEST).read_text())
+    assert latest == {"name": "kolora", "version": version, "prefix": first.version_prefix} | {
+        k: manifest[k] for k in ("lora_sha256", "identity")
+    }
     storage.puts.clear()
     again = publish_release(storage, release_dir)
     assert (again.status, again.uploaded, storage.puts) == ("already-published", [], [])
@@ -129,6 +168,24 @@ def test_a_published_version_is_never_overwritten(tmp_path: Path) -> None:
     # Same LoRA file, freshly evaluated (a report may differ in timings): the same model, so nothing is written to v1.
     assert publish_release(storage, _release(tmp_path, "four", version="v1", lora=lora)).status == "already-published"
     assert json.loads(storage.get(f"models/kolora/{LATEST}"))["version"] == "v1"
+
+
+def test_the_release_identity_is_the_content_not_the_file_bytes(tmp_path: Path) -> None:
+    """The same weights and metadata written in another header order: the same identity, version and model."""
+    first = _lora_dir(tmp_path / "first")
+    second = tmp_path / "second"
+    shutil.copytree(first, second)
+    for name in ("lora.safetensors", "lora_kohya.safetensors"):
+        _reordered(first / name, second / name)
+    one, two = _release(tmp_path, "one", lora=first), _release(tmp_path, "two", lora=second)
+    a, b = (json.loads((d / RELEASE_MANIFEST).read_text()) for d in (one, two))
+    assert a["lora_sha256"] != b["lora_sha256"] and a["identity"] == b["identity"] and a["version"] == b["version"]
+    storage = LocalStorage(tmp_path / "bucket")
+    assert publish_release(storage, one).status == "published"
+    assert publish_release(storage, two).status == "already-published"  # not refused as "other contents"
+    third = _release(tmp_path, "three", fill=1.0, version=a["version"])
+    with pytest.raises(KoloraError, match=r"already published .* with other contents"):
+        publish_release(storage, third)
 
 
 def test_a_crash_before_release_json_leaves_an_unpublished_version_that_a_retry_completes(tmp_path: Path) -> None:
@@ -160,7 +217,7 @@ def test_s3_adapter_against_the_embedded_store(tmp_path: Path) -> None:
         assert publish_release(storage, release_dir).status == "published"
         assert publish_release(storage, release_dir).status == "already-published"
         assert json.loads(storage.get(f"models/kolora/{LATEST}"))["version"] == "v1"
-        assert len(storage.list("models/kolora/v1/")) == 8
+        assert len(storage.list("models/kolora/v1/")) == 8 + 9 + 1
 
 
 class FakeHubApi:

@@ -12,7 +12,7 @@ import torch
 from jobs.train import main as train_main
 from kolora_core.config import TrainConfig
 from kolora_core.lora.export import DIFFUSERS_FILE, KOHYA_FILE
-from kolora_core.lora.format import LORA_FILE, load_lora
+from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.training.run import oom_message
 from tests.conftest import write_trainset
 from tests.training.helpers import losses, train
@@ -54,6 +54,22 @@ def test_loss_log_and_summary(trained: Path) -> None:
     assert summary["engine"] == "fast" and summary["global_batch"] == 1 and summary["resumed_from"] is None
     assert summary["cache"]["captions_encoded"] == 1 and summary["cache"]["latents_encoded"] == 4
     assert not (trained / "checkpoints").exists(), "checkpoints are deleted after a successful run by default"
+
+
+def test_identical_trainings_give_identical_files(trained: Path, tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
+    """Same config, data and base model: byte-identical LoRA and exports (so one release identity, one version).
+
+    A different worker count is operational: neither the files nor the training identity change.
+    """
+    again = tmp_path / "again"
+    assert train(tiny_models, tiny_trainset, again, "--train.steps", "3", "--train.num_workers", "1") == 0
+    for name in (LORA_FILE, DIFFUSERS_FILE, KOHYA_FILE):
+        assert sha256_of(again / name) == sha256_of(trained / name), name
+    first, second = (json.loads((d / "train_summary.json").read_text()) for d in (trained, again))
+    assert first["training_identity"] == second["training_identity"] and len(first["training_identity"]) == 64
+    assert first["trainset_sha256"] == second["trainset_sha256"] == load_lora(trained / LORA_FILE).metadata["dataset_sha256"]
+    assert load_lora(trained / LORA_FILE).metadata["training_identity"] == first["training_identity"]
+    assert first["training_inputs"]["train"]["steps"] == 3 and "num_workers" not in first["training_inputs"]["train"]
 
 
 def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

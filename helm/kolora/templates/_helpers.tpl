@@ -45,6 +45,11 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 {{- end }}
 
+{{/* Token Secret of the created workflow ServiceAccount (its annotation names it for Argo's executor). */}}
+{{- define "kolora.tokenSecretName" -}}
+{{- printf "%s-workflow-token" (include "kolora.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
 {{/* Name of the Role and RoleBinding of the workflow ServiceAccount. */}}
 {{- define "kolora.workflowRoleName" -}}
 {{- printf "%s-workflow" (include "kolora.fullname" .) | trunc 63 | trimSuffix "-" }}
@@ -53,6 +58,31 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{/* Secret holding the S3 credentials: s3.existingSecret, or the one the chart creates. */}}
 {{- define "kolora.s3SecretName" -}}
 {{- default (printf "%s-s3" (include "kolora.fullname" .) | trunc 63 | trimSuffix "-") .Values.s3.existingSecret }}
+{{- end }}
+
+{{/* Secret of the release store's keys (champion, promote): s3.existingSecret, the chart's own, or "" = the file's (the quick-start's). */}}
+{{- define "kolora.storeSecret" -}}
+{{- if or .Values.s3.existingSecret .Values.artifactRepository.create }}
+{{- include "kolora.s3SecretName" . }}
+{{- end }}
+{{- end }}
+
+{{/* Release-store parameter defaults from the s3 values that are set (YAML map): an *.amazonaws.com endpoint is "" (AWS's own endpoint of the region). */}}
+{{- define "kolora.storeParameters" -}}
+{{- $s3 := .Values.s3 }}
+{{- with $s3.endpoint }}
+{{- if hasSuffix ".amazonaws.com" (first (splitList ":" .)) }}
+s3-endpoint: ""
+{{- else }}
+s3-endpoint: {{ printf "%s://%s" (ternary "http" "https" $s3.insecure) . | quote }}
+{{- end }}
+{{- end }}
+{{- with $s3.bucket }}
+s3-bucket: {{ . | quote }}
+{{- end }}
+{{- with $s3.region }}
+s3-region: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* Loads one Argo object rendered by hera from files/ (a copy of workflows/dist/, kept equal by the tests) as data. */}}
@@ -88,7 +118,7 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Applies the values to one container template of the pipeline (dict root step), in place: pull policy, size and deadline, GPU placement, /dev/shm, the Secrets its env reads. */}}
+{{/* Applies the values to one container template of the pipeline (dict root step), in place: pull policy, size and deadline, GPU placement, /dev/shm, the Secrets its env reads (no store keys with s3.useSDKCreds). */}}
 {{- define "kolora.step" -}}
 {{- $values := .root.Values }}
 {{- $step := .step }}
@@ -120,16 +150,25 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- $_ = set .emptyDir "sizeLimit" (ternary $values.gpu.shmSize $values.cpuOnly.shmSize $values.gpu.enabled) }}
 {{- end }}
 {{- end }}
+{{- $store := include "kolora.storeSecret" .root }}
 {{- $secrets := dict
   "MODELSCOPE_API_TOKEN" (list $values.models.tokenSecret.name $values.models.tokenSecret.key)
-  "AWS_ACCESS_KEY_ID" (list (include "kolora.s3SecretName" .root) $values.s3.secretKeys.accessKey)
-  "AWS_SECRET_ACCESS_KEY" (list (include "kolora.s3SecretName" .root) $values.s3.secretKeys.secretKey) }}
+  "AWS_ACCESS_KEY_ID" (list $store $values.s3.secretKeys.accessKey)
+  "AWS_SECRET_ACCESS_KEY" (list $store $values.s3.secretKeys.secretKey) }}
+{{- $env := list }}
 {{- range $container.env }}
+{{- $storeKey := hasPrefix "AWS_" .name }}
 {{- if and .valueFrom .valueFrom.secretKeyRef (hasKey $secrets .name) }}
 {{- $ref := get $secrets .name }}
-{{- $_ = set .valueFrom.secretKeyRef "name" (index $ref 0) }}
+{{- $_ = set .valueFrom.secretKeyRef "name" (default .valueFrom.secretKeyRef.name (index $ref 0)) }}
 {{- $_ = set .valueFrom.secretKeyRef "key" (index $ref 1) }}
 {{- end }}
+{{- if not (and $storeKey $values.s3.useSDKCreds) }}
+{{- $env = append $env . }}
+{{- end }}
+{{- end }}
+{{- if $container.env }}
+{{- $_ = set $container "env" $env }}
 {{- end }}
 {{- end }}
 
