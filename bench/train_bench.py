@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
     from kolora_core.errors import KoloraError
     from kolora_core.models.attention import SDPA_ENV, preferred_backend
     from kolora_core.models.unet_compile import uncompile_regions
-    from kolora_core.training.cache import TrainCache, build_cache
+    from kolora_core.training.cache import build_cache
     from kolora_core.training.fast_module import cast_frozen, inject_lora
     from kolora_core.training.run import FastEngine, TrainJob
 
@@ -198,14 +198,7 @@ def main(argv: list[str] | None = None) -> None:
         with torch.no_grad():
             for name, param in lora.items():
                 param.copy_(initial[name])
-        variant_cache = TrainCache(
-            cache.latents.to(dtype),
-            cache.caption_of_image,
-            cache.embeddings.to(dtype),
-            cache.pooled.to(dtype),
-            cache.flips,
-            cache.crops,
-        )
+        variant_cache = cache.to(cache.embeddings.device, dtype)
         job = TrainJob(RunConfig(train=train), tmp / "trainset", rows, tmp, tmp / "out", tmp / "ckpt", "bench", "bench")
         engine = None
         gc.collect()
@@ -217,12 +210,12 @@ def main(argv: list[str] | None = None) -> None:
             t0 = time.perf_counter()
             engine = FastEngine(fabric, job, unet=unet, cache=variant_cache)
             for step in range(warm):
-                engine.step(step).item()
+                engine.step(step)[0].item()
             warm_seconds = time.perf_counter() - t0
             if cuda:
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            losses = [engine.step(step) for step in range(warm, warm + steps)]
+            losses = [engine.step(step)[0] for step in range(warm, warm + steps)]
             loss_values = torch.stack(losses).cpu().tolist()  # waits for the last step
             seconds = (time.perf_counter() - t0) / steps
             ips = train.batch_size / seconds

@@ -79,6 +79,71 @@ class ModelsConfig(Section):
     tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
 
 
+class StoryPrompt(Section):
+    """One image of the story: what to draw, what to avoid, which seed; null settings take the GenerateConfig value."""
+
+    prompt: str = Field(min_length=1)
+    negative_prompt: str = ""
+    seed: int = 0
+    cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
+    steps: int | None = Field(None, ge=1, description="null = generate.steps")
+    width: int | None = Field(None, ge=64, description="null = generate.width")
+    height: int | None = Field(None, ge=64, description="null = generate.height")
+    lora_strength: float | None = Field(None, description="null = generate.lora_strength")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_shorthand(cls, data: Any) -> Any:
+        """`size: 1024` or `size: 1024x768` (width x height) in a prompts file; same as width + height."""
+        if not isinstance(data, dict) or "size" not in data:
+            return data
+        data = dict(data)
+        size = data.pop("size")
+        if "width" in data or "height" in data:
+            raise ValueError("give either size or width/height, not both")
+        parts = str(size).lower().replace(" ", "").split("x")
+        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"size must be N or WIDTHxHEIGHT, got {size!r}")
+        data["width"], data["height"] = int(parts[0]), int(parts[-1])
+        return data
+
+    @field_validator("width", "height")
+    @classmethod
+    def _size_step(cls, value: int | None) -> int | None:
+        if value is not None and value % 64:  # SDXLImagePipeline would silently round it up
+            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
+        return value
+
+
+# Which export files can carry which adapter (docs/training.md "LoRA variants" says which loaders read them).
+VARIANT_EXPORTS: dict[str, tuple[str, ...]] = {
+    "lora": ("diffusers", "kohya"),
+    "dora": ("diffusers",),
+    "loha": ("kohya",),
+    "lokr": ("kohya",),
+}
+# The options kolora added after the seed (all off by default), and those that change step 0's loss or gradients.
+TRAINER_OPTIONS = (
+    "buckets",
+    "lora_variant",
+    "exports",
+    "optimizer",
+    "lr_scheduler",
+    "lr_warmup_steps",
+    "gradient_accumulation",
+    "max_grad_norm",
+    "min_snr_gamma",
+    "noise_offset",
+    "caption_dropout",
+    "ema_decay",
+    "validation_every",
+    "validation_prompts",
+    "validation_steps",
+    "tensorboard",
+)
+STEP0_OPTIONS = ("buckets", "lora_variant", "min_snr_gamma", "noise_offset", "caption_dropout")
+
+
 class TrainConfig(Section):
     """LoRA training; defaults are the seed's `train_kolors_lora.py` command line (see docs/training.md)."""
 
@@ -140,6 +205,45 @@ class TrainConfig(Section):
     )
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run; false deletes them")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")
+    # --- what other LoRA trainers offer (docs/training.md "Trainer options"); every one off by default ---
+    buckets: bool = Field(
+        False,
+        description="aspect-ratio buckets: each image trains at the bucket (multiples of 64, about resolution^2 pixels, "
+        "aspect 1:2 to 2:1) nearest its aspect, each batch from one bucket, SDXL size/crop conditioning from the image",
+    )
+    lora_variant: Literal["lora", "dora", "loha", "lokr"] = Field(
+        "lora", description="peft adapter: lora (the seed), dora (weight-decomposed LoRA), loha or lokr (LyCORIS)"
+    )
+    exports: list[Literal["diffusers", "kohya"]] | None = Field(
+        None,
+        description="export files written beside lora.safetensors; null = every format that can carry lora_variant "
+        "(lora: both, dora: diffusers, loha/lokr: kohya)",
+    )
+    optimizer: Literal["adamw", "adamw8bit"] = Field(
+        "adamw", description="adamw (torch, fused on GPU: the seed) or adamw8bit (bitsandbytes: 8-bit moments)"
+    )
+    lr_scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="learning-rate schedule after the warm-up (linear and cosine decay to 0 at train.steps)"
+    )
+    lr_warmup_steps: int = Field(0, ge=0, description="linear warm-up from 0 over this many optimizer steps")
+    gradient_accumulation: int = Field(
+        1, ge=1, description="micro-batches per optimizer step: a step sees batch_size x devices x this many images"
+    )
+    max_grad_norm: float | None = Field(None, gt=0, description="clip the LoRA gradients' total L2 norm; null = no clipping")
+    min_snr_gamma: float | None = Field(
+        None, gt=0, description="min-SNR loss weighting min(SNR, gamma)/SNR per image (Hang et al. 2023; 5 is usual)"
+    )
+    noise_offset: float = Field(0.0, ge=0, description="add this x N(0,1) per image and channel to the noise (0 = off)")
+    caption_dropout: float = Field(0.0, ge=0, lt=1, description="probability that an image trains with the empty caption")
+    ema_decay: float | None = Field(
+        None, gt=0, lt=1, description="keep an EMA of the LoRA weights with this decay and export it instead of the raw weights"
+    )
+    validation_every: int = Field(0, ge=0, description="render the validation prompts with the current LoRA every N steps")
+    validation_prompts: list[StoryPrompt] | None = Field(
+        None, description="prompts (and seeds) rendered during training; null = the first two of generate.prompts"
+    )
+    validation_steps: int = Field(20, ge=1, description="sampler steps of each validation image")
+    tensorboard: bool = Field(False, description="write TensorBoard event files (loss, lr, images/s, grad norm, samples)")
 
     @field_validator("resolution")
     @classmethod
@@ -148,46 +252,50 @@ class TrainConfig(Section):
             raise ValueError(f"must be a multiple of 8 (the VAE downsamples by 8), got {value}")
         return value
 
+    @model_validator(mode="after")
+    def _options_combine(self) -> TrainConfig:
+        """Combinations that cannot work are refused here, before any model loads (one line each)."""
+        carries = VARIANT_EXPORTS[self.lora_variant]
+        for export in self.exports or []:
+            if export not in carries:
+                raise ValueError(
+                    f"train.exports {export} cannot carry train.lora_variant {self.lora_variant} "
+                    f"(it carries {', '.join(v for v, f in VARIANT_EXPORTS.items() if export in f)}): drop it from "
+                    "train.exports or set train.exports null"
+                )
+        if self.cuda_graphs is True and self.optimizer == "adamw8bit":
+            raise ValueError("train.cuda_graphs true cannot replay train.optimizer adamw8bit (host-side step count): set it auto")
+        new_options = self.non_default_options()
+        if self.engine == "seed" and new_options:
+            raise ValueError(
+                f"train.engine seed is the seed's recipe and takes none of train.{', train.'.join(new_options)}: "
+                "use train.engine fast"
+            )
+        changes_step0 = [o for o in new_options if o in STEP0_OPTIONS]
+        if self.seed_compat and changes_step0:
+            raise ValueError(
+                f"train.seed_compat proves the seed's objective, which train.{', train.'.join(changes_step0)} changes: "
+                "turn one of them off"
+            )
+        return self
+
+    def non_default_options(self) -> list[str]:
+        """The trainer options (buckets .. tensorboard) set to something other than their default."""
+        return [
+            name
+            for name in TRAINER_OPTIONS
+            if getattr(self, name) != type(self).model_fields[name].get_default(call_default_factory=True)
+        ]
+
+    @property
+    def export_formats(self) -> list[str]:
+        """`exports`, or every format that can carry the variant."""
+        return list(self.exports) if self.exports is not None else list(VARIANT_EXPORTS[self.lora_variant])
+
     @property
     def lora_scale(self) -> float:
         """peft's effective scale; inference must apply the same or the style is weakened."""
         return self.lora_alpha / self.lora_rank
-
-
-class StoryPrompt(Section):
-    """One image of the story: what to draw, what to avoid, which seed; null settings take the GenerateConfig value."""
-
-    prompt: str = Field(min_length=1)
-    negative_prompt: str = ""
-    seed: int = 0
-    cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
-    steps: int | None = Field(None, ge=1, description="null = generate.steps")
-    width: int | None = Field(None, ge=64, description="null = generate.width")
-    height: int | None = Field(None, ge=64, description="null = generate.height")
-    lora_strength: float | None = Field(None, description="null = generate.lora_strength")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _size_shorthand(cls, data: Any) -> Any:
-        """`size: 1024` or `size: 1024x768` (width x height) in a prompts file; same as width + height."""
-        if not isinstance(data, dict) or "size" not in data:
-            return data
-        data = dict(data)
-        size = data.pop("size")
-        if "width" in data or "height" in data:
-            raise ValueError("give either size or width/height, not both")
-        parts = str(size).lower().replace(" ", "").split("x")
-        if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
-            raise ValueError(f"size must be N or WIDTHxHEIGHT, got {size!r}")
-        data["width"], data["height"] = int(parts[0]), int(parts[-1])
-        return data
-
-    @field_validator("width", "height")
-    @classmethod
-    def _size_step(cls, value: int | None) -> int | None:
-        if value is not None and value % 64:  # SDXLImagePipeline would silently round it up
-            raise ValueError(f"must be a multiple of 64 (the Kolors UNet's size step), got {value}")
-        return value
 
 
 class GenerateConfig(Section):

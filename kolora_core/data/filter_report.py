@@ -233,6 +233,15 @@ def _sheet(cells: list[tuple[str, str, str | None]]) -> str:
     return f'<div class="sheet">{"".join(out)}</div>'
 
 
+def _buckets_section(buckets: dict[str, int] | None) -> str:
+    """Kept images per aspect-ratio bucket (`train.buckets`), as the train stage will group them."""
+    if not buckets:
+        return ""
+    return "<h2>Aspect-ratio buckets (train.buckets)</h2>" + _table(
+        ["bucket (width x height)", "images"], list(map(list, buckets.items()))
+    )
+
+
 def render_html(report: dict[str, Any], kept_thumbs: list[str | None], dropped_thumbs: list[str | None]) -> str:
     """The whole report as one HTML string; thumbnails are data URIs in the order of kept_images/dropped_images."""
     ops_rows = [
@@ -272,6 +281,7 @@ def render_html(report: dict[str, Any], kept_thumbs: list[str | None], dropped_t
         + _svg_histogram("width (px): kept green, dropped red", report["histograms"]["width"])
         + _svg_histogram("height (px): kept green, dropped red", report["histograms"]["height"])
         + _table(["images", "stat", "min", "median", "max", "mean"], dim_rows),
+        _buckets_section(report.get("buckets")),
         f"<h2>Contact sheet</h2><p class='note'>{shown}</p><h3 class='kept'>kept</h3>" + _sheet(kept_cells),
         "<h3 class='dropped'>dropped</h3>" + (_sheet(dropped_cells) if dropped_cells else "<p>none</p>"),
         "<h2>Skipped at ingest</h2>" + (_table(["input", "kind", "reason"], skip_rows) if skip_rows else "<p>none</p>"),

@@ -26,6 +26,7 @@ from PIL import Image
 
 from kolora_core.config import RunConfig
 from kolora_core.data import filter_report as fr
+from kolora_core.data.buckets import bucket_histogram
 from kolora_core.data.datajuicer import DJResult, Sample, check_environment, effective_np, run_datajuicer
 from kolora_core.data.layout import (
     DATAJUICER_LOG,
@@ -315,6 +316,8 @@ def filter_dataset(config: RunConfig, dataset_dir: Path, trainset_dir: Path, rep
         effective_np(config.filter.np),
         executor_type,
     )
+    if config.train.buckets:  # what the train stage will make of the kept images (kolora_core.data.buckets)
+        report["buckets"] = bucket_histogram([(k["width"], k["height"]) for k in kept], config.train.resolution)
     write_json(report_dir / FILTER_REPORT_JSON, report)
     kept_thumbs = [fr.thumbnail_data_uri(trainset_dir / k["file_name"]) for k in kept[: fr.MAX_THUMBS]]
     dropped_thumbs = [fr.thumbnail_data_uri(dataset_dir / d["image"]) for d in report["dropped_images"][: fr.MAX_THUMBS]]

@@ -106,8 +106,13 @@ def _card(entry: dict[str, Any], image: Image.Image) -> dict[str, Any]:
 
 
 def render_report_html(
-    report: dict[str, Any], grid: Image.Image, images: dict[int, Image.Image], champion_grid: Image.Image | None = None
+    report: dict[str, Any],
+    grid: Image.Image,
+    images: dict[int, Image.Image],
+    champion_grid: Image.Image | None = None,
+    validation: dict[str, str] | None = None,
 ) -> str:
+    """The page; `validation` is the samples-during-training section (`validation_section.py`), None without one."""
     gate = report["gate"]
     return (
         _environment()
@@ -123,6 +128,7 @@ def render_report_html(
             score_rows=_score_rows(report),
             run_rows=_run_rows(report),
             cards=[_card(entry, images[entry["index"]]) for entry in report["images"]],
+            validation=validation,
         )
     )
 
@@ -133,5 +139,6 @@ def write_report_html(
     grid: Image.Image,
     images: dict[int, Image.Image],
     champion_grid: Image.Image | None = None,
+    validation: dict[str, str] | None = None,
 ) -> None:
-    path.write_text(render_report_html(report, grid, images, champion_grid), encoding="utf-8")
+    path.write_text(render_report_html(report, grid, images, champion_grid, validation), encoding="utf-8")

@@ -33,6 +33,7 @@ from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, REPORT_HTML
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, Scorers, SimilarityScorer, load_scorers
+from kolora_core.evaluation.validation_section import validation_section
 from kolora_core.inference.story import collect_generations
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.scorers import AESTHETIC, CLIP
@@ -151,7 +152,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     }
     (out / REPORT).write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     champion_grid = Image.open(champion.grid).convert("RGB") if champion and champion.grid.is_file() else None
-    write_report_html(out / REPORT_HTML, report, grid, images, champion_grid)
+    write_report_html(out / REPORT_HTML, report, grid, images, champion_grid, validation_section(inputs["lora"]))
     (out / GATE).write_text(gate["result"] + "\n", encoding="utf-8")
     mean = gate.get("mean_aesthetic")
     (out / MEAN_AESTHETIC).write_text("" if mean is None else f"{mean:.4f}\n", encoding="utf-8")

@@ -25,6 +25,7 @@ SGM names follow from the diffusers ones (`input_blocks.N.{0,1}`, `middle_block.
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ import torch
 from safetensors import safe_open
 
 from kolora_core.errors import KoloraError
-from kolora_core.lora.format import A_SUFFIX, B_SUFFIX, LoRAFile, save_safetensors
+from kolora_core.lora.format import LoRAFile, save_safetensors
 
 DIFFUSERS_FILE = "lora_diffusers.safetensors"
 KOHYA_FILE = "lora_kohya.safetensors"
@@ -152,18 +153,30 @@ def diffsynth_to_diffusers(name: str, blocks: dict[int, BlockName], sgm: bool = 
     return name
 
 
-def _pairs(lora: LoRAFile) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
-    return [(m, *(t.float() for t in lora.pair(m))) for m in lora.modules()]
+# which export carries which adapter: the config refuses any other combination before training (VARIANT_EXPORTS)
+DIFFUSERS_VARIANTS, KOHYA_VARIANTS = ("lora", "dora"), ("lora", "loha", "lokr")
+# kohya/LyCORIS tensor names <-> peft's (kolora's) names; LoHa and LoKr keep LyCORIS' own names, which peft copied
+_KOHYA_NAMES = {"lora_A": "lora_down.weight", "lora_B": "lora_up.weight"}
+
+
+def _refuse(lora: LoRAFile, name: str, carries: Sequence[str]) -> None:
+    if lora.variant not in carries:
+        raise KoloraError(f"the {name} export cannot carry a {lora.variant} adapter (it carries {', '.join(carries)})")
 
 
 def to_diffusers(lora: LoRAFile, layout: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`unet.<diffusers module>.lora_A/B.weight`, with alpha/rank baked into B."""
+    """`unet.<diffusers module>.lora_A/B.weight`, with alpha/rank baked into B; DoRA adds `.lora_magnitude_vector`
+    (peft's saved form, from which diffusers' `load_lora_adapter` sets `use_dora`)."""
+    _refuse(lora, "diffusers", DIFFUSERS_VARIANTS)
     blocks = diffusers_block_names(layout)
     tensors: dict[str, torch.Tensor] = {}
-    for module, down, up in _pairs(lora):
+    for module in lora.modules():
+        parts = {k: v.float() for k, v in lora.parts(module).items()}
         target = "unet." + diffsynth_to_diffusers(module, blocks)
-        tensors[target + ".lora_A.weight"] = down.contiguous()
-        tensors[target + ".lora_B.weight"] = (up * lora.scale).contiguous()
+        tensors[target + ".lora_A.weight"] = parts["lora_A"].contiguous()
+        tensors[target + ".lora_B.weight"] = (parts["lora_B"] * lora.scale).contiguous()
+        if "lora_magnitude_vector" in parts:
+            tensors[target + ".lora_magnitude_vector"] = parts["lora_magnitude_vector"].contiguous()
     return tensors
 
 
@@ -171,44 +184,73 @@ def kohya_key(module: str, blocks: dict[int, BlockName]) -> str:
     return "lora_unet_" + diffsynth_to_diffusers(module, blocks, sgm=True).replace(".", "_")
 
 
+def _lokr_dim(parts: dict[str, torch.Tensor]) -> int | None:
+    """The rank LyCORIS loaders divide alpha by: that of the low-rank factor, none when both factors are whole."""
+    for factor in ("lokr_w2_b", "lokr_w1_b"):
+        if factor in parts:
+            return parts[factor].shape[0]
+    return None
+
+
 def to_kohya(lora: LoRAFile, layout: Sequence[str]) -> dict[str, torch.Tensor]:
-    """`lora_unet_<sgm path>.lora_down/.lora_up/.alpha`: unscaled tensors plus the trained alpha."""
+    """`lora_unet_<sgm path>.lora_down/.lora_up/.alpha`: unscaled tensors plus the trained alpha. LoHa: LyCORIS'
+    `.hada_w1_a/.hada_w1_b/.hada_w2_a/.hada_w2_b` + `.alpha` (loaders scale by alpha / rank, as peft). LoKr: LyCORIS'
+    `.lokr_w1/.lokr_w2` (or their `_a/_b` factors) with alpha/rank baked into w1 and `.alpha` = the rank the loaders
+    divide by (LyCORIS ignores alpha when both factors are whole, peft does not: baking gives both the trained update)."""
+    _refuse(lora, "kohya", KOHYA_VARIANTS)
     blocks = diffusers_block_names(layout)
     tensors: dict[str, torch.Tensor] = {}
-    for module, down, up in _pairs(lora):
+    for module in lora.modules():
+        parts = {k: v.float() for k, v in lora.parts(module).items()}
         key = kohya_key(module, blocks)
-        tensors[key + ".lora_down.weight"] = down.contiguous()
-        tensors[key + ".lora_up.weight"] = up.contiguous()
-        tensors[key + ".alpha"] = torch.tensor(float(lora.alpha), dtype=torch.float32)
+        alpha: float | None = float(lora.alpha)
+        if lora.variant == "lokr":
+            baked = "lokr_w1" if "lokr_w1" in parts else "lokr_w1_a"
+            parts[baked] = parts[baked] * lora.scale
+            dim = _lokr_dim(parts)
+            alpha = float(dim) if dim is not None else None
+        for name, value in parts.items():
+            tensors[f"{key}.{_KOHYA_NAMES.get(name, name)}"] = value.contiguous()
+        if alpha is not None:
+            tensors[key + ".alpha"] = torch.tensor(alpha, dtype=torch.float32)
     return tensors
 
 
 def write_exports(
-    directory: Path, lora: LoRAFile, layout: Sequence[str], output_name: str, extra: dict[str, str] | None = None
+    directory: Path,
+    lora: LoRAFile,
+    layout: Sequence[str],
+    extra: dict[str, str] | None = None,
+    formats: Sequence[str] = ("diffusers", "kohya"),
+    *,
+    output_name: str,
 ) -> list[Path]:
-    """Write both exports atomically next to lora.safetensors; returns their paths.
+    """Write the export files of `formats` atomically next to lora.safetensors; returns their paths.
 
     `output_name` becomes the kohya file's `ss_output_name`, the name A1111/Forge list it under and accept in
     `<lora:NAME:1>` whatever the file is called (their alias), and the name the generate stage's PNGs cite.
     """
     common = {"format": EXPORT_FORMAT, "rank": str(lora.rank), "alpha": repr(float(lora.alpha))} | dict(extra or {})
+    if lora.variant != "lora":
+        common["variant"] = lora.variant
+    network = {"lora": "networks.lora", "loha": "lycoris.kohya", "lokr": "lycoris.kohya"}.get(lora.variant, "")
+    kohya_meta = {
+        "ss_network_module": network,
+        "ss_network_dim": str(lora.rank),
+        "ss_network_alpha": repr(float(lora.alpha)),
+        "ss_output_name": output_name,
+    }
+    if lora.variant != "lora":
+        kohya_meta["ss_network_args"] = json.dumps({"algo": lora.variant})
+    files = {
+        "diffusers": (DIFFUSERS_FILE, to_diffusers, common | {"scale_baked_into_lora_B": repr(lora.scale)}),
+        "kohya": (KOHYA_FILE, to_kohya, common | kohya_meta),
+    }
     written = []
-    for name, tensors, metadata in (
-        (DIFFUSERS_FILE, to_diffusers(lora, layout), common | {"scale_baked_into_lora_B": repr(lora.scale)}),
-        (
-            KOHYA_FILE,
-            to_kohya(lora, layout),
-            common
-            | {
-                "ss_network_module": "networks.lora",
-                "ss_network_dim": str(lora.rank),
-                "ss_network_alpha": repr(float(lora.alpha)),
-                "ss_output_name": output_name,
-            },
-        ),
-    ):
+    for export in formats:
+        name, convert, metadata = files[export]
         path = directory / name
-        save_safetensors(path, tensors, metadata)
+        save_safetensors(path, convert(lora, layout), metadata)
         written.append(path)
     return written
 
@@ -235,11 +277,17 @@ def a1111_identity(path: Path) -> tuple[str, str]:
     return name, (metadata.get("sshs_model_hash") or addnet_hash(path))[:12]
 
 
+def _kolora_key(module: str, name: str) -> str:
+    """peft's key form of one adapter tensor: LoRA/DoRA tensors end in `.default.weight`, LoHa/LoKr in `.default`."""
+    return f"{module}.{name}.default" + (".weight" if name.startswith("lora_") else "")
+
+
 def read_export(path: Path, layout: Sequence[str]) -> LoRAFile:
-    """An export read back into kolora's form (diffsynth names, rank, alpha) for `merge_lora`.
+    """An export read back into kolora's form (diffsynth names, rank, alpha, variant) for `merge_lora`.
 
     Diffusers exports come back with alpha = rank (their scale is baked into B); kohya exports with
-    the stored alpha. Used to prove the exports are lossless; a module the layout lacks is an error.
+    the stored alpha (LoKr: alpha = rank, its scale is baked). Used to prove the exports are lossless; a module
+    the layout lacks is an error.
     """
     blocks = diffusers_block_names(layout)
     with safe_open(str(path), framework="pt") as handle:
@@ -248,27 +296,24 @@ def read_export(path: Path, layout: Sequence[str]) -> LoRAFile:
     out: dict[str, torch.Tensor] = {}
     alphas: set[float] = set()
     rank = int(metadata.get("rank", "0"))
-    if any(k.startswith("lora_unet_") for k in tensors):
+    variant = metadata.get("variant", "lora")
+    kohya = any(k.startswith("lora_unet_") for k in tensors)
+    if kohya:
         names = {kohya_key(m, blocks): m for m in _attention_modules(blocks, layout)}
-        for key, value in tensors.items():
-            base, _, kind = key.partition(".")
-            if base not in names:
-                raise KoloraError(f"{path}: {base} is no attention layer of this UNet layout")
-            if kind == "lora_down.weight":
-                out[names[base] + A_SUFFIX] = value
-            elif kind == "lora_up.weight":
-                out[names[base] + B_SUFFIX] = value
-            elif kind == "alpha":
-                alphas.add(float(value))
-        alpha = alphas.pop() if len(alphas) == 1 else float(rank)
+        peft_name = {v: k for k, v in _KOHYA_NAMES.items()}
     else:
         names = {"unet." + diffsynth_to_diffusers(m, blocks): m for m in _attention_modules(blocks, layout)}
-        for key, value in tensors.items():
-            base, kind = key.rsplit(".", 2)[0], ".".join(key.rsplit(".", 2)[1:])
-            if base not in names:
-                raise KoloraError(f"{path}: {base} is no attention layer of this UNet layout")
-            out[names[base] + (A_SUFFIX if kind == "lora_A.weight" else B_SUFFIX)] = value
-        alpha = float(rank)
+        peft_name = {"lora_A.weight": "lora_A", "lora_B.weight": "lora_B", "lora_magnitude_vector": "lora_magnitude_vector"}
+    for key, value in tensors.items():
+        base, kind = next(((b, key[len(b) + 1 :]) for b in (key.rsplit(".", n)[0] for n in (2, 1)) if b in names), ("", ""))
+        if not base:
+            raise KoloraError(f"{path}: {key} names no attention layer of this UNet layout")
+        if kind == "alpha":
+            alphas.add(float(value))
+        else:
+            out[_kolora_key(names[base], peft_name.get(kind, kind))] = value
+    alpha = alphas.pop() if kohya and variant != "lokr" and len(alphas) == 1 else float(rank)
+    metadata = metadata | {"variant": variant}
     return LoRAFile(tensors=out, rank=rank, alpha=alpha, metadata=metadata)
 
 

@@ -2,9 +2,11 @@
 
 Format: safetensors with diffsynth/peft keys (`<module path>.lora_A.default.weight`, `.lora_B...`),
 the form the seed's `load_state_dict` expects, plus string metadata (rank, alpha, targets, base model
-and dataset fingerprints, the run config). peft scales the update by alpha/rank during training, so
-inference must merge `W += strength * (alpha/rank) * B @ A`; the seed merged half of that (alpha 2 vs
-4), and `ModelManager.load_lora` forgets the /rank entirely: `LoRAFile.scale` is that factor, and
+and dataset fingerprints, the run config, and `variant` for adapters other than LoRA:
+DoRA's `lora_magnitude_vector`, LoHa's `hada_w*`, LoKr's `lokr_w*` tensors under the same peft key form).
+peft scales the update by alpha/rank during training, so inference must merge
+`W += strength * (alpha/rank) * B @ A`; the seed merged half of that (alpha 2 vs 4), and
+`ModelManager.load_lora` forgets the /rank entirely: `LoRAFile.scale` is that factor, and
 `merge.merge_lora` is the only merge path.
 
 Every safetensors file kolora writes goes through `save_safetensors`, which fixes the header's key order:
@@ -30,6 +32,28 @@ from kolora_core.lora.header import HEADER_ALIGNMENT, read_header
 LORA_FILE = "lora.safetensors"
 FORMAT = "kolora-lora-v1"
 A_SUFFIX, B_SUFFIX = ".lora_A.default.weight", ".lora_B.default.weight"  # peft's key form, as diffsynth saves it
+# peft's trainable tensors per variant (metadata "variant"; absent = lora): <module>.<name>.default[.weight]
+VARIANT_TENSORS: dict[str, tuple[str, ...]] = {
+    "lora": ("lora_A", "lora_B"),
+    "dora": ("lora_A", "lora_B", "lora_magnitude_vector"),
+    "loha": ("hada_w1_a", "hada_w1_b", "hada_w2_a", "hada_w2_b"),
+    "lokr": ("lokr_w1", "lokr_w1_a", "lokr_w1_b", "lokr_w2", "lokr_w2_a", "lokr_w2_b"),
+}
+_ADAPTER_TOKENS = (".lora_", ".hada_", ".lokr_")
+
+
+def is_adapter_param(name: str) -> bool:
+    """Is this parameter (or state-dict key) a peft adapter tensor of any variant (LoRA, DoRA, LoHa, LoKr)?"""
+    return any(token in name for token in _ADAPTER_TOKENS)
+
+
+def split_key(key: str) -> tuple[str, str]:
+    """`blocks.5...to_q.hada_w1_a.default` -> (module path, tensor name "hada_w1_a")."""
+    parts = key.split(".")
+    for i, part in enumerate(parts):
+        if any(part in names for names in VARIANT_TENSORS.values()):
+            return ".".join(parts[:i]), part
+    raise KoloraError(f"LoRA key {key!r} names no adapter tensor ({', '.join(sorted(set(sum(VARIANT_TENSORS.values(), ()))))})")
 
 
 @dataclass(frozen=True)
@@ -45,8 +69,16 @@ class LoRAFile:
     def scale(self) -> float:
         return self.alpha / self.rank
 
+    @property
+    def variant(self) -> str:
+        return self.metadata.get("variant", "lora")
+
     def modules(self) -> list[str]:
-        return sorted(k.removesuffix(A_SUFFIX) for k in self.tensors if k.endswith(A_SUFFIX))
+        return sorted({split_key(k)[0] for k in self.tensors})
+
+    def parts(self, module: str) -> dict[str, torch.Tensor]:
+        """The adapter tensors of one module by peft name ("lora_A", "hada_w1_a", "lora_magnitude_vector", ...)."""
+        return {split_key(k)[1]: v for k, v in self.tensors.items() if split_key(k)[0] == module}
 
     def pair(self, module: str) -> tuple[torch.Tensor, torch.Tensor]:
         """(down = lora_A, up = lora_B) of one module, as stored."""
@@ -62,7 +94,7 @@ def lora_state_from_model(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {
         name: param.detach().to(torch.float32).contiguous().cpu()
         for name, param in model.named_parameters()
-        if param.requires_grad and ".lora_" in name
+        if param.requires_grad and is_adapter_param(name)
     }
 
 
@@ -110,4 +142,6 @@ def load_lora(path: Path) -> LoRAFile:
         raise KoloraError(f"LoRA file {path} is not a readable safetensors file: {exc}") from None
     if metadata.get("format") != FORMAT:
         raise KoloraError(f"LoRA file {path} has no kolora metadata (format={metadata.get('format')!r}); rank and alpha unknown")
+    if metadata.get("variant", "lora") not in VARIANT_TENSORS:
+        raise KoloraError(f"LoRA file {path} is a {metadata['variant']!r} adapter, which this kolora does not know")
     return LoRAFile(tensors=tensors, rank=int(metadata["rank"]), alpha=float(metadata["alpha"]), metadata=metadata)

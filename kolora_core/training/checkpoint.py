@@ -41,8 +41,14 @@ _FREE_FIELDS = {
     "cuda_graphs",  # the same kernels replayed
     "compile_cache_dir",
     "gradient_checkpointing",  # recomputation, same numbers: an OOM'd run may resume with it on
-    "devices",  # with batch_size: only their product, the global batch, shapes a step (fingerprinted below)
-    "batch_size",
+    "devices",  # with batch_size and gradient_accumulation: only their product, the images of one optimizer step,
+    "batch_size",  # shapes a step (fingerprinted below)
+    "gradient_accumulation",
+    "validation_every",  # validation renders, TensorBoard and the export files do not touch the training state
+    "validation_prompts",
+    "validation_steps",
+    "tensorboard",
+    "exports",
 }
 
 
@@ -61,7 +67,7 @@ def fingerprint(train: TrainConfig, dataset_sha256: str, base_model_sha256: str)
     draws its global batch from (seed, step) and the ranks split it.
     """
     fields = {k: v for k, v in train.model_dump(mode="json").items() if k not in _FREE_FIELDS}
-    fields["global_batch"] = train.batch_size * train.devices
+    fields["global_batch"] = train.batch_size * train.devices * train.gradient_accumulation
     return {"train": fields, "dataset_sha256": dataset_sha256, "base_model_sha256": base_model_sha256}
 
 

@@ -3,7 +3,8 @@
 `FastLoRAModule.forward` is `LightningModelForT2ILoRA.training_step` from the point where the
 seed has its latents and prompt embeddings: the same EnhancedDDIM scheduler (1100 train
 timesteps), `add_noise` arithmetic, epsilon target, `SDXLUNet.forward` with
-`add_time_id = [H, W, 0, 0, H, W]` and MSE in fp32. The random draws (noise, then timestep) are made
+`add_time_id = [H, W, 0, 0, H, W]` and MSE in fp32 (options: per-image min-SNR weights, `snr_weights`;
+other peft adapters, `adapter_config`). The random draws (noise, then timestep) are made
 by the loop from per-step generators in the seed's order (`sampling.step_generators`). With one
 timestep per batch the noising is the scheduler's arithmetic to the bit; with one per sample it is
 the same arithmetic per sample (same rounding).
@@ -19,9 +20,10 @@ import math
 import torch
 from diffsynth.models.sdxl_unet import SDXLUNet
 from diffsynth.schedulers import EnhancedDDIMScheduler
-from peft import LoraConfig, inject_adapter_in_model
+from peft import LoHaConfig, LoKrConfig, LoraConfig, PeftConfig, inject_adapter_in_model
 
 from kolora_core.config import TrainConfig
+from kolora_core.lora.format import is_adapter_param
 from kolora_core.training.sampling import NUM_TRAIN_TIMESTEPS
 from kolora_core.training.step import to_device
 
@@ -33,20 +35,31 @@ def kolors_train_scheduler() -> EnhancedDDIMScheduler:
     return scheduler
 
 
-def inject_lora(unet: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
-    """`LightningModelForT2ILoRA.add_lora_to_model`: peft LoRA on the targets, trainables upcast to fp32.
-
-    Seeded with `train.seed` so every engine and every DDP rank starts from the same LoRA.
-    """
-    config = LoraConfig(
+def adapter_config(train: TrainConfig) -> PeftConfig:
+    """The peft config of `train.lora_variant` (LoRA is the seed's `LoraConfig`; DoRA is LoRA with `use_dora`)."""
+    targets = list(train.lora_target_modules)
+    if train.lora_variant == "loha":
+        return LoHaConfig(r=train.lora_rank, alpha=train.lora_alpha, target_modules=targets)
+    if train.lora_variant == "lokr":
+        return LoKrConfig(r=train.lora_rank, alpha=train.lora_alpha, target_modules=targets)
+    return LoraConfig(
         r=train.lora_rank,
         lora_alpha=train.lora_alpha,
         init_lora_weights=True if train.init_lora_weights == "kaiming" else train.init_lora_weights,
-        target_modules=list(train.lora_target_modules),
+        target_modules=targets,
+        use_dora=train.lora_variant == "dora",
     )
+
+
+def inject_lora(unet: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
+    """`LightningModelForT2ILoRA.add_lora_to_model`: peft LoRA on the targets, trainables upcast to fp32.
+
+    Seeded with `train.seed` so every engine and every DDP rank starts from the same LoRA. Other variants go
+    through the same peft call with their own config (`adapter_config`).
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(train.seed)
-        unet = inject_adapter_in_model(config, unet)
+        unet = inject_adapter_in_model(adapter_config(train), unet)
     for param in unet.parameters():
         if param.requires_grad:
             param.data = param.to(torch.float32)
@@ -54,9 +67,9 @@ def inject_lora(unet: torch.nn.Module, train: TrainConfig) -> torch.nn.Module:
 
 
 def freeze_except_lora(unet: torch.nn.Module) -> None:
-    """The seed's `freeze_parameters` for the UNet: only LoRA trains, UNet in train mode."""
+    """The seed's `freeze_parameters` for the UNet: only the adapter trains, UNet in train mode."""
     for name, param in unet.named_parameters():
-        param.requires_grad_(".lora_" in name)
+        param.requires_grad_(is_adapter_param(name))
     unet.train()
 
 
@@ -87,25 +100,28 @@ def add_noise(
     return (a * latents).to(latents.dtype) + (b * noise).to(latents.dtype), timesteps
 
 
+def snr_weights(scheduler: EnhancedDDIMScheduler, timestep_ids: torch.Tensor, gamma: float, batch: int) -> torch.Tensor:
+    """(batch,) min-SNR-gamma loss weights min(SNR(t), gamma) / SNR(t) for epsilon prediction, SNR = a / (1 - a)
+    with a = alphas_cumprod[t] (Hang et al. 2023; diffusers' `compute_snr` recipe), on the CPU."""
+    alphas = torch.tensor([float(scheduler.alphas_cumprod[int(scheduler.timesteps[int(i)])]) for i in timestep_ids.tolist()])
+    snr = alphas / (1 - alphas)
+    weights = torch.minimum(snr, torch.full_like(snr, gamma)) / snr
+    return weights.expand(batch).contiguous() if weights.numel() == 1 else weights
+
+
 class FastLoRAModule(torch.nn.Module):
     """The UNet with LoRA and the seed's loss; `forward` returns the step's loss.
 
-    Nothing in `forward` waits for the host: `add_time_id` is made once per batch shape and kept on the device
-    (a list -> GPU tensor every step was a blocking copy), so the step can run ahead and be graph-captured.
+    Nothing in `forward` waits for the host: `add_time_id` comes with the batch from the cache (the seed's constant
+    [H, W, 0, 0, H, W], or each image's own size and crop with buckets), so the step can run ahead and be
+    graph-captured. With `weights` (min-SNR-gamma) the loss is the weighted mean of the per-image MSEs; without it
+    the plain MSE over the batch, the seed's.
     """
 
     def __init__(self, unet: SDXLUNet, gradient_checkpointing: bool) -> None:
         super().__init__()
         self.unet = unet
         self.gradient_checkpointing = gradient_checkpointing
-        self._time_ids: dict[tuple[int, int, int, torch.device], torch.Tensor] = {}
-
-    def time_ids(self, batch: int, height: int, width: int, device: torch.device) -> torch.Tensor:
-        key = (batch, height, width, device)
-        if key not in self._time_ids:
-            ids = torch.tensor([height * 8, width * 8, 0, 0, height * 8, width * 8], device=device)
-            self._time_ids[key] = ids.repeat(batch)
-        return self._time_ids[key]
 
     def forward(
         self,
@@ -114,14 +130,18 @@ class FastLoRAModule(torch.nn.Module):
         encoder_hidden_states: torch.Tensor,
         add_text_embeds: torch.Tensor,
         target: torch.Tensor,
+        add_time_id: torch.Tensor,
+        weights: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        batch, _, height, width = noisy_latents.shape
         noise_pred = self.unet(
             noisy_latents,
             timestep=timesteps.float(),
             encoder_hidden_states=encoder_hidden_states,
             add_text_embeds=add_text_embeds,
-            add_time_id=self.time_ids(batch, height, width, noisy_latents.device),
+            add_time_id=add_time_id,
             use_gradient_checkpointing=self.gradient_checkpointing,
         )
-        return torch.nn.functional.mse_loss(noise_pred.float(), target.float())
+        if weights is None:
+            return torch.nn.functional.mse_loss(noise_pred.float(), target.float())
+        per_image = torch.nn.functional.mse_loss(noise_pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
+        return (per_image * weights.float()).mean()

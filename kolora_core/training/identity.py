@@ -24,7 +24,11 @@ from kolora_core.config import RunConfig
 
 IDENTITY_FORMAT = "kolora-training-identity-v1"
 # train fields that only say how the run is executed: workers, logging, checkpoints, the pre-training check
-OPERATIONAL = frozenset({"num_workers", "log_every", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "seed_compat"})
+OPERATIONAL = frozenset(
+    {"num_workers", "log_every", "checkpoint_every", "checkpoint_dir", "keep_checkpoints", "seed_compat"}
+    # samples during training and TensorBoard logs watch the run; they never touch the LoRA
+    | {"validation_every", "validation_prompts", "validation_steps", "tensorboard"}
+)
 
 
 def training_inputs(config: RunConfig) -> dict[str, Any]:

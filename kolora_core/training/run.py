@@ -13,7 +13,8 @@ Every step's images and random draws are functions of (seed, step) (`sampling.py
 state is written every `train.checkpoint_every` steps (`checkpoint.py`), and a rerun continues from
 it to the same LoRA an uninterrupted run gives. Outputs: lora.safetensors (+ diffusers and kohya
 exports), train_log.csv (step, loss, lr, seconds, images/s), train_summary.json, and with
-`train.seed_compat` the seed_compat.json proof.
+`train.seed_compat` the seed_compat.json proof; with the trainer options (docs/training.md "Trainer options")
+also validation/ + validation_strip.png (`validation.py`) and tensorboard/ (`progress.py`).
 """
 
 from __future__ import annotations
@@ -35,27 +36,46 @@ from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerpri
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.lora.export import unet_layout, write_exports
-from kolora_core.lora.format import LORA_FILE, load_lora, lora_state_from_model, save_lora
+from kolora_core.lora.format import LORA_FILE, is_adapter_param, load_lora, lora_state_from_model, save_lora
 from kolora_core.models.attention import sdpa_context
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.unet_compile import compile_regions, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training.cache import TrainCache, build_cache
-from kolora_core.training.fast_module import FastLoRAModule, add_noise, freeze_except_lora, inject_lora, kolors_train_scheduler
+from kolora_core.training.fast_module import (
+    FastLoRAModule,
+    add_noise,
+    freeze_except_lora,
+    inject_lora,
+    kolors_train_scheduler,
+    snr_weights,
+)
 from kolora_core.training.identity import training_identity, training_inputs
 from kolora_core.training.memory import MemoryPlan, plan_memory
+from kolora_core.training.optim import (
+    GRAPH_BLOCKERS,
+    LoRAEma,
+    build_optimizer,
+    learning_rate,
+    schedule_varies,
+    set_learning_rate,
+)
 from kolora_core.training.precision import (
     autocast_for,
     fabric_precision,
     fast_weights_dtype,
     is_full_precision,
     seed_weights_dtype,
+    vae_dtype,
 )
-from kolora_core.training.progress import ProgressLog
+from kolora_core.training.progress import ProgressLog, TensorBoard
 from kolora_core.training.sampling import (
     NUM_TRAIN_TIMESTEPS,
+    caption_dropped,
+    draw_bucketed,
     draw_images,
+    offset_noise,
     random_crop_box,
     resized,
     step_generators,
@@ -63,7 +83,8 @@ from kolora_core.training.sampling import (
     training_tensor,
 )
 from kolora_core.training.seed_module import SeedLoRAModule
-from kolora_core.training.step import TrainStep
+from kolora_core.training.step import TrainStep, to_device
+from kolora_core.training.validation import VALIDATION_DIR, Validation, validation_requests
 
 log = logging.getLogger("kolora.train")
 CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
@@ -212,7 +233,9 @@ class _Engine:
 
     def __init__(self, fabric: Fabric, job: TrainJob) -> None:
         self.fabric, self.job, self.train = fabric, job, job.train
-        self.global_batch = self.train.batch_size * fabric.world_size
+        self.global_batch = self.train.batch_size * fabric.world_size  # images of one micro-batch, all ranks
+        self.step_images = self.global_batch * self.train.gradient_accumulation  # images of one optimizer step
+        self.ema: LoRAEma | None = None
         self.start_step = 0
         self.resumed_from: str | None = None
         fabric.seed_everything(self.train.seed, verbose=False)
@@ -225,17 +248,24 @@ class _Engine:
         raise NotImplementedError
 
     def step(self, step: int) -> torch.Tensor:
+        """One optimizer step: [loss, grad norm (NaN when not computed)] on the device."""
         raise NotImplementedError
 
     def extra_summary(self) -> dict[str, Any]:
         return {}
+
+    def validate(self, completed: int, progress: ProgressLog) -> None:
+        """Render the validation prompts with the current LoRA (fast engine)."""
+
+    def validation_files(self) -> list[Path]:
+        return []
 
     # shared
     def fingerprint(self) -> dict[str, Any]:
         return ckpt.fingerprint(self.train, self.job.dataset_sha256, self.job.base_model_sha256)
 
     def lora_parameters(self) -> dict[str, torch.nn.Parameter]:
-        return {n: p for n, p in self.unet().named_parameters() if p.requires_grad and ".lora_" in n}
+        return {n: p for n, p in self.unet().named_parameters() if p.requires_grad and is_adapter_param(n)}
 
     def resume(self) -> list[list[float]]:
         state = ckpt.load_latest(self.job.checkpoints, self.fingerprint())
@@ -249,7 +279,14 @@ class _Engine:
         with torch.no_grad():
             for name, value in state["lora"].items():
                 params[name].copy_(value)
+        own_lrs = [group["lr"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, lr in zip(self.optimizer.param_groups, own_lrs, strict=True):
+            group["lr"] = lr  # keep this run's lr holder (a tensor under graphs); the schedule sets its value per step
+        if self.ema is not None:
+            if "ema" not in state:
+                raise KoloraError(f"checkpoint in {self.job.checkpoints} has no EMA of the LoRA: delete it to start over")
+            self.ema.load(state["ema"])
         self.fabric.strategy.precision.load_state_dict(state["precision"])
         ckpt.restore_rng_states(state["rng"])
         self.start_step = int(state["step"])
@@ -266,6 +303,8 @@ class _Engine:
                 "history": progress.history,
                 "fingerprint": self.fingerprint(),
             }
+            if self.ema is not None:
+                state["ema"] = self.ema.state()
             path = ckpt.save_checkpoint(self.job.checkpoints, completed, state)
             log.info("checkpoint %s written", path)
         self.fabric.barrier()
@@ -273,18 +312,26 @@ class _Engine:
     def run(self) -> None:
         train, job = self.train, self.job
         history = self.resume()
-        progress = ProgressLog(
-            job.out / LOG_FILE, train.steps, self.global_batch, train.log_every, history, writer=self.fabric.global_rank == 0
-        )
+        writer = self.fabric.global_rank == 0
+        board = TensorBoard(job.out) if train.tensorboard and writer else None
+        progress = ProgressLog(job.out / LOG_FILE, train.steps, self.step_images, train.log_every, history, writer, board)
         crash_at = int(os.environ.get(CRASH_ENV, "0") or 0)
         if torch.cuda.is_available() and self.fabric.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.fabric.device)
+        varies = schedule_varies(train)
+        if train.validation_every and self.start_step == 0:
+            self.validate(0, progress)  # the untrained column of the progression strip
         for step in range(self.start_step, train.steps):
-            loss = self.step(step)
+            lr = learning_rate(train, step)
+            if varies:
+                set_learning_rate(self.optimizer, lr)
+            result = self.step(step)
             if self.fabric.world_size > 1:
-                loss = self.fabric.all_reduce(loss, reduce_op="mean")  # the global batch's loss, no host sync
+                result = self.fabric.all_reduce(result, reduce_op="mean")  # the global batch's loss, no host sync
             completed = step + 1
-            progress.record(completed, loss, self.optimizer.param_groups[0]["lr"])
+            progress.record(completed, result, lr)
+            if train.validation_every and (completed % train.validation_every == 0 or completed == train.steps):
+                self.validate(completed, progress)
             if train.checkpoint_every and completed % train.checkpoint_every == 0 and completed < train.steps:
                 self.save_checkpoint(completed, progress)
             if completed == crash_at:
@@ -295,6 +342,8 @@ class _Engine:
             self.save_checkpoint(train.steps, progress)  # a later run with more steps continues from here
         if self.fabric.global_rank == 0:
             self.write_outputs(progress)
+        if board is not None:
+            board.close()
         self.fabric.barrier()
 
     def write_outputs(self, progress: ProgressLog) -> None:
@@ -313,7 +362,7 @@ class _Engine:
             "device": self.fabric.device.type,
             "devices": self.fabric.world_size,
             "engine": train.engine,
-            "global_batch": self.global_batch,
+            "global_batch": self.step_images,
             "precision": train.precision,
             "resumed_from": self.resumed_from,
             "peak_gpu_gib": peak,
@@ -322,12 +371,16 @@ class _Engine:
             "training_inputs": training_inputs(job.config),
         } | self.extra_summary()
         lora_path = job.out / LORA_FILE
+        extra = {"variant": train.lora_variant} if train.lora_variant != "lora" else {}
+        if self.ema is not None:
+            extra["ema_decay"] = repr(train.ema_decay)  # the file holds the EMA, not the last step's weights
         save_lora(
             lora_path,
-            lora_state_from_model(self.unet()),
+            self.ema.state() if self.ema is not None else lora_state_from_model(self.unet()),
             train.lora_rank,
             train.lora_alpha,
-            {
+            extra
+            | {
                 "targets": train.lora_target_modules,
                 "base_model_sha256": job.base_model_sha256,
                 "dataset_sha256": job.dataset_sha256,
@@ -341,10 +394,12 @@ class _Engine:
             job.out,
             load_lora(lora_path),
             unet_layout(self.unet()),
-            job.config.name,
             {"base_model_sha256": job.base_model_sha256, "dataset_sha256": job.dataset_sha256},
+            train.export_formats,
+            output_name=job.config.name,
         )
         summary["exports"] = [p.name for p in exports]
+        summary["validation_files"] = [str(p.relative_to(job.out)) for p in self.validation_files()] or None
         progress.write_csv()
         (job.out / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
         if not train.keep_checkpoints:
@@ -361,12 +416,23 @@ class FastEngine(_Engine):
         """Loads the model directory and builds the cache, unless given a LoRA-injected `unet` and a `cache` (bench)."""
         super().__init__(fabric, job)
         train = self.train
+        self.validation: Validation | None = None
         if unet is None or cache is None:
             manager = load_model_manager(ModelDir(job.model_dir), "cpu", fast_weights_dtype(train.precision))
             pipe = SDXLImagePipeline.from_model_manager(manager)
             del manager  # the pipeline holds the models; freeing it frees them
-            cache = build_cache(pipe, job.trainset, job.rows, train, fabric.device, fabric.autocast)
+            prompts = validation_requests(job.config) if train.validation_every else []
+            texts = [t for r in prompts for t in (r.prompt, r.negative_prompt)]
+            cache = build_cache(
+                pipe, job.trainset, job.rows, train, fabric.device, fabric.autocast, keep_decoder=bool(prompts),
+                extra_texts=texts,
+            )  # fmt: skip
             unet = pipe.unet
+            if prompts:
+                self.validation = Validation(
+                    prompts, cache, unet, pipe.vae_decoder, fabric.device, vae_dtype(job.config.generate, fabric.device.type),
+                    job.checkpoints / VALIDATION_DIR, autocast_for(train.precision, fabric.device),
+                )  # fmt: skip
             del pipe
             inject_lora(unet, train)
         self.cache: TrainCache = cache
@@ -374,7 +440,7 @@ class FastEngine(_Engine):
         self._unet = unet
         self.scheduler = kolors_train_scheduler()
         cuda = fabric.device.type == "cuda"
-        images = train.steps * train.batch_size * fabric.world_size
+        images = train.steps * self.step_images
         self.compiled = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
         if self.compiled:
             use_compile_cache(train.compile_cache_dir)
@@ -387,11 +453,12 @@ class FastEngine(_Engine):
         self.memory = self._plan_memory(unet, self.compiled)
         (module.module if not single else module).gradient_checkpointing = self.memory.gradient_checkpointing
         self.module = module
-        self.cuda_graphs = single and auto(train.cuda_graphs, cuda)
+        self.cuda_graphs = self._graphs_wanted(single and auto(train.cuda_graphs, cuda))
         params = [p for p in unet.parameters() if p.requires_grad]
-        # fused AdamW: one kernel for all LoRA tensors, and it takes GradScaler's scale and inf flag on the GPU
-        fused = {"fused": True, "capturable": self.cuda_graphs} if cuda else {}
-        self.optimizer = torch.optim.AdamW(params, lr=train.learning_rate, **fused)
+        self.optimizer = build_optimizer(train, params, fabric.device, self.cuda_graphs)
+        if train.ema_decay is not None:
+            self.ema = LoRAEma(self.lora_parameters(), train.ema_decay)
+        self.want_grad_norm = train.tensorboard or train.max_grad_norm is not None
         if single:
             self._step = TrainStep(
                 module,
@@ -399,6 +466,9 @@ class FastEngine(_Engine):
                 getattr(fabric.strategy.precision, "scaler", None),
                 autocast_for(train.precision, fabric.device),
                 graphs=self.cuda_graphs,
+                max_grad_norm=train.max_grad_norm,
+                want_grad_norm=self.want_grad_norm,
+                after_step=self.ema.update if self.ema is not None else None,
             )
         else:
             self._fabric_optimizer = fabric.setup_optimizers(self.optimizer)
@@ -406,8 +476,16 @@ class FastEngine(_Engine):
             "fast engine: %s, compile %s, CUDA graphs %s",
             self.memory.describe(),
             "on" if self.compiled else "off",
-            "on" if self.cuda_graphs else "off",
+            ("on, one graph per bucket" if train.buckets else "on") if self.cuda_graphs else "off",
         )
+
+    def _graphs_wanted(self, wanted: bool) -> bool:
+        """CUDA graphs unless an option cannot replay, said in one log line."""
+        blocker = GRAPH_BLOCKERS.get(self.train.optimizer)
+        if wanted and blocker:
+            log.info("CUDA graphs off: %s", blocker)
+            return False
+        return wanted
 
     def _plan_memory(self, unet: torch.nn.Module, compiled: bool) -> MemoryPlan:
         """Checkpointing from free GPU memory (auto), or an error naming what to lower, before the first step."""
@@ -420,40 +498,89 @@ class FastEngine(_Engine):
     def unet(self) -> torch.nn.Module:
         return self._unet
 
-    def batch(self, step: int) -> tuple[torch.Tensor, ...]:
-        """This rank's slice of the step's global batch: (noisy, timesteps, embeddings, pooled, noise)."""
-        train, device = self.train, self.fabric.device
-        draw = draw_images(train.seed, step, self.cache.n_images, self.global_batch, train.random_flip, self.cache.crops)
-        part = slice(self.fabric.global_rank * train.batch_size, (self.fabric.global_rank + 1) * train.batch_size)
-        latents, embeddings, pooled = self.cache.batch(draw.images[part], draw.flips[part], draw.crops[part], device)
-        noise_gen, timestep_gen = step_generators(train.seed, step, device)
-        noise = torch.randn((self.global_batch, *latents.shape[1:]), generator=noise_gen, device=device, dtype=latents.dtype)[
-            part
-        ]
-        if train.timestep_sampling == "per_sample":
-            ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (self.global_batch,), generator=timestep_gen)[part]
+    def batch(self, step: int) -> list[tuple[torch.Tensor, ...]]:
+        """This rank's micro-batches of the step: (noisy, timesteps, embeddings, pooled, noise, add_time_id[, weights]).
+
+        The whole step (every micro-batch of every rank) is drawn at once from (seed, step), one bucket for all of
+        it, and sliced: micro-batch m of rank r takes images [(m x ranks + r) x batch_size, ...), so N micro-batches
+        or N ranks see exactly the images, noise and timesteps of one batch of N x batch_size.
+        """
+        train, device, cache = self.train, self.fabric.device, self.cache
+        total = self.step_images
+        if train.buckets:
+            group, draw = draw_bucketed(train.seed, step, cache.counts(), total, train.random_flip, cache.crops)
         else:
-            ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=timestep_gen)
-        noisy, timesteps = add_noise(self.scheduler, latents, noise, ids)
-        return noisy, timesteps, embeddings, pooled, noise
+            group, draw = 0, draw_images(train.seed, step, cache.n_images, total, train.random_flip, cache.crops)
+        dropped = caption_dropped(train.seed, step, total, train.caption_dropout) if train.caption_dropout else None
+        latents_of = cache.groups[group].latents
+        noise_gen, timestep_gen = step_generators(train.seed, step, device)
+        noise = torch.randn((total, *latents_of.shape[2:]), generator=noise_gen, device=device, dtype=latents_of.dtype)
+        per_sample = train.timestep_sampling == "per_sample"
+        ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (total if per_sample else 1,), generator=timestep_gen)
+        if train.noise_offset:
+            noise = noise + train.noise_offset * offset_noise(train.seed, step, noise.shape, device, noise.dtype)
+        micro = []
+        for m in range(train.gradient_accumulation):
+            start = (m * self.fabric.world_size + self.fabric.global_rank) * train.batch_size
+            part = slice(start, start + train.batch_size)
+            latents, embeddings, pooled, time_ids = cache.batch(
+                group, draw.images[part], draw.flips[part], draw.crops[part], None if dropped is None else dropped[part], device
+            )
+            part_ids = ids[part] if per_sample else ids
+            noisy, timesteps = add_noise(self.scheduler, latents, noise[part], part_ids)
+            inputs = [noisy, timesteps, embeddings, pooled, noise[part], time_ids]
+            if train.min_snr_gamma is not None:
+                weights = snr_weights(self.scheduler, part_ids, train.min_snr_gamma, train.batch_size)
+                inputs.append(to_device(weights, device))
+            micro.append(tuple(inputs))
+        return micro
 
     def step(self, step: int) -> torch.Tensor:
         if self.fabric.world_size == 1:
             return self._step(self.batch(step))
-        with sdpa_context(self.fabric.device):
-            loss = self.module(*self.batch(step))
-        self.fabric.backward(loss)
+        micro = self.batch(step)
+        n = len(micro)
+        total: torch.Tensor | None = None
+        for i, inputs in enumerate(micro):
+            with self.fabric.no_backward_sync(self.module, enabled=i < n - 1), sdpa_context(self.fabric.device):
+                loss = self.module(*inputs)
+                self.fabric.backward(loss / n if n > 1 else loss)
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
+        norm = torch.full_like(total, float("nan"))
+        if self.want_grad_norm:  # Fabric unscales first; an infinite max_norm clips nothing (a factor of 1)
+            clip = self.train.max_grad_norm if self.train.max_grad_norm is not None else float("inf")
+            norm = self.fabric.clip_gradients(self.module, self._fabric_optimizer, max_norm=clip)
         self._fabric_optimizer.step()
+        if self.ema is not None:
+            self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return torch.stack([total / n if n > 1 else total, norm.to(total.dtype)])
+
+    def validate(self, completed: int, progress: ProgressLog) -> None:
+        if self.validation is None or self.fabric.global_rank != 0:
+            return
+        images, seconds = self.validation.render(completed)
+        progress.images(completed, images)
+        log.info("validation at step %d: %d image(s), %.2f s each", completed, len(images), seconds)
+
+    def validation_files(self) -> list[Path]:
+        return self.validation.write_outputs(self.job.out) if self.validation is not None else []
 
     def extra_summary(self) -> dict[str, Any]:
-        return {
+        summary: dict[str, Any] = {
             "cache": self.cache.stats,
             "compile": self.compiled,
             "cuda_graphs": self.cuda_graphs,
             "gradient_checkpointing": self.memory.gradient_checkpointing,
         }
+        if self.train.gradient_accumulation > 1:
+            summary["gradient_accumulation"] = self.train.gradient_accumulation
+        if self.train.buckets:
+            summary["buckets"] = self.cache.stats["buckets"]
+        if self.validation is not None:
+            summary["validation"] = self.validation.summary()
+        return summary
 
 
 class _StepImages(torch.utils.data.Dataset):
@@ -506,4 +633,4 @@ class SeedEngine(_Engine):
         self.fabric.backward(loss)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return loss.detach()
+        return torch.stack([loss.detach(), torch.full_like(loss.detach(), float("nan"))])

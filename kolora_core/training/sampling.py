@@ -72,27 +72,75 @@ def draw_images(seed: int, step: int, n_images: int, global_batch: int, random_f
     return StepDraw(images, flips, crops)
 
 
-def resized(path: Path, size: int) -> Image.Image:
-    """Resize so the image covers `size` x `size`: diffsynth's `TextImageDataset` resize, byte for byte."""
+def draw_bucketed(
+    seed: int, step: int, counts: list[int], global_batch: int, random_flip: bool, n_crops: int
+) -> tuple[int, StepDraw]:
+    """(bucket, the step's draw within it): the bucket with probability proportional to its images (so every image
+    is as likely as without buckets), then `draw_images` inside it. Every rank and micro-batch of a step shares it."""
+    generator = torch.Generator().manual_seed(step_seed(seed, step, "bucket"))
+    group = int(torch.multinomial(torch.tensor(counts, dtype=torch.float64), 1, generator=generator))
+    return group, draw_images(seed, step, counts[group], global_batch, random_flip, n_crops)
+
+
+def caption_dropped(seed: int, step: int, global_batch: int, probability: float) -> torch.Tensor:
+    """(global_batch,) bool: which images of the step train with the empty caption (`train.caption_dropout`)."""
+    generator = torch.Generator().manual_seed(step_seed(seed, step, "caption_dropout"))
+    return torch.rand(global_batch, generator=generator) < probability
+
+
+def offset_noise(seed: int, step: int, shape: tuple[int, ...], device: torch.device | str, dtype: torch.dtype) -> torch.Tensor:
+    """(global_batch, channels, 1, 1) N(0, 1) for `train.noise_offset`, from its own stream (the base noise is unchanged)."""
+    device = torch.device(device)
+    generator = torch.Generator(device=device).manual_seed(step_seed(seed, step, "noise_offset"))
+    return torch.randn((shape[0], shape[1], 1, 1), generator=generator, device=device, dtype=dtype)
+
+
+def resized(path: Path, size: int, height: int | None = None) -> Image.Image:
+    """Resize so the image covers `size` x `size` (or `size` x `height`): diffsynth's `TextImageDataset` resize,
+    byte for byte (short side scaled with PIL bilinear; for buckets the side that must cover its bucket)."""
     image = Image.open(path).convert("RGB")
-    width, height = image.size
-    scale = max(size / width, size / height)
-    shape = [round(height * scale), round(width * scale)]
+    width, image_height = image.size
+    target_height = size if height is None else height
+    scale = max(size / width, target_height / image_height)
+    shape = [round(image_height * scale), round(width * scale)]
     return torchvision.transforms.functional.resize(image, shape, interpolation=InterpolationMode.BILINEAR)
 
 
-def random_crop_box(image: Image.Image, size: int, generator: torch.Generator) -> tuple[int, int]:
-    """(top, left) as torchvision's RandomCrop.get_params draws it, from `generator`."""
-    width, height = image.size
-    top = int(torch.randint(0, height - size + 1, size=(1,), generator=generator).item())
+def center_box(image: Image.Image, width: int, height: int) -> tuple[int, int]:
+    """(top, left) of torchvision's `center_crop` to (height, width)."""
+    return round((image.height - height) / 2.0), round((image.width - width) / 2.0)
+
+
+def bucket_sample(
+    path: Path, width: int, height: int, box: tuple[int, int] | None, flip: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(3, height, width) in [-1, 1] and its SDXL micro-conditioning `add_time_id`
+    [original height, original width, crop top, crop left, height, width] (what the SDXL training scripts pass:
+    the size before the resize, the crop's corner in the resized image, mirrored with the image when flipped)."""
+    original = Image.open(path).size
+    image = resized(path, width, height)
+    top, left = center_box(image, width, height) if box is None else box
+    pixels = TF.crop(image, top, left, height, width)
+    if flip:
+        pixels = TF.hflip(pixels)
+        left = image.width - left - width
+    time_id = torch.tensor([original[1], original[0], top, left, height, width], dtype=torch.long)
+    return TF.normalize(TF.to_tensor(pixels), [0.5], [0.5]), time_id
+
+
+def random_crop_box(image: Image.Image, size: int, generator: torch.Generator, height: int | None = None) -> tuple[int, int]:
+    """(top, left) as torchvision's RandomCrop.get_params draws it, from `generator` (crop `size` x `height`)."""
+    width, image_height = image.size
+    crop_height = size if height is None else height
+    top = int(torch.randint(0, image_height - crop_height + 1, size=(1,), generator=generator).item())
     left = int(torch.randint(0, width - size + 1, size=(1,), generator=generator).item())
     return top, left
 
 
-def crop_box_for(path: Path, size: int, seed: int, image_index: int, crop: int) -> tuple[int, int]:
+def crop_box_for(path: Path, size: int, seed: int, image_index: int, crop: int, height: int | None = None) -> tuple[int, int]:
     """The `crop`-th cached random crop of one image: fixed by (seed, image, crop), not by the step."""
     generator = torch.Generator().manual_seed(step_seed(seed, image_index, f"crop{crop}"))
-    return random_crop_box(resized(path, size), size, generator)
+    return random_crop_box(resized(path, size, height), size, generator, height)
 
 
 def training_tensor(image: Image.Image, size: int, box: tuple[int, int] | None, flip: bool) -> torch.Tensor:

@@ -102,14 +102,16 @@ def seed_compat_check(
     if device == "cuda":
         torch.cuda.empty_cache()
     positions = torch.arange(len(picked))
-    latents, embeddings, pooled = cache.batch(positions, draw.flips, torch.zeros_like(positions), torch.device(device))
+    latents, embeddings, pooled, time_ids = cache.batch(
+        0, positions, draw.flips, torch.zeros_like(positions), None, torch.device(device)
+    )
     noise_gen, timestep_gen = step_generators(train.seed, 0, device)
     noise = torch.randn(latents.shape, generator=noise_gen, device=device, dtype=latents.dtype)
     ids = torch.randint(0, NUM_TRAIN_TIMESTEPS, (1,), generator=timestep_gen)
     noisy, timesteps = add_noise(kolors_train_scheduler(), latents, noise, ids)
     module = FastLoRAModule(fast_unet, gradient_checkpointing=train.gradient_checkpointing is not False).to(device)
     with autocast(train.precision, device):
-        fast_loss = module(noisy, timesteps, embeddings, pooled, noise)
+        fast_loss = module(noisy, timesteps, embeddings, pooled, noise, time_ids)
     fast_loss.backward()
     fast_grads = {n: p.grad.detach().float().cpu() for n, p in fast_unet.named_parameters() if p.grad is not None}
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 
@@ -37,13 +38,14 @@ def to_device(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     return tensor.pin_memory().to(device, non_blocking=True)
 
 
-def cuda_graph_capture(step: Callable[[], torch.Tensor]) -> tuple[Callable[[], None], torch.Tensor]:
-    """Record `step` as a CUDA graph: (replay, the loss tensor each replay overwrites). Nothing runs yet."""
+def cuda_graph_capture(step: Callable[[], torch.Tensor], pool: Any = None) -> tuple[Callable[[], None], torch.Tensor, Any]:
+    """Record `step` as a CUDA graph in memory `pool` (None: a new one): (replay, the output each replay overwrites,
+    the pool for the next shape's graph). Nothing runs yet."""
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        loss = step()
-    return graph.replay, loss
+    with torch.cuda.graph(graph, pool=pool):
+        out = step()
+    return graph.replay, out, graph.pool()
 
 
 @contextlib.contextmanager
@@ -60,7 +62,18 @@ def _side_stream(device: torch.device) -> Iterator[None]:
 
 
 class TrainStep:
-    """`step(inputs) -> loss`: forward, backward and optimizer step; the returned loss tensor stays valid."""
+    """`step(micro_batches) -> [loss, grad norm]`: forward and backward of each micro-batch, then the optimizer step;
+    the returned tensor stays valid (grad norm is NaN when nothing asked for it).
+
+    Options that live inside the step, so inside a captured graph: gradient accumulation (the micro-batches'
+    losses are divided by their number, so N micro-batches give the gradient of one batch of N), gradient
+    clipping and the norm (device-side `clip_grad_norm_` arithmetic after GradScaler's `unscale_`; the loss scale
+    is a power of two, so unscaling before the fused step changes no bit), and the EMA update after the step.
+
+    Graphs are per input shape (aspect buckets give a few): each shape runs `warmup_steps` eager steps, then is
+    captured into one memory pool shared by all shapes. Sharing is safe here because nothing one replay makes is
+    read after another replay: the output is cloned at once, and each replay reassigns the gradients it uses.
+    """
 
     def __init__(
         self,
@@ -71,49 +84,88 @@ class TrainStep:
         *,
         graphs: bool,
         warmup_steps: int = WARMUP_STEPS,
-        capture: Callable[[Callable[[], torch.Tensor]], tuple[Callable[[], None], torch.Tensor]] = cuda_graph_capture,
+        capture: Callable[..., tuple[Callable[[], None], torch.Tensor, Any]] = cuda_graph_capture,
+        max_grad_norm: float | None = None,
+        want_grad_norm: bool = False,
+        after_step: Callable[[], None] | None = None,
     ) -> None:
         self.module, self.optimizer, self.scaler, self.autocast = module, optimizer, scaler, autocast
         self.graphs = graphs
         self.warmup_steps = warmup_steps
         self.capture = capture
+        self.max_grad_norm = max_grad_norm
+        self.want_grad_norm = want_grad_norm or max_grad_norm is not None
+        self.after_step = after_step
+        self.params = [p for group in optimizer.param_groups for p in group["params"]]
         self.eager_steps = 0
-        self._replay: Callable[[], None] | None = None
-        self._static_inputs: list[torch.Tensor] = []
-        self._static_loss: torch.Tensor | None = None
+        self._warm: dict[tuple, int] = {}
+        self._graphs: dict[tuple, tuple[Callable[[], None], list[torch.Tensor], torch.Tensor]] = {}
+        self._pool: Any = None
 
-    def compute(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        """Forward, backward, optimizer step (gradients are left for the caller to drop)."""
-        with self.autocast():
-            loss = self.module(*inputs)
+    @property
+    def captured(self) -> int:
+        """How many shapes have a graph."""
+        return len(self._graphs)
+
+    def compute(self, micro_batches: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        """Forward and backward of every micro-batch, clipping, optimizer step, EMA (gradients are left for the
+        caller to drop); returns [mean loss, grad norm]."""
+        n = len(micro_batches)
+        total: torch.Tensor | None = None
+        for inputs in micro_batches:
+            with self.autocast():
+                loss = self.module(*inputs)
+            part = loss / n if n > 1 else loss
+            (self.scaler.scale(part) if self.scaler is not None else part).backward()
+            total = loss.detach() if total is None else total + loss.detach()
+        assert total is not None
+        norm = torch.full_like(total, float("nan"))
+        if self.want_grad_norm:
+            if self.scaler is not None:
+                self.scaler.unscale_(self.optimizer)
+            if self.max_grad_norm is not None:
+                norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+            else:
+                norm = grad_total_norm(self.params)
         if self.scaler is not None:
-            self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
         else:
-            loss.backward()
             self.optimizer.step()
-        return loss.detach()
+        if self.after_step is not None:
+            self.after_step()
+        return torch.stack([total / n if n > 1 else total, norm.to(total.dtype)])
 
-    def _eager(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-        loss = self.compute(inputs)
+    def _eager(self, micro_batches: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
+        out = self.compute(micro_batches)
         self.optimizer.zero_grad(set_to_none=True)
         self.eager_steps += 1
-        return loss
+        return out
 
-    def __call__(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+    def __call__(self, micro_batches: Sequence[Sequence[torch.Tensor]]) -> torch.Tensor:
         if not self.graphs:
-            return self._eager(inputs)
-        if self._replay is None and self.eager_steps < self.warmup_steps:
-            with _side_stream(inputs[0].device):
-                loss = self._eager(inputs)
-            return loss.clone()
-        if self._replay is None:
-            self._static_inputs = [t.detach().clone() for t in inputs]
+            return self._eager(micro_batches)
+        flat = [t for inputs in micro_batches for t in inputs]
+        key = tuple((tuple(t.shape), t.dtype) for t in flat)
+        if key not in self._graphs and self._warm.get(key, 0) < self.warmup_steps:
+            self._warm[key] = self._warm.get(key, 0) + 1
+            with _side_stream(flat[0].device):
+                out = self._eager(micro_batches)
+            return out.clone()
+        if key not in self._graphs:
+            static = [t.detach().clone() for t in flat]
+            sizes = [len(inputs) for inputs in micro_batches]
+            nested = [static[sum(sizes[:i]) : sum(sizes[: i + 1])] for i in range(len(sizes))]
             self.optimizer.zero_grad(set_to_none=True)  # the captured backward allocates (assigns) the gradients
-            self._replay, self._static_loss = self.capture(lambda: self.compute(self._static_inputs))
-        for static, value in zip(self._static_inputs, inputs, strict=True):
-            static.copy_(value)
-        assert self._replay is not None and self._static_loss is not None
-        self._replay()
-        return self._static_loss.clone()  # the next replay overwrites the static loss
+            replay, out, self._pool = self.capture(lambda: self.compute(nested), self._pool)
+            self._graphs[key] = (replay, static, out)
+        replay, static, out = self._graphs[key]
+        for buffer, value in zip(static, flat, strict=True):
+            buffer.copy_(value)
+        replay()
+        return out.clone()  # the next replay overwrites the static output
+
+
+def grad_total_norm(params: Sequence[torch.nn.Parameter]) -> torch.Tensor:
+    """The gradients' total L2 norm, on the device (no sync)."""
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=True)

@@ -295,3 +295,16 @@ def test_datajuicer_progress_is_surfaced_as_log_lines(caplog: pytest.LogCaptureF
         "filter: Data-Juicer image_shape_filter_compute_stats: 20/40 images",
         "filter: Data-Juicer image_shape_filter done in 1.089 s, 23 images left",
     ]
+
+
+def test_bucket_histogram_in_the_report_with_train_buckets(smoke: Path, smoke_report: dict, tmp_path: Path) -> None:
+    """With train.buckets the report says how the kept images will be bucketed; without, it says nothing of buckets."""
+    from kolora_core.data.buckets import bucket_histogram
+
+    assert "buckets" not in smoke_report
+    out = tmp_path / "buckets"
+    assert filter_main(filter_args(smoke / "dataset", out, "--train.buckets", "true", "--train.resolution", "128")) == 0
+    report = json.loads((out / "report" / "filter_report.json").read_text(encoding="utf-8"))
+    sizes = [(k["width"], k["height"]) for k in report["kept_images"]]
+    assert report["buckets"] == bucket_histogram(sizes, 128) and sum(report["buckets"].values()) == report["kept"]
+    assert "Aspect-ratio buckets" in (out / "report" / "filter_report.html").read_text(encoding="utf-8")

@@ -27,7 +27,7 @@ def write_tiny_lora(out: Path, seed: int = 0, rank: int = 16, alpha: float = 4.0
             param.requires_grad_("lora_" in name)
     out.mkdir(parents=True, exist_ok=True)
     save_lora(out / LORA_FILE, lora_state_from_model(unet), rank=rank, alpha=alpha, extra={"base_model": "tiny"})
-    write_exports(out, load_lora(out / LORA_FILE), unet_layout(unet), "tiny-style")  # as the train stage does
+    write_exports(out, load_lora(out / LORA_FILE), unet_layout(unet), output_name="tiny-style")  # as the train stage does
     return mark_complete(out)
 
 

@@ -65,7 +65,7 @@ def lora(diffsynth_unet: torch.nn.Module) -> LoRAFile:
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory, lora: LoRAFile, diffsynth_unet: torch.nn.Module) -> Path:
     out = tmp_path_factory.mktemp("full-export")
-    write_exports(out, lora, unet_layout(diffsynth_unet), "kolora")
+    write_exports(out, lora, unet_layout(diffsynth_unet), output_name="kolora")
     return out
 
 
@@ -202,7 +202,7 @@ def test_a_planted_swap_of_same_shaped_blocks_fails_every_check(
         return names
 
     monkeypatch.setattr(export, "diffusers_block_names", swapped)
-    write_exports(tmp_path, lora, unet_layout(diffsynth_unet), "kolora")
+    write_exports(tmp_path, lora, unet_layout(diffsynth_unet), output_name="kolora")
     checks = [lambda: comfyui_loaded(tmp_path / KOHYA_FILE)[0]]
     checks += [lambda f=f, loader=loader: diffusers_loaded(tmp_path / f, loader) for f, loader in CASES]
     for loaded in checks:

@@ -110,7 +110,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.Tensor, Pat
     out = tmp_path_factory.mktemp("export")
     save_lora(out / "lora.safetensors", lora_state_from_model(unet), rank=16, alpha=4.0, extra={})
     layout = unet_layout(build_tiny_models(seed=0)["sdxl_unet"])
-    write_exports(out, load_lora(out / "lora.safetensors"), layout, "kolora")
+    write_exports(out, load_lora(out / "lora.safetensors"), layout, output_name="kolora")
     return _diffsynth_out(unet), out, layout
 
 

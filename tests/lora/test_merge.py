@@ -82,3 +82,36 @@ def test_file_without_kolora_metadata_is_refused(tmp_path: Path) -> None:
     save_file({"x.lora_A.default.weight": torch.zeros(2, 2)}, str(tmp_path / "other.safetensors"))
     with pytest.raises(KoloraError, match="no kolora metadata"):
         load_lora(tmp_path / "other.safetensors")
+
+
+@pytest.mark.parametrize("variant", ["dora", "loha", "lokr"])
+def test_each_variant_merges_to_peft_forward(variant: str, tmp_path: Path) -> None:
+    """The merge generate uses equals peft's own forward of that adapter (trained-looking, non-zero tensors),
+    after a round trip through lora.safetensors; strength 0 leaves the base UNet as it was."""
+    from kolora_core.config import TrainConfig
+    from kolora_core.lora.format import is_adapter_param
+    from kolora_core.training.fast_module import adapter_config
+
+    train = TrainConfig(lora_rank=4, lora_alpha=3.0, lora_variant=variant)
+    peft_unet = inject_adapter_in_model(adapter_config(train), build_tiny_models(seed=0)["sdxl_unet"].eval())
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for name, param in peft_unet.named_parameters():
+            if is_adapter_param(name):
+                param.add_(torch.randn(param.shape, generator=g) * 0.2)
+            param.requires_grad_(is_adapter_param(name))
+    path = tmp_path / "lora.safetensors"
+    save_lora(path, lora_state_from_model(peft_unet), rank=4, alpha=3.0, extra={"variant": variant})
+    lora = load_lora(path)
+    assert lora.variant == variant and len(lora.modules()) == 32
+    with torch.no_grad():
+        expected = peft_unet(**_unet_inputs())
+        base = build_tiny_models(seed=0)["sdxl_unet"].eval()
+        without = base(**_unet_inputs())
+        untouched = build_tiny_models(seed=0)["sdxl_unet"].eval()
+        merge_lora(untouched, lora, strength=0.0)
+        merge_lora(base, lora, strength=1.0)
+        merged = base(**_unet_inputs())
+        torch.testing.assert_close(untouched(**_unet_inputs()), without, atol=1e-6, rtol=0)
+    assert not torch.allclose(without, expected, atol=1e-4), "the adapter must change the output for this test to mean anything"
+    torch.testing.assert_close(merged, expected, atol=1e-5, rtol=1e-4)

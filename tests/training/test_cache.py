@@ -50,11 +50,12 @@ def test_cached_latents_and_embeddings_equal_fresh_encodings(pipe: SDXLImagePipe
                 torch.testing.assert_close(cache.latents[i, flip], expected[0], rtol=0, atol=0)
     torch.testing.assert_close(cache.embeddings[0], fresh_text["encoder_hidden_states"][0], rtol=0, atol=0)
     torch.testing.assert_close(cache.pooled[0], fresh_text["add_text_embeds"][0], rtol=0, atol=0)
-    latents, embeddings, pooled = cache.batch(
-        torch.tensor([2, 0]), torch.tensor([True, False]), torch.tensor([0, 0]), torch.device("cpu")
+    latents, embeddings, pooled, time_ids = cache.batch(
+        0, torch.tensor([2, 0]), torch.tensor([True, False]), torch.tensor([0, 0]), None, torch.device("cpu")
     )
     assert torch.equal(latents[0], cache.latents[2, 1]) and torch.equal(latents[1], cache.latents[0, 0])
     assert embeddings.shape[0] == 2 and pooled.shape[0] == 2
+    assert time_ids.tolist() == [64, 64, 0, 0, 64, 64] * 2, "the seed's add_time_id without buckets"
 
 
 def test_each_distinct_caption_is_encoded_once(pipe: SDXLImagePipeline, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -23,3 +23,14 @@ def test_two_devices_equal_one_device_with_the_global_batch(tiny_models: Path, t
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5), "logged loss is the global batch's"
     rows = list(csv.DictReader((tmp_path / "two" / "train_log.csv").read_text(encoding="utf-8").splitlines()))
     assert [int(r["step"]) for r in rows] == [1, 2, 3], "steps are optimizer steps, not steps x devices"
+
+
+def test_accumulation_across_devices_equals_one_batch(tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
+    """2 devices x batch 1 x 2 micro-batches (with clipping) step like 1 device x batch 4: same images, noise,
+    timesteps and gradient (the micro-batches' losses are halved, DDP syncs only the last backward)."""
+    common = ["--train.steps", "3", "--train.max_grad_norm", "0.01"]
+    assert train(tiny_models, tiny_trainset, tmp_path / "one", *common, "--train.batch_size", "4") == 0
+    assert train(tiny_models, tiny_trainset, tmp_path / "two", *common, "--train.devices", "2",
+                 "--train.gradient_accumulation", "2") == 0  # fmt: skip
+    assert lora_max_diff(tmp_path / "one", tmp_path / "two") <= 1e-5
+    assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)

@@ -17,6 +17,7 @@ BASE = training_identity(load_config("smoke"))
         {"train.checkpoint_dir": "/elsewhere", "train.seed_compat": True},
         {"evaluate.min_aesthetic": 1.0, "generate.steps": 9, "publish.version": "v9", "name": "other"},
         {"filter.np": 1, "ingest.max_images": 3},
+        {"train.validation_every": 2, "train.validation_steps": 3, "train.tensorboard": True},
     ],
 )
 def test_operational_and_downstream_settings_keep_the_identity(overrides: dict[str, object]) -> None:
@@ -29,6 +30,11 @@ def test_operational_and_downstream_settings_keep_the_identity(overrides: dict[s
         ({"train.steps": 5}, "train.steps"),
         ({"train.devices": 2}, "train.devices"),
         ({"train.learning_rate": 2e-4}, "train.learning_rate"),
+        ({"train.buckets": True}, "train.buckets"),
+        ({"train.lora_variant": "loha"}, "train.lora_variant"),
+        ({"train.ema_decay": 0.99}, "train.ema_decay"),
+        ({"train.min_snr_gamma": 5.0}, "train.min_snr_gamma"),
+        ({"train.gradient_accumulation": 2}, "train.gradient_accumulation"),
         ({"models.revision": "v1.1"}, "models.revision"),
         ({"models.tiny_seed": 3}, "models.tiny_seed"),
         ({"ingest.caption": "动漫"}, "ingest.caption"),
