@@ -146,12 +146,13 @@ def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = 
     `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`). Logging
     is the stage's for the duration (`kolora_core.logs`: third-party noise at debug level).
     """
+    stage = STAGES[stage_name]
+    args = build_parser(stage).parse_args(argv)  # --help and flag errors print before the stage's logging starts
     with stage_logging():
-        return _run_stage(STAGES[stage_name], work, argv)
+        return _run_stage(stage, work, args)
 
 
-def _run_stage(stage: Stage, work: StageWork | str, argv: list[str] | None) -> int:
-    args = build_parser(stage).parse_args(argv)
+def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         inputs = {name: getattr(args, name.replace("-", "_")) for name in stage.inputs}

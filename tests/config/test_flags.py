@@ -115,6 +115,20 @@ def test_submit_sends_a_toml_config_as_the_yaml_the_pods_read(tmp_path: Path) ->
     assert yaml.safe_load(sent) == {"train": {"steps": 7}, "ingest": {"caption": "二次元"}}
 
 
+def test_help_and_a_typo_from_the_command_line() -> None:
+    """What a user types: the help on stdout (exit 0), a typo as one line on stderr (exit 2)."""
+    run = [sys.executable, "-m", "jobs.train"]
+    shown = subprocess.run([*run, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and shown.stdout.startswith("usage: python -m jobs.train --trainset DIR")
+    assert "--train.steps INT" in shown.stdout and shown.stderr == ""
+    dirs = ["--trainset", "ts", "--models", "m", "--lora", "out"]
+    typo = subprocess.run([*run, *dirs, "--train.stpes", "7"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert typo.returncode == 2 and typo.stdout == ""
+    assert typo.stderr.splitlines() == [
+        "kolora train: error: unknown flag --train.stpes: did you mean --train.steps? (--help lists the flags)"
+    ]
+
+
 def test_help_loads_no_ml_framework() -> None:
     """Every stage's --help and --help-all, and importing every jobs/ module, without torch & co (seconds each)."""
     code = (
