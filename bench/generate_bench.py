@@ -3,7 +3,7 @@
 Random weights of the REAL Kolors architectures, built exactly as ../shared/bench/seed_baseline.py builds
 them (ChatGLM3-6B and SDXLUNet(is_kolors=True) on the meta device, then to_empty + small normal init, fp16;
 VAE decoder in fp32), so FLOPs and memory are those of Kolors; no weights are downloaded. The engine is
-`kolora_core.inference.sampler.KolorsSampler`, the code the generate stage runs: all prompts encoded
+`kolora_core.models.sampler.KolorsSampler`, the code the generate stage runs: all prompts encoded
 first, text encoder released, cond+uncond (and `batch` prompts) in one UNet call per step, bf16 VAE decode
 (the stage's `generate.vae_dtype: auto` on a GPU; BENCH_VAE=float32 to compare).
 Settings are the seed's: 50 steps, cfg 4, 1024x1024, the seed notebook's prompts and negative prompts.
@@ -243,7 +243,7 @@ def bench_seed_pipeline(
 
 def main() -> None:
     from kolora_core.config.seed import SEED_STORY
-    from kolora_core.inference.sampler import KolorsSampler
+    from kolora_core.models.sampler import KolorsSampler
 
     device = "cpu" if TINY else "cuda"
     emit(what="env", torch=torch.__version__, device=torch.cuda.get_device_name(0) if device == "cuda" else "cpu", tiny=TINY)

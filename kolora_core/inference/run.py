@@ -1,7 +1,7 @@
 """The generate stage: render this shard's story prompts with the LoRA merged at the trained scale.
 
 Two engines (`generate.engine`):
-* `fast` (default): `kolora_core.inference.sampler.KolorsSampler` encodes every prompt, frees the text
+* `fast` (default): `kolora_core.models.sampler.KolorsSampler` encodes every prompt, frees the text
   encoder, then renders `generate.batch_size` prompts per batch with conditional and unconditional passes
   in one UNet call; cuDNN attention on Hopper; its layers compiled when the shard is long enough to pay for it
   (`generate.compile`; kernels cached in `generate.compile_cache_dir`, so the compilation itself is paid once per
@@ -28,13 +28,13 @@ from PIL import Image
 from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
 from kolora_core.lora.export import KOHYA_FILE, a1111_identity
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.layout import UNET_FILE, ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.sampler import KolorsSampler, take_models
 from kolora_core.models.unet_compile import use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 

@@ -2,7 +2,7 @@
 
 A user of the seed sees images only after training. Here the prompts of `train.validation_prompts` (default: the
 first two of the story, with their seeds and negative prompts) are rendered at fixed seeds at step 0 (the base
-model), every `validation_every` steps and at the end, by kolora's own sampler (`inference/sampler.py`, the
+model), every `validation_every` steps and at the end, by kolora's own sampler (`models/sampler.py`, the
 generate stage's) driving the UNet being trained: the LoRA is live in it, nothing is merged. The prompts are
 encoded while ChatGLM is loaded for the caption cache, so the text encoder is still freed before step 1; the VAE
 decoder stays (on the CPU between renders). The outputs: `validation/step-<N>-<i>.png` and `validation_strip.png`
@@ -28,7 +28,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from kolora_core.config import RunConfig
-from kolora_core.inference.sampler import KolorsSampler, vae_output_to_image
+from kolora_core.models.sampler import KolorsSampler, vae_output_to_image
 from kolora_core.training.cache import TrainCache
 
 VALIDATION_DIR = "validation"

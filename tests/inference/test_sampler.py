@@ -13,10 +13,10 @@ from diffsynth import SDXLImagePipeline
 from PIL import Image
 
 from jobs.generate import main as generate_main
-from kolora_core.inference.sampler import KolorsSampler, take_models
 from kolora_core.inference.story import Job, read_png_record
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
+from kolora_core.models.sampler import KolorsSampler, take_models
 
 PROMPT, NEGATIVE = "二次元,一个紫色短发小女孩,在家中沙发上坐着", "丑陋、变形、嘈杂、模糊、低对比度"
 
