@@ -8,12 +8,11 @@ The exact command of the generate container.
 
 import sys
 
-from kolora_core.inference.run import run_generate
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("generate", run_generate, argv)
+    return stage_main("generate", "kolora_core.inference.run:run_generate", argv)
 
 
 if __name__ == "__main__":

@@ -11,11 +11,10 @@ command after a crash continues from the last one. The exact command of the trai
 import sys
 
 from kolora_core.stage_cli import stage_main
-from kolora_core.training.run import run_train
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("train", run_train, argv)
+    return stage_main("train", "kolora_core.training.run:run_train", argv)
 
 
 if __name__ == "__main__":

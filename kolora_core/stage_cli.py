@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib
 import logging
 import sys
 import time
@@ -30,8 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from kolora_core import commit
-from kolora_core.config import RunConfig, available_profiles, config_flags, dump_config, flag_overrides, load_config
+from kolora_core.config import RunConfig, available_profiles, dump_config, flag_overrides, load_config
+from kolora_core.config.flags import FlagParser, add_config_flags, help_all_action
 from kolora_core.errors import KoloraError
+from kolora_core.logs import stage_logging
 from kolora_core.stages import STAGES, Stage
 
 StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
@@ -39,10 +42,20 @@ StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
 log = logging.getLogger("kolora")
 
 
-def build_parser(stage: Stage) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {stage.module}", description=f"kolora {stage.name}: {stage.summary}")
-    parser.add_argument("--profile", default="full", help=f"config profile: {', '.join(available_profiles())}")
-    parser.add_argument("--config", type=Path, help="YAML run config overlaid on the profile")
+def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
+    """The stage's flags; `--help` describes its own config sections (`Stage.config_sections`), `--help-all` all."""
+    parser = FlagParser(
+        prog=f"python -m {stage.module}",
+        usage=f"%(prog)s {' '.join(f'--{n} DIR' for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
+        "[--SECTION.FIELD VALUE ...]",
+        description=f"kolora {stage.name}: {stage.summary}",
+        error_prefix=f"kolora {stage.name}",
+    )
+    parser.add_argument("--help-all", action=help_all_action(lambda: build_parser(stage, full=True)))
+    parser.add_argument(
+        "--profile", default="full", metavar="NAME", help=f"config profile: {', '.join(available_profiles())} (default: full)"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="run config (YAML, JSON or TOML) overlaid on the profile")
     io = parser.add_argument_group("directories")
     for name in stage.inputs:
         io.add_argument(f"--{name}", type=Path, required=True, metavar="DIR", help=f"input: {name} (output of an earlier stage)")
@@ -52,9 +65,7 @@ def build_parser(stage: Stage) -> argparse.ArgumentParser:
         io.add_argument(
             f"--{name}", type=Path, metavar="DIR", help=f"resumable: {name}, kept across attempts (default: beside the outputs)"
         )
-    fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
-    for dotted, help_text in config_flags().items():
-        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text.replace("%", "%%"))
+    add_config_flags(parser, stage.config_sections, full)
     return parser
 
 
@@ -73,11 +84,28 @@ def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, P
     return dirs
 
 
-def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) -> int:
-    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code."""
+def resolve_work(work: StageWork | str) -> StageWork:
+    """The work function; a `module:function` reference is imported only when the stage runs, so `--help` and
+    flag errors return at once instead of after torch and diffsynth load (seconds)."""
+    if not isinstance(work, str):
+        return work
+    module, _, name = work.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = None) -> int:
+    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code.
+
+    `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`). Logging
+    is the stage's for the duration (`kolora_core.logs`: third-party noise at debug level).
+    """
     stage = STAGES[stage_name]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    args = build_parser(stage).parse_args(argv)
+    args = build_parser(stage).parse_args(argv)  # --help and flag errors print before the stage's logging starts
+    with stage_logging():
+        return _run_stage(stage, work, args)
+
+
+def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         inputs = {name: getattr(args, name.replace("-", "_")) for name in stage.inputs}
@@ -87,7 +115,7 @@ def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) 
         staged = {name: commit.begin(path) for name, path in outputs.items()}
         resumable = _resumable_dirs(stage, args, outputs)
         started = time.perf_counter()
-        work(config, inputs, {**staged, **resumable})
+        resolve_work(work)(config, inputs, {**staged, **resumable})
         marker = {"stage": stage.name, "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest()}
         for name, path in outputs.items():
             commit.commit(path, staged[name], marker)

@@ -35,6 +35,8 @@ class Stage:
     # plain directories the stage manages itself, never staged or marked, uploaded after a failure too and
     # given back to the retry (on Argo: an optional input and output artifact at the same path).
     resumable: tuple[str, ...] = ()
+    # The config sections this stage reads, listed first in its --help (all flags are accepted by every stage).
+    config_sections: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -64,7 +66,14 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("ingest", "jobs.ingest", "ingest", "download/read images, normalise, caption", outputs=("dataset",)),
+        Stage(
+            "ingest",
+            "jobs.ingest",
+            "ingest",
+            "download/read images, normalise, caption",
+            outputs=("dataset",),
+            config_sections=("ingest",),
+        ),
         Stage(
             "filter",
             "jobs.filter",
@@ -72,6 +81,7 @@ STAGES: dict[str, Stage] = {
             "Data-Juicer recipe -> DiffSynth training set + report",
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
+            config_sections=("filter",),
         ),
         Stage(
             "check-changes",
@@ -81,6 +91,7 @@ STAGES: dict[str, Stage] = {
             inputs=("trainset", "champion"),
             outputs=("changes",),
             parameters={"training": ("changes", "training.txt")},
+            config_sections=("train", "models"),  # what the training identity is made of (with filter.ops)
         ),
         Stage(
             "fetch-models",
@@ -88,6 +99,7 @@ STAGES: dict[str, Stage] = {
             "ingest",
             "base model weights in the ModelScope layout, and the evaluation scorers",
             outputs=("models", "scorers"),
+            config_sections=("models", "evaluate"),  # evaluate names the scorer repos
         ),
         Stage(
             "train",
@@ -98,6 +110,7 @@ STAGES: dict[str, Stage] = {
             outputs=("lora",),
             gpu=True,
             resumable=("checkpoints",),
+            config_sections=("train",),
         ),
         Stage(
             "generate",
@@ -108,6 +121,7 @@ STAGES: dict[str, Stage] = {
             outputs=("images",),
             gpu=True,
             resumable=("progress",),
+            config_sections=("generate",),
         ),
         Stage(
             "evaluate",
@@ -117,6 +131,7 @@ STAGES: dict[str, Stage] = {
             inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt"), "mean-aesthetic": ("report", "mean_aesthetic.txt")},
+            config_sections=("evaluate",),
         ),
         Stage(
             "publish",
@@ -125,6 +140,7 @@ STAGES: dict[str, Stage] = {
             "release directory of a LoRA whose evaluation gate passed",
             inputs=("lora", "report", "images"),
             outputs=("release",),
+            config_sections=("publish",),
         ),
     )
 }

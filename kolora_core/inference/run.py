@@ -33,9 +33,10 @@ from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.inference.progress import Progress
 from kolora_core.inference.story import Generation, Job, image_name, shard_jobs
+from kolora_core.lora.export import KOHYA_FILE, a1111_identity
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
-from kolora_core.models.layout import ModelDir
+from kolora_core.models.layout import UNET_FILE, ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.sampler import KolorsSampler, take_models
 from kolora_core.models.unet_compile import use_compile_cache
@@ -151,6 +152,8 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest(config.models.verify)
     device = resolve_device(config.device)
+    kohya = inputs["lora"] / KOHYA_FILE
+    a1111_name, a1111_hash = a1111_identity(kohya) if kohya.is_file() else ("", "")
     common = {
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),
@@ -158,6 +161,9 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         "base_model": base_model_name(manifest),
         "engine": generate.engine,
         "story_size": len(generate.prompts),
+        "unet_sha256": manifest["files"][UNET_FILE]["sha256"],
+        "lora_a1111_name": a1111_name,
+        "lora_a1111_hash": a1111_hash,
     }
     progress = Progress(outputs["progress"], common)  # images an earlier attempt finished
     done = {job.index: record for job in jobs if (record := progress.finished(job)) is not None}

@@ -402,6 +402,7 @@ class _Engine:
             unet_layout(self.unet()),
             {"base_model_sha256": job.base_model_sha256, "dataset_sha256": job.dataset_sha256},
             train.export_formats,
+            output_name=job.config.name,
         )
         summary["exports"] = [p.name for p in exports]
         summary["validation_files"] = [str(p.relative_to(job.out)) for p in self.validation_files()] or None

@@ -165,7 +165,7 @@ def _bad_config(root: Path, kind: str) -> Path:
     ("kind", "message"),
     [
         ("config latin-1", r"config file .*c\.yaml is not UTF-8 \(byte 0xe9 on line 2\): re-save it as UTF-8"),
-        ("config dir", r"config file .*c\.yaml is a directory: pass a YAML file to --config"),
+        ("config dir", r"config file .*c\.yaml is a directory: pass a YAML, JSON or TOML file to --config"),
         ("prompts latin-1", r"prompts file .*p\.jsonl is not UTF-8 \(byte 0xe9 on line 1\)"),
         ("prompts dir", r"prompts file .*p\.jsonl is a directory"),
     ],
