@@ -7,12 +7,11 @@ champion's release). The exact command of the check-changes container.
 
 import sys
 
-from kolora_core.release.changes import run_check_changes
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("check-changes", run_check_changes, argv)
+    return stage_main("check-changes", "kolora_core.release.changes:run_check_changes", argv)
 
 
 if __name__ == "__main__":

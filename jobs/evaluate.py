@@ -6,12 +6,11 @@ The exact command of the evaluate container.
 
 import sys
 
-from kolora_core.evaluation.run import run_evaluate
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("evaluate", run_evaluate, argv)
+    return stage_main("evaluate", "kolora_core.evaluation.run:run_evaluate", argv)
 
 
 if __name__ == "__main__":

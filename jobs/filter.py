@@ -10,12 +10,11 @@ Needs ray and torch importable (Data-Juicer would otherwise pip-install them at 
 
 import sys
 
-from kolora_core.data.filtering import run_filter
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("filter", run_filter, argv)
+    return stage_main("filter", "kolora_core.data.filtering:run_filter", argv)
 
 
 if __name__ == "__main__":

@@ -9,12 +9,11 @@ skipped input and its reason is in ingest_report.json. See docs/data.md.
 
 import sys
 
-from kolora_core.data.ingest import run_ingest
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("ingest", run_ingest, argv)
+    return stage_main("ingest", "kolora_core.data.ingest:run_ingest", argv)
 
 
 if __name__ == "__main__":

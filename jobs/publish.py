@@ -8,12 +8,11 @@ workflow uploads the directory to `<publish.prefix>/<name>/<version>/` and then 
 
 import sys
 
-from kolora_core.release.run import run_publish
 from kolora_core.stage_cli import stage_main
 
 
 def main(argv: list[str] | None = None) -> int:
-    return stage_main("publish", run_publish, argv)
+    return stage_main("publish", "kolora_core.release.run:run_publish", argv)
 
 
 if __name__ == "__main__":

@@ -6,9 +6,15 @@ same way, which is what lets the runner, the containers and Argo treat them alik
 * flags: `--profile`, `--config FILE`, one `--<section>.<field>` flag per config field, and one
   `--<artifact> DIR` flag per input/output directory from `kolora_core.stages`. A flag given as
   the empty string keeps the profile's value (Argo parameters cannot be "unset").
-* inputs must be complete outputs of an earlier stage (they carry a `_SUCCESS` marker).
-* outputs are written to `<dir>/.partial/` and moved into place only when the work succeeded,
-  followed by the `_SUCCESS` marker; a crashed run leaves no marker, and a rerun starts clean.
+* inputs must be committed outputs of an earlier stage; files their `_SUCCESS` does not list are removed
+  first (`kolora_core.commit.accept_input`), so a failed attempt's leftovers are never read.
+* outputs are staged beside their directory (`<parent>/.staging/<name>`, outside every artifact path) and
+  moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
+  output directory empty (or as its previous commit), which is what Argo then uploads.
+* resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
+  directories the stage keeps across attempts; the flag is optional and defaults to a directory beside the
+  first output (`/kolora/outputs/<name>` in a container). The work function finds them in its `outputs`
+  mapping next to the staged outputs.
 * a `KoloraError` prints one line and exits 2; anything else prints the traceback and exits 1.
 """
 
@@ -16,31 +22,40 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
+import importlib
 import logging
-import shutil
 import sys
 import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from kolora_core.config import RunConfig, available_profiles, config_flags, dump_config, load_config
+from kolora_core import commit
+from kolora_core.config import RunConfig, available_profiles, dump_config, flag_overrides, load_config
+from kolora_core.config.flags import FlagParser, add_config_flags, help_all_action
 from kolora_core.errors import KoloraError
-from kolora_core.stages import COMPLETE_MARKER, STAGES, Stage
+from kolora_core.logs import stage_logging
+from kolora_core.stages import STAGES, Stage
 
 StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
+"""`work(config, inputs, outputs)`: `outputs` maps each output to its staging dir and each resumable output to its dir."""
 log = logging.getLogger("kolora")
-PARTIAL = ".partial"
 
 
-def build_parser(stage: Stage) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=f"python -m {stage.module}", description=f"kolora {stage.name}: {stage.summary}")
-    parser.add_argument("--profile", default="full", help=f"config profile: {', '.join(available_profiles())}")
-    parser.add_argument("--config", type=Path, help="YAML run config overlaid on the profile")
+def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
+    """The stage's flags; `--help` describes its own config sections (`Stage.config_sections`), `--help-all` all."""
+    parser = FlagParser(
+        prog=f"python -m {stage.module}",
+        usage=f"%(prog)s {' '.join(f'--{n} DIR' for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
+        "[--SECTION.FIELD VALUE ...]",
+        description=f"kolora {stage.name}: {stage.summary}",
+        error_prefix=f"kolora {stage.name}",
+    )
+    parser.add_argument("--help-all", action=help_all_action(lambda: build_parser(stage, full=True)))
+    parser.add_argument(
+        "--profile", default="full", metavar="NAME", help=f"config profile: {', '.join(available_profiles())} (default: full)"
+    )
+    parser.add_argument("--config", type=Path, metavar="FILE", help="run config (YAML, JSON or TOML) overlaid on the profile")
     io = parser.add_argument_group("directories")
     for name in stage.inputs:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
@@ -50,97 +65,65 @@ def build_parser(stage: Stage) -> argparse.ArgumentParser:
     for name in stage.outputs:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
         io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
-    fields = parser.add_argument_group("config fields (YAML values; '' keeps the profile's value)")
-    for dotted, help_text in config_flags().items():
-        fields.add_argument(f"--{dotted}", dest=f"cfg:{dotted}", metavar="VALUE", help=help_text.replace("%", "%%"))
+    for name in stage.resumable:
+        io.add_argument(
+            f"--{name}", type=Path, metavar="DIR", help=f"resumable: {name}, kept across attempts (default: beside the outputs)"
+        )
+    add_config_flags(parser, stage.config_sections, full)
     return parser
 
 
-def _parse_flag_value(flag: str, raw: str) -> Any:
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError:
-        raise KoloraError(f"flag --{flag}: '{raw}' is not a valid YAML value") from None
-
-
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = {
-        key.removeprefix("cfg:"): _parse_flag_value(key.removeprefix("cfg:"), value)
-        for key, value in vars(args).items()
-        if key.startswith("cfg:") and value not in (None, "")
-    }
-    return load_config(args.profile, args.config, overrides)
+    flags = {key.removeprefix("cfg:"): value for key, value in vars(args).items() if key.startswith("cfg:")}
+    return load_config(args.profile, args.config, flag_overrides(flags))
 
 
-def check_input(name: str, path: Path) -> None:
-    """Refuse missing or half-written inputs before any expensive work starts.
+def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, Path]) -> dict[str, Path]:
+    beside = next(iter(outputs.values())).parent
+    dirs = {name: getattr(args, name.replace("-", "_")) or beside / name for name in stage.resumable}
+    for name, path in dirs.items():
+        if path.exists() and not path.is_dir():
+            raise KoloraError(f"--{name} {path} exists and is not a directory")
+        path.mkdir(parents=True, exist_ok=True)
+    return dirs
 
-    Complete means a `_SUCCESS` marker in the directory, or in every subdirectory for the merged
-    outputs of a fanned-out stage.
+
+def resolve_work(work: StageWork | str) -> StageWork:
+    """The work function; a `module:function` reference is imported only when the stage runs, so `--help` and
+    flag errors return at once instead of after torch and diffsynth load (seconds)."""
+    if not isinstance(work, str):
+        return work
+    module, _, name = work.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = None) -> int:
+    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code.
+
+    `work` is the function or its `module:function` reference (what `jobs/` pass: see `resolve_work`). Logging
+    is the stage's for the duration (`kolora_core.logs`: third-party noise at debug level).
     """
-    if not path.exists():
-        raise KoloraError(f"input --{name} {path} does not exist: pass the output directory of the stage that makes {name}")
-    if not path.is_dir():
-        raise KoloraError(f"input --{name} {path} is not a directory")
-    if (path / COMPLETE_MARKER).exists():
-        return
-    shards = [p for p in path.iterdir() if p.is_dir()]
-    if shards and all((p / COMPLETE_MARKER).exists() for p in shards):
-        return  # a fanned-out stage: one complete output per shard (e.g. images/shard-0, shard-1)
-    raise KoloraError(f"input --{name} {path} has no {COMPLETE_MARKER} marker: the stage that wrote it did not finish; rerun it")
-
-
-def prepare_output(out: Path) -> Path:
-    """The staging dir where `out`'s files are written before `commit_output` moves them in (also `kolora champion`'s)."""
-    if out.exists() and not out.is_dir():
-        raise KoloraError(f"output {out} exists and is not a directory")
-    staging = out / PARTIAL
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    (out / COMPLETE_MARKER).unlink(missing_ok=True)
-    return staging
-
-
-def commit_output(out: Path, staging: Path, producer: str, config: RunConfig | None = None) -> None:
-    """Move the staged files into `out`, then write `_SUCCESS` (producer, time, config hash, file list) last."""
-    files = sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file())
-    for entry in staging.iterdir():
-        target = out / entry.name
-        if target.is_dir() and not target.is_symlink():
-            shutil.rmtree(target)
-        elif target.exists() or target.is_symlink():
-            target.unlink()
-        entry.rename(target)
-    staging.rmdir()
-    marker = {
-        "stage": producer,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest() if config else None,
-        "files": files,
-    }
-    tmp = out / f"{COMPLETE_MARKER}.tmp"
-    tmp.write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(out / COMPLETE_MARKER)
-
-
-def stage_main(stage_name: str, work: StageWork, argv: list[str] | None = None) -> int:
-    """Parse, validate, run `work(config, inputs, staged_outputs)`, commit outputs; return the exit code."""
     stage = STAGES[stage_name]
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s", stream=sys.stderr)
-    args = build_parser(stage).parse_args(argv)
+    args = build_parser(stage).parse_args(argv)  # --help and flag errors print before the stage's logging starts
+    with stage_logging():
+        return _run_stage(stage, work, args)
+
+
+def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
         given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.outputs)}
         inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
         for name, path in inputs.items():
-            check_input(name, path)
+            commit.accept_input(name, path)
         outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
-        staged = {name: prepare_output(path) for name, path in outputs.items()}
+        staged = {name: commit.begin(path) for name, path in outputs.items()}
+        resumable = _resumable_dirs(stage, args, outputs)
         started = time.perf_counter()
-        work(config, inputs, staged)
+        resolve_work(work)(config, inputs, {**staged, **resumable})
+        marker = {"stage": stage.name, "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest()}
         for name, path in outputs.items():
-            commit_output(path, staged[name], stage.name, config)
+            commit.commit(path, staged[name], marker)
         log.info("%s finished in %.1f s", stage.name, time.perf_counter() - started)
         return 0
     except KoloraError as exc:

@@ -44,6 +44,8 @@ class Stage:
     optional: tuple[str, ...] = ()
     # torch.compile's cache (generated code, as trusted as the weights): the workflow keeps it beside the models
     compiles: bool = False
+    # The config sections this stage reads, listed first in its --help (all flags are accepted by every stage).
+    config_sections: tuple[str, ...] = ()
 
     def input_path(self, artifact: str) -> str:
         return f"{CONTAINER_ROOT}/inputs/{artifact}"
@@ -73,7 +75,14 @@ class Stage:
 STAGES: dict[str, Stage] = {
     s.name: s
     for s in (
-        Stage("ingest", "jobs.ingest", "ingest", "download/read images, normalise, caption", outputs=("dataset",)),
+        Stage(
+            "ingest",
+            "jobs.ingest",
+            "ingest",
+            "download/read images, normalise, caption",
+            outputs=("dataset",),
+            config_sections=("ingest",),
+        ),
         Stage(
             "filter",
             "jobs.filter",
@@ -81,6 +90,7 @@ STAGES: dict[str, Stage] = {
             "Data-Juicer recipe -> DiffSynth training set + report",
             inputs=("dataset",),
             outputs=("trainset", "filter-report"),
+            config_sections=("filter",),
         ),
         Stage(
             "check-changes",
@@ -90,6 +100,7 @@ STAGES: dict[str, Stage] = {
             inputs=("trainset", "champion"),
             outputs=("changes",),
             parameters={"training": ("changes", "training.txt")},
+            config_sections=("train", "models"),  # what the training identity is made of (with filter.ops)
         ),
         Stage(
             "fetch-models",
@@ -97,6 +108,7 @@ STAGES: dict[str, Stage] = {
             "ingest",
             "base model weights in the ModelScope layout, and the evaluation scorers",
             outputs=("models", "scorers"),
+            config_sections=("models", "evaluate"),  # evaluate names the scorer repos
         ),
         Stage(
             "train",
@@ -109,6 +121,7 @@ STAGES: dict[str, Stage] = {
             resumable=("checkpoints",),
             optional=("prompt-embeddings",),
             compiles=True,
+            config_sections=("train",),
         ),
         Stage(
             "generate",
@@ -121,6 +134,7 @@ STAGES: dict[str, Stage] = {
             resumable=("progress",),
             optional=("prompt-embeddings",),
             compiles=True,
+            config_sections=("generate",),
         ),
         Stage(
             "evaluate",
@@ -130,6 +144,7 @@ STAGES: dict[str, Stage] = {
             inputs=("images", "lora", "filter-report", "scorers", "champion"),
             outputs=("report",),
             parameters={"gate": ("report", "gate.txt"), "mean-aesthetic": ("report", "mean_aesthetic.txt")},
+            config_sections=("evaluate",),
         ),
         Stage(
             "publish",
@@ -138,6 +153,7 @@ STAGES: dict[str, Stage] = {
             "release directory of a LoRA whose evaluation gate passed",
             inputs=("lora", "report", "images"),
             outputs=("release",),
+            config_sections=("publish",),
         ),
     )
 }

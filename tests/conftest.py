@@ -20,7 +20,9 @@ from kolora_core.storage.s3 import S3Settings, S3Store
 
 
 def mark_complete(path: Path) -> Path:
-    (path / COMPLETE_MARKER).write_text(json.dumps({"stage": "test"}), encoding="utf-8")
+    """Commit `path` as the stage shell does: a `_SUCCESS` listing every file in it."""
+    files = sorted(p.relative_to(path).as_posix() for p in path.rglob("*") if p.is_file() and p.name != COMPLETE_MARKER)
+    (path / COMPLETE_MARKER).write_text(json.dumps({"stage": "test", "files": files}), encoding="utf-8")
     return path
 
 

@@ -15,11 +15,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kolora_core import commit
 from kolora_core.cli.publish import add_release_store_arguments, release_store
 from kolora_core.config import load_config
 from kolora_core.evaluation.champion import FOUND
 from kolora_core.release.champion import fetch_champion
-from kolora_core.stage_cli import commit_output, prepare_output
 from kolora_core.storage.objects import S3StoreStorage
 
 
@@ -40,9 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _champion_command(args: argparse.Namespace) -> int:
     name = load_config(args.profile, args.config, {"name": args.name} if args.name else None).name  # validated
-    staging = prepare_output(args.out)
+    staging = commit.begin(args.out)  # committed like a stage output: staged beside it, _SUCCESS last
     pointer = fetch_champion(S3StoreStorage(release_store(args)), args.prefix, name, staging)
-    commit_output(args.out, staging, "champion")
+    commit.commit(args.out, staging, {"stage": "champion"})
     if pointer["status"] == FOUND:
         print(f"kolora champion: {pointer['name']} {pointer['version']} from s3://{args.bucket}/{pointer['prefix']}")
     else:

@@ -3,7 +3,7 @@
 The publish stage only assembles the release (no stage reads or writes the store); this command uploads it
 with `kolora_core.release.promote`: release.json after every other file, latest.json last, and a version
 that is already published is never written again (the same LoRA is a no-op, another one is refused).
-It is the `promote` step of the Argo workflow; the local runner does the same after a passing run.
+It is the `promote` step of the Argo workflow, which the local runner (`kolora run`) runs like any step.
 
 Examples:
     kolora publish --release runs/latest/publish/release --s3-endpoint http://localhost:9000 --bucket kolora

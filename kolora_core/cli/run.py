@@ -4,13 +4,20 @@ Examples:
     kolora run                                   # smoke profile, embedded store (runs/.store/), process engine
     kolora run --profile full -p epochs=2        # any workflow parameter with -p name=value
     kolora run --s3-endpoint http://localhost:9000 --bucket kolora   # any S3; keys from AWS_ACCESS_KEY_ID/...
+
+Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a user error (one line: a bad
+parameter, template or endpoint); 130 Ctrl-C and 143 SIGTERM, after the running step was stopped (its whole
+process group) and the summary was written.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
+from types import FrameType
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
@@ -98,13 +105,30 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     )
 
 
+class Terminated(BaseException):
+    """SIGTERM (Kubernetes' preemption, `argo stop`, a CI timeout): handled like Ctrl-C, exit 128 + 15."""
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough; a second SIGTERM must not cut it short
+    raise Terminated
+
+
 def _run_command(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    main_thread = threading.current_thread() is threading.main_thread()  # only there can Python handle signals
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
         result = run_workflow(options)
     except KeyboardInterrupt:
         print("kolora run: interrupted; the running step was stopped", file=sys.stderr)
         return 130
+    except Terminated:
+        print("kolora run: terminated (SIGTERM); the running step was stopped", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
     if result.failed is not None:
         print(failure_report(result), file=sys.stderr)
         return 1

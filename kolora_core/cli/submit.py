@@ -24,7 +24,8 @@ from typing import Any
 import requests
 import yaml
 
-from kolora_core.config import load_config
+from kolora_core.config import load_config, read_config_file
+from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
 from workflows.options import TEMPLATE_NAME, run_parameters
@@ -43,7 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", help="workflow parameter, repeatable"
     )
-    parser.add_argument("--config", type=Path, metavar="FILE", help="YAML run config file, sent as the `config` parameter")
+    parser.add_argument(
+        "--config", type=Path, metavar="FILE", help="run config file (YAML, JSON or TOML), sent as the `config` parameter"
+    )
     parser.add_argument("--host", help="argo-server URL or host:port (default: $ARGO_SERVER)")
     parser.add_argument("--token", help="bearer token (default: $ARGO_TOKEN; `argo auth token` prints one)")
     parser.add_argument("-n", "--namespace", help=f"namespace (default: $ARGO_NAMESPACE or {DEFAULT_NAMESPACE})")
@@ -72,9 +75,12 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
         if "config" in params:
             raise KoloraError("give the run config either as --config FILE or as -p config=..., not both")
         try:
-            params["config"] = config_file.read_text(encoding="utf-8")
+            text = config_file.read_text(encoding="utf-8")
         except OSError as exc:
             raise KoloraError(f"--config {config_file}: {exc.strerror or exc}") from None
+        # The pods read it as run.yaml: JSON and TOML travel as the YAML of what they hold.
+        converted = config_file.suffix.lower() in CONFIG_FORMATS
+        params["config"] = yaml.safe_dump(read_config_file(config_file), allow_unicode=True) if converted else text
     return params
 
 

@@ -2,13 +2,21 @@
 
 * `schema`       -- the pydantic sections and `RunConfig`; defaults are the seed recipe
 * `seed`         -- the seed notebook's eight story prompts (the defaults of `generate.prompts`)
-* `loader`       -- profiles, `--config` files and flags -> a validated `RunConfig`; flag names; dumping
+* `loader`       -- profiles, `--config` files (YAML, JSON, TOML) and flags -> a validated `RunConfig`; dumping
+* `flags`        -- the fields as `--section.field` flags with generated help, and the parser that suggests
 * `prompts_file` -- the YAML/JSONL prompts file format, read by the loader
 
 Everything else imports the public names from here (`from kolora_core.config import RunConfig, load_config`).
 """
 
-from kolora_core.config.loader import available_profiles, config_flags, dump_config, load_config
+from kolora_core.config.loader import (
+    available_profiles,
+    config_flags,
+    dump_config,
+    flag_overrides,
+    load_config,
+    read_config_file,
+)
 from kolora_core.config.schema import (
     HUB_SCHEMES,
     EvaluateConfig,
@@ -36,5 +44,7 @@ __all__ = [
     "available_profiles",
     "config_flags",
     "dump_config",
+    "flag_overrides",
     "load_config",
+    "read_config_file",
 ]

@@ -1,7 +1,8 @@
 """Resolving a run config: `defaults <- profile <- --config file <- command-line flags`, then validation.
 
-Profiles are YAML overlays in `kolora_core/profiles/`; every leaf field is also a `--section.field`
-flag (see `config_flags`). All file reading happens here, before validation: the YAML files, and
+Profiles are YAML overlays in `kolora_core/profiles/`; `--config` files are YAML, JSON or TOML; every leaf
+field is also a `--section.field` flag (see `config_flags`, and `flags.py` for their help). All file reading
+happens here, before validation: the config files, and
 `generate.prompts_file`, whose prompts are inlined into `generate.prompts` so that every stage (and
 every pod, which gets the dumped config) sees the same prompts and no path that only this machine has.
 """
@@ -9,6 +10,9 @@ every pod, which gets the dumped config) sees the same prompts and no path that 
 from __future__ import annotations
 
 import copy
+import json
+import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +31,25 @@ def available_profiles() -> list[str]:
     return sorted(p.stem for p in PROFILES_DIR.glob("*.yaml"))
 
 
-def _read_yaml(path: Path) -> dict[str, Any]:
-    text = read_text(path, "config file", "pass a YAML file to --config")
+def read_profile(name: str) -> dict[str, Any]:
+    """A profile's overlay as written (only what it changes from the schema's defaults)."""
+    path = PROFILES_DIR / f"{name}.yaml"
+    if not path.exists():
+        raise KoloraError(f"unknown profile '{name}': choose one of {', '.join(available_profiles())}")
+    return read_config_file(path)
+
+
+CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}  # any other suffix is YAML (which JSON also is)
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A run config in YAML, JSON or TOML (by suffix). TOML has no null: set a field to null in YAML or JSON."""
+    kind = CONFIG_FORMATS.get(path.suffix.lower(), "YAML")
+    text = read_text(path, "config file", "pass a YAML, JSON or TOML file to --config")
     try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise KoloraError(f"config file {path} is not valid YAML: {exc}") from None
+        data = json.loads(text) if kind == "JSON" else tomllib.loads(text) if kind == "TOML" else yaml.safe_load(text)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        raise KoloraError(f"config file {path} is not valid {kind}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -79,13 +96,10 @@ def load_config(
     overrides: dict[str, Any] | None = None,
 ) -> RunConfig:
     """Resolve a run config: defaults <- profile <- config file <- dotted overrides."""
-    profile_path = PROFILES_DIR / f"{profile}.yaml"
-    if not profile_path.exists():
-        raise KoloraError(f"unknown profile '{profile}': choose one of {', '.join(available_profiles())}")
-    data = _read_yaml(profile_path)
+    data = read_profile(profile)
     origin = f"profile {profile}"
     if config_file is not None:
-        data = _deep_merge(data, _read_yaml(Path(config_file)))
+        data = _deep_merge(data, read_config_file(Path(config_file)))
         origin = f"config file {config_file}"
     if overrides:
         data = _deep_merge(data, dotted_to_nested(overrides))
@@ -121,6 +135,23 @@ def config_flags(model: type[BaseModel] = RunConfig, prefix: str = "") -> dict[s
         elif dotted != "profile":
             flags[dotted] = field.description or ""
     return flags
+
+
+def flag_overrides(values: Mapping[str, str | None]) -> dict[str, Any]:
+    """`--section.field VALUE` flags as dotted overrides for `load_config`: each value is YAML.
+
+    An empty (or absent) value keeps the profile's: Argo parameters cannot be unset, so a workflow passes
+    '' for "not given". Shared by the stage shell and `kolora run`, which checks `-p` values before any step.
+    """
+    overrides: dict[str, Any] = {}
+    for dotted, raw in values.items():
+        if raw in (None, ""):
+            continue
+        try:
+            overrides[dotted] = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            raise KoloraError(f"flag --{dotted}: '{raw}' is not a valid YAML value") from None
+    return overrides
 
 
 def dump_config(config: RunConfig) -> str:

@@ -168,23 +168,30 @@ STEP0_OPTIONS = ("buckets", "lora_variant", "min_snr_gamma", "noise_offset", "ca
 class TrainConfig(Section):
     """LoRA training; defaults are the seed's `train_kolors_lora.py` command line (see docs/training.md)."""
 
-    lora_rank: int = Field(16, ge=1)
-    lora_alpha: float = Field(4.0, gt=0)
-    lora_target_modules: list[str] = Field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"])
-    init_lora_weights: Literal["gaussian", "kaiming"] = "gaussian"
-    learning_rate: float = Field(1e-4, gt=0)
+    lora_rank: int = Field(16, ge=1, description="LoRA rank r (peft's r)")
+    lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha: the trained update is scaled by lora_alpha / lora_rank")
+    lora_target_modules: list[str] = Field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"],
+        description="UNet Linear layers that get a LoRA, by name (peft's target_modules; the default: 560 layers)",
+    )
+    init_lora_weights: Literal["gaussian", "kaiming"] = Field(
+        "gaussian", description="peft's LoRA init: gaussian (the seed's) or kaiming (diffsynth 1.1.9's CLI default)"
+    )
+    learning_rate: float = Field(1e-4, gt=0, description="AdamW learning rate, constant (the seed has no schedule)")
     steps: int = Field(500, ge=1, description="optimizer steps (the seed's one 'epoch' of 500 steps), whatever train.devices is")
     batch_size: int = Field(1, ge=1, description="images per step per device; the global batch is batch_size x devices")
     resolution: int = Field(1024, ge=64, description=f"training square size in pixels (multiple of {UNET_SIZE_STEP})")
-    center_crop: bool = True
-    random_flip: bool = False
+    center_crop: bool = Field(True, description="crop the resized image at its centre; false = a random crop")
+    random_flip: bool = Field(False, description="flip images horizontally at random")
     gradient_checkpointing: bool | Literal["auto"] = Field(
         "auto",
         description="recompute activations in backward (same numbers, ~1/3 slower, far less memory); "
         "auto = only when the step would not fit in the free GPU memory without it",
     )
-    precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = "16-mixed"
-    seed: int = 0
+    precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = Field(
+        "16-mixed", description="Lightning precision: 16-mixed (the seed's), bf16-mixed, or 32-true/32 (fp32, e.g. on a CPU)"
+    )
+    seed: int = Field(0, description="RNG seed of the LoRA init, image sampling, crops, noise and timesteps")
     num_workers: int = Field(2, ge=0, description="data loader worker processes (image decoding)")
     engine: Literal["fast", "seed"] = Field(
         "fast",
@@ -215,9 +222,10 @@ class TrainConfig(Section):
     )
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training state every N steps; 0 = never")
     checkpoint_dir: str | None = Field(
-        None, description="where resumable states live; null = <lora output dir>/checkpoints (kept across reruns)"
+        None,
+        description="where resumable states live; null = the train stage's --checkpoints dir (beside --lora; kept on failure)",
     )
-    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run (default: delete them)")
+    keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run; false deletes them")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")
     # --- what other LoRA trainers offer (docs/training.md "Trainer options"); every one off by default ---
     buckets: bool = Field(
@@ -326,6 +334,8 @@ class GenerateConfig(Section):
     prompts: list[StoryPrompt] = Field(
         default_factory=lambda: [StoryPrompt(prompt=p, negative_prompt=n, seed=s) for p, n, s in SEED_STORY],
         min_length=1,
+        description="the story: a list of {prompt, negative_prompt, seed} with optional per-prompt cfg_scale, steps, "
+        "width, height, lora_strength (default: the seed's 8 prompts; or generate.prompts_file)",
     )
     prompts_file: str | None = Field(
         None,
@@ -333,10 +343,10 @@ class GenerateConfig(Section):
         "generate.prompts (null = generate.prompts as configured)",
     )
     prompts_from: str | None = Field(None, description="set by kolora: the prompts file generate.prompts was read from")
-    cfg_scale: float = Field(4.0, ge=0)
-    steps: int = Field(50, ge=1)
-    height: int = Field(1024, ge=64)
-    width: int = Field(1024, ge=64)
+    cfg_scale: float = Field(4.0, ge=0, description="classifier-free guidance scale; 1 = no negative-prompt pass")
+    steps: int = Field(50, ge=1, description="DDIM sampling steps (diffsynth's EnhancedDDIMScheduler)")
+    height: int = Field(1024, ge=64, description="image height in pixels (multiple of 64)")
+    width: int = Field(1024, ge=64, description="image width in pixels (multiple of 64)")
     lora_strength: float = Field(1.0, description="1.0 = the trained scale alpha/rank (the seed used 0.5 by mistake)")
     engine: Literal["fast", "seed"] = Field(
         "fast", description="fast: kolora's batched sampler; seed: diffsynth's SDXLImagePipeline, one image per call"
@@ -369,10 +379,10 @@ class GenerateConfig(Section):
 class EvaluateConfig(Section):
     """The seed's 2x4 grid (images left to right, top to bottom, resized to one picture), scores and the gate."""
 
-    grid_columns: int = Field(2, ge=1)
-    grid_rows: int = Field(4, ge=1)
+    grid_columns: int = Field(2, ge=1, description="story grid columns (images left to right, then top to bottom)")
+    grid_rows: int = Field(4, ge=1, description="story grid rows; columns x rows must hold every prompt")
     grid_width: int = Field(1024, ge=1, description="final grid width in pixels (the seed resizes to 1024x2048)")
-    grid_height: int = Field(2048, ge=1)
+    grid_height: int = Field(2048, ge=1, description="final grid height in pixels")
     aesthetic_repo: str | None = Field(
         "hf://shunk031/aesthetics-predictor-v2-sac-logos-ava1-l14-linearMSE",
         description="hub repo of the LAION aesthetics predictor v2 (CLIP ViT-L/14 + linear head): hf://<id> (Hugging Face) "

@@ -3,8 +3,9 @@
 Data-Juicer runs through its Python API (`get_init_configs(cfg, load_configs_only=False)` +
 `DefaultExecutor(cfg).run()`) in a child process (`python -m kolora_core.data.datajuicer cfg.json`), because
 importing and running it changes process-wide state: it turns on Pillow's truncated-image loading, redirects
-sys.stdout/stderr into its logger and keeps log sinks open on its work dir. The child's output goes to a log
-file; on failure the stage error quotes the cause (the child prints it on one marked line: Data-Juicer's own
+sys.stdout/stderr into its logger and keeps log sinks open on its work dir. The child's output is read as it
+comes (its progress surfaced as log lines, `_DJProgress`) and kept in a log file, `datajuicer.log` of the filter
+report; on failure the stage error quotes the cause (the child prints it on one marked line: Data-Juicer's own
 messages span lines, e.g. an unknown op and its "did you mean" list under "errors detected:").
 
 Checks around it:
@@ -22,6 +23,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
+from kolora_core.progress import EVERY_S
 
 log = logging.getLogger("kolora.filter")
 REQUIRED_MODULES = ("ray", "torch", "aiohttp", "data_juicer")
@@ -157,15 +160,63 @@ def _read_traces(work_dir: Path) -> dict[str, list[dict[str, Any]]]:
     return dropped
 
 
+class _DJProgress:
+    """Data-Juicer's own progress, surfaced as kolora log lines while it runs.
+
+    Read from its output: each op's "OP [name] Done in 1.1s. Left 23 samples." (always logged) and the tqdm
+    bars of the datasets maps it runs per op ("image_shape_filter_compute_stats (num_proc=2):  50%|..| 20/40"),
+    logged at most every `every_s` seconds, so a long op shows where it is and a short one stays quiet.
+    """
+
+    OP_DONE = re.compile(r"OP \[(?P<op>[^\]]+)\] Done in (?P<seconds>[\d.]+)s\. Left (?P<left>\d+) samples")
+    BAR = re.compile(r"^(?P<what>[^:|]+?)(?: \(num_proc=\d+\))?:\s+\d+%\|[^|]*\|\s*(?P<done>\d+)/(?P<total>\d+)")
+
+    def __init__(self, every_s: float = EVERY_S) -> None:
+        self.every_s, self.last = every_s, time.monotonic()
+
+    def see(self, line: str) -> None:
+        if done := self.OP_DONE.search(line):
+            log.info("filter: Data-Juicer %s done in %s s, %s images left", done["op"], done["seconds"], done["left"])
+        elif (bar := self.BAR.search(line)) and time.monotonic() - self.last >= self.every_s and bar["done"] != bar["total"]:
+            self.last = time.monotonic()
+            log.info("filter: Data-Juicer %s: %s/%s images", bar["what"].strip(), bar["done"], bar["total"])
+
+
+def _run_child(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path, roots: dict[str, str]) -> int:
+    """Run Data-Juicer's child, its output kept in `log_path` (bar updates on lines of their own) and read live.
+
+    The log is an artifact: the absolute `roots` (work dir, images dir) it mentions are written as their names.
+    """
+    progress = _DJProgress()
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "w", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        assert proc.stdout is not None
+        pending = b""
+        while chunk := proc.stdout.read1(1 << 16):
+            *lines, pending = re.split(rb"[\r\n]", pending + chunk)
+            for raw in lines:
+                if raw.strip():
+                    line = raw.decode("utf-8", errors="replace")
+                    for root, name in roots.items():
+                        line = line.replace(root, name)
+                    out.write(line + "\n")
+                    progress.see(line)
+        if pending.strip():
+            out.write(pending.decode("utf-8", errors="replace") + "\n")
+    return proc.wait()
+
+
 def run_datajuicer(
     samples: list[Sample],
     ops: list[dict[str, dict[str, Any]]],
     np: int,
     work_dir: Path,
+    log_path: Path,
     executor_type: str = "default",
     ray_address: str | None = None,
 ) -> DJResult:
-    """Run the recipe on `samples` (already opened and verified) inside `work_dir`; nothing is written elsewhere."""
+    """Run the recipe on `samples` (already opened and verified) inside `work_dir`, its log kept in `log_path`."""
     check_environment(ops)
     work_dir.mkdir(parents=True, exist_ok=True)
     input_jsonl = work_dir / "input.jsonl"
@@ -177,28 +228,21 @@ def run_datajuicer(
     cfg = dj_config(input_jsonl, export_path, ops, np, len(samples) + 1, work_dir / "hf-cache", executor_type, ray_address)
     cfg_path = work_dir / "dj_config.json"
     cfg_path.write_text(json.dumps(cfg, ensure_ascii=False, indent=2), encoding="utf-8")
-    log_path = work_dir / "datajuicer.log"
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(_PROJECT_ROOT), os.environ.get("PYTHONPATH")) if p))
+    env.pop("TQDM_DISABLE", None)  # its progress bars are what `_DJProgress` reads (the stage shell turns bars off)
     log.info("filter: Data-Juicer on %d images, %d ops, np=%d (%s executor)", len(samples), len(ops), cfg["np"], executor_type)
     started = time.perf_counter()
-    with open(log_path, "w", encoding="utf-8") as out:
-        proc = subprocess.run(
-            [sys.executable, "-m", "kolora_core.data.datajuicer", str(cfg_path)],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=work_dir,
-            env=env,
-            check=False,
-        )
+    roots = {str(work_dir): "<work>", os.path.commonpath([str(s.image.parent) for s in samples]): "<images>"}
+    returncode = _run_child([sys.executable, "-m", "kolora_core.data.datajuicer", str(cfg_path)], work_dir, env, log_path, roots)
     seconds = time.perf_counter() - started
     errors = _error_lines(log_path)
-    if proc.returncode != 0:
+    if returncode != 0:
         for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]:
             log.error("datajuicer: %s", line)
         causes = [line.removeprefix(CAUSE_MARKER) for line in errors if line.startswith(CAUSE_MARKER)]
-        last = causes[-1] if causes else errors[-1] if errors else f"exit code {proc.returncode}"
+        last = causes[-1] if causes else errors[-1] if errors else f"exit code {returncode}"
         hint = "; fix filter.ops" if last.startswith(("PipelineConfigError", "PipelineRuntimeError")) else ""
-        raise KoloraError(f"Data-Juicer failed (exit {proc.returncode}) after {seconds:.0f} s: {last[:500]}{hint}")
+        raise KoloraError(f"Data-Juicer failed (exit {returncode}) after {seconds:.0f} s: {last[:500]}{hint}")
     return DJResult(_read_export(export_path), _read_traces(work_dir), errors, seconds)
 
 

@@ -29,6 +29,7 @@ from kolora_core.data import filter_report as fr
 from kolora_core.data.buckets import bucket_histogram
 from kolora_core.data.datajuicer import DJResult, Sample, check_environment, effective_np, run_datajuicer
 from kolora_core.data.layout import (
+    DATAJUICER_LOG,
     FILTER_REPORT_HTML,
     FILTER_REPORT_JSON,
     TRAIN_DIR,
@@ -288,7 +289,8 @@ def filter_dataset(config: RunConfig, dataset_dir: Path, trainset_dir: Path, rep
     by_id = {r.id: r for r in verified}
     with tempfile.TemporaryDirectory(prefix="kolora-dj-") as tmp:
         samples = [Sample(r.id, r.text, (dataset_dir / r.image).resolve()) for r in verified]
-        result = run_datajuicer(samples, ops, config.filter.np, Path(tmp), executor_type, ray_address)
+        dj_log = report_dir / DATAJUICER_LOG
+        result = run_datajuicer(samples, ops, config.filter.np, Path(tmp), dj_log, executor_type, ray_address)
         if result.error_lines:
             log.warning(
                 "filter: Data-Juicer logged %d error lines; first: %s", len(result.error_lines), result.error_lines[0][:300]

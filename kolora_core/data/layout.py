@@ -16,8 +16,9 @@
 
     filter_report.json         top-level integer keys images_in, kept, dropped (read by the runner)
     filter_report.html         self-contained: tables, histograms, contact sheet (base64 thumbnails)
+    datajuicer.log             Data-Juicer's own output (its work and images dirs written as <work>, <images>)
 
-No file in these directories holds an absolute path: image paths are relative to the directory they are in.
+No file in these directories holds an absolute data path: image paths are relative to the directory they are in.
 """
 
 from __future__ import annotations
@@ -47,6 +48,7 @@ TRAIN_COLUMNS = ("file_name", "text")
 
 FILTER_REPORT_JSON = "filter_report.json"
 FILTER_REPORT_HTML = "filter_report.html"
+DATAJUICER_LOG = "datajuicer.log"
 
 ID_LENGTH = 16
 

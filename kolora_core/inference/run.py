@@ -12,11 +12,14 @@ Two engines (`generate.engine`):
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
 applied by restoring the UNet's original weights and merging again, never by merging on top.
+Each finished image is kept in the resumable `progress` dir first (`progress.py`), so a retry renders only
+what is missing; the committed `images` output is assembled from there.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import asdict
@@ -30,10 +33,12 @@ from PIL import Image
 from kolora_core.config import GenerateConfig, RunConfig
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.inference.story import Generation, Job, image_name, save_generation, shard_jobs
+from kolora_core.inference.progress import Progress
+from kolora_core.inference.story import Generation, Job, image_name, shard_jobs
+from kolora_core.lora.export import KOHYA_FILE, a1111_identity
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
-from kolora_core.models.layout import ModelDir
+from kolora_core.models.layout import UNET_FILE, ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.prompt_embeddings import Embedding, read_prompt_embeddings
 from kolora_core.models.sampler import KolorsSampler, take_models
@@ -41,6 +46,7 @@ from kolora_core.models.unet_compile import use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
 log = logging.getLogger("kolora.generate")
+CRASH_ENV = "KOLORA_TEST_CRASH_AFTER_IMAGE"  # test hook: fail right after this story image is kept, as a kill would
 # Compiling pays from this many images on: on an H200 it saves 0.28 s per image (batch 8) and costs 34 s cold,
 # 7 s with the compile cache warm (docs/benchmarks.md), so it loses on the 8-image story and wins on long shards.
 COMPILE_PAYS_IMAGES = 32
@@ -179,10 +185,8 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest(config.models.verify)
     device = resolve_device(config.device)
-    dtype = generation_weights_dtype(device)
-    cached = cached_embeddings(inputs.get("prompt-embeddings"), model_dir, jobs, generate, dtype)
-    text_encoder = any(t not in cached for t in needed_texts(jobs)) or generate.engine != "fast"
-    manager = load_model_manager(model_dir, device, dtype, text_encoder=text_encoder)
+    kohya = inputs["lora"] / KOHYA_FILE
+    a1111_name, a1111_hash = a1111_identity(kohya) if kohya.is_file() else ("", "")
     common = {
         "lora_scale": lora.scale,
         "lora_sha256": sha256_of(lora_path),
@@ -190,22 +194,38 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         "base_model": base_model_name(manifest),
         "engine": generate.engine,
         "story_size": len(generate.prompts),
+        "unet_sha256": manifest["files"][UNET_FILE]["sha256"],
+        "lora_a1111_name": a1111_name,
+        "lora_a1111_hash": a1111_hash,
     }
+    progress = Progress(outputs["progress"], common)  # images an earlier attempt finished
+    done = {job.index: record for job in jobs if (record := progress.finished(job)) is not None}
+    todo = [job for job in jobs if job.index not in done]
     log.info(
-        "shard %d/%d: %d of %d prompts, %s engine on %s",
+        "shard %d/%d: %d of %d prompts (%d finished by an earlier attempt), %s engine on %s",
         generate.shard,
         generate.shards,
         len(jobs),
         len(generate.prompts),
+        len(done),
         generate.engine,
         device,
     )
-    render = _render_fast if generate.engine == "fast" else _render_seed
-    for done, (job, image, seconds) in enumerate(render(manager, jobs, lora, generate, device, cached), start=1):
-        _check_not_blank(image, job)
-        record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
-        save_generation(image, out, record)
-        log.info("image %d/%d (story #%d, seed %d) in %.2f s", done, len(jobs), job.index, job.seed, record.seconds)
+    if todo:
+        dtype = generation_weights_dtype(device)
+        cached = cached_embeddings(inputs.get("prompt-embeddings"), model_dir, todo, generate, dtype)
+        text_encoder = any(t not in cached for t in needed_texts(todo)) or generate.engine != "fast"
+        manager = load_model_manager(model_dir, device, dtype, text_encoder=text_encoder)
+        render = _render_fast if generate.engine == "fast" else _render_seed
+        for count, (job, image, seconds) in enumerate(render(manager, todo, lora, generate, device, cached), start=1):
+            _check_not_blank(image, job)
+            record = Generation(**asdict(job), file=image_name(job.index), seconds=round(seconds, 3), **common)
+            progress.save(image, record)
+            done[job.index] = record
+            log.info("image %d/%d (story #%d, seed %d) in %.2f s", count, len(todo), job.index, job.seed, record.seconds)
+            if os.environ.get(CRASH_ENV) == str(job.index):
+                raise RuntimeError(f"{CRASH_ENV}={job.index}: simulated crash after story image {job.index}")
+    progress.assemble(list(done.values()), out)
 
 
 def _check_not_blank(image: Image.Image, job: Job) -> None:

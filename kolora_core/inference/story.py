@@ -18,9 +18,11 @@ from PIL.PngImagePlugin import PngInfo
 from kolora_core.config import GenerateConfig, StoryPrompt
 from kolora_core.data.confine import Escape, resolve_inside
 from kolora_core.errors import KoloraError
+from kolora_core.inference.infotext import parameters_text
 
 GENERATIONS = "generations.jsonl"
 PNG_KEY = "kolora"
+A1111_KEY = "parameters"
 
 
 def shard_prompts(generate: GenerateConfig) -> list[tuple[int, StoryPrompt]]:
@@ -83,19 +85,36 @@ class Generation(Job):
     base_model: str = ""
     engine: str = ""
     story_size: int = 0
+    unet_sha256: str = ""
+    lora_a1111_name: str = ""  # how A1111 names lora_kohya.safetensors (its ss_output_name); "" = no kohya export
+    lora_a1111_hash: str = ""  # the short hash A1111 shows for that file
 
 
 def image_name(index: int) -> str:
     return f"{index:03d}.png"
 
 
-def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+def record_line(record: Generation) -> str:
+    """A record as one line of generations.jsonl (and the PNG's `kolora` text chunk)."""
+    return json.dumps(asdict(record), ensure_ascii=False, sort_keys=True)
+
+
+def write_png(image: Image.Image, path: Path, record: Generation) -> None:
+    """The PNG with two text chunks: A1111's `parameters` (what webuis, Civitai and PNG-info readers show) and
+    `kolora` (the whole record as JSON). No `prompt`/`workflow` chunk: ComfyUI reads those as its own JSON graph.
+    `add_text` as A1111 uses it: tEXt for Latin-1 text, iTXt (UTF-8) otherwise, e.g. for Chinese prompts.
+    """
     info = PngInfo()
-    info.add_itxt(PNG_KEY, json.dumps(asdict(record), ensure_ascii=False, sort_keys=True))
-    info.add_itxt("prompt", record.prompt)
-    image.save(out_dir / record.file, pnginfo=info)
+    info.add_text(A1111_KEY, parameters_text(record))
+    info.add_itxt(PNG_KEY, record_line(record))
+    image.save(path, format="PNG", pnginfo=info)
+
+
+def save_generation(image: Image.Image, out_dir: Path, record: Generation) -> None:
+    """One finished image and its generations.jsonl line (how tests and tools write an images/ directory)."""
+    write_png(image, out_dir / record.file, record)
     with (out_dir / GENERATIONS).open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(asdict(record), ensure_ascii=False, sort_keys=True) + "\n")
+        handle.write(record_line(record) + "\n")
 
 
 def read_png_record(path: Path) -> dict[str, object]:

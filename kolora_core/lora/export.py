@@ -24,6 +24,7 @@ SGM names follow from the diffusers ones (`input_blocks.N.{0,1}`, `middle_block.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -221,13 +222,24 @@ def write_exports(
     layout: Sequence[str],
     extra: dict[str, str] | None = None,
     formats: Sequence[str] = ("diffusers", "kohya"),
+    *,
+    output_name: str,
 ) -> list[Path]:
-    """Write the export files of `formats` atomically next to lora.safetensors; returns their paths."""
+    """Write the export files of `formats` atomically next to lora.safetensors; returns their paths.
+
+    `output_name` becomes the kohya file's `ss_output_name`, the name A1111/Forge list it under and accept in
+    `<lora:NAME:1>` whatever the file is called (their alias), and the name the generate stage's PNGs cite.
+    """
     common = {"format": EXPORT_FORMAT, "rank": str(lora.rank), "alpha": repr(float(lora.alpha))} | dict(extra or {})
     if lora.variant != "lora":
         common["variant"] = lora.variant
     network = {"lora": "networks.lora", "loha": "lycoris.kohya", "lokr": "lycoris.kohya"}.get(lora.variant, "")
-    kohya_meta = {"ss_network_module": network, "ss_network_dim": str(lora.rank), "ss_network_alpha": repr(float(lora.alpha))}
+    kohya_meta = {
+        "ss_network_module": network,
+        "ss_network_dim": str(lora.rank),
+        "ss_network_alpha": repr(float(lora.alpha)),
+        "ss_output_name": output_name,
+    }
     if lora.variant != "lora":
         kohya_meta["ss_network_args"] = json.dumps({"algo": lora.variant})
     files = {
@@ -241,6 +253,28 @@ def write_exports(
         save_safetensors(path, convert(lora, layout), metadata)
         written.append(path)
     return written
+
+
+def addnet_hash(path: Path) -> str:
+    """sha256 of a safetensors file's tensor data, past its header: kohya sd-scripts' `sshs_model_hash`, the
+    hash A1111 computes for a LoRA (`modules/hashes.py` addnet_hash_safetensors) and Civitai's AutoV3.
+    Metadata lives in the header, so it is the same for any metadata."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        handle.seek(8 + int.from_bytes(handle.read(8), "little"))
+        while block := handle.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def a1111_identity(path: Path) -> tuple[str, str]:
+    """(name, short hash) A1111's Lora extension gives a kohya file (`extensions-builtin/Lora/network.py`
+    NetworkOnDisk): the alias `ss_output_name` else the file stem; the first 12 hex digits of `sshs_model_hash`
+    else of the addnet hash."""
+    with safe_open(str(path), framework="pt") as handle:
+        metadata = handle.metadata() or {}
+    name = metadata.get("ss_output_name") or path.stem
+    return name, (metadata.get("sshs_model_hash") or addnet_hash(path))[:12]
 
 
 def _kolora_key(module: str, name: str) -> str:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from safetensors.torch import save_file
 
-from kolora_core.config import EvaluateConfig, ModelsConfig
+from kolora_core.config import EvaluateConfig, ModelsConfig, RunConfig
 from kolora_core.errors import KoloraError
 from kolora_core.models.hub import HubRepo, snapshot
 from kolora_core.models.layout import TEXT_ENCODER_DIR, ModelDir
@@ -135,3 +135,9 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
     if AESTHETIC in repos:
         check_aesthetic(scorers.part(AESTHETIC), scorers.source(AESTHETIC))
     return scorers
+
+
+def run_fetch_models(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+    """The fetch-models stage: the base model directory, then the scorers the evaluate section names."""
+    fetch_models(config.models, outputs["models"])
+    fetch_scorers(config.evaluate, config.models, outputs["scorers"])

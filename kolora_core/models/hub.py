@@ -10,18 +10,25 @@ running the step again could help:
 * anything else (connection refused, DNS, timeouts, HTTP 5xx and 429, an unknown error): `TransientError`,
   exit 75, which the workflow's retryStrategy retries like a preempted pod.
 
+Progress: the clients' own tqdm bars are off in stage processes (`kolora_core/logs.py`); instead the target
+directory's growth is logged every 30 s and at the end (`kolora_core.progress.watch_growth`).
+
 Mirrors: `HF_ENDPOINT` (e.g. https://hf-mirror.com) and `MODELSCOPE_DOMAIN` are read by the hub clients
 themselves; tokens from `HF_TOKEN` / `MODELSCOPE_API_TOKEN`.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from kolora_core.config import HUB_SCHEMES
 from kolora_core.errors import KoloraError, TransientError
+from kolora_core.progress import watch_growth
+
+log = logging.getLogger("kolora.fetch")
 
 HUB_NAMES = {"hf": "the Hugging Face hub", "modelscope": "ModelScope"}
 TOKEN_VARS = {"hf": "HF_TOKEN", "modelscope": "MODELSCOPE_API_TOKEN"}
@@ -56,14 +63,8 @@ def snapshot(repo: HubRepo, allow_patterns: list[str], local_dir: Path) -> None:
     """Download the files of `repo` matching `allow_patterns` into `local_dir`, leaving only the repo's files there."""
     local_dir.mkdir(parents=True, exist_ok=True)
     try:
-        if repo.scheme == "hf":
-            from huggingface_hub import snapshot_download as hf_snapshot
-
-            hf_snapshot(repo.repo_id, revision=repo.revision, allow_patterns=allow_patterns, local_dir=str(local_dir))
-        else:
-            from modelscope.hub.snapshot_download import snapshot_download as ms_snapshot
-
-            ms_snapshot(repo.repo_id, revision=repo.revision, allow_patterns=allow_patterns, local_dir=str(local_dir))
+        with watch_growth(log, f"downloading {repo.reference} ({', '.join(allow_patterns)})", local_dir):
+            _download(repo, allow_patterns, local_dir)
     except Exception as exc:  # both clients raise many types (HTTP, hub, IO); each is sorted below
         what = f"downloading {', '.join(allow_patterns)} of {repo} from {HUB_NAMES[repo.scheme]} failed"
         detail = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
@@ -76,6 +77,17 @@ def snapshot(repo: HubRepo, allow_patterns: list[str], local_dir: Path) -> None:
             shutil.rmtree(entry)
         elif entry.name.startswith("."):
             entry.unlink()
+
+
+def _download(repo: HubRepo, allow_patterns: list[str], local_dir: Path) -> None:
+    if repo.scheme == "hf":
+        from huggingface_hub import snapshot_download as hf_snapshot
+
+        hf_snapshot(repo.repo_id, revision=repo.revision, allow_patterns=allow_patterns, local_dir=str(local_dir))
+    else:
+        from modelscope.hub.snapshot_download import snapshot_download as ms_snapshot
+
+        ms_snapshot(repo.repo_id, revision=repo.revision, allow_patterns=allow_patterns, local_dir=str(local_dir))
 
 
 def _refusal(repo: HubRepo, exc: Exception) -> str | None:

@@ -28,13 +28,26 @@ def variables_in(text: str) -> list[str]:
     return [m.group(1).strip() for m in VARIABLE.finditer(text)]
 
 
-def substitute(text: str, scope: Mapping[str, str], where: str, hint: Callable[[str], str] | None = None) -> str:
-    """Replace every `{{name}}` in `text` from `scope`; an unknown name is a `KoloraError` naming `where` and it."""
+def substitute(
+    text: str,
+    scope: Mapping[str, str],
+    where: str,
+    hint: Callable[[str], str] | None = None,
+    unresolved: tuple[str, ...] = (),
+) -> str:
+    """Replace every `{{name}}` in `text` from `scope`; an unknown name is a `KoloraError` naming `where` and it.
+
+    Names starting with one of `unresolved` stay as they are when unknown, as Argo leaves them: a
+    `{{workflow.outputs.parameters.x}}` that no step exported reaches the container verbatim (v4.1.2
+    substitutes pod templates with allowUnresolved; only `tasks.*`/`steps.*` must resolve).
+    """
 
     def repl(match: re.Match[str]) -> str:
         name = match.group(1).strip()
         if name.startswith("="):
             raise KoloraError(f"{where}: expression template '{{{{{name}}}}}' is not supported by the local runner")
+        if name not in scope and unresolved and name.startswith(unresolved):
+            return match.group(0)
         if name not in scope:
             extra = hint(name) if hint else ""
             raise KoloraError(f"{where}: unknown variable '{{{{{name}}}}}'{extra}")

@@ -52,6 +52,7 @@ class RunResult:
     error: str | None = None  # a template/config error that stopped the run (a KoloraError message)
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
+    flattened: bool = False  # the workflow names its summary artifacts (kolora.dev/summary-artifacts)
 
     @property
     def ok(self) -> bool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from kolora_core.runner.records import NodeRecord, RunResult
 MAX_FANOUT_LINES = 4
 MAX_VALUE = 70
 REPORT_NAMES = ("report.json", "report.html", "report.md", "report.txt")
+PUBLISHED = re.compile(r"^(?:kolora \w+: )?((?:already )?published s3://\S+.*)$", re.MULTILINE)
 
 
 def build_summary(result: RunResult) -> str:
@@ -30,8 +32,8 @@ def build_summary(result: RunResult) -> str:
         lines.append("  parameters " + _clip(changed, 110))
     lines.append("steps")
     lines += _step_lines(result.nodes)
-    # the local runner's promotion of the publish task's release (kolora_core.runner.local)
-    promoted = [n.message for n in result.nodes if n.task == "publish" and n.phase == "Succeeded" and n.message]
+    # what a step that publishes (promote: `kolora publish`) said it did, from its own output
+    promoted = [m.group(1) for n in result.nodes if n.phase == "Succeeded" for m in PUBLISHED.finditer(n.result or "")]
     lines += [f"promoted {_clip(m, 110)}" for m in promoted]
     params = [(n, k, v) for n in result.nodes for k, v in n.parameters.items() if n.phase in ("Succeeded", "Skipped", "Omitted")]
     if params:
@@ -39,8 +41,8 @@ def build_summary(result: RunResult) -> str:
         lines += [f"  {n.node}.{k} = {_clip(v, MAX_VALUE)}" for n, k, v in params[:8]]
         if len(params) > 8:
             lines.append(f"  ... {len(params) - 8} more in the step records")
-    lines += _report_lines(result.run_dir)
-    files = _files(result.run_dir)
+    lines += _report_lines(result.run_dir, result.flattened)
+    files = _files(result.run_dir, result.flattened)
     if files:
         lines.append("files")
         lines += [f"  {_show(p)}" for p in files]
@@ -82,15 +84,15 @@ def _step_lines(nodes: list[NodeRecord]) -> list[str]:
     return lines
 
 
-def _report_lines(run_dir: Path) -> list[str]:
+def _report_lines(run_dir: Path, flattened: bool) -> list[str]:
     lines = []
-    filter_report = _find(run_dir, "filter_report.json")
+    filter_report = _find(run_dir, "filter_report.json", flattened)
     data = _load_json(filter_report) if filter_report else None
     if isinstance(data, dict):
         counts = [f"{k} {data[k]}" for k in ("images_in", "kept", "dropped") if k in data]
         if counts:
             lines.append("filter  " + "  ".join(counts))
-    report = _find(run_dir, "report.json")
+    report = _find(run_dir, "report.json", flattened)
     data = _load_json(report) if report else None
     if isinstance(data, dict):
         head = data.get("headline") if isinstance(data.get("headline"), dict) else data
@@ -100,24 +102,30 @@ def _report_lines(run_dir: Path) -> list[str]:
     return lines
 
 
-def _files(run_dir: Path) -> list[Path]:
+def _files(run_dir: Path, flattened: bool) -> list[Path]:
     found: list[Path] = []
     for name in ("grid.png", *REPORT_NAMES):
-        path = _find(run_dir, name)
+        path = _find(run_dir, name, flattened)
         if path is not None:
             found.append(path)
-    # flattened weights (the LoRA) first, then the shallowest others: model folders hold many
+    # flattened weights (the LoRA) first, then (for a workflow that flattens nothing) the shallowest others
     weights = sorted((p for p in _walk(run_dir) if p.suffix == ".safetensors"), key=lambda p: (len(p.parts), str(p)))
     flat = {p.name for p in weights if p.parent == run_dir}
-    weights = [p for p in weights if p.parent == run_dir or p.name not in flat]  # not the flattened copies' sources
+    weights = [p for p in weights if p.parent == run_dir or (not flattened and p.name not in flat)]
     found += weights[:3]
     return found
 
 
-def _find(run_dir: Path, name: str) -> Path | None:
-    """`run_dir/name` (flattened summary artifacts) first, else the first match under the collected outputs."""
+def _find(run_dir: Path, name: str, flattened: bool) -> Path | None:
+    """`run_dir/name` (flattened summary artifacts), else, for a workflow that names none, the first match anywhere.
+
+    A workflow that names its summary artifacts gets only those: an unchanged nightly must not show the champion's
+    report.json (its `champion` output holds one) as if evaluate had run.
+    """
     if (run_dir / name).is_file():
         return run_dir / name
+    if flattened:
+        return None
     return next((p for p in sorted(_walk(run_dir)) if p.name == name), None)
 
 

@@ -36,6 +36,7 @@ from PIL import Image
 from kolora_core.config import TrainConfig
 from kolora_core.data.buckets import bucket_name, bucket_sizes, nearest_bucket
 from kolora_core.data.layout import TRAIN_DIR
+from kolora_core.progress import Progress
 from kolora_core.training.sampling import bucket_sample, crop_box_for, resized, training_tensor
 from kolora_core.training.step import to_device
 
@@ -168,11 +169,13 @@ def encode_captions(
     pipe.device = device
     pipe.text_encoder_kolors.to(device)
     embeddings, pooled = [], []
+    progress = Progress(log, "caching captions (ChatGLM)", len(captions), "captions")
     for caption in captions:
         with autocast():
             emb = pipe.encode_prompt([caption], positive=True)
         embeddings.append(emb["encoder_hidden_states"][0].cpu())
         pooled.append(emb["add_text_embeds"][0].cpu())
+        progress.advance()
     return torch.stack(embeddings), torch.stack(pooled)
 
 
@@ -187,6 +190,7 @@ def encode_group(
     autocast: Callable[[], AbstractContextManager],
     crops: int,
     flips: int,
+    progress: Progress,
 ) -> LatentGroup:
     """One group's latents (n, crops * flips, 4, h, w) and time ids, one image per VAE call as the seed's batch of 1."""
     pipe.vae_encoder.to(device)
@@ -197,6 +201,7 @@ def encode_group(
         with autocast():
             latents.append(pipe.vae_encoder(image.to(dtype=pipe.torch_dtype, device=device))[0].cpu())
         time_ids.append(time_id[0])
+        progress.advance()
     stacked = torch.stack(latents)
     return LatentGroup(
         size[0],
@@ -237,17 +242,25 @@ def build_cache(
         captions.append("")  # what a dropped caption trains with
     captions = list(dict.fromkeys([*captions, *extra_texts]))  # validation prompts: encoded now, while ChatGLM is here
     caption_row = {caption: i for i, caption in enumerate(captions)}
+    crops = 1 if train.center_crop else train.cached_crops
+    flips = 2 if train.random_flip else 1
+    log.info(
+        "caching %d caption(s) (ChatGLM) and %d latent(s) (VAE, %d image(s) x %d variant(s)) before the first step",
+        len(captions),
+        len(rows) * crops * flips,
+        len(rows),
+        crops * flips,
+    )
     started = time.perf_counter()
     embeddings, pooled = encode_captions(pipe, captions, device, autocast)
     text_seconds = time.perf_counter() - started
     if free_encoders:
         free_module(pipe, "text_encoder_kolors")
-    crops = 1 if train.center_crop else train.cached_crops
-    flips = 2 if train.random_flip else 1
     started = time.perf_counter()
     paths = [trainset / TRAIN_DIR / name for name, _ in rows]
+    progress = Progress(log, "caching latents (VAE)", len(rows) * crops * flips, "images")
     groups = [
-        encode_group(pipe, [paths[i] for i in indices], indices, size, train, device, autocast, crops, flips)
+        encode_group(pipe, [paths[i] for i in indices], indices, size, train, device, autocast, crops, flips, progress)
         for size, indices in image_groups(paths, train).items()
     ]
     image_seconds = time.perf_counter() - started

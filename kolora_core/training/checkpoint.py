@@ -5,9 +5,10 @@ scaler, the optimizer step, the loss history, the global RNG states and a finger
 that must not change between the interrupted run and its rerun. The data position and the step's
 random draws need no state: they are functions of (seed, step) (`sampling.py`).
 
-The directory lives outside the stage's `.partial` staging dir (which a rerun wipes): by default
-`<lora output dir>/checkpoints`. Each file is written to a temp name, flushed and renamed, so a kill
-mid-write leaves the previous state intact; a rerun loads the newest state that reads back.
+The directory is the train stage's resumable output `--checkpoints` (`kolora_core.stages`: beside `--lora`,
+`/kolora/outputs/checkpoints` in a pod, uploaded after a failed attempt and given back to the retry), or
+`train.checkpoint_dir`. Each file is written to a temp name, flushed and renamed, so a kill mid-write leaves
+the previous state intact; a rerun loads the newest state that reads back.
 
 A state file is safetensors + JSON (`state_file.py`), never a pickle: on Argo it comes back from the
 bucket, and loading it must not run code. A file that does not load as one (torn, foreign, a pickle) is
@@ -59,12 +60,11 @@ _FREE_FIELDS = {
 }
 
 
-def checkpoint_dir(train: TrainConfig, staged_output: Path) -> Path:
-    """`train.checkpoint_dir`, or `<real output dir>/checkpoints`: the stage harness stages outputs
-    in `<out>/.partial` and wipes it on every start, so checkpoints must live beside it."""
+def checkpoint_dir(train: TrainConfig, resumable: Path) -> Path:
+    """`train.checkpoint_dir`, or else the stage's resumable `--checkpoints` directory."""
     if train.checkpoint_dir:
         return Path(train.checkpoint_dir)
-    return staged_output.parent / "checkpoints"
+    return resumable
 
 
 def fingerprint(train: TrainConfig, dataset_sha256: str, base_model_sha256: str) -> dict[str, Any]:

@@ -182,7 +182,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         rows=rows,
         model_dir=model_dir.root,
         out=out,
-        checkpoints=ckpt.checkpoint_dir(train, out),
+        checkpoints=ckpt.checkpoint_dir(train, outputs["checkpoints"]),
         dataset_sha256=trainset_fingerprint(trainset, rows),
         base_model_sha256=model_dir.fingerprint(config.models.verify),
         prompt_embeddings=outputs.get("prompt-embeddings"),
@@ -438,6 +438,7 @@ class _Engine:
             unet_layout(self.unet()),
             {"base_model_sha256": job.base_model_sha256, "dataset_sha256": job.dataset_sha256},
             train.export_formats,
+            output_name=job.config.name,
         )
         summary["exports"] = [p.name for p in exports]
         summary["validation_files"] = [str(p.relative_to(job.out)) for p in self.validation_files()] or None

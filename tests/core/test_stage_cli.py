@@ -1,4 +1,4 @@
-"""The shared stage shell: flags, input checks, atomic outputs, one-line errors and exit codes."""
+"""The shared stage shell: flags, input checks, atomic outputs, resumable outputs, one-line errors and exit codes."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
+from kolora_core.commit import STAGING
 from kolora_core.config import RunConfig
 from kolora_core.errors import KoloraError
-from kolora_core.stage_cli import PARTIAL, stage_main
+from kolora_core.stage_cli import stage_main
 from kolora_core.stages import COMPLETE_MARKER
 from tests.conftest import mark_complete
 
@@ -44,7 +45,8 @@ def test_flags_reach_the_config_and_outputs_commit(inputs: Path) -> None:
     assert stage_main("train", _copy_work, _args(inputs, "--train.steps", "7")) == 0
     out = inputs / "out"
     assert (out / "steps.txt").read_text() == "7"
-    assert (out / COMPLETE_MARKER).exists() and not (out / PARTIAL).exists()
+    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "steps.txt"]
+    assert not (inputs / STAGING).exists()  # staged beside the output, gone after the commit
 
 
 def test_empty_flag_keeps_the_profile_value(inputs: Path) -> None:
@@ -87,15 +89,60 @@ def test_failure_leaves_no_marker_and_a_rerun_starts_clean(inputs: Path, capsys:
     def refuse(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
         raise KoloraError("nothing to train on")
 
-    assert stage_main("train", _copy_work, _args(inputs)) == 0
-    assert stage_main("train", crash, _args(inputs)) == 1
     out = inputs / "out"
-    assert not (out / COMPLETE_MARKER).exists() and not (out / "half.bin").exists()
+    assert stage_main("train", crash, _args(inputs)) == 1
+    assert out.is_dir() and not any(out.iterdir()), "a failed attempt leaves its output path empty: Argo uploads nothing"
     assert capsys.readouterr().err.strip().splitlines()[-1] == "kolora train: failed: RuntimeError: boom"
+    assert stage_main("train", _copy_work, _args(inputs)) == 0
+    committed = (out / COMPLETE_MARKER).read_text()
+    assert stage_main("train", crash, _args(inputs)) == 1
+    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "steps.txt"], "or exactly the previous commit"
+    assert (out / COMPLETE_MARKER).read_text() == committed
+    capsys.readouterr()
     assert stage_main("train", refuse, _args(inputs)) == 2
     assert capsys.readouterr().err.strip() == "kolora train: error: nothing to train on"
-    assert stage_main("train", _copy_work, _args(inputs)) == 0
-    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "steps.txt"]
+    assert stage_main("train", _copy_work, _args(inputs, "--train.steps", "9")) == 0
+    assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "steps.txt"] and (out / "steps.txt").read_text() == "9"
+
+
+def test_resumable_dirs_default_beside_the_outputs_and_survive_failures(inputs: Path) -> None:
+    seen: list[Path] = []
+
+    def checkpointing_crash(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+        seen.append(outputs["checkpoints"])
+        (outputs["checkpoints"] / "step-2.ckpt").write_text("state")
+        raise RuntimeError("preempted")
+
+    def resume(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+        assert (outputs["checkpoints"] / "step-2.ckpt").read_text() == "state"
+        (outputs["lora"] / "steps.txt").write_text("resumed")
+
+    assert stage_main("train", checkpointing_crash, _args(inputs)) == 1
+    assert seen == [inputs / "checkpoints"] and not (inputs / "out" / "checkpoints").exists()
+    assert stage_main("train", resume, _args(inputs)) == 0
+    assert (inputs / "checkpoints" / "step-2.ckpt").exists(), "the shell never stages, marks or deletes a resumable dir"
+    assert not (inputs / "checkpoints" / COMPLETE_MARKER).exists()
+    assert stage_main("train", checkpointing_crash, _args(inputs, "--checkpoints", str(inputs / "elsewhere"))) == 1
+    assert seen[-1] == inputs / "elsewhere" and (inputs / "elsewhere" / "step-2.ckpt").exists()
+
+
+def test_junk_beside_a_committed_input_is_removed_before_the_work(inputs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    (inputs / "m" / "model.bin").write_text("weights")
+    mark_complete(inputs / "m")
+    (inputs / "m" / ".partial").mkdir()
+    (inputs / "m" / ".partial" / "model.bin").write_text("half")  # what a failed attempt uploaded beside it
+    (inputs / "m" / "stray.txt").write_text("junk")
+
+    def look(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
+        names = sorted(p.relative_to(inputs["models"]).as_posix() for p in inputs["models"].rglob("*"))
+        (outputs["lora"] / "seen.txt").write_text(",".join(names))
+
+    with caplog.at_level("WARNING", logger="kolora"):
+        assert stage_main("train", look, _args(inputs)) == 0
+    assert (inputs / "out" / "seen.txt").read_text() == f"{COMPLETE_MARKER},model.bin"
+    lines = [r.getMessage() for r in caplog.records if "input --models" in r.getMessage()]
+    why = "its _SUCCESS does not list (left by a failed attempt)"
+    assert lines == [f"input --models: removed 2 file(s) {why}: .partial/model.bin, stray.txt"]
 
 
 def _bad_config(root: Path, kind: str) -> Path:
@@ -118,7 +165,7 @@ def _bad_config(root: Path, kind: str) -> Path:
     ("kind", "message"),
     [
         ("config latin-1", r"config file .*c\.yaml is not UTF-8 \(byte 0xe9 on line 2\): re-save it as UTF-8"),
-        ("config dir", r"config file .*c\.yaml is a directory: pass a YAML file to --config"),
+        ("config dir", r"config file .*c\.yaml is a directory: pass a YAML, JSON or TOML file to --config"),
         ("prompts latin-1", r"prompts file .*p\.jsonl is not UTF-8 \(byte 0xe9 on line 1\)"),
         ("prompts dir", r"prompts file .*p\.jsonl is a directory"),
     ],

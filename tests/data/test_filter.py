@@ -23,10 +23,11 @@ from kolora_core.data.datajuicer import DJResult
 from kolora_core.data.filter_report import explain_drop
 from kolora_core.data.filtering import account
 from kolora_core.data.ingest import ingest_to
-from kolora_core.data.layout import INGEST_REPORT, Record, read_records, write_json
+from kolora_core.data.layout import DATAJUICER_LOG, INGEST_REPORT, Record, read_records, write_json
 from kolora_core.data.smoke import smoke_kind
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
+from tests.conftest import mark_complete
 from tests.data.conftest import ingest_config
 
 
@@ -112,6 +113,10 @@ def test_reports_hold_no_absolute_paths_and_html_is_self_contained(smoke: Path, 
             if name.endswith((".json", ".csv", ".html")):
                 text = data.decode("utf-8")
                 assert str(smoke) not in text and "/tmp" not in text, name
+    dj_log = (smoke / "report" / DATAJUICER_LOG).read_text(encoding="utf-8")
+    assert "OP [image_shape_filter] Done" in dj_log  # Data-Juicer's own log, kept
+    assert str(smoke) not in dj_log and "kolora-dj-" not in dj_log  # its work and image dirs by name only
+    assert "\r" not in dj_log  # progress-bar updates on lines of their own
     page = (smoke / "report" / "filter_report.html").read_text(encoding="utf-8")
     assert page.count("data:image/jpeg;base64,") == 16
     assert not re.search(r'(src|href)="(?!data:)', page)
@@ -124,11 +129,13 @@ def test_reports_hold_no_absolute_paths_and_html_is_self_contained(smoke: Path, 
 
 def test_rerun_after_a_crash_writes_the_same_files(smoke: Path, tmp_path: Path) -> None:
     out = tmp_path / "rerun"
-    (out / "trainset" / ".partial" / "train").mkdir(parents=True)  # what a crashed run leaves behind
-    (out / "trainset" / ".partial" / "train" / "99.png").write_bytes(b"half")
+    (out / ".staging" / "trainset" / "train").mkdir(parents=True)  # what a crashed run leaves behind
+    (out / ".staging" / "trainset" / "train" / "99.png").write_bytes(b"half")
     assert filter_main(filter_args(smoke / "dataset", out)) == 0
     assert tree(out / "trainset") == tree(smoke / "trainset")
-    assert tree(out / "report") == tree(smoke / "report")
+    rerun, first = tree(out / "report"), tree(smoke / "report")
+    assert rerun.pop(DATAJUICER_LOG) and first.pop(DATAJUICER_LOG)  # a log records when: kept, not compared
+    assert rerun == first
 
 
 def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -160,7 +167,7 @@ def bad_run(bad_folder: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
     dataset = root / "dataset"
     dataset.mkdir()
     write_json(dataset / INGEST_REPORT, ingest_to(ingest_config(str(bad_folder), caption=None, trigger_word="kol"), dataset))
-    (dataset / COMPLETE_MARKER).write_text("{}", encoding="utf-8")
+    mark_complete(dataset)
     cmyk = next(r for r in read_records(dataset) if r.original_id == "cmyk.jpg")
     (dataset / cmyk.image).write_bytes((dataset / cmyk.image).read_bytes()[:200])  # damaged after ingest
     assert filter_main(filter_args(dataset, root)) == 0
@@ -276,11 +283,29 @@ def test_ray_executor_gives_the_same_result(smoke: Path, tmp_path: Path) -> None
     verified = list(read_records(smoke / "dataset"))
     samples = [datajuicer.Sample(r.id, r.text, (smoke / "dataset" / r.image).resolve()) for r in verified]
     ops = load_config("smoke").filter.ops
-    result = datajuicer.run_datajuicer(samples, ops, 2, tmp_path, executor_type="ray", ray_address="local")
+    result = datajuicer.run_datajuicer(samples, ops, 2, tmp_path, tmp_path / "dj.log", executor_type="ray", ray_address="local")
     outcome = account(verified, result, ops)
     report = json.loads((smoke / "report" / "filter_report.json").read_text(encoding="utf-8"))
     assert [row["id"] for row in outcome.kept_rows] == [k["id"] for k in report["kept_images"]]
     assert sorted((d.record.id, d.op) for d in outcome.drops) == sorted((d["id"], d["op"]) for d in report["dropped_images"])
+
+
+def test_datajuicer_progress_is_surfaced_as_log_lines(caplog: pytest.LogCaptureFixture) -> None:
+    """Lines as Data-Juicer 1.6.1 prints them (its loguru op summary, the datasets map bars of an op)."""
+    progress = datajuicer._DJProgress(every_s=0)
+    with caplog.at_level("INFO", logger="kolora.filter"):
+        for line in (
+            "image_shape_filter_compute_stats (num_proc=2):  50%|#####     | 20/40 [00:00<00:00, 102.60 examples/s]",
+            "image_shape_filter_compute_stats (num_proc=2): 100%|##########| 40/40 [00:00<00:00, 98.74 examples/s]",
+            "2026-12-01 11:50:08.753 | INFO     | data_juicer.core.data.dj_dataset:310 - [1/1] OP [image_shape_filter] "
+            "Done in 1.089s. Left 23 samples.",
+            "2026-12-01 11:50:06.084 | INFO     | data_juicer.core.executor.default_executor:71 - Setting up dataset builder...",
+        ):
+            progress.see(line)
+    assert [r.getMessage() for r in caplog.records] == [
+        "filter: Data-Juicer image_shape_filter_compute_stats: 20/40 images",
+        "filter: Data-Juicer image_shape_filter done in 1.089 s, 23 images left",
+    ]
 
 
 def test_bucket_histogram_in_the_report_with_train_buckets(smoke: Path, smoke_report: dict, tmp_path: Path) -> None:

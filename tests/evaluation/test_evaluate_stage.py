@@ -12,6 +12,7 @@ from PIL import Image
 from jobs.evaluate import main as evaluate_main
 from kolora_core.inference.story import image_name
 from kolora_core.lora.format import save_lora
+from kolora_core.stages import COMPLETE_MARKER
 from tests.conftest import COLOURS, mark_complete, no_champion, write_story_images
 
 
@@ -111,7 +112,7 @@ def _without_prompt(line: bytes) -> bytes:
     [
         ("escape", r"line 1: file '\.\./\.\./outside\.png' is not a plain file name beside the manifest"),
         ("absolute", r"line 1: file '/etc/passwd' is not a plain file name beside the manifest"),
-        ("symlink", r"line 1 names the image 'evil\.png': a symlink to .*outside\.png outside the source root; not followed"),
+        ("symlink", r"input --images: .*evil\.png is a symbolic link; committed outputs hold plain files"),
         ("not utf-8", r"line 1 is not a generation record \(UnicodeDecodeError"),
         ("no prompt", r"line 1 is not a generation record \(KeyError: 'prompt'\)"),
         ("corrupt png", r"generated image .*000\.png cannot be read \(UnidentifiedImageError"),
@@ -128,9 +129,11 @@ def test_generations_from_the_bucket_are_checked(
         _rewrite_first_record(shard, _with_file("../../outside.png"))
     elif damage == "absolute":
         _rewrite_first_record(shard, _with_file("/etc/passwd"))
-    elif damage == "symlink":  # a plain name, but a link out of the shard
+    elif damage == "symlink":  # a plain name, but a link out of the shard (listed: whoever writes the bucket writes _SUCCESS)
         (shard / "evil.png").symlink_to(tmp_path / "outside.png")
         _rewrite_first_record(shard, _with_file("evil.png"))
+        marker = json.loads((shard / COMPLETE_MARKER).read_text())
+        (shard / COMPLETE_MARKER).write_text(json.dumps(marker | {"files": [*marker["files"], "evil.png"]}))
     elif damage == "not utf-8":
         _rewrite_first_record(shard, lambda line: line.replace(b'"p0"', '"café"'.encode("latin-1")))
     elif damage == "no prompt":

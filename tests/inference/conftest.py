@@ -1,4 +1,4 @@
-"""A LoRA for the tiny UNet made directly (peft-injected, B randomised as if trained): no training run needed."""
+"""A LoRA for the tiny UNet made directly (peft-injected, B randomised as if trained, exports written): no training run."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
 
-from kolora_core.lora.format import LORA_FILE, lora_state_from_model, save_lora
+from kolora_core.lora.export import unet_layout, write_exports
+from kolora_core.lora.format import LORA_FILE, load_lora, lora_state_from_model, save_lora
 from kolora_core.models.tiny import build_tiny_models
 from tests.conftest import mark_complete
 
@@ -26,6 +27,7 @@ def write_tiny_lora(out: Path, seed: int = 0, rank: int = 16, alpha: float = 4.0
             param.requires_grad_("lora_" in name)
     out.mkdir(parents=True, exist_ok=True)
     save_lora(out / LORA_FILE, lora_state_from_model(unet), rank=rank, alpha=alpha, extra={"base_model": "tiny"})
+    write_exports(out, load_lora(out / LORA_FILE), unet_layout(unet), output_name="tiny-style")  # as the train stage does
     return mark_complete(out)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,10 @@ from PIL import Image
 
 from jobs.generate import main as generate_main
 from kolora_core.config import load_config
-from kolora_core.inference.story import GENERATIONS, read_png_record, shard_prompts
+from kolora_core.inference.progress import Progress
+from kolora_core.inference.run import CRASH_ENV
+from kolora_core.inference.story import GENERATIONS, Generation, read_png_record, shard_prompts
+from tests.conftest import mark_complete
 
 
 @pytest.fixture(scope="module")
@@ -58,9 +62,49 @@ def test_shards_partition_the_story() -> None:
 
 def test_missing_lora_names_the_path(tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (tmp_path / "lora").mkdir()
-    (tmp_path / "lora" / "_SUCCESS").write_text("{}")
+    mark_complete(tmp_path / "lora")
     assert _generate(tiny_models, tmp_path / "lora", tmp_path / "out") == 2
     assert f"LoRA file {tmp_path / 'lora' / 'lora.safetensors'} does not exist" in capsys.readouterr().err
+
+
+def test_a_retry_renders_only_what_is_missing(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    shard = ("--generate.shards", "4", "--generate.shard", "1")  # story images 001 and 005
+    assert _generate(tiny_models, lora_dir, tmp_path / "whole" / "images", *shard) == 0
+    out, progress = tmp_path / "run" / "images", tmp_path / "run" / "progress"
+    monkeypatch.setenv(CRASH_ENV, "1")
+    assert _generate(tiny_models, lora_dir, out, *shard) == 1
+    assert out.is_dir() and not any(out.iterdir()), "the failed attempt committed nothing"
+    assert sorted(p.name for p in progress.iterdir()) == ["001.json", "001.png"], "but kept its finished image"
+    with caplog.at_level("INFO", logger="kolora.generate"):
+        assert _generate(tiny_models, lora_dir, out, *shard) == 0  # CRASH_ENV still set: 001 is not rendered again
+    assert "(1 finished by an earlier attempt)" in caplog.text and "image 1/1 (story #5" in caplog.text
+    for name in ("001.png", "005.png"):
+        whole = tmp_path / "whole" / "images" / name
+        pixels = [np.asarray(Image.open(path), dtype=np.int16) for path in (out / name, whole)]
+        assert np.abs(pixels[0] - pixels[1]).max() <= 1  # 005 rendered alone, not beside 001: float rounding only
+        assert {**read_png_record(out / name), "seconds": 0} == {**read_png_record(whole), "seconds": 0}
+    lines = [json.loads(line) for line in (out / GENERATIONS).read_text(encoding="utf-8").splitlines()]
+    assert [r["file"] for r in lines] == ["001.png", "005.png"]
+    assert not progress.exists(), "removed once the output is committed, as train removes its checkpoints"
+
+
+def test_kept_images_that_do_not_match_are_rendered_again(tiny_models: Path, lora_dir: Path, tmp_path: Path) -> None:
+    shard = ("--generate.shards", "8", "--generate.shard", "0")  # story image 000
+    progress = tmp_path / "progress"
+    keep = Progress(progress, {})
+    assert _generate(tiny_models, lora_dir, tmp_path / "a", *shard, "--progress", str(progress)) == 0
+    good = np.asarray(Image.open(tmp_path / "a" / "000.png"))
+    record = Generation(**json.loads((tmp_path / "a" / GENERATIONS).read_text(encoding="utf-8")))
+    for tamper in ("bytes", "prompt"):
+        progress.mkdir(exist_ok=True)
+        keep.save(Image.new("RGB", (64, 64), "red"), record if tamper == "bytes" else replace(record, prompt="other"))
+        if tamper == "bytes":
+            (progress / "000.png").write_bytes(b"\x89PNG not the image its record hashed")
+        out = tmp_path / tamper
+        assert _generate(tiny_models, lora_dir, out, *shard, "--progress", str(progress)) == 0
+        assert np.array_equal(np.asarray(Image.open(out / "000.png")), good), tamper
 
 
 @pytest.mark.parametrize("engine", ["fast", "seed"])

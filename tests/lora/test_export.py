@@ -3,7 +3,8 @@
 A tiny diffusers `UNet2DConditionModel` is laid out like `TinyKolorsUNet` and given the same base
 weights (diffsynth names converted by `kolora_core.lora.export`), so both UNets compute the same function; a
 LoRA-trained diffsynth UNet (peft, the training-time module) is the reference every loader must hit.
-Names are also checked on the full-size Kolors UNet against diffsynth's own converters.
+Names are also checked on the full-size Kolors UNet against diffsynth's own converters; `test_consumers.py`
+loads the full-size exports through diffusers' loaders and ComfyUI's key mapping layer by layer.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
+import diffusers
 import pytest
 import torch
 from peft import LoraConfig, inject_adapter_in_model
@@ -28,8 +30,8 @@ from kolora_core.lora.export import (
 from kolora_core.lora.format import load_lora, lora_state_from_model, save_lora
 from kolora_core.lora.merge import merge_lora
 from kolora_core.models.tiny import ADD_TIME_DIM, CROSS_DIM, TEXT_HIDDEN, build_tiny_models
+from tests.lora.kolors_diffusers import kolors_pipeline
 
-diffusers = pytest.importorskip("diffusers")
 warnings.filterwarnings("ignore", module="diffusers")
 
 TARGETS = ["to_q", "to_k", "to_v", "to_out"]
@@ -108,7 +110,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[torch.Tensor, Pat
     out = tmp_path_factory.mktemp("export")
     save_lora(out / "lora.safetensors", lora_state_from_model(unet), rank=16, alpha=4.0, extra={})
     layout = unet_layout(build_tiny_models(seed=0)["sdxl_unet"])
-    write_exports(out, load_lora(out / "lora.safetensors"), layout)
+    write_exports(out, load_lora(out / "lora.safetensors"), layout, output_name="kolora")
     return _diffsynth_out(unet), out, layout
 
 
@@ -141,6 +143,20 @@ def test_kohya_export_loads_at_trained_strength(trained: tuple[torch.Tensor, Pat
     state, alphas = StableDiffusionXLPipeline.lora_state_dict(kohya, unet_config=unet.config)
     StableDiffusionXLPipeline.load_lora_into_unet(state, alphas, unet=unet, adapter_name="kolora")
     torch.testing.assert_close(_diffusers_out(unet), expected, atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "with_unet_config"), [(DIFFUSERS_FILE, False), (KOHYA_FILE, True)], ids=["diffusers", "kohya"])
+def test_kolors_pipeline_load_lora_weights_matches_kolora_merged_unet(
+    trained: tuple[torch.Tensor, Path, list[str]], name: str, with_unet_config: bool
+) -> None:
+    """What a diffusers user runs (docs/training.md) gives the output of kolora's own merged diffsynth UNet."""
+    _, out, _ = trained
+    merged = build_tiny_models(seed=0)["sdxl_unet"].eval()
+    merge_lora(merged, load_lora(out / "lora.safetensors"))
+    unet = tiny_diffusers_unet(build_tiny_models(seed=0)["sdxl_unet"].eval())
+    pipe = kolors_pipeline(unet)
+    pipe.load_lora_weights(str(out / name), **({"unet_config": pipe.unet.config} if with_unet_config else {}))
+    torch.testing.assert_close(_diffusers_out(pipe.unet), _diffsynth_out(merged), atol=1e-5, rtol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["lora.safetensors", DIFFUSERS_FILE, KOHYA_FILE])

@@ -35,7 +35,7 @@ def _trained(variant: str, out: Path, rank: int = 4) -> tuple[torch.Tensor, Path
             param.requires_grad_(is_adapter_param(name))
     save_lora(out / "lora.safetensors", lora_state_from_model(unet), rank=rank, alpha=3.0, extra={"variant": variant})
     layout = unet_layout(build_tiny_models(seed=0)["sdxl_unet"])
-    write_exports(out, load_lora(out / "lora.safetensors"), layout, formats=train.export_formats)
+    write_exports(out, load_lora(out / "lora.safetensors"), layout, formats=train.export_formats, output_name="kolora")
     return _diffsynth_out(unet), out
 
 

@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -15,6 +20,8 @@ from kolora_core.errors import KoloraError
 from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -91,3 +98,56 @@ def test_dead_endpoint_is_one_line_fast(tmp_path: Path, capsys: pytest.CaptureFi
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"kolora run: error: S3 endpoint http://127.0.0.1:{port} does not answer")
     assert out.out == "" and not any(tmp_path.iterdir())  # nothing ran, no run directory
+
+
+def test_config_flag_parameters_are_checked_before_any_step(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = str(TEMPLATES / "flags.yaml")
+    assert cli(store, tmp_path, "--template", template, "-p", "steps=abc") == 2
+    out = capsys.readouterr()
+    assert out.err.strip() == (
+        "kolora run: error: -p steps='abc' (--train.steps) is refused before any step runs: config field 'train.steps': "
+        "Input should be a valid integer, unable to parse string as an integer (got 'abc')"
+    )
+    assert out.out == "" and not any(tmp_path.iterdir()), "nothing started: no run directory"
+    assert cli(store, tmp_path, "--template", template, "-p", "rank=0") == 2
+    assert "-p rank='0' (--train.lora_rank)" in capsys.readouterr().err
+    assert cli(store, tmp_path, "--template", template, "-p", "steps=8", "-p", "rank=4") == 0
+    assert "ran with ['--profile', 'smoke', '--train.steps', '8', '--train.lora_rank', '4']" in capsys.readouterr().out
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")  # a zombie is gone
+
+
+def test_sigterm_stops_the_step_writes_the_summary_and_exits_143(store: S3Store, tmp_path: Path) -> None:
+    """What Kubernetes (preemption) or `argo stop` sends: a real `kolora run` process, its step and the step's child."""
+    pids = tmp_path / "pids"
+    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(TEMPLATES / "sleepy.yaml"), "-p", f"pids={pids}"]
+    argv += ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(tmp_path / "runs")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}  # with the store's keys (the autouse fixture)
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not pids.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert pids.exists(), proc.communicate(timeout=10)
+        step, child = (int(p) for p in pids.read_text().split())
+        assert _alive(step) and _alive(child)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1] == "kolora run: terminated (SIGTERM); the running step was stopped"
+    assert not _alive(step) and not _alive(child), "no process left behind, not even the one that ignores SIGTERM"
+    summary = (tmp_path / "runs" / "latest" / "summary.txt").read_text()
+    assert summary in out and ": Failed in " in summary
+    assert re.search(r"sleeper\s+Failed .*\(interrupted\)", summary), summary

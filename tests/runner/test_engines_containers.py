@@ -15,18 +15,9 @@ from pathlib import Path
 import pytest
 
 from kolora_core.errors import KoloraError
-from kolora_core.runner.engines import (
-    ENGINES,
-    SCRIPT_NAME,
-    ContainerEngine,
-    DockerEngine,
-    Engine,
-    ImageUser,
-    PodmanEngine,
-    StepRun,
-    get_engine,
-    image_registry,
-)
+from kolora_core.runner.containers import ContainerEngine, DockerEngine, ImageUser, PodmanEngine, image_registry
+from kolora_core.runner.engine import SCRIPT_NAME, Engine, StepRun
+from kolora_core.runner.engines import ENGINES, get_engine
 from kolora_core.runner.local import RunOptions, run_workflow
 from kolora_core.stages import STAGES, stage_of
 from kolora_core.storage.s3 import S3Store
@@ -38,7 +29,7 @@ USER = ImageUser.parse("10001:10001")
 def _step(scratch: Path, stage: str = "filter", **kw) -> StepRun:
     argv = (*STAGES[stage].command, "--profile", "smoke", *STAGES[stage].io_args())
     image = f"localhost/kolora-{STAGES[stage].image}:0.1.0"
-    traits = {"gpu": STAGES[stage].gpu, "network": STAGES[stage].downloads}  # as the executor marks a stage's step
+    traits = {"gpu": STAGES[stage].gpu, "network": "default" if STAGES[stage].downloads else "none"}  # as the executor does
     defaults = dict(node=stage, image=image, argv=argv, env={"PYTHONUNBUFFERED": "1"}, scratch=scratch, **traits)
     return StepRun(**{**defaults, **kw})
 
@@ -102,6 +93,7 @@ def test_network_only_for_stages_that_download(tmp_path: Path) -> None:
     for stage in STAGES.values():
         argv = _podman().command(_step(tmp_path, stage.name), "n", USER)
         assert _after(argv, "--network") == ([] if not stage.inputs else ["none"]), stage.name
+    assert _after(_podman().command(_step(tmp_path, network="host"), "n", USER), "--network") == ["host"]
     override = _podman({"KOLORA_CONTAINER_NETWORK": "host"})
     assert _after(override.command(_step(tmp_path, "ingest"), "n", USER), "--network") == ["host"]
     assert _after(override.command(_step(tmp_path, "filter"), "n", USER), "--network") == ["host"]
@@ -255,6 +247,7 @@ def test_the_executor_marks_gpu_stages_and_downloads(tmp_path: Path, store: S3St
     )
     assert run_workflow(options).ok
     by_image = {step.image: (step.gpu, step.network) for step in seen.values()}
-    assert by_image == {"kolora/train": (True, False), "kolora/ingest": (False, True), "kolora/x": (False, False)}
+    # a step that is not a stage (promote, champion) talks to the run's store on this machine: the host's network
+    assert by_image == {"kolora/train": (True, "none"), "kolora/ingest": (False, "default"), "kolora/x": (False, "host")}
     assert stage_of(["python", "-m", "jobs.fetch_models", "--x"]) is STAGES["fetch-models"]
     assert stage_of(["python", "-c", "print(1)"]) is None

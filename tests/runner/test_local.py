@@ -7,9 +7,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.local import RunOptions, failure_report, run_workflow
+from kolora_core.runner.summary import build_summary
 from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
@@ -112,14 +114,30 @@ def test_sequence_count_follows_a_parameter(run: Any) -> None:
     assert result.node("gather").parameters["total"] == "shard-0:0"
 
 
-def test_raw_artifacts_results_scripts_optional_inputs_and_retries(run: Any) -> None:
+def test_raw_artifacts_results_scripts_optional_inputs_and_retries(run: Any, store: S3Store) -> None:
     result, console = run("misc.yaml", parameters={"config": "seed: 11"})
     assert result.ok, console
     line = f"seed: 11 | from the task | {result.run_dir}/.work/configured/outputs | unset"
     assert result.node("configured").result == line
     assert result.node("scripted").parameters["said"] == line.upper()
-    assert "attempt 1" in console and "attempt 2" in console and "retry 1/2" in console
-    assert "SECRET_TOKEN comes from a secret" in console
+    # each attempt is a new pod: an empty /kolora, filled only with what the failed attempt uploaded
+    assert "[flaky] attempt 1 saw []" in console and "[flaky] attempt 2 saw ['state']" in console
+    assert "exit 1; retry 1/2" in console and "uploaded the failed attempt's outputs, as Argo does: state (1 object)" in console
+    assert sorted(store.list_keys(f"{result.run_id}/flaky-state/")) == [
+        f"{result.run_id}/flaky-state/attempt-1",
+        f"{result.run_id}/flaky-state/attempt-2",
+    ]
+
+
+def test_secret_refs_resolve_from_the_secrets_map(run: Any) -> None:
+    result, _ = run("misc.yaml", secrets={"hub": {"token": "from-the-map"}})
+    assert result.node("configured").result.endswith("| from-the-map")
+
+
+def test_failed_attempts_upload_nothing_when_asked_not_to(run: Any, store: S3Store) -> None:
+    result, console = run("misc.yaml", upload_failed_outputs=False)
+    assert not result.ok and result.failed is not None and result.failed.node == "flaky"
+    assert "[flaky] attempt 1 saw []" in console and "[flaky] attempt 2 saw ['state']" not in console
 
 
 def test_a_failing_step_stops_the_run_with_its_name(run: Any) -> None:
@@ -172,3 +190,39 @@ def test_artifacts_over_the_collect_limit_stay_in_the_store(run: Any, store: S3S
     assert left and "left in the store at s3://" in left[0]
     key = left[0].split(f"s3://{store.bucket}/", 1)[1].split(":", 1)[0]
     assert store.size(key) > 4
+
+
+def test_a_required_secret_the_runner_does_not_have_is_an_error(run: Any, tmp_path: Path) -> None:
+    doc = {
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "WorkflowTemplate",
+        "metadata": {"name": "needs-secret"},
+        "spec": {
+            "entrypoint": "step",
+            "templates": [
+                {
+                    "name": "step",
+                    "container": {
+                        "image": "kolora/test",
+                        "command": ["python", "-c", "print('never')"],
+                        "env": [{"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "hub", "key": "token"}}}],
+                    },
+                }
+            ],
+        },
+    }
+    template = tmp_path / "needs-secret.yaml"
+    template.write_text(yaml.safe_dump(doc))
+    with pytest.raises(KoloraError, match="env TOKEN needs key 'token' of Secret 'hub', which kolora run does not have"):
+        run(str(template))
+    assert "never" not in run.console
+
+
+def test_a_workflow_naming_its_summary_artifacts_shows_only_those(run: Any) -> None:
+    """An unchanged nightly runs no evaluate: its summary must not pass off another output's report as the run's."""
+    result, _ = run("pipeline.yaml", parameters={"threshold": "5"})
+    assert "\nreport  " in result.summary  # report/report was produced and flattened
+    (result.run_dir / "report.json").unlink()
+    (result.run_dir / "produce" / "elsewhere").mkdir()
+    (result.run_dir / "produce" / "elsewhere" / "report.json").write_text('{"gate": "passed"}')
+    assert "\nreport  " not in build_summary(result) and result.flattened

@@ -1,4 +1,4 @@
-"""Promotion: `kolora publish` against a real S3 server, and the local runner's own promotion after a passing run."""
+"""Promotion: `kolora publish` against a real S3 server, and the promote step run by the local runner like any step."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from kolora_core.cli import main as kolora
 from kolora_core.errors import KoloraError
 from kolora_core.release.assemble import RELEASE_MANIFEST
 from kolora_core.release.publish import LATEST
+from kolora_core.runner.local import failure_report
 from kolora_core.storage.objects import S3StoreStorage
 from kolora_core.storage.s3 import S3Store
 from tests.release.test_release import _release
@@ -55,25 +56,35 @@ def test_kolora_publish_from_a_run_release_key(
     assert "kolora publish: error:" in capsys.readouterr().err
 
 
-def test_runner_promotes_a_passing_run_instead_of_running_promote(run: Any, store: S3Store) -> None:
+def test_promote_is_an_ordinary_step_against_the_runs_store(run: Any, store: S3Store) -> None:
     result, console = run("promote.yaml")
     assert result.ok, console
-    assert result.node("publish").phase == "Succeeded"
-    assert result.node("promote").phase == "Skipped"  # its container (`false`) never ran
+    assert [n.phase for n in result.nodes] == ["Succeeded"] * 3
+    # kolora run pointed s3-endpoint/s3-bucket/s3-region at its store and filled the store Secret with its keys
+    assert result.parameters["s3-bucket"] == store.bucket and result.parameters["s3-endpoint"] == store.settings.endpoint_url
+    assert "s3-bucket" not in result.changed  # the store's own values, not the user's choices
     assert store.exists(f"models/kolora/v1/{RELEASE_MANIFEST}") and store.exists(f"models/kolora/{LATEST}")
-    assert f"kolora run: published s3://{store.bucket}/models/kolora/v1/" in console
-    assert "promoted published" in result.summary
+    assert f"[promote] kolora publish: published s3://{store.bucket}/models/kolora/v1/" in console
+    assert f"promoted published s3://{store.bucket}/models/kolora/v1/" in result.summary
+    assert store.settings.secret_access_key not in console + (result.run_dir / "logs" / "promote.log").read_text()
 
 
-def test_runner_does_not_promote_when_the_gate_did_not_pass(run: Any, store: S3Store) -> None:
+def test_an_explicit_parameter_wins_over_the_store(run: Any, store: S3Store) -> None:
+    other = f"{store.bucket}-other"
+    result, console = run("promote.yaml", parameters={"s3-bucket": other})
+    assert result.ok, console
+    assert f"published s3://{other}/models/kolora/v1/" in console and store.list_keys("models/") == []
+
+
+def test_nothing_is_promoted_when_the_gate_did_not_pass(run: Any, store: S3Store) -> None:
     result, console = run("promote.yaml", parameters={"gate": "failed"})
     assert result.ok, console
     assert result.node("publish").phase == "Skipped" and result.node("promote").phase == "Omitted"
-    assert store.list_keys("models/") == []
+    assert store.list_keys("models/") == [] and "\npromoted " not in result.summary
 
 
-def test_runner_promotion_refuses_another_lora_under_a_published_version(run: Any, store: S3Store) -> None:
+def test_a_refused_promotion_fails_the_promote_step(run: Any, store: S3Store) -> None:
     assert run("promote.yaml", parameters={"publish-prefix": "rel"})[0].ok
-    with pytest.raises(KoloraError, match="promotion: kolora version v1 is already published"):
-        run("promote.yaml", parameters={"publish-prefix": "rel", "lora": "weights-b"})
-    assert "ERROR promotion" in run.console
+    result, _ = run("promote.yaml", parameters={"publish-prefix": "rel", "lora": "weights-b"})
+    assert not result.ok and result.failed is not None and result.failed.node == "promote" and result.failed.exit_code == 2
+    assert "kolora publish: error: kolora version v1 is already published" in failure_report(result)

@@ -56,7 +56,16 @@ def templates(doc: dict[str, Any]) -> dict[str, Any]:
     [
         (lambda d: templates(d)["ok"].update(steps=[[]]), "field 'steps' is not supported"),
         (lambda d: templates(d)["main"]["dag"]["tasks"][1].update(continueOn={"failed": True}), "'continueOn' is not supported"),
-        (lambda d: d["spec"].update(onExit="cleanup"), "'onExit' is not supported"),
+        (lambda d: d["spec"].update(onExit="cleanup"), "spec.onExit 'cleanup' names no template"),
+        (lambda d: d["spec"].update(hooks={"exit": {"template": "ok"}}), "'hooks' is not supported"),
+        (
+            lambda d: templates(d)["ok"]["container"].update(env=[{"name": "X", "valueFrom": {"configMapKeyRef": {}}}]),
+            "env 'X': valueFrom: field 'configMapKeyRef' is not supported",
+        ),
+        (
+            lambda d: templates(d)["ok"]["container"].update(env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "s"}}}]),
+            "secretKeyRef needs a name and a key",
+        ),
         (lambda d: templates(d)["main"]["dag"]["tasks"][0].update(dependencies=["after"]), "dependency cycle"),
         (lambda d: templates(d)["main"]["dag"]["tasks"][1].update(dependencies=["nope"]), "depends on 'nope'"),
         (lambda d: templates(d)["main"]["dag"]["tasks"][1].update(template="missing"), "'missing', which does not exist"),
@@ -104,6 +113,8 @@ def test_scheduling_only_fields_are_ignored() -> None:
 
 
 def test_nested_dag_is_refused_clearly() -> None:
+    """No rendered workflow nests DAGs (generate's shards are bounded by the DAG's parallelism), so the runner has none."""
+
     def edit(doc: dict[str, Any]) -> None:
         doc["spec"]["templates"].append({"name": "inner", "dag": {"tasks": [{"name": "x", "template": "ok"}]}})
         templates(doc)["main"]["dag"]["tasks"].append({"name": "nested", "template": "inner"})
@@ -148,7 +159,9 @@ def test_hera_rendered_template_parses() -> None:
         a >> b
     workflow = parse_workflow(w.to_dict(), "hera")
     assert {t.name: t.dependencies for t in workflow.template("main").tasks} == {"a": (), "b": ("a",)}
-    assert workflow.template("step").container.skipped_env == ("T",)
+    assert [(name, ref.name, ref.key, ref.optional) for name, ref in workflow.template("step").container.secret_env] == [
+        ("T", "s", "k", True)
+    ]
 
 
 def test_rendered_pipeline_parses_when_present() -> None:

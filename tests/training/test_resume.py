@@ -21,7 +21,7 @@ FLAGS = ["--train.steps", "6", "--train.checkpoint_every", "2", "--train.batch_s
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("full")
+    out = tmp_path_factory.mktemp("full") / "lora"
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
     return out
 
@@ -32,11 +32,11 @@ def test_crash_and_rerun_gives_the_same_lora(
     out = tmp_path / "lora"
     monkeypatch.setenv(CRASH_ENV, "5")
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
-    saved = list_checkpoints(out / "checkpoints")
+    saved = list_checkpoints(out.parent / "checkpoints")
     assert [p.name for p in saved] == ["step-00000004.safetensors", "step-00000002.safetensors"], "last two kept, newest first"
     assert not (out / "_SUCCESS").exists()
     marker = tmp_path / "code-ran"  # a newer "checkpoint" from whoever can write the bucket: a pickle
-    torch.save({"lora": Payload(marker)}, out / "checkpoints" / f"{PREFIX}00000005{SUFFIX}")
+    torch.save({"lora": Payload(marker)}, out.parent / "checkpoints" / f"{PREFIX}00000005{SUFFIX}")
 
     monkeypatch.delenv(CRASH_ENV)
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
@@ -44,7 +44,7 @@ def test_crash_and_rerun_gives_the_same_lora(
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
     assert lora_max_diff(out, uninterrupted) <= 1e-6
     assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6), "the CSV covers every step once"
-    assert not (out / "checkpoints").exists()
+    assert not (out.parent / "checkpoints").exists()
 
 
 def test_checkpoint_holds_the_full_training_state(
@@ -53,7 +53,7 @@ def test_checkpoint_holds_the_full_training_state(
     out = tmp_path / "lora"
     monkeypatch.setenv(CRASH_ENV, "2")
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
-    state = load_state(out / "checkpoints" / "step-00000002.safetensors")
+    state = load_state(out.parent / "checkpoints" / "step-00000002.safetensors")
     assert state["step"] == 2 and len(state["history"]) == 2
     assert state["lora"] and all(".lora_" in k for k in state["lora"])
     assert {"state", "param_groups"} <= set(state["optimizer"]) and len(state["optimizer"]["state"]) == len(state["lora"])
@@ -78,7 +78,7 @@ def test_kept_checkpoint_extends_a_finished_run(
     out = tmp_path / "lora"
     shorter = [f if f != "6" else "4" for f in FLAGS]
     assert train(tiny_models, tiny_trainset, out, *shorter, "--train.keep_checkpoints", "true") == 0
-    assert list_checkpoints(out / "checkpoints")[0].name == "step-00000004.safetensors"
+    assert list_checkpoints(out.parent / "checkpoints")[0].name == "step-00000004.safetensors"
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
     assert lora_max_diff(out, uninterrupted) <= 1e-6

@@ -32,7 +32,7 @@ def stage_env() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("full")
+    out = tmp_path_factory.mktemp("full") / "lora"
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
     return out
 
@@ -56,7 +56,7 @@ def test_sigterm_mid_run_checkpoints_at_the_step_and_a_rerun_gives_the_same_lora
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 143, rest
     assert time.monotonic() - signalled < 60
-    saved = list_checkpoints(out / "checkpoints")
+    saved = list_checkpoints(out.parent / "checkpoints")  # the resumable --checkpoints dir, beside --lora
     assert len(saved) == 1, "one checkpoint, written at the signal"
     step = load_state(saved[0])["step"]
     assert 2 <= step < STEPS

@@ -1,0 +1,128 @@
+"""What an engine is: one resolved container in (`StepRun`), an exit code and log lines out.
+
+Why an interface: the executor owns Argo semantics (order, parameters, artifacts through S3, retries);
+an engine only turns one resolved container (image, command, env, a host directory mounted at /kolora)
+into an exit code and log lines. The engines themselves: `engines.py` (the `process` engine and the
+registry) and `containers.py` (podman, docker). The helpers below follow a child's output and stop its
+whole process group, which is how Ctrl-C and SIGTERM leave no process behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar, Literal
+
+LineSink = Callable[[str, str], None]
+"""Called with (stream, line) for every line a step prints; stream is "stdout" or "stderr"."""
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRIPT_NAME = ".script"  # under the scratch dir, i.e. /kolora/.script in the container's view
+Network = Literal["none", "default", "host"]
+STOP_GRACE_S = 10  # SIGTERM first, SIGKILL after this: a train step checkpoints within it
+
+
+@dataclass(frozen=True)
+class StepRun:
+    """One resolved container, in the container's own view: paths are still under /kolora."""
+
+    node: str
+    image: str
+    argv: tuple[str, ...]
+    env: dict[str, str] = field(default_factory=dict)
+    scratch: Path = Path()  # the host directory that is /kolora for this step
+    script: str | None = None  # script templates: the source, run as the command's last argument
+    gpu: bool = False  # a GPU step: container engines pass it the GPUs of KOLORA_GPUS
+    # what a container may reach: nothing (stages that read inputs), the engine's default network (stages
+    # that download), or this machine's network (steps that talk to the run's store, e.g. promote)
+    network: Network = "none"
+    secrets: dict[str, str] = field(default_factory=dict, repr=False)  # env from secretKeyRef; never on a command line
+
+
+class Engine(ABC):
+    """Runs resolved steps. Subclasses set `name` and are listed in `engines.ENGINES`."""
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    # workflow parameters this engine needs by default, applied where the run gives none (`-p` wins)
+    default_parameters: ClassVar[dict[str, str]] = {}
+
+    def __init__(self, repo_root: Path = REPO_ROOT) -> None:
+        self.repo_root = repo_root
+
+    def check(self) -> None:  # noqa: B027 - optional hook, most engines need no check
+        """Raise KoloraError if this engine cannot run here (missing binary, no daemon); called once per run."""
+
+    @abstractmethod
+    def run(self, step: StepRun, sink: LineSink) -> int:
+        """Run the step to completion, feeding every output line to `sink`; return its exit code."""
+
+
+def follow(proc: subprocess.Popen[bytes], sink: LineSink, stop: Callable[[], None]) -> int:
+    """Feed both output streams of `proc` to `sink` until it exits; on Ctrl-C, SIGTERM (or any exception) `stop` it first.
+
+    Whatever the step left running in its process group dies with it, as a container's processes do.
+    """
+    readers = [
+        threading.Thread(target=_pump, args=(proc.stdout, "stdout", sink), daemon=True),
+        threading.Thread(target=_pump, args=(proc.stderr, "stderr", sink), daemon=True),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        _wait_unreaped(proc.pid)
+        kill_group(proc)
+    except BaseException:
+        stop()
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
+    return proc.returncode
+
+
+def _pump(stream: object, name: str, sink: LineSink) -> None:
+    for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
+        sink(name, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
+    stream.close()  # type: ignore[attr-defined]
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the step's whole process group (it runs in its own session), then SIGKILL what is left."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGTERM)
+    _wait_unreaped(proc.pid, STOP_GRACE_S)
+    kill_group(proc)
+
+
+def kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL whatever is left of the step's process group, then reap its leader.
+
+    The leader is still unreaped here (`_wait_unreaped`), so its pid, the group's id, cannot have been reused.
+    """
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def _wait_unreaped(pid: int, timeout: float | None = None) -> None:
+    """Wait until `pid` exits (at most `timeout` s), leaving it a zombie: its process group id stays reserved."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    flags = os.WEXITED | os.WNOWAIT | (os.WNOHANG if timeout is not None else 0)
+    while True:
+        try:
+            if os.waitid(os.P_PID, pid, flags) is not None:
+                return
+        except ChildProcessError:
+            return  # already reaped
+        if deadline is None or time.monotonic() >= deadline:
+            return
+        time.sleep(0.05)
