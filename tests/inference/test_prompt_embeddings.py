@@ -29,6 +29,7 @@ from kolora_core.models.prompt_embeddings import (
     write_prompt_embeddings,
 )
 from kolora_core.stages import COMPLETE_MARKER
+from tests.conftest import mark_complete
 from tests.training.helpers import train
 
 
@@ -102,7 +103,7 @@ def test_embeddings_of_other_weights_or_dtype_are_not_used(trained: tuple[Path, 
 def test_skipped_embeddings_make_generate_encode(tiny_models: Path, tmp_path: Path, trained: tuple[Path, Path]) -> None:
     fingerprint = ModelDir(tiny_models).text_encoder_fingerprint()
     write_prompt_embeddings(tmp_path / "e", {}, fingerprint, skipped="the text encoder ran in bfloat16")
-    (tmp_path / "e" / COMPLETE_MARKER).write_text("{}")
+    mark_complete(tmp_path / "e")
     lookup = read_prompt_embeddings(tmp_path / "e", fingerprint, torch.float32)
     assert lookup.embeddings == {} and lookup.refused == "train wrote none (the text encoder ran in bfloat16)"
     shard = ("--generate.shards", "8", "--generate.shard", "0")
@@ -116,7 +117,6 @@ def test_damaged_embeddings_are_named(
     lora, embeddings = trained
     broken = tmp_path / "broken"
     broken.mkdir()
-    (broken / COMPLETE_MARKER).write_text("{}")
     (broken / MANIFEST_FILE).write_text((embeddings / MANIFEST_FILE).read_text(encoding="utf-8"), encoding="utf-8")
     tensors = load_file(str(embeddings / TENSOR_FILE))
     if damage == "shape":
@@ -126,6 +126,7 @@ def test_damaged_embeddings_are_named(
     else:
         (broken / MANIFEST_FILE).write_text("not json", encoding="utf-8")
     save_file(tensors, str(broken / TENSOR_FILE))
+    mark_complete(broken)
     assert _generate(tiny_models, lora, tmp_path / "out", broken) == 2
     error = capsys.readouterr().err
     assert str(broken / (MANIFEST_FILE if damage == "manifest" else TENSOR_FILE)) in error and "rerun train" in error
