@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, get_args
 
-from kolora_core.config import available_profiles
+from kolora_core.config import TrainConfig, available_profiles
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_NAME = "kolora-pipeline"
@@ -179,6 +179,13 @@ class Toleration:
     value: str | None = None
 
 
+# The pod's terminationGracePeriodSeconds for stages with resumable outputs (train checkpoints at SIGTERM within
+# train.sigterm_grace_s; generate keeps each finished image): that grace plus time for Argo's wait container to
+# upload the kept state before Kubernetes' SIGKILL. A config that raises train.sigterm_grace_s needs this raised too.
+UPLOAD_GRACE_S = 10
+TERMINATION_GRACE_S = int(TrainConfig.model_fields["sigterm_grace_s"].default) + UPLOAD_GRACE_S
+
+
 @dataclass(frozen=True)
 class RenderOptions:
     """Cluster-dependent choices; the defaults fit a GPU cluster with the NVIDIA GPU Operator."""
@@ -216,6 +223,8 @@ class RenderOptions:
     # parameter's key, downloaded before and uploaded after each step; pvc: subPath compile-cache of the models
     # claim, mounted read-write, so the claim must allow writes: ReadWriteMany). fetch keeps nothing between runs.
     compile_cache: bool = True
+    # terminationGracePeriodSeconds of the steps with resumable outputs (train, generate); see TERMINATION_GRACE_S
+    termination_grace_s: int = TERMINATION_GRACE_S
 
     def __post_init__(self) -> None:
         if self.models_from not in MODELS_FROM:

@@ -30,6 +30,8 @@ mounted read-write, in both cases at `COMPILE_CACHE_PATH` with `$KOLORA_COMPILE_
 
 from __future__ import annotations
 
+import json
+
 from hera.workflows import Artifact, Container, RawArtifact, S3Artifact
 from hera.workflows import Parameter as HeraParameter
 from hera.workflows.archive import NoneArchiveStrategy
@@ -303,7 +305,14 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         volumes=volumes,
         retry_strategy=retry_strategy(stage.gpu or stage.downloads, user_errors_too=False),
         metrics=metrics.stage_metrics(stage),
+        pod_spec_patch=grace_patch(options) if stage.resumable else None,
     )
+
+
+def grace_patch(options: RenderOptions) -> str:
+    """The pod's grace between SIGTERM and SIGKILL, stated rather than left to Kubernetes' default: the stage
+    saves its resumable state at SIGTERM and Argo's wait container must still upload it (docs/guarantees.md)."""
+    return json.dumps({"terminationGracePeriodSeconds": options.termination_grace_s})
 
 
 def store_env(options: RenderOptions) -> list[EnvVar]:

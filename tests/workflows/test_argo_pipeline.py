@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kolora_core.config import available_profiles
+from kolora_core.config import TrainConfig, available_profiles
 from kolora_core.errors import KoloraError
 from kolora_core.stage_cli import build_parser, config_from_args
 from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, STAGES
 from tests.workflows.argo_objects import artifacts, tasks, templates
 from workflows import pipeline
-from workflows.options import SIZES, project_version, run_parameters
+from workflows.options import SIZES, TERMINATION_GRACE_S, UPLOAD_GRACE_S, project_version, run_parameters
 from workflows.render import render_all
 from workflows.steps import STEPS
 
@@ -280,6 +281,19 @@ def test_deadlines(template: dict) -> None:
         deadline = templates(template)[name]["activeDeadlineSeconds"]
         assert 0 < deadline <= template["spec"]["activeDeadlineSeconds"], name
     assert templates(template)["train"]["activeDeadlineSeconds"] >= 6 * 3600
+
+
+def test_steps_that_keep_state_at_sigterm_get_the_grace_to_upload_it(template: dict) -> None:
+    """train checkpoints within train.sigterm_grace_s of SIGTERM, then Argo's wait container uploads the checkpoints
+    (and generate's kept images) before Kubernetes' SIGKILL: the pod's grace covers both, stated in the pod spec."""
+    grace = TrainConfig().sigterm_grace_s
+    for name, stage in STAGES.items():
+        patch = templates(template)[name].get("podSpecPatch")
+        if not stage.resumable:
+            assert patch is None, name
+            continue
+        seconds = json.loads(patch)["terminationGracePeriodSeconds"]
+        assert seconds == TERMINATION_GRACE_S >= grace + UPLOAD_GRACE_S, name
 
 
 def test_garbage_collection(template: dict) -> None:
