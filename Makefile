@@ -61,6 +61,7 @@ lint-workflows: render  ## argo lint --offline on the rendered workflows (and th
 
 bench: $(STAMP)  ## CPU benchmarks of this machine (GPU numbers: docs/benchmarks.md)
 	$(PY) bench/filter_bench.py
+	$(PY) bench/pipeline_bench.py
 
 lock: $(STAMP)  ## rewrite constraints.txt from the installed environment
 	{ head -2 constraints.txt; $(PIP) freeze --exclude-editable | grep -v '^kolora'; } > constraints.txt.new && mv constraints.txt.new constraints.txt

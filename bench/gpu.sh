@@ -2,7 +2,7 @@
 # GPU benchmarks for docs/benchmarks.md: the seed, the peers and kolora's defaults in ONE command on one machine,
 # because absolute times drift between machines (`make bench` keeps the CPU figures).
 #
-#   SHARED_BENCH=../shared/bench WHEELS=dir OUT=dir bench/gpu.sh [all|train|generate]
+#   SHARED_BENCH=../shared/bench WHEELS=dir OUT=dir bench/gpu.sh [all|train|generate|e2e]
 #
 # SHARED_BENCH holds seed_baseline.py and peers/ (diffusers' KolorsPipeline plain and compiled, Kolors' own LoRA
 # script and diffusers' SDXL LoRA script adapted to Kolors). Needs a CUDA GPU with diffsynth 1.1.9 and
@@ -10,7 +10,7 @@
 # One JSON line per measurement on stdout and in $OUT/bench.jsonl; each program's log in $OUT/NAME.log. Sized to
 # run in about 8 minutes on an H200; the knobs below trade time for repetitions.
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 part=${1:-all}
 shared=${SHARED_BENCH:?set SHARED_BENCH to the folder with seed_baseline.py and peers/ (shared/bench)}
 if [[ -n "${WHEELS:-}" ]]; then
@@ -41,9 +41,18 @@ generate() {
   # b8: the stage's choice for the 8-image story (no compile); b8+compile: what a 32+ image shard gets
   measure kolora-generate 150 env BENCH_VARIANTS="${KOLORA_GEN_VARIANTS:-b8,b8+compile}" python3 bench/generate_bench.py
 }
+e2e() {  # the whole pipeline stage by stage on full-size random Kolors (offline), beside the seed's own parts; the
+  # seed's end to end is its model build + 500 x s/step + 8 x s/image (it has no pipeline). Needs Data-Juicer for
+  # filter: without it, make the trainset elsewhere and pass E2E_STAGES=fetch-models,train,generate,evaluate.
+  measure seed-e2e-parts 240 env BENCH_TRAIN_STEPS="${SEED_TRAIN_STEPS:-20}" BENCH_GEN_IMAGES=2 python3 "$shared/seed_baseline.py" train generate
+  measure kolora-e2e "${E2E_TIMEOUT:-1500}" python3 bench/pipeline_bench.py --profile full --images "${E2E_IMAGES:-16}" \
+    --workdir "${E2E_WORKDIR:-/tmp/kolora-e2e}" --stages "${E2E_STAGES:-ingest,filter,fetch-models,train,generate,evaluate}" \
+    -- --models.source random
+}
 case $part in
   all) train; generate ;;
   train) train ;;
   generate) generate ;;
-  *) echo "unknown part $part: all, train or generate" >&2; exit 2 ;;
+  e2e) e2e ;;
+  *) echo "unknown part $part: all, train, generate or e2e" >&2; exit 2 ;;
 esac
