@@ -7,6 +7,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from PIL import Image, ImageDraw
@@ -15,8 +16,10 @@ from kolora_core.config import load_config
 from kolora_core.inference.story import Generation, image_name, save_generation
 from kolora_core.models.fetch import fetch_models
 from kolora_core.stages import COMPLETE_MARKER
-from kolora_core.storage.embedded import EmbeddedS3
-from kolora_core.storage.s3 import S3Settings, S3Store
+
+if TYPE_CHECKING:  # imported by the store fixtures only: the stage tests run where boto3 is absent (a GPU machine)
+    from kolora_core.storage.embedded import EmbeddedS3
+    from kolora_core.storage.s3 import S3Settings, S3Store
 
 
 def mark_complete(path: Path) -> Path:
@@ -92,6 +95,8 @@ def tiny_trainset(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     """One SeaweedFS server for the session, started by the embedded store's own code (the real S3 protocol)."""
+    from kolora_core.storage.embedded import EmbeddedS3
+
     server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="kolora-test")
     server.start()
     yield server
@@ -108,6 +113,8 @@ def s3_server(seaweedfs: EmbeddedS3) -> S3Settings:
 @pytest.fixture
 def store(s3_server: S3Settings) -> S3Store:
     """A fresh bucket per test, so listings only show this test's objects."""
+    from kolora_core.storage.s3 import S3Store
+
     s = S3Store(replace(s3_server, bucket=f"t-{secrets.token_hex(4)}"))
     s.ensure_bucket()
     return s
