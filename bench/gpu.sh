@@ -2,7 +2,7 @@
 # GPU benchmarks for docs/benchmarks.md: the seed, the peers and kolora's defaults in ONE command on one machine,
 # because absolute times drift between machines (`make bench` keeps the CPU figures).
 #
-#   SHARED_BENCH=../shared/bench WHEELS=dir OUT=dir bench/gpu.sh [all|train|generate|e2e]
+#   SHARED_BENCH=../shared/bench WHEELS=dir OUT=dir bench/gpu.sh [all|train|generate|e2e|ddp]
 #
 # SHARED_BENCH holds seed_baseline.py and peers/ (diffusers' KolorsPipeline plain and compiled, Kolors' own LoRA
 # script and diffusers' SDXL LoRA script adapted to Kolors). Needs a CUDA GPU with diffsynth 1.1.9 and
@@ -49,10 +49,17 @@ e2e() {  # the whole pipeline stage by stage on full-size random Kolors (offline
     --workdir "${E2E_WORKDIR:-/tmp/kolora-e2e}" --stages "${E2E_STAGES:-ingest,filter,fetch-models,train,generate,evaluate}" \
     -- --models.source random
 }
+ddp() {  # issue 17, on a host of 2+ GPUs: the train stage itself on 1 and 2 GPUs at batch 1 and 8 per GPU, scaling
+  # efficiency, and 2 x 8 against 1 x 16 for the LoRA; the seed's step for the ratio
+  measure seed-train 120 env BENCH_TRAIN_STEPS="${SEED_TRAIN_STEPS:-20}" python3 "$shared/seed_baseline.py" train
+  measure kolora-ddp "${DDP_TIMEOUT:-1500}" env NCCL_NVLS_ENABLE=0 python3 bench/ddp_bench.py --devices 1,2 --batch 1,8 \
+    --steps "${DDP_STEPS:-60}" --equivalence --workdir "${DDP_WORKDIR:-/tmp/kolora-ddp}" -- --train.precision bf16-mixed
+}
 case $part in
   all) train; generate ;;
   train) train ;;
   generate) generate ;;
   e2e) e2e ;;
-  *) echo "unknown part $part: all, train, generate or e2e" >&2; exit 2 ;;
+  ddp) ddp ;;
+  *) echo "unknown part $part: all, train, generate, e2e or ddp" >&2; exit 2 ;;
 esac
