@@ -97,7 +97,8 @@ def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedS3]:
     """One SeaweedFS server for the session, started by the embedded store's own code (the real S3 protocol)."""
     from kolora_core.storage.embedded import EmbeddedS3
 
-    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="kolora-test")
+    # one bucket per test: 32 MB volumes, so the session's ~45 buckets fit in ~1.5 GB of free disk, not ~45 GB
+    server = EmbeddedS3(tmp_path_factory.mktemp("seaweedfs"), bucket="kolora-test", volume_size_mb=32)
     server.start()
     yield server
     server.stop()

@@ -57,6 +57,9 @@ HOST = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 START_ATTEMPTS = 3  # fresh ports after a lost race for one (another process took it between our check and weed's bind)
 READY_PROBE_KEY = ".kolora/ready"
+# Every bucket is a collection with at least one volume of its own, and weed allows free disk / this size volumes
+# (counted at start): 1 GiB volumes suit a store of model weights; many small buckets (a test session) want less.
+VOLUME_SIZE_MB = 1024
 _PR_SET_PDEATHSIG = 1
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
 _FATAL = re.compile(r"^F\d{4} [\d:.]+ \S+ (.*)$", re.MULTILINE)
@@ -138,8 +141,10 @@ class EmbeddedS3:
         s3_port: int | None = None,
         binary: Path | None = None,
         ready_timeout: float = READY_TIMEOUT_S,
+        volume_size_mb: int = VOLUME_SIZE_MB,
     ) -> None:
         self.bucket = bucket
+        self.volume_size_mb = volume_size_mb
         self.s3_port = s3_port
         self.binary = binary
         self.ready_timeout = ready_timeout
@@ -283,8 +288,8 @@ class EmbeddedS3:
             "-filer.disableHttp",  # so does the filer's (the S3 gateway talks gRPC to both)
             "-master.telemetry=false",
             "-master.resumeState=false",  # a single master resuming raft state waits ~20 s for an election
-            "-master.volumeSizeLimitMB=1024",
-            "-volume.max=0",  # as many volumes as the disk holds
+            f"-master.volumeSizeLimitMB={self.volume_size_mb}",
+            "-volume.max=0",  # as many volumes as the disk holds: free space / volume size, counted at start
             "-volume.preStopSeconds=0",
         ]
 
