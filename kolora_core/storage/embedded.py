@@ -60,6 +60,7 @@ READY_PROBE_KEY = ".kolora/ready"
 # Every bucket is a collection with at least one volume of its own, and weed allows free disk / this size volumes
 # (counted at start): 1 GiB volumes suit a store of model weights; many small buckets (a test session) want less.
 VOLUME_SIZE_MB = 1024
+BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule, which weed enforces
 _PR_SET_PDEATHSIG = 1
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
 _FATAL = re.compile(r"^F\d{4} [\d:.]+ \S+ (.*)$", re.MULTILINE)
@@ -143,6 +144,12 @@ class EmbeddedS3:
         ready_timeout: float = READY_TIMEOUT_S,
         volume_size_mb: int = VOLUME_SIZE_MB,
     ) -> None:
+        if not BUCKET_NAME.fullmatch(bucket):
+            # weed refuses it on every write, so the readiness probe would only time out (60 s) first
+            raise KoloraError(
+                f"bucket name '{bucket}' is not a valid S3 bucket name: use 3-63 lowercase letters, digits, '.' and '-', "
+                "starting and ending with a letter or digit"
+            )
         self.bucket = bucket
         self.volume_size_mb = volume_size_mb
         self.s3_port = s3_port
