@@ -85,10 +85,7 @@ def secret_ref(raw: Any, where: str) -> SecretRef:
 
 
 def param(raw: Any, where: str, *, output: bool = False) -> ParamSpec:
-    raw = mapping(raw, f"{where}[]")
-    name = str(raw.get("name") or "")
-    if not name:
-        raise KoloraError(f"{where}: a parameter has no name")
+    raw, name = named(raw, where, where, "a parameter")
     where = f"{where} '{name}'"
     check_keys(raw, {"name", "value", "default", "enum", "valueFrom", "globalName"}, _PARAM_IGNORED, where)
     if "globalName" in raw and not output:
@@ -117,10 +114,7 @@ def param(raw: Any, where: str, *, output: bool = False) -> ParamSpec:
 
 
 def artifact(raw: Any, where: str, *, need_path: bool) -> ArtifactSpec:
-    raw = mapping(raw, f"{where}[]")
-    name = str(raw.get("name") or "")
-    if not name:
-        raise KoloraError(f"{where}: an artifact has no name")
+    raw, name = named(raw, where, where, "an artifact")
     where = f"{where} '{name}'"
     check_keys(raw, {"name", "path", "from", "raw", "s3", "optional", "archive"}, _ARTIFACT_IGNORED, where)
     if need_path and not raw.get("path"):
@@ -166,6 +160,16 @@ def mapping(value: Any, where: str) -> Mapping[str, Any]:
     if not isinstance(value, Mapping):
         raise KoloraError(f"{where}: expected a mapping, got {type(value).__name__}")
     return value
+
+
+def named(value: Any, entries: str, where: str, what: str) -> tuple[Mapping[str, Any], str]:
+    """An entry of the list at `entries` that must be a mapping with a name (parameter, artifact, template, task);
+    a missing name is reported at `where` as `what` ("a parameter")."""
+    raw = mapping(value, f"{entries}[]")
+    name = str(raw.get("name") or "")
+    if not name:
+        raise KoloraError(f"{where}: {what} has no name")
+    return raw, name
 
 
 def as_list(value: Any, where: str) -> list[Any]:

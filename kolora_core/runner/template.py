@@ -22,6 +22,7 @@ from kolora_core.runner.fields import (
     check_keys,
     container,
     mapping,
+    named,
     param,
     retry_strategy,
     string,
@@ -108,10 +109,7 @@ def parse_workflow(doc: Mapping[str, Any], source: str = "<string>") -> Workflow
 
 
 def _template(raw: Any, source: str) -> TemplateSpec:
-    raw = mapping(raw, f"{source}: spec.templates[]")
-    name = str(raw.get("name") or "")
-    if not name:
-        raise KoloraError(f"{source}: a template has no name")
+    raw, name = named(raw, f"{source}: spec.templates", source, "a template")
     where = f"{source}: template '{name}'"
     check_keys(raw, {"name", "container", "script", "dag", "inputs", "outputs", "retryStrategy"}, _TEMPLATE_IGNORED, where)
     bodies = [k for k in ("container", "script", "dag") if k in raw]
@@ -172,11 +170,8 @@ def _template(raw: Any, source: str) -> TemplateSpec:
 
 
 def _task(raw: Any, template_where: str) -> TaskSpec:
-    raw = mapping(raw, f"{template_where}: dag.tasks[]")
-    name = str(raw.get("name") or "")
+    raw, name = named(raw, f"{template_where}: dag.tasks", template_where, "a DAG task")
     where = f"{template_where}: task '{name}'"
-    if not name:
-        raise KoloraError(f"{template_where}: a DAG task has no name")
     if "." in name or "/" in name:
         raise KoloraError(f"{where}: task names may not contain '.' or '/'")
     check_keys(

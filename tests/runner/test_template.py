@@ -89,6 +89,17 @@ def templates(doc: dict[str, Any]) -> dict[str, Any]:
             "retryStrategy",
         ),
         (lambda d: d.update(kind="CronWorkflow"), "kind 'CronWorkflow'"),
+        (lambda d: d["spec"]["templates"][0].pop("name"), r"^t\.yaml: a template has no name$"),
+        (lambda d: d["spec"]["templates"].append("ok"), r"t\.yaml: spec\.templates\[\]: expected a mapping, got str"),
+        (lambda d: templates(d)["main"]["dag"]["tasks"][0].pop("name"), r"template 'main': a DAG task has no name$"),
+        (
+            lambda d: templates(d)["ok"].update(inputs={"parameters": [{"value": "1"}]}),
+            r"template 'ok': inputs\.parameters: a parameter has no name$",
+        ),
+        (
+            lambda d: templates(d)["ok"].update(outputs={"artifacts": [{"path": "/kolora/x"}]}),
+            r"template 'ok': outputs\.artifacts: an artifact has no name$",
+        ),
     ],
 )
 def test_refusals_name_the_place_and_the_field(edit: Any, message: str) -> None:
