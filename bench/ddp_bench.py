@@ -21,11 +21,9 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import os
 import subprocess
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -33,25 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.train_bench import write_trainset  # noqa: E402 - after the path insert
-from kolora_core import commit  # noqa: E402
+from bench.pipeline_bench import committed, emit, stage_env  # noqa: E402 - after the path insert
+from bench.train_bench import write_trainset  # noqa: E402
 from kolora_core.config import load_config  # noqa: E402
 from kolora_core.lora.format import load_lora  # noqa: E402
 from kolora_core.models.fetch import fetch_models  # noqa: E402
-
-
-def emit(**fields: object) -> None:
-    print(json.dumps(fields), flush=True)
-
-
-def committed(out: Path, fill: Callable[[Path], object]) -> Path:
-    """`out` as a committed directory that `fill(staging_dir)` writes; one an earlier bench run committed is kept."""
-    if (out / "_SUCCESS").is_file():
-        return out  # the random full-size models take minutes to write
-    staged = commit.begin(out)
-    fill(staged)
-    commit.commit(out, staged, {"stage": "ddp-bench"})
-    return out
 
 
 def steady_images_per_s(log_csv: Path, global_batch: int) -> float | None:
@@ -78,7 +62,7 @@ def run_train(
     command = [sys.executable, "-m", "jobs.train", "--profile", args.profile, "--trainset", str(trainset)]
     checkpoints = work / f"ckpt-d{devices}-b{batch}"
     command += ["--models", str(models), "--lora", str(out), "--checkpoints", str(checkpoints), *flags, *extra]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    env = stage_env()
     env.setdefault("NCCL_NVLS_ENABLE", "0")
     log = work / f"train-d{devices}-b{batch}.log"
     with log.open("w", encoding="utf-8") as handle:
@@ -106,10 +90,8 @@ def run_train(
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
-    extra = args_in[args_in.index("--") + 1 :] if "--" in args_in else []
-    own = args_in[: args_in.index("--")] if "--" in args_in else args_in
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("train_flags", nargs="*", metavar="-- FLAGS", help="config flags for every run, after --")
     parser.add_argument("--source", choices=("random", "tiny"), default="random", help="models.source (default: random)")
     parser.add_argument("--profile", default="full", help="config profile of the runs (default: full)")
     parser.add_argument("--devices", default="1,2", help="comma list of train.devices (default: 1,2)")
@@ -120,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--res", type=int, default=1024, help="training resolution (default: 1024)")
     parser.add_argument("--equivalence", action="store_true", help="also 1 device x the largest global batch; LoRA diff")
     parser.add_argument("--workdir", type=Path, default=None, help="models, trainset and runs (default: a temp dir)")
-    args = parser.parse_args(own)
+    args = parser.parse_args(argv)
+    extra = list(args.train_flags)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="kolora-ddp-bench-"))
     work.mkdir(parents=True, exist_ok=True)
     devices = [int(d) for d in args.devices.split(",")]

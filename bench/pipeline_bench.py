@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from bench.filter_bench import draw  # noqa: E402 - after the path insert
 from kolora_core import commit  # noqa: E402
 from kolora_core.release.champion import fetch_champion  # noqa: E402
-from kolora_core.stages import STAGES  # noqa: E402
+from kolora_core.stages import COMPLETE_MARKER, STAGES  # noqa: E402
 from kolora_core.storage.objects import LocalStorage  # noqa: E402
 
 ORDER = ("ingest", "filter", "fetch-models", "train", "generate", "evaluate")
@@ -51,12 +52,24 @@ def stage_argv(name: str, work: Path, profile: str, extra: list[str]) -> list[st
     return argv + extra
 
 
+def stage_env() -> dict[str, str]:
+    """This environment with the checkout importable by the stage processes (`python -m jobs.<stage>`)."""
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+
+
+def committed(out: Path, fill: Callable[[Path], object]) -> Path:
+    """`out` as a committed directory that `fill(staging_dir)` writes; one an earlier bench run committed is kept
+    (the random full-size models take minutes to write)."""
+    if not (out / COMPLETE_MARKER).is_file():
+        staged = commit.begin(out)
+        fill(staged)
+        commit.commit(out, staged, {"stage": "bench"})
+    return out
+
+
 def write_first_champion(work: Path, name: str) -> None:
     """`champion/` as `kolora champion` writes it for a model with no release yet (an empty release store)."""
-    out = work / "champion"
-    staged = commit.begin(out)
-    fetch_champion(LocalStorage(work / "empty-store"), "models", name, staged)
-    commit.commit(out, staged, {"stage": "champion"})
+    committed(work / "champion", lambda staged: fetch_champion(LocalStorage(work / "empty-store"), "models", name, staged))
 
 
 def draw_source(folder: Path, count: int) -> Path:
@@ -77,10 +90,8 @@ def train_phases(work: Path) -> dict[str, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args_in = sys.argv[1:] if argv is None else argv
-    extra = args_in[args_in.index("--") + 1 :] if "--" in args_in else []
-    own = args_in[: args_in.index("--")] if "--" in args_in else args_in
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("stage_flags", nargs="*", metavar="-- FLAGS", help="config flags for every stage, after --")
     parser.add_argument("--profile", default="smoke", help="config profile of every stage (default: smoke)")
     parser.add_argument("--images", type=int, default=0, help="draw this many 1024 px pictures as the dataset (0: the profile's)")
     parser.add_argument("--workdir", type=Path, default=None, help="keep every artifact here (default: a temp dir)")
@@ -91,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         help="comma-separated stages to run, in ORDER; the others' artifacts must be in --workdir already (e.g. a "
         "trainset made where Data-Juicer is installed, for a GPU machine without it)",
     )
-    args = parser.parse_args(own)
+    args = parser.parse_args(argv)
+    extra = list(args.stage_flags)
     stages = [name for name in ORDER if name in args.stages.split(",")]
     if unknown := set(args.stages.split(",")) - set(ORDER):
         parser.error(f"--stages: unknown {', '.join(sorted(unknown))}; choose from {', '.join(ORDER)}")
@@ -100,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.images and "ingest" in stages:
         extra = ["--ingest.source", str(draw_source(work / "source", args.images)), *extra]
     write_first_champion(work, args.name)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    env = stage_env()
     total = time.perf_counter()
     for name in stages:
         started = time.perf_counter()
