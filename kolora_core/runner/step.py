@@ -23,7 +23,7 @@ from kolora_core.runner.expressions import should_retry, substitute
 from kolora_core.runner.records import ArtifactRef, NodeRecord
 from kolora_core.runner.spec import ArtifactSpec, ParamSpec, TemplateSpec
 from kolora_core.stages import CONTAINER_ROOT, stage_of
-from kolora_core.storage.s3 import ArtifactNotFound
+from kolora_core.storage.errors import ArtifactNotFound
 
 RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 Source = ArtifactSpec | ArtifactRef | None

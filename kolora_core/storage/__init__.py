@@ -7,10 +7,7 @@ cluster, so a step that only works because it can see another step's local files
 * `archive`  -- Argo's tar.gz artifact form, packed and unpacked safely
 * `embedded` -- an S3 server on 127.0.0.1 for the life of a local run
 * `objects`  -- `Storage`, the four operations publishing needs, over a directory or an `S3Store`
+* `errors`   -- `ArtifactNotFound`, `PreconditionFailed`: boto3-free, so `LocalStorage` needs no boto3
 
 No stage imports this package: stages read and write directories; the runner and Argo move them.
 """
-
-from kolora_core.storage.s3 import ArtifactNotFound, S3Settings, S3Store
-
-__all__ = ["ArtifactNotFound", "S3Settings", "S3Store"]

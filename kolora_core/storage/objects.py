@@ -22,7 +22,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any, Protocol
 
 from kolora_core.errors import KoloraError
-from kolora_core.storage.s3 import ArtifactNotFound, PreconditionFailed
+from kolora_core.storage.errors import ArtifactNotFound, PreconditionFailed
 
 
 class Storage(Protocol):

@@ -53,20 +53,13 @@ from botocore.exceptions import (
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz, pack_targz, unpack_targz
+from kolora_core.storage.errors import ArtifactNotFound, PreconditionFailed
 
 DEFAULT_BUCKET = "kolora"
 DEFAULT_REGION = "us-east-1"
 MiB = 1024 * 1024
 log = logging.getLogger("kolora.storage")
 T = TypeVar("T")
-
-
-class ArtifactNotFound(KoloraError):
-    """No object and no prefix at the key: the producing step did not upload it (or it is optional)."""
-
-
-class PreconditionFailed(KoloraError):
-    """A conditional write lost: the key exists (put_if_absent) or changed since it was read (put_if_match)."""
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,8 @@ or flag would otherwise show up only on the GPU machine, where its run is expens
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 from bench.pipeline_bench import ORDER, stage_argv, write_first_champion
@@ -31,3 +33,22 @@ def test_the_champion_is_a_committed_first_release(tmp_path: Path) -> None:
     write_first_champion(tmp_path, "kolora")
     assert commit.accept_input("champion", tmp_path / "champion") == []
     assert read_champion(tmp_path / "champion") is None
+
+
+def test_the_gpu_stages_and_this_bench_import_where_boto3_and_data_juicer_are_not_installed() -> None:
+    """A GPU node (and the benchmark machine) has no boto3 or Data-Juicer: only the runner talks to the store and only
+    filter runs Data-Juicer, so the train/generate/evaluate/fetch-models stages must import without them."""
+    absent = ("boto3", "botocore", "s3transfer", "data_juicer", "ray")
+    gpu_stages = [STAGES[name].module for name in ("fetch-models", "train", "generate", "evaluate")]
+    script = "\n".join(
+        [
+            "import importlib, sys",
+            f"for name in {absent!r}: sys.modules[name] = None  # as if not installed",
+            f"for module in {[*gpu_stages, 'bench.pipeline_bench']!r}: importlib.import_module(module)",
+            f"missing = sorted(name for name in {absent!r} if sys.modules.get(name) is not None)",
+            "assert not missing, missing",
+        ]
+    )
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run([sys.executable, "-c", script], cwd=root, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
