@@ -17,8 +17,9 @@ b<batch>[+flag...]; flags: compile (the stage's default on a GPU: each UNet laye
 whole (the whole UNet as one compiled graph instead), fp8 (the attention blocks' linear layers in FP8,
 fp8_linear.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
-tune (inductor coordinate-descent tuning), mat (compile mode max-autotune-no-cudagraphs); "micro" (one eager UNet
-call per SDPA backend, then FP8 vs fp16 and one GEMM each: put it before the fp8 variants); default
+tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
+weights as constants, folded and laid out for the kernels), mat (compile mode max-autotune-no-cudagraphs);
+"micro" (one eager UNet call per SDPA backend, then FP8 vs fp16 and one GEMM each: put it before the fp8 variants); default
 "b8,b8+compile" (the stage's choice for the 8-image story, and with compilation); add "seed" to time diffsynth's
 SDXLImagePipeline on the same models in the same process), BENCH_COMPILE_CACHE (compile cache directory; default
 a fresh temporary one: a cold start).
@@ -102,7 +103,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat"}
+FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -304,6 +305,7 @@ def main() -> None:
         import torch._inductor.config as inductor
 
         inductor.conv_1x1_as_mm = inductor.coordinate_descent_tuning = "tune" in flags
+        inductor.freezing = "freeze" in flags
         torch._dynamo.reset()  # a fresh compilation with this variant's settings (inductor's disk cache still counts)
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else None
         scope = "whole" if "whole" in flags else "compile" in flags
