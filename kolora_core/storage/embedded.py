@@ -60,6 +60,8 @@ READY_PROBE_KEY = ".kolora/ready"
 # Every bucket is a collection with at least one volume of its own, and weed allows free disk / this size volumes
 # (counted at start): 1 GiB volumes suit a store of model weights; many small buckets (a test session) want less.
 VOLUME_SIZE_MB = 1024
+NO_WRITABLE_VOLUME = "No writable volumes"  # weed's log line when a write finds no volume and none can be added
+LOG_TAIL_BYTES = 256 * 1024  # how much of weed.log the diagnosis reads (the failed write's lines are at its end)
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule, which weed enforces
 _PR_SET_PDEATHSIG = 1
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
@@ -332,6 +334,7 @@ class EmbeddedS3:
             access_key_id=access_key,
             secret_access_key=secret_key,
             embedded=True,
+            explain_server_error=self.explain_server_error,
         )
         taken = self._wait_ready(self.settings)
         if taken is not None:
@@ -372,11 +375,26 @@ class EmbeddedS3:
                     ) from None
                 time.sleep(0.2)
 
-    def _log_text(self) -> str:
+    def _log_text(self, tail: int | None = None) -> str:
         try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
+            with self.log_path.open("rb") as log:
+                if tail is not None:
+                    log.seek(max(0, log.seek(0, os.SEEK_END) - tail))
+                return log.read().decode("utf-8", errors="replace")
         except OSError:
             return ""
+
+    def explain_server_error(self) -> str:
+        """What to do about an InternalError: weed answers it when it cannot grow a volume, which is what running out
+        of disk looks like from the S3 side (each bucket, and each `volume_size_mb` of data, takes a new volume)."""
+        if NO_WRITABLE_VOLUME not in self._log_text(tail=LOG_TAIL_BYTES):
+            return f"see the store's log: {self.log_path}"
+        data = self.directory / "data"
+        free_mb = shutil.disk_usage(data).free // (1024 * 1024)
+        return (
+            f"the store has no writable volume left: each new one needs {self.volume_size_mb} MB of free disk and "
+            f"{data} has {free_mb} MB free; free disk space there (or use another store with --s3-endpoint)"
+        )
 
     # --- stop -----------------------------------------------------------------------------------------------
 

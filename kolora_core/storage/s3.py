@@ -59,6 +59,7 @@ DEFAULT_BUCKET = "kolora"
 DEFAULT_REGION = "us-east-1"
 MiB = 1024 * 1024
 log = logging.getLogger("kolora.storage")
+SERVER_ERRORS = {"InternalError", "500", "ServiceUnavailable", "503"}  # the server's fault, not the request's
 T = TypeVar("T")
 
 
@@ -83,6 +84,8 @@ class S3Settings:
     deadline_rate: int = 4 * MiB
     notice_every: float = 10.0  # seconds between "still waiting" log lines of one operation
     embedded: bool = False
+    # what the server's own state says about a 5xx it answered (the embedded store reads its log); None: nothing
+    explain_server_error: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_env(cls, endpoint_url: str, bucket: str = DEFAULT_BUCKET, region: str | None = None) -> S3Settings:
@@ -178,6 +181,8 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
                 f"{where} refused the credentials ({code}) while trying to {action}: "
                 "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY and the bucket policy"
             ) from None
+        if settings.explain_server_error is not None and code in SERVER_ERRORS:
+            message = f"{message} -- {settings.explain_server_error()}"
         raise KoloraError(f"{where} failed to {action}: {code} {message}".strip()) from None
     except BotoCoreError as exc:
         raise KoloraError(f"{where} failed to {action}: {exc}") from None

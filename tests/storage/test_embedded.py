@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import stat
 import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -222,3 +224,21 @@ def test_a_server_killed_mid_upload_fails_the_upload_and_keeps_what_was_written(
         after = S3Store(again)
         assert after.get_with_etag("run/out/a.txt")[0] == b"first"
         assert not after.exists(f"run/out/{COMPLETE_MARKER}")
+
+
+def test_a_store_out_of_disk_for_a_new_volume_says_so_and_names_the_free_space(tmp_path: Path) -> None:
+    """weed answers a write it has no volume for with a bare InternalError; kolora's line names the disk instead."""
+    too_big = 4 * shutil.disk_usage(tmp_path).free // (1024 * 1024)  # volumes larger than the whole free disk
+    with EmbeddedS3(tmp_path / "store", volume_size_mb=too_big) as settings:
+        store = S3Store(replace(settings, bucket="second-bucket"))  # a bucket without a volume yet
+        store.ensure_bucket()
+        with pytest.raises(KoloraError) as failed:
+            store.put_text("a/b.txt", "hello")
+    line = str(failed.value)
+    assert "InternalError" in line and "\n" not in line
+    assert f"each new one needs {too_big} MB of free disk" in line and "MB free; free disk space there" in line
+    assert str(tmp_path / "store" / "data") in line
+
+
+def test_a_server_error_with_room_on_disk_points_at_the_store_log(seaweedfs: EmbeddedS3) -> None:
+    assert seaweedfs.explain_server_error() == f"see the store's log: {seaweedfs.log_path}"
