@@ -9,7 +9,6 @@ forward/backward, GradScaler, AdamW; compiled layers and CUDA graphs as configur
 Variants (BENCH_VARIANTS, comma list), each `b<batch>[+flag...]` on TrainConfig's defaults (16-mixed, compile,
 CUDA graphs and gradient checkpointing all `auto`: the `full` profile's training), flags:
   bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), compile, nocompile, nographs, eager (= nocompile+nographs),
-  cl / nocl (channels-last UNet on / off),
   cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/models/attention.py)
 e.g. `b1` is the seed recipe with kolora's defaults, `b1+gc+eager` the previous defaults, `b8+bf16` throughput.
 (The development runs behind docs/benchmarks.md predate the 2,000-image compile threshold: there `b1` meant b1+compile.)
@@ -263,8 +262,6 @@ FLAGS = {
     "compile": {"compile": True},
     "nocompile": {"compile": False},
     "nographs": {"cuda_graphs": False},
-    "cl": {"channels_last": True},
-    "nocl": {"channels_last": False},
     "eager": {"compile": False, "cuda_graphs": False},
     "cudnn": {},  # attention backend first (env KOLORA_SDPA, kolora_core/models/attention.py); none = kolora's choice
     "flash": {},

@@ -217,11 +217,6 @@ class TrainConfig(Section):
         description="replay the whole step (forward, backward, AdamW) as one CUDA graph (fast engine, one GPU; same "
         "math); auto = on a single GPU",
     )
-    channels_last: bool | Literal["auto"] = Field(
-        "auto",
-        description="the UNet's convolutions in channels-last (NHWC) memory layout (fast engine; same math, other "
-        "kernels); auto = off (measured on an H200: no gain)",
-    )
     compile_cache_dir: str | None = Field(
         None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"
     )

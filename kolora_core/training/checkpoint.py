@@ -47,7 +47,6 @@ _FREE_FIELDS = {
     "seed_compat",
     "compile",
     "cuda_graphs",  # the same kernels replayed
-    "channels_last",  # a memory layout: the same numbers up to the kernels' rounding
     "compile_cache_dir",
     "gradient_checkpointing",  # recomputation, same numbers: an OOM'd run may resume with it on
     "devices",  # with batch_size and gradient_accumulation: only their product, the images of one optimizer step,

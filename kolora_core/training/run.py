@@ -101,8 +101,6 @@ COMPILE_BACKEND = "inductor"  # the CPU tests use "aot_eager": the same tracing,
 # Compiling pays from about this many training images on: on an H200 the first (cold) compilation takes ~85 s and
 # saves 0.025 s a step at batch 1 and ~0.15 s at batch 8 (docs/benchmarks.md).
 COMPILE_PAYS_IMAGES = 2000
-# What `train.channels_last: auto` picks on a GPU (docs/benchmarks.md: NHWC convolutions against cuDNN's NCHW ones)
-CHANNELS_LAST_AUTO = False
 SUMMARY_FILE = "train_summary.json"
 LOG_FILE = "train_log.csv"
 
@@ -487,9 +485,6 @@ class FastEngine(_Engine):
         self.scheduler = kolors_train_scheduler()
         cuda = fabric.device.type == "cuda"
         images = train.steps * self.step_images
-        self.channels_last = auto(train.channels_last, CHANNELS_LAST_AUTO and cuda)
-        if self.channels_last:  # before compiling: the compiled layers are traced for this layout
-            unet.to(memory_format=torch.channels_last)
         self.compiled = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
         if self.compiled:
             use_compile_cache(train.compile_cache_dir)
@@ -522,10 +517,9 @@ class FastEngine(_Engine):
         else:
             self._fabric_optimizer = fabric.setup_optimizers(self.optimizer)
         log.info(
-            "fast engine: %s, compile %s, channels-last %s, CUDA graphs %s",
+            "fast engine: %s, compile %s, CUDA graphs %s",
             self.memory.describe(),
             "on" if self.compiled else "off",
-            "on" if self.channels_last else "off",
             ("on, one graph per bucket" if train.buckets else "on") if self.cuda_graphs else "off",
         )
 
