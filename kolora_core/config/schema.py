@@ -309,6 +309,11 @@ class TrainConfig(Section):
             )
         return self
 
+    def gpu_only_setting(self) -> str | None:
+        """The setting that cannot train on a CPU (Lightning has no fp16 autocast there), or None: one rule for the
+        train stage's own check and for `kolora run`'s check before any step."""
+        return "train.precision 16-mixed" if self.precision == "16-mixed" else None
+
     def non_default_options(self) -> list[str]:
         """The trainer options (buckets .. tensorboard) set to something other than their default."""
         return [

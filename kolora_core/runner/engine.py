@@ -61,6 +61,10 @@ class Engine(ABC):
     def check(self) -> None:  # noqa: B027 - optional hook, most engines need no check
         """Raise KoloraError if this engine cannot run here (missing binary, no daemon); called once per run."""
 
+    def cuda_visible(self) -> bool | None:
+        """Whether the steps will see a CUDA GPU; None when this engine cannot tell (then nothing is refused)."""
+        return None
+
     @abstractmethod
     def run(self, step: StepRun, sink: LineSink) -> int:
         """Run the step to completion, feeding every output line to `sink`; return its exit code."""

@@ -20,6 +20,8 @@ from kolora_core.runner.containers import DockerEngine, PodmanEngine
 from kolora_core.runner.engine import REPO_ROOT, SCRIPT_NAME, Engine, LineSink, StepRun, follow, stop_group
 from kolora_core.stages import CONTAINER_ROOT
 
+CUDA_PROBE_TIMEOUT_S = 120  # importing torch takes 3-10 s; a wedged driver must not hang the run's start
+
 
 class ProcessEngine(Engine):
     """Each container's command as a subprocess of this machine, in this Python environment.
@@ -57,6 +59,17 @@ class ProcessEngine(Engine):
         env["PYTHONPATH"] = os.pathsep.join([str(self.repo_root), *([self.map_path(extra, step.scratch)] if extra else [])])
         env["PYTHONUNBUFFERED"] = "1"
         return env
+
+    def cuda_visible(self) -> bool | None:
+        """Asked of torch in this interpreter, the one the steps run in (a child process: the runner itself stays
+        free of torch and of a CUDA context); None where torch is missing or the probe fails."""
+        probe = [sys.executable, "-c", "import torch; print(int(torch.cuda.is_available()))"]
+        try:
+            done = subprocess.run(probe, capture_output=True, text=True, timeout=CUDA_PROBE_TIMEOUT_S, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        answer = done.stdout.strip()
+        return answer == "1" if done.returncode == 0 and answer in {"0", "1"} else None
 
     def run(self, step: StepRun, sink: LineSink) -> int:
         argv = self.command(step)

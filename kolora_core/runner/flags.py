@@ -10,30 +10,59 @@ from __future__ import annotations
 
 import itertools
 import re
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 
-from kolora_core.config import config_flags, flag_overrides, load_config
+from kolora_core.config import RunConfig, config_flags, flag_overrides, load_config
 from kolora_core.errors import KoloraError
-from kolora_core.runner.spec import WorkflowSpec
+from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
 
 _PARAMETER = re.compile(r"^\{\{\s*workflow\.parameters\.([\w.-]+)\s*\}\}$")
 DEFAULT_PROFILE = "full"  # the stage CLI's own default (kolora_core.stage_cli)
 
 
+def parameter_flags(template: TemplateSpec, parameters: Mapping[str, str]) -> tuple[str, dict[str, str]]:
+    """(the profile the container is given, {dotted config flag: the workflow parameter that feeds it})."""
+    assert template.container is not None
+    fields = set(config_flags())
+    argv = (*template.container.command, *template.container.args)
+    profile = _resolved(_after(argv, "--profile"), parameters) or DEFAULT_PROFILE
+    flags = {}
+    for flag, value in itertools.pairwise(argv):
+        match = _PARAMETER.match(value)
+        if flag.startswith("--") and flag[2:] in fields and match and match.group(1) in parameters:
+            flags[flag[2:]] = match.group(1)
+    return profile, flags
+
+
+def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> RunConfig:
+    """The config the template's stage will resolve: its profile, the run config it gets as a raw artifact
+    (`--config <path>` of an input whose data is a workflow parameter) and the parameter-fed flags."""
+    assert template.container is not None
+    profile, flags = parameter_flags(template, parameters)
+    argv = (*template.container.command, *template.container.args)
+    config_path = _after(argv, "--config")
+    raw = next((a.raw_data for a in template.input_artifacts if a.path == config_path and a.raw_data is not None), None)
+    overlay = _resolved(raw, parameters) if raw is not None else None
+    overrides = flag_overrides({dotted: parameters[name] for dotted, name in flags.items()})
+    if not overlay or not overlay.strip():
+        return load_config(profile, None, overrides)
+    with tempfile.TemporaryDirectory(prefix="kolora-config-") as tmp:
+        path = Path(tmp) / "run.yaml"  # the name the stage reads it under
+        path.write_text(overlay, encoding="utf-8")
+        return load_config(profile, path, overrides)
+
+
 def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> None:
     """Raise a one-line `KoloraError` naming the parameter and the field when a value would fail a stage's config."""
-    fields = set(config_flags())
     # profile -> {dotted flag: parameter name}: one config check per profile the containers are given
     wanted: dict[str, dict[str, str]] = {}
     for template in workflow.templates.values():
-        if template.container is None:
-            continue
-        argv = (*template.container.command, *template.container.args)
-        profile = _resolved(_after(argv, "--profile"), parameters) or DEFAULT_PROFILE
-        for flag, value in itertools.pairwise(argv):
-            match = _PARAMETER.match(value)
-            if flag.startswith("--") and flag[2:] in fields and match and match.group(1) in parameters:
-                wanted.setdefault(profile, {})[flag[2:]] = match.group(1)
+        if template.container is not None:
+            profile, flags = parameter_flags(template, parameters)
+            if flags:
+                wanted.setdefault(profile, {}).update(flags)
     for profile, flags in wanted.items():
         for dotted, name in flags.items():
             _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})")

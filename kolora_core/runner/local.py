@@ -30,6 +30,7 @@ from kolora_core.runner.dag import DagWalker
 from kolora_core.runner.engine import REPO_ROOT
 from kolora_core.runner.engines import get_engine
 from kolora_core.runner.flags import check_config_parameters
+from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import RunResult
 from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.runner.summary import write_summary
@@ -132,6 +133,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     parameters = resolve_parameters(workflow, options.parameters, options.soft_parameters)
     check_config_parameters(workflow, parameters)
     engine = get_engine(options.engine, options.repo_root)
+    check_gpu_steps(workflow, parameters, engine)
     changed = tuple(p.name for p in workflow.parameters if parameters[p.name] != (p.value if p.value is not None else p.default))
 
     store_dir = options.store_dir or options.runs_dir / STORE_DIRNAME

@@ -146,8 +146,8 @@ class TrainJob:
 
 
 def _check_settings(train: TrainConfig, device: str) -> None:
-    if device == "cpu" and train.precision == "16-mixed":
-        raise KoloraError("train.precision 16-mixed needs a GPU; on CPU use 32-true or bf16-mixed")
+    if device == "cpu" and (setting := train.gpu_only_setting()):
+        raise KoloraError(f"{setting} needs a GPU; on CPU use 32-true or bf16-mixed")
     if train.engine == "seed" and train.devices > 1:
         raise KoloraError(
             "train.engine seed runs on one device (it is the reference); use train.engine fast for train.devices > 1"

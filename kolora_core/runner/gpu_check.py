@@ -1,0 +1,49 @@
+"""Before any step of a local run: a GPU step this machine cannot run is refused in one line.
+
+Why: `kolora run --profile full` on a machine without CUDA would ingest, filter and fetch the models (an 18 GB
+download) before the train stage refuses the CPU (train.precision 16-mixed, the seed's). The rule is the stage's
+own (`TrainConfig.gpu_only_setting`, `device: cuda`), applied to the config each GPU step will resolve; whether a
+GPU is there is asked of the engine, which knows where its steps run.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from kolora_core.errors import KoloraError
+from kolora_core.runner.engine import Engine
+from kolora_core.runner.flags import template_config
+from kolora_core.runner.spec import WorkflowSpec
+from kolora_core.stages import stage_of
+
+
+def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(step template, the setting that needs a CUDA GPU) for every GPU stage whose config cannot run on a CPU."""
+    needs = []
+    for name, template in workflow.templates.items():
+        if template.container is None:
+            continue
+        stage = stage_of((*template.container.command, *template.container.args))
+        if stage is None or not stage.gpu:
+            continue
+        config = template_config(template, parameters)
+        setting = "device cuda" if config.device == "cuda" else None
+        if setting is None and stage.name == "train" and config.device != "cpu":
+            setting = config.train.gpu_only_setting()
+        if setting is not None:
+            needs.append((name, setting))
+    return needs
+
+
+def check_gpu_steps(workflow: WorkflowSpec, parameters: Mapping[str, str], engine: Engine) -> None:
+    """Raise a one-line `KoloraError` when a step needs a CUDA GPU and the engine sees none."""
+    needs = gpu_requirements(workflow, parameters)
+    if not needs or engine.cuda_visible() is not False:
+        return
+    step, setting = needs[0]
+    profile = parameters.get("profile", "")
+    raise KoloraError(
+        f"step {step} needs a CUDA GPU ({setting}{f', profile {profile}' if profile else ''}) and engine "
+        f"{engine.name} sees none on this machine: run --profile smoke here, or this profile on a GPU machine or "
+        "the cluster (kolora submit)"
+    )
