@@ -61,8 +61,7 @@ def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str
     for template in workflow.templates.values():
         if template.container is not None:
             profile, flags = parameter_flags(template, parameters)
-            if flags:
-                wanted.setdefault(profile, {}).update(flags)
+            wanted.setdefault(profile, {}).update(flags)
     for profile, flags in wanted.items():
         for dotted, name in flags.items():
             _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})")
