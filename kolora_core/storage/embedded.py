@@ -49,7 +49,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from kolora_core.errors import KoloraError
-from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, make_client
+from kolora_core.storage.s3 import DEFAULT_BUCKET, MiB, S3Settings, make_client
 
 STORE_DIRNAME = ".store"
 EMBEDDED_REGION = "us-east-1"
@@ -390,7 +390,7 @@ class EmbeddedS3:
         if NO_WRITABLE_VOLUME not in self._log_text(tail=LOG_TAIL_BYTES):
             return f"see the store's log: {self.log_path}"
         data = self.directory / "data"
-        free_mb = shutil.disk_usage(data).free // (1024 * 1024)
+        free_mb = shutil.disk_usage(data).free // MiB
         return (
             f"the store has no writable volume left: each new one needs {self.volume_size_mb} MB of free disk and "
             f"{data} has {free_mb} MB free; free disk space there (or use another store with --s3-endpoint)"
