@@ -54,8 +54,9 @@ def lora_max_diff(a: Path, b: Path) -> float:
 
 def run_train(
     work: Path, models: Path, trainset: Path, devices: int, batch: int, args: argparse.Namespace, extra: list[str]
-) -> Path:
-    """One `python -m jobs.train` run; its JSON line, and its LoRA directory."""
+) -> tuple[Path, float | None]:
+    """One `python -m jobs.train` run; its JSON line, its LoRA directory and steady images/s (None if it failed: a
+    reused work dir may still hold an earlier run's log there)."""
     out = work / f"lora-d{devices}-b{batch}"
     flags = ["--train.devices", str(devices), "--train.batch_size", str(batch), "--train.steps", str(args.steps)]
     flags += ["--train.log_every", str(args.log_every), "--train.checkpoint_every", "0", "--train.resolution", str(args.res)]
@@ -70,8 +71,9 @@ def run_train(
     if rc != 0:
         tail = log.read_text(encoding="utf-8", errors="replace").splitlines()[-1:]
         emit(what="ddp_train", devices=devices, batch_per_device=batch, error=f"exit {rc}: {' '.join(tail)}", log=str(log))
-        return out
+        return out, None
     summary = json.loads((out / "train_summary.json").read_text(encoding="utf-8"))
+    rate = steady_images_per_s(out / "train_log.csv", devices * batch)
     emit(
         what="ddp_train",
         devices=devices,
@@ -79,14 +81,14 @@ def run_train(
         global_batch=devices * batch,
         res=args.res,
         steps=args.steps,
-        images_per_s=steady_images_per_s(out / "train_log.csv", devices * batch),
+        images_per_s=rate,
         peak_gpu_gib=summary.get("peak_gpu_gib"),
         precision=summary.get("precision"),
         compile=summary.get("compile"),
         cuda_graphs=summary.get("cuda_graphs"),
         seconds=summary.get("seconds"),
     )
-    return out
+    return out, rate
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,16 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     for batch in batches:
         single: float | None = None
         for count in devices:
-            out = run_train(work, models, trainset, count, batch, args, extra)
-            log_csv = out / "train_log.csv"
-            rate = steady_images_per_s(log_csv, count * batch) if log_csv.is_file() else None
+            _, rate = run_train(work, models, trainset, count, batch, args, extra)
             if count == 1:
                 single = rate
             elif rate and single:
                 emit(what="ddp_scaling", devices=count, batch_per_device=batch, efficiency=round(rate / single, 3))
         if args.equivalence and max(devices) > 1:
             many = max(devices)
-            reference = run_train(work, models, trainset, 1, many * batch, args, extra)
+            reference, _ = run_train(work, models, trainset, 1, many * batch, args, extra)
             diff = lora_max_diff(reference, work / f"lora-d{many}-b{batch}")
             emit(what="ddp_equivalence", devices=many, batch_per_device=batch, one_device_batch=many * batch, lora_max_diff=diff)
     return 0
