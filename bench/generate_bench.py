@@ -18,7 +18,8 @@ whole (the whole UNet as one compiled graph instead), fp8 (the attention blocks'
 fp8_linear.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
 tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
-weights as constants, folded and laid out for the kernels), mat (compile mode max-autotune-no-cudagraphs);
+weights as constants, folded and laid out for the kernels), mat (compile mode max-autotune-no-cudagraphs),
+prof (after the timing, one batch of 10 steps under torch.profiler: GPU time by kernel kind, kernel_profile.py);
 "micro" (one eager UNet call per SDPA backend, then FP8 vs fp16 and one GEMM each: put it before the fp8 variants); default
 "b8,b8+compile" (the stage's choice for the 8-image story, and with compilation); add "seed" to time diffsynth's
 SDXLImagePipeline on the same models in the same process), BENCH_COMPILE_CACHE (compile cache directory; default
@@ -57,6 +58,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from kernel_profile import kernel_breakdown
 from real_kolors import real_kolors
 
 from kolora_core.inference.story import Job
@@ -103,7 +105,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze"}
+FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -313,7 +315,7 @@ def main() -> None:
             use_fp8(sampler)
         elif FP8["layers"]:
             raise SystemExit("BENCH_VARIANTS: put the fp8 variants last (FP8 layers stay FP8)")
-        sampler.configure_unet(compile_unet=scope, channels_last="cl" in flags, mode=mode)
+        sampler.configure_unet(scope=scope, channels_last="cl" in flags, mode=mode)
         if device == "cuda":
             torch.backends.cudnn.benchmark = "bm" in flags
         warm = [replace(r, steps=2) for r in requests[:batch]]
@@ -360,6 +362,10 @@ def main() -> None:
             image_mean_abs_diff=None if reference[0] == name else round(mad, 3),
             image_psnr_db=None if reference[0] == name or mse == 0 else round(10 * math.log10(255**2 / mse), 2),
         )
+        if "prof" in flags:
+            short = [replace(r, steps=10) for r in requests[:batch]]
+            profiled = kernel_breakdown(lambda short=short, batch=batch: list(sampler.render(short, batch)), repeats=1)
+            emit(what="kernel_profile", variant=name, images=len(short), steps=10, **profiled)
 
 
 if __name__ == "__main__":

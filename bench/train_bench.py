@@ -9,7 +9,9 @@ forward/backward, GradScaler, AdamW; compiled layers and CUDA graphs as configur
 Variants (BENCH_VARIANTS, comma list), each `b<batch>[+flag...]` on TrainConfig's defaults (16-mixed, compile,
 CUDA graphs and gradient checkpointing all `auto`: the `full` profile's training), flags:
   bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), compile, nocompile, nographs, eager (= nocompile+nographs),
-  cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/models/attention.py)
+  cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/models/attention.py),
+  whole (train.compile whole: the whole UNet compiled as one graph instead of layer by layer),
+  prof (after the timed steps, 3 more under torch.profiler: GPU time by kernel kind, kernel_profile.py)
 e.g. `b1` is the seed recipe with kolora's defaults, `b1+gc+eager` the previous defaults, `b8+bf16` throughput.
 (The development runs behind docs/benchmarks.md predate the 2,000-image compile threshold: there `b1` meant b1+compile.)
 Every variant starts from the same LoRA and trains the same steps (same images, noise, timesteps), so losses and
@@ -47,6 +49,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from kernel_profile import kernel_breakdown
 from real_kolors import real_kolors
 
 PEAK_TFLOPS = 790.0  # measured bf16 GEMM ceiling of the H200 (and H100), FACTS.md
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> None:
     from kolora_core.config import RunConfig, TrainConfig
     from kolora_core.errors import KoloraError
     from kolora_core.models.attention import SDPA_ENV, preferred_backend
-    from kolora_core.models.unet_compile import uncompile_regions
+    from kolora_core.models.unet_compile import uncompile_unet
     from kolora_core.training.cache import build_cache
     from kolora_core.training.fast_module import cast_frozen, inject_lora
     from kolora_core.training.run import FastEngine, TrainJob
@@ -193,7 +196,7 @@ def main(argv: list[str] | None = None) -> None:
         dtype = {"16-mixed": torch.float16, "bf16-mixed": torch.bfloat16}.get(train.precision, torch.float32)
         sdpa = [f for f in ("cudnn", "flash") if f in variant.split("+")]
         os.environ[SDPA_ENV] = sdpa[0] if sdpa else "auto"
-        uncompile_regions(unet)
+        uncompile_unet(unet)
         cast_frozen(unet, dtype)
         with torch.no_grad():
             for name, param in lora.items():
@@ -244,6 +247,10 @@ def main(argv: list[str] | None = None) -> None:
                 lora_max_diff_vs=None if ref_name == variant else ref_name,
                 lora_max_diff=None if ref_name == variant else max(float((final[n] - ref[n]).abs().max()) for n in final),
             )
+            if "prof" in variant.split("+"):
+                later = iter(range(warm + steps, warm + steps + 10))
+                profiled = kernel_breakdown(lambda step=engine.step, later=later: step(next(later)))
+                emit(what="kernel_profile", variant=variant, **profiled)
         except torch.cuda.OutOfMemoryError:
             emit(what="kolora_train", variant=variant, res=res, batch=train.batch_size, error="out of memory")
         except KoloraError as exc:
@@ -263,6 +270,8 @@ FLAGS = {
     "nocompile": {"compile": False},
     "nographs": {"cuda_graphs": False},
     "eager": {"compile": False, "cuda_graphs": False},
+    "whole": {"compile": "whole"},
+    "prof": {},
     "cudnn": {},  # attention backend first (env KOLORA_SDPA, kolora_core/models/attention.py); none = kolora's choice
     "flash": {},
 }

@@ -42,7 +42,7 @@ from kolora_core.models.layout import UNET_FILE, ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.prompt_embeddings import Embedding, read_prompt_embeddings
 from kolora_core.models.sampler import KolorsSampler, take_models
-from kolora_core.models.unet_compile import use_compile_cache
+from kolora_core.models.unet_compile import CompileScope, use_compile_cache
 from kolora_core.training.precision import generation_weights_dtype, vae_dtype
 
 log = logging.getLogger("kolora.generate")
@@ -126,8 +126,8 @@ def _render_fast(
 ) -> Iterator[Any]:
     texts = needed_texts(jobs)
     models = take_models(manager, text_encoder=any(t not in cached for t in texts))
-    compiled = generate.compile is True or (
-        generate.compile == "auto" and device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
+    compiled: CompileScope = (
+        generate.compile if generate.compile != "auto" else device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
     )
     if compiled:
         use_compile_cache(generate.compile_cache_dir)
@@ -137,7 +137,7 @@ def _render_fast(
         models["sdxl_vae_decoder"],
         device=device,
         vae_dtype=vae_dtype(generate, device),
-        compile_unet=compiled,
+        compile_scope=compiled,
     )
     sampler.add_embeddings(cached)
     sampler.encode(texts)

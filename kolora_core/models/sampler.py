@@ -18,8 +18,9 @@ This module does the same arithmetic with the same modules, but:
   image does not depend on its batch-mates beyond float rounding;
 * the DDIM coefficients are computed on the host up front (the scheduler's `step` reads the timestep back
   from the GPU every step, a device sync), the UNet runs in the weights' dtype (fp16 on GPU) with PyTorch
-  SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally with its layers
-  compiled (`kolora_core.models.unet_compile.compile_regions`, or the whole UNet at once), cuDNN attention on Hopper;
+  SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally compiled
+  (`kolora_core.models.unet_compile.compile_unet`: layer by layer, or the whole UNet as one graph), cuDNN
+  attention on Hopper;
 * the VAE decodes in bfloat16 on GPU / float32 on CPU (`training.precision.vae_dtype`; both have fp32's exponent range, so no
   overflow to NaN whatever VAE is used), one image at a time.
 
@@ -33,7 +34,7 @@ from __future__ import annotations
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,7 +46,7 @@ from PIL import Image
 from kolora_core.errors import KoloraError
 from kolora_core.models.attention import sdpa_context
 from kolora_core.models.prompt_embeddings import Embedding, encode_texts
-from kolora_core.models.unet_compile import compile_regions, uncompile_regions
+from kolora_core.models.unet_compile import CompileScope, compile_unet, uncompile_unet
 
 log = logging.getLogger("kolora.sampler")
 TEXT_ENCODER, UNET, VAE_DECODER = "kolors_text_encoder", "sdxl_unet", "sdxl_vae_decoder"
@@ -123,7 +124,7 @@ class KolorsSampler:
         *,
         device: str,
         vae_dtype: torch.dtype | None = torch.float32,
-        compile_unet: bool | str = False,
+        compile_scope: CompileScope = False,
         channels_last: bool = False,
         encode_batch: int = 16,
     ) -> None:
@@ -136,20 +137,15 @@ class KolorsSampler:
         self.vae_decoder = (vae_decoder if vae_dtype is None else vae_decoder.to(vae_dtype)).eval()
         self.scheduler = kolors_scheduler()
         self.encode_batch = encode_batch
-        self._unet: Callable[..., torch.Tensor] = self.unet
-        self.configure_unet(compile_unet=compile_unet, channels_last=channels_last)
+        self.configure_unet(scope=compile_scope, channels_last=channels_last)
         self.embeddings: dict[str, Embedding] = {}
 
-    def configure_unet(self, *, compile_unet: bool | str, channels_last: bool = False, mode: str | None = None) -> None:
+    def configure_unet(self, *, scope: CompileScope, channels_last: bool = False, mode: str | None = None) -> None:
         """channels_last weights (NHWC convolutions) and `torch.compile` with static shapes: `True` compiles each
-        layer (few shared graphs, cached on disk), "whole" the UNet as one graph."""
+        layer (few shared graphs, cached on disk), "whole" the UNet as one graph (`unet_compile.compile_unet`)."""
         self.unet.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        uncompile_regions(self.unet)
-        self._unet = self.unet
-        if compile_unet == "whole":
-            self._unet = torch.compile(self.unet, dynamic=False, mode=mode)
-        elif compile_unet:
-            compile_regions(self.unet, mode=mode)
+        uncompile_unet(self.unet)
+        compile_unet(self.unet, scope, mode=mode)
 
     # --- text ---------------------------------------------------------------------------------------------------
 
@@ -220,7 +216,7 @@ class KolorsSampler:
     ) -> torch.Tensor:
         for i, (alpha_t, alpha_prev) in enumerate(plan):
             model_in = torch.cat([latents, latents]) if cfg_on else latents
-            out = self._unet(
+            out = self.unet(
                 sample=model_in,
                 timestep=timesteps[i : i + 1],
                 encoder_hidden_states=text,

@@ -47,7 +47,7 @@ from kolora_core.models.attention import sdpa_context
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.prompt_embeddings import encode_texts, story_texts, write_prompt_embeddings
-from kolora_core.models.unet_compile import compile_regions, use_compile_cache
+from kolora_core.models.unet_compile import CompileScope, compile_unet, use_compile_cache
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training import sigterm
 from kolora_core.training.cache import TrainCache, build_cache
@@ -154,7 +154,7 @@ def _check_settings(train: TrainConfig, device: str) -> None:
         )
     if device == "cuda" and train.devices > torch.cuda.device_count():
         raise KoloraError(f"train.devices is {train.devices} but {torch.cuda.device_count()} GPU(s) are visible")
-    if train.compile is True and train.engine == "seed":
+    if train.compile in (True, "whole") and train.engine == "seed":
         raise KoloraError("train.compile applies to the fast engine only")
     if train.cuda_graphs is True and (device != "cuda" or train.devices > 1 or train.engine == "seed"):
         raise KoloraError("train.cuda_graphs needs the fast engine on one CUDA GPU: set it to auto or false")
@@ -485,16 +485,17 @@ class FastEngine(_Engine):
         self.scheduler = kolors_train_scheduler()
         cuda = fabric.device.type == "cuda"
         images = train.steps * self.step_images
-        self.compiled = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
+        self.compiled: CompileScope = (
+            "whole" if train.compile == "whole" else auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
+        )
         if self.compiled:
             use_compile_cache(train.compile_cache_dir)
-            counts = compile_regions(unet, backend=COMPILE_BACKEND)
-            log.info("compiling %(transformer_layers)d transformer layers and %(resnet_blocks)d ResNet blocks", counts)
+            compile_unet(unet, self.compiled, backend=COMPILE_BACKEND)
         module = FastLoRAModule(unet, gradient_checkpointing=False)
         single = fabric.world_size == 1
         # several devices: DDP-wrapped, with Fabric's autocast and backward
         module = module.to(fabric.device) if single else fabric.setup_module(module)
-        self.memory = self._plan_memory(unet, self.compiled)
+        self.memory = self._plan_memory(unet, bool(self.compiled))
         (module.module if not single else module).gradient_checkpointing = self.memory.gradient_checkpointing
         self.module = module
         self.cuda_graphs = self._graphs_wanted(single and auto(train.cuda_graphs, cuda))
@@ -519,7 +520,7 @@ class FastEngine(_Engine):
         log.info(
             "fast engine: %s, compile %s, CUDA graphs %s",
             self.memory.describe(),
-            "on" if self.compiled else "off",
+            {True: "on (layer by layer)", "whole": "on (the whole UNet as one graph)"}.get(self.compiled, "off"),
             ("on, one graph per bucket" if train.buckets else "on") if self.cuda_graphs else "off",
         )
 

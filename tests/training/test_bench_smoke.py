@@ -20,6 +20,7 @@ def test_bench_prints_one_json_line_per_measurement(monkeypatch: pytest.MonkeyPa
         "BENCH_TRAIN_STEPS": "2",
         "BENCH_TRAIN_WARMUP": "1",
         "BENCH_IMAGES": "2",
+        "BENCH_VARIANTS": "b1,b2+bf16+prof",
     }.items():
         monkeypatch.setenv(name, value)
     bench.main(["--tiny"])
@@ -32,9 +33,14 @@ def test_bench_prints_one_json_line_per_measurement(monkeypatch: pytest.MonkeyPa
         "unet_forward_tflops",
         "kolora_train",
         "kolora_train",
+        "kernel_profile",
     ]
-    assert [line["variant"] for line in lines[-2:]] == ["b1", "b2+bf16"]
-    for line in lines[-2:]:
+    assert [line["variant"] for line in lines[-3:]] == ["b1", "b2+bf16+prof", "b2+bf16+prof"]
+    for line in lines[-3:-1]:
         assert line["images_per_s"] > 0 and line["seconds_per_step"] > 0 and "error" not in line
         assert len(line["losses"]) == 2 and line["compile"] is False and line["cuda_graphs"] is False
     assert lines[2]["captions_encoded"] == 1 and lines[2]["latents_encoded"] == 2
+    profiled = lines[-1]  # on the CPU: the aten operators' own time, by the kinds the GPU profile uses
+    assert {"gemm", "convolution", "attention"} <= set(profiled["by_kind"])
+    assert sum(kind["share"] for kind in profiled["by_kind"].values()) == pytest.approx(1, abs=0.01)
+    assert 0 < profiled["kernel_seconds_per_call"] <= profiled["wall_seconds_per_call"]

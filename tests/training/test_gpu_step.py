@@ -36,13 +36,16 @@ def test_graphed_and_compiled_steps_train_the_eager_lora(
     eager = run(tiny_models, tiny_trainset, tmp_path / "eager", *common, *off)
     graphs = run(tiny_models, tiny_trainset, tmp_path / "graphs", *common, "--train.compile", "false")
     both = run(tiny_models, tiny_trainset, tmp_path / "both", *common, "--train.compile", "true")
+    whole = run(tiny_models, tiny_trainset, tmp_path / "whole", *common, "--train.compile", "whole")
     assert (eager["compile"], eager["cuda_graphs"]) == (False, False)
     assert (graphs["compile"], graphs["cuda_graphs"]) == (False, True)
     assert (both["compile"], both["cuda_graphs"]) == (True, True)
+    assert (whole["compile"], whole["cuda_graphs"]) == ("whole", True)
     assert lora_max_diff(tmp_path / "graphs", tmp_path / "eager") <= 1e-6
     assert losses(tmp_path / "graphs") == pytest.approx(losses(tmp_path / "eager"), abs=1e-6)
-    assert lora_max_diff(tmp_path / "both", tmp_path / "eager") <= 2e-3
-    assert losses(tmp_path / "both") == pytest.approx(losses(tmp_path / "eager"), rel=2e-2)
+    for compiled in ("both", "whole"):  # inductor's fused kernels round differently; AdamW makes that up to lr a step
+        assert lora_max_diff(tmp_path / compiled, tmp_path / "eager") <= 2e-3
+        assert losses(tmp_path / compiled) == pytest.approx(losses(tmp_path / "eager"), rel=2e-2)
 
 
 def test_graphed_run_resumes_to_the_uninterrupted_lora(

@@ -20,19 +20,21 @@ from tests.training.helpers import lora_max_diff, losses, train
 GIB = 2**30
 
 
-def test_compiled_layers_train_the_eager_lora(
-    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(("scope", "summarised"), [("true", True), ("whole", "whole")])
+def test_compiled_unet_trains_the_eager_lora(
+    tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, scope: str, summarised: object
 ) -> None:
-    """Regional compilation (dynamo + AOT autograd; aot_eager runs the traced ops without C++ compilation) is the
-    same function: same losses and LoRA as the eager step to fp32 rounding. Inductor itself: tests/training/test_gpu_step.py."""
+    """Compilation layer by layer or of the whole UNet (dynamo + AOT autograd; aot_eager runs the traced ops without
+    C++ compilation) is the same function: same losses and LoRA as the eager step to fp32 rounding. Inductor
+    itself: tests/training/test_gpu_step.py."""
     flags = ["--train.steps", "3", "--train.batch_size", "2", "--train.checkpoint_every", "0"]
     assert train(tiny_models, tiny_trainset, tmp_path / "eager", *flags) == 0
     monkeypatch.setattr(train_run, "COMPILE_BACKEND", "aot_eager")
     cache = tmp_path / "compile-cache"
-    assert train(tiny_models, tiny_trainset, tmp_path / "compiled", *flags, "--train.compile", "true",
+    assert train(tiny_models, tiny_trainset, tmp_path / "compiled", *flags, "--train.compile", scope,
                  "--train.compile_cache_dir", str(cache)) == 0  # fmt: skip
     summary = json.loads((tmp_path / "compiled" / "train_summary.json").read_text())
-    assert summary["compile"] is True and summary["cuda_graphs"] is False
+    assert summary["compile"] == summarised and summary["cuda_graphs"] is False
     assert lora_max_diff(tmp_path / "compiled", tmp_path / "eager") <= 1e-6
     assert losses(tmp_path / "compiled") == pytest.approx(losses(tmp_path / "eager"), abs=1e-6)
     assert list(cache.glob("*/kolora-compile-key.json")), "the compile cache directory was set up"
