@@ -8,7 +8,7 @@ GPU is there is asked of the engine, which knows where its steps run.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engine import Engine
@@ -17,9 +17,8 @@ from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.stages import stage_of
 
 
-def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(step template, the setting that needs a CUDA GPU) for every GPU stage whose config cannot run on a CPU."""
-    needs = []
+def _gpu_step_settings(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> Iterator[tuple[str, str, str | None]]:
+    """(step template, its resolved device, the train setting that cannot run on a CPU or None) per GPU step."""
     for name, template in workflow.templates.items():
         if template.container is None:
             continue
@@ -27,16 +26,29 @@ def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> l
         if stage is None or not stage.gpu:
             continue
         config = template_config(template, parameters)
-        setting = "device cuda" if config.device == "cuda" else None
-        if setting is None and stage.name == "train" and config.device != "cpu":
-            setting = config.train.gpu_only_setting()
-        if setting is not None:
-            needs.append((name, setting))
+        yield name, config.device, config.train.gpu_only_setting() if stage.name == "train" else None
+
+
+def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(step template, the setting that needs a CUDA GPU) for every GPU stage whose config cannot run on a CPU."""
+    needs = []
+    for name, device, cpu_refused in _gpu_step_settings(workflow, parameters):
+        if device == "cuda":
+            needs.append((name, "device cuda"))
+        elif device != "cpu" and cpu_refused is not None:
+            needs.append((name, cpu_refused))
     return needs
 
 
 def check_gpu_steps(workflow: WorkflowSpec, parameters: Mapping[str, str], engine: Engine) -> None:
-    """Raise a one-line `KoloraError` when a step needs a CUDA GPU and the engine sees none."""
+    """Raise a one-line `KoloraError` when a step needs a CUDA GPU and the engine sees none, or when its config
+    asks for the CPU together with a setting the CPU cannot train with (on any machine)."""
+    for name, device, cpu_refused in _gpu_step_settings(workflow, parameters):
+        if device == "cpu" and cpu_refused is not None:
+            raise KoloraError(
+                f"step {name}: {cpu_refused} needs a CUDA GPU but the config sets device cpu: set train.precision "
+                "32-true or bf16-mixed, or device auto"
+            )
     needs = gpu_requirements(workflow, parameters)
     if not needs or engine.cuda_visible() is not False:
         return

@@ -70,6 +70,20 @@ def test_a_gpu_step_is_refused_only_when_the_engine_sees_no_gpu() -> None:
     check_gpu_steps(workflow, parameters, FixedEngine(None))  # an engine that cannot tell refuses nothing
 
 
+def test_device_cpu_with_a_gpu_only_precision_is_refused_on_any_machine() -> None:
+    """A contradiction in the config itself: refused before any step even where a GPU is visible."""
+    workflow = load_workflow(PIPELINE)
+    parameters = resolve_parameters(workflow, {"profile": "full", "config": "device: cpu\n"})
+    with pytest.raises(KoloraError) as refused:
+        check_gpu_steps(workflow, parameters, FixedEngine(True))
+    assert str(refused.value) == (
+        "step train: train.precision 16-mixed needs a CUDA GPU but the config sets device cpu: set train.precision "
+        "32-true or bf16-mixed, or device auto"
+    )
+    cpu_bf16 = json.dumps({"device": "cpu", "train": {"precision": "bf16-mixed"}})
+    check_gpu_steps(workflow, resolve_parameters(workflow, {"profile": "full", "config": cpu_bf16}), FixedEngine(False))
+
+
 @needs_no_cuda
 def test_the_process_engine_asks_torch_in_the_steps_interpreter() -> None:
     assert ProcessEngine().cuda_visible() is False
