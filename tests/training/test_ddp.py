@@ -7,6 +7,7 @@ slice of the step's global batch, noise and timesteps, so only the all-reduce's 
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import pytest
@@ -34,3 +35,15 @@ def test_accumulation_across_devices_equals_one_batch(tiny_models: Path, tiny_tr
                  "--train.gradient_accumulation", "2") == 0  # fmt: skip
     assert lora_max_diff(tmp_path / "one", tmp_path / "two") <= 1e-5
     assert losses(tmp_path / "two") == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
+
+
+def test_compiled_unets_train_the_same_lora_across_devices(tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
+    """Both compile scopes under DDP (inductor in each spawned rank: the ranks do not see a test's monkeypatch, so
+    this is the real compiler on the CPU, ~90 s a scope): the one-device eager LoRA, to float rounding."""
+    assert train(tiny_models, tiny_trainset, tmp_path / "one", "--train.steps", "3", "--train.batch_size", "2") == 0
+    for scope, summarised in (("true", True), ("whole", "whole")):
+        out = tmp_path / scope
+        assert train(tiny_models, tiny_trainset, out, "--train.steps", "3", "--train.devices", "2", "--train.compile", scope) == 0
+        assert json.loads((out / "train_summary.json").read_text())["compile"] == summarised
+        assert lora_max_diff(tmp_path / "one", out) <= 1e-5
+        assert losses(out) == pytest.approx(losses(tmp_path / "one"), abs=1e-5)
