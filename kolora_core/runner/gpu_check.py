@@ -29,10 +29,9 @@ def _gpu_step_settings(workflow: WorkflowSpec, parameters: Mapping[str, str]) ->
         yield name, config.device, config.train.gpu_only_setting() if stage.name == "train" else None
 
 
-def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
-    """(step template, the setting that needs a CUDA GPU) for every GPU stage whose config cannot run on a CPU."""
+def _needs(settings: list[tuple[str, str, str | None]]) -> list[tuple[str, str]]:
     needs = []
-    for name, device, cpu_refused in _gpu_step_settings(workflow, parameters):
+    for name, device, cpu_refused in settings:
         if device == "cuda":
             needs.append((name, "device cuda"))
         elif device != "cpu" and cpu_refused is not None:
@@ -40,16 +39,22 @@ def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> l
     return needs
 
 
+def gpu_requirements(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> list[tuple[str, str]]:
+    """(step template, the setting that needs a CUDA GPU) for every GPU stage whose config cannot run on a CPU."""
+    return _needs(list(_gpu_step_settings(workflow, parameters)))
+
+
 def check_gpu_steps(workflow: WorkflowSpec, parameters: Mapping[str, str], engine: Engine) -> None:
     """Raise a one-line `KoloraError` when a step needs a CUDA GPU and the engine sees none, or when its config
     asks for the CPU together with a setting the CPU cannot train with (on any machine)."""
-    for name, device, cpu_refused in _gpu_step_settings(workflow, parameters):
+    settings = list(_gpu_step_settings(workflow, parameters))  # each GPU step's config resolved once
+    for name, device, cpu_refused in settings:
         if device == "cpu" and cpu_refused is not None:
             raise KoloraError(
                 f"step {name}: {cpu_refused} needs a CUDA GPU but the config sets device cpu: set train.precision "
                 "32-true or bf16-mixed, or device auto"
             )
-    needs = gpu_requirements(workflow, parameters)
+    needs = _needs(settings)
     if not needs or engine.cuda_visible() is not False:
         return
     step, setting = needs[0]

@@ -31,7 +31,7 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypeVar
 
 import torch
 from diffsynth import SDXLImagePipeline
@@ -109,9 +109,12 @@ class SimulatedCrash(RuntimeError):
     """Raised by the KOLORA_TEST_CRASH_AT_STEP hook."""
 
 
-def auto(value: bool | str, default: bool) -> bool:
-    """A `bool | "auto"` setting resolved: `default` stands for what auto picks here."""
-    return default if value == "auto" else bool(value)
+T = TypeVar("T")
+
+
+def auto(value: T | Literal["auto"], default: T) -> T:
+    """An `"auto"`-able setting resolved: `default` stands for what auto picks here; any other value is kept."""
+    return default if value == "auto" else value
 
 
 def oom_message(train: TrainConfig) -> str:
@@ -485,9 +488,7 @@ class FastEngine(_Engine):
         self.scheduler = kolors_train_scheduler()
         cuda = fabric.device.type == "cuda"
         images = train.steps * self.step_images
-        self.compiled: CompileScope = (
-            "whole" if train.compile == "whole" else auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
-        )
+        self.compiled: CompileScope = auto(train.compile, cuda and images >= COMPILE_PAYS_IMAGES)
         if self.compiled:
             use_compile_cache(train.compile_cache_dir)
             compile_unet(unet, self.compiled, backend=COMPILE_BACKEND)
