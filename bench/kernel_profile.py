@@ -15,10 +15,11 @@ from __future__ import annotations
 import re
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 import torch
 from torch.autograd import DeviceType
+from torch.autograd.profiler_util import FunctionEvent
 from torch.profiler import ProfilerActivity, profile
 
 # first match wins; matched against CUDA kernel names and (CPU) aten operator names
@@ -62,15 +63,32 @@ def kernel_breakdown(run: Callable[[], object], repeats: int = 3, top: int = 12)
         if cuda:
             torch.cuda.synchronize()
         wall = (time.perf_counter() - started) / repeats
+    summary = summarize(prof.events(), repeats, cuda, top)
+    busy = summary["kernel_seconds_per_call"]
+    return {
+        "wall_seconds_per_call": round(wall, 4),
+        **summary,
+        "busy_fraction": round(busy / wall, 3) if wall else None,
+    }
+
+
+def summarize(events: Iterable[FunctionEvent], repeats: int, cuda: bool, top: int = 12) -> dict[str, object]:
+    """Seconds per call by kind. On the GPU, ranges that code marks (`record_function`, e.g. inductor's
+    "## Call CompiledFxGraph ##") are recorded on the device timeline as well; they span kernels, they are not
+    kernels, and counting them would count those kernels twice."""
     by_kind: dict[str, float] = defaultdict(float)
     by_name: dict[str, float] = defaultdict(float)
     gemm_split: dict[str, float] = defaultdict(float)
+    seen: set[int] = set()
     wanted = DeviceType.CUDA if cuda else DeviceType.CPU
-    for event in prof.events():
+    for event in events:
         if cuda and event.device_type == DeviceType.CPU and event.name in ("aten::mm", "aten::addmm", "aten::bmm"):
             dims = _gemm_dims(event.input_shapes)
-            gemm_split["thin" if dims and min(dims) <= THIN else "wide"] += event.device_time_total / 1e6 / repeats
-        if event.device_type != wanted or (not cuda and not event.name.startswith("aten::")):
+            fresh = [k for k in event.kernels if id(k) not in seen and kind_of(k.name) == "gemm"]
+            seen.update(id(k) for k in fresh)  # an operator nested in its namesake shares its kernels with it
+            launched = sum(k.duration for k in fresh)
+            gemm_split["thin" if dims and min(dims) <= THIN else "wide"] += launched / 1e6 / repeats
+        if event.device_type != wanted or event.is_user_annotation or (not cuda and not event.name.startswith("aten::")):
             continue
         seconds = event.self_device_time_total if cuda else event.self_cpu_time_total
         by_kind[kind_of(event.name)] += seconds / 1e6 / repeats
@@ -78,9 +96,7 @@ def kernel_breakdown(run: Callable[[], object], repeats: int = 3, top: int = 12)
     busy = sum(by_kind.values())
     ranked = sorted(by_kind.items(), key=lambda kv: -kv[1])
     return {
-        "wall_seconds_per_call": round(wall, 4),
         "kernel_seconds_per_call": round(busy, 4),
-        "busy_fraction": round(busy / wall, 3) if wall else None,
         "by_kind": {k: {"seconds": round(v, 4), "share": round(v / busy, 3)} for k, v in ranked},
         "gemm_seconds_by_shape": {k: round(v, 4) for k, v in gemm_split.items()} or None,
         "top_kernels": [[name, round(v, 4)] for name, v in sorted(by_name.items(), key=lambda kv: -kv[1])[:top]],
