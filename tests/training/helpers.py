@@ -38,6 +38,12 @@ def lora_max_diff(a: Path, b: Path) -> float:
     return max(float((la.tensors[k] - lb.tensors[k]).abs().max()) for k in la.tensors)
 
 
+def lora_b_max(out: Path) -> float:
+    """How far training moved the LoRA: its B matrices start at zero."""
+    lora = load_lora(out / LORA_FILE)
+    return max(float(t.abs().max()) for k, t in lora.tensors.items() if "lora_B" in k)
+
+
 def lora_changed(out: Path) -> bool:
     lora = load_lora(out / LORA_FILE)
     return any(float(t.abs().sum()) > 0 for k, t in lora.tensors.items() if "lora_B" in k) and all(

@@ -16,10 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.training.helpers import lora_max_diff, losses, train
+from tests.training.helpers import lora_b_max, lora_max_diff, losses, train
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 STEPS = ["--device", "cuda", "--train.steps", "12", "--train.batch_size", "2", "--train.checkpoint_every", "0"]
+# the smoke profile's learning rate: AdamW moves a weight by up to about this much a step whatever its gradient, so
+# an element whose gradient is near zero turns any rounding difference into up to this; 12 steps move the tiny LoRA's
+# B by ~1.1e-3 (CPU, 32-true), so a step that is dropped or applied twice still shows as ~10 of these
+ADAM_STEP = 1e-4
 
 
 def run(models: Path, trainset: Path, out: Path, *flags: str) -> dict[str, object]:
@@ -61,8 +65,9 @@ def test_graphed_run_resumes_to_the_uninterrupted_lora(
     resumed = run(tiny_models, tiny_trainset, tmp_path / "cut", *flags)
     assert resumed["resumed_from"] == "step 6" and resumed["cuda_graphs"] is True
     # steps 6-8 run eagerly (warm-up) in the rerun but replayed in the uninterrupted run: in 32-true, cuBLAS may
-    # pick other fp32 GEMM algorithms inside a capture (H200: 4.3e-6), a twentieth of one AdamW step at lr 1e-4
-    assert lora_max_diff(tmp_path / "cut", tmp_path / "full") <= 1e-5
+    # pick other fp32 GEMM algorithms inside a capture (H200: 4.3e-6 on three machines)
+    assert lora_max_diff(tmp_path / "cut", tmp_path / "full") <= ADAM_STEP
+    assert lora_b_max(tmp_path / "full") >= 5 * ADAM_STEP
 
 
 def test_checkpointing_with_graphs(tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
@@ -71,4 +76,6 @@ def test_checkpointing_with_graphs(tiny_models: Path, tiny_trainset: Path, tmp_p
     run(tiny_models, tiny_trainset, tmp_path / "eager", *flags, "--train.cuda_graphs", "false")
     summary = run(tiny_models, tiny_trainset, tmp_path / "graphs", *flags, "--train.cuda_graphs", "true")
     assert summary["cuda_graphs"] is True and summary["gradient_checkpointing"] is True
-    assert lora_max_diff(tmp_path / "graphs", tmp_path / "eager") <= 2e-5  # 32-true: see the resume test (H200: 1.1e-5)
+    # 32-true, as in the resume test: 1.1e-5 on one H200, above the former 2e-5 bound on another (value not kept)
+    assert lora_max_diff(tmp_path / "graphs", tmp_path / "eager") <= ADAM_STEP
+    assert lora_b_max(tmp_path / "eager") >= 5 * ADAM_STEP
