@@ -5,10 +5,12 @@
 * `loader`       -- profiles, `--config` files (YAML, JSON, TOML) and flags -> a validated `RunConfig`; dumping
 * `flags`        -- the fields as `--section.field` flags with generated help, and the parser that suggests
 * `prompts_file` -- the YAML/JSONL prompts file format, read by the loader
+* `auto`         -- an "auto"-able setting resolved: what the stage picks here, or the value as written
 
 Everything else imports the public names from here (`from kolora_core.config import RunConfig, load_config`).
 """
 
+from kolora_core.config.auto import auto
 from kolora_core.config.loader import (
     available_profiles,
     config_flags,
@@ -41,6 +43,7 @@ __all__ = [
     "RunConfig",
     "StoryPrompt",
     "TrainConfig",
+    "auto",
     "available_profiles",
     "config_flags",
     "dump_config",

@@ -30,7 +30,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from kolora_core.config import GenerateConfig, RunConfig
+from kolora_core.config import GenerateConfig, RunConfig, auto
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.inference.progress import Progress
@@ -121,14 +121,18 @@ def cached_embeddings(
     return usable
 
 
+def compile_scope(generate: GenerateConfig, device: str, images: int) -> CompileScope:
+    """What `generate.compile` means for a shard: auto compiles on a GPU from COMPILE_PAYS_IMAGES images on; what
+    the user set (`whole` too) is kept, also on a CPU, where the tests compile."""
+    return auto(generate.compile, device.startswith("cuda") and images >= COMPILE_PAYS_IMAGES)
+
+
 def _render_fast(
     manager: Any, jobs: list[Job], lora: LoRAFile, generate: GenerateConfig, device: str, cached: dict[str, Embedding]
 ) -> Iterator[Any]:
     texts = needed_texts(jobs)
     models = take_models(manager, text_encoder=any(t not in cached for t in texts))
-    compiled: CompileScope = (
-        generate.compile if generate.compile != "auto" else device.startswith("cuda") and len(jobs) >= COMPILE_PAYS_IMAGES
-    )
+    compiled = compile_scope(generate, device, len(jobs))
     if compiled:
         use_compile_cache(generate.compile_cache_dir)
     sampler = KolorsSampler(

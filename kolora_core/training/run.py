@@ -31,13 +31,13 @@ import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import torch
 from diffsynth import SDXLImagePipeline
 from lightning.fabric import Fabric
 
-from kolora_core.config import RunConfig, TrainConfig
+from kolora_core.config import RunConfig, TrainConfig, auto
 from kolora_core.data.layout import TRAIN_DIR, read_trainset, trainset_fingerprint
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError, Terminated
@@ -107,14 +107,6 @@ LOG_FILE = "train_log.csv"
 
 class SimulatedCrash(RuntimeError):
     """Raised by the KOLORA_TEST_CRASH_AT_STEP hook."""
-
-
-T = TypeVar("T")
-
-
-def auto(value: T | Literal["auto"], default: T) -> T:
-    """An `"auto"`-able setting resolved: `default` stands for what auto picks here; any other value is kept."""
-    return default if value == "auto" else value
 
 
 def oom_message(train: TrainConfig) -> str:
