@@ -1,4 +1,5 @@
-"""Reading the user's text files (config, prompts): every way one can be unreadable is one line naming it.
+"""Reading the user's text files (config, prompts): every way one can be unreadable is one line naming it, and
+a key written twice is refused by the YAML and JSON parsers here instead of the last one silently winning.
 
 A config or prompts file is hand-written, often on another system: saved as Latin-1 or GBK, with a BOM,
 or the path is a directory. Each is a user error (exit 2, never retried), so it must not surface as a
@@ -8,6 +9,9 @@ UnicodeDecodeError or IsADirectoryError traceback (exit 1, which Argo retries po
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from kolora_core.errors import KoloraError
 
@@ -29,3 +33,32 @@ def read_text(path: Path, what: str, expected: str) -> str:
         raise KoloraError(
             f"{what} {path} is not UTF-8 (byte 0x{raw[exc.start]:02x} on line {line}): re-save it as UTF-8"
         ) from None
+
+
+class DuplicateKey(ValueError):
+    """A key written twice in one mapping: YAML and JSON parsers keep the last silently, which hides a typo'd edit."""
+
+
+def unique_keys(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    """`json.loads`'s object_pairs_hook: the mapping, or DuplicateKey."""
+    seen: dict[Any, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise DuplicateKey(f"key {key!r} appears twice in one mapping")
+        seen[key] = value
+    return seen
+
+
+class UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (no object construction) that refuses a mapping key written twice (TOML already does)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: list[Any] = []  # a list: YAML keys may be unhashable
+        for key_node, _ in node.value:  # as written: a key may override what a `<<` merge brought in
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise DuplicateKey(f"key {key!r} appears twice in one mapping (again on line {key_node.start_mark.line + 1})")
+            seen.append(key)
+        return super().construct_mapping(node, deep=deep)  # flattens the merges

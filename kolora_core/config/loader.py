@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from kolora_core.config.files import read_text
+from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
 from kolora_core.config.prompts_file import read_prompts_file
 from kolora_core.config.schema import RunConfig
 from kolora_core.errors import KoloraError
@@ -47,8 +47,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
     kind = CONFIG_FORMATS.get(path.suffix.lower(), "YAML")
     text = read_text(path, "config file", "pass a YAML, JSON or TOML file to --config")
     try:
-        data = json.loads(text) if kind == "JSON" else tomllib.loads(text) if kind == "TOML" else yaml.safe_load(text)
-    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError) as exc:
+        if kind == "JSON":
+            data = json.loads(text, object_pairs_hook=unique_keys)
+        else:
+            data = tomllib.loads(text) if kind == "TOML" else yaml.load(text, Loader=UniqueKeyLoader)
+    except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError, DuplicateKey) as exc:
         raise KoloraError(f"config file {path} is not valid {kind}: {exc}") from None
     if data is None:
         return {}

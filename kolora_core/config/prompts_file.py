@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from kolora_core.config.files import read_text
+from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
 from kolora_core.config.schema import StoryPrompt
 from kolora_core.errors import KoloraError
 
@@ -57,8 +57,8 @@ def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
     """Entries with the line of the entry ('' key) and of each of its keys, from YAML's node tree."""
     try:
         root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
+        data = yaml.load(text, Loader=UniqueKeyLoader)
+    except (yaml.YAMLError, DuplicateKey) as exc:
         raise KoloraError(f"prompts file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
     if isinstance(data, dict) and set(data) == {"prompts"}:
         data = data["prompts"]
@@ -83,9 +83,11 @@ def read_prompts_file(path: Path) -> list[StoryPrompt]:
             if not line.strip():
                 continue
             try:
-                entry = json.loads(line)
+                entry = json.loads(line, object_pairs_hook=unique_keys)
             except json.JSONDecodeError as exc:
                 raise KoloraError(f"prompts file {path} line {number}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+            except DuplicateKey as exc:
+                raise KoloraError(f"prompts file {path} line {number}: {exc}") from None
             prompts.append(_validate(entry, path, len(prompts), number))
         if not prompts:
             raise KoloraError(f"prompts file {path} holds no prompts")

@@ -34,9 +34,10 @@ def _pipeline_step_message(value: int) -> str:
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, not silently ignored."""
+    """Base of every config section: unknown keys are errors, not silently ignored; so are NaN and infinity in a
+    number field (a NaN threshold compares false both ways, so `min_aesthetic: nan` would pass every gate)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class IngestConfig(Section):

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kolora_core.config import available_profiles, config_flags, load_config
+from kolora_core.config.files import UniqueKeyLoader
 from kolora_core.errors import KoloraError
 
 
@@ -93,3 +95,35 @@ def test_every_leaf_field_is_a_flag() -> None:
         flags
     )
     assert "profile" not in flags and "train" not in flags
+
+
+NON_FINITE = [("evaluate.min_aesthetic", "nan"), ("train.lora_alpha", "inf"), ("generate.lora_strength", "-inf")]
+
+
+@pytest.mark.parametrize(("field", "value"), NON_FINITE)
+def test_nan_and_infinity_are_refused_where_they_would_pass_a_gate_or_poison_a_run(field: str, value: str) -> None:
+    """NaN compares false both ways: `min_aesthetic: nan` passed every gate; inf/NaN weights failed only after loading."""
+    with pytest.raises(KoloraError, match=rf"config field '{field}': Input should be a finite number"):
+        load_config("smoke", overrides={field: value})
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("twice.yaml", "train:\n  steps: 3\n  steps: 7\n", r"twice\.yaml is not valid YAML: key 'steps' appears twice.*line 3"),
+        ("twice.json", '{"train": {"steps": 3}, "train": {"steps": 4}}', r"twice\.json is not valid JSON: key 'train' appears"),
+        ("twice.toml", "[train]\nsteps = 3\nsteps = 4\n", r"twice\.toml is not valid TOML"),
+        ("nan.yaml", "evaluate:\n  min_aesthetic: .nan\n", r"nan\.yaml: config field 'evaluate\.min_aesthetic': .* finite"),
+    ],
+)
+def test_a_key_written_twice_or_a_non_finite_number_in_a_config_file_is_refused(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
+    (tmp_path / name).write_text(text, encoding="utf-8")
+    with pytest.raises(KoloraError, match=message):
+        load_config("smoke", tmp_path / name)
+
+
+def test_a_key_may_override_what_a_yaml_merge_brought_in() -> None:
+    text = "base: &b {steps: 3, seed: 1}\ntrain:\n  <<: *b\n  steps: 5\n"
+    assert yaml.load(text, Loader=UniqueKeyLoader) == {"base": {"steps": 3, "seed": 1}, "train": {"steps": 5, "seed": 1}}

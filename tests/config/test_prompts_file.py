@@ -72,6 +72,9 @@ def test_jsonl_file_and_a_plain_list_yaml(tmp_path: Path) -> None:
         ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "b",\n', r"bad\.jsonl line 2: not valid JSON"),
         ("bad.jsonl", '["a"]\n', r"line 1 \(prompt 0\): each prompt must be a mapping"),
         ("bad.txt", "a\n", r"unknown format '\.txt'"),
+        ("bad.yaml", "- prompt: a\n  prompt: b\n", r"bad\.yaml is not valid YAML: key 'prompt' appears twice.*again on line 2"),
+        ("bad.jsonl", '{"prompt": "a"}\n{"prompt": "b", "prompt": "c"}\n', r"bad\.jsonl line 2: key 'prompt' appears twice"),
+        ("bad.yaml", "- prompt: a\n  cfg_scale: .nan\n", r"line 2 \(prompt 0\): field 'cfg_scale': Input should be a finite"),
     ],
 )
 def test_bad_entries_name_file_line_and_field(tmp_path: Path, name: str, text: str, message: str) -> None:
