@@ -61,7 +61,7 @@ def committed(out: Path, fill: Callable[[Path], object]) -> Path:
     """`out` as a committed directory that `fill(staging_dir)` writes; one an earlier bench run committed is kept
     (the random full-size models take minutes to write)."""
     if not (out / COMPLETE_MARKER).is_file():
-        staged = commit.begin(out)
+        staged = commit.begin(out, "bench")
         fill(staged)
         commit.commit(out, staged, {"stage": "bench"})
     return out

@@ -51,17 +51,24 @@ def staging_dir(out: Path) -> Path:
     return out.parent / STAGING / out.name
 
 
-def begin(out: Path) -> Path:
-    """Prepare output `out` for a new attempt; returns its fresh, empty staging directory.
+def begin(out: Path, stage: str) -> Path:
+    """Prepare output `out` of `stage` for a new attempt; returns its fresh, empty staging directory.
 
-    `out` is created if missing. An earlier commit in it stays as it is until `commit` replaces it, and so
-    does a commit that was cut short (it is cleared). A directory holding other files but no commit is refused
-    rather than emptied: it is not kolora's to delete (a wrong path, or an older kolora's leftovers).
+    `out` is created if missing. An earlier commit of the same stage stays as it is until `commit` replaces
+    it, and so does a commit that was cut short (it is cleared). A directory holding other files but no commit,
+    or another stage's commit (a models directory passed as ingest's --dataset), is refused rather than
+    emptied: it is not this stage's to delete.
     """
     if out.exists() and not out.is_dir():
         raise KoloraError(f"output {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(out)
+    owner = committed_by(out)
+    if owner is not None and owner != stage:
+        raise KoloraError(
+            f"output {out} holds what stage {owner} committed, and {stage} would replace it: pass another directory "
+            "(or delete that one first if it is no longer needed)"
+        )
     if (out / COMMITTING).exists():
         log.warning("output %s: clearing a commit that was cut short", out)
         _clear(out, keep=staging)
@@ -73,6 +80,16 @@ def begin(out: Path) -> Path:
     _remove(staging)
     staging.mkdir(parents=True)
     return staging
+
+
+def committed_by(out: Path) -> str | None:
+    """The stage named in `out`'s commit marker; None without a marker or a readable stage name in it."""
+    try:
+        record = json.loads((out / COMPLETE_MARKER).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    stage = record.get("stage") if isinstance(record, dict) else None
+    return stage if isinstance(stage, str) else None
 
 
 def commit(out: Path, staging: Path, marker: Mapping[str, Any]) -> list[str]:
@@ -119,7 +136,7 @@ def accept_input(name: str, path: Path) -> list[str]:
             removed += _prune(name, shard, path)
     if removed:
         shown = ", ".join(removed[:5]) + (f" (+{len(removed) - 5} more)" if len(removed) > 5 else "")
-        why = f"its {COMPLETE_MARKER} does not list (left by a failed attempt)"
+        why = f"its {COMPLETE_MARKER} does not list (a failed attempt's uploads, or files added after the commit)"
         log.warning("input --%s: removed %d file(s) %s: %s", name, len(removed), why, shown)
     return removed
 

@@ -80,12 +80,31 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, Path]) -> dict[str, Path]:
     beside = next(iter(outputs.values())).parent
-    dirs = {name: getattr(args, name.replace("-", "_")) or beside / name for name in stage.resumable}
+    return {name: getattr(args, name.replace("-", "_")) or beside / name for name in stage.resumable}
+
+
+def _refuse_overlaps(read: dict[str, Path], written: dict[str, Path]) -> None:
+    """Every directory the stage writes must be apart from every other artifact: an output that is (or lies in) an
+    input replaces or prunes what the stage is about to read, and two outputs in one place crash the commit only
+    after all the work."""
+    places = {name: path.resolve() for name, path in {**read, **written}.items()}
+    for name in written:
+        for other, where in places.items():
+            here = places[name]
+            if other == name:
+                continue
+            if here == where:
+                raise KoloraError(f"--{name} and --{other} are the same directory ({where}): give each its own")
+            if where in here.parents or here in where.parents:
+                inner, outer = (name, other) if where in here.parents else (other, name)
+                raise KoloraError(f"--{inner} {places[inner]} lies inside --{outer} {places[outer]}: give each its own directory")
+
+
+def _make_dirs(dirs: dict[str, Path]) -> None:
     for name, path in dirs.items():
         if path.exists() and not path.is_dir():
             raise KoloraError(f"--{name} {path} exists and is not a directory")
         path.mkdir(parents=True, exist_ok=True)
-    return dirs
 
 
 def resolve_work(work: StageWork | str) -> StageWork:
@@ -114,11 +133,13 @@ def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) ->
         config = config_from_args(args)
         given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.outputs)}
         inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
+        outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
+        resumable = _resumable_dirs(stage, args, outputs)
+        _refuse_overlaps(inputs, {**outputs, **resumable})
         for name, path in inputs.items():
             commit.accept_input(name, path)
-        outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
-        staged = {name: commit.begin(path) for name, path in outputs.items()}
-        resumable = _resumable_dirs(stage, args, outputs)
+        staged = {name: commit.begin(path, stage.name) for name, path in outputs.items()}
+        _make_dirs(resumable)
         started = time.perf_counter()
         resolve_work(work)(config, inputs, {**staged, **resumable})
         marker = {"stage": stage.name, "config_sha256": hashlib.sha256(dump_config(config).encode()).hexdigest()}

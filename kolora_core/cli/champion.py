@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _champion_command(args: argparse.Namespace) -> int:
     name = load_config(args.profile, args.config, {"name": args.name} if args.name else None).name  # validated
-    staging = commit.begin(args.out)  # committed like a stage output: staged beside it, _SUCCESS last
+    staging = commit.begin(args.out, "champion")  # committed like a stage output: staged beside it, _SUCCESS last
     pointer = fetch_champion(S3StoreStorage(release_store(args)), args.prefix, name, staging)
     commit.commit(args.out, staging, {"stage": "champion"})
     if pointer["status"] == FOUND:

@@ -13,7 +13,7 @@ from kolora_core.stages import COMPLETE_MARKER
 
 
 def _committed(root: Path, files: dict[str, str]) -> Path:
-    staging = commit.begin(root)
+    staging = commit.begin(root, "test")
     for name, text in files.items():
         (staging / name).parent.mkdir(parents=True, exist_ok=True)
         (staging / name).write_text(text)
@@ -23,7 +23,7 @@ def _committed(root: Path, files: dict[str, str]) -> Path:
 
 def test_staging_is_beside_the_output_and_the_output_stays_empty_until_the_commit(tmp_path: Path) -> None:
     out = tmp_path / "outputs" / "images"
-    staging = commit.begin(out)
+    staging = commit.begin(out, "test")
     assert staging == tmp_path / "outputs" / ".staging" / "images"
     assert out.is_dir() and not any(out.iterdir())
     (staging / "sub").mkdir()
@@ -39,7 +39,7 @@ def test_staging_is_beside_the_output_and_the_output_stays_empty_until_the_commi
 
 def test_a_new_commit_replaces_the_previous_one_whole(tmp_path: Path) -> None:
     out = _committed(tmp_path / "lora", {"old.bin": "1", "keep.txt": "old"})
-    staging = commit.begin(out)
+    staging = commit.begin(out, "test")
     assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "keep.txt", "old.bin"], "untouched until the commit"
     (staging / "keep.txt").write_text("new")
     commit.commit(out, staging, {})
@@ -50,8 +50,22 @@ def test_an_uncommitted_directory_with_files_is_refused_not_emptied(tmp_path: Pa
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("precious")
     with pytest.raises(KoloraError, match="holds files but no _SUCCESS"):
-        commit.begin(tmp_path / "mine")
+        commit.begin(tmp_path / "mine", "test")
     assert (tmp_path / "mine" / "notes.txt").read_text() == "precious"
+
+
+def test_another_stages_commit_is_refused_not_replaced(tmp_path: Path) -> None:
+    """ingest's --dataset pointed at the models directory fetch-models committed (18 GB) would have replaced it."""
+    models = _committed(tmp_path / "models", {"unet.safetensors": "weights"})
+    with pytest.raises(KoloraError, match=r"holds what stage test committed, and ingest would replace it: pass another"):
+        commit.begin(models, "ingest")
+    assert (models / "unet.safetensors").read_text() == "weights" and not (tmp_path / ".staging").exists()
+    staging = commit.begin(models, "test")  # the same stage again: a rerun replaces its own output
+    commit.commit(models, staging, {"stage": "test"})
+    assert sorted(p.name for p in models.iterdir()) == [COMPLETE_MARKER]
+    (models / COMPLETE_MARKER).write_text('{"files": []}')  # a marker naming no stage: a rerun's, as before
+    commit.commit(models, commit.begin(models, "ingest"), {"stage": "ingest"})
+    assert commit.committed_by(models) == "ingest"
 
 
 def test_inputs_lose_what_their_marker_does_not_list(tmp_path: Path) -> None:
@@ -119,7 +133,7 @@ def test_missing_or_uncommitted_inputs_are_refused(tmp_path: Path) -> None:
 
 def test_a_commit_cut_short_is_cleared_by_the_next_attempt(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = _committed(tmp_path / "models", {"a.bin": "old"})
-    staging = commit.begin(out)
+    staging = commit.begin(out, "test")
     (staging / "b.bin").write_text("new")
     monkeypatch.setattr(commit, "_move", lambda source, target: (_ for _ in ()).throw(OSError("disk full")))
     with pytest.raises(OSError):
@@ -128,7 +142,7 @@ def test_a_commit_cut_short_is_cleared_by_the_next_attempt(tmp_path: Path, monke
     assert not (out / COMPLETE_MARKER).exists() and (out / commit.COMMITTING).exists()
     with pytest.raises(KoloraError, match="has no _SUCCESS marker"):
         commit.accept_input("models", out)  # nobody reads it
-    staging = commit.begin(out)  # kolora's own half-commit: cleared, not refused
+    staging = commit.begin(out, "test")  # kolora's own half-commit: cleared, not refused
     assert not any(out.iterdir())
     (staging / "b.bin").write_text("new")
     commit.commit(out, staging, {})
@@ -140,11 +154,11 @@ def test_an_output_that_is_a_mount_stages_inside_itself(tmp_path: Path, monkeypa
     out = tmp_path / "models"
     out.mkdir()
     monkeypatch.setattr(commit.os.path, "ismount", lambda path: Path(path) == out)
-    staging = commit.begin(out)
+    staging = commit.begin(out, "test")
     assert staging == out / commit.STAGING
     (staging / "unet.safetensors").write_text("w")
     assert commit.commit(out, staging, {}) == ["unet.safetensors"]
     assert sorted(p.name for p in out.iterdir()) == [COMPLETE_MARKER, "unet.safetensors"]
-    staging = commit.begin(out)  # a later attempt's leftovers sit inside, beside the previous commit
+    staging = commit.begin(out, "test")  # a later attempt's leftovers sit inside, beside the previous commit
     (staging / "half").write_text("x")
     assert commit.accept_input("models", out) == [".staging/half"], "a reader never takes them for the commit"

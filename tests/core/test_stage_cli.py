@@ -141,7 +141,7 @@ def test_junk_beside_a_committed_input_is_removed_before_the_work(inputs: Path, 
         assert stage_main("train", look, _args(inputs)) == 0
     assert (inputs / "out" / "seen.txt").read_text() == f"{COMPLETE_MARKER},model.bin"
     lines = [r.getMessage() for r in caplog.records if "input --models" in r.getMessage()]
-    why = "its _SUCCESS does not list (left by a failed attempt)"
+    why = "its _SUCCESS does not list (a failed attempt's uploads, or files added after the commit)"
     assert lines == [f"input --models: removed 2 file(s) {why}: .partial/model.bin, stray.txt"]
 
 
@@ -178,3 +178,41 @@ def test_unreadable_config_files_are_one_line_and_exit_2(
     assert stage_main("train", _copy_work, _args(inputs, "--config", str(config))) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.search(message, err[0]), err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--lora", "ts", r"--lora and --trainset are the same directory \(.*/ts\): give each its own"),
+        ("--lora", ".", r"--trainset .*/ts lies inside --lora .*: give each its own directory"),
+        ("--lora", "ts/lora", r"--lora .*/ts/lora lies inside --trainset .*/ts: give each"),
+        ("--checkpoints", "out", r"--lora and --checkpoints are the same directory"),
+        ("--checkpoints", "m/ck", r"--checkpoints .*/m/ck lies inside --models"),
+    ],
+)
+def test_an_output_in_the_place_of_another_artifact_is_refused_before_anything_is_touched(
+    inputs: Path, capsys: pytest.CaptureFixture[str], flag: str, value: str, message: str
+) -> None:
+    """The same directory as input and output used to replace the input with exit 0 (filter --dataset D --trainset D)."""
+    (inputs / "ts" / "0.png").write_text("an image the marker does not list")  # what accept_input would prune
+    argv = _args(inputs)
+    if flag in argv:
+        argv[argv.index(flag) + 1] = str(inputs / value)
+    else:
+        argv += [flag, str(inputs / value)]
+    assert stage_main("train", _copy_work, argv) == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert (inputs / "ts" / "0.png").exists() and (inputs / "ts" / COMPLETE_MARKER).exists()
+    assert not (inputs / "out").exists() and not (inputs / STAGING).exists()
+
+
+def test_another_stages_committed_output_is_not_replaced(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    models = inputs / "fetched"
+    models.mkdir()
+    (models / "unet.safetensors").write_text("18 GB of weights")
+    (models / COMPLETE_MARKER).write_text('{"stage": "fetch-models", "files": ["unet.safetensors"]}')
+    argv = _args(inputs)
+    argv[argv.index("--lora") + 1] = str(models)  # given as train's --lora by mistake
+    assert stage_main("train", _copy_work, argv) == 2
+    assert "holds what stage fetch-models committed, and train would replace it" in capsys.readouterr().err
+    assert (models / "unet.safetensors").read_text() == "18 GB of weights"
