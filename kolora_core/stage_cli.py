@@ -42,11 +42,15 @@ StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
 log = logging.getLogger("kolora")
 
 
+def _usage(name: str, stage: Stage) -> str:
+    return f"[--{name} DIR]" if name in stage.optional else f"--{name} DIR"
+
+
 def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
     """The stage's flags; `--help` describes its own config sections (`Stage.config_sections`), `--help-all` all."""
     parser = FlagParser(
         prog=f"python -m {stage.module}",
-        usage=f"%(prog)s {' '.join(f'--{n} DIR' for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
+        usage=f"%(prog)s {' '.join(_usage(n, stage) for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
         "[--SECTION.FIELD VALUE ...]",
         description=f"kolora {stage.name}: {stage.summary}",
         error_prefix=f"kolora {stage.name}",

@@ -76,7 +76,10 @@ def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
 
 def read_prompts_file(path: Path) -> list[StoryPrompt]:
     """Every prompt of a YAML or JSONL prompts file, validated; errors name file, line and field."""
-    text = read_text(path, "prompts file", "set generate.prompts_file to a YAML or JSONL file")
+    fix = "set generate.prompts_file to a YAML or JSONL file"
+    if not path.is_absolute():  # written in a config file, it is still read from where the command runs
+        fix += f" (a relative path is read from the working directory, {Path.cwd()})"
+    text = read_text(path, "prompts file", fix)
     prompts: list[StoryPrompt] = []
     if path.suffix.lower() in JSONL_SUFFIXES:
         for number, line in enumerate(text.splitlines(), start=1):

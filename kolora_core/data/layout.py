@@ -151,7 +151,10 @@ def read_trainset(root: Path) -> list[tuple[str, str]]:
             if exc.kind == "outside_source":
                 detail = f"which lies outside {root / TRAIN_DIR} (not read): a trainset's images must be inside it"
                 raise KoloraError(f"{metadata} lists {file_name}, {detail}") from None
-            raise KoloraError(f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}") from None
+            raise KoloraError(
+                f"{metadata} lists {file_name}, which is not in {root / TRAIN_DIR}: each file_name must name an image "
+                "inside it (rerun the filter stage, or fix the row)"
+            ) from None
         if not real.is_file():
             raise KoloraError(f"{metadata} lists {file_name}, which is not a file in {root / TRAIN_DIR}")
         _check_image(real)

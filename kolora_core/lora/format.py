@@ -141,7 +141,10 @@ def load_lora(path: Path) -> LoRAFile:
     except Exception as exc:  # noqa: BLE001 - safetensors raises its own error types for corrupt headers
         raise KoloraError(f"LoRA file {path} is not a readable safetensors file: {exc}") from None
     if metadata.get("format") != FORMAT:
-        raise KoloraError(f"LoRA file {path} has no kolora metadata (format={metadata.get('format')!r}); rank and alpha unknown")
+        raise KoloraError(
+            f"LoRA file {path} has no kolora metadata (format={metadata.get('format')!r}), so its rank and alpha are "
+            "unknown: pass the lora.safetensors a kolora train stage wrote"
+        )
     if metadata.get("variant", "lora") not in VARIANT_TENSORS:
         raise KoloraError(f"LoRA file {path} is a {metadata['variant']!r} adapter, which this kolora does not know")
     return LoRAFile(tensors=tensors, rank=int(metadata["rank"]), alpha=float(metadata["alpha"]), metadata=metadata)

@@ -85,9 +85,12 @@ def test_bad_entries_name_file_line_and_field(tmp_path: Path, name: str, text: s
     assert "\n" not in str(caught.value)
 
 
-def test_missing_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(KoloraError, match=r"prompts file .*nope\.yaml does not exist"):
+def test_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(KoloraError, match=r"prompts file .*nope\.yaml does not exist: set generate\.prompts_file to a YAML"):
         _load(tmp_path / "nope.yaml")
+    monkeypatch.chdir(tmp_path)  # a relative path from a config file is read from here, not beside the config
+    with pytest.raises(KoloraError, match=rf"nope\.yaml does not exist: .*read from the working directory, {tmp_path}\)"):
+        _load(Path("nope.yaml"))
 
 
 def test_sizes_must_be_multiples_of_64() -> None:
