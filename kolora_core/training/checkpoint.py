@@ -120,8 +120,9 @@ def save_checkpoint(directory: Path, step: int, state: dict[str, Any]) -> Path:
     return final
 
 
-def load_latest(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | None:
-    """The newest readable state whose fingerprint matches, or None to start from step 0.
+def load_latest(directory: Path, expected: dict[str, Any], announce: bool = True) -> dict[str, Any] | None:
+    """The newest readable state whose fingerprint matches, or None to start from step 0; `announce` logs the resume
+    (off for the early settings check, which the real load repeats).
 
     A state from a different configuration is an error, not a silent fresh start: the user decides
     whether to delete it (`rm -r <dir>`) or to restore the old settings.
@@ -142,7 +143,8 @@ def load_latest(directory: Path, expected: dict[str, Any]) -> dict[str, Any] | N
                 f"checkpoint {path} was written by a run with other settings ({', '.join(changed)}): "
                 f"delete {directory} to start over, or set those settings back to resume"
             )
-        log.info("resuming from %s (step %d)", path, state["step"])
+        if announce:
+            log.info("resuming from %s (step %d)", path, state["step"])
         return state
     return None
 

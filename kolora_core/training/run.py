@@ -195,7 +195,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         device,
     )
     # A checkpoint from other settings is refused now, before minutes of model loading.
-    ckpt.load_latest(job.checkpoints, ckpt.fingerprint(train, job.dataset_sha256, job.base_model_sha256))
+    ckpt.load_latest(job.checkpoints, ckpt.fingerprint(train, job.dataset_sha256, job.base_model_sha256), announce=False)
     if train.seed_compat:
         from kolora_core.training.seed_compat import seed_compat_check, write_report
 

@@ -27,7 +27,12 @@ def uninterrupted(tiny_models: Path, tiny_trainset: Path, tmp_path_factory: pyte
 
 
 def test_crash_and_rerun_gives_the_same_lora(
-    uninterrupted: Path, tiny_models: Path, tiny_trainset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    uninterrupted: Path,
+    tiny_models: Path,
+    tiny_trainset: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     out = tmp_path / "lora"
     monkeypatch.setenv(CRASH_ENV, "5")
@@ -39,7 +44,11 @@ def test_crash_and_rerun_gives_the_same_lora(
     torch.save({"lora": Payload(marker)}, out.parent / "checkpoints" / f"{PREFIX}00000005{SUFFIX}")
 
     monkeypatch.delenv(CRASH_ENV)
-    assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
+    with caplog.at_level("INFO", logger="kolora.train"):
+        assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
+    assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")] == [
+        f"resuming from {out.parent / 'checkpoints' / 'step-00000004.safetensors'} (step 4)"
+    ], "said once (the early settings check loads it too)"
     assert not marker.exists(), "loading a checkpoint ran code from it"
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
     assert lora_max_diff(out, uninterrupted) <= 1e-6
