@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kolora_core.errors import KoloraError
 from workflows.options import MODELS_FROM, RenderOptions, Toleration
 
 DIST = Path(__file__).resolve().parent / "dist"
@@ -71,18 +72,29 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
 
 
+def _refuse_non_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise KoloraError(f"--out {out} is a file, not a directory: pass a directory (it is created if missing)")
+
+
 def write(files: dict[str, str], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the files into `out` (created if missing); an `out` that cannot be a directory is a one-line KoloraError."""
+    _refuse_non_directory(out)
     written = []
-    for name, text in files.items():
-        path = out / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise KoloraError(f"--out {out}: cannot write {exc.filename} ({exc.strerror}): pass a writable directory") from None
     return written
 
 
 def stale(files: dict[str, str], out: Path) -> str:
     """Unified diff between the committed files and a fresh render; '' when up to date."""
+    _refuse_non_directory(out)
     diffs = []
     for name, text in files.items():
         path = out / name
@@ -209,7 +221,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workflows.render", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except KoloraError as exc:  # as `kolora render` reports it (kolora_core.cli)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":
