@@ -115,6 +115,17 @@ def _toleration(spec: str) -> Toleration:
     return Toleration(key=key, effect=effect or "NoSchedule", operator="Equal" if sep else "Exists", value=value if sep else None)
 
 
+def _count(value: str) -> int:
+    """A non-negative integer flag, refused at parse time (exit 2) rather than rendered (`nvidia.com/gpu: '-1'`)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative: expected 0 or more")
+    return number
+
+
 def _label(spec: str) -> tuple[str, str]:
     key, sep, value = spec.partition("=")
     if not key or not sep:
@@ -130,7 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: no GPU requests anywhere (kind, CPU CI)"
     )
-    parser.add_argument("--gpus", type=int, default=defaults.gpus, help="nvidia.com/gpu per GPU step (default %(default)s)")
+    parser.add_argument(
+        "--gpus",
+        type=_count,
+        default=defaults.gpus,
+        help="nvidia.com/gpu per GPU step (default %(default)s); 0 = --no-gpu (no GPU toleration or nodeSelector either)",
+    )
     parser.add_argument(
         "--gpu-toleration",
         dest="tolerations",
@@ -165,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-pvc", default=defaults.models_pvc, help="claim of --models-from pvc (default %(default)s)")
     parser.add_argument(
         "--generate-parallelism",
-        type=int,
+        type=_count,
         default=defaults.generate_parallelism,
         help="at most this many generate shards (pods of the DAG) at once; 0 = no bound (default %(default)s)",
     )

@@ -94,6 +94,17 @@ def test_out_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest.Captu
     assert taken.read_text() == "not a directory"
 
 
+@pytest.mark.parametrize("flag", ["--gpus", "--generate-parallelism"])
+def test_negative_counts_are_refused_at_parse_time(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    from kolora_core import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["render", "--out", str(tmp_path / "out"), flag, "-1"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: -1 is negative" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
     assert rendered["kolora-pipeline.yaml"].startswith("# Rendered by")
     assert "argo template create" in rendered["kolora-pipeline.yaml"].splitlines()[1]
