@@ -27,6 +27,7 @@ import yaml
 from kolora_core.config import load_config, read_config_file
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
+from kolora_core.runner.flags import refuse_config_path
 from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
 from workflows.options import TEMPLATE_NAME, run_parameters
 
@@ -71,6 +72,8 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
         if name not in known:
             raise KoloraError(f"-p {name}: unknown parameter; choose from {', '.join(known)}")
         params[name] = value
+    if "config" in params:  # checked even with --no-validate: a path is never a config
+        refuse_config_path("config", params["config"], instead='--config {path} (or -p {name}="$(cat {path})")')
     if config_file is not None:
         if "config" in params:
             raise KoloraError("give the run config either as --config FILE or as -p config=..., not both")
