@@ -13,7 +13,7 @@ CHART_FILES := kolora-pipeline.yaml kolora-nightly.yaml
 .PHONY: help install k8s-tools argo-crds run test lint format render lint-workflows bench lock clean smoke-kind images push smoke-containers
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/'
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)

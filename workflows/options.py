@@ -191,7 +191,7 @@ class RenderOptions:
     """Cluster-dependent choices; the defaults fit a GPU cluster with the NVIDIA GPU Operator."""
 
     gpu: bool = True  # False: no GPU limits/tolerations/nodeSelector, small requests (kind, CPU-only CI)
-    gpus: int = 1  # nvidia.com/gpu per GPU step (train, each generate shard)
+    gpus: int = 1  # nvidia.com/gpu per GPU step (train, each generate shard); 0 renders as gpu=False (`on_gpus`)
     tolerations: tuple[Toleration, ...] = (Toleration("nvidia.com/gpu"),)
     node_selector: tuple[tuple[str, str], ...] = (("nvidia.com/gpu.present", "true"),)
     shm_size: str = "8Gi"  # /dev/shm of GPU steps (counts against their memory limit)
@@ -227,14 +227,23 @@ class RenderOptions:
     termination_grace_s: int = TERMINATION_GRACE_S
 
     def __post_init__(self) -> None:
+        if self.gpus < 0:
+            raise ValueError(f"gpus {self.gpus}: expected 0 (no GPUs) or more")
         if self.models_from not in MODELS_FROM:
             raise ValueError(f"models_from {self.models_from!r}: expected one of {', '.join(MODELS_FROM)}")
         if self.generate_parallelism is not None and self.generate_parallelism < 1:
             raise ValueError(f"generate_parallelism {self.generate_parallelism}: expected a positive integer or None")
 
     @property
+    def on_gpus(self) -> bool:
+        """Whether GPU steps request GPUs and go to GPU nodes. `gpus=0` is `gpu=False`: a pod that requests no GPU must
+        neither tolerate nor select GPU nodes (it would hold a GPU node's slot for nothing), and the chart has one
+        GPU-less shape, `gpu.enabled: false` (every step sized by cpuOnly; its schema refuses `gpu.count: 0`)."""
+        return self.gpu and self.gpus > 0
+
+    @property
     def keeps_compile_cache(self) -> bool:
         return self.compile_cache and self.models_from != "fetch"
 
     def size(self, stage: str) -> StepSize:
-        return SIZES[stage] if self.gpu else CPU_SIZE
+        return SIZES[stage] if self.on_gpus else CPU_SIZE

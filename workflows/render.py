@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from kolora_core.errors import KoloraError
 from workflows.options import MODELS_FROM, RenderOptions, Toleration
 
 DIST = Path(__file__).resolve().parent / "dist"
@@ -71,18 +72,29 @@ def render_all(gpu: bool = True, **overrides: Any) -> dict[str, str]:
     return {name: _with_header(name, to_yaml(obj)) for name, obj in sorted(files.items())}
 
 
+def _refuse_non_directory(out: Path) -> None:
+    if out.exists() and not out.is_dir():
+        raise KoloraError(f"--out {out} is a file, not a directory: pass a directory (it is created if missing)")
+
+
 def write(files: dict[str, str], out: Path) -> list[Path]:
-    out.mkdir(parents=True, exist_ok=True)
+    """Write the files into `out` (created if missing); an `out` that cannot be a directory is a one-line KoloraError."""
+    _refuse_non_directory(out)
     written = []
-    for name, text in files.items():
-        path = out / name
-        path.write_text(text, encoding="utf-8")
-        written.append(path)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, text in files.items():
+            path = out / name
+            path.write_text(text, encoding="utf-8")
+            written.append(path)
+    except OSError as exc:
+        raise KoloraError(f"--out {out}: cannot write {exc.filename} ({exc.strerror}): pass a writable directory") from None
     return written
 
 
 def stale(files: dict[str, str], out: Path) -> str:
     """Unified diff between the committed files and a fresh render; '' when up to date."""
+    _refuse_non_directory(out)
     diffs = []
     for name, text in files.items():
         path = out / name
@@ -103,6 +115,17 @@ def _toleration(spec: str) -> Toleration:
     return Toleration(key=key, effect=effect or "NoSchedule", operator="Equal" if sep else "Exists", value=value if sep else None)
 
 
+def _count(value: str) -> int:
+    """A non-negative integer flag, refused at parse time (exit 2) rather than rendered (`nvidia.com/gpu: '-1'`)."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not an integer") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{number} is negative: expected 0 or more")
+    return number
+
+
 def _label(spec: str) -> tuple[str, str]:
     key, sep, value = spec.partition("=")
     if not key or not sep:
@@ -118,7 +141,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: no GPU requests anywhere (kind, CPU CI)"
     )
-    parser.add_argument("--gpus", type=int, default=defaults.gpus, help="nvidia.com/gpu per GPU step (default %(default)s)")
+    parser.add_argument(
+        "--gpus",
+        type=_count,
+        default=defaults.gpus,
+        help="nvidia.com/gpu per GPU step (default %(default)s); 0 = --no-gpu (no GPU toleration or nodeSelector either)",
+    )
     parser.add_argument(
         "--gpu-toleration",
         dest="tolerations",
@@ -153,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models-pvc", default=defaults.models_pvc, help="claim of --models-from pvc (default %(default)s)")
     parser.add_argument(
         "--generate-parallelism",
-        type=int,
+        type=_count,
         default=defaults.generate_parallelism,
         help="at most this many generate shards (pods of the DAG) at once; 0 = no bound (default %(default)s)",
     )
@@ -209,7 +237,11 @@ def run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m workflows.render", description=__doc__.splitlines()[0])
     add_arguments(parser)
-    return run(parser.parse_args(argv))
+    try:
+        return run(parser.parse_args(argv))
+    except KoloraError as exc:  # as `kolora render` reports it (kolora_core.cli)
+        print(f"{parser.prog}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
 
 
 if __name__ == "__main__":

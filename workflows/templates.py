@@ -247,7 +247,7 @@ def _store_mounts(stage: Stage, options: RenderOptions) -> list[VolumeMount]:
 def _step_template(name: str, options: RenderOptions, image: str, gpu: bool = False, **fields) -> Container:
     """What every container template shares: image, pull policy, size, writable volumes, security context, label."""
     size = options.size(name)
-    gpu = gpu and options.gpu
+    gpu = gpu and options.on_gpus
     return Container(
         name=name,
         image=pods.image(image),
@@ -270,7 +270,7 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
     volumes = None
     if stage.gpu:
         mounts.append(VolumeMount(name=SHM_VOLUME, mount_path="/dev/shm"))
-        shm = options.shm_size if options.gpu else "1Gi"
+        shm = options.shm_size if options.on_gpus else "1Gi"
         volumes = [Volume(name=SHM_VOLUME, empty_dir=EmptyDirVolumeSource(medium="Memory", size_limit=shm))]
     env = [EnvVar(name="PYTHONUNBUFFERED", value="1")]
     if stage.compiles and options.keeps_compile_cache:  # train/generate.compile_cache_dir null -> this directory

@@ -27,6 +27,7 @@ import yaml
 from kolora_core.config import load_config, read_config_file
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
+from kolora_core.runner.flags import refuse_config_path
 from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
 from workflows.options import TEMPLATE_NAME, run_parameters
 
@@ -71,6 +72,8 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
         if name not in known:
             raise KoloraError(f"-p {name}: unknown parameter; choose from {', '.join(known)}")
         params[name] = value
+    if "config" in params:  # checked even with --no-validate: a path is never a config
+        refuse_config_path("config", params["config"], instead='--config {path} (or -p {name}="$(cat {path})")')
     if config_file is not None:
         if "config" in params:
             raise KoloraError("give the run config either as --config FILE or as -p config=..., not both")
@@ -84,8 +87,11 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
     return params
 
 
-def validate(params: dict[str, str]) -> None:
-    """Resolve the run config these parameters give, exactly as every stage will; raise KoloraError if invalid."""
+def validate(params: dict[str, str], origin: str | None = None) -> None:
+    """Resolve the run config these parameters give, exactly as every stage will; raise KoloraError if invalid.
+
+    `origin` is how the user gave the config (`--config FILE`, `-p config`; None: not at all): errors name it, not
+    the temporary file the text is checked in."""
     defaults = {p.name: p.default for p in run_parameters()}
     merged = {**defaults, **params}
     overrides: dict[str, Any] = {}
@@ -101,8 +107,9 @@ def validate(params: dict[str, str]) -> None:
         try:
             load_config(merged["profile"], config, overrides)
         except KoloraError as exc:
-            message = str(exc).replace(f"{config} + command-line flags", "-p parameters")
-            raise KoloraError(message.replace(f"config file {config}", "-p config")) from None
+            both = f"{origin} + -p parameters" if origin else "-p parameters"
+            message = str(exc).replace(f"{config} + command-line flags", both)
+            raise KoloraError(message.replace(f"config file {config}", origin or "-p config")) from None
 
 
 def server_url(host: str | None) -> str:
@@ -193,7 +200,8 @@ def submit(
 def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
     if not args.no_validate:
-        validate(params)
+        origin = f"--config {args.config}" if args.config is not None else "-p config" if "config" in params else None
+        validate(params, origin)
     if args.dry_run:
         namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
         print(build_workflow(params, namespace, args.template, args.generate_name).to_yaml(allow_unicode=True), end="")

@@ -3,16 +3,20 @@
 A rendered stage passes parameters as `--<section>.<field> '{{workflow.parameters.<name>}}'`; without this
 check `kolora run -p steps=abc` would start a run that fails minutes later inside a stage (exit 2, not
 retried, but late). Here every such value is validated the way the stage will validate it: with the profile
-the same container receives (`--profile`), by `kolora_core.config`, so the two cannot disagree.
+the same container receives (`--profile`), by `kolora_core.config`, so the two cannot disagree. The parameter
+that feeds the run config artifact (`-p config`) is checked for the one mistake its loader cannot name: a path.
 """
 
 from __future__ import annotations
 
 import itertools
 import re
+import shlex
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
+
+import yaml
 
 from kolora_core.config import RunConfig, config_flags, flag_overrides, load_config
 from kolora_core.errors import KoloraError
@@ -20,6 +24,7 @@ from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
 
 _PARAMETER = re.compile(r"^\{\{\s*workflow\.parameters\.([\w.-]+)\s*\}\}$")
 DEFAULT_PROFILE = "full"  # the stage CLI's own default (kolora_core.stage_cli)
+CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
 
 
 def parameter_flags(template: TemplateSpec, parameters: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -36,14 +41,43 @@ def parameter_flags(template: TemplateSpec, parameters: Mapping[str, str]) -> tu
     return profile, flags
 
 
+def _config_input(template: TemplateSpec) -> str | None:
+    """The raw data of the input artifact the stage reads its run config from (`--config <path>`), if any."""
+    assert template.container is not None
+    config_path = _after((*template.container.command, *template.container.args), "--config")
+    return next((a.raw_data for a in template.input_artifacts if a.path == config_path and a.raw_data is not None), None)
+
+
+def _feeding_parameter(value: str | None) -> str | None:
+    match = _PARAMETER.match(value or "")
+    return match.group(1) if match else None
+
+
+def refuse_config_path(name: str, value: str, instead: str = '-p {name}="$(cat {path})"') -> None:
+    """Raise a one-line `KoloraError` when the run-config parameter `name` holds a path where the config's text belongs.
+
+    Why: `-p config=c.yaml` reads as the YAML string 'c.yaml', which the loader refuses as "not a mapping" under the
+    name of the file the text was written to; only a value no config could be (a one-line string) is refused here,
+    where the parameter is known. `instead`: what to pass instead, formatted with `name` and the (quoted) `path`.
+    """
+    text = value.strip()
+    if not text or "\n" in text:
+        return
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return
+    if not isinstance(data, str) or not (Path(data).is_file() or "/" in data or data.lower().endswith(CONFIG_SUFFIXES)):
+        return
+    hint = instead.format(name=name, path=shlex.quote(data))
+    raise KoloraError(f"-p {name} holds the run config's text, not a path ('{data}'): pass {hint}")
+
+
 def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> RunConfig:
     """The config the template's stage will resolve: its profile, the run config it gets as a raw artifact
     (`--config <path>` of an input whose data is a workflow parameter) and the parameter-fed flags."""
-    assert template.container is not None
     profile, flags = parameter_flags(template, parameters)
-    argv = (*template.container.command, *template.container.args)
-    config_path = _after(argv, "--config")
-    raw = next((a.raw_data for a in template.input_artifacts if a.path == config_path and a.raw_data is not None), None)
+    raw = _config_input(template)
     overlay = _resolved(raw, parameters) if raw is not None else None
     overrides = flag_overrides({dotted: parameters[name] for dotted, name in flags.items()})
     if not overlay or not overlay.strip():
@@ -51,7 +85,13 @@ def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> Ru
     with tempfile.TemporaryDirectory(prefix="kolora-config-") as tmp:
         path = Path(tmp) / "run.yaml"  # the name the stage reads it under
         path.write_text(overlay, encoding="utf-8")
-        return load_config(profile, path, overrides)
+        try:
+            return load_config(profile, path, overrides)
+        except KoloraError as exc:  # name what the user gave, not the temporary file
+            name = _feeding_parameter(raw)
+            given = f"-p {name}" if name else f"the run config of template {template.name}"
+            message = str(exc).replace(f"{path} + command-line flags", f"{given} + -p parameters")
+            raise KoloraError(message.replace(f"config file {path}", given)) from None
 
 
 def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> None:
@@ -62,6 +102,9 @@ def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str
         if template.container is not None:
             profile, flags = parameter_flags(template, parameters)
             wanted.setdefault(profile, {}).update(flags)
+            config_parameter = _feeding_parameter(_config_input(template))
+            if config_parameter in parameters:
+                refuse_config_path(config_parameter, parameters[config_parameter])
     for profile, flags in wanted.items():
         for dotted, name in flags.items():
             _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})")

@@ -25,6 +25,7 @@ KIND = {"image": {"registry": script_defaults()["REGISTRY"], "tag": project_vers
 CASES: dict[str, tuple[dict[str, Any], dict[str, Any], dict[str, str]]] = {
     "default": ({}, {"service_account": SA}, {}),
     "no-gpu": ({"gpu": {"enabled": False}}, {"gpu": False, "service_account": SA}, {}),
+    "no-gpu-zero-gpus": ({"gpu": {"enabled": False}}, {"gpus": 0, "service_account": SA}, {}),  # `kolora render --gpus 0`
     "ci/no-gpu": (ci_values()["no-gpu"], {"gpu": False, "service_account": SA}, {"profile": "smoke"}),
     "ci/no-node-selector": (ci_values()["no-node-selector"], {"node_selector": (), "service_account": SA}, {}),
     "custom-gpu": (

@@ -117,6 +117,34 @@ def test_config_flag_parameters_are_checked_before_any_step(
     assert "ran with ['--profile', 'smoke', '--train.steps', '8', '--train.lora_rank', '4']" in capsys.readouterr().out
 
 
+PIPELINE = str(REPO / "workflows" / "dist" / "kolora-pipeline.yaml")
+
+
+def test_a_path_in_p_config_is_named_as_one(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`-p config` holds the config's text; a path there would be refused naming the runner's temporary file."""
+    config = tmp_path / "c1.yaml"
+    config.write_text("train: {steps: 3}\n", encoding="utf-8")
+    runs = tmp_path / "runs"
+    assert main(["run", "--template", PIPELINE, "-p", f"config={config}", "--runs-dir", str(runs)]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"kolora run: error: -p config holds the run config's text, not a path ('{config}'): pass -p config=\"$(cat {config})\"\n"
+    )
+    assert not runs.exists(), "refused before any step: no run directory"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("trian: {steps: 3}", "-p config: unknown config key 'trian'"), ("hello", "-p config must hold a mapping")],
+)
+def test_run_config_errors_name_the_parameter(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, message: str
+) -> None:
+    assert main(["run", "--template", PIPELINE, "-p", f"config={text}", "--runs-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err and "kolora-config-" not in err, err
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -16,6 +16,7 @@ from workflows.render import render_all
 VARIANTS = {
     "default": {},
     "no-gpu": {"gpu": False},
+    "zero-gpus": {"gpus": 0},
     "custom": {
         "gpus": 2,
         "tolerations": (Toleration("nvidia.com/gpu"), Toleration("pool", value="a100", effect="NoExecute", operator="Equal")),

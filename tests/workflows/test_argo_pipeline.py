@@ -245,6 +245,19 @@ def test_gpu_options(template: dict) -> None:
     assert "nodeSelector" not in train
 
 
+def test_zero_gpus_is_the_gpu_less_variant(cpu_rendered: dict[str, str]) -> None:
+    """A step without a GPU request must not tolerate or select GPU nodes; the chart's one GPU-less shape
+    (gpu.enabled false, sized by cpuOnly; its schema refuses gpu.count 0) is what `--gpus 0` gives."""
+    zero = render_all(gpus=0)
+    for name in GPU_STAGES:
+        tmpl = templates(yaml.safe_load(zero["kolora-pipeline.yaml"]))[name]
+        assert "tolerations" not in tmpl and "nodeSelector" not in tmpl, name
+        assert "nvidia.com/gpu" not in tmpl["container"]["resources"]["limits"], name
+    assert zero == cpu_rendered
+    with pytest.raises(ValueError, match="gpus -1"):
+        render_all(gpus=-1)
+
+
 def test_cpu_variant_has_no_gpu_anywhere(cpu_rendered: dict[str, str], cpu_template: dict) -> None:
     text = cpu_rendered["kolora-pipeline.yaml"]
     assert "nvidia.com/gpu" not in text and "tolerations" not in text and "nodeSelector" not in text

@@ -79,6 +79,32 @@ def test_kolora_render_has_the_same_options(tmp_path: Path) -> None:
     assert train["nodeSelector"] == {"gpu": "h100"}
 
 
+@pytest.mark.parametrize("entry", ["kolora", "workflows.render"])
+@pytest.mark.parametrize("check", [False, True])
+def test_out_that_is_a_file_is_a_user_error(tmp_path: Path, capsys: pytest.CaptureFixture[str], entry: str, check: bool) -> None:
+    from kolora_core import cli
+
+    taken = tmp_path / "dist"
+    taken.write_text("not a directory")
+    for out in (taken, taken / "sub"):  # the file itself, or a directory that would have to be made under it
+        argv = ["--out", str(out), *(["--check"] if check and out == taken else [])]
+        assert (cli.main(["render", *argv]) if entry == "kolora" else render.main(argv)) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"--out {out}" in err and "directory" in err, err
+    assert taken.read_text() == "not a directory"
+
+
+@pytest.mark.parametrize("flag", ["--gpus", "--generate-parallelism"])
+def test_negative_counts_are_refused_at_parse_time(tmp_path: Path, capsys: pytest.CaptureFixture[str], flag: str) -> None:
+    from kolora_core import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["render", "--out", str(tmp_path / "out"), flag, "-1"])
+    assert exit_.value.code == 2
+    assert f"argument {flag}: -1 is negative" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
     assert rendered["kolora-pipeline.yaml"].startswith("# Rendered by")
     assert "argo template create" in rendered["kolora-pipeline.yaml"].splitlines()[1]

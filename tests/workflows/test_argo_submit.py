@@ -82,6 +82,25 @@ def test_parameters_are_checked_before_anything_is_sent(argv, message, capsys: p
     assert code == 2 and message in err and "argo-server" not in err, err
 
 
+def test_config_errors_name_what_the_user_gave(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    config = tmp_path / "x" / "c1.yaml"
+    config.parent.mkdir()
+    config.write_text("trian: {steps: 3}\n", encoding="utf-8")
+    for extra in ([], ["-p", "steps=3"]):
+        code, out, err = run_submit(["--dry-run", "--config", str(config), *extra], capsys)
+        assert code == 2 and out == "" and err.count("\n") == 1, err
+        assert f"--config {config}" in err and "unknown config key 'trian'" in err and str(tmp_path / "x") in err, err
+
+
+@pytest.mark.parametrize("validate", [[], ["--no-validate"]])
+def test_a_path_in_p_config_points_to_config(capsys: pytest.CaptureFixture[str], tmp_path, validate: list[str]) -> None:
+    config = tmp_path / "c1.yaml"
+    config.write_text("train: {steps: 3}\n", encoding="utf-8")
+    code, out, err = run_submit(["--dry-run", *validate, "-p", f"config={config}"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"-p config holds the run config's text, not a path ('{config}'): pass --config {config}" in err, err
+
+
 def test_dry_run_prints_a_valid_workflow(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     config = tmp_path / "run.yaml"
     config.write_text("train: {batch_size: 2}\n", encoding="utf-8")
