@@ -15,6 +15,7 @@ import yaml
 
 from kolora_core.config import ModelsConfig, available_profiles
 from kolora_core.stages import STAGES
+from kolora_core.storage.embedded import BUCKET_NAME
 from tests.helm.chart import CHART, render_text
 from workflows.options import project_version
 from workflows.render import DIST
@@ -82,6 +83,7 @@ def test_schema_enums_are_kolora_cores() -> None:
     assert set(STAGES) < set(_container_steps()), "every stage is a step (promote is the workflow's own)"
     assert schema["definitions"]["profile"]["enum"] == available_profiles()
     assert props["models"]["properties"]["source"]["enum"] == ["", *get_args(ModelsConfig.model_fields["source"].annotation)]
+    assert props["s3"]["properties"]["bucket"]["pattern"] == f"^({BUCKET_NAME.pattern})?$", "the rule kolora run applies"
 
 
 def test_app_version_is_the_project_version() -> None:

@@ -166,7 +166,8 @@ def test_artifact_repository_with_sdk_credentials() -> None:
     [
         ({"artifactRepository": {"create": True}}, "s3.endpoint"),
         ({"artifactRepository": {"create": True}, "s3": {"endpoint": "minio:9000"}}, "s3.bucket"),
-        ({"artifactRepository": {"create": True}, "s3": {"endpoint": "minio:9000", "bucket": "b"}}, "s3.accessKey"),
+        ({"artifactRepository": {"create": True}, "s3": {"endpoint": "minio:9000", "bucket": "kolora"}}, "s3.accessKey"),
+        ({"s3": {"bucket": "Bad_Bucket"}}, "bucket"),  # S3's naming rule, which kolora run applies too
         ({"artifactRepository": {"configMap": "team-repos"}}, "artifactRepository.reference=true"),
         ({"image": {"tag": "latest"}}, "tag"),
         ({"gpu": {"count": 0}}, "count"),
