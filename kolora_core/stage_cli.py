@@ -12,8 +12,8 @@ same way, which is what lets the runner, the containers and Argo treat them alik
   moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
   output directory empty (or as its previous commit), which is what Argo then uploads.
 * resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
-  directories the stage keeps across attempts; the flag is optional and defaults to a directory beside the
-  first output (`/kolora/outputs/<name>` in a container). The work function finds them in its `outputs`
+  directories the stage keeps across attempts; the flag is optional and defaults to `<first output>.<name>` beside
+  it (a container gets `/kolora/outputs/<name>` from its template). The work function finds them in its `outputs`
   mapping next to the staged outputs.
 * a `KoloraError` prints one line and exits 2; anything else prints the traceback and exits 1.
 """
@@ -70,9 +70,9 @@ def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
         io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
     for name in stage.resumable:
-        io.add_argument(
-            f"--{name}", type=Path, metavar="DIR", help=f"resumable: {name}, kept across attempts (default: beside the outputs)"
-        )
+        default = f"<--{stage.outputs[0]}>.{name}"
+        help = f"resumable: {name}, kept across attempts (default: {default})"
+        io.add_argument(f"--{name}", type=Path, metavar="DIR", help=help)
     add_config_flags(parser, stage.config_sections, full)
     return parser
 
@@ -83,8 +83,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, Path]) -> dict[str, Path]:
-    beside = next(iter(outputs.values())).parent
-    return {name: getattr(args, name.replace("-", "_")) or beside / name for name in stage.resumable}
+    """Given, or `<first output>.<name>` beside it (`runs/a/lora.checkpoints`): two runs by hand into one parent
+    directory keep their own states. The templates pass the container paths explicitly."""
+    first = next(iter(outputs.values()))
+    return {name: getattr(args, name.replace("-", "_")) or first.parent / f"{first.name}.{name}" for name in stage.resumable}
 
 
 def _refuse_overlaps(read: dict[str, Path], written: dict[str, Path]) -> None:

@@ -67,7 +67,7 @@ class Stage:
         args: list[str] = []
         for name in self.inputs:
             args += [f"--{name}", self.input_path(name)]
-        for name in self.outputs:
+        for name in (*self.outputs, *self.resumable):  # resumable ones too: their default is for runs by hand
             args += [f"--{name}", self.output_path(name)]
         return args
 

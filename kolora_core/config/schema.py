@@ -225,7 +225,7 @@ class TrainConfig(Section):
     checkpoint_every: int = Field(100, ge=0, description="save a resumable training state every N steps; 0 = never")
     checkpoint_dir: str | None = Field(
         None,
-        description="where resumable states live; null = the train stage's --checkpoints dir (beside --lora; kept on failure)",
+        description="where resumable states live; null = the train stage's --checkpoints (<--lora>.checkpoints), kept on failure",
     )
     keep_checkpoints: bool = Field(False, description="keep the checkpoints after a successful run; false deletes them")
     log_every: int = Field(10, ge=1, description="log step, loss, images/s and ETA every N steps")

@@ -5,7 +5,7 @@ scaler, the optimizer step, the loss history, the global RNG states and a finger
 that must not change between the interrupted run and its rerun. The data position and the step's
 random draws need no state: they are functions of (seed, step) (`sampling.py`).
 
-The directory is the train stage's resumable output `--checkpoints` (`kolora_core.stages`: beside `--lora`,
+The directory is the train stage's resumable output `--checkpoints` (`kolora_core.stages`: `<--lora>.checkpoints` by default,
 `/kolora/outputs/checkpoints` in a pod, uploaded after a failed attempt and given back to the retry), or
 `train.checkpoint_dir`. Each file is written to a temp name, flushed and renamed, so a kill mid-write leaves
 the previous state intact; a rerun loads the newest state that reads back.

@@ -118,10 +118,14 @@ def test_resumable_dirs_default_beside_the_outputs_and_survive_failures(inputs: 
         (outputs["lora"] / "steps.txt").write_text("resumed")
 
     assert stage_main("train", checkpointing_crash, _args(inputs)) == 1
-    assert seen == [inputs / "checkpoints"] and not (inputs / "out" / "checkpoints").exists()
+    # `<--lora>.checkpoints`: a second run by hand into the same parent (--lora other) keeps a state of its own
+    assert seen == [inputs / "out.checkpoints"] and not (inputs / "out" / "checkpoints").exists()
     assert stage_main("train", resume, _args(inputs)) == 0
-    assert (inputs / "checkpoints" / "step-2.ckpt").exists(), "the shell never stages, marks or deletes a resumable dir"
-    assert not (inputs / "checkpoints" / COMPLETE_MARKER).exists()
+    assert (inputs / "out.checkpoints" / "step-2.ckpt").exists(), "the shell never stages, marks or deletes a resumable dir"
+    assert not (inputs / "out.checkpoints" / COMPLETE_MARKER).exists()
+    argv = _args(inputs)
+    argv[argv.index("--lora") + 1] = str(inputs / "other")
+    assert stage_main("train", checkpointing_crash, argv) == 1 and seen[-1] == inputs / "other.checkpoints"
     assert stage_main("train", checkpointing_crash, _args(inputs, "--checkpoints", str(inputs / "elsewhere"))) == 1
     assert seen[-1] == inputs / "elsewhere" and (inputs / "elsewhere" / "step-2.ckpt").exists()
 

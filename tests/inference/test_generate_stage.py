@@ -72,7 +72,7 @@ def test_a_retry_renders_only_what_is_missing(
 ) -> None:
     shard = ("--generate.shards", "4", "--generate.shard", "1")  # story images 001 and 005
     assert _generate(tiny_models, lora_dir, tmp_path / "whole" / "images", *shard) == 0
-    out, progress = tmp_path / "run" / "images", tmp_path / "run" / "progress"
+    out, progress = tmp_path / "run" / "images", tmp_path / "run" / "images.progress"
     monkeypatch.setenv(CRASH_ENV, "1")
     assert _generate(tiny_models, lora_dir, out, *shard) == 1
     assert out.is_dir() and not any(out.iterdir()), "the failed attempt committed nothing"

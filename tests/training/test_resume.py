@@ -37,23 +37,23 @@ def test_crash_and_rerun_gives_the_same_lora(
     out = tmp_path / "lora"
     monkeypatch.setenv(CRASH_ENV, "5")
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
-    saved = list_checkpoints(out.parent / "checkpoints")
+    saved = list_checkpoints(out.parent / f"{out.name}.checkpoints")
     assert [p.name for p in saved] == ["step-00000004.safetensors", "step-00000002.safetensors"], "last two kept, newest first"
     assert not (out / "_SUCCESS").exists()
     marker = tmp_path / "code-ran"  # a newer "checkpoint" from whoever can write the bucket: a pickle
-    torch.save({"lora": Payload(marker)}, out.parent / "checkpoints" / f"{PREFIX}00000005{SUFFIX}")
+    torch.save({"lora": Payload(marker)}, out.parent / f"{out.name}.checkpoints" / f"{PREFIX}00000005{SUFFIX}")
 
     monkeypatch.delenv(CRASH_ENV)
     with caplog.at_level("INFO", logger="kolora.train"):
         assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
     assert [r.getMessage() for r in caplog.records if r.getMessage().startswith("resuming from")] == [
-        f"resuming from {out.parent / 'checkpoints' / 'step-00000004.safetensors'} (step 4)"
+        f"resuming from {out.parent / 'lora.checkpoints' / 'step-00000004.safetensors'} (step 4)"
     ], "said once (the early settings check loads it too)"
     assert not marker.exists(), "loading a checkpoint ran code from it"
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
     assert lora_max_diff(out, uninterrupted) <= 1e-6
     assert losses(out) == pytest.approx(losses(uninterrupted), abs=1e-6), "the CSV covers every step once"
-    assert not (out.parent / "checkpoints").exists()
+    assert not (out.parent / f"{out.name}.checkpoints").exists()
 
 
 def test_checkpoint_holds_the_full_training_state(
@@ -62,7 +62,7 @@ def test_checkpoint_holds_the_full_training_state(
     out = tmp_path / "lora"
     monkeypatch.setenv(CRASH_ENV, "2")
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 1
-    state = load_state(out.parent / "checkpoints" / "step-00000002.safetensors")
+    state = load_state(out.parent / f"{out.name}.checkpoints" / "step-00000002.safetensors")
     assert state["step"] == 2 and len(state["history"]) == 2
     assert state["lora"] and all(".lora_" in k for k in state["lora"])
     assert {"state", "param_groups"} <= set(state["optimizer"]) and len(state["optimizer"]["state"]) == len(state["lora"])
@@ -87,7 +87,7 @@ def test_kept_checkpoint_extends_a_finished_run(
     out = tmp_path / "lora"
     shorter = [f if f != "6" else "4" for f in FLAGS]
     assert train(tiny_models, tiny_trainset, out, *shorter, "--train.keep_checkpoints", "true") == 0
-    assert list_checkpoints(out.parent / "checkpoints")[0].name == "step-00000004.safetensors"
+    assert list_checkpoints(out.parent / f"{out.name}.checkpoints")[0].name == "step-00000004.safetensors"
     assert train(tiny_models, tiny_trainset, out, *FLAGS) == 0
     assert json.loads((out / "train_summary.json").read_text())["resumed_from"] == "step 4"
     assert lora_max_diff(out, uninterrupted) <= 1e-6

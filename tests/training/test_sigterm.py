@@ -56,7 +56,7 @@ def test_sigterm_mid_run_checkpoints_at_the_step_and_a_rerun_gives_the_same_lora
     rest = proc.stderr.read()
     assert proc.wait(timeout=120) == 143, rest
     assert time.monotonic() - signalled < 60
-    saved = list_checkpoints(out.parent / "checkpoints")  # the resumable --checkpoints dir, beside --lora
+    saved = list_checkpoints(out.parent / f"{out.name}.checkpoints")  # the resumable --checkpoints dir, <--lora>.checkpoints
     assert len(saved) == 1, "one checkpoint, written at the signal"
     step = load_state(saved[0])["step"]
     assert 2 <= step < STEPS

@@ -55,7 +55,8 @@ def test_loss_log_and_summary(trained: Path) -> None:
     assert summary["steps"] == 3 and summary["final_loss"] == pytest.approx(float(rows[-1]["loss"]), abs=1e-5)
     assert summary["engine"] == "fast" and summary["global_batch"] == 1 and summary["resumed_from"] is None
     assert summary["cache"]["captions_encoded"] == 1 and summary["cache"]["latents_encoded"] == 4
-    assert not (trained.parent / "checkpoints").exists(), "checkpoints are deleted after a successful run by default"
+    kept = trained.parent / f"{trained.name}.checkpoints"
+    assert not kept.exists(), "checkpoints are deleted after a successful run by default"
 
 
 def test_identical_trainings_give_identical_files(trained: Path, tiny_models: Path, tiny_trainset: Path, tmp_path: Path) -> None:
