@@ -90,8 +90,8 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
 def validate(params: dict[str, str], origin: str | None = None) -> None:
     """Resolve the run config these parameters give, exactly as every stage will; raise KoloraError if invalid.
 
-    `origin` is how the user gave the config (`--config FILE`, `-p config`; None: not at all): errors name it, not
-    the temporary file the text is checked in."""
+    `origin` is how the user gave the config (`--config FILE`; default `-p config` where that is set): errors name
+    it, not the temporary file the text is checked in."""
     defaults = {p.name: p.default for p in run_parameters()}
     merged = {**defaults, **params}
     overrides: dict[str, Any] = {}
@@ -101,15 +101,14 @@ def validate(params: dict[str, str], origin: str | None = None) -> None:
                 overrides[p.flag] = yaml.safe_load(merged[p.name])
             except yaml.YAMLError:
                 raise KoloraError(f"-p {p.name}: '{merged[p.name]}' is not a valid YAML value") from None
+    origin = origin or ("-p config" if "config" in params else None)
+    if origin is None:  # the template's default config, "{}": nothing to overlay, nor to name in errors
+        load_config(merged["profile"], None, overrides, flags_name="-p parameters")
+        return
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(merged["config"], encoding="utf-8")
-        try:
-            load_config(merged["profile"], config, overrides)
-        except KoloraError as exc:
-            both = f"{origin} + -p parameters" if origin else "-p parameters"
-            message = str(exc).replace(f"{config} + command-line flags", both)
-            raise KoloraError(message.replace(f"config file {config}", origin or "-p config")) from None
+        load_config(merged["profile"], config, overrides, config_name=origin, flags_name="-p parameters")
 
 
 def server_url(host: str | None) -> str:
@@ -200,8 +199,7 @@ def submit(
 def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
     if not args.no_validate:
-        origin = f"--config {args.config}" if args.config is not None else "-p config" if "config" in params else None
-        validate(params, origin)
+        validate(params, f"--config {args.config}" if args.config is not None else None)
     if args.dry_run:
         namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
         print(build_workflow(params, namespace, args.template, args.generate_name).to_yaml(allow_unicode=True), end="")

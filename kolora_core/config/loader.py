@@ -42,8 +42,10 @@ def read_profile(name: str) -> dict[str, Any]:
 CONFIG_FORMATS = {".json": "JSON", ".toml": "TOML"}  # any other suffix is YAML (which JSON also is)
 
 
-def read_config_file(path: Path) -> dict[str, Any]:
-    """A run config in YAML, JSON or TOML (by suffix). TOML has no null: set a field to null in YAML or JSON."""
+def read_config_file(path: Path, name: str | None = None) -> dict[str, Any]:
+    """A run config in YAML, JSON or TOML (by suffix). TOML has no null: set a field to null in YAML or JSON.
+    `name`: how errors call it (default "config file <path>")."""
+    shown = name or f"config file {path}"
     kind = CONFIG_FORMATS.get(path.suffix.lower(), "YAML")
     text = read_text(path, "config file", "pass a YAML, JSON or TOML file to --config")
     try:
@@ -52,11 +54,11 @@ def read_config_file(path: Path) -> dict[str, Any]:
         else:
             data = tomllib.loads(text) if kind == "TOML" else yaml.load(text, Loader=UniqueKeyLoader)
     except (json.JSONDecodeError, tomllib.TOMLDecodeError, yaml.YAMLError, DuplicateKey) as exc:
-        raise KoloraError(f"config file {path} is not valid {kind}: {exc}") from None
+        raise KoloraError(f"{shown} is not valid {kind}: {exc}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise KoloraError(f"config file {path} must hold a mapping of sections, got {type(data).__name__}")
+        raise KoloraError(f"{shown} must hold a mapping of sections, got {type(data).__name__}")
     return data
 
 
@@ -97,16 +99,22 @@ def load_config(
     profile: str = "full",
     config_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    *,
+    config_name: str | None = None,
+    flags_name: str = "command-line flags",
 ) -> RunConfig:
-    """Resolve a run config: defaults <- profile <- config file <- dotted overrides."""
+    """Resolve a run config: defaults <- profile <- config file <- dotted overrides.
+
+    `config_name` / `flags_name`: how errors name the config file and the overrides, for a caller that wrote what
+    the user gave (`-p config`, `--config FILE`) to a file of its own: errors name that, not the temporary file."""
     data = read_profile(profile)
     origin = f"profile {profile}"
     if config_file is not None:
-        data = _deep_merge(data, read_config_file(Path(config_file)))
-        origin = f"config file {config_file}"
+        data = _deep_merge(data, read_config_file(Path(config_file), config_name))
+        origin = config_name or f"config file {config_file}"
     if overrides:
         data = _deep_merge(data, dotted_to_nested(overrides))
-        origin = "command-line flags" if config_file is None else f"{config_file} + command-line flags"
+        origin = flags_name if config_file is None else f"{config_name or config_file} + {flags_name}"
     data["profile"] = profile
     _inline_prompts_file(data)
     try:

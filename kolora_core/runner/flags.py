@@ -85,13 +85,9 @@ def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> Ru
     with tempfile.TemporaryDirectory(prefix="kolora-config-") as tmp:
         path = Path(tmp) / "run.yaml"  # the name the stage reads it under
         path.write_text(overlay, encoding="utf-8")
-        try:
-            return load_config(profile, path, overrides)
-        except KoloraError as exc:  # name what the user gave, not the temporary file
-            name = _feeding_parameter(raw)
-            given = f"-p {name}" if name else f"the run config of template {template.name}"
-            message = str(exc).replace(f"{path} + command-line flags", f"{given} + -p parameters")
-            raise KoloraError(message.replace(f"config file {path}", given)) from None
+        name = _feeding_parameter(raw)
+        given = f"-p {name}" if name else f"the run config of template {template.name}"
+        return load_config(profile, path, overrides, config_name=given, flags_name="-p parameters")
 
 
 def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> None:
