@@ -95,8 +95,8 @@ def _refuse_overlaps(read: dict[str, Path], written: dict[str, Path]) -> None:
     after all the work."""
     places = {name: path.resolve() for name, path in {**read, **written}.items()}
     for name in written:
+        here = places[name]
         for other, where in places.items():
-            here = places[name]
             if other == name:
                 continue
             if here == where:
