@@ -13,8 +13,9 @@ Settings are the seed's: 50 steps, cfg 4, 1024x1024, the seed notebook's prompts
 
 Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RES (default 1024),
 BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
-b<batch>[+flag...]; flags: compile (the stage's default on a GPU: each UNet layer compiled, kernels cached),
-whole (the whole UNet as one compiled graph instead), fp8 (the attention blocks' linear layers in FP8,
+b<batch>[+flag...]; flags: compile (each UNet layer compiled, kernels cached; the stage compiles with vae),
+whole (the whole UNet as one compiled graph instead), vae (the VAE decoder compiled too),
+cg (compile mode reduce-overhead: CUDA graphs), fp8 (the attention blocks' linear layers in FP8,
 fp8_linear.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
 tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
@@ -105,7 +106,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "whole", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
+FLAGS = {"compile", "whole", "vae", "cg", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -309,13 +310,14 @@ def main() -> None:
         inductor.conv_1x1_as_mm = inductor.coordinate_descent_tuning = "tune" in flags
         inductor.freezing = "freeze" in flags
         torch._dynamo.reset()  # a fresh compilation with this variant's settings (inductor's disk cache still counts)
-        mode = "max-autotune-no-cudagraphs" if "mat" in flags else None
+        mode = "max-autotune-no-cudagraphs" if "mat" in flags else "reduce-overhead" if "cg" in flags else None
         scope = "whole" if "whole" in flags else "compile" in flags
         if "fp8" in flags:
             use_fp8(sampler)
         elif FP8["layers"]:
             raise SystemExit("BENCH_VARIANTS: put the fp8 variants last (FP8 layers stay FP8)")
         sampler.configure_unet(scope=scope, channels_last="cl" in flags, mode=mode)
+        sampler.configure_vae(compiled="vae" in flags)
         if device == "cuda":
             torch.backends.cudnn.benchmark = "bm" in flags
         warm = [replace(r, steps=2) for r in requests[:batch]]
@@ -344,6 +346,7 @@ def main() -> None:
             variant=name,
             batch=batch,
             compile="compile" in flags,
+            vae_compiled="vae" in flags,
             channels_last="cl" in flags,
             vae_dtype=VAE,
             res=RES,

@@ -361,9 +361,9 @@ class GenerateConfig(Section):
     batch_size: int = Field(8, ge=1, description="prompts the fast engine renders together (cond+uncond in one UNet call)")
     compile: bool | Literal["auto", "whole"] = Field(
         "auto",
-        description="torch.compile the UNet's layers (fast engine); auto = on a GPU for shards of 32+ images (below "
-        "that the warm-up costs more than it saves); whole = the whole UNet as one graph (~3% faster, ~100 s cold "
-        "warm-up). Compiled kernels are cached in generate.compile_cache_dir",
+        description="torch.compile the UNet's layers and the VAE decoder (fast engine); auto = on a GPU for shards "
+        "of 32+ images (below that the warm-up costs more than it saves); whole = the whole UNet as one graph (~3% "
+        "faster, ~100 s cold warm-up). Compiled kernels are cached in generate.compile_cache_dir",
     )
     compile_cache_dir: str | None = Field(
         None, description="compiled-kernel cache kept across runs; null = $KOLORA_COMPILE_CACHE or ~/.cache/kolora/compile"

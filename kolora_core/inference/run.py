@@ -5,7 +5,7 @@ Two engines (`generate.engine`):
   `prompt-embeddings` output when they were made from the same text encoder in the same dtype (then ChatGLM3,
   12.5 GB, is never read), encodes the others and frees the text encoder, then renders `generate.batch_size`
   prompts per batch with conditional and unconditional passes in one UNet call; cuDNN attention on Hopper; its
-  layers compiled when the shard is long enough to pay for it (`generate.compile`; kernels cached in
+  layers (and the VAE decoder) compiled when the shard is long enough to pay for it (`generate.compile`; kernels cached in
   `generate.compile_cache_dir`, so the compilation itself is paid once per model, torch and GPU); bf16 (GPU) /
   fp32 (CPU) VAE decode.
 * `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.

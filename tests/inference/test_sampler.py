@@ -72,6 +72,27 @@ def test_batching_gives_the_images_of_one_at_a_time(tiny_models: Path) -> None:
     assert [r.request.index for r in batches] == [0, 1, 2, 3]  # grouped by settings, in order of first appearance
 
 
+def test_compiling_compiles_the_vae_decoder_too_and_it_decodes_as_eager(tiny_models: Path) -> None:
+    """aot_eager traces as inductor does without C++ compilation (inductor: bench/generate_bench.py's `vae` flag)."""
+    parts = take_models(load_model_manager(ModelDir(tiny_models), "cpu", torch.float32))
+    compiled_sampler = KolorsSampler(None, parts["sdxl_unet"], parts["sdxl_vae_decoder"], device="cpu", compile_scope=True)
+    assert compiled_sampler.vae_decoder._compiled_call_impl is not None, "the stage's compile setting reaches the VAE"
+    sampler = _sampler(tiny_models)
+    assert sampler.vae_decoder._compiled_call_impl is None
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    eager = sampler.decode(latents)
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    sampler.configure_vae(compiled=True, backend="aot_eager")
+    compiled = sampler.decode(latents)
+    assert counters["stats"]["unique_graphs"] == 1, "one image at a time: one static shape, one graph, no recompiles"
+    for a, b in zip(compiled, eager, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+    sampler.configure_vae(compiled=False)
+    assert sampler.vae_decoder._compiled_call_impl is None
+
+
 def test_text_encoder_is_released_after_encoding(tiny_models: Path) -> None:
     manager = load_model_manager(ModelDir(tiny_models), "cpu", torch.float32)  # kept alive, as the stage keeps it
     parts = take_models(manager)
