@@ -5,6 +5,7 @@ file/folder, or smoke:// (a small generated dataset). Output layout: kolora_core
 skipped input and its reason is in ingest_report.json. See docs/data.md.
 
     python -m jobs.ingest --profile smoke --dataset /tmp/run/dataset
+    python -m jobs.ingest --source ./my-images --dataset /tmp/run/dataset   # a folder instead of ingest.source
 """
 
 import sys

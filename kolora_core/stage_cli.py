@@ -11,6 +11,9 @@ same way, which is what lets the runner, the containers and Argo treat them alik
 * outputs are staged beside their directory (`<parent>/.staging/<name>`, outside every artifact path) and
   moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
   output directory empty (or as its previous commit), which is what Argo then uploads.
+* uploads (`Stage.uploads`: ingest's `--source`) are the user's own files: optional, never pruned, and a
+  directory that does not exist counts as not given, with one log line (an optional Argo artifact that was not
+  supplied leaves no path).
 * resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
   directories the stage keeps across attempts; the flag is optional and defaults to `<first output>.<name>` beside
   it (a container gets `/kolora/outputs/<name>` from its template). The work function finds them in its `outputs`
@@ -43,15 +46,15 @@ log = logging.getLogger("kolora")
 
 
 def _usage(name: str, stage: Stage) -> str:
-    return f"[--{name} DIR]" if name in stage.optional else f"--{name} DIR"
+    return f"[--{name} DIR]" if name in (*stage.optional, *stage.uploads) else f"--{name} DIR"
 
 
 def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
     """The stage's flags; `--help` describes its own config sections (`Stage.config_sections`), `--help-all` all."""
     parser = FlagParser(
         prog=f"python -m {stage.module}",
-        usage=f"%(prog)s {' '.join(_usage(n, stage) for n in (*stage.inputs, *stage.outputs))} [--profile NAME] [--config FILE] "
-        "[--SECTION.FIELD VALUE ...]",
+        usage=f"%(prog)s {' '.join(_usage(n, stage) for n in (*stage.inputs, *stage.uploads, *stage.outputs))} "
+        "[--profile NAME] [--config FILE] [--SECTION.FIELD VALUE ...]",
         description=f"kolora {stage.name}: {stage.summary}",
         error_prefix=f"kolora {stage.name}",
     )
@@ -66,6 +69,9 @@ def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
         io.add_argument(
             f"--{name}", type=Path, required=required, metavar="DIR", help=f"input: {name} (output of an earlier stage){optional}"
         )
+    for name in stage.uploads:
+        help = f"input: {name}, your own files, read as they are (optional; a directory that does not exist is not given)"
+        io.add_argument(f"--{name}", type=Path, metavar="DIR", help=help)
     for name in stage.outputs:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
         io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
@@ -87,6 +93,22 @@ def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, P
     directory keep their own states. The templates pass the container paths explicitly."""
     first = next(iter(outputs.values()))
     return {name: getattr(args, name.replace("-", "_")) or first.parent / f"{first.name}.{name}" for name in stage.resumable}
+
+
+def _uploads(stage: Stage, given: dict[str, Path | None]) -> dict[str, Path]:
+    """The uploads given as existing directories; one that does not exist is left out with one log line."""
+    found: dict[str, Path] = {}
+    for name in stage.uploads:
+        path = given[name]
+        if path is None:
+            continue
+        if not path.exists():
+            log.info("input --%s %s does not exist: %s runs without it", name, path, stage.name)
+        elif not path.is_dir():
+            raise KoloraError(f"input --{name} {path} is a file, not a directory: give the folder that holds it")
+        else:
+            found[name] = path
+    return found
 
 
 def _refuse_overlaps(read: dict[str, Path], written: dict[str, Path]) -> None:
@@ -137,13 +159,15 @@ def stage_main(stage_name: str, work: StageWork | str, argv: list[str] | None = 
 def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) -> int:
     try:
         config = config_from_args(args)
-        given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.outputs)}
+        given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.uploads, *stage.outputs)}
         inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
         outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
         resumable = _resumable_dirs(stage, args, outputs)
-        _refuse_overlaps(inputs, {**outputs, **resumable})
+        uploads = _uploads(stage, given)
+        _refuse_overlaps({**inputs, **uploads}, {**outputs, **resumable})
         for name, path in inputs.items():
             commit.accept_input(name, path)
+        inputs.update(uploads)
         staged = {name: commit.begin(path, stage.name) for name, path in outputs.items()}
         _make_dirs(resumable)
         started = time.perf_counter()

@@ -42,6 +42,10 @@ class Stage:
     # Inputs/outputs the stage runs without: a CLI run may leave their flag out (train then writes no prompt
     # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`.
     optional: tuple[str, ...] = ()
+    # The user's own files handed in as they are (ingest's `source`: a folder of images or .parquet files): never a
+    # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional, and a directory that does not
+    # exist counts as not given (on Argo an optional artifact that was not supplied leaves no path).
+    uploads: tuple[str, ...] = ()
     # torch.compile's cache (generated code, as trusted as the weights): the workflow keeps it beside the models
     compiles: bool = False
     # The config sections this stage reads, listed first in its --help (all flags are accepted by every stage).
@@ -65,7 +69,7 @@ class Stage:
     def io_args(self) -> list[str]:
         """The `--<artifact> <path>` arguments every run of this stage gets."""
         args: list[str] = []
-        for name in self.inputs:
+        for name in (*self.inputs, *self.uploads):
             args += [f"--{name}", self.input_path(name)]
         for name in (*self.outputs, *self.resumable):  # resumable ones too: their default is for runs by hand
             args += [f"--{name}", self.output_path(name)]
@@ -81,6 +85,7 @@ STAGES: dict[str, Stage] = {
             "ingest",
             "download/read images, normalise, caption",
             outputs=("dataset",),
+            uploads=("source",),
             config_sections=("ingest",),
         ),
         Stage(

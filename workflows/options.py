@@ -43,6 +43,9 @@ COMPILE_CACHE_SUBPATH = "compile-cache"  # on the models claim of models_from="p
 QUICK_START_ENDPOINT = "http://minio:9000"
 QUICK_START_BUCKET = "my-bucket"
 QUICK_START_SECRET = "my-minio-cred"
+# The parameter that names each stage upload's key (`Stage.uploads`): an optional key-only input artifact
+DATASET_KEY_PARAM = "dataset-key"
+UPLOAD_KEY_PARAMS = {"source": DATASET_KEY_PARAM}
 ON_UNCHANGED = ("train", "skip")  # the `on-unchanged` parameter: manual runs train anyway, the nightly skips
 
 
@@ -70,7 +73,18 @@ def run_parameters(version: str | None = None) -> tuple[Param, ...]:
     return (
         Param("profile", "full", "config profile (kolora_core/profiles)", enum=tuple(available_profiles())),
         Param("config", "{}", "YAML run config overlaid on the profile (same format as `kolora config`)"),
-        Param("dataset", "", "training images: modelscope://<id>, a .parquet, smoke:// ('' = profile)", "ingest.source"),
+        Param(
+            "dataset",
+            "",
+            "training images: modelscope://<id>, smoke://, or (kolora run only) a local folder or .parquet ('' = profile)",
+            "ingest.source",
+        ),
+        Param(
+            DATASET_KEY_PARAM,
+            "",
+            "your own images instead: the key prefix in the artifact repository of a folder of images (captions in "
+            "metadata.csv/.jsonl or .txt files) or of .parquet files ('' = none: dataset is read)",
+        ),
         Param("caption", "", "caption for every image; null keeps the source captions ('' = profile)", "ingest.caption"),
         Param("steps", "", "LoRA optimizer steps ('' = profile)", "train.steps"),
         Param("rank", "", "LoRA rank ('' = profile)", "train.lora_rank"),

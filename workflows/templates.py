@@ -67,6 +67,7 @@ from workflows.options import (
     MODELS_VOLUME,
     SCORERS_KEY_PARAM,
     SHM_VOLUME,
+    UPLOAD_KEY_PARAMS,
     RenderOptions,
     run_parameters,
 )
@@ -164,6 +165,9 @@ def input_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact]:
             inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=output_key(name)))
         else:  # passed by the DAG task (`from`)
             inputs.append(Artifact(name=name, path=stage.input_path(name), optional=name in stage.optional or None))
+    for name in stage.uploads:  # the user's own files at a parameter's key; '' = not supplied (Argo then skips it)
+        key = f"{{{{workflow.parameters.{UPLOAD_KEY_PARAMS[name]}}}}}"
+        inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=key, optional=True))
     return inputs
 
 

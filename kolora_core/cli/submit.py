@@ -24,12 +24,12 @@ from typing import Any
 import requests
 import yaml
 
-from kolora_core.config import load_config, read_config_file
+from kolora_core.config import IngestConfig, RunConfig, load_config, read_config_file
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from kolora_core.runner.flags import refuse_config_path
+from workflows.options import DATASET_KEY_PARAM, TEMPLATE_NAME, run_parameters
 from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
-from workflows.options import TEMPLATE_NAME, run_parameters
 
 DEFAULT_NAMESPACE = "argo"
 TIMEOUT_S = 30
@@ -87,7 +87,21 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
     return params
 
 
-def validate(params: dict[str, str], origin: str | None = None) -> None:
+def refuse_local_dataset(params: dict[str, str], source: str | None, where: str) -> None:
+    """The pods read only the store and the hub: a path on this machine (`source`, named by `where`) is refused
+    with how to hand it in instead (`dataset-key`), and so is giving both."""
+    if params.get(DATASET_KEY_PARAM):
+        if params.get("dataset"):
+            raise KoloraError(f"give -p dataset or -p {DATASET_KEY_PARAM}, not both (the pods read the key's images)")
+        return
+    if source is not None and IngestConfig(source=source).reads_local_files:
+        raise KoloraError(
+            f"{where} is a path on this machine, which the pods cannot read: copy the folder into the artifact store "
+            f"(e.g. `aws s3 sync {source} s3://<bucket>/datasets/<name>/`) and pass -p {DATASET_KEY_PARAM}=datasets/<name>/"
+        )
+
+
+def validate(params: dict[str, str], origin: str | None = None) -> RunConfig:
     """Resolve the run config these parameters give, exactly as every stage will; raise KoloraError if invalid.
 
     `origin` is how the user gave the config (`--config FILE`; default `-p config` where that is set): errors name
@@ -103,12 +117,11 @@ def validate(params: dict[str, str], origin: str | None = None) -> None:
                 raise KoloraError(f"-p {p.name}: '{merged[p.name]}' is not a valid YAML value") from None
     origin = origin or ("-p config" if "config" in params else None)
     if origin is None:  # the template's default config, "{}": nothing to overlay, nor to name in errors
-        load_config(merged["profile"], None, overrides, flags_name="-p parameters")
-        return
+        return load_config(merged["profile"], None, overrides, flags_name="-p parameters")
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.yaml"
         config.write_text(merged["config"], encoding="utf-8")
-        load_config(merged["profile"], config, overrides, config_name=origin, flags_name="-p parameters")
+        return load_config(merged["profile"], config, overrides, config_name=origin, flags_name="-p parameters")
 
 
 def server_url(host: str | None) -> str:
@@ -198,8 +211,13 @@ def submit(
 
 def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
+    if params.get("dataset"):
+        refuse_local_dataset(params, params["dataset"], f"-p dataset={params['dataset']}")
     if not args.no_validate:
-        validate(params, f"--config {args.config}" if args.config is not None else None)
+        origin = f"--config {args.config}" if args.config is not None else None
+        config = validate(params, origin)
+        named = origin or ("-p config" if "config" in params else f"profile {config.profile}")
+        refuse_local_dataset(params, config.ingest.source, f"ingest.source {config.ingest.source} ({named})")
     if args.dry_run:
         namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
         print(build_workflow(params, namespace, args.template, args.generate_name).to_yaml(allow_unicode=True), end="")

@@ -154,9 +154,12 @@ def ingest_to(config: IngestConfig, out: Path) -> dict:
 
 def run_ingest(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     """Stage entry point (see jobs/ingest.py)."""
-    del inputs  # ingest reads only its source
     out = outputs["dataset"]
-    report = ingest_to(config.ingest, out)
+    ingest = config.ingest
+    if "source" in inputs:  # the user's own files, handed in (on Argo: the dataset-key artifact)
+        log.info("ingest: reading --source %s (ingest.source %s is not read)", inputs["source"], ingest.source)
+        ingest = ingest.model_copy(update={"source": str(inputs["source"])})
+    report = ingest_to(ingest, out)
     write_json(out / INGEST_REPORT, report)
     log.info(
         "ingest: %d images from %s -> %d kept, %d skipped (%s)",

@@ -241,6 +241,10 @@ class StepExecutor:
             host.write_text(source.raw_data, encoding="utf-8")
             return
         key = source.key if isinstance(source, ArtifactRef) else source.s3_key or ""
+        if not key.strip("/"):  # Argo's HasLocationOrKey: an empty key is no source (never the bucket's root)
+            if optional:
+                return
+            self._fail(node, f"input artifact '{art.name}' has an empty key: set the parameter that names it", started)
         try:
             self.ctx.store.download(key, host)
         except ArtifactNotFound as exc:

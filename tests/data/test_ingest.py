@@ -126,6 +126,32 @@ def test_cli_smoke_and_missing_source(tmp_path: Path, capsys: pytest.CaptureFixt
     assert not (tmp_path / "ds2" / "_SUCCESS").exists()
 
 
+def test_cli_source_is_the_users_folder_read_as_it_is(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """`--source DIR` (the workflow's `dataset-key` upload) replaces ingest.source; it is no commit, so nothing in it
+    is pruned; a directory that does not exist is not given; a file or an overlap with the output is one line."""
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    for i in range(2):
+        (mine / f"{i}.png").write_bytes(encode(picture((128, 128), i), "PNG"))
+    (mine / "notes.txt").write_text("kept: an upload is not pruned by a _SUCCESS", encoding="utf-8")
+    assert ingest_main(["--profile", "smoke", "--source", str(mine), "--dataset", str(tmp_path / "ds")]) == 0
+    report = json.loads((tmp_path / "ds" / INGEST_REPORT).read_text(encoding="utf-8"))
+    assert (report["source"], report["kept"]) == ("folder:mine", 2) and (mine / "notes.txt").exists()
+
+    assert ingest_main(["--profile", "smoke", "--source", str(tmp_path / "absent"), "--dataset", str(tmp_path / "ds2")]) == 0
+    assert json.loads((tmp_path / "ds2" / INGEST_REPORT).read_text(encoding="utf-8"))["source"] == "smoke://"
+    capsys.readouterr()
+
+    for source, dataset, message in (
+        (mine / "0.png", tmp_path / "ds3", f"input --source {mine / '0.png'} is a file, not a directory"),
+        (mine, mine / "ds", f"--dataset {mine / 'ds'} lies inside --source {mine}"),
+    ):
+        code = ingest_main(["--profile", "smoke", "--source", str(source), "--dataset", str(dataset)])
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert code == 2 and last.startswith(f"kolora ingest: error: {message}"), last
+        assert not (dataset / "_SUCCESS").exists()
+
+
 def test_large_sources_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ingest loop pulls one item at a time: a source that fails at item 3 has written items 0-2 already."""
     from kolora_core.data import ingest as ingest_module

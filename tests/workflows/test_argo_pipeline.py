@@ -15,7 +15,7 @@ from kolora_core.stage_cli import build_parser, config_from_args
 from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, STAGES
 from tests.workflows.argo_objects import artifacts, tasks, templates
 from workflows import pipeline
-from workflows.options import SIZES, TERMINATION_GRACE_S, UPLOAD_GRACE_S, project_version, run_parameters
+from workflows.options import SIZES, TERMINATION_GRACE_S, UPLOAD_GRACE_S, UPLOAD_KEY_PARAMS, project_version, run_parameters
 from workflows.render import render_all
 from workflows.steps import STEPS
 
@@ -43,10 +43,13 @@ def test_container_template_is_the_stage_spec(template: dict, name: str) -> None
     assert args[4 : 4 + len(io)] == io
     inputs = artifacts(tmpl.get("inputs"))
     extra = list(stage.resumable)  # kept across pod retries: test_argo_graph.py test_resumable_outputs_survive_retries
-    assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs, *extra]
+    assert list(inputs) == [CONFIG_ARTIFACT, *stage.inputs, *stage.uploads, *extra]
     assert inputs[CONFIG_ARTIFACT] == {"name": "config", "path": CONFIG_PATH, "raw": {"data": "{{workflow.parameters.config}}"}}
     for art in stage.inputs:
         assert inputs[art]["path"] == stage.input_path(art)
+    for art in stage.uploads:  # the user's files at a parameter's key; '' leaves the key empty, which Argo skips
+        key = "{{workflow.parameters." + UPLOAD_KEY_PARAMS[art] + "}}"
+        assert inputs[art] == {"name": art, "optional": True, "path": stage.input_path(art), "s3": {"key": key}}
     outputs = artifacts(tmpl["outputs"])
     assert list(outputs) == [*stage.outputs, *extra]
     for art in stage.outputs:
@@ -122,12 +125,14 @@ def test_workflow_parameters(template: dict) -> None:
     assert params["image-registry"]["value"] == "ghcr.io/kolora"
     assert params["image-tag"]["value"] == project_version() != "latest"
     assert params["generate-shards"]["value"] == "1"
-    for name in ("dataset", "caption", "steps", "rank", "alpha", "learning-rate", "prompts", "lora-strength", "model-source"):
+    blank = ("dataset", "dataset-key", "caption", "steps", "rank", "alpha", "learning-rate", "prompts", "lora-strength")
+    for name in (*blank, "model-source"):
         assert params[name]["value"] == "", name
     for name in ("name", "champion-margin", "notify-url", "s3-region"):  # '' = the profile's / off / the default region
         assert params[name]["value"] == "", name
     assert params["on-unchanged"]["value"] == "train" and params["on-unchanged"]["enum"] == ["train", "skip"]
-    assert not [n for n in params if re.search("token|secret|password|key", n)]
+    # no credentials as parameters (they show in the UI and the workflow's spec); `-key`s are object keys
+    assert not [n for n in params if re.search("token|secret|password|access|credential", n)]
 
 
 def test_every_workflow_parameter_is_used(rendered: dict[str, str]) -> None:

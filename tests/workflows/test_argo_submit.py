@@ -118,6 +118,52 @@ def test_dry_run_prints_a_valid_workflow(capsys: pytest.CaptureFixture[str], tmp
         assert schema_errors(wf, version) == []
 
 
+HOW = "which the pods cannot read: copy the folder into the artifact store (e.g. `aws s3 sync"
+
+
+@pytest.mark.parametrize(
+    ("argv", "config", "message"),
+    [
+        (
+            ["-p", "dataset=/data/imgs"],
+            None,
+            f"-p dataset=/data/imgs is a path on this machine, {HOW}",
+        ),
+        (["--no-validate", "-p", "dataset=./imgs"], None, "-p dataset=./imgs is a path on this machine"),
+        (["-p", "dataset=modelscope:///data/x.parquet"], None, "-p dataset=modelscope:///data/x.parquet is a path on this"),
+        ([], "ingest: {source: /data/imgs}", "ingest.source /data/imgs (--config CONFIG) is a path on this machine"),
+        (["-p", "config=ingest: {source: imgs}"], None, "ingest.source imgs (-p config) is a path on this machine"),
+        (["-p", "dataset=modelscope://a/b", "-p", "dataset-key=datasets/mine/"], None, "give -p dataset or -p dataset-key"),
+    ],
+)
+def test_a_dataset_on_this_machine_is_refused_with_the_way_in(
+    argv: list[str], config: str | None, message: str, capsys: pytest.CaptureFixture[str], tmp_path
+) -> None:
+    """The pods see the store and the hub, never the laptop: refused before anything is sent, saying what to do."""
+    extra = []
+    if config is not None:
+        (tmp_path / "c.yaml").write_text(config + "\n", encoding="utf-8")
+        extra = ["--config", str(tmp_path / "c.yaml")]
+    code, out, err = run_submit(["--dry-run", *argv, *extra], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert message.replace("CONFIG", str(tmp_path / "c.yaml")) in err, err
+    if "sync" in message:
+        assert "-p dataset-key=datasets/<name>/" in err
+
+
+def test_uploaded_images_go_by_their_key(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
+    (tmp_path / "c.yaml").write_text("ingest: {source: /data/imgs}\n", encoding="utf-8")  # the key wins in the pod
+    for argv in (
+        ["-p", "dataset-key=datasets/mine/"],
+        ["-p", "dataset-key=datasets/mine/", "--config", str(tmp_path / "c.yaml")],
+    ):
+        code, out, err = run_submit(["--dry-run", *argv], capsys)
+        assert code == 0, err
+        assert {"name": "dataset-key", "value": "datasets/mine/"} in yaml.safe_load(out)["spec"]["arguments"]["parameters"]
+    code, _, err = run_submit(["--dry-run", "-p", "dataset=modelscope://AI-ModelScope/lowres_anime"], capsys)
+    assert code == 0, err
+
+
 class _FakeArgoServer(BaseHTTPRequestHandler):
     received: ClassVar[list[tuple[str, dict, dict]]] = []
 

@@ -1,0 +1,108 @@
+"""The user's own images through the store: `dataset-key` names a prefix, the ingest pod reads it as `--source`.
+
+Argo's executor treats an input artifact whose key is empty as not supplied (`HasLocationOrKey`): optional ones
+are skipped, required ones fail; it never reads the bucket's root. The local runner does the same, and the ingest
+template of workflows/dist/kolora-pipeline.yaml (what a cluster runs) is run here on the real stage.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from PIL import Image
+
+from kolora_core.data.layout import INGEST_REPORT
+from kolora_core.storage.s3 import S3Store
+
+PIPELINE = Path(__file__).resolve().parents[2] / "workflows" / "dist" / "kolora-pipeline.yaml"
+
+KEYED_INPUT = """
+apiVersion: argoproj.io/v1alpha1
+kind: WorkflowTemplate
+metadata: {name: keyed}
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{name: k, value: ""}]
+  templates:
+    - name: main
+      dag:
+        tasks: [{name: look, template: look}]
+    - name: look
+      inputs:
+        artifacts:
+          - {name: given, path: /kolora/inputs/given, optional: OPTIONAL, s3: {key: "{{workflow.parameters.k}}"}}
+      script:
+        image: python
+        command: [python]
+        source: |
+          import os
+          p = "/kolora/inputs/given"
+          print("saw", sorted(os.listdir(p)) if os.path.isdir(p) else None)
+"""
+
+
+def _template(tmp_path: Path, optional: bool) -> str:
+    path = tmp_path / f"keyed-{optional}.yaml"
+    path.write_text(KEYED_INPUT.replace("OPTIONAL", str(optional).lower()), encoding="utf-8")
+    return str(path)
+
+
+def test_an_empty_key_is_no_artifact_never_the_bucket_root(run: Any, store: S3Store, tmp_path: Path) -> None:
+    store.put_text("elsewhere/secret.txt", "not for this pod")
+    store.put_text("uploads/mine/a.txt", "a")
+    result, console = run(_template(tmp_path, optional=True))
+    assert result.ok, console
+    assert result.node("look").result == "saw None"  # skipped: nothing of the bucket was downloaded
+    result, console = run(_template(tmp_path, optional=True), parameters={"k": "uploads/mine/"})
+    assert result.ok, console
+    assert result.node("look").result == "saw ['a.txt']"
+    result, console = run(_template(tmp_path, optional=False))
+    assert not result.ok
+    assert "input artifact 'given' has an empty key: set the parameter that names it" in console
+
+
+def _ingest_only(tmp_path: Path) -> str:
+    """The dist pipeline's own ingest template, as the only task of a workflow (the rest of the spec unchanged)."""
+    spec = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
+    ingest = next(t for t in spec["spec"]["templates"] if t["name"] == "ingest")
+    spec["spec"]["templates"] = [{"name": "main", "dag": {"tasks": [{"name": "ingest", "template": "ingest"}]}}, ingest]
+    spec["spec"]["entrypoint"] = "main"
+    spec["spec"].pop("onExit", None)
+    path = tmp_path / "ingest-only.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return str(path)
+
+
+@pytest.fixture
+def uploaded(store: S3Store, tmp_path: Path) -> str:
+    """Three pictures and their captions, as `aws s3 sync my-images/ s3://<bucket>/datasets/mine/` leaves them."""
+    folder = tmp_path / "my-images"
+    folder.mkdir()
+    rows = []
+    for i, colour in enumerate(("red", "green", "blue")):
+        Image.new("RGB", (160, 128), colour).save(folder / f"{colour}.png")
+        rows.append(json.dumps({"file_name": f"{colour}.png", "text": f"a {colour} square {i}"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    store.upload_tree(folder, "datasets/mine")
+    return "datasets/mine/"
+
+
+def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploaded: str, tmp_path: Path) -> None:
+    template = _ingest_only(tmp_path)
+    result, console = run(template, parameters={"profile": "smoke", "dataset-key": uploaded, "caption": "null"})
+    assert result.ok, console
+    report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
+    assert (report["source"], report["source_kind"], report["kept"]) == ("folder:source", "folder", 3)
+    log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
+    assert "(ingest.source smoke:// is not read)" in log
+
+    result, console = run(template, parameters={"profile": "smoke"})  # no key: the profile's dataset, as before
+    assert result.ok, console
+    report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
+    assert (report["source"], report["kept"]) == ("smoke://", 16)
+    assert "input --source" in (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
