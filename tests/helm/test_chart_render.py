@@ -210,6 +210,7 @@ def test_cron_values() -> None:
     assert spec["workflowSpec"]["arguments"]["parameters"] == [
         {"name": "profile", "value": "smoke"},
         {"name": "on-unchanged", "value": "skip"},
+        {"name": "dataset-key", "value": "datasets/my-style/"},
     ]
     assert "CronWorkflow" not in by_kind(ci_values()["cron-off"])
 

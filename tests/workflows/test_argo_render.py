@@ -136,5 +136,6 @@ def test_nightly_cron(objects: dict[str, dict], template: dict) -> None:
     assert spec["workflowSpec"]["arguments"]["parameters"] == [
         {"name": "profile", "value": "full"},
         {"name": "on-unchanged", "value": "skip"},
+        {"name": "dataset-key", "value": ""},  # '' = the profile's dataset; the chart's cron.datasetKey sets it
     ]
     assert spec["workflowSpec"]["workflowMetadata"]["labels"]["kolora.dev/trigger"] == "nightly"
