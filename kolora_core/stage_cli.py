@@ -11,9 +11,9 @@ same way, which is what lets the runner, the containers and Argo treat them alik
 * outputs are staged beside their directory (`<parent>/.staging/<name>`, outside every artifact path) and
   moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
   output directory empty (or as its previous commit), which is what Argo then uploads.
-* uploads (`Stage.uploads`: ingest's `--source`) are the user's own files: optional, never pruned, and a
-  directory that does not exist counts as not given, with one log line (an optional Argo artifact that was not
-  supplied leaves no path).
+* uploads (`Stage.uploads`: ingest's `--source`) are the user's own files: optional and never pruned. With
+  `--source-from NAME` (what the user named them by) the directory must exist; without, a directory that does not
+  exist counts as not given, with one log line (an optional Argo artifact that was not supplied leaves no path).
 * resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
   directories the stage keeps across attempts; the flag is optional and defaults to `<first output>.<name>` beside
   it (a container gets `/kolora/outputs/<name>` from its template). The work function finds them in its `outputs`
@@ -72,6 +72,8 @@ def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
     for name in stage.uploads:
         help = f"input: {name}, your own files, read as they are (optional; a directory that does not exist is not given)"
         io.add_argument(f"--{name}", type=Path, metavar="DIR", help=help)
+        help = f"what --{name}'s files were named by where they came from; set, they must be there ('' = not named)"
+        io.add_argument(f"--{name}-from", default="", metavar="NAME", help=help)
     for name in stage.outputs:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
         io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
@@ -95,17 +97,24 @@ def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, P
     return {name: getattr(args, name.replace("-", "_")) or first.parent / f"{first.name}.{name}" for name in stage.resumable}
 
 
-def _uploads(stage: Stage, given: dict[str, Path | None]) -> dict[str, Path]:
-    """The uploads given as existing directories; one that does not exist is left out with one log line."""
+def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str]) -> dict[str, Path]:
+    """The uploads given as existing directories. One that does not exist is left out with one log line, unless it
+    was named (`--<name>-from`): then nothing arriving under that name is the user's mistake, said in one line."""
     found: dict[str, Path] = {}
     for name in stage.uploads:
-        path = given[name]
+        path, origin = given[name], named[name]
+        what = f"input --{name} {path}" + (f" (from {origin!r})" if origin else "")
         if path is None:
+            if origin:
+                raise KoloraError(f"--{name}-from {origin!r} needs --{name} DIR: the folder its files are in")
             continue
         if not path.exists():
+            if origin:
+                raise KoloraError(f"{what}: nothing arrived under that name: check it (a typo? not uploaded yet?)")
             log.info("input --%s %s does not exist: %s runs without it", name, path, stage.name)
         elif not path.is_dir():
-            raise KoloraError(f"input --{name} {path} is a file, not a directory: give the folder that holds it")
+            hint = "an empty object (a folder marker): name the prefix without a trailing '/'" if not path.stat().st_size else ""
+            raise KoloraError(f"{what} is a file, not a folder: {hint or 'name the folder that holds it'}")
         else:
             found[name] = path
     return found
@@ -163,7 +172,7 @@ def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) ->
         inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
         outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
         resumable = _resumable_dirs(stage, args, outputs)
-        uploads = _uploads(stage, given)
+        uploads = _uploads(stage, given, {n: getattr(args, f"{n}_from".replace("-", "_")).strip() for n in stage.uploads})
         _refuse_overlaps({**inputs, **uploads}, {**outputs, **resumable})
         for name, path in inputs.items():
             commit.accept_input(name, path)

@@ -43,8 +43,10 @@ class Stage:
     # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`.
     optional: tuple[str, ...] = ()
     # The user's own files handed in as they are (ingest's `source`: a folder of images or .parquet files): never a
-    # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional, and a directory that does not
-    # exist counts as not given (on Argo an optional artifact that was not supplied leaves no path).
+    # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional. `--<name>-from NAME` says
+    # what the user named them by (the workflow passes its `dataset-key`): with a NAME the directory must be there
+    # (on Argo an optional artifact that was not found leaves no path, so a mistyped key would otherwise pass);
+    # without one, a directory that does not exist counts as not given.
     uploads: tuple[str, ...] = ()
     # torch.compile's cache (generated code, as trusted as the weights): the workflow keeps it beside the models
     compiles: bool = False

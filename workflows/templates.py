@@ -129,6 +129,8 @@ def external(artifact: str, options: RenderOptions) -> bool:
 def stage_args(stage: Stage, version: str) -> list[str]:
     """Arguments after `stage.command`: profile, config file, directories, the per-run flags."""
     args = ["--profile", "{{workflow.parameters.profile}}", "--config", CONFIG_PATH, *stage.io_args()]
+    for name in stage.uploads:  # set, the files must arrive: Argo skips an optional artifact it does not find
+        args += [f"--{name}-from", f"{{{{workflow.parameters.{UPLOAD_KEY_PARAMS[name]}}}}}"]
     for param in run_parameters(version):
         if param.flag:
             args += [f"--{param.flag}", f"{{{{workflow.parameters.{param.name}}}}}"]

@@ -87,6 +87,21 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
     return params
 
 
+def check_dataset_key(params: dict[str, str]) -> None:
+    """`-p dataset-key` is an object key prefix: refused when it is a URL, a path or padded (Argo would look it up,
+    find nothing and skip the optional artifact; the stage then fails on the cluster), and a trailing '/' is dropped
+    (Argo first fetches the key as one object, so a folder marker there would arrive as an empty file)."""
+    key = params.get(DATASET_KEY_PARAM)
+    if not key:
+        return
+    if key != key.strip() or "://" in key or key.startswith(("/", "./", "../")) or ".." in key.split("/"):
+        raise KoloraError(
+            f"-p {DATASET_KEY_PARAM}={key!r}: give the key prefix inside the artifact repository's bucket, e.g. "
+            f"datasets/<name> for s3://<bucket>/datasets/<name>/ (no scheme, bucket, leading '/', '..' or spaces)"
+        )
+    params[DATASET_KEY_PARAM] = key.rstrip("/")
+
+
 def refuse_local_dataset(params: dict[str, str], source: str | None, where: str) -> None:
     """The pods read only the store and the hub: a path on this machine (`source`, named by `where`) is refused
     with how to hand it in instead (`dataset-key`), and so is giving both."""
@@ -94,11 +109,15 @@ def refuse_local_dataset(params: dict[str, str], source: str | None, where: str)
         if params.get("dataset"):
             raise KoloraError(f"give -p dataset or -p {DATASET_KEY_PARAM}, not both (the pods read the key's images)")
         return
-    if source is not None and IngestConfig(source=source).reads_local_files:
-        raise KoloraError(
-            f"{where} is a path on this machine, which the pods cannot read: copy the folder into the artifact store "
-            f"(e.g. `aws s3 sync {source} s3://<bucket>/datasets/<name>/`) and pass -p {DATASET_KEY_PARAM}=datasets/<name>/"
-        )
+    if source is None or not IngestConfig(source=source).reads_local_files:
+        return
+    path = source.strip().removeprefix("file://").removeprefix("modelscope://")
+    folder = path if not path.lower().endswith(".parquet") and "*" not in path else str(Path(path).parent)
+    raise KoloraError(
+        f"{where} is a path on this machine, which the pods cannot read: copy {'the' if folder == path else 'its'} folder "
+        f"into the artifact store (e.g. `aws s3 sync {folder} s3://<bucket>/datasets/<name>/`) and pass "
+        f"-p {DATASET_KEY_PARAM}=datasets/<name>"
+    )
 
 
 def validate(params: dict[str, str], origin: str | None = None) -> RunConfig:
@@ -211,6 +230,7 @@ def submit(
 
 def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
+    check_dataset_key(params)
     if params.get("dataset"):
         refuse_local_dataset(params, params["dataset"], f"-p dataset={params['dataset']}")
     if not args.no_validate:

@@ -157,7 +157,7 @@ def run_ingest(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pa
     out = outputs["dataset"]
     ingest = config.ingest
     if "source" in inputs:  # the user's own files, handed in (on Argo: the dataset-key artifact)
-        log.info("ingest: reading --source %s (ingest.source %s is not read)", inputs["source"], ingest.source)
+        log.info("ingest: reading the uploaded --source %s (ingest.source %s is not read)", inputs["source"], ingest.source)
         ingest = ingest.model_copy(update={"source": str(inputs["source"])})
     report = ingest_to(ingest, out)
     write_json(out / INGEST_REPORT, report)

@@ -138,7 +138,8 @@ class KolorsSampler:
         self.scheduler = kolors_scheduler()
         self.encode_batch = encode_batch
         self.configure_unet(scope=compile_scope, channels_last=channels_last)
-        self.configure_vae(compiled=bool(compile_scope))
+        if compile_scope:  # else the decoder stays as given (a caller may have compiled it)
+            self.configure_vae(compiled=True)
         self.embeddings: dict[str, Embedding] = {}
 
     def configure_unet(self, *, scope: CompileScope, channels_last: bool = False, mode: str | None = None) -> None:

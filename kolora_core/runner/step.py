@@ -24,6 +24,7 @@ from kolora_core.runner.records import ArtifactRef, NodeRecord
 from kolora_core.runner.spec import ArtifactSpec, ParamSpec, TemplateSpec
 from kolora_core.stages import CONTAINER_ROOT, stage_of
 from kolora_core.storage.errors import ArtifactNotFound
+from kolora_core.storage.s3 import clean_key
 
 RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 Source = ArtifactSpec | ArtifactRef | None
@@ -241,10 +242,16 @@ class StepExecutor:
             host.write_text(source.raw_data, encoding="utf-8")
             return
         key = source.key if isinstance(source, ArtifactRef) else source.s3_key or ""
-        if not key.strip("/"):  # Argo's HasLocationOrKey: an empty key is no source (never the bucket's root)
+        if not key.strip().strip("/"):  # Argo's HasLocationOrKey: an empty key is no source (never the bucket's root)
             if optional:
                 return
             self._fail(node, f"input artifact '{art.name}' has an empty key: set the parameter that names it", started)
+        try:
+            clean_key(key)
+        except KoloraError:  # `s3://b/x`, `a//b`, `../x`: Argo looks such a key up and finds nothing there
+            if optional:
+                return
+            self._fail(node, f"input artifact '{art.name}': no object can have the key {key!r}", started)
         try:
             self.ctx.store.download(key, host)
         except ArtifactNotFound as exc:

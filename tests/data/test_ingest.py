@@ -134,21 +134,29 @@ def test_cli_source_is_the_users_folder_read_as_it_is(tmp_path: Path, capsys: py
     for i in range(2):
         (mine / f"{i}.png").write_bytes(encode(picture((128, 128), i), "PNG"))
     (mine / "notes.txt").write_text("kept: an upload is not pruned by a _SUCCESS", encoding="utf-8")
+    (mine / "_SUCCESS").write_text(json.dumps({"stage": "ingest", "files": ["0.png"]}), encoding="utf-8")
     assert ingest_main(["--profile", "smoke", "--source", str(mine), "--dataset", str(tmp_path / "ds")]) == 0
     report = json.loads((tmp_path / "ds" / INGEST_REPORT).read_text(encoding="utf-8"))
     assert (report["source"], report["kept"]) == ("folder:mine", 2) and (mine / "notes.txt").exists()
+    assert (mine / "1.png").exists(), "an upload is no commit: a _SUCCESS in it prunes nothing"
 
     assert ingest_main(["--profile", "smoke", "--source", str(tmp_path / "absent"), "--dataset", str(tmp_path / "ds2")]) == 0
     assert json.loads((tmp_path / "ds2" / INGEST_REPORT).read_text(encoding="utf-8"))["source"] == "smoke://"
     capsys.readouterr()
 
-    for source, dataset, message in (
-        (mine / "0.png", tmp_path / "ds3", f"input --source {mine / '0.png'} is a file, not a directory"),
-        (mine, mine / "ds", f"--dataset {mine / 'ds'} lies inside --source {mine}"),
+    marker, absent = tmp_path / "marker", tmp_path / "absent"
+    marker.write_bytes(b"")
+    folder_marker = "an empty object (a folder marker): name the prefix without a trailing '/'"
+    for source, dataset, extra, message in (
+        (mine / "0.png", tmp_path / "ds3", [], f"input --source {mine / '0.png'} is a file, not a folder: name the folder"),
+        (marker, tmp_path / "ds3", ["--source-from", "d/x/"], f"input --source {marker} (from 'd/x/') is a file"),
+        (absent, tmp_path / "ds3", ["--source-from", "d/x"], f"input --source {absent} (from 'd/x'): nothing arrived"),
+        (mine, mine / "ds", [], f"--dataset {mine / 'ds'} lies inside --source {mine}"),
     ):
-        code = ingest_main(["--profile", "smoke", "--source", str(source), "--dataset", str(dataset)])
+        code = ingest_main(["--profile", "smoke", "--source", str(source), "--dataset", str(dataset), *extra])
         last = capsys.readouterr().err.strip().splitlines()[-1]
         assert code == 2 and last.startswith(f"kolora ingest: error: {message}"), last
+        assert source != marker or last.endswith(folder_marker), last
         assert not (dataset / "_SUCCESS").exists()
 
 

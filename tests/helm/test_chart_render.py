@@ -175,6 +175,8 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"gpuu": {"enabled": False}}, "gpuu"),  # typo: unknown keys are rejected by values.schema.json
         ({"stages": {"train": {"resources": {"request": {"cpu": "1"}}}}}, "request"),
         ({"s3": {"endpoint": "https://s3.amazonaws.com"}}, "endpoint"),
+        ({"cron": {"datasetKey": "s3://my-bucket/datasets/x"}}, "datasetKey"),  # a key prefix, as kolora submit wants
+        ({"cron": {"datasetKey": "datasets/x/"}}, "datasetKey"),  # a folder marker there would arrive as a file
     ],
 )
 def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -210,7 +212,7 @@ def test_cron_values() -> None:
     assert spec["workflowSpec"]["arguments"]["parameters"] == [
         {"name": "profile", "value": "smoke"},
         {"name": "on-unchanged", "value": "skip"},
-        {"name": "dataset-key", "value": "datasets/my-style/"},
+        {"name": "dataset-key", "value": "datasets/my-style"},
     ]
     assert "CronWorkflow" not in by_kind(ci_values()["cron-off"])
 

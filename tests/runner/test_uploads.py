@@ -52,18 +52,22 @@ def _template(tmp_path: Path, optional: bool) -> str:
     return str(path)
 
 
-def test_an_empty_key_is_no_artifact_never_the_bucket_root(run: Any, store: S3Store, tmp_path: Path) -> None:
-    store.put_text("elsewhere/secret.txt", "not for this pod")
+def test_an_empty_or_impossible_key_is_no_artifact(run: Any, store: S3Store, tmp_path: Path) -> None:
+    """Optional: skipped, as Argo skips it (before, the runner stopped with an exception); required: the step fails."""
     store.put_text("uploads/mine/a.txt", "a")
-    result, console = run(_template(tmp_path, optional=True))
-    assert result.ok, console
-    assert result.node("look").result == "saw None"  # skipped: nothing of the bucket was downloaded
+    for key in ("", " ", "s3://bucket/uploads/mine", "uploads//mine", "../mine"):
+        result, console = run(_template(tmp_path, optional=True), parameters={"k": key})
+        assert result.ok, console
+        assert result.node("look").result == "saw None", key
     result, console = run(_template(tmp_path, optional=True), parameters={"k": "uploads/mine/"})
     assert result.ok, console
     assert result.node("look").result == "saw ['a.txt']"
     result, console = run(_template(tmp_path, optional=False))
     assert not result.ok
     assert "input artifact 'given' has an empty key: set the parameter that names it" in console
+    result, console = run(_template(tmp_path, optional=False), parameters={"k": "s3://bucket/uploads/mine"})
+    assert not result.ok
+    assert "input artifact 'given': no object can have the key 's3://bucket/uploads/mine'" in console
 
 
 def _ingest_only(tmp_path: Path) -> str:
@@ -100,6 +104,14 @@ def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploa
     assert (report["source"], report["source_kind"], report["kept"]) == ("folder:source", "folder", 3)
     log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
     assert "(ingest.source smoke:// is not read)" in log
+
+    # a key under which nothing is stored: Argo skips the optional artifact, so the stage must say so (not train on
+    # the profile's dataset instead)
+    result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/mien"})
+    assert not result.ok
+    log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
+    assert "(from 'datasets/mien'): nothing arrived under that name: check it" in log.strip().splitlines()[-1]
+    assert "exit 2" in console and "retry" not in console  # a user error, never retried
 
     result, console = run(template, parameters={"profile": "smoke"})  # no key: the profile's dataset, as before
     assert result.ok, console
