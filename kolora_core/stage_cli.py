@@ -103,19 +103,24 @@ def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str])
     found: dict[str, Path] = {}
     for name in stage.uploads:
         path, origin = given[name], named[name]
-        what = f"input --{name} {path}" + (f" (from {origin!r})" if origin else "")
+        what = f"the upload {origin!r} (--{name} {path})" if origin else f"input --{name} {path}"
         if path is None:
             if origin:
                 raise KoloraError(f"--{name}-from {origin!r} needs --{name} DIR: the folder its files are in")
             continue
         if not path.exists():
             if origin:
-                raise KoloraError(f"{what}: nothing arrived under that name: check it (a typo? not uploaded yet?)")
+                raise KoloraError(
+                    f"the upload {origin!r} did not arrive (nothing at --{name} {path}): nothing is stored under that "
+                    "name; check it (a typo? not uploaded yet?)"
+                )
             log.info("input --%s %s does not exist: %s runs without it", name, path, stage.name)
         elif not path.is_dir():
             hint = "an empty object (a folder marker): name the prefix without a trailing '/'" if not path.stat().st_size else ""
             raise KoloraError(f"{what} is a file, not a folder: {hint or 'name the folder that holds it'}")
         else:
+            if origin:
+                log.info("input --%s %s: the upload %r", name, path, origin)
             found[name] = path
     return found
 

@@ -24,6 +24,7 @@ from typing import Any
 import requests
 import yaml
 
+from kolora_core.cli.dataset_key import check_dataset_key
 from kolora_core.config import IngestConfig, RunConfig, load_config, read_config_file
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
@@ -87,29 +88,10 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
     return params
 
 
-def check_dataset_key(params: dict[str, str]) -> None:
-    """`-p dataset-key` is an object key prefix: refused when it is a URL, a path or padded (Argo would look it up,
-    find nothing and skip the optional artifact; the stage then fails on the cluster), and a trailing '/' is dropped
-    (Argo first fetches the key as one object, so a folder marker there would arrive as an empty file)."""
-    key = params.get(DATASET_KEY_PARAM)
-    if not key:
-        return
-    if key != key.strip() or "://" in key or key.startswith(("/", "./", "../")) or ".." in key.split("/"):
-        raise KoloraError(
-            f"-p {DATASET_KEY_PARAM}={key!r}: give the key prefix inside the artifact repository's bucket, e.g. "
-            f"datasets/<name> for s3://<bucket>/datasets/<name>/ (no scheme, bucket, leading '/', '..' or spaces)"
-        )
-    params[DATASET_KEY_PARAM] = key.rstrip("/")
-
-
 def refuse_local_dataset(params: dict[str, str], source: str | None, where: str) -> None:
     """The pods read only the store and the hub: a path on this machine (`source`, named by `where`) is refused
-    with how to hand it in instead (`dataset-key`), and so is giving both."""
-    if params.get(DATASET_KEY_PARAM):
-        if params.get("dataset"):
-            raise KoloraError(f"give -p dataset or -p {DATASET_KEY_PARAM}, not both (the pods read the key's images)")
-        return
-    if source is None or not IngestConfig(source=source).reads_local_files:
+    with how to hand it in instead (`dataset-key`; with one, `source` is not read)."""
+    if params.get(DATASET_KEY_PARAM) or source is None or not IngestConfig(source=source).reads_local_files:
         return
     path = source.strip().removeprefix("file://").removeprefix("modelscope://")
     folder = path if not path.lower().endswith(".parquet") and "*" not in path else str(Path(path).parent)

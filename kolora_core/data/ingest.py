@@ -61,8 +61,10 @@ def _summary(kinds: Counter) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
-def ingest_to(config: IngestConfig, out: Path) -> dict:
-    """Write the dataset layout into `out`; return the ingest report."""
+def ingest_to(config: IngestConfig, out: Path, named: str | None = None) -> dict:
+    """Write the dataset layout into `out`; return the ingest report. `named` is how messages name the source
+    (default `ingest.source <value>`)."""
+    named = named or f"ingest.source {config.source}"
     source = open_source(config)
     (out / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
     seen: dict[str, str] = {}  # sha256 -> original_id of its first occurrence
@@ -122,18 +124,27 @@ def ingest_to(config: IngestConfig, out: Path) -> dict:
             )
             jsonl.write(record.to_json() + "\n")
             counts["kept"] += 1
+            if config.caption is not None and (event.text or "").strip():  # kept with ingest.caption, not its own
+                counts["captions_replaced"] += 1
             if config.max_images is not None and counts["kept"] >= config.max_images:
                 stopped_early = True
                 break
     progress.maybe_log(counts, force=True)
+    if counts["captions_replaced"]:
+        log.info(
+            "ingest: ingest.caption %r replaced the source's own captions of %d images (ingest.caption: null, "
+            "or -p caption=null, keeps them)",
+            config.caption,
+            counts["captions_replaced"],
+        )
 
     if counts["kept"] == 0:
         if counts["read"] == 0:
             detail = f"; {_summary(kinds)}: {skips[0]['original_id']}: {skips[0]['reason']}" if skips else ""
-            raise KoloraError(f"ingest.source {config.source} holds no images{detail}")
+            raise KoloraError(f"{named} holds no images{detail}")
         first = skips[0]
         raise KoloraError(
-            f"no usable images in {config.source}: all {counts['read']} skipped ({_summary(kinds)}); "
+            f"no usable images in {named}: all {counts['read']} skipped ({_summary(kinds)}); "
             f"e.g. {first['original_id']}: {first['reason']}"
         )
     return {
@@ -142,6 +153,7 @@ def ingest_to(config: IngestConfig, out: Path) -> dict:
         "caption": config.caption,
         "trigger_word": config.trigger_word,
         "images_read": counts["read"],
+        "captions_replaced": counts["captions_replaced"],
         "kept": counts["kept"],
         "skipped": counts["skipped"],
         "duplicates": counts["duplicate"],
@@ -159,7 +171,7 @@ def run_ingest(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pa
     if "source" in inputs:  # the user's own files, handed in (on Argo: the dataset-key artifact)
         log.info("ingest: reading the uploaded --source %s (ingest.source %s is not read)", inputs["source"], ingest.source)
         ingest = ingest.model_copy(update={"source": str(inputs["source"])})
-    report = ingest_to(ingest, out)
+    report = ingest_to(ingest, out, named=f"--source {inputs['source']}" if "source" in inputs else None)
     write_json(out / INGEST_REPORT, report)
     log.info(
         "ingest: %d images from %s -> %d kept, %d skipped (%s)",

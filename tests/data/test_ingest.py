@@ -74,10 +74,20 @@ def test_rerun_writes_identical_files(ingested: tuple[Path, dict], bad_folder: P
     assert tree(tmp_path) == tree(out)
 
 
-def test_caption_override_keeps_uncaptioned_images(bad_folder: Path, tmp_path: Path) -> None:
-    report = ingest_to(ingest_config(str(bad_folder)), tmp_path)  # caption "二次元", the seed's
+def test_caption_override_keeps_uncaptioned_images(bad_folder: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level("INFO", logger="kolora.ingest"):
+        report = ingest_to(ingest_config(str(bad_folder)), tmp_path)  # caption "二次元", the seed's
     assert report["kept"] == len(KEPT) + 2  # nocaption.png and gbk.png now have a caption
     assert {r.text for r in read_records(tmp_path)} == {"二次元"}
+    # the source's own captions were replaced: said once, with how to keep them (a user's upload has its own)
+    replaced = report["captions_replaced"]
+    assert replaced > 0 and report["kept"] > replaced  # nocaption.png had none to replace
+    line = f"ingest.caption '二次元' replaced the source's own captions of {replaced} images (ingest.caption: null"
+    assert sum(line in r.message for r in caplog.records) == 1
+    with caplog.at_level("INFO", logger="kolora.ingest"):
+        caplog.clear()
+        kept = ingest_to(ingest_config(str(bad_folder), caption=None), tmp_path / "own")
+    assert kept["captions_replaced"] == 0 and not [r for r in caplog.records if "replaced the source" in r.message]
 
 
 def test_caption_rules() -> None:
@@ -149,8 +159,8 @@ def test_cli_source_is_the_users_folder_read_as_it_is(tmp_path: Path, capsys: py
     folder_marker = "an empty object (a folder marker): name the prefix without a trailing '/'"
     for source, dataset, extra, message in (
         (mine / "0.png", tmp_path / "ds3", [], f"input --source {mine / '0.png'} is a file, not a folder: name the folder"),
-        (marker, tmp_path / "ds3", ["--source-from", "d/x/"], f"input --source {marker} (from 'd/x/') is a file"),
-        (absent, tmp_path / "ds3", ["--source-from", "d/x"], f"input --source {absent} (from 'd/x'): nothing arrived"),
+        (marker, tmp_path / "ds3", ["--source-from", "d/x/"], f"the upload 'd/x/' (--source {marker}) is a file"),
+        (absent, tmp_path / "ds3", ["--source-from", "d/x"], f"the upload 'd/x' did not arrive (nothing at --source {absent})"),
         (mine, mine / "ds", [], f"--dataset {mine / 'ds'} lies inside --source {mine}"),
     ):
         code = ingest_main(["--profile", "smoke", "--source", str(source), "--dataset", str(dataset), *extra])

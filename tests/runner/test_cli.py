@@ -55,6 +55,16 @@ def test_flags_become_options() -> None:
         parse("--engine", "kubernetes")
 
 
+def test_dataset_key_is_checked_as_kolora_submit_checks_it() -> None:
+    """A key that runs here is one a cluster reads the same way (Argo would skip a URL or a path silently)."""
+    assert options_from_args(parse("-p", "dataset-key=datasets/mine/")).parameters["dataset-key"] == "datasets/mine"
+    for key in ("s3://kolora/datasets/mine", "/datasets/mine", "datasets/mine ", "../mine"):
+        with pytest.raises(KoloraError, match=r"give the key prefix inside the artifact repository's bucket"):
+            options_from_args(parse("-p", f"dataset-key={key}"))
+    with pytest.raises(KoloraError, match="give -p dataset or -p dataset-key, not both"):
+        options_from_args(parse("-p", "dataset=smoke://", "-p", "dataset-key=datasets/mine"))
+
+
 def test_success_exits_zero_and_prints_the_summary(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(store, tmp_path, "--template", str(TEMPLATES / "pipeline.yaml"), "-p", "greeting=hi", "--profile", "smoke") == 0
     out = capsys.readouterr()

@@ -110,7 +110,8 @@ def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploa
     result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/mien"})
     assert not result.ok
     log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
-    assert "(from 'datasets/mien'): nothing arrived under that name: check it" in log.strip().splitlines()[-1]
+    last = log.strip().splitlines()[-1]
+    assert "the upload 'datasets/mien' did not arrive" in last and "nothing is stored under that name" in last
     assert "exit 2" in console and "retry" not in console  # a user error, never retried
 
     result, console = run(template, parameters={"profile": "smoke"})  # no key: the profile's dataset, as before
