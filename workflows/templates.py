@@ -103,9 +103,19 @@ def shard_key(artifact: str) -> str:
     return output_key(f"{artifact}/shard-{{{{inputs.parameters.{SHARD_PARAM}}}}}")
 
 
+def parameter_ref(name: str) -> str:
+    """Argo's reference to the workflow parameter `name`, substituted when a pod is made."""
+    return f"{{{{workflow.parameters.{name}}}}}"
+
+
 def store_key(artifact: str) -> str:
     """The key parameter of a models_from="s3" store directory."""
-    return f"{{{{workflow.parameters.{MODEL_STORES[artifact][0]}}}}}"
+    return parameter_ref(MODEL_STORES[artifact][0])
+
+
+def upload_key(upload: str) -> str:
+    """The key parameter of a stage upload (`Stage.uploads`): `dataset-key` for ingest's `source`."""
+    return parameter_ref(UPLOAD_KEY_PARAMS[upload])
 
 
 def producers() -> dict[str, str]:
@@ -128,16 +138,16 @@ def external(artifact: str, options: RenderOptions) -> bool:
 
 def stage_args(stage: Stage, version: str) -> list[str]:
     """Arguments after `stage.command`: profile, config file, directories, the per-run flags."""
-    args = ["--profile", "{{workflow.parameters.profile}}", "--config", CONFIG_PATH, *stage.io_args()]
+    args = ["--profile", parameter_ref("profile"), "--config", CONFIG_PATH, *stage.io_args()]
     for name in stage.uploads:  # set, the files must arrive: Argo skips an optional artifact it does not find
-        args += [f"--{name}-from", f"{{{{workflow.parameters.{UPLOAD_KEY_PARAMS[name]}}}}}"]
+        args += [f"--{name}-from", upload_key(name)]
     for param in run_parameters(version):
         if param.flag:
-            args += [f"--{param.flag}", f"{{{{workflow.parameters.{param.name}}}}}"]
+            args += [f"--{param.flag}", parameter_ref(param.name)]
     if stage.name == FANOUT_STAGE:
         args += [
             "--generate.shards",
-            f"{{{{workflow.parameters.{SHARDS_PARAM}}}}}",
+            parameter_ref(SHARDS_PARAM),
             "--generate.shard",
             f"{{{{inputs.parameters.{SHARD_PARAM}}}}}",
         ]
@@ -152,7 +162,7 @@ def retry_strategy(any_failure: bool, user_errors_too: bool = True) -> RetryStra
 
 
 def config_artifact() -> RawArtifact:
-    return RawArtifact(name=CONFIG_ARTIFACT, path=CONFIG_PATH, data="{{workflow.parameters.config}}")
+    return RawArtifact(name=CONFIG_ARTIFACT, path=CONFIG_PATH, data=parameter_ref("config"))
 
 
 def input_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact]:
@@ -168,8 +178,7 @@ def input_artifacts(stage: Stage, options: RenderOptions) -> list[Artifact]:
         else:  # passed by the DAG task (`from`)
             inputs.append(Artifact(name=name, path=stage.input_path(name), optional=name in stage.optional or None))
     for name in stage.uploads:  # the user's own files at a parameter's key; '' = not supplied (Argo then skips it)
-        key = f"{{{{workflow.parameters.{UPLOAD_KEY_PARAMS[name]}}}}}"
-        inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=key, optional=True))
+        inputs.append(S3Artifact(name=name, path=stage.input_path(name), key=upload_key(name), optional=True))
     return inputs
 
 
@@ -221,7 +230,7 @@ def compile_cache_artifacts(stage: Stage, options: RenderOptions, output: bool) 
     same key at once write the same bytes)."""
     if not (stage.compiles and options.keeps_compile_cache and options.models_from == "s3"):
         return []
-    key = f"{{{{workflow.parameters.{COMPILE_CACHE_KEY_PARAM}}}}}"
+    key = parameter_ref(COMPILE_CACHE_KEY_PARAM)
     archive = NoneArchiveStrategy() if output else None
     return [S3Artifact(name=COMPILE_CACHE_ARTIFACT, path=COMPILE_CACHE_PATH, key=key, optional=True, archive=archive)]
 

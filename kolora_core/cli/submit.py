@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from kolora_core.cli.dataset_key import check_dataset_key
-from kolora_core.config import IngestConfig, RunConfig, load_config, read_config_file
+from kolora_core.config import RunConfig, load_config, read_config_file, reads_local_files
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from kolora_core.runner.flags import refuse_config_path
@@ -91,7 +91,7 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
 def refuse_local_dataset(params: dict[str, str], source: str | None, where: str) -> None:
     """The pods read only the store and the hub: a path on this machine (`source`, named by `where`) is refused
     with how to hand it in instead (`dataset-key`; with one, `source` is not read)."""
-    if params.get(DATASET_KEY_PARAM) or source is None or not IngestConfig(source=source).reads_local_files:
+    if params.get(DATASET_KEY_PARAM) or not source or not reads_local_files(source):
         return
     path = source.strip().removeprefix("file://").removeprefix("modelscope://")
     folder = path if not path.lower().endswith(".parquet") and "*" not in path else str(Path(path).parent)
@@ -213,13 +213,14 @@ def submit(
 def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
     check_dataset_key(params)
-    if params.get("dataset"):
-        refuse_local_dataset(params, params["dataset"], f"-p dataset={params['dataset']}")
-    if not args.no_validate:
+    given = f"-p dataset={params['dataset']}" if params.get("dataset") else None
+    if args.no_validate:
+        refuse_local_dataset(params, params.get("dataset"), given or "")
+    else:  # the resolved source: -p dataset, else the config's or the profile's
         origin = f"--config {args.config}" if args.config is not None else None
         config = validate(params, origin)
         named = origin or ("-p config" if "config" in params else f"profile {config.profile}")
-        refuse_local_dataset(params, config.ingest.source, f"ingest.source {config.ingest.source} ({named})")
+        refuse_local_dataset(params, config.ingest.source, given or f"ingest.source {config.ingest.source} ({named})")
     if args.dry_run:
         namespace = args.namespace or os.environ.get("ARGO_NAMESPACE") or DEFAULT_NAMESPACE
         print(build_workflow(params, namespace, args.template, args.generate_name).to_yaml(allow_unicode=True), end="")

@@ -30,6 +30,7 @@ from kolora_core.config.schema import (
     RunConfig,
     StoryPrompt,
     TrainConfig,
+    reads_local_files,
 )
 
 __all__ = [
@@ -50,4 +51,5 @@ __all__ = [
     "flag_overrides",
     "load_config",
     "read_config_file",
+    "reads_local_files",
 ]

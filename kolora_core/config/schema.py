@@ -57,14 +57,14 @@ class IngestConfig(Section):
     max_images: int | None = Field(None, ge=1, description="stop after this many images; null = all")
     smoke_images: int = Field(16, ge=1, description="how many images smoke:// generates")
 
-    @property
-    def reads_local_files(self) -> bool:
-        """Whether `source` names files of the machine ingest runs on (a folder, a .parquet, file://, modelscope:// of
-        a local path), which a pod started from a laptop cannot see."""
-        uri = self.source.strip()
-        if uri.startswith("modelscope://"):
-            return uri.removeprefix("modelscope://").startswith("/")
-        return uri.startswith("file://") or "://" not in uri
+
+def reads_local_files(source: str) -> bool:
+    """Whether an `ingest.source` names files of the machine ingest runs on (a folder, a .parquet, file://,
+    modelscope:// of a local path), which a pod started from a laptop cannot see."""
+    uri = source.strip()
+    if uri.startswith("modelscope://"):
+        return uri.removeprefix("modelscope://").startswith("/")
+    return uri.startswith("file://") or "://" not in uri
 
 
 class FilterConfig(Section):

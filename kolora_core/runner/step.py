@@ -242,16 +242,16 @@ class StepExecutor:
             host.write_text(source.raw_data, encoding="utf-8")
             return
         key = source.key if isinstance(source, ArtifactRef) else source.s3_key or ""
-        if not key.strip().strip("/"):  # Argo's HasLocationOrKey: an empty key is no source (never the bucket's root)
-            if optional:
-                return
-            self._fail(node, f"input artifact '{art.name}' has an empty key: set the parameter that names it", started)
         try:
             clean_key(key)
-        except KoloraError:  # `s3://b/x`, `a//b`, `../x`: Argo looks such a key up and finds nothing there
+        except KoloraError:  # '' is no source to Argo (HasLocationOrKey); `s3://b/x`, `a//b`, `../x` find nothing there
             if optional:
                 return
-            self._fail(node, f"input artifact '{art.name}': no object can have the key {key!r}", started)
+            if not key.strip().strip("/"):
+                message = f"input artifact '{art.name}' has an empty key: set the parameter that names it"
+            else:
+                message = f"input artifact '{art.name}': no object can have the key {key!r}"
+            self._fail(node, message, started)
         try:
             self.ctx.store.download(key, host)
         except ArtifactNotFound as exc:
