@@ -15,13 +15,13 @@ Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RE
 BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
 b<batch>[+flag...]; flags: compile (each UNet layer compiled, kernels cached; the stage compiles with vae),
 whole (the whole UNet as one compiled graph instead), vae (the VAE decoder compiled too),
-cg (compile mode reduce-overhead: CUDA graphs), fp8 (the attention blocks' linear layers in FP8,
-fp8_linear.py: an experiment, not a kolora setting), cl (channels_last),
+cg (compile mode reduce-overhead: CUDA graphs), fp8ff / fp8 (the attention blocks' feed-forward / all linear
+layers in FP8 through torchao, fp8_torchao.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
 tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
 weights as constants, folded and laid out for the kernels), mat (compile mode max-autotune-no-cudagraphs),
 prof (after the timing, one batch of 10 steps under torch.profiler: GPU time by kernel kind, kernel_profile.py);
-"micro" (one eager UNet call per SDPA backend, then FP8 vs fp16 and one GEMM each: put it before the fp8 variants); default
+"micro" (one eager UNet call per SDPA backend, and one feed-forward GEMM in fp16 and FP8); default
 "b8,b8+compile" (the stage's choice for the 8-image story, and with compilation); add "seed" to time diffsynth's
 SDXLImagePipeline on the same models in the same process), BENCH_COMPILE_CACHE (compile cache directory; default
 a fresh temporary one: a cold start).
@@ -59,6 +59,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fp8_torchao import Fp8Layers, quantize_for_inference, scope_of
 from kernel_profile import kernel_breakdown
 from real_kolors import real_kolors
 
@@ -106,7 +107,7 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "whole", "vae", "cg", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
+FLAGS = {"compile", "whole", "vae", "cg", "fp8ff", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -117,26 +118,12 @@ def parse_variant(name: str) -> tuple[int, set[str]]:
     return int(head[1:]), set(flags)
 
 
-FP8 = {"layers": 0}
-
-
-def use_fp8(sampler: object) -> None:
-    """The UNet's attention-block linear layers to FP8 (once), quantized from the current weights."""
-    from fp8_linear import requantize_all, to_float8
-
-    if not FP8["layers"]:
-        FP8["layers"] = to_float8(sampler.unet)
-        requantize_all(sampler.unet)
-
-
 def micro(sampler: object, device: str) -> None:
-    """One UNet call at the story's batch (8 prompts x cond/uncond), eager: SDPA backends, then FP8 vs fp16.
-
-    Leaves the UNet's linear layers in FP8 (put "micro" just before the fp8 variants). Also one GEMM of a
-    transformer layer's feed-forward shape in fp16 and in FP8 (per-row scales), to separate kernel speed from
-    the quantization overhead around it.
-    """
-    from fp8_linear import Float8Linear
+    """One UNet call at the story's batch (8 prompts x cond/uncond), eager, per SDPA backend; and one GEMM of a
+    transformer layer's feed-forward shape in fp16 and in FP8 (torchao, activation quantized in the call), to
+    weigh a faster product against the quantization around it."""
+    from fp8_torchao import inference_config
+    from torchao.quantization import quantize_
 
     unet = sampler.unet
     batch, lat = 16, RES // 8
@@ -156,9 +143,8 @@ def micro(sampler: object, device: str) -> None:
         sync(device)
         t = time.perf_counter()
         for _ in range(n):
-            out = fn()
+            fn()
         sync(device)
-        timed.out = out  # type: ignore[attr-defined]
         return round((time.perf_counter() - t) / n, 4)
 
     from kolora_core.models.attention import SDPA_ENV, sdpa_context
@@ -169,26 +155,14 @@ def micro(sampler: object, device: str) -> None:
             os.environ[SDPA_ENV] = backend
             with sdpa_context(device):
                 results[f"unet_fp16_{backend}"] = timed(lambda: unet(**args))
-        reference = timed.out.float()  # type: ignore[attr-defined]
-        m, k, n = 16 * 1024, 1280, 5120
+        m, k, n = 16 * 1024, 1280, 10240  # the GEGLU projection of a 1280-wide block at 32x32 latents
         a = torch.randn(m, k, device=device, dtype=emb.dtype)
-        w = torch.nn.Linear(k, n, bias=False, device=device, dtype=emb.dtype)
-        results["gemm_fp16"] = timed(lambda: w(a), 20)
-        w.__class__ = Float8Linear
-        w.requantize()
-        results["gemm_fp8_with_quantize"] = timed(lambda: w(a), 20)
-        results["gemm_fp8_kernel_only"] = timed(
-            lambda: torch._scaled_mm(
-                a.to(torch.float8_e4m3fn), w.weight_fp8.t(), scale_a=torch.ones(m, 1, device=device),
-                scale_b=w.weight_scale, out_dtype=torch.bfloat16,
-            ),
-            20,
-        )  # fmt: skip
-        use_fp8(sampler)
-        with sdpa_context(device):
-            results["unet_fp8_cudnn"] = timed(lambda: unet(**args))
-            out = timed.out.float()  # type: ignore[attr-defined]
-        rel = float((out - reference).norm() / reference.norm())
+        layer = torch.nn.Sequential(torch.nn.Linear(k, n, bias=False, device=device, dtype=emb.dtype))
+        results["gemm_fp16"] = timed(lambda: layer(a), 20)
+        quantize_(layer, inference_config())
+        results["gemm_fp8_with_quantize"] = timed(lambda: layer(a), 20)
+        compiled = torch.compile(layer)
+        results["gemm_fp8_with_quantize_compiled"] = timed(lambda: compiled(a), 20)
     os.environ[SDPA_ENV] = "auto"
     gemm_tflops = 2 * m * k * n / 1e12
     emit(
@@ -198,8 +172,6 @@ def micro(sampler: object, device: str) -> None:
         seconds=results,
         gemm_shape=[m, k, n],
         gemm_tflops_per_s={key: round(gemm_tflops / v, 1) for key, v in results.items() if key.startswith("gemm")},
-        fp8_unet_output_rel_error_vs_fp16=round(rel, 5),
-        fp8_layers=FP8["layers"],
     )
 
 
@@ -300,6 +272,7 @@ def main() -> None:
         torch.backends.cudnn.benchmark = False
 
     reference: tuple[str, torch.Tensor] | None = None
+    fp8 = Fp8Layers(quantize_for_inference)
     for name in (v for v in VARIANTS if v.strip() != "seed"):
         if name == "micro":
             micro(sampler, device)
@@ -312,10 +285,7 @@ def main() -> None:
         torch._dynamo.reset()  # a fresh compilation with this variant's settings (inductor's disk cache still counts)
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else "reduce-overhead" if "cg" in flags else None
         scope = "whole" if "whole" in flags else "compile" in flags
-        if "fp8" in flags:
-            use_fp8(sampler)
-        elif FP8["layers"]:
-            raise SystemExit("BENCH_VARIANTS: put the fp8 variants last (FP8 layers stay FP8)")
+        fp8.widen(sampler.unet, scope_of(flags))
         sampler.configure_unet(scope=scope, channels_last="cl" in flags, mode=mode)
         sampler.configure_vae(compiled="vae" in flags)
         if device == "cuda":
@@ -359,7 +329,8 @@ def main() -> None:
             warmup_seconds=round(warmup, 1),
             peak_gib=max(encode_peak, sampling_peak),
             sampling_peak_gib=sampling_peak,
-            fp8_layers=FP8["layers"],
+            fp8_layers=fp8.layers,
+            fp8_scope=fp8.scope or None,
             attention=os.environ["KOLORA_SDPA"],
             image_diff_vs=None if reference[0] == name else reference[0],
             image_mean_abs_diff=None if reference[0] == name else round(mad, 3),

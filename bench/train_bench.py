@@ -11,7 +11,9 @@ CUDA graphs and gradient checkpointing all `auto`: the `full` profile's training
   bf16 (bf16-mixed), gc (gradient checkpointing on), nogc (off), compile, nocompile, nographs, eager (= nocompile+nographs),
   cudnn / flash (that SDPA backend first; none = kolora's choice, kolora_core/models/attention.py),
   whole (train.compile whole: the whole UNet compiled as one graph instead of layer by layer),
-  prof (after the timed steps, 3 more under torch.profiler: GPU time by kernel kind, kernel_profile.py)
+  prof (after the timed steps, 3 more under torch.profiler: GPU time by kernel kind, kernel_profile.py),
+  fp8ff / fp8 (the frozen feed-forward / all attention-block linear layers through torchao's FP8 training recipe,
+  fp8_torchao.py, an experiment and not a kolora setting; layers stay FP8, so these variants go last, fp8ff first)
 e.g. `b1` is the seed recipe with kolora's defaults, `b1+gc+eager` the previous defaults, `b8+bf16` throughput.
 (The development runs behind docs/benchmarks.md predate the 2,000-image compile threshold: there `b1` meant b1+compile.)
 Every variant starts from the same LoRA and trains the same steps (same images, noise, timesteps), so losses and
@@ -49,6 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from fp8_torchao import Fp8Layers, convert_for_training, scope_of
 from kernel_profile import kernel_breakdown
 from real_kolors import real_kolors
 
@@ -186,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     emit(what="unet_forward_tflops", res=res, tflops_per_image=round(fwd, 6), counted_by="FlopCounterMode")
 
     lora = {n: p for n, p in unet.named_parameters() if ".lora_" in n}
+    fp8 = Fp8Layers(convert_for_training)
     initial = {n: p.detach().clone() for n, p in lora.items()}
     reference: dict[tuple[int, str], tuple[str, dict[str, torch.Tensor]]] = {}
     for variant in variants:
@@ -198,6 +202,7 @@ def main(argv: list[str] | None = None) -> None:
         os.environ[SDPA_ENV] = sdpa[0] if sdpa else "auto"
         uncompile_unet(unet)
         cast_frozen(unet, dtype)
+        fp8.widen(unet, scope_of(variant.split("+")))
         with torch.no_grad():
             for name, param in lora.items():
                 param.copy_(initial[name])
@@ -243,6 +248,8 @@ def main(argv: list[str] | None = None) -> None:
                 seconds_500_steps_estimate=round(warm_seconds + (500 - warm) * seconds, 1),
                 peak_gib=round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
                 mfu=round(ips * 3 * fwd / PEAK_TFLOPS, 4) if cuda else None,
+                fp8_scope=fp8.scope or None,
+                fp8_layers=fp8.layers,
                 losses=[round(v, 5) for v in loss_values],
                 lora_max_diff_vs=None if ref_name == variant else ref_name,
                 lora_max_diff=None if ref_name == variant else max(float((final[n] - ref[n]).abs().max()) for n in final),
@@ -272,6 +279,8 @@ FLAGS = {
     "eager": {"compile": False, "cuda_graphs": False},
     "whole": {"compile": "whole"},
     "prof": {},
+    "fp8ff": {},  # Fp8Layers
+    "fp8": {},
     "cudnn": {},  # attention backend first (env KOLORA_SDPA, kolora_core/models/attention.py); none = kolora's choice
     "flash": {},
 }
