@@ -14,6 +14,7 @@ same way, which is what lets the runner, the containers and Argo treat them alik
 * uploads (`Stage.uploads`: ingest's `--source`) are the user's own files: optional and never pruned. With
   `--source-from NAME` (what the user named them by) the directory must exist; without, a directory that does not
   exist counts as not given, with one log line (an optional Argo artifact that was not supplied leaves no path).
+  One that `kolora upload` wrote is checked against its `_SUCCESS` first (`kolora_core.upload_marker`).
 * resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
   directories the stage keeps across attempts; the flag is optional and defaults to `<first output>.<name>` beside
   it (a container gets `/kolora/outputs/<name>` from its template). The work function finds them in its `outputs`
@@ -39,6 +40,7 @@ from kolora_core.config.flags import FlagParser, add_config_flags, help_all_acti
 from kolora_core.errors import KoloraError
 from kolora_core.logs import stage_logging
 from kolora_core.stages import STAGES, Stage
+from kolora_core.upload_marker import check_upload
 
 StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
 """`work(config, inputs, outputs)`: `outputs` maps each output to its staging dir and each resumable output to its dir."""
@@ -121,6 +123,7 @@ def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str])
         else:
             if origin:
                 log.info("input --%s %s: the upload %r", name, path, origin)
+            check_upload(path, f"the upload {origin!r}" if origin else f"input --{name} {path}")
             found[name] = path
     return found
 

@@ -12,7 +12,7 @@ import sys
 
 from kolora_core.errors import KoloraError
 
-SUBCOMMANDS = ("run", "render", "submit", "config", "publish", "champion", "notify")
+SUBCOMMANDS = ("run", "render", "submit", "upload", "config", "publish", "champion", "notify")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ One job per module:
 
 * `layout`      -- the on-disk layout of the `dataset`, `trainset` and `filter-report` directories (the one place)
 * `sources`     -- `ingest.source` URIs -> a stream of raw items (modelscope://, folder, parquet, smoke://)
+* `suffixes`    -- the file kinds a folder source reads (light: `kolora upload` checks a folder with them)
 * `smoke`       -- the small deterministic dataset kolora draws itself for `smoke://`
 * `normalise`   -- open, verify and normalise one image to RGB PNG bytes, or say why it is skipped
 * `ingest`      -- the ingest stage: stream, normalise, dedup, caption, write, report

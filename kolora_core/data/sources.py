@@ -31,9 +31,9 @@ from typing import Any
 from kolora_core.config import IngestConfig
 from kolora_core.data.confine import Entry, Escape, read_inside, walk_inside
 from kolora_core.data.normalise import MAX_FILE_BYTES
+from kolora_core.data.suffixes import IMAGE_SUFFIXES, PARQUET_SUFFIX
 from kolora_core.errors import KoloraError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
 IMAGE_COLUMNS = ("image", "img", "images", "jpg", "png", "picture")
 TEXT_COLUMNS = ("text", "caption", "prompt", "description", "txt")
@@ -259,7 +259,7 @@ def _parquet_files(path: Path) -> Iterator[tuple[str, Path | Escape]]:
         yield path.name, path
         return
     root = path.resolve()
-    entries = sorted((e for e in walk_inside(root) if e.rel.endswith(".parquet")), key=lambda e: e.rel)
+    entries = sorted((e for e in walk_inside(root) if e.rel.endswith(PARQUET_SUFFIX)), key=lambda e: e.rel)
     if not entries:
         raise KoloraError(f"ingest.source {path} holds no .parquet files")
     for entry in entries:
@@ -379,10 +379,10 @@ def open_source(config: IngestConfig) -> Source:
     if not path.exists():
         raise KoloraError(f"ingest.source {path} does not exist: pass a folder of images, a .parquet file/folder, or a URI")
     if path.is_file():
-        if path.suffix.lower() != ".parquet":
+        if path.suffix.lower() != PARQUET_SUFFIX:
             raise KoloraError(f"ingest.source {path} is a file but not .parquet: pass its folder, or a parquet export")
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
     names = [entry.rel for entry in walk_inside(path.resolve())]
-    if not any(_is_image_name(n) for n in names) and any(n.endswith(".parquet") for n in names):
+    if not any(_is_image_name(n) for n in names) and any(n.endswith(PARQUET_SUFFIX) for n in names):
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
     return Source(f"folder:{path.name}", "folder", iter_folder(path))

@@ -226,7 +226,7 @@ class _Progress:
             raise _Cancelled
 
 
-def _size_text(count: float) -> str:
+def size_text(count: float) -> str:
     return f"{count / MiB:.1f} MiB" if count < 1024 * MiB else f"{count / (1024 * MiB):.2f} GiB"
 
 
@@ -273,9 +273,9 @@ class S3Store:
                 if waited >= limit:
                     raise KoloraError(
                         f"{self.settings.label} did not finish to {action} within its deadline of {limit:.0f} s "
-                        f"({_size_text(progress.moved)} of {_size_text(size)} moved): check the server and rerun"
+                        f"({size_text(progress.moved)} of {size_text(size)} moved): check the server and rerun"
                     )
-                moved = f", {_size_text(progress.moved)} of {_size_text(size)}" if size else ""
+                moved = f", {size_text(progress.moved)} of {size_text(size)}" if size else ""
                 line = "kolora: still waiting for %s to %s (%.0f s of at most %.0f s%s)"
                 log.warning(line, self.settings.label, action, waited, limit, moved)
         except BaseException:  # the deadline, Ctrl-C: the worker stops at its next chunk or file, marker unsent
@@ -399,6 +399,18 @@ class S3Store:
             return len(keys)
 
         return self._bounded(f"delete s3://{self.bucket}/{prefix}", work)
+
+    def delete_keys(self, keys: list[str]) -> None:
+        """Delete these objects (absent ones are no error, as S3 has it)."""
+
+        def work(progress: _Progress) -> None:
+            for start in range(0, len(keys), 1000):
+                progress.check()
+                chunk = [{"Key": clean_key(k)} for k in keys[start : start + 1000]]
+                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+
+        if keys:
+            self._bounded(f"delete {len(keys)} object(s) in s3://{self.bucket}", work)
 
     # --- conditional writes (compare-and-swap for pointers such as latest.json) ------------------------------
 

@@ -119,3 +119,30 @@ def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploa
     report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
     assert (report["source"], report["kept"]) == ("smoke://", 16)
     assert "input --source" in (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
+
+
+def test_a_kolora_upload_is_checked_in_the_ingest_pod(run: Any, store: S3Store, tmp_path: Path) -> None:
+    """What `kolora upload` sent is read; the same key after another tool rewrote a file is refused, not retried."""
+    from kolora_core.cli.upload import upload_folder
+    from kolora_core.upload_marker import scan_folder
+
+    folder = tmp_path / "my-images"
+    folder.mkdir()
+    for colour in ("red", "green", "blue"):
+        Image.new("RGB", (160, 128), colour).save(folder / f"{colour}.png")
+    upload_folder(store, folder, "datasets/checked", scan_folder(folder))
+    template = _ingest_only(tmp_path)
+    result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/checked"})
+    assert result.ok, console
+    report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
+    assert report["kept"] == 3  # the marker itself is no image, and nothing else is read
+    log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
+    assert "the upload 'datasets/checked': 3 file(s) checked against the _SUCCESS of kolora upload" in log
+
+    Image.new("RGB", (160, 128), "purple").save(tmp_path / "other.png")
+    store.upload_file(tmp_path / "other.png", "datasets/checked/red.png")  # e.g. an `aws s3 cp` over it since
+    result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/checked"})
+    assert not result.ok
+    last = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8").strip().splitlines()[-1]
+    assert "the upload 'datasets/checked': red.png differs from what kolora upload sent" in last
+    assert "exit 2" in console and "retry" not in console

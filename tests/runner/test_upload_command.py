@@ -1,0 +1,184 @@
+"""`kolora upload` against a real S3 server (SeaweedFS on 127.0.0.1), and what ingest's shell then accepts.
+
+An upload is marked `.uploading` before its first file and `_SUCCESS` (sizes, sha256) after its last; what a pod
+downloads from the key is checked against that marker before a file of it is read (kolora_core/upload_marker.py).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from kolora_core.cli import main
+from kolora_core.cli.upload import upload_folder
+from kolora_core.errors import KoloraError, TransientError
+from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
+from kolora_core.storage.s3 import S3Store
+from kolora_core.upload_marker import UPLOADING, check_upload, scan_folder
+
+
+@pytest.fixture(autouse=True)
+def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
+
+
+def my_images(folder: Path, colours: tuple[str, ...] = ("red", "green", "blue")) -> Path:
+    (folder / "more").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for colour in colours:
+        Image.new("RGB", (96, 80), colour).save(folder / f"{colour}.png")
+        rows.append(json.dumps({"file_name": f"{colour}.png", "text": f"a {colour} square"}))
+    (folder / "metadata.jsonl").write_text("\n".join(rows) + "\n", encoding="utf-8")
+    Image.new("RGB", (64, 64), "white").save(folder / "more" / "white.jpg")
+    return folder
+
+
+def upload(store: S3Store, *argv: str) -> int:
+    return main(["upload", *argv, "--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket])
+
+
+def arrived(store: S3Store, key: str, into: Path) -> Path:
+    """The key's objects as Argo's executor (and the local runner) download them into the ingest pod."""
+    store.download_tree(key, into)
+    return into
+
+
+def test_an_upload_arrives_checked_and_a_second_one_replaces_it(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    assert upload(store, str(folder), "datasets/my-style/") == 0
+    out = capsys.readouterr().out
+    assert f"5 file(s), 0.0 MiB, to s3://{store.bucket}/datasets/my-style/" in out
+    assert "read it with -p dataset-key=datasets/my-style" in out
+    keys = sorted(k.removeprefix("datasets/my-style/") for k in store.list_keys("datasets/my-style/"))
+    assert keys == ["_SUCCESS", "blue.png", "green.png", "metadata.jsonl", "more/white.jpg", "red.png"]
+    marker = json.loads(store.get_with_etag("datasets/my-style/_SUCCESS")[0])
+    assert marker["kind"] == "kolora-upload" and marker["key"] == "datasets/my-style"
+    assert marker["files"]["red.png"]["size"] == (folder / "red.png").stat().st_size
+    check_upload(arrived(store, "datasets/my-style", tmp_path / "pod1"), "the upload")  # accepted as it is
+
+    # the folder changes: one image gone, one new; the second upload leaves no object of the first behind
+    (folder / "green.png").unlink()
+    my_images(folder, ("black",))
+    assert upload(store, str(folder), "datasets/my-style") == 0
+    assert "removed 1 object(s) of an earlier upload" in capsys.readouterr().out
+    keys = sorted(k.removeprefix("datasets/my-style/") for k in store.list_keys("datasets/my-style/"))
+    assert keys == ["_SUCCESS", "black.png", "blue.png", "metadata.jsonl", "more/white.jpg", "red.png"]
+    check_upload(arrived(store, "datasets/my-style", tmp_path / "pod2"), "the upload")
+
+
+class CutOff(S3Store):
+    """A store whose connection drops after `allowed` file uploads, as a laptop closed mid-upload leaves it."""
+
+    allowed = 1
+
+    def upload_file(self, path: Path, key: str) -> None:
+        if self.allowed == 0:
+            raise KoloraError("connection lost")
+        self.allowed -= 1
+        super().upload_file(path, key)
+
+
+def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S3Store, tmp_path: Path) -> None:
+    folder = my_images(tmp_path / "my-style")
+    files = scan_folder(folder)
+    with pytest.raises(KoloraError, match="connection lost"):
+        upload_folder(CutOff(store.settings), folder, "datasets/cut", files)
+    assert store.exists(f"datasets/cut/{UPLOADING}") and not store.exists("datasets/cut/_SUCCESS")
+    with pytest.raises(TransientError, match="is being written") as refused:
+        check_upload(arrived(store, "datasets/cut", tmp_path / "pod1"), "the upload 'datasets/cut'")
+    assert refused.value.exit_code == 75  # retried by the workflow, unlike a user error
+    assert "running kolora upload again" in str(refused.value)
+    upload_folder(store, folder, "datasets/cut", files)
+    assert not store.exists(f"datasets/cut/{UPLOADING}")
+    check_upload(arrived(store, "datasets/cut", tmp_path / "pod2"), "the upload 'datasets/cut'")
+
+
+def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store, tmp_path: Path) -> None:
+    folder = my_images(tmp_path / "my-style")
+    upload_folder(store, folder, "datasets/x", scan_folder(folder))
+
+    def pod(name: str) -> Path:
+        return arrived(store, "datasets/x", tmp_path / name)
+
+    changed = pod("changed")
+    Image.new("RGB", (96, 80), "purple").save(changed / "red.png")  # rewritten by another tool since
+    with pytest.raises(KoloraError, match=r"the upload: red.png differs from what kolora upload sent"):
+        check_upload(changed, "the upload")
+    added = pod("added")
+    (added / "late.png").write_bytes((added / "red.png").read_bytes())  # synced in after the upload
+    with pytest.raises(KoloraError, match=r"holds 1 file\(s\) its _SUCCESS does not list \(late.png\)"):
+        check_upload(added, "the upload")
+    missing = pod("missing")
+    (missing / "more" / "white.jpg").unlink()
+    with pytest.raises(KoloraError, match=r"more/white\.jpg is listed in its _SUCCESS but did not arrive"):
+        check_upload(missing, "the upload")
+
+
+@pytest.mark.parametrize(
+    ("marker", "message"),
+    [
+        ('{"kind": "kolora-upload", "files": ["a.png"]}', "lists no files"),
+        ('{"kind": "kolora-upload", "files": {"../etc/passwd": {"size": 1, "sha256": "' + "0" * 64 + '"}}}', "not a file inside"),
+        ('{"kind": "kolora-upload", "files": {"a.png": {"size": "1", "sha256": "x"}}}', "has no size and sha256"),
+    ],
+)
+def test_a_marker_is_data_checked_before_it_is_trusted(tmp_path: Path, marker: str, message: str) -> None:
+    (tmp_path / "_SUCCESS").write_text(marker, encoding="utf-8")
+    with pytest.raises(KoloraError, match=message):
+        check_upload(tmp_path, "the upload")
+
+
+@pytest.mark.parametrize("marker", [None, "", "not json", '{"stage": "ingest", "files": ["0.png"]}'])
+def test_a_plain_sync_is_read_as_it_is(tmp_path: Path, caplog: pytest.LogCaptureFixture, marker: str | None) -> None:
+    """No marker, or another writer's `_SUCCESS` (Spark's empty one beside its parquet files, a kolora commit)."""
+    folder = my_images(tmp_path / "synced")
+    if marker is not None:
+        (folder / "_SUCCESS").write_text(marker, encoding="utf-8")
+    with caplog.at_level("INFO", logger="kolora"):
+        check_upload(folder, "the upload 'datasets/synced'")
+    assert "has no _SUCCESS of kolora upload: read as it is" in caplog.text
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda d: (d / "notes.txt").write_text("no images"), "holds no images"),
+        (lambda d: (d / "a.png").symlink_to("/etc/hostname"), "is a symbolic link"),
+        (lambda d: (d / "_SUCCESS").write_text("{}"), "the name of an upload's own marker"),
+    ],
+)
+def test_a_folder_ingest_could_not_read_is_refused_before_anything_is_sent(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str], make: object, message: str
+) -> None:
+    folder = tmp_path / "bad"
+    folder.mkdir()
+    make(folder)  # type: ignore[operator]
+    assert upload(store, str(folder), "datasets/bad") == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert store.list_keys("datasets/") == []
+
+
+def test_a_key_is_checked_as_dataset_key_is(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    folder = my_images(tmp_path / "my-style")
+    for key in ("s3://bucket/datasets/x", "/datasets/x", "datasets//x", "datasets/../x", " datasets/x"):
+        assert upload(store, str(folder), key) == 2
+        assert "give the key prefix inside the artifact repository's bucket" in capsys.readouterr().err
+    assert store.list_keys("") == []
+
+
+def test_without_an_endpoint_it_fills_the_embedded_store_of_kolora_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    runs = tmp_path / "runs"
+    assert main(["upload", str(folder), "datasets/my-style", "--runs-dir", str(runs)]) == 0
+    assert f"on the embedded store ({runs / STORE_DIRNAME})" in capsys.readouterr().out
+    with EmbeddedS3(runs / STORE_DIRNAME) as settings:  # what `kolora run --runs-dir runs` starts next
+        assert S3Store(settings).exists("datasets/my-style/_SUCCESS")
