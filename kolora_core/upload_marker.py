@@ -8,8 +8,10 @@ shell checks every upload it is given with `check_upload`:
 
 * one that holds `.uploading` (being written now, or cut off) is refused as transient (exit 75, the workflow
   retries it; a cut-off upload is finished by running `kolora upload` again);
-* with a `_SUCCESS`: a listed file that is missing or differs in size or sha256, and a file the marker does not list
-  (copied in after the upload), are refused in one line naming the file (exit 2: upload the folder again);
+* with a `_SUCCESS`: a listed file that is missing or differs in size or sha256, and a file the marker does not list,
+  are refused in one line naming the file, also as transient: the pod may have listed the key just before an upload
+  over it began (Argo lists, then fetches one object after another), which a retry reads whole; a folder rewritten
+  by another tool since is refused again on every retry, and the line says to upload it again;
 * without one (a plain sync; a `_SUCCESS` of another writer, such as the empty one Spark leaves beside its parquet
   files, counts as none): read as before, with one log line saying it could not be checked.
 
@@ -45,15 +47,36 @@ class UploadFile:
     path: Path
     size: int
     sha256: str
+    mtime_ns: int
+
+    def changed(self) -> bool:
+        """Whether the file is no longer what was hashed (checked after it was sent)."""
+        stat = self.path.stat()
+        return (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns)
 
 
 def _sha256(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
+    try:
+        with path.open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
+    except OSError as exc:
+        raise KoloraError(f"{path} cannot be read ({exc.strerror or exc}): fix its permissions or move it out") from None
+
+
+def _key_part(path: Path, rel: str) -> None:
+    """A name S3 and Argo can carry as it is: UTF-8, no empty, '.' or '..' part, no backslash."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # printable: the bytes as \xNN
+        raise KoloraError(f"{shown}: its name is not UTF-8, which an object key must be: rename it") from None
+    if "\\" in rel or any(part in ("", ".", "..") for part in rel.split("/")):
+        raise KoloraError(f"{path}: its name cannot be an object key as it is: rename it")
 
 
 def scan_folder(folder: Path) -> list[UploadFile]:
-    """Every file under `folder`, sorted; a symbolic link or a file named like a marker is refused in one line."""
+    """Every file under `folder`, sorted; a symbolic link, a name no key can carry or a file named like a marker is
+    refused in one line, before anything is sent (a refusal after `.uploading` would leave the key unreadable)."""
     if not folder.is_dir():
         raise KoloraError(f"{folder} is not a folder: give the folder that holds the images (and their captions)")
     found: list[UploadFile] = []
@@ -66,8 +89,10 @@ def scan_folder(folder: Path) -> list[UploadFile]:
                 raise KoloraError(f"{path} is a symbolic link: put the file itself there (an upload sends files, not links)")
             if name in RESERVED:
                 raise KoloraError(f"{path}: {name} is the name of an upload's own marker: rename or remove that file")
+            _key_part(path, rel)
             if path.is_file():
-                found.append(UploadFile(rel, path, path.stat().st_size, _sha256(path)))
+                stat = path.stat()
+                found.append(UploadFile(rel, path, stat.st_size, _sha256(path), stat.st_mtime_ns))
     return found
 
 
@@ -77,12 +102,12 @@ def marker_text(key: str, files: list[UploadFile]) -> str:
     return json.dumps({"kind": KIND, "key": key, "files": listed}, indent=1, sort_keys=True) + "\n"
 
 
-def _listed(marker: Path, what: str) -> dict[str, dict[str, Any]] | None:
+def listed_files(text: bytes | str, what: str) -> dict[str, dict[str, Any]] | None:
     """The files of a `kolora upload` marker, every entry checked before one is trusted; None for a `_SUCCESS` of
     another writer (Spark and Hadoop leave an empty one beside their parquet files; a kolora stage's commit)."""
     try:
-        data = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
+        data = json.loads(text)
+    except (UnicodeDecodeError, ValueError):
         return None
     if not isinstance(data, dict) or data.get("kind") != KIND:
         return None
@@ -108,20 +133,23 @@ def check_upload(folder: Path, what: str) -> None:
             "has finished; a cut-off upload is finished by running kolora upload again"
         )
     marker = folder / COMPLETE_MARKER
-    files = _listed(marker, what) if marker.is_file() else None
+    files = listed_files(marker.read_bytes(), what) if marker.is_file() else None
     if files is None:
         log.info("%s has no %s of kolora upload: read as it is, its files cannot be checked", what, COMPLETE_MARKER)
         return
-    redo = "upload the folder again with kolora upload"
+    redo = (
+        "if an upload to it is running, this is retried once it has finished; if another tool rewrote it, "
+        "upload the folder again with kolora upload"
+    )
     present = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
     extra = sorted(set(present) - set(files) - {COMPLETE_MARKER})
     if extra:
         shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
-        raise KoloraError(f"{what} holds {len(extra)} file(s) its {COMPLETE_MARKER} does not list ({shown}): {redo}")
+        raise TransientError(f"{what} holds {len(extra)} file(s) its {COMPLETE_MARKER} does not list ({shown}): {redo}")
     for rel, entry in sorted(files.items()):
         path = present.get(rel)
         if path is None or path.is_symlink():
-            raise KoloraError(f"{what}: {rel} is listed in its {COMPLETE_MARKER} but did not arrive: {redo}")
+            raise TransientError(f"{what}: {rel} is listed in its {COMPLETE_MARKER} but did not arrive: {redo}")
         if path.stat().st_size != entry["size"] or _sha256(path) != entry["sha256"]:
-            raise KoloraError(f"{what}: {rel} differs from what kolora upload sent (changed since): {redo}")
+            raise TransientError(f"{what}: {rel} differs from what kolora upload sent: {redo}")
     log.info("%s: %d file(s) checked against the %s of kolora upload", what, len(files), COMPLETE_MARKER)

@@ -16,7 +16,8 @@ def clean_dataset_key(key: str, what: str) -> str:
     if key != key.strip() or "://" in key or any(part in ("", ".", "..") for part in parts):
         raise KoloraError(
             f"{what}={key!r}: give the key prefix inside the artifact repository's bucket, e.g. "
-            f"datasets/<name> for s3://<bucket>/datasets/<name>/ (no scheme, bucket, leading '/', '..' or spaces)"
+            f"datasets/<name> for s3://<bucket>/datasets/<name>/ (no scheme, bucket, leading '/', empty or '..' parts, "
+            "or surrounding spaces)"
         )
     return key.rstrip("/")
 

@@ -8,9 +8,11 @@ Examples:
 
 Why not only `aws s3 sync`: a run that starts while a sync is under way reads part of it, and nothing tells a file
 rewritten since from the one the run should have read. This command marks the key `.uploading` first, sends the
-files, deletes objects an earlier upload left that the folder no longer has, writes `_SUCCESS` with every file's
-size and sha256, and unmarks the key last; ingest then refuses an upload being written (retried) and one that
-differs from its `_SUCCESS` (kolora_core/upload_marker.py). A cut-off upload is finished by running it again.
+files, deletes the files of the earlier upload of this key that the folder no longer has, writes `_SUCCESS` with every
+file's size and sha256, and unmarks the key last; ingest then refuses (retried) an upload being written and one that
+differs from its `_SUCCESS` (kolora_core/upload_marker.py). A cut-off upload is finished by running it again. A key
+that holds objects no kolora upload of it wrote (another upload below it, a sync) is refused, never emptied; one
+writer per key at a time.
 A folder synced by other tools is still read, as it is.
 
 Credentials for --s3-endpoint: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION) from the environment only.
@@ -28,7 +30,7 @@ from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store, size_text
-from kolora_core.upload_marker import UPLOADING, UploadFile, marker_text, scan_folder
+from kolora_core.upload_marker import UPLOADING, UploadFile, listed_files, marker_text, scan_folder
 from workflows.options import DATASET_KEY_PARAM
 
 
@@ -59,25 +61,58 @@ def _check_readable(folder: Path, files: list[UploadFile]) -> None:
         raise KoloraError(f"{folder} holds no images ({kinds}) and no .parquet files: ingest would find nothing to train on")
 
 
+def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFile]) -> list[str]:
+    """The keys of the earlier kolora upload at `key` that this one no longer has, to delete once it is sent.
+
+    Anything else already under the prefix (another upload below it, files synced by other tools) is refused
+    before anything is written: this command deletes only what a kolora upload of this key listed, and ingest
+    would refuse an upload beside files its `_SUCCESS` does not list.
+    """
+    existing = [k for k in store.list_keys(prefix) if not k.endswith("/")]  # folder markers of consoles: harmless
+    earlier: set[str] = set()
+    if prefix + COMPLETE_MARKER in existing:
+        earlier = set(listed_files(store.get_with_etag(prefix + COMPLETE_MARKER)[0], f"s3://{store.bucket}/{key}") or {})
+    ours = {f.rel for f in files} | earlier | {COMPLETE_MARKER, UPLOADING}
+    foreign = [k for k in existing if k[len(prefix) :] not in ours]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
+        raise KoloraError(
+            f"s3://{store.bucket}/{prefix} already holds {len(foreign)} object(s) no kolora upload of this key wrote "
+            f"({shown}): upload to another key, or delete them first"
+        )
+    return sorted(prefix + rel for rel in earlier - {f.rel for f in files})
+
+
 def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile]) -> int:
-    """Send `files` under `key` in the marked order (module doc); returns how many stale objects were deleted."""
+    """Send `files` under `key` in the marked order (module doc); returns how many objects of an earlier upload
+    it deleted. A file that changed while it was sent stops the upload (the key stays marked: run it again)."""
     prefix = f"{key}/"
+    stale = _earlier_upload(store, key, prefix, files)
     store.put_text(prefix + UPLOADING, "kolora upload in progress\n")
     for f in files:
         store.upload_file(f.path, prefix + f.rel)
-    kept = {prefix + f.rel for f in files} | {prefix + UPLOADING}
-    stale = [k for k in store.list_keys(prefix) if k not in kept]
+        if f.changed():
+            raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
     store.delete_keys(stale)
     store.put_text(prefix + COMPLETE_MARKER, marker_text(key, files))
     store.delete_keys([prefix + UPLOADING])
-    return len(stale) - (prefix + COMPLETE_MARKER in stale)
+    return len(stale)
+
+
+def _refuse_store_inside(folder: Path, store_dir: Path) -> None:
+    """The embedded store writes its data into its directory while serving the upload: never upload that."""
+    folder, store_dir = folder.resolve(), store_dir.resolve()
+    if store_dir == folder or folder in store_dir.parents or store_dir in folder.parents:
+        raise KoloraError(f"{folder} holds (or lies in) the embedded store {store_dir}: upload the folder of your images")
 
 
 def _upload_command(args: argparse.Namespace) -> int:
     key = clean_dataset_key(args.key, "key")
+    embedded = args.s3_endpoint is None
+    if embedded:
+        _refuse_store_inside(args.folder, args.runs_dir / STORE_DIRNAME)
     files = scan_folder(args.folder)
     _check_readable(args.folder, files)
-    embedded = args.s3_endpoint is None
     server = (
         EmbeddedS3(args.runs_dir / STORE_DIRNAME, args.bucket)
         if embedded

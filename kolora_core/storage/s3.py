@@ -401,12 +401,12 @@ class S3Store:
         return self._bounded(f"delete s3://{self.bucket}/{prefix}", work)
 
     def delete_keys(self, keys: list[str]) -> None:
-        """Delete these objects (absent ones are no error, as S3 has it)."""
+        """Delete these objects, keys as listed (absent ones are no error, as S3 has it)."""
 
         def work(progress: _Progress) -> None:
             for start in range(0, len(keys), 1000):
                 progress.check()
-                chunk = [{"Key": clean_key(k)} for k in keys[start : start + 1000]]
+                chunk = [{"Key": k} for k in keys[start : start + 1000]]
                 self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
 
         if keys:

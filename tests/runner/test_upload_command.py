@@ -7,6 +7,7 @@ downloads from the key is checked against that marker before a file of it is rea
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -42,7 +43,8 @@ def upload(store: S3Store, *argv: str) -> int:
 
 
 def arrived(store: S3Store, key: str, into: Path) -> Path:
-    """The key's objects as Argo's executor (and the local runner) download them into the ingest pod."""
+    """The key's objects as files under one folder, as the ingest pod receives them (Argo fetches them in listing
+    order, the runner markers last: the check reads the folder once everything is there, so the order is moot)."""
     store.download_tree(key, into)
     return into
 
@@ -108,8 +110,9 @@ def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store
 
     changed = pod("changed")
     Image.new("RGB", (96, 80), "purple").save(changed / "red.png")  # rewritten by another tool since
-    with pytest.raises(KoloraError, match=r"the upload: red.png differs from what kolora upload sent"):
+    with pytest.raises(TransientError, match=r"the upload: red.png differs from what kolora upload sent") as refused:
         check_upload(changed, "the upload")
+    assert "if another tool rewrote it, upload the folder again with kolora upload" in str(refused.value)
     added = pod("added")
     (added / "late.png").write_bytes((added / "red.png").read_bytes())  # synced in after the upload
     with pytest.raises(KoloraError, match=r"holds 1 file\(s\) its _SUCCESS does not list \(late.png\)"):
@@ -182,3 +185,47 @@ def test_without_an_endpoint_it_fills_the_embedded_store_of_kolora_run(
     assert f"on the embedded store ({runs / STORE_DIRNAME})" in capsys.readouterr().out
     with EmbeddedS3(runs / STORE_DIRNAME) as settings:  # what `kolora run --runs-dir runs` starts next
         assert S3Store(settings).exists("datasets/my-style/_SUCCESS")
+
+
+def test_a_key_holding_what_no_upload_of_it_wrote_is_refused_never_emptied(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    upload_folder(store, folder, "datasets/my-style", scan_folder(folder))
+    store.put_text("datasets/notes.txt", "mine")
+    before = sorted(store.list_keys(""))
+    assert upload(store, str(folder), "datasets") == 2  # a parent of another upload, and a file synced there
+    err = capsys.readouterr().err.strip()
+    assert f"s3://{store.bucket}/datasets/ already holds 7 object(s) no kolora upload of this key wrote" in err
+    assert "upload to another key, or delete them first" in err and len(err.splitlines()) == 1
+    assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
+
+
+class Rewriting(S3Store):
+    """A store that, while the first file is being sent, sees it rewritten (an editor saving over it)."""
+
+    def upload_file(self, path: Path, key: str) -> None:
+        super().upload_file(path, key)
+        Image.new("RGB", (96, 80), "purple").save(path)
+
+
+def test_a_file_that_changes_while_it_is_sent_stops_the_upload_marked(store: S3Store, tmp_path: Path) -> None:
+    folder = my_images(tmp_path / "my-style")
+    with pytest.raises(KoloraError, match="changed while it was being uploaded: run kolora upload again"):
+        upload_folder(Rewriting(store.settings), folder, "datasets/moving", scan_folder(folder))
+    assert store.exists(f"datasets/moving/{UPLOADING}") and not store.exists("datasets/moving/_SUCCESS")
+
+
+def test_names_no_key_can_carry_and_the_embedded_store_itself_are_refused_before_sending(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    odd = os.fsencode(folder) + b"/\xff.png"
+    Path(os.fsdecode(odd)).write_bytes((folder / "red.png").read_bytes())
+    assert upload(store, str(folder), "datasets/odd") == 2
+    assert "my-style/\\xff.png: its name is not UTF-8, which an object key must be: rename it" in capsys.readouterr().err
+    assert store.list_keys("") == []
+    runs = tmp_path / "runs"
+    (runs / STORE_DIRNAME).mkdir(parents=True)
+    assert main(["upload", str(runs), "datasets/store", "--runs-dir", str(runs)]) == 2
+    assert "holds (or lies in) the embedded store" in capsys.readouterr().err

@@ -137,7 +137,7 @@ HOW = "which the pods cannot read: copy the folder into the artifact store (e.g.
         ),
         (["-p", "dataset=file:///data/imgs"], None, "(e.g. `aws s3 sync /data/imgs s3://<bucket>/datasets/<name>/`) and pass"),
         (["-p", "dataset-key=s3://my-bucket/datasets/mine"], None, "-p dataset-key='s3://my-bucket/datasets/mine': give the key"),
-        (["-p", "dataset-key=/datasets/mine"], None, "no scheme, bucket, leading '/', '..' or spaces"),
+        (["-p", "dataset-key=/datasets/mine"], None, "no scheme, bucket, leading '/', empty or '..' parts"),
         (["-p", "dataset-key=datasets/mine "], None, "-p dataset-key='datasets/mine ': give the key prefix"),
         (["-p", "dataset-key=../mine"], None, "-p dataset-key='../mine': give the key prefix"),
         ([], "ingest: {source: /data/imgs}", "ingest.source /data/imgs (--config CONFIG) is a path on this machine"),
