@@ -11,8 +11,8 @@ rewritten since from the one the run should have read. This command marks the ke
 files, deletes the files of the earlier upload of this key that the folder no longer has, writes `_SUCCESS` with every
 file's size and sha256, and unmarks the key last; ingest then refuses (retried) an upload being written and one that
 differs from its `_SUCCESS` (kolora_core/upload_marker.py). A cut-off upload is finished by running it again. A key
-that holds objects no kolora upload of it wrote (another upload below it, a sync) is refused, never emptied; one
-writer per key at a time.
+that holds objects no kolora upload of it wrote (another upload below it, a sync), or lies inside another upload,
+is refused, never emptied; one writer per key at a time.
 A folder synced by other tools is still read, as it is.
 
 Credentials for --s3-endpoint: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION) from the environment only.
@@ -65,22 +65,29 @@ def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFil
     """The keys of the earlier kolora upload at `key` that this one no longer has, to delete once it is sent.
 
     Anything else already under the prefix (another upload below it, files synced by other tools) is refused
-    before anything is written: this command deletes only what a kolora upload of this key listed, and ingest
-    would refuse an upload beside files its `_SUCCESS` does not list.
+    before anything is written, and so is a key inside another upload: this command deletes only what a kolora
+    upload of this key wrote, and ingest would refuse an upload beside files its `_SUCCESS` does not list. After
+    a cut-off upload (`.uploading` still there) everything under the key is that upload's.
     """
+    parts = key.split("/")
+    for outer in ("/".join(parts[:n]) for n in range(1, len(parts))):
+        if store.exists(f"{outer}/{COMPLETE_MARKER}") or store.exists(f"{outer}/{UPLOADING}"):
+            raise KoloraError(f"key {key} lies inside the upload s3://{store.bucket}/{outer}/: give a key beside it")
     existing = [k for k in store.list_keys(prefix) if not k.endswith("/")]  # folder markers of consoles: harmless
+    new = {f.rel for f in files}
+    if prefix + UPLOADING in existing:
+        return sorted(k for k in existing if k[len(prefix) :] not in new | {COMPLETE_MARKER, UPLOADING})
     earlier: set[str] = set()
     if prefix + COMPLETE_MARKER in existing:
         earlier = set(listed_files(store.get_with_etag(prefix + COMPLETE_MARKER)[0], f"s3://{store.bucket}/{key}") or {})
-    ours = {f.rel for f in files} | earlier | {COMPLETE_MARKER, UPLOADING}
-    foreign = [k for k in existing if k[len(prefix) :] not in ours]
+    foreign = [k for k in existing if k[len(prefix) :] not in new | earlier | {COMPLETE_MARKER}]
     if foreign:
         shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
         raise KoloraError(
             f"s3://{store.bucket}/{prefix} already holds {len(foreign)} object(s) no kolora upload of this key wrote "
             f"({shown}): upload to another key, or delete them first"
         )
-    return sorted(prefix + rel for rel in earlier - {f.rel for f in files})
+    return sorted(prefix + rel for rel in earlier - new)
 
 
 def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile]) -> int:

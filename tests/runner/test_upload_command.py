@@ -77,7 +77,7 @@ def test_an_upload_arrives_checked_and_a_second_one_replaces_it(
 class CutOff(S3Store):
     """A store whose connection drops after `allowed` file uploads, as a laptop closed mid-upload leaves it."""
 
-    allowed = 1
+    allowed = 2
 
     def upload_file(self, path: Path, key: str) -> None:
         if self.allowed == 0:
@@ -96,8 +96,10 @@ def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S
         check_upload(arrived(store, "datasets/cut", tmp_path / "pod1"), "the upload 'datasets/cut'")
     assert refused.value.exit_code == 75  # retried by the workflow, unlike a user error
     assert "running kolora upload again" in str(refused.value)
-    upload_folder(store, folder, "datasets/cut", files)
-    assert not store.exists(f"datasets/cut/{UPLOADING}")
+    (folder / "blue.png").unlink()  # sent by the cut-off attempt, gone from the folder before it is run again
+    assert store.exists("datasets/cut/blue.png")
+    assert upload_folder(store, folder, "datasets/cut", scan_folder(folder)) == 1
+    assert not store.exists(f"datasets/cut/{UPLOADING}") and not store.exists("datasets/cut/blue.png")
     check_upload(arrived(store, "datasets/cut", tmp_path / "pod2"), "the upload 'datasets/cut'")
 
 
@@ -199,6 +201,9 @@ def test_a_key_holding_what_no_upload_of_it_wrote_is_refused_never_emptied(
     assert f"s3://{store.bucket}/datasets/ already holds 7 object(s) no kolora upload of this key wrote" in err
     assert "upload to another key, or delete them first" in err and len(err.splitlines()) == 1
     assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
+    assert upload(store, str(folder), "datasets/my-style/v2") == 2  # inside an upload: it would add files to it
+    assert "key datasets/my-style/v2 lies inside the upload s3://" in capsys.readouterr().err
+    assert sorted(store.list_keys("")) == before
 
 
 class Rewriting(S3Store):
