@@ -97,3 +97,58 @@ class Fp8Layers:
         if scope and scope != self.scope:
             self.layers += self.convert(unet, scope)
             self.scope = scope
+
+
+def probe(device: str = "cuda") -> None:
+    """Where FP8 generation's warm-up goes (`python bench/fp8_torchao.py`, one JSON line per figure): one
+    1280-wide transformer layer of the real Kolors UNet at the story's batch (16 = 8 prompts x cond/uncond, 32x32
+    latents), eager and compiled, in fp16 and with its feed-forward pair in FP8; the first compiled call is the
+    compile. Then the same layer's twin, to see whether a second layer of the same shape reuses the compile."""
+    import json
+    import time
+
+    from diffsynth.models.sd_unet import BasicTransformerBlock
+    from real_kolors import real_kolors
+
+    unet = real_kolors(device, ("sdxl_unet",))["sdxl_unet"].eval()
+    layers = [m for m in unet.modules() if isinstance(m, BasicTransformerBlock) and m.ff.in_features == 5120]
+    x = torch.randn(16, 32 * 32, 1280, device=device, dtype=torch.float16)
+    text = torch.randn(16, 256, 2048, device=device, dtype=torch.float16)
+
+    def timed(fn: Callable[[], object], n: int = 10) -> tuple[float, float]:
+        torch.cuda.synchronize()
+        t = time.perf_counter()
+        fn()
+        torch.cuda.synchronize()
+        first = time.perf_counter() - t
+        t = time.perf_counter()
+        for _ in range(n):
+            fn()
+        torch.cuda.synchronize()
+        return round(first, 3), round((time.perf_counter() - t) / n * 1000, 3)
+
+    def emit(**kw: object) -> None:
+        print(json.dumps(kw), flush=True)
+
+    with torch.no_grad():
+        for precision in ("fp16", "fp8ff"):
+            if precision == "fp8ff":
+                from torchao.quantization import quantize_
+
+                for layer in layers[:2]:
+                    quantize_(layer, inference_config(), filter_fn=lambda m, name: name in ("act_fn.proj", "ff"))
+            first, ms = timed(lambda: layers[0](x, text))
+            emit(what="fp8_probe", precision=precision, mode="eager", first_call_s=first, ms_per_call=ms)
+            torch._dynamo.reset()
+            for index in (0, 1):
+                compiled = torch.compile(layers[index])
+                first, ms = timed(lambda compiled=compiled: compiled(x, text))
+                emit(what="fp8_probe", precision=precision, mode="compiled", layer=index, first_call_s=first, ms_per_call=ms)
+
+
+if __name__ == "__main__":
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    probe()
