@@ -2,7 +2,7 @@
 
 Why: a folder copied into the bucket with `aws s3 sync` is read as it is when ingest starts, so a run (the nightly)
 that starts mid-sync trains on part of it, and a file rewritten later is read without notice. `kolora upload`
-therefore writes `<key>/.uploading` first, then the files, deletes objects of an earlier upload that the folder no
+therefore writes `<key>/.uploading` first, then the files, deletes the earlier upload's files that the folder no
 longer has, writes `<key>/_SUCCESS` (each file's size and sha256) and only then deletes `.uploading`. The stage
 shell checks every upload it is given with `check_upload`:
 
@@ -12,6 +12,7 @@ shell checks every upload it is given with `check_upload`:
   are refused in one line naming the file, also as transient: the pod may have listed the key just before an upload
   over it began (Argo lists, then fetches one object after another), which a retry reads whole; a folder rewritten
   by another tool since is refused again on every retry, and the line says to upload it again;
+* one that holds another kolora upload below its root (a key naming a parent of uploads) is refused: name one;
 * without one (a plain sync; a `_SUCCESS` of another writer, such as the empty one Spark leaves beside its parquet
   files, counts as none): read as before, with one log line saying it could not be checked.
 
@@ -132,14 +133,21 @@ def check_upload(folder: Path, what: str) -> None:
             f"{what} is being written ({UPLOADING} is there: kolora upload is running, or was cut off): rerun once it "
             "has finished; a cut-off upload is finished by running kolora upload again"
         )
+    nested = sorted(
+        p.parent.relative_to(folder).as_posix()
+        for p in folder.rglob(f"*/{COMPLETE_MARKER}")
+        if p.is_file() and listed_files(p.read_bytes(), what) is not None
+    )
+    if nested:
+        raise KoloraError(f"{what} holds the kolora upload(s) {', '.join(nested[:3])}: name one of them as the key")
     marker = folder / COMPLETE_MARKER
     files = listed_files(marker.read_bytes(), what) if marker.is_file() else None
     if files is None:
         log.info("%s has no %s of kolora upload: read as it is, its files cannot be checked", what, COMPLETE_MARKER)
         return
     redo = (
-        "if an upload to it is running, this is retried once it has finished; if another tool rewrote it, "
-        "upload the folder again with kolora upload"
+        "if an upload to it is running, this is retried once it has finished; if another tool wrote to it, "
+        "upload the folder again with kolora upload (--replace deletes what no upload of the key wrote)"
     )
     present = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
     extra = sorted(set(present) - set(files) - {COMPLETE_MARKER})

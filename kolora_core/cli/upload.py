@@ -11,8 +11,8 @@ rewritten since from the one the run should have read. This command marks the ke
 files, deletes the files of the earlier upload of this key that the folder no longer has, writes `_SUCCESS` with every
 file's size and sha256, and unmarks the key last; ingest then refuses (retried) an upload being written and one that
 differs from its `_SUCCESS` (kolora_core/upload_marker.py). A cut-off upload is finished by running it again. A key
-that holds objects no kolora upload of it wrote (another upload below it, a sync), or lies inside another upload,
-is refused, never emptied; one writer per key at a time.
+inside another upload or holding one below it is refused; one holding objects no kolora upload of it wrote (a sync)
+is refused unless --replace, which deletes them. One writer per key at a time.
 A folder synced by other tools is still read, as it is.
 
 Credentials for --s3-endpoint: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION) from the environment only.
@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"the artifact repository's bucket (default: {DEFAULT_BUCKET})")
     parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="kolora run's --runs-dir, for the embedded store")
+    parser.add_argument(
+        "--replace",
+        action="store_true",
+        help="also delete objects under the key that no kolora upload of it wrote (e.g. files another tool synced there)",
+    )
     parser.set_defaults(func=_upload_command)
 
 
@@ -61,21 +66,24 @@ def _check_readable(folder: Path, files: list[UploadFile]) -> None:
         raise KoloraError(f"{folder} holds no images ({kinds}) and no .parquet files: ingest would find nothing to train on")
 
 
-def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFile]) -> list[str]:
+def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFile], replace: bool = False) -> list[str]:
     """The keys of the earlier kolora upload at `key` that this one no longer has, to delete once it is sent.
 
-    Anything else already under the prefix (another upload below it, files synced by other tools) is refused
-    before anything is written, and so is a key inside another upload: this command deletes only what a kolora
-    upload of this key wrote, and ingest would refuse an upload beside files its `_SUCCESS` does not list. After
-    a cut-off upload (`.uploading` still there) everything under the key is that upload's.
+    Refused before anything is written: a key inside another upload or holding one below it (never deleted), and,
+    unless `replace`, objects no kolora upload of this key wrote (files synced by other tools): this command
+    deletes only what it is told to, and ingest would refuse an upload beside files its `_SUCCESS` does not list.
+    After a cut-off upload (`.uploading` still there) everything under the key is that upload's.
     """
     parts = key.split("/")
     for outer in ("/".join(parts[:n]) for n in range(1, len(parts))):
         if store.exists(f"{outer}/{COMPLETE_MARKER}") or store.exists(f"{outer}/{UPLOADING}"):
             raise KoloraError(f"key {key} lies inside the upload s3://{store.bucket}/{outer}/: give a key beside it")
     existing = [k for k in store.list_keys(prefix) if not k.endswith("/")]  # folder markers of consoles: harmless
+    inner = sorted({k.rsplit("/", 1)[0] for k in existing if k.endswith((f"/{COMPLETE_MARKER}", f"/{UPLOADING}"))} - {key})
+    if inner:
+        raise KoloraError(f"key {key} holds the upload(s) {', '.join(inner[:3])}: give a key beside them")
     new = {f.rel for f in files}
-    if prefix + UPLOADING in existing:
+    if prefix + UPLOADING in existing or replace:
         return sorted(k for k in existing if k[len(prefix) :] not in new | {COMPLETE_MARKER, UPLOADING})
     earlier: set[str] = set()
     if prefix + COMPLETE_MARKER in existing:
@@ -85,16 +93,17 @@ def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFil
         shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
         raise KoloraError(
             f"s3://{store.bucket}/{prefix} already holds {len(foreign)} object(s) no kolora upload of this key wrote "
-            f"({shown}): upload to another key, or delete them first"
+            f"({shown}): upload to another key, or pass --replace to delete them"
         )
     return sorted(prefix + rel for rel in earlier - new)
 
 
-def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile]) -> int:
-    """Send `files` under `key` in the marked order (module doc); returns how many objects of an earlier upload
-    it deleted. A file that changed while it was sent stops the upload (the key stays marked: run it again)."""
+def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile], replace: bool = False) -> int:
+    """Send `files` under `key` in the marked order (module doc); returns how many objects it deleted (an earlier
+    upload's, or with `replace` any). A file that changed while it was sent stops the upload (the key stays
+    marked: run it again)."""
     prefix = f"{key}/"
-    stale = _earlier_upload(store, key, prefix, files)
+    stale = _earlier_upload(store, key, prefix, files, replace)
     store.put_text(prefix + UPLOADING, "kolora upload in progress\n")
     for f in files:
         store.upload_file(f.path, prefix + f.rel)
@@ -128,10 +137,10 @@ def _upload_command(args: argparse.Namespace) -> int:
     with server as settings:
         store = S3Store(settings)
         store.ensure_bucket()
-        removed = upload_folder(store, args.folder, key, files)
+        removed = upload_folder(store, args.folder, key, files, args.replace)
     where = f"the embedded store ({args.runs_dir / STORE_DIRNAME})" if embedded else settings.label
     size = size_text(sum(f.size for f in files))
-    gone = f"; removed {removed} object(s) of an earlier upload" if removed else ""
+    gone = f"; removed {removed} object(s) the folder no longer has" if removed else ""
     print(f"kolora upload: {len(files)} file(s), {size}, to s3://{args.bucket}/{key}/ on {where}{gone}")
     print(f"kolora upload: read it with -p {DATASET_KEY_PARAM}={key}")
     return 0

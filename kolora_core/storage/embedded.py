@@ -213,8 +213,8 @@ class EmbeddedS3:
             lock.close()
             owner = _read_json(self.directory / "server.json").get("owner", "?")
             raise KoloraError(
-                f"embedded store {self.directory} is in use by another kolora run (pid {owner}): wait for it to end, "
-                "or give this run its own --runs-dir or an --s3-endpoint"
+                f"embedded store {self.directory} is in use by another kolora command (pid {owner}): wait for it to "
+                "end, or give this one its own --runs-dir or an --s3-endpoint"
             ) from None
         self._lock = lock
         self._reap_orphan()

@@ -227,6 +227,8 @@ class _Progress:
 
 
 def size_text(count: float) -> str:
+    if count < MiB:
+        return f"{count / 1024:.1f} KiB"
     return f"{count / MiB:.1f} MiB" if count < 1024 * MiB else f"{count / (1024 * MiB):.2f} GiB"
 
 

@@ -55,7 +55,7 @@ def test_an_upload_arrives_checked_and_a_second_one_replaces_it(
     folder = my_images(tmp_path / "my-style")
     assert upload(store, str(folder), "datasets/my-style/") == 0
     out = capsys.readouterr().out
-    assert f"5 file(s), 0.0 MiB, to s3://{store.bucket}/datasets/my-style/" in out
+    assert "5 file(s), " in out and f" KiB, to s3://{store.bucket}/datasets/my-style/" in out
     assert "read it with -p dataset-key=datasets/my-style" in out
     keys = sorted(k.removeprefix("datasets/my-style/") for k in store.list_keys("datasets/my-style/"))
     assert keys == ["_SUCCESS", "blue.png", "green.png", "metadata.jsonl", "more/white.jpg", "red.png"]
@@ -68,7 +68,7 @@ def test_an_upload_arrives_checked_and_a_second_one_replaces_it(
     (folder / "green.png").unlink()
     my_images(folder, ("black",))
     assert upload(store, str(folder), "datasets/my-style") == 0
-    assert "removed 1 object(s) of an earlier upload" in capsys.readouterr().out
+    assert "removed 1 object(s) the folder no longer has" in capsys.readouterr().out
     keys = sorted(k.removeprefix("datasets/my-style/") for k in store.list_keys("datasets/my-style/"))
     assert keys == ["_SUCCESS", "black.png", "blue.png", "metadata.jsonl", "more/white.jpg", "red.png"]
     check_upload(arrived(store, "datasets/my-style", tmp_path / "pod2"), "the upload")
@@ -114,7 +114,7 @@ def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store
     Image.new("RGB", (96, 80), "purple").save(changed / "red.png")  # rewritten by another tool since
     with pytest.raises(TransientError, match=r"the upload: red.png differs from what kolora upload sent") as refused:
         check_upload(changed, "the upload")
-    assert "if another tool rewrote it, upload the folder again with kolora upload" in str(refused.value)
+    assert "if another tool wrote to it, upload the folder again with kolora upload (--replace" in str(refused.value)
     added = pod("added")
     (added / "late.png").write_bytes((added / "red.png").read_bytes())  # synced in after the upload
     with pytest.raises(KoloraError, match=r"holds 1 file\(s\) its _SUCCESS does not list \(late.png\)"):
@@ -189,21 +189,38 @@ def test_without_an_endpoint_it_fills_the_embedded_store_of_kolora_run(
         assert S3Store(settings).exists("datasets/my-style/_SUCCESS")
 
 
-def test_a_key_holding_what_no_upload_of_it_wrote_is_refused_never_emptied(
+def test_keys_around_other_uploads_are_refused_and_foreign_objects_need_replace(
     store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = my_images(tmp_path / "my-style")
     upload_folder(store, folder, "datasets/my-style", scan_folder(folder))
-    store.put_text("datasets/notes.txt", "mine")
     before = sorted(store.list_keys(""))
-    assert upload(store, str(folder), "datasets") == 2  # a parent of another upload, and a file synced there
+    assert upload(store, str(folder), "datasets") == 2  # a parent of another upload: never emptied
     err = capsys.readouterr().err.strip()
-    assert f"s3://{store.bucket}/datasets/ already holds 7 object(s) no kolora upload of this key wrote" in err
-    assert "upload to another key, or delete them first" in err and len(err.splitlines()) == 1
-    assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
+    assert err.endswith("key datasets holds the upload(s) datasets/my-style: give a key beside them")
     assert upload(store, str(folder), "datasets/my-style/v2") == 2  # inside an upload: it would add files to it
     assert "key datasets/my-style/v2 lies inside the upload s3://" in capsys.readouterr().err
-    assert sorted(store.list_keys("")) == before
+    assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
+
+    store.put_text("datasets/synced/notes.txt", "put there by another tool")
+    assert upload(store, str(folder), "datasets/synced") == 2
+    err = capsys.readouterr().err.strip()
+    assert f"s3://{store.bucket}/datasets/synced/ already holds 1 object(s) no kolora upload of this key wrote" in err
+    assert "(datasets/synced/notes.txt): upload to another key, or pass --replace to delete them" in err
+    assert len(err.splitlines()) == 1 and store.exists("datasets/synced/notes.txt")
+    assert upload(store, str(folder), "datasets/synced", "--replace") == 0
+    assert "removed 1 object(s) the folder no longer has" in capsys.readouterr().out
+    assert not store.exists("datasets/synced/notes.txt")
+    check_upload(arrived(store, "datasets/synced", tmp_path / "pod"), "the upload")
+
+
+def test_a_key_naming_a_parent_of_uploads_is_refused_in_the_pod(store: S3Store, tmp_path: Path) -> None:
+    """`-p dataset-key=datasets` over two uploads would read both (their own checks skipped) as one folder."""
+    for name in ("a", "b"):
+        folder = my_images(tmp_path / name)
+        upload_folder(store, folder, f"datasets/{name}", scan_folder(folder))
+    with pytest.raises(KoloraError, match=r"the upload 'datasets' holds the kolora upload\(s\) a, b: name one of them"):
+        check_upload(arrived(store, "datasets", tmp_path / "pod"), "the upload 'datasets'")
 
 
 class Rewriting(S3Store):

@@ -109,7 +109,7 @@ def test_a_store_in_use_is_refused_in_one_line(tmp_path: Path) -> None:
     with EmbeddedS3(tmp_path / "store"):
         with pytest.raises(KoloraError) as err:
             EmbeddedS3(tmp_path / "store").start()
-        expected = f"embedded store {tmp_path / 'store'} is in use by another kolora run (pid {os.getpid()})"
+        expected = f"embedded store {tmp_path / 'store'} is in use by another kolora command (pid {os.getpid()})"
         assert str(err.value).startswith(expected)
         assert len(store_processes(tmp_path / "store")) == 1
 
