@@ -136,7 +136,7 @@ def probe(device: str = "cuda") -> None:
                 from torchao.quantization import quantize_
 
                 for layer in layers[:2]:
-                    quantize_(layer, inference_config(), filter_fn=lambda m, name: name in ("act_fn.proj", "ff"))
+                    quantize_(layer, inference_config(), filter_fn=lambda m, name: f".{name}".endswith(FEED_FORWARD))
             first, ms = timed(lambda: layers[0](x, text))
             emit(what="fp8_probe", precision=precision, mode="eager", first_call_s=first, ms_per_call=ms)
             torch._dynamo.reset()

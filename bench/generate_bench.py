@@ -145,7 +145,7 @@ def micro(sampler: object, device: str) -> None:
         for _ in range(n):
             fn()
         sync(device)
-        return round((time.perf_counter() - t) / n, 4)
+        return round((time.perf_counter() - t) / n, 6)  # a GEMM takes ~0.5 ms: 0.1 ms steps would decide its rate
 
     from kolora_core.models.attention import SDPA_ENV, sdpa_context
 

@@ -51,8 +51,11 @@ class UploadFile:
     mtime_ns: int
 
     def changed(self) -> bool:
-        """Whether the file is no longer what was hashed (checked after it was sent)."""
-        stat = self.path.stat()
+        """Whether the file is no longer what was hashed (gone, or another size or time)."""
+        try:
+            stat = self.path.stat()
+        except OSError:
+            return True
         return (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns)
 
 
@@ -81,8 +84,14 @@ def scan_folder(folder: Path) -> list[UploadFile]:
     if not folder.is_dir():
         raise KoloraError(f"{folder} is not a folder: give the folder that holds the images (and their captions)")
     found: list[UploadFile] = []
-    for dirpath, dirnames, filenames in os.walk(folder):
+
+    def unreadable(exc: OSError) -> None:
+        raise KoloraError(f"{exc.filename} cannot be read ({exc.strerror or exc}): fix its permissions or move it out")
+
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
         dirnames.sort()
+        if clash := sorted(set(dirnames) & set(RESERVED)):
+            raise KoloraError(f"{Path(dirpath) / clash[0]}: {clash[0]} is the name of an upload's own marker: rename it")
         for name in sorted(filenames) + [d for d in dirnames if (Path(dirpath) / d).is_symlink()]:
             path = Path(dirpath) / name
             rel = path.relative_to(folder).as_posix()

@@ -25,7 +25,7 @@ import contextlib
 from pathlib import Path
 
 from kolora_core.cli.dataset_key import clean_dataset_key
-from kolora_core.data.suffixes import IMAGE_SUFFIXES, PARQUET_SUFFIX
+from kolora_core.data.suffixes import IMAGE_SUFFIXES, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
@@ -61,9 +61,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check_readable(folder: Path, files: list[UploadFile]) -> None:
     """Refuse a folder in which ingest would find nothing to read, before anything is sent."""
-    if not any(Path(f.rel).suffix.lower() in (*IMAGE_SUFFIXES, PARQUET_SUFFIX) for f in files):
+    if not any(is_image_name(f.rel) or is_parquet_name(f.rel) for f in files):
         kinds = ", ".join(sorted(IMAGE_SUFFIXES))
         raise KoloraError(f"{folder} holds no images ({kinds}) and no .parquet files: ingest would find nothing to train on")
+
+
+def _is_upload(store: S3Store, key: str) -> bool:
+    """Whether `key` holds a kolora upload (or one being written), read as the ingest pod reads its marker."""
+    if store.exists(f"{key}/{UPLOADING}"):
+        return True
+    if not store.exists(f"{key}/{COMPLETE_MARKER}"):
+        return False
+    return listed_files(store.get_with_etag(f"{key}/{COMPLETE_MARKER}")[0], f"s3://{store.bucket}/{key}") is not None
 
 
 def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFile], replace: bool = False) -> list[str]:
@@ -76,10 +85,11 @@ def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFil
     """
     parts = key.split("/")
     for outer in ("/".join(parts[:n]) for n in range(1, len(parts))):
-        if store.exists(f"{outer}/{COMPLETE_MARKER}") or store.exists(f"{outer}/{UPLOADING}"):
+        if _is_upload(store, outer):
             raise KoloraError(f"key {key} lies inside the upload s3://{store.bucket}/{outer}/: give a key beside it")
     existing = [k for k in store.list_keys(prefix) if not k.endswith("/")]  # folder markers of consoles: harmless
-    inner = sorted({k.rsplit("/", 1)[0] for k in existing if k.endswith((f"/{COMPLETE_MARKER}", f"/{UPLOADING}"))} - {key})
+    nested = {k.rsplit("/", 1)[0] for k in existing if k.endswith((f"/{COMPLETE_MARKER}", f"/{UPLOADING}"))} - {key}
+    inner = sorted(k for k in nested if _is_upload(store, k))
     if inner:
         raise KoloraError(f"key {key} holds the upload(s) {', '.join(inner[:3])}: give a key beside them")
     new = {f.rel for f in files}
@@ -98,7 +108,7 @@ def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFil
     return sorted(prefix + rel for rel in earlier - new)
 
 
-def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile], replace: bool = False) -> int:
+def upload_folder(store: S3Store, key: str, files: list[UploadFile], replace: bool = False) -> int:
     """Send `files` under `key` in the marked order (module doc); returns how many objects it deleted (an earlier
     upload's, or with `replace` any). A file that changed while it was sent stops the upload (the key stays
     marked: run it again)."""
@@ -106,6 +116,8 @@ def upload_folder(store: S3Store, folder: Path, key: str, files: list[UploadFile
     stale = _earlier_upload(store, key, prefix, files, replace)
     store.put_text(prefix + UPLOADING, "kolora upload in progress\n")
     for f in files:
+        if f.changed():  # before (a file deleted since the scan) and after sending
+            raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
         store.upload_file(f.path, prefix + f.rel)
         if f.changed():
             raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
@@ -137,7 +149,7 @@ def _upload_command(args: argparse.Namespace) -> int:
     with server as settings:
         store = S3Store(settings)
         store.ensure_bucket()
-        removed = upload_folder(store, args.folder, key, files, args.replace)
+        removed = upload_folder(store, key, files, args.replace)
     where = f"the embedded store ({args.runs_dir / STORE_DIRNAME})" if embedded else settings.label
     size = size_text(sum(f.size for f in files))
     gone = f"; removed {removed} object(s) the folder no longer has" if removed else ""

@@ -31,7 +31,7 @@ from typing import Any
 from kolora_core.config import IngestConfig
 from kolora_core.data.confine import Entry, Escape, read_inside, walk_inside
 from kolora_core.data.normalise import MAX_FILE_BYTES
-from kolora_core.data.suffixes import IMAGE_SUFFIXES, PARQUET_SUFFIX
+from kolora_core.data.suffixes import PARQUET_SUFFIX, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
@@ -102,11 +102,6 @@ def _decode_caption_file(root: Path, path: Path, name: str) -> tuple[str | None,
         return None, Problem(name, "caption_file_not_utf8", reason)
 
 
-def _is_image_name(rel: str) -> bool:
-    name = rel.rsplit("/", 1)[-1]
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not name.startswith(".")
-
-
 # --- local folder of images ---------------------------------------------------------------------------------
 
 
@@ -171,10 +166,10 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
     yield from problems
     for rel in sorted(files):
         entry = files[rel]
-        if entry.escape is not None and not _is_image_name(rel):
+        if entry.escape is not None and not is_image_name(rel):
             yield Problem(rel, entry.escape.kind, entry.escape.reason)
     seen = set()
-    for rel in sorted(r for r in files if _is_image_name(r)):
+    for rel in sorted(r for r in files if is_image_name(r)):
         entry = files[rel]
         seen.add(rel)
         text = captions.get(rel)
@@ -259,7 +254,7 @@ def _parquet_files(path: Path) -> Iterator[tuple[str, Path | Escape]]:
         yield path.name, path
         return
     root = path.resolve()
-    entries = sorted((e for e in walk_inside(root) if e.rel.endswith(PARQUET_SUFFIX)), key=lambda e: e.rel)
+    entries = sorted((e for e in walk_inside(root) if is_parquet_name(e.rel)), key=lambda e: e.rel)
     if not entries:
         raise KoloraError(f"ingest.source {path} holds no .parquet files")
     for entry in entries:
@@ -383,6 +378,6 @@ def open_source(config: IngestConfig) -> Source:
             raise KoloraError(f"ingest.source {path} is a file but not .parquet: pass its folder, or a parquet export")
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
     names = [entry.rel for entry in walk_inside(path.resolve())]
-    if not any(_is_image_name(n) for n in names) and any(n.endswith(PARQUET_SUFFIX) for n in names):
+    if not any(is_image_name(n) for n in names) and any(is_parquet_name(n) for n in names):
         return Source(f"parquet:{path.name}", "parquet", iter_parquet(path))
     return Source(f"folder:{path.name}", "folder", iter_folder(path))

@@ -227,6 +227,7 @@ class _Progress:
 
 
 def size_text(count: float) -> str:
+    """Bytes for people: KiB, MiB or GiB, one or two decimals."""
     if count < MiB:
         return f"{count / 1024:.1f} KiB"
     return f"{count / MiB:.1f} MiB" if count < 1024 * MiB else f"{count / (1024 * MiB):.2f} GiB"
@@ -389,30 +390,37 @@ class S3Store:
 
         self._bounded(f"write s3://{self.bucket}/{key}", work, len(data))
 
+    def _delete(self, keys: list[str], progress: _Progress) -> None:
+        """DeleteObjects in batches of 1000; a key the server did not delete (it answers 200 and lists it, e.g. a
+        policy without s3:DeleteObject) is an error naming it, not a silent success."""
+        for start in range(0, len(keys), 1000):
+            progress.check()
+            chunk = [{"Key": k} for k in keys[start : start + 1000]]
+            with s3_errors(self.settings, f"delete objects in s3://{self.bucket}"):
+                answer = self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            failed = answer.get("Errors") or []
+            if failed:
+                first = failed[0]
+                raise KoloraError(
+                    f"{self.settings.label} did not delete s3://{self.bucket}/{first.get('Key')} ({first.get('Code')}: "
+                    f"{first.get('Message')}){f' and {len(failed) - 1} more' if len(failed) > 1 else ''}: "
+                    "check the credentials' delete permission"
+                )
+
     def delete_prefix(self, prefix: str) -> int:
         """Delete every object under `prefix`; returns how many there were."""
 
         def work(progress: _Progress) -> int:
             keys = [key for key, _ in self._objects(prefix)]
-            for start in range(0, len(keys), 1000):
-                progress.check()
-                chunk = [{"Key": k} for k in keys[start : start + 1000]]
-                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
+            self._delete(keys, progress)
             return len(keys)
 
         return self._bounded(f"delete s3://{self.bucket}/{prefix}", work)
 
     def delete_keys(self, keys: list[str]) -> None:
         """Delete these objects, keys as listed (absent ones are no error, as S3 has it)."""
-
-        def work(progress: _Progress) -> None:
-            for start in range(0, len(keys), 1000):
-                progress.check()
-                chunk = [{"Key": k} for k in keys[start : start + 1000]]
-                self._client.delete_objects(Bucket=self.bucket, Delete={"Objects": chunk, "Quiet": True})
-
         if keys:
-            self._bounded(f"delete {len(keys)} object(s) in s3://{self.bucket}", work)
+            self._bounded(f"delete {len(keys)} object(s) in s3://{self.bucket}", lambda progress: self._delete(keys, progress))
 
     # --- conditional writes (compare-and-swap for pointers such as latest.json) ------------------------------
 

@@ -90,7 +90,7 @@ def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S
     folder = my_images(tmp_path / "my-style")
     files = scan_folder(folder)
     with pytest.raises(KoloraError, match="connection lost"):
-        upload_folder(CutOff(store.settings), folder, "datasets/cut", files)
+        upload_folder(CutOff(store.settings), "datasets/cut", files)
     assert store.exists(f"datasets/cut/{UPLOADING}") and not store.exists("datasets/cut/_SUCCESS")
     with pytest.raises(TransientError, match="is being written") as refused:
         check_upload(arrived(store, "datasets/cut", tmp_path / "pod1"), "the upload 'datasets/cut'")
@@ -98,14 +98,14 @@ def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S
     assert "running kolora upload again" in str(refused.value)
     (folder / "blue.png").unlink()  # sent by the cut-off attempt, gone from the folder before it is run again
     assert store.exists("datasets/cut/blue.png")
-    assert upload_folder(store, folder, "datasets/cut", scan_folder(folder)) == 1
+    assert upload_folder(store, "datasets/cut", scan_folder(folder)) == 1
     assert not store.exists(f"datasets/cut/{UPLOADING}") and not store.exists("datasets/cut/blue.png")
     check_upload(arrived(store, "datasets/cut", tmp_path / "pod2"), "the upload 'datasets/cut'")
 
 
 def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store, tmp_path: Path) -> None:
     folder = my_images(tmp_path / "my-style")
-    upload_folder(store, folder, "datasets/x", scan_folder(folder))
+    upload_folder(store, "datasets/x", scan_folder(folder))
 
     def pod(name: str) -> Path:
         return arrived(store, "datasets/x", tmp_path / name)
@@ -117,11 +117,11 @@ def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store
     assert "if another tool wrote to it, upload the folder again with kolora upload (--replace" in str(refused.value)
     added = pod("added")
     (added / "late.png").write_bytes((added / "red.png").read_bytes())  # synced in after the upload
-    with pytest.raises(KoloraError, match=r"holds 1 file\(s\) its _SUCCESS does not list \(late.png\)"):
+    with pytest.raises(TransientError, match=r"holds 1 file\(s\) its _SUCCESS does not list \(late.png\)"):
         check_upload(added, "the upload")
     missing = pod("missing")
     (missing / "more" / "white.jpg").unlink()
-    with pytest.raises(KoloraError, match=r"more/white\.jpg is listed in its _SUCCESS but did not arrive"):
+    with pytest.raises(TransientError, match=r"more/white\.jpg is listed in its _SUCCESS but did not arrive"):
         check_upload(missing, "the upload")
 
 
@@ -156,6 +156,8 @@ def test_a_plain_sync_is_read_as_it_is(tmp_path: Path, caplog: pytest.LogCapture
         (lambda d: (d / "notes.txt").write_text("no images"), "holds no images"),
         (lambda d: (d / "a.png").symlink_to("/etc/hostname"), "is a symbolic link"),
         (lambda d: (d / "_SUCCESS").write_text("{}"), "the name of an upload's own marker"),
+        (lambda d: (d / "_SUCCESS").mkdir(), "the name of an upload's own marker"),
+        (lambda d: (d / "._a.png").write_bytes(b"macOS resource fork"), "holds no images"),  # ingest skips hidden files
     ],
 )
 def test_a_folder_ingest_could_not_read_is_refused_before_anything_is_sent(
@@ -193,7 +195,7 @@ def test_keys_around_other_uploads_are_refused_and_foreign_objects_need_replace(
     store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     folder = my_images(tmp_path / "my-style")
-    upload_folder(store, folder, "datasets/my-style", scan_folder(folder))
+    upload_folder(store, "datasets/my-style", scan_folder(folder))
     before = sorted(store.list_keys(""))
     assert upload(store, str(folder), "datasets") == 2  # a parent of another upload: never emptied
     err = capsys.readouterr().err.strip()
@@ -218,7 +220,7 @@ def test_a_key_naming_a_parent_of_uploads_is_refused_in_the_pod(store: S3Store, 
     """`-p dataset-key=datasets` over two uploads would read both (their own checks skipped) as one folder."""
     for name in ("a", "b"):
         folder = my_images(tmp_path / name)
-        upload_folder(store, folder, f"datasets/{name}", scan_folder(folder))
+        upload_folder(store, f"datasets/{name}", scan_folder(folder))
     with pytest.raises(KoloraError, match=r"the upload 'datasets' holds the kolora upload\(s\) a, b: name one of them"):
         check_upload(arrived(store, "datasets", tmp_path / "pod"), "the upload 'datasets'")
 
@@ -234,7 +236,7 @@ class Rewriting(S3Store):
 def test_a_file_that_changes_while_it_is_sent_stops_the_upload_marked(store: S3Store, tmp_path: Path) -> None:
     folder = my_images(tmp_path / "my-style")
     with pytest.raises(KoloraError, match="changed while it was being uploaded: run kolora upload again"):
-        upload_folder(Rewriting(store.settings), folder, "datasets/moving", scan_folder(folder))
+        upload_folder(Rewriting(store.settings), "datasets/moving", scan_folder(folder))
     assert store.exists(f"datasets/moving/{UPLOADING}") and not store.exists("datasets/moving/_SUCCESS")
 
 
@@ -251,3 +253,26 @@ def test_names_no_key_can_carry_and_the_embedded_store_itself_are_refused_before
     (runs / STORE_DIRNAME).mkdir(parents=True)
     assert main(["upload", str(runs), "datasets/store", "--runs-dir", str(runs)]) == 2
     assert "holds (or lies in) the embedded store" in capsys.readouterr().err
+
+
+def test_another_writers_marker_above_a_key_is_no_upload(store: S3Store, tmp_path: Path) -> None:
+    """Spark leaves an empty `_SUCCESS` beside its parquet files: only a kolora marker makes a key an upload."""
+    store.put_text("exports/_SUCCESS", "")
+    folder = my_images(tmp_path / "my-style")
+    upload_folder(store, "exports/my-style", scan_folder(folder))
+    check_upload(arrived(store, "exports/my-style", tmp_path / "pod"), "the upload")
+
+
+class NoDelete(S3Store):
+    """A bucket policy that allows writes but no deletes: S3 answers 200 and lists the keys it kept."""
+
+    def _delete(self, keys: list[str], progress: object) -> None:
+        answer = {"Errors": [{"Key": k, "Code": "AccessDenied", "Message": "Access Denied"} for k in keys]}
+        self._client.delete_objects = lambda **_: answer  # type: ignore[method-assign]
+        super()._delete(keys, progress)  # type: ignore[arg-type]
+
+
+def test_an_object_the_server_kept_is_an_error_not_a_success(store: S3Store, tmp_path: Path) -> None:
+    folder = my_images(tmp_path / "my-style")
+    with pytest.raises(KoloraError, match=r"did not delete s3://.*/datasets/kept/\.uploading \(AccessDenied: Access Denied\)"):
+        upload_folder(NoDelete(store.settings), "datasets/kept", scan_folder(folder))

@@ -130,7 +130,7 @@ def test_a_kolora_upload_is_checked_in_the_ingest_pod(run: Any, store: S3Store, 
     folder.mkdir()
     for colour in ("red", "green", "blue"):
         Image.new("RGB", (160, 128), colour).save(folder / f"{colour}.png")
-    upload_folder(store, folder, "datasets/checked", scan_folder(folder))
+    upload_folder(store, "datasets/checked", scan_folder(folder))
     template = _ingest_only(tmp_path)
     result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/checked"})
     assert result.ok, console
