@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, name_some
 from kolora_core.stages import COMPLETE_MARKER
 
 STAGING = ".staging"
@@ -135,7 +135,7 @@ def accept_input(name: str, path: Path) -> list[str]:
         for shard in shards:
             removed += _prune(name, shard, path)
     if removed:
-        shown = ", ".join(removed[:5]) + (f" (+{len(removed) - 5} more)" if len(removed) > 5 else "")
+        shown = name_some(removed, 5)
         why = f"its {COMPLETE_MARKER} does not list (a failed attempt's uploads, or files added after the commit)"
         log.warning("input --%s: removed %d file(s) %s: %s", name, len(removed), why, shown)
     return removed

@@ -33,3 +33,8 @@ class Terminated(KoloraError):
     a SIGTERM death). Not a user error: the workflow retries it, and the retry continues from the saved state."""
 
     exit_code: int = 143
+
+
+def name_some(names: list[str], limit: int) -> str:
+    """The first `limit` names and how many more: a one-line message names what it is about without a listing."""
+    return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")

@@ -27,10 +27,10 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
-from typing import Any
+from pathlib import Path
+from typing import Any, NoReturn
 
-from kolora_core.errors import KoloraError, TransientError
+from kolora_core.errors import KoloraError, TransientError, name_some
 from kolora_core.stages import COMPLETE_MARKER
 
 UPLOADING = ".uploading"
@@ -59,12 +59,21 @@ class UploadFile:
         return (stat.st_size, stat.st_mtime_ns) != (self.size, self.mtime_ns)
 
 
+def _unreadable(exc: OSError) -> NoReturn:
+    raise KoloraError(f"{exc.filename} cannot be read ({exc.strerror or exc}): fix its permissions or move it out") from None
+
+
 def _sha256(path: Path) -> str:
     try:
         with path.open("rb") as handle:
             return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError as exc:
-        raise KoloraError(f"{path} cannot be read ({exc.strerror or exc}): fix its permissions or move it out") from None
+        _unreadable(exc)
+
+
+def _leaves_folder(rel: str) -> bool:
+    """Whether a POSIX name has an empty, '.' or '..' part (so also: absolute, or empty)."""
+    return any(part in ("", ".", "..") for part in rel.split("/"))
 
 
 def _key_part(path: Path, rel: str) -> None:
@@ -74,7 +83,7 @@ def _key_part(path: Path, rel: str) -> None:
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # printable: the bytes as \xNN
         raise KoloraError(f"{shown}: its name is not UTF-8, which an object key must be: rename it") from None
-    if "\\" in rel or any(part in ("", ".", "..") for part in rel.split("/")):
+    if "\\" in rel or _leaves_folder(rel):
         raise KoloraError(f"{path}: its name cannot be an object key as it is: rename it")
 
 
@@ -84,11 +93,7 @@ def scan_folder(folder: Path) -> list[UploadFile]:
     if not folder.is_dir():
         raise KoloraError(f"{folder} is not a folder: give the folder that holds the images (and their captions)")
     found: list[UploadFile] = []
-
-    def unreadable(exc: OSError) -> None:
-        raise KoloraError(f"{exc.filename} cannot be read ({exc.strerror or exc}): fix its permissions or move it out")
-
-    for dirpath, dirnames, filenames in os.walk(folder, onerror=unreadable):
+    for dirpath, dirnames, filenames in os.walk(folder, onerror=_unreadable):
         dirnames.sort()
         if clash := sorted(set(dirnames) & set(RESERVED)):
             raise KoloraError(f"{Path(dirpath) / clash[0]}: {clash[0]} is the name of an upload's own marker: rename it")
@@ -126,8 +131,7 @@ def listed_files(text: bytes | str, what: str) -> dict[str, dict[str, Any]] | No
     if not isinstance(files, dict):
         raise KoloraError(f"{what}: its {COMPLETE_MARKER} of kolora upload lists no files: {redo}")
     for rel, entry in files.items():
-        pure = PurePosixPath(rel)
-        if not rel or pure.is_absolute() or any(part in ("", ".", "..") for part in rel.split("/")):
+        if _leaves_folder(rel):
             raise KoloraError(f"{what}: its {COMPLETE_MARKER} names {rel!r}, which is not a file inside the upload: {redo}")
         size, digest = (entry.get("size"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
         if type(size) is not int or size < 0 or not isinstance(digest, str) or not _SHA256.fullmatch(digest):
@@ -142,13 +146,14 @@ def check_upload(folder: Path, what: str) -> None:
             f"{what} is being written ({UPLOADING} is there: kolora upload is running, or was cut off): rerun once it "
             "has finished; a cut-off upload is finished by running kolora upload again"
         )
+    present = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
     nested = sorted(
-        p.parent.relative_to(folder).as_posix()
-        for p in folder.rglob(f"*/{COMPLETE_MARKER}")
-        if p.is_file() and listed_files(p.read_bytes(), what) is not None
+        rel.rsplit("/", 1)[0]
+        for rel, p in present.items()
+        if rel.endswith(f"/{COMPLETE_MARKER}") and p.is_file() and listed_files(p.read_bytes(), what) is not None
     )
     if nested:
-        raise KoloraError(f"{what} holds the kolora upload(s) {', '.join(nested[:3])}: name one of them as the key")
+        raise KoloraError(f"{what} holds the kolora upload(s) {name_some(nested, 3)}: name one of them as the key")
     marker = folder / COMPLETE_MARKER
     files = listed_files(marker.read_bytes(), what) if marker.is_file() else None
     if files is None:
@@ -158,10 +163,9 @@ def check_upload(folder: Path, what: str) -> None:
         "if an upload to it is running, this is retried once it has finished; if another tool wrote to it, "
         "upload the folder again with kolora upload (--replace deletes what no upload of the key wrote)"
     )
-    present = {p.relative_to(folder).as_posix(): p for p in sorted(folder.rglob("*")) if p.is_file() or p.is_symlink()}
     extra = sorted(set(present) - set(files) - {COMPLETE_MARKER})
     if extra:
-        shown = ", ".join(extra[:3]) + (f" (+{len(extra) - 3} more)" if len(extra) > 3 else "")
+        shown = name_some(extra, 3)
         raise TransientError(f"{what} holds {len(extra)} file(s) its {COMPLETE_MARKER} does not list ({shown}): {redo}")
     for rel, entry in sorted(files.items()):
         path = present.get(rel)

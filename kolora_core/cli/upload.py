@@ -23,12 +23,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 from pathlib import Path
+from typing import Any
 
 from kolora_core.cli.dataset_key import clean_dataset_key
 from kolora_core.data.suffixes import IMAGE_SUFFIXES, is_image_name, is_parquet_name
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, name_some
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
+from kolora_core.storage.errors import ArtifactNotFound
 from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store, size_text
 from kolora_core.upload_marker import UPLOADING, UploadFile, listed_files, marker_text, scan_folder
 from workflows.options import DATASET_KEY_PARAM
@@ -66,13 +68,18 @@ def _check_readable(folder: Path, files: list[UploadFile]) -> None:
         raise KoloraError(f"{folder} holds no images ({kinds}) and no .parquet files: ingest would find nothing to train on")
 
 
+def _marker_files(store: S3Store, key: str) -> dict[str, Any] | None:
+    """The files the kolora marker at `key` lists, read as the ingest pod reads it; None without one."""
+    try:
+        text = store.get_with_etag(f"{key}/{COMPLETE_MARKER}")[0]
+    except ArtifactNotFound:
+        return None
+    return listed_files(text, f"s3://{store.bucket}/{key}")
+
+
 def _is_upload(store: S3Store, key: str) -> bool:
-    """Whether `key` holds a kolora upload (or one being written), read as the ingest pod reads its marker."""
-    if store.exists(f"{key}/{UPLOADING}"):
-        return True
-    if not store.exists(f"{key}/{COMPLETE_MARKER}"):
-        return False
-    return listed_files(store.get_with_etag(f"{key}/{COMPLETE_MARKER}")[0], f"s3://{store.bucket}/{key}") is not None
+    """Whether `key` holds a kolora upload, or one being written."""
+    return store.exists(f"{key}/{UPLOADING}") or _marker_files(store, key) is not None
 
 
 def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFile], replace: bool = False) -> list[str]:
@@ -91,21 +98,23 @@ def _earlier_upload(store: S3Store, key: str, prefix: str, files: list[UploadFil
     nested = {k.rsplit("/", 1)[0] for k in existing if k.endswith((f"/{COMPLETE_MARKER}", f"/{UPLOADING}"))} - {key}
     inner = sorted(k for k in nested if _is_upload(store, k))
     if inner:
-        raise KoloraError(f"key {key} holds the upload(s) {', '.join(inner[:3])}: give a key beside them")
+        raise KoloraError(f"key {key} holds the upload(s) {name_some(inner, 3)}: give a key beside them")
     new = {f.rel for f in files}
     if prefix + UPLOADING in existing or replace:
         return sorted(k for k in existing if k[len(prefix) :] not in new | {COMPLETE_MARKER, UPLOADING})
-    earlier: set[str] = set()
-    if prefix + COMPLETE_MARKER in existing:
-        earlier = set(listed_files(store.get_with_etag(prefix + COMPLETE_MARKER)[0], f"s3://{store.bucket}/{key}") or {})
+    earlier = set(_marker_files(store, key) or {}) if prefix + COMPLETE_MARKER in existing else set()
     foreign = [k for k in existing if k[len(prefix) :] not in new | earlier | {COMPLETE_MARKER}]
     if foreign:
-        shown = ", ".join(foreign[:3]) + (f" (+{len(foreign) - 3} more)" if len(foreign) > 3 else "")
         raise KoloraError(
             f"s3://{store.bucket}/{prefix} already holds {len(foreign)} object(s) no kolora upload of this key wrote "
-            f"({shown}): upload to another key, or pass --replace to delete them"
+            f"({name_some(foreign, 3)}): upload to another key, or pass --replace to delete them"
         )
     return sorted(prefix + rel for rel in earlier - new)
+
+
+def _refuse_changed(f: UploadFile) -> None:
+    if f.changed():
+        raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
 
 
 def upload_folder(store: S3Store, key: str, files: list[UploadFile], replace: bool = False) -> int:
@@ -116,11 +125,9 @@ def upload_folder(store: S3Store, key: str, files: list[UploadFile], replace: bo
     stale = _earlier_upload(store, key, prefix, files, replace)
     store.put_text(prefix + UPLOADING, "kolora upload in progress\n")
     for f in files:
-        if f.changed():  # before (a file deleted since the scan) and after sending
-            raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
+        _refuse_changed(f)  # deleted or rewritten since the scan
         store.upload_file(f.path, prefix + f.rel)
-        if f.changed():
-            raise KoloraError(f"{f.path} changed while it was being uploaded: run kolora upload again once it is settled")
+        _refuse_changed(f)  # rewritten while it was sent
     store.delete_keys(stale)
     store.put_text(prefix + COMPLETE_MARKER, marker_text(key, files))
     store.delete_keys([prefix + UPLOADING])
