@@ -103,8 +103,13 @@ def probe(device: str = "cuda") -> None:
     """Where FP8 generation's warm-up goes (`python bench/fp8_torchao.py`, one JSON line per figure): one
     1280-wide transformer layer of the real Kolors UNet at the story's batch (16 = 8 prompts x cond/uncond, 32x32
     latents), eager and compiled, in fp16 and with its feed-forward pair in FP8; the first compiled call is the
-    compile. Then the same layer's twin, to see whether a second layer of the same shape reuses the compile."""
+    compile. Then the same layer's twin, to see whether a second layer of the same shape reuses the compile.
+    PROBE_PRECISIONS (default fp16,gfp8): gfp8 is kolora's `generate.fp8` (plain e4m3 buffers, one scale per
+    tensor, kolora_core/models/fp8.py; docs/benchmarks.md also has a per-row variant's figures), fp8ff torchao's
+    recipe (not after gfp8: those layers stay converted). Each line gives the compiled layer's output against fp16
+    eager's (`rel_diff`, relative L2)."""
     import json
+    import os
     import time
 
     from diffsynth.models.sd_unet import BasicTransformerBlock
@@ -131,8 +136,13 @@ def probe(device: str = "cuda") -> None:
         print(json.dumps(kw), flush=True)
 
     with torch.no_grad():
-        for precision in ("fp16", "fp8ff"):
-            if precision == "fp8ff":
+        reference = layers[0](x, text).float()
+        for precision in os.environ.get("PROBE_PRECISIONS", "fp16,gfp8").split(","):
+            if precision == "gfp8":
+                from kolora_core.models.fp8 import to_fp8
+
+                to_fp8(unet)
+            elif precision == "fp8ff":
                 from torchao.quantization import quantize_
 
                 for layer in layers[:2]:
@@ -143,7 +153,16 @@ def probe(device: str = "cuda") -> None:
             for index in (0, 1):
                 compiled = torch.compile(layers[index])
                 first, ms = timed(lambda compiled=compiled: compiled(x, text))
-                emit(what="fp8_probe", precision=precision, mode="compiled", layer=index, first_call_s=first, ms_per_call=ms)
+                rel = float((compiled(x, text).float() - reference).norm() / reference.norm()) if index == 0 else None
+                emit(
+                    what="fp8_probe",
+                    precision=precision,
+                    mode="compiled",
+                    layer=index,
+                    first_call_s=first,
+                    ms_per_call=ms,
+                    rel_diff=rel if rel is None else round(rel, 5),
+                )
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ Env knobs: BENCH_GEN_IMAGES (images per variant, default 8: the story), BENCH_RE
 BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARIANTS (comma list of
 b<batch>[+flag...]; flags: compile (each UNet layer compiled, kernels cached; the stage compiles with vae),
 whole (the whole UNet as one compiled graph instead), vae (the VAE decoder compiled too),
-cg (compile mode reduce-overhead: CUDA graphs), fp8ff / fp8 (the attention blocks' feed-forward / all linear
+cg (compile mode reduce-overhead: CUDA graphs), gfp8 (`generate.fp8`: the feed-forward products in e4m3,
+kolora_core/models/fp8.py), fp8ff / fp8 (the attention blocks' feed-forward / all linear
 layers in FP8 through torchao, fp8_torchao.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
 tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
@@ -28,7 +29,9 @@ a fresh temporary one: a cold start).
 
 Every variant renders the same requests (prompts and seeds), so each line after the first also gives its images'
 difference from the first variant's (`image_diff_vs`: mean absolute difference in 0-255 pixel values and PSNR),
-the check asked of FP8 against bf16/fp16 on the same seeds.
+the check asked of FP8 against bf16/fp16 on the same seeds. With random weights 50 steps amplify any rounding
+(variants of identical math differ by ~24/255), so each line also gives one UNet call's output on fixed inputs
+against the first variant's (`unet_rel_diff`: relative L2 distance of the noise predictions), which does not.
 
 Output lines (`what`):
 * env, built_random_models: GPU, construction seconds and parameter counts;
@@ -107,7 +110,23 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-FLAGS = {"compile", "whole", "vae", "cg", "fp8ff", "fp8", "cl", "bm", "cudnn", "flash", "tune", "mat", "freeze", "prof"}
+FLAGS = {
+    "compile",
+    "whole",
+    "vae",
+    "cg",
+    "gfp8",
+    "fp8ff",
+    "fp8",
+    "cl",
+    "bm",
+    "cudnn",
+    "flash",
+    "tune",
+    "mat",
+    "freeze",
+    "prof",
+}
 
 
 def parse_variant(name: str) -> tuple[int, set[str]]:
@@ -116,6 +135,30 @@ def parse_variant(name: str) -> tuple[int, set[str]]:
     if not head.startswith("b") or not head[1:].isdigit() or set(flags) - FLAGS:
         raise SystemExit(f"BENCH_VARIANTS entry {name!r}: expected b<batch>[+{'][+'.join(sorted(FLAGS))}] or seed")
     return int(head[1:]), set(flags)
+
+
+def unet_output(sampler: object, requests: list[Job]) -> torch.Tensor:
+    """One UNet call at the shapes `sampler.sample` uses for `requests` (same batch, dtypes and attention backend,
+    so compiled code runs without recompiling), on fixed noise at the first timestep: the noise prediction, fp32."""
+    from kolora_core.models.attention import sdpa_context
+    from kolora_core.models.sampler import ddim_plan
+
+    device, first = sampler.device, requests[0]
+    texts = [r.prompt for r in requests] + [r.negative_prompt for r in requests]  # cond, then uncond, as sample()
+    text = torch.cat([sampler.embeddings[t][0] for t in texts])
+    pooled = torch.cat([sampler.embeddings[t][1] for t in texts])
+    g = torch.Generator(device).manual_seed(0)
+    sample = torch.randn(text.shape[0], 4, first.height // 8, first.width // 8, device=device, dtype=sampler.dtype, generator=g)
+    time_id = torch.tensor([first.height, first.width, 0, 0, first.height, first.width], device=device).repeat(text.shape[0])
+    with torch.no_grad(), sdpa_context(device):
+        out = sampler.unet(
+            sample=sample,
+            timestep=ddim_plan(sampler.scheduler, first.steps)[0][:1].to(device),
+            encoder_hidden_states=text,
+            add_time_id=time_id,
+            add_text_embeds=pooled,
+        )
+    return out.float()
 
 
 def micro(sampler: object, device: str) -> None:
@@ -271,8 +314,11 @@ def main() -> None:
         sampler.vae_decoder.to(dtype=getattr(torch, VAE), memory_format=torch.contiguous_format)
         torch.backends.cudnn.benchmark = False
 
-    reference: tuple[str, torch.Tensor] | None = None
+    reference: tuple[str, torch.Tensor, torch.Tensor] | None = None
     fp8 = Fp8Layers(quantize_for_inference)
+    from kolora_core.models.fp8 import to_fp8
+
+    e4m3_layers = 0
     for name in (v for v in VARIANTS if v.strip() != "seed"):
         if name == "micro":
             micro(sampler, device)
@@ -286,6 +332,10 @@ def main() -> None:
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else "reduce-overhead" if "cg" in flags else None
         scope = "whole" if "whole" in flags else "compile" in flags
         fp8.widen(sampler.unet, scope_of(flags))
+        if e4m3_layers and "gfp8" not in flags:
+            raise SystemExit("BENCH_VARIANTS: put the gfp8 variants last (FP8 layers stay FP8)")
+        if "gfp8" in flags and not e4m3_layers:  # before configure_unet: compilation traces the e4m3 buffers
+            e4m3_layers = to_fp8(sampler.unet)
         sampler.configure_unet(scope=scope, channels_last="cl" in flags, mode=mode)
         sampler.configure_vae(compiled="vae" in flags)
         if device == "cuda":
@@ -307,9 +357,12 @@ def main() -> None:
         sampling = (time.perf_counter() - t) / len(rendered)
         sampling_peak = peak_gib(device)
         pixels = torch.stack([torch.from_numpy(np.asarray(r.image)).float() for r in rendered])
-        reference = reference or (name, pixels)
+        predicted = unet_output(sampler, requests[:batch])
+        reference = reference or (name, pixels, predicted)
         mad = float((pixels - reference[1]).abs().mean())
         mse = float(((pixels - reference[1]) ** 2).mean())
+        same_shape = predicted.shape == reference[2].shape
+        unet_rel = float((predicted - reference[2]).norm() / reference[2].norm()) if same_shape else None
         emit(
             what="kolora_generate_image",
             engine="fast",
@@ -331,10 +384,12 @@ def main() -> None:
             sampling_peak_gib=sampling_peak,
             fp8_layers=fp8.layers,
             fp8_scope=fp8.scope or None,
+            e4m3_layers=e4m3_layers,
             attention=os.environ["KOLORA_SDPA"],
             image_diff_vs=None if reference[0] == name else reference[0],
             image_mean_abs_diff=None if reference[0] == name else round(mad, 3),
             image_psnr_db=None if reference[0] == name or mse == 0 else round(10 * math.log10(255**2 / mse), 2),
+            unet_rel_diff=None if reference[0] == name or unet_rel is None else round(unet_rel, 5),
         )
         if "prof" in flags:
             short = [replace(r, steps=10) for r in requests[:batch]]

@@ -382,6 +382,12 @@ class GenerateConfig(Section):
         description="VAE decode dtype; auto = bfloat16 on GPU (fp32's range: never overflows to NaN), float32 on CPU; "
         "float16 only with the fp16-fix VAE",
     )
+    fp8: bool = Field(
+        False,
+        description="the transformer layers' feed-forward products in FP8 (e4m3, per-row scales; fast engine, "
+        "compiled; GPUs with FP8 tensor cores: L4, L40S, H100, H200). Changes the math: images differ slightly "
+        "from fp16's (docs/benchmarks.md); generate.compile auto then compiles every shard",
+    )
     shards: int = Field(1, ge=1, description="split the prompts into this many shards (one pod each)")
     shard: int = Field(0, ge=0, description="which shard this process renders (0-based)")
 
@@ -391,6 +397,15 @@ class GenerateConfig(Section):
         if value % PIPELINE_SIZE_STEP:
             raise ValueError(_pipeline_step_message(value))
         return value
+
+    @model_validator(mode="after")
+    def _fp8_compiled(self) -> GenerateConfig:
+        """FP8 runs only where it pays: eager, its quantization passes make it slower than fp16."""
+        if self.fp8 and self.engine != "fast":
+            raise ValueError("generate.fp8 needs generate.engine fast (the seed engine is diffsynth's own pipeline)")
+        if self.fp8 and self.compile is False:
+            raise ValueError("generate.fp8 needs generate.compile auto, true or whole: uncompiled, FP8 runs slower than fp16")
+        return self
 
 
 class EvaluateConfig(Section):

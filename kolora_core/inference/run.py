@@ -7,7 +7,7 @@ Two engines (`generate.engine`):
   prompts per batch with conditional and unconditional passes in one UNet call; cuDNN attention on Hopper; its
   layers (and the VAE decoder) compiled when the shard is long enough to pay for it (`generate.compile`; kernels cached in
   `generate.compile_cache_dir`, so the compilation itself is paid once per model, torch and GPU); bf16 (GPU) /
-  fp32 (CPU) VAE decode.
+  fp32 (CPU) VAE decode; with `generate.fp8` the feed-forward products in e4m3 (`kolora_core.models.fp8`).
 * `seed`: diffsynth's `SDXLImagePipeline`, one call per image, exactly the seed notebook's path.
 Both seed each image's noise with its own generator, so an image depends on its prompt, seed and settings,
 not on its shard or batch-mates (beyond float rounding in batched kernels). Per-prompt LoRA strengths are
@@ -38,6 +38,7 @@ from kolora_core.inference.story import Generation, Job, image_name, shard_jobs
 from kolora_core.lora.export import KOHYA_FILE, a1111_identity
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
 from kolora_core.lora.merge import merge_lora
+from kolora_core.models.fp8 import fp8_unsupported, refresh, to_fp8
 from kolora_core.models.layout import UNET_FILE, ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.prompt_embeddings import Embedding, read_prompt_embeddings
@@ -73,6 +74,7 @@ class LoRAStrength:
             for module, weight in self.originals.items():
                 named[module].weight.copy_(weight)
         merged = merge_lora(self.unet, self.lora, strength)
+        refresh(self.unet)  # FP8 copies of merged weights (generate.fp8), made again from the new masters
         log.info(
             "LoRA merged into %d layers at %.4f (strength %s x alpha/rank %s)",
             merged,
@@ -122,9 +124,10 @@ def cached_embeddings(
 
 
 def compile_scope(generate: GenerateConfig, device: str, images: int) -> CompileScope:
-    """What `generate.compile` means for a shard: auto compiles on a GPU from COMPILE_PAYS_IMAGES images on; what
-    the user set (`whole` too) is kept, also on a CPU, where the tests compile."""
-    return auto(generate.compile, device.startswith("cuda") and images >= COMPILE_PAYS_IMAGES)
+    """What `generate.compile` means for a shard: auto compiles on a GPU from COMPILE_PAYS_IMAGES images on, and
+    for every shard with `generate.fp8` (uncompiled, FP8 is slower than fp16); what the user set (`whole` too) is
+    kept, also on a CPU, where the tests compile."""
+    return auto(generate.compile, device.startswith("cuda") and (images >= COMPILE_PAYS_IMAGES or generate.fp8))
 
 
 def _render_fast(
@@ -135,6 +138,8 @@ def _render_fast(
     compiled = compile_scope(generate, device, len(jobs))
     if compiled:
         use_compile_cache(generate.compile_cache_dir)
+    if generate.fp8:  # before compilation traces the layers: their e4m3 buffers must exist by then
+        log.info("%d feed-forward layers in FP8 (generate.fp8)", to_fp8(models["sdxl_unet"]))
     sampler = KolorsSampler(
         models.pop("kolors_text_encoder", None),
         models["sdxl_unet"],
@@ -189,6 +194,8 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
     model_dir = ModelDir(inputs["models"])
     manifest = model_dir.read_manifest(config.models.verify)
     device = resolve_device(config.device)
+    if generate.fp8 and (why := fp8_unsupported(device)):
+        raise KoloraError(f"generate.fp8: {why}; set generate.fp8 false")
     kohya = inputs["lora"] / KOHYA_FILE
     a1111_name, a1111_hash = a1111_identity(kohya) if kohya.is_file() else ("", "")
     common = {
@@ -201,6 +208,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         "unet_sha256": manifest["files"][UNET_FILE]["sha256"],
         "lora_a1111_name": a1111_name,
         "lora_a1111_hash": a1111_hash,
+        "fp8": generate.fp8,
     }
     progress = Progress(outputs["progress"], common)  # images an earlier attempt finished
     done = {job.index: record for job in jobs if (record := progress.finished(job)) is not None}

@@ -88,6 +88,7 @@ class Generation(Job):
     unet_sha256: str = ""
     lora_a1111_name: str = ""  # how A1111 names lora_kohya.safetensors (its ss_output_name); "" = no kohya export
     lora_a1111_hash: str = ""  # the short hash A1111 shows for that file
+    fp8: bool = False  # generate.fp8: the feed-forward products ran in FP8 (the image differs slightly from fp16's)
 
 
 def image_name(index: int) -> str:

@@ -78,6 +78,11 @@ def test_bad_values_are_rejected() -> None:
         load_config("smoke", overrides={"generate.shards": 2, "generate.shard": 2})
     with pytest.raises(KoloraError, match=r"unknown profile 'fast'"):
         load_config("fast")
+    with pytest.raises(KoloraError, match=r"generate\.fp8 needs generate\.compile auto, true or whole"):
+        load_config("smoke", overrides={"generate.fp8": True, "generate.compile": False})
+    with pytest.raises(KoloraError, match=r"generate\.fp8 needs generate\.engine fast"):
+        load_config("smoke", overrides={"generate.fp8": True, "generate.engine": "seed"})
+    assert load_config("smoke", overrides={"generate.fp8": True}).generate.compile == "auto"
 
 
 def test_missing_and_malformed_config_files(tmp_path: Path) -> None:

@@ -107,6 +107,36 @@ def test_kept_images_that_do_not_match_are_rendered_again(tiny_models: Path, lor
         assert np.array_equal(np.asarray(Image.open(out / "000.png")), good), tamper
 
 
+def test_fp8_renders_close_to_fp16_records_it_and_a_kept_fp16_image_is_not_reused(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    shard = ("--generate.shards", "8", "--generate.shard", "0")  # story image 000
+    progress = tmp_path / "progress"
+    assert _generate(tiny_models, lora_dir, tmp_path / "fp16", *shard) == 0
+    record = Generation(**json.loads((tmp_path / "fp16" / GENERATIONS).read_text(encoding="utf-8")))
+    Progress(progress, {}).save(Image.open(tmp_path / "fp16" / "000.png"), record)  # as if an fp16 attempt was cut off
+    with caplog.at_level("INFO", logger="kolora.generate"):
+        assert _generate(tiny_models, lora_dir, tmp_path / "fp8", *shard, "--progress", str(progress), "--generate.fp8", "1") == 0
+    assert "8 feed-forward layers in FP8" in caplog.text
+    assert "(0 finished by an earlier attempt)" in caplog.text, "an fp16 image is not an FP8 run's image"
+    assert read_png_record(tmp_path / "fp8" / "000.png")["fp8"] is True
+    assert read_png_record(tmp_path / "fp16" / "000.png")["fp8"] is False
+    fp16, fp8 = (np.asarray(Image.open(tmp_path / d / "000.png"), dtype=np.int16) for d in ("fp16", "fp8"))
+    assert 0 < np.abs(fp16 - fp8).mean() < 4, "the LoRA'd UNet in e4m3 renders nearly the same picture"
+
+
+def test_fp8_on_a_gpu_without_fp8_tensor_cores_is_refused_before_the_models_load(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import kolora_core.inference.run as generate_run
+
+    monkeypatch.setattr(generate_run, "fp8_unsupported", lambda device: "NVIDIA A100 (sm80) has no FP8 tensor cores")
+    monkeypatch.setattr(generate_run, "load_model_manager", lambda *a, **k: pytest.fail("the models were loaded"))
+    assert _generate(tiny_models, lora_dir, tmp_path / "out", "--generate.fp8", "1") == 2
+    assert "generate.fp8: NVIDIA A100 (sm80) has no FP8 tensor cores; set generate.fp8 false" in capsys.readouterr().err
+    assert not any((tmp_path / "out").glob("*")), "nothing committed"
+
+
 @pytest.mark.parametrize("engine", ["fast", "seed"])
 def test_non_square_sizes_render_end_to_end(engine: str, tiny_models: Path, lora_dir: Path, tmp_path: Path) -> None:
     """width != height through the config, both samplers and the record (bucketed LoRAs are used at their aspects)."""

@@ -1,0 +1,119 @@
+"""generate.fp8's layers on the tiny UNet: which layers turn FP8, how close their products stay, and that a weight
+change (a LoRA merge) reaches the e4m3 copy also in compiled code. CPUs run `torch._scaled_mm` too (slowly), so
+this is the real product, not a stand-in; tests/models/test_unet_compile.py holds the CUDA check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from kolora_core.models import fp8
+from kolora_core.models.fp8 import Fp8Linear, fp8_unsupported, refresh, to_fp8
+from kolora_core.models.tiny import TEXT_HIDDEN, build_tiny_models
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.detach().float() - b.detach().float()).norm() / b.detach().float().norm())
+
+
+def test_only_the_feed_forward_layers_turn_fp8_and_names_and_state_stay() -> None:
+    unet = build_tiny_models(0)["sdxl_unet"]
+    keys = set(unet.state_dict())
+    linears = [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)]
+    assert to_fp8(unet) == 8, "4 transformer layers x (GEGLU projection, output layer)"
+    converted = [n for n, m in unet.named_modules() if isinstance(m, Fp8Linear)]
+    assert converted and all(n.endswith((".act_fn.proj", ".ff")) and "transformer_blocks" in n for n in converted)
+    assert [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)] == linears, "same paths, still Linear"
+    assert set(unet.state_dict()) == keys, "the e4m3 copies are not saved: checkpoints and LoRA files are unchanged"
+    assert to_fp8(unet) == 0 and refresh(unet) == 8, "converting again converts nothing"
+
+
+def _as_fp8(layer: torch.nn.Linear) -> Fp8Linear:
+    layer.__class__ = Fp8Linear
+    layer.refresh()
+    return layer
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_a_layer_product_stays_within_a_few_percent(dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(256, 512).to(dtype)
+    x = torch.randn(2, 77, 256, dtype=dtype) * torch.linspace(0.1, 10, 256, dtype=dtype)  # uneven channels
+    x[0, 3] *= 50  # one outlier token sets the scale: e4m3's exponent keeps the other rows' precision
+    expected = layer(x)
+    got = _as_fp8(layer)(x)
+    assert got.dtype == dtype and got.shape == expected.shape
+    assert _relative(got, expected) < 0.05
+    assert _relative(got[1], expected[1]) < 0.05, "the outlier does not cost the other rows their precision"
+
+
+def test_the_unet_output_stays_close_and_differs() -> None:
+    models = build_tiny_models(0)
+    unet = models["sdxl_unet"].eval()
+    g = torch.Generator().manual_seed(0)
+    args = {
+        "sample": torch.randn(2, 4, 8, 8, generator=g),
+        "timestep": torch.tensor([500]),
+        "encoder_hidden_states": torch.randn(2, 256, TEXT_HIDDEN, generator=g),
+        "add_time_id": torch.tensor([64, 64, 0, 0, 64, 64]).repeat(2),
+        "add_text_embeds": torch.randn(2, TEXT_HIDDEN, generator=g),
+    }
+    with torch.no_grad():
+        before = unet(**args)
+        to_fp8(unet)
+        after = unet(**args)
+    assert 0 < _relative(after, before) < 0.02, "e4m3 changes the math a little, not the picture"
+
+
+def test_a_weight_change_reaches_compiled_code_after_refresh() -> None:
+    """LoRA merges write the master weight; the compiled layer reads the e4m3 buffers, refreshed in place."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.LayerNorm(64), torch.nn.Linear(64, 128))
+    x = torch.randn(4, 16, 64)
+    _as_fp8(block[1])
+    compiled = torch.compile(block, backend="aot_eager", dynamic=False)
+    with torch.no_grad():
+        first = compiled(x)
+        block[1].weight.mul_(-2)  # as merge_lora adds the update in place
+        stale = compiled(x)
+        refresh(block)
+        fresh = compiled(x)
+        eager = block(x)
+    assert torch.equal(stale, first), "without refresh the product still reads the old e4m3 copy"
+    torch.testing.assert_close(fresh, eager)
+    assert _relative(fresh, torch.nn.functional.linear(block[0](x), block[1].weight, block[1].bias)) < 0.05
+
+
+def test_gpus_without_fp8_tensor_cores_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert fp8_unsupported("cpu") is None
+    monkeypatch.setattr(fp8.torch.cuda, "get_device_capability", lambda device: (8, 0))
+    monkeypatch.setattr(fp8.torch.cuda, "get_device_name", lambda device: "NVIDIA A100-SXM4-80GB")
+    assert fp8_unsupported("cuda") == "NVIDIA A100-SXM4-80GB (sm80) has no FP8 tensor cores (sm89+: L4, L40S, H100, H200)"
+    monkeypatch.setattr(fp8.torch.cuda, "get_device_capability", lambda device: (9, 0))
+    assert fp8_unsupported("cuda:1") is None
+
+
+@pytest.mark.skipif(
+    not torch.cuda.is_available() or fp8_unsupported("cuda") is not None, reason="needs a GPU with FP8 tensor cores"
+)
+@pytest.mark.parametrize("scope", [True, "whole"])
+def test_inductor_compiles_the_fp8_unet_close_to_fp16_and_sees_refreshed_weights(scope: bool | str) -> None:
+    """The stage's path on a GPU: fp16 UNet, FP8 feed-forward layers, inductor (the CPU tests trace with aot_eager)."""
+    from kolora_core.models.unet_compile import compile_unet
+    from tests.models.test_unet_compile import unet_inputs
+
+    unet = build_tiny_models(0)["sdxl_unet"].to("cuda", torch.float16).eval()
+    inputs = {k: v.to("cuda", torch.float16 if v.is_floating_point() else v.dtype) for k, v in unet_inputs().items()}
+    torch._dynamo.reset()
+    with torch.no_grad():
+        fp16 = unet(**inputs)
+        to_fp8(unet)
+        compile_unet(unet, scope)
+        compiled = unet(**inputs)
+        assert 0 < _relative(compiled, fp16) < 0.03
+        for module in unet.modules():
+            if isinstance(module, Fp8Linear):
+                module.weight.mul_(0.5)
+        refresh(unet)
+        halved = unet(**inputs)
+    assert _relative(halved, compiled) > 1e-3, "the compiled graph reads the refreshed e4m3 copies"
