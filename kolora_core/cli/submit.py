@@ -25,7 +25,7 @@ import requests
 import yaml
 
 from kolora_core.cli.dataset_key import check_dataset_key
-from kolora_core.config import RunConfig, load_config, read_config_file, reads_local_files
+from kolora_core.config import RunConfig, inline_prompts_file_text, load_config, read_config_file, reads_local_files
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from kolora_core.runner.flags import refuse_config_path
@@ -85,6 +85,8 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
         # The pods read it as run.yaml: JSON and TOML travel as the YAML of what they hold.
         converted = config_file.suffix.lower() in CONFIG_FORMATS
         params["config"] = yaml.safe_dump(read_config_file(config_file), allow_unicode=True) if converted else text
+    if "config" in params:  # the pods have neither this working directory nor its files: they get the prompts
+        params["config"] = inline_prompts_file_text(params["config"])
     return params
 
 

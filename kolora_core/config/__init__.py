@@ -16,6 +16,7 @@ from kolora_core.config.loader import (
     config_flags,
     dump_config,
     flag_overrides,
+    inline_prompts_file_text,
     load_config,
     read_config_file,
 )
@@ -49,6 +50,7 @@ __all__ = [
     "config_flags",
     "dump_config",
     "flag_overrides",
+    "inline_prompts_file_text",
     "load_config",
     "read_config_file",
     "reads_local_files",

@@ -48,6 +48,11 @@ def read_config_file(path: Path, name: str | None = None) -> dict[str, Any]:
     shown = name or f"config file {path}"
     kind = CONFIG_FORMATS.get(path.suffix.lower(), "YAML")
     text = read_text(path, "config file", "pass a YAML, JSON or TOML file to --config")
+    return parse_config_text(text, kind, shown)
+
+
+def parse_config_text(text: str, kind: str, shown: str) -> dict[str, Any]:
+    """A run config's text in `kind` ("YAML", "JSON" or "TOML") as its mapping; errors call it `shown`."""
     try:
         if kind == "JSON":
             data = json.loads(text, object_pairs_hook=unique_keys)
@@ -123,6 +128,25 @@ def load_config(
         raise KoloraError(_format_validation_error(exc, origin)) from None
 
 
+def inline_prompts_file_text(text: str) -> str:
+    """A run config's YAML text with its `generate.prompts_file` read now and inlined as `load_config` does.
+
+    Why: the text travels (as the `config` parameter) to steps and pods that run in another working directory or on
+    another machine, where a relative path, or any path, names nothing. The file is read relative to this process's
+    working directory, where the user gave it. Text naming no prompts file (or not a YAML mapping, which the config's
+    own check reports) is returned as it is."""
+    try:
+        data = parse_config_text(text, "YAML", "the run config")
+    except KoloraError:
+        return text
+    generate = data.get("generate")
+    if not isinstance(generate, dict) or not generate.get("prompts_file"):
+        return text
+    _inline_prompts_file(data)
+    data["generate"]["prompts"] = [p.model_dump(mode="json", exclude_none=True) for p in data["generate"]["prompts"]]
+    return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)
+
+
 def _inline_prompts_file(data: dict[str, Any]) -> None:
     """Replace `generate.prompts_file` by the prompts it holds and record where they came from (`prompts_from`)."""
     generate = data.get("generate")
@@ -130,6 +154,8 @@ def _inline_prompts_file(data: dict[str, Any]) -> None:
         return
     generate = dict(generate)
     path = generate.pop("prompts_file")
+    if not isinstance(path, str):  # Path(5) would be a TypeError traceback
+        raise KoloraError(f"config field 'generate.prompts_file': give the path of a YAML or JSONL file (got {path!r})")
     generate["prompts"] = read_prompts_file(Path(path))
     generate["prompts_from"] = str(path)
     data["generate"] = generate

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import yaml
 
-from kolora_core.config import RunConfig, config_flags, flag_overrides, load_config
+from kolora_core.config import RunConfig, config_flags, flag_overrides, inline_prompts_file_text, load_config
 from kolora_core.errors import KoloraError
 from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
 
@@ -71,6 +71,19 @@ def refuse_config_path(name: str, value: str, instead: str = '-p {name}="$(cat {
         return
     hint = instead.format(name=name, path=shlex.quote(data))
     raise KoloraError(f"-p {name} holds the run config's text, not a path ('{data}'): pass {hint}")
+
+
+def portable_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> dict[str, str]:
+    """`parameters` with each run-config parameter's `generate.prompts_file` read here and its prompts inlined.
+
+    Why: steps run in a scratch directory (a pod: on another machine), where the path the user gave from their
+    working directory names nothing; read now, a missing or bad prompts file is one line before any step runs."""
+    portable = dict(parameters)
+    for template in workflow.templates.values():
+        name = _feeding_parameter(_config_input(template)) if template.container is not None else None
+        if name in portable:
+            portable[name] = inline_prompts_file_text(portable[name])
+    return portable
 
 
 def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> RunConfig:

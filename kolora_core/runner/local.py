@@ -1,10 +1,10 @@
 """`run_workflow(RunOptions(...)) -> RunResult`: one rendered WorkflowTemplate executed on this machine.
 
 The order of a run: parse and validate the template, resolve the parameters (`-p` wins over soft values,
-which win over the template's), check the values that feed config flags (`flags.py`), start the store
-(the embedded one, or the given endpoint), fill the store Secret the workflow names and point
-`s3-endpoint`/`s3-bucket`/`s3-region` at the store, walk the DAG and the exit handler (`dag.py`), copy the
-outputs to `runs/<run-id>/` (`collect.py`) and write the summary. Steps never see each other's files: every
+which win over the template's), check the values that feed config flags and inline the prompts file a run
+config names (`flags.py`), start the store (the embedded one, or the given endpoint), fill the store Secret the
+workflow names and point `s3-endpoint`/`s3-bucket`/`s3-region` at the store, walk the DAG and the exit handler
+(`dag.py`), copy the outputs to `runs/<run-id>/` (`collect.py`) and write the summary. Steps never see each other's files: every
 artifact goes through the store under the run's prefix, so what passes here passes the same way on Argo.
 """
 
@@ -29,7 +29,7 @@ from kolora_core.runner.context import RunContext, StepFailed
 from kolora_core.runner.dag import DagWalker
 from kolora_core.runner.engine import REPO_ROOT
 from kolora_core.runner.engines import get_engine
-from kolora_core.runner.flags import check_config_parameters
+from kolora_core.runner.flags import check_config_parameters, portable_config_parameters
 from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import RunResult
 from kolora_core.runner.spec import WorkflowSpec
@@ -132,6 +132,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     workflow = load_workflow(template_path)
     parameters = resolve_parameters(workflow, options.parameters, options.soft_parameters)
     check_config_parameters(workflow, parameters)
+    parameters = portable_config_parameters(workflow, parameters)
     engine = get_engine(options.engine, options.repo_root)
     check_gpu_steps(workflow, parameters, engine)
     changed = tuple(p.name for p in workflow.parameters if parameters[p.name] != (p.value if p.value is not None else p.default))

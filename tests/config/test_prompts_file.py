@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kolora_core.config import dump_config, load_config
+from kolora_core.config import dump_config, inline_prompts_file_text, load_config
 from kolora_core.errors import KoloraError
 from kolora_core.inference.story import shard_jobs
 
@@ -102,3 +102,23 @@ def test_a_bom_is_accepted(tmp_path: Path) -> None:
     path = tmp_path / "p.jsonl"
     path.write_bytes(b'\xef\xbb\xbf{"prompt": "a"}\n')
     assert [p.prompt for p in _load(path).generate.prompts] == ["a"]
+
+
+def test_a_config_text_gets_the_prompts_inlined_from_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The `config` parameter travels to steps and pods in other directories: its prompts file is read where the user
+    named it, and the text holds the prompts, loading to the same config anywhere."""
+    (tmp_path / "story.yaml").write_text(STORY_YAML, encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    text = "generate: {prompts_file: story.yaml}\ntrain: {steps: 3}\n"
+    inlined = inline_prompts_file_text(text)
+    assert "prompts_file" not in inlined and yaml.safe_load(inlined)["train"] == {"steps": 3}
+    expected = _load(Path("story.yaml"), **{"train.steps": 3})
+    monkeypatch.chdir(tmp_path.parent)  # where a step runs: story.yaml names nothing there
+    (tmp_path / "run.yaml").write_text(inlined, encoding="utf-8")
+    assert load_config("full", tmp_path / "run.yaml") == expected
+    unchanged = ("train: {steps: 3}  # no prompts file\n", "generate: {prompts_file: null}\n", "[not, a, mapping]", "a: [\n")
+    assert [inline_prompts_file_text(text) for text in unchanged] == list(unchanged)
+    with pytest.raises(KoloraError, match=r"^config field 'generate\.prompts_file': give the path of a YAML or JSONL file"):
+        inline_prompts_file_text("generate: {prompts_file: 5}")

@@ -155,6 +155,25 @@ def test_run_config_errors_name_the_parameter(
     assert err.count("\n") == 1 and message in err and "kolora-config-" not in err, err
 
 
+def test_a_prompts_file_in_p_config_reaches_the_steps_inlined(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Steps run in another working directory (pods on another machine): the prompts file is read here, where the
+    user named it, and the step's run.yaml holds the prompts; a missing one is one line before any step runs."""
+    (tmp_path / "story.yaml").write_text("prompts:\n  - {prompt: a girl singing, seed: 7}\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    template = str(TEMPLATES / "config.yaml")
+    assert cli(store, tmp_path / "runs", "--template", template, "-p", "config=generate: {prompts_file: story.yaml}") == 0
+    assert "prompts ['a girl singing'] from story.yaml" in capsys.readouterr().out
+    assert cli(store, tmp_path / "none", "--template", template, "-p", "config=generate: {prompts_file: nope.yaml}") == 2
+    out = capsys.readouterr()
+    assert out.err == (
+        "kolora run: error: prompts file nope.yaml does not exist: set generate.prompts_file to a YAML or JSONL file "
+        f"(a relative path is read from the working directory, {tmp_path})\n"
+    )
+    assert out.out == "" and not (tmp_path / "none").exists(), "refused before any step: no run directory"
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

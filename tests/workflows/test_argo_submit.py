@@ -118,6 +118,35 @@ def test_dry_run_prints_a_valid_workflow(capsys: pytest.CaptureFixture[str], tmp
         assert schema_errors(wf, version) == []
 
 
+@pytest.mark.parametrize("validate", [[], ["--no-validate"]])
+def test_a_prompts_file_travels_as_its_prompts(
+    capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch: pytest.MonkeyPatch, validate: list[str]
+) -> None:
+    """The pods have neither this working directory nor its files: the `config` sent holds the prompts, not the path;
+    a missing prompts file is one line before anything is sent, even unvalidated (a pod could not read it either)."""
+    story = "- {prompt: a girl singing, seed: 7}\n- {prompt: the stage, size: 512}\n"
+    (tmp_path / "s20.yaml").write_text(story, encoding="utf-8")
+    (tmp_path / "pf.json").write_text('{"generate": {"prompts_file": "s20.yaml", "steps": 9}}', encoding="utf-8")
+    monkeypatch.chdir(tmp_path)  # a relative path is read from where the user runs kolora submit
+    for argv in (["--config", "pf.json"], ["-p", "config=generate: {prompts_file: s20.yaml, steps: 9}"]):
+        code, out, err = run_submit(["--dry-run", *validate, *argv], capsys)
+        assert code == 0, err
+        sent = yaml.safe_load(yaml.safe_load(out)["spec"]["arguments"]["parameters"][0]["value"])
+        assert sent == {
+            "generate": {
+                "steps": 9,
+                "prompts": [
+                    {"prompt": "a girl singing", "negative_prompt": "", "seed": 7},
+                    {"prompt": "the stage", "negative_prompt": "", "seed": 0, "width": 512, "height": 512},
+                ],
+                "prompts_from": "s20.yaml",
+            }
+        }
+    code, out, err = run_submit(["--dry-run", *validate, "-p", "config=generate: {prompts_file: nope.yaml}"], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith("kolora submit: error: prompts file nope.yaml does not exist: set generate.prompts_file"), err
+
+
 HOW = "which the pods cannot read: copy the folder into the artifact store (e.g. `aws s3 sync"
 
 
