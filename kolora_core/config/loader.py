@@ -115,8 +115,10 @@ def load_config(
     data = read_profile(profile)
     origin = f"profile {profile}"
     if config_file is not None:
-        data = _deep_merge(data, read_config_file(Path(config_file), config_name))
         origin = config_name or f"config file {config_file}"
+        overlay = read_config_file(Path(config_file), config_name)
+        _check_profile_key(overlay, profile, origin)
+        data = _deep_merge(data, overlay)
     if overrides:
         data = _deep_merge(data, dotted_to_nested(overrides))
         origin = flags_name if config_file is None else f"{config_name or config_file} + {flags_name}"
@@ -126,6 +128,19 @@ def load_config(
         return RunConfig.model_validate(data)
     except ValidationError as exc:
         raise KoloraError(_format_validation_error(exc, origin)) from None
+
+
+def _check_profile_key(overlay: dict[str, Any], profile: str, origin: str) -> None:
+    """Refuse a config file's `profile` that is not the chosen one: the loader sets `profile` from the chosen profile,
+    so a different value would be dropped silently and the run use another profile than the file says. An equal one
+    is accepted, so that `kolora config`'s output (which prints `profile:`) works as a --config file."""
+    if "profile" not in overlay or overlay["profile"] == profile:
+        return
+    wanted = overlay["profile"] if overlay["profile"] in available_profiles() else "NAME"
+    raise KoloraError(
+        f"{origin} sets profile {overlay['profile']!r}, not the chosen {profile!r}: a file does not choose the profile; "
+        f"pass --profile {wanted} (or -p profile={wanted}) and drop the key from the file"
+    )
 
 
 def inline_prompts_file_text(text: str) -> str:

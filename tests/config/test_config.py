@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kolora_core.cli import main
 from kolora_core.config import available_profiles, config_flags, load_config
 from kolora_core.config.files import UniqueKeyLoader
 from kolora_core.errors import KoloraError
@@ -132,3 +133,29 @@ def test_a_key_written_twice_or_a_non_finite_number_in_a_config_file_is_refused(
 def test_a_key_may_override_what_a_yaml_merge_brought_in() -> None:
     text = "base: &b {steps: 3, seed: 1}\ntrain:\n  <<: *b\n  steps: 5\n"
     assert yaml.load(text, Loader=UniqueKeyLoader) == {"base": {"steps": 3, "seed": 1}, "train": {"steps": 5, "seed": 1}}
+
+
+@pytest.mark.parametrize("written", ["smoke", "nonexistent", None])
+def test_a_profile_key_must_be_the_chosen_profile(tmp_path: Path, written: str | None) -> None:
+    """The loader sets `profile` from the chosen profile: a file's other value would be ignored, the run another one."""
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump({"profile": written}), encoding="utf-8")
+    with pytest.raises(KoloraError, match=rf"^config file {path} sets profile {written!r}, not the chosen 'full': ") as caught:
+        load_config("full", path)
+    assert "pass --profile" in str(caught.value) and "-p profile=" in str(caught.value)
+    if written == "smoke":
+        assert load_config("smoke", path).profile == "smoke"
+
+
+@pytest.mark.parametrize("profile", ["full", "smoke"])
+def test_kolora_configs_output_is_a_config_file(tmp_path: Path, capsys: pytest.CaptureFixture[str], profile: str) -> None:
+    """What `kolora config` prints (with its `profile:` line) is what users copy into a --config file."""
+    assert main(["config", "--profile", profile]) == 0
+    path = tmp_path / "copied.yaml"
+    path.write_text(capsys.readouterr().out, encoding="utf-8")
+    assert main(["config", "--profile", profile, "--config", str(path)]) == 0
+    assert capsys.readouterr().out == path.read_text(encoding="utf-8")
+    other = "smoke" if profile == "full" else "full"
+    assert main(["config", "--profile", other, "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"sets profile '{profile}', not the chosen '{other}'" in err, err

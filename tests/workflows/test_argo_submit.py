@@ -147,6 +147,18 @@ def test_a_prompts_file_travels_as_its_prompts(
     assert err.startswith("kolora submit: error: prompts file nope.yaml does not exist: set generate.prompts_file"), err
 
 
+@pytest.mark.parametrize(("chosen", "written"), [([], "smoke"), (["-p", "profile=smoke"], "full"), ([], "nonexistent")])
+def test_a_profile_in_the_config_that_is_not_the_chosen_one_is_refused(
+    capsys: pytest.CaptureFixture[str], tmp_path, chosen: list[str], written: str
+) -> None:
+    """The pods run the `profile` parameter's profile: a file's other profile would be dropped silently."""
+    (tmp_path / "p.yaml").write_text(f"profile: {written}\n", encoding="utf-8")
+    code, out, err = run_submit(["--dry-run", *chosen, "--config", str(tmp_path / "p.yaml")], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert f"--config {tmp_path / 'p.yaml'} sets profile '{written}', not the chosen '{'smoke' if chosen else 'full'}'" in err
+    assert "-p profile=" in err, err
+
+
 HOW = "which the pods cannot read: copy the folder into the artifact store (e.g. `aws s3 sync"
 
 
