@@ -29,6 +29,8 @@ from kolora_core.config import RunConfig, inline_prompts_file_text, load_config,
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from kolora_core.runner.flags import refuse_config_path
+from kolora_core.runner.local import checked_parameters
+from kolora_core.runner.template import parse_workflow
 from workflows.options import DATASET_KEY_PARAM, TEMPLATE_NAME, run_parameters
 from workflows.options import ONEOFF_GENERATE_NAME as GENERATE_NAME
 
@@ -56,7 +58,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--template", default=TEMPLATE_NAME, help="WorkflowTemplate name (default %(default)s)")
     parser.add_argument("--generate-name", default=GENERATE_NAME, help="name prefix of the run (default %(default)s)")
     parser.add_argument(
-        "--no-validate", action="store_true", help="skip the local run-config check (cluster runs another version)"
+        "--no-validate",
+        action="store_true",
+        help="skip the local run-config and template parameter checks (cluster runs another version)",
     )
     parser.add_argument("--dry-run", action="store_true", help="print the Workflow YAML instead of submitting it")
     parser.set_defaults(func=_submit_command)
@@ -125,6 +129,16 @@ def validate(params: dict[str, str], origin: str | None = None) -> RunConfig:
         config = Path(tmp) / "config.yaml"
         config.write_text(merged["config"], encoding="utf-8")
         return load_config(merged["profile"], config, overrides, config_name=origin, flags_name="-p parameters")
+
+
+def check_template_parameters(params: dict[str, str]) -> None:
+    """Raise a one-line KoloraError for a value `kolora run` refuses before a step starts (an enum of the template,
+    a value that feeds a stage's config flag such as `generate-shards=0`), checked against the pipeline this version
+    renders. Why: `validate` sees only the run config; argo-server or a GPU node would refuse these later."""
+    from workflows import pipeline  # hera: ~0.6 s, paid only by a submit that validates
+
+    template = parse_workflow(pipeline.build().to_dict(), source=f"WorkflowTemplate {TEMPLATE_NAME}")
+    checked_parameters(template, params)
 
 
 def server_url(host: str | None) -> str:
@@ -221,6 +235,7 @@ def _submit_command(args: argparse.Namespace) -> int:
     else:  # the resolved source: -p dataset, else the config's or the profile's
         origin = f"--config {args.config}" if args.config is not None else None
         config = validate(params, origin)
+        check_template_parameters(params)
         named = origin or ("-p config" if "config" in params else f"profile {config.profile}")
         refuse_local_dataset(params, config.ingest.source, given or f"ingest.source {config.ingest.source} ({named})")
     if args.dry_run:

@@ -93,6 +93,16 @@ def resolve_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: M
     return values
 
 
+def checked_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: Mapping[str, str] | None = None) -> dict[str, str]:
+    """`resolve_parameters`, then every value that feeds a stage's config checked by that config (`flags.py`).
+
+    Why one function: `kolora run` and `kolora submit` refuse the same `-p` values (an enum, a `--generate.shards`
+    of 0) before anything starts; the cluster would otherwise refuse them late, or on a GPU node."""
+    parameters = resolve_parameters(workflow, given, soft)
+    check_config_parameters(workflow, parameters)
+    return parameters
+
+
 def store_secrets(workflow: WorkflowSpec, settings: S3Settings) -> dict[str, dict[str, str]]:
     """The Secret the workflow reads the store's keys from (annotation `kolora.dev/store-secret`), with this store's keys."""
     spec = workflow.annotations.get(STORE_SECRET_ANNOTATION)
@@ -130,8 +140,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     if not template_path.is_absolute() and not template_path.exists():
         template_path = options.repo_root / template_path
     workflow = load_workflow(template_path)
-    parameters = resolve_parameters(workflow, options.parameters, options.soft_parameters)
-    check_config_parameters(workflow, parameters)
+    parameters = checked_parameters(workflow, options.parameters, options.soft_parameters)
     parameters = portable_config_parameters(workflow, parameters)
     engine = get_engine(options.engine, options.repo_root)
     check_gpu_steps(workflow, parameters, engine)

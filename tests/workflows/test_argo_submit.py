@@ -82,6 +82,26 @@ def test_parameters_are_checked_before_anything_is_sent(argv, message, capsys: p
     assert code == 2 and message in err and "argo-server" not in err, err
 
 
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        ("generate-shards=0", "-p generate-shards='0' (--generate.shards) is refused before any step runs: config field"),
+        ("generate-shards=abc", "-p generate-shards='abc' (--generate.shards) is refused before any step runs: config field"),
+        ("on-unchanged=maybe", "parameter 'on-unchanged' is 'maybe'; allowed: train, skip"),
+    ],
+)
+def test_the_template_checks_of_kolora_run_refuse_before_submitting(
+    parameter: str, message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What `kolora run` refuses before a step (a template enum, a value feeding a stage flag) submit refuses too,
+    in the same words; --no-validate (the cluster runs another version) leaves them to the cluster."""
+    code, out, err = run_submit(["--dry-run", "-p", parameter], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err
+    code, out, err = run_submit(["--dry-run", "--no-validate", "-p", parameter], capsys)
+    name, _, value = parameter.partition("=")
+    assert code == 0 and {"name": name, "value": value} in yaml.safe_load(out)["spec"]["arguments"]["parameters"], err
+
+
 def test_config_errors_name_what_the_user_gave(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
     config = tmp_path / "x" / "c1.yaml"
     config.parent.mkdir()
