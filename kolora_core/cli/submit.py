@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import sys
 import tempfile
 from pathlib import Path
@@ -102,9 +103,9 @@ def refuse_local_dataset(params: dict[str, str], source: str | None, where: str)
     path = source.strip().removeprefix("file://").removeprefix("modelscope://")
     folder = path if not path.lower().endswith(".parquet") and "*" not in path else str(Path(path).parent)
     raise KoloraError(
-        f"{where} is a path on this machine, which the pods cannot read: copy {'the' if folder == path else 'its'} folder "
-        f"into the artifact store (e.g. `aws s3 sync {folder} s3://<bucket>/datasets/<name>/`) and pass "
-        f"-p {DATASET_KEY_PARAM}=datasets/<name>"
+        f"{where} is a path on this machine, which the pods cannot read: upload {'the' if folder == path else 'its'} folder "
+        f"into the artifact store with `kolora upload {shlex.quote(folder)} datasets/<name> --s3-endpoint <url> --bucket "
+        f"<bucket>` (checked, whole or not at all) and pass -p {DATASET_KEY_PARAM}=datasets/<name>"
     )
 
 

@@ -179,7 +179,7 @@ def test_a_profile_in_the_config_that_is_not_the_chosen_one_is_refused(
     assert "-p profile=" in err, err
 
 
-HOW = "which the pods cannot read: copy the folder into the artifact store (e.g. `aws s3 sync"
+HOW = "which the pods cannot read: upload the folder into the artifact store with `kolora upload /data/imgs datasets/<name>"
 
 
 @pytest.mark.parametrize(
@@ -194,9 +194,14 @@ HOW = "which the pods cannot read: copy the folder into the artifact store (e.g.
         (
             ["-p", "dataset=modelscope:///data/x.parquet"],
             None,
-            "pods cannot read: copy its folder into the artifact store (e.g. `aws s3 sync /data s3://",
+            "pods cannot read: upload its folder into the artifact store with `kolora upload /data datasets/<name> --s3-endpoint",
         ),
-        (["-p", "dataset=file:///data/imgs"], None, "(e.g. `aws s3 sync /data/imgs s3://<bucket>/datasets/<name>/`) and pass"),
+        (
+            ["-p", "dataset=file:///data/imgs"],
+            None,
+            "`kolora upload /data/imgs datasets/<name> --s3-endpoint <url> --bucket <bucket>`",
+        ),
+        (["-p", "dataset=/data/my imgs"], None, "`kolora upload '/data/my imgs' datasets/<name> --s3-endpoint"),
         (["-p", "dataset-key=s3://my-bucket/datasets/mine"], None, "-p dataset-key='s3://my-bucket/datasets/mine': give the key"),
         (["-p", "dataset-key=/datasets/mine"], None, "no scheme, bucket, leading '/', empty or '..' parts"),
         (["-p", "dataset-key=datasets/mine "], None, "-p dataset-key='datasets/mine ': give the key prefix"),
@@ -217,8 +222,8 @@ def test_a_dataset_on_this_machine_is_refused_with_the_way_in(
     code, out, err = run_submit(["--dry-run", *argv, *extra], capsys)
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert message.replace("CONFIG", str(tmp_path / "c.yaml")) in err, err
-    if "sync" in message:
-        assert err.rstrip().endswith("and pass -p dataset-key=datasets/<name>")
+    if "kolora upload" in message:  # the checked way in, not a sync that skips kolora's upload checks
+        assert err.rstrip().endswith("and pass -p dataset-key=datasets/<name>") and "sync" not in err, err
 
 
 def test_uploaded_images_go_by_their_key(capsys: pytest.CaptureFixture[str], tmp_path) -> None:
