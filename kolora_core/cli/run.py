@@ -13,6 +13,7 @@ process group) and the summary was written.
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import threading
@@ -62,11 +63,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--keep-work", action="store_true", help="keep each step's scratch dir (default: delete on success)")
     parser.add_argument(
         "--collect-max-gb",
-        type=float,
+        type=size_gb,
         default=2.0,
         help="copy output artifacts up to this size into runs/<id>/; larger ones stay in the store (default: 2)",
     )
     parser.set_defaults(func=_run_command)
+
+
+def size_gb(value: str) -> float:
+    """A size in GB, refused at parse time (exit 2): `nan` was a traceback at `int(nan * 2**30)`, and a negative one
+    was taken as a limit below every artifact (nothing collected, a cut-off warning each)."""
+    try:
+        size = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a number: give a size in GB, 0 or more") from None
+    if not math.isfinite(size) or size < 0:
+        raise argparse.ArgumentTypeError(f"'{value}' is not a size: give a finite number of GB, 0 or more")
+    return size
 
 
 def parse_parameters(items: list[str]) -> dict[str, str]:

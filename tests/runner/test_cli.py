@@ -55,6 +55,17 @@ def test_flags_become_options() -> None:
         parse("--engine", "kubernetes")
 
 
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "abc"])
+def test_collect_max_gb_is_a_finite_size_or_exit_two(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    """nan was a traceback (int(nan)) and -1 a limit below every artifact: refused in one line before anything runs."""
+    with pytest.raises(SystemExit) as exc:
+        parse("--collect-max-gb", value)
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert exc.value.code == 2 and len(errors) == 1, errors
+    assert f"argument --collect-max-gb: '{value}' is not a" in errors[0] and "0 or more" in errors[0], errors
+    assert options_from_args(parse("--collect-max-gb", "0.5")).collect_max_bytes == 2**29
+
+
 def test_dataset_key_is_checked_as_kolora_submit_checks_it() -> None:
     """A key that runs here is one a cluster reads the same way (Argo would skip a URL or a path silently)."""
     assert options_from_args(parse("-p", "dataset-key=datasets/mine/")).parameters["dataset-key"] == "datasets/mine"
