@@ -10,6 +10,7 @@ workflow itself reads) and how big each step's pod is (`SIZES`, by step name: ev
 from __future__ import annotations
 
 import importlib.metadata
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -183,6 +184,13 @@ SIZES: dict[str, StepSize] = {
 }
 # GPU-less clusters (kind in CI) run the smoke profile: tiny models, a few MB of data.
 CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
+
+
+# What Kubernetes accepts for the names and fields `kolora render` writes (and the chart's values.schema.json checks;
+# a test keeps the two equal): a ServiceAccount name is a DNS-1123 subdomain; a toleration's effect one of these.
+DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # no lookahead: Helm's Go regexp
+DNS_SUBDOMAIN_MAX = 253
+TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 
 @dataclass(frozen=True)

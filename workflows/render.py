@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from workflows.options import MODELS_FROM, RenderOptions, Toleration
+from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, MODELS_FROM, TOLERATION_EFFECTS, RenderOptions, Toleration
 
 DIST = Path(__file__).resolve().parent / "dist"
 HEADER = "# Rendered by `python -m workflows.render` (or `kolora render`) from workflows/{source}.py; do not edit.\n# {use}\n"
@@ -112,6 +112,8 @@ def _toleration(spec: str) -> Toleration:
     key, sep, value = key_value.partition("=")
     if not key:
         raise argparse.ArgumentTypeError(f"toleration '{spec}': expected KEY[=VALUE][:EFFECT]")
+    if effect and effect not in TOLERATION_EFFECTS:  # Kubernetes refuses any other effect, at submit time
+        raise argparse.ArgumentTypeError(f"toleration '{spec}': effect '{effect}' is not one of {', '.join(TOLERATION_EFFECTS)}")
     return Toleration(key=key, effect=effect or "NoSchedule", operator="Equal" if sep else "Exists", value=value if sep else None)
 
 
@@ -124,6 +126,17 @@ def _count(value: str) -> int:
     if number < 0:
         raise argparse.ArgumentTypeError(f"{number} is negative: expected 0 or more")
     return number
+
+
+def _service_account(name: str) -> str:
+    """A ServiceAccount name (a DNS-1123 subdomain) or '' (the namespace's default), refused at parse time: written
+    verbatim, a bad one made argo-server refuse every workflow of the template."""
+    if name and not (DNS_SUBDOMAIN.fullmatch(name) and len(name) <= DNS_SUBDOMAIN_MAX):
+        raise argparse.ArgumentTypeError(
+            f"'{name}' is not a ServiceAccount name: lowercase letters, digits, '-' and '.', starting and ending "
+            f"with a letter or digit (at most {DNS_SUBDOMAIN_MAX})"
+        )
+    return name
 
 
 def _label(spec: str) -> tuple[str, str]:
@@ -168,6 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--artifact-repository-configmap", default=defaults.artifact_repository_configmap, help="%(default)s")
     parser.add_argument(
         "--service-account",
+        type=_service_account,
         default=defaults.service_account,
         help="ServiceAccount of the workflow pods and their executor (default %(default)s; '' = the namespace's default)",
     )

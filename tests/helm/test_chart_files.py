@@ -17,7 +17,7 @@ from kolora_core.config import ModelsConfig, available_profiles
 from kolora_core.stages import STAGES
 from kolora_core.storage.embedded import BUCKET_NAME
 from tests.helm.chart import CHART, render_text
-from workflows.options import project_version
+from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, TOLERATION_EFFECTS, project_version
 from workflows.render import DIST
 
 FILES = CHART / "files"
@@ -84,6 +84,10 @@ def test_schema_enums_are_kolora_cores() -> None:
     assert schema["definitions"]["profile"]["enum"] == available_profiles()
     assert props["models"]["properties"]["source"]["enum"] == ["", *get_args(ModelsConfig.model_fields["source"].annotation)]
     assert props["s3"]["properties"]["bucket"]["pattern"] == f"^({BUCKET_NAME.pattern})?$", "the rule kolora run applies"
+    account = props["serviceAccount"]["properties"]["name"]
+    assert (account["pattern"], account["maxLength"]) == (f"^({DNS_SUBDOMAIN.pattern})?$", DNS_SUBDOMAIN_MAX), "kolora render's"
+    effect = props["gpu"]["properties"]["tolerations"]["items"]["properties"]["effect"]
+    assert effect["enum"] == ["", *TOLERATION_EFFECTS], "kolora render's (and Kubernetes' '': every effect)"
 
 
 def test_app_version_is_the_project_version() -> None:

@@ -171,6 +171,8 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"artifactRepository": {"configMap": "team-repos"}}, "artifactRepository.reference=true"),
         ({"image": {"tag": "latest"}}, "tag"),
         ({"gpu": {"count": 0}}, "count"),
+        ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "effect": "Bogus"}]}}, "effect"),  # Kubernetes' three
+        ({"serviceAccount": {"name": "Bad_Name!"}}, "/serviceAccount/name"),  # a DNS-1123 subdomain, as kolora render wants
         ({"profile": "nightly"}, "profile"),
         ({"gpuu": {"enabled": False}}, "gpuu"),  # typo: unknown keys are rejected by values.schema.json
         ({"stages": {"train": {"resources": {"request": {"cpu": "1"}}}}}, "request"),

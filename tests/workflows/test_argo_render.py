@@ -105,6 +105,39 @@ def test_negative_counts_are_refused_at_parse_time(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--gpu-toleration", "a=b:Bogus"], "toleration 'a=b:Bogus': effect 'Bogus' is not one of NoSchedule, PreferNoSchedule"),
+        (["--gpu-toleration", "a:noschedule"], "effect 'noschedule' is not one of"),
+        (["--service-account", "Bad_Name!"], "'Bad_Name!' is not a ServiceAccount name: lowercase letters, digits"),
+        (["--service-account=-sa"], "'-sa' is not a ServiceAccount name"),
+        (["--service-account", "a" * 254], "is not a ServiceAccount name"),
+    ],
+)
+def test_kubernetes_names_and_effects_are_refused_at_parse_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
+    """Written verbatim they rendered (`effect: Bogus`, `serviceAccountName: Bad_Name!`) and Kubernetes refused them later."""
+    from kolora_core import cli
+
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["render", "--out", str(tmp_path / "out"), *argv])
+    errors = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert exit_.value.code == 2 and len(errors) == 1 and message in errors[0], errors
+    assert not (tmp_path / "out").exists()
+
+
+def test_valid_kubernetes_names_and_effects_render(tmp_path: Path) -> None:
+    argv = ["--gpu-toleration", "pool:PreferNoSchedule", "--service-account", "team-a.kolora", "--out", str(tmp_path)]
+    assert render.main(argv) == 0
+    (pipeline,) = [d for d in yaml.safe_load_all((tmp_path / "kolora-pipeline.yaml").read_text()) if d]
+    assert pipeline["spec"]["serviceAccountName"] == "team-a.kolora"
+    train = next(t for t in pipeline["spec"]["templates"] if t["name"] == "train")
+    assert train["tolerations"] == [{"effect": "PreferNoSchedule", "key": "pool", "operator": "Exists"}]
+    assert render.main(["--service-account", "", "--out", str(tmp_path)]) == 0  # '' = the namespace's default
+
+
 def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
     assert rendered["kolora-pipeline.yaml"].startswith("# Rendered by")
     assert "argo template create" in rendered["kolora-pipeline.yaml"].splitlines()[1]
