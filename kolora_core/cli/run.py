@@ -21,6 +21,7 @@ from pathlib import Path
 from types import FrameType
 
 from kolora_core.cli.dataset_key import check_dataset_key
+from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
 from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_report, run_workflow
@@ -96,6 +97,7 @@ def parse_parameters(items: list[str]) -> dict[str, str]:
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     params = parse_parameters(args.parameter)
     check_dataset_key(params)
+    check_notify_url(params)
     soft: dict[str, str] = {}
     if args.profile is not None:
         if params.get("profile", args.profile) != args.profile:

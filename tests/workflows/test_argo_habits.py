@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -102,7 +103,12 @@ def test_notify_is_the_exit_handler_and_off_by_default(template: dict) -> None:
     assert templates(template)["notify"]["retryStrategy"]["retryPolicy"] == "OnError"
     parser = notify.argparse.ArgumentParser()
     notify.register(parser.add_subparsers())
-    parser.parse_args(["notify", *args])  # the rendered arguments are the CLI's
+    # the rendered arguments are the CLI's, as Argo resolves them: the parameters and the status always, the step
+    # outputs not when their step did not run (an unchanged night has no gate)
+    resolved = {"{{workflow.status}}": "Succeeded", "{{workflow.parameters.on-unchanged}}": "skip"}
+    args = [resolved.get(a, a) for a in args]
+    parsed = parser.parse_args(["notify", *args])
+    assert (parsed.training, parsed.gate, parsed.mean_aesthetic) == (None, None, None)
 
 
 class _Webhook(BaseHTTPRequestHandler):
@@ -146,6 +152,11 @@ def _notify(*argv: str) -> int:
             "unchanged", None, None,
         ),
         (["--status", "Failed", "--training", "{{workflow.outputs.parameters.training}}"], "failed", None, None),
+        (["--status", "Error", "--training", "", "--gate", "", "--mean-aesthetic", ""], "failed", None, None),
+        (
+            ["--status", "Succeeded", "--training", "changed", "--gate", "skipped", "--mean-aesthetic", ""],
+            "not-promoted", "skipped", None,
+        ),
     ],
 )  # fmt: skip
 def test_notify_posts_the_outcome(webhook: str, argv: list[str], outcome: str, gate: str | None, mean: float | None) -> None:
@@ -166,6 +177,50 @@ def test_notify_without_url_sends_nothing_and_a_dead_webhook_never_fails_the_run
     assert len(_Webhook.received) == notify.ATTEMPTS
     err = capsys.readouterr().err
     assert "HTTP 500" in err and "the run is not affected" in err and webhook not in err  # the URL may hold a token
+
+
+@pytest.mark.parametrize("url", ["hooks.example.com/kolora?token=s3cret", "notaurl", "ftp://h/s3cret", "https:///s3cret"])
+def test_notify_to_a_url_it_cannot_post_to_warns_and_never_fails_the_run(url: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _notify("--url", url, "--status", "Succeeded", "--gate", "passed") == 0
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1, err
+    assert err.startswith("kolora notify: warning: --url is not a webhook URL (it ") and "the run is not affected" in err
+    assert "s3cret" not in err  # the URL may hold a token
+
+
+def test_post_reports_what_urllib_refuses_instead_of_raising(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The last line of defence behind the URL check: a URL urllib refuses, a reply that is not HTTP."""
+    monkeypatch.setattr(notify.time, "sleep", lambda s: None)
+    assert notify.post("notaurl", {}, attempts=1) == "ValueError"
+    server = socket.create_server(("127.0.0.1", 0))
+    threading.Thread(target=_answer_not_http, args=(server,), daemon=True).start()
+    with server:
+        assert notify.post(f"http://127.0.0.1:{server.getsockname()[1]}/hook", {}, attempts=1) == "BadStatusLine"
+
+
+def _answer_not_http(server: socket.socket) -> None:
+    connection, _ = server.accept()
+    with connection:
+        connection.recv(65536)
+        connection.sendall(b"hello, this is not HTTP\r\n")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["--status", "Whatever"],
+        ["--status", "{{workflow.status}}"],
+        ["--status", "Succeeded", "--gate", "maybe"],
+        ["--status", "Succeeded", "--training", "yes"],
+        ["--status", "Succeeded", "--on-unchanged", "later"],
+        ["--status", "Succeeded", "--mean-aesthetic", "abc"],
+    ],
+)
+def test_notify_refuses_arguments_the_workflow_never_passes(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        _notify("--url", "", *argv)
+    assert exited.value.code == 2
+    assert f"argument {argv[-2]}: " in capsys.readouterr().err
 
 
 # --- pods --------------------------------------------------------------------------------------------------------
