@@ -9,7 +9,7 @@ validate: reading files (profiles, `--config`, `generate.prompts_file`) is `load
 from __future__ import annotations
 
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -27,6 +27,13 @@ UNET_SIZE_STEP = 32
 # diffsynth's SDXLImagePipeline (the seed engine) rounds height and width UP to a multiple of its division factor, 64,
 # and renders another size than asked without an error; both engines read the same fields, so generate sizes take 64.
 PIPELINE_SIZE_STEP = 64
+
+# A seed reaches torch.manual_seed / torch.Generator(device).manual_seed (diffsynth's pipeline, the sampler, the tiny
+# models), which take an unsigned 64-bit integer: a larger one raised "Overflow when unpacking long long" only when it
+# was used (generate, after training). A negative one is taken modulo 2**64 (-1 draws as 2**64 - 1, two seeds naming
+# one image; A1111's infotext reads Seed: -1 as "random"), so seeds are 0..2**64 - 1, checked when the config loads.
+MAX_SEED = 2**64 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
 def _pipeline_step_message(value: int) -> str:
@@ -101,8 +108,8 @@ class ModelsConfig(Section):
     kolors_repo: str = Field("Kwai-Kolors/Kolors", description="ModelScope model id of Kolors")
     vae_repo: str = Field("AI-ModelScope/sdxl-vae-fp16-fix", description="ModelScope model id of the fp16-fix VAE")
     revision: str | None = Field(None, description="model revision; null = latest")
-    tiny_seed: int = Field(0, description="RNG seed of the tiny random models")
-    random_seed: int = Field(0, description="RNG seed of the random full-size models (models.source random)")
+    tiny_seed: Seed = Field(0, description="RNG seed of the tiny random models")
+    random_seed: Seed = Field(0, description="RNG seed of the random full-size models (models.source random)")
     verify: Literal["size", "sha256"] = Field(
         "size",
         description="how train and generate check the model directory against its manifest before loading: size "
@@ -115,7 +122,7 @@ class StoryPrompt(Section):
 
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
-    seed: int = 0
+    seed: Seed = Field(0, description="RNG seed of this image's noise")
     cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
     steps: int | None = Field(None, ge=1, description="null = generate.steps")
     width: int | None = Field(None, ge=64, description="null = generate.width")
@@ -201,7 +208,7 @@ class TrainConfig(Section):
     precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = Field(
         "16-mixed", description="Lightning precision: 16-mixed (the seed's), bf16-mixed, or 32-true/32 (fp32, e.g. on a CPU)"
     )
-    seed: int = Field(0, description="RNG seed of the LoRA init, image sampling, crops, noise and timesteps")
+    seed: Seed = Field(0, description="RNG seed of the LoRA init, image sampling, crops, noise and timesteps")
     num_workers: int = Field(2, ge=0, description="data loader worker processes (image decoding)")
     engine: Literal["fast", "seed"] = Field(
         "fast",

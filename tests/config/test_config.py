@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ import yaml
 from kolora_core.cli import main
 from kolora_core.config import available_profiles, config_flags, load_config
 from kolora_core.config.files import UniqueKeyLoader
+from kolora_core.config.schema import MAX_SEED
 from kolora_core.errors import KoloraError
 
 
@@ -84,6 +86,34 @@ def test_bad_values_are_rejected() -> None:
     with pytest.raises(KoloraError, match=r"generate\.fp8 needs generate\.engine fast"):
         load_config("smoke", overrides={"generate.fp8": True, "generate.engine": "seed"})
     assert load_config("smoke", overrides={"generate.fp8": True}).generate.compile == "auto"
+
+
+SEED_FIELDS = ("train.seed", "models.tiny_seed", "models.random_seed", "generate.prompts", "train.validation_prompts")
+
+
+def _with_seed(field: str, seed: int) -> dict[str, object]:
+    """The override giving `field` (a seed, or a prompt list's first seed) the value `seed`."""
+    return {field: [{"prompt": "a", "seed": seed}]} if field.endswith("prompts") else {field: seed}
+
+
+@pytest.mark.parametrize("field", SEED_FIELDS)
+def test_a_seed_torch_cannot_take_is_refused_when_the_config_loads(field: str) -> None:
+    """A seed past 2**64 - 1 passed the config and crashed generate after training (retried, three GPU pods)."""
+    load_config("smoke", overrides=_with_seed(field, MAX_SEED))
+    for bad, bound in ((MAX_SEED + 1, f"less than or equal to {MAX_SEED}"), (-1, "greater than or equal to 0")):
+        with pytest.raises(
+            KoloraError, match=rf"config field '{re.escape(field)}(\.0\.seed)?': Input should be {bound} \(got {bad}\)$"
+        ):
+            load_config("smoke", overrides=_with_seed(field, bad))
+
+
+def test_the_seed_bound_is_what_torch_takes() -> None:
+    import torch
+
+    assert torch.Generator().manual_seed(MAX_SEED).initial_seed() == MAX_SEED
+    with pytest.raises(ValueError, match="Overflow"):
+        torch.Generator().manual_seed(MAX_SEED + 1)
+    assert torch.Generator().manual_seed(-1).initial_seed() == MAX_SEED  # why negatives are refused: -1 is 2**64 - 1
 
 
 def test_missing_and_malformed_config_files(tmp_path: Path) -> None:

@@ -65,6 +65,11 @@ def test_jsonl_file_and_a_plain_list_yaml(tmp_path: Path) -> None:
         ),
         ("bad.yaml", STORY_YAML.replace("    seed: 7\n", "    sead: 7\n"), r"line 5 \(prompt 0\): field 'sead': unknown field"),
         ("bad.yaml", STORY_YAML.replace("size: 1024x768", "size: 1000x768"), r"line 6 \(prompt 1\): field 'width'.*of 64"),
+        (
+            "bad.yaml",
+            STORY_YAML.replace("seed: 7", "seed: 18446744073709551616"),
+            r"line 5 \(prompt 0\): field 'seed': Input should be less than or equal to 18446744073709551615 \(got 1844",
+        ),
         ("bad.yaml", "prompts:\n  - seed: 1\n", r"line 2 \(prompt 0\): field 'prompt': Field required"),
         ("bad.yaml", "prompts: [\n", r"bad\.yaml is not valid YAML"),
         ("bad.yaml", "prompts: []\n", r"must hold a non-empty list"),
