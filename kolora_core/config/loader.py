@@ -21,7 +21,7 @@ from pydantic import BaseModel, ValidationError
 
 from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
 from kolora_core.config.prompts_file import read_prompts_file
-from kolora_core.config.schema import RunConfig
+from kolora_core.config.schema import RunConfig, error_text
 from kolora_core.errors import KoloraError
 
 PROFILES_DIR = Path(__file__).parents[1] / "profiles"
@@ -82,10 +82,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     field = ".".join(str(p) for p in first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
-    got = first.get("input")
-    shown = "" if isinstance(got, dict | list) else f" (got {got!r})"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-    return f"{origin}: config field '{field}': {first['msg']}{shown}{more}"
+    return f"{origin}: config field '{field}': {error_text(first)}{more}"
 
 
 def dotted_to_nested(dotted: dict[str, Any]) -> dict[str, Any]:

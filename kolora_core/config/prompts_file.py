@@ -18,7 +18,7 @@ import yaml
 from pydantic import ValidationError
 
 from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
-from kolora_core.config.schema import StoryPrompt
+from kolora_core.config.schema import StoryPrompt, error_text
 from kolora_core.errors import KoloraError
 
 YAML_SUFFIXES = {".yaml", ".yml"}
@@ -31,9 +31,7 @@ def _field_error(exc: ValidationError) -> tuple[str | None, str]:
     if first["type"] == "extra_forbidden":
         allowed = ", ".join(StoryPrompt.model_fields) + ", size"
         return field, f"unknown field (allowed: {allowed})"
-    got = first.get("input")
-    shown = "" if isinstance(got, dict | list) or first["type"] == "missing" else f" (got {got!r})"
-    return field, f"{first['msg']}{shown}"
+    return field, error_text(first)
 
 
 def _validate(entry: Any, path: Path, index: int, line: int, key_lines: dict[str, int] | None = None) -> StoryPrompt:
@@ -47,7 +45,7 @@ def _validate(entry: Any, path: Path, index: int, line: int, key_lines: dict[str
         return StoryPrompt.model_validate(entry)
     except ValidationError as exc:
         field, message = _field_error(exc)
-        key = field.split(".")[0] if field else ""
+        key = field.split(".")[0] if field else "size"  # StoryPrompt's one check of the whole entry: the size shorthand
         line = (key_lines or {}).get(key, line)
         named = f"field '{field}': " if field else ""
         raise KoloraError(f"prompts file {path} line {line} (prompt {index}): {named}{message}") from None

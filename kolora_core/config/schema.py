@@ -12,6 +12,7 @@ import re
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from kolora_core.config.seed import SEED_STORY
 
@@ -36,8 +37,26 @@ MAX_SEED = 2**64 - 1
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 
 
-def _pipeline_step_message(value: int) -> str:
-    return f"must be a multiple of {PIPELINE_SIZE_STEP} (diffsynth's pipeline would round it up to another size), got {value}"
+def _on_pipeline_step(value: int | None, name: str = "") -> int | None:
+    """`value` if diffsynth's pipeline renders that size as asked; the refusal starts with `name` where the field's own
+    name would mislead (a prompt's `size: 1000x768` is checked as its width and height)."""
+    if value is not None and value % PIPELINE_SIZE_STEP:
+        raise ValueError(
+            f"{name}must be a multiple of {PIPELINE_SIZE_STEP} (diffsynth's pipeline would round it up to another size), "
+            f"got {value}"
+        )
+    return value
+
+
+def error_text(error: ErrorDetails) -> str:
+    """One pydantic error as kolora shows it after the field's name. A check of kolora's (a ValueError raised in a
+    validator) reads as written, without pydantic's 'Value error, ': it says what it got itself. pydantic's own
+    messages do not, so they get the value, unless it is a whole section or list."""
+    if error["type"] == "value_error":
+        return str(error["ctx"]["error"])
+    got = error.get("input")
+    shown = "" if isinstance(got, dict | list) or error["type"] == "missing" else f" (got {got!r})"
+    return f"{error['msg']}{shown}"
 
 
 class Section(BaseModel):
@@ -143,14 +162,14 @@ class StoryPrompt(Section):
         if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
             raise ValueError(f"size must be N or WIDTHxHEIGHT, got {size!r}")
         data["width"], data["height"] = int(parts[0]), int(parts[-1])
+        for side in ("width", "height"):
+            _on_pipeline_step(data[side], f"size {size}: {side} ")
         return data
 
     @field_validator("width", "height")
     @classmethod
     def _size_step(cls, value: int | None) -> int | None:
-        if value is not None and value % PIPELINE_SIZE_STEP:
-            raise ValueError(_pipeline_step_message(value))
-        return value
+        return _on_pipeline_step(value)
 
 
 # Which export files can carry which adapter (docs/training.md "LoRA variants" says which loaders read them).
@@ -401,9 +420,7 @@ class GenerateConfig(Section):
     @field_validator("height", "width")
     @classmethod
     def _size_step(cls, value: int) -> int:
-        if value % PIPELINE_SIZE_STEP:
-            raise ValueError(_pipeline_step_message(value))
-        return value
+        return _on_pipeline_step(value)
 
     @model_validator(mode="after")
     def _fp8_compiled(self) -> GenerateConfig:
