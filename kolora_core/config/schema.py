@@ -9,9 +9,11 @@ validate: reading files (profiles, `--config`, `generate.prompts_file`) is `load
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+import types
+from datetime import date
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic_core import ErrorDetails
 
 from kolora_core.config.seed import SEED_STORY
@@ -56,14 +58,50 @@ def error_text(error: ErrorDetails) -> str:
         return str(error["ctx"]["error"])
     got = error.get("input")
     shown = "" if isinstance(got, dict | list) or error["type"] == "missing" else f" (got {got!r})"
-    return f"{error['msg']}{shown}"
+    return f"{error['msg']}{shown}{_as_text_hint(error)}"
+
+
+def _as_text_hint(error: ErrorDetails) -> str:
+    """How to give a text field the text the user meant, for a text field that got a number, boolean or date: YAML
+    (every config file, every flag and -p value) types an unquoted 2026, no or 2026-01-01, so only quoting keeps it text."""
+    got = error.get("input")
+    if error["type"] != "string_type" or not isinstance(got, bool | int | float | date):
+        return ""
+    if isinstance(got, bool):
+        read, text, how = "yes/no, on/off, true/false as a boolean", "yes" if got else "no", "the word as text, quote it, e.g."
+    else:
+        read, text, how = f"{got} as {'a date' if isinstance(got, date) else 'a number'}", str(got), "it as text, quote it:"
+    return f'; YAML reads an unquoted {read}: to pass {how} "{text}" in a file, "\'{text}\'" in a flag or -p value'
+
+
+def _number_kind(annotation: Any) -> str | None:
+    """What a field that takes a number but no boolean takes ("an integer", "a number"); None for any other field.
+    Why: pydantic's lax mode reads True as 1, and YAML reads yes/no/on/off as booleans, so `steps: yes` trained 1 step."""
+    members = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    members = tuple(get_args(m)[0] if get_origin(m) is Annotated else m for m in members)
+    if bool in members:
+        return None
+    return "an integer" if int in members else "a number" if float in members else None
 
 
 class Section(BaseModel):
     """Base of every config section: unknown keys are errors, not silently ignored; so are NaN and infinity in a
-    number field (a NaN threshold compares false both ways, so `min_aesthetic: nan` would pass every gate)."""
+    number field (a NaN threshold compares false both ways, so `min_aesthetic: nan` would pass every gate), and a
+    boolean in one (`_no_boolean_number`)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """A boolean in a number field is refused (see `_number_kind`); numeric text such as YAML's '1e-4' (a string:
+        YAML 1.1 floats need a dot) still converts, which pydantic's strict mode would refuse."""
+        if isinstance(value, bool) and info.field_name and (kind := _number_kind(cls.model_fields[info.field_name].annotation)):
+            raise ValueError(
+                f"got the boolean {str(value).lower()} (YAML reads an unquoted yes/no, on/off, true/false as a boolean): "
+                f"give {kind}"
+            )
+        return value
 
 
 class IngestConfig(Section):

@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kolora_core.cli import main
-from kolora_core.config import available_profiles, config_flags, load_config
+from kolora_core.config import available_profiles, config_flags, flag_overrides, load_config
 from kolora_core.config.files import UniqueKeyLoader
 from kolora_core.config.schema import MAX_SEED
 from kolora_core.errors import KoloraError
@@ -189,3 +189,59 @@ def test_kolora_configs_output_is_a_config_file(tmp_path: Path, capsys: pytest.C
     assert main(["config", "--profile", other, "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"sets profile '{profile}', not the chosen '{other}'" in err, err
+
+
+BOOLEAN_NUMBERS = [("train.steps", "yes", "an integer"), ("train.lora_rank", "true", "an integer")]
+BOOLEAN_NUMBERS += [("train.learning_rate", "off", "a number"), ("models.tiny_seed", "no", "an integer")]
+BOOLEAN_NUMBERS += [("ingest.max_images", "on", "an integer"), ("train.max_grad_norm", "false", "a number")]
+
+
+@pytest.mark.parametrize(("field", "raw", "kind"), BOOLEAN_NUMBERS)
+def test_a_boolean_for_a_number_is_refused_naming_the_field(field: str, raw: str, kind: str) -> None:
+    """pydantic's lax mode read True as 1 and YAML reads yes/no/on/off as booleans: `-p steps=yes` trained 1 step."""
+    word = str(yaml.safe_load(raw)).lower()
+    with pytest.raises(KoloraError, match=rf"config field '{re.escape(field)}': got the boolean {word} \(YAML .*: give {kind}$"):
+        load_config("smoke", overrides=flag_overrides({field: raw}))
+
+
+def test_a_boolean_for_a_number_in_a_config_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("train:\n  steps: true\n", encoding="utf-8")
+    with pytest.raises(KoloraError, match=rf"^config file {re.escape(str(path))}: config field 'train.steps': got the boolean"):
+        load_config("smoke", path)
+
+
+def test_numbers_as_flag_text_and_booleans_where_a_field_takes_one_still_load() -> None:
+    """Flags arrive as text; YAML reads '1e-4' as a string (its floats need a dot), which pydantic's strict mode would refuse."""
+    flags = {"train.steps": "3", "train.learning_rate": "1e-4", "train.lora_alpha": "8", "train.center_crop": "no"}
+    train = load_config("smoke", overrides=flag_overrides({**flags, "train.compile": "yes", "train.max_grad_norm": "null"})).train
+    assert (train.steps, train.learning_rate, train.lora_alpha, train.center_crop, train.compile) == (3, 1e-4, 8.0, False, True)
+    assert train.max_grad_norm is None
+
+
+@pytest.mark.parametrize(
+    ("raw", "read", "text"), [("2026", "2026 as a number", "2026"), ("2026-01-01", "2026-01-01 as a date", "2026-01-01")]
+)
+def test_a_number_for_a_text_field_says_how_to_quote_it(raw: str, read: str, text: str) -> None:
+    """`-p caption=2026` was refused as 'Input should be a valid string (got 2026)', with no word on how to pass it."""
+    with pytest.raises(KoloraError) as caught:
+        load_config("smoke", overrides=flag_overrides({"ingest.caption": raw}))
+    message = str(caught.value)
+    assert message.startswith("command-line flags: config field 'ingest.caption': Input should be a valid string")
+    assert message.endswith(
+        f'YAML reads an unquoted {read}: to pass it as text, quote it: "{text}" in a file, "\'{text}\'" in a flag or -p value'
+    )
+    assert (
+        load_config("smoke", overrides=flag_overrides({"ingest.caption": f"'{text}'"})).ingest.caption == text
+    )  # the advice works
+
+
+def test_a_boolean_for_a_text_field_says_how_to_quote_the_word(tmp_path: Path) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text("ingest:\n  caption: no\n", encoding="utf-8")
+    with pytest.raises(
+        KoloraError, match=r"'ingest\.caption': Input should be a valid string \(got False\); YAML reads an unquoted "
+    ):
+        load_config("smoke", path)
+    path.write_text('ingest:\n  caption: "no"\n', encoding="utf-8")  # the advice works
+    assert load_config("smoke", path).ingest.caption == "no"

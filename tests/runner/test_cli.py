@@ -138,6 +138,19 @@ def test_config_flag_parameters_are_checked_before_any_step(
     assert "ran with ['--profile', 'smoke', '--train.steps', '8', '--train.lora_rank', '4']" in capsys.readouterr().out
 
 
+def test_a_yes_for_a_number_parameter_is_refused_before_any_step(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-p steps=yes` (YAML: true) ran with train.steps 1: pydantic's lax mode reads True as 1."""
+    assert cli(store, tmp_path, "--template", str(TEMPLATES / "flags.yaml"), "-p", "steps=yes") == 2
+    out = capsys.readouterr()
+    assert out.err.strip() == (
+        "kolora run: error: -p steps='yes' (--train.steps) is refused before any step runs: config field 'train.steps': "
+        "got the boolean true (YAML reads an unquoted yes/no, on/off, true/false as a boolean): give an integer"
+    )
+    assert out.out == "" and not any(tmp_path.iterdir()), "nothing started: no run directory"
+
+
 PIPELINE = str(REPO / "workflows" / "dist" / "kolora-pipeline.yaml")
 
 
