@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kolora_core.config import load_config
+from kolora_core.cli import main
+from kolora_core.config import dump_config, load_config
 from kolora_core.config.flags import RUN_SECTION, config_flag_help, section_titles
 from kolora_core.errors import KoloraError
-from kolora_core.stage_cli import build_parser, stage_main
+from kolora_core.stage_cli import build_parser, config_from_args, stage_main
 from kolora_core.stages import STAGES
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -143,3 +144,32 @@ def test_help_loads_no_ml_framework() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+PREVIEWED = ["--train.steps", "3", "--train.learning_rate", "1e-4", "--ingest.caption", "'2026'", "--generate.steps", ""]
+
+
+def test_kolora_config_prints_what_a_stage_resolves_from_the_same_flags(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The README says `kolora config` prints what defaults <- profile <- --config <- flags resolve to; the flags were
+    'unrecognized arguments'."""
+    assert main(["config", "--profile", "smoke", *PREVIEWED]) == 0
+    printed = capsys.readouterr().out
+    stage = config_from_args(build_parser(STAGES["train"]).parse_args(_train_argv(tmp_path, "--profile", "smoke", *PREVIEWED)))
+    assert printed == dump_config(stage)
+    assert (stage.train.steps, stage.train.learning_rate, stage.ingest.caption) == (3, 1e-4, "2026")
+    assert stage.generate.steps == load_config("smoke").generate.steps  # '' keeps the profile's value
+    path = tmp_path / "copied.yaml"  # still usable as a --config file
+    path.write_text(printed, encoding="utf-8")
+    assert main(["config", "--profile", "smoke", "--config", str(path)]) == 0
+    assert capsys.readouterr().out == printed
+
+
+def test_kolora_config_refuses_a_bad_flag_value_and_an_abbreviated_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", "--profile", "smoke", "--train.steps", "yes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("kolora config: error: command-line flags: config field 'train.steps': ")
+    with pytest.raises(SystemExit) as exit_info:  # `--train.ste` must not silently mean `--train.steps`
+        main(["config", "--train.ste", "3"])
+    assert exit_info.value.code == 2 and "unrecognized arguments: --train.ste 3" in capsys.readouterr().err
