@@ -6,7 +6,8 @@ importing and running it changes process-wide state: it turns on Pillow's trunca
 sys.stdout/stderr into its logger and keeps log sinks open on its work dir. The child's output is read as it
 comes (its progress surfaced as log lines, `_DJProgress`) and kept in a log file, `datajuicer.log` of the filter
 report; on failure the stage error quotes the cause (the child prints it on one marked line: Data-Juicer's own
-messages span lines, e.g. an unknown op and its "did you mean" list under "errors detected:").
+messages span lines, e.g. an unknown op and its "did you mean" list under "errors detected:"); only a failure
+without that line repeats the log's last lines as ERROR lines, since with it they are a traceback burying the cause.
 
 Checks around it:
 
@@ -237,9 +238,10 @@ def run_datajuicer(
     seconds = time.perf_counter() - started
     errors = _error_lines(log_path)
     if returncode != 0:
-        for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]:
-            log.error("datajuicer: %s", line)
         causes = [line.removeprefix(CAUSE_MARKER) for line in errors if line.startswith(CAUSE_MARKER)]
+        if not causes:  # no cause of its own: its last lines are all there is to go on (with a cause, they bury it)
+            for line in log_path.read_text(encoding="utf-8", errors="replace").splitlines()[-40:]:
+                log.error("datajuicer: %s", line)
         last = causes[-1] if causes else errors[-1] if errors else f"exit code {returncode}"
         hint = "; fix filter.ops" if last.startswith(("PipelineConfigError", "PipelineRuntimeError")) else ""
         raise KoloraError(f"Data-Juicer failed (exit {returncode}) after {seconds:.0f} s: {last[:500]}{hint}")

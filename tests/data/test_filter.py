@@ -148,14 +148,43 @@ def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, ca
     assert not (tmp_path / "trainset" / COMPLETE_MARKER).exists()
 
 
-def test_an_unknown_op_ends_with_data_juicers_cause(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """The one-line error used to end at Data-Juicer's "errors detected:", the cause only in the log above it."""
+def test_an_unknown_op_ends_with_data_juicers_cause(
+    smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The one-line error used to end at Data-Juicer's "errors detected:", the cause only in the log above it,
+    and after ~40 ERROR lines of its config table and traceback (kept in its datajuicer.log only)."""
     code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shap_filter: {min_width: 10}}]"))
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
+    assert not [r for r in caplog.records if r.getMessage().startswith("datajuicer: ")]
     assert last.startswith("kolora filter: error: Data-Juicer failed (exit 1) after ")
     assert "Unknown operator 'image_shap_filter'" in last and "did you mean: image_shape_filter" in last
     assert last.endswith("; fix filter.ops") and "strict_preflight" not in last
+
+
+def fail_child(monkeypatch: pytest.MonkeyPatch, *lines: str) -> None:
+    """Data-Juicer's child replaced by one that writes `lines` to its log and exits 1."""
+
+    def child(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path, roots: dict[str, str]) -> int:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        log_path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+        return 1
+
+    monkeypatch.setattr(datajuicer, "_run_child", child)
+    monkeypatch.setattr(datajuicer, "check_environment", lambda ops: None)
+
+
+def test_a_failure_without_a_cause_repeats_the_logs_tail(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fail_child(monkeypatch, "loading the dataset", "Segmentation fault")
+    samples = [datajuicer.Sample("1", "a", tmp_path / "1.png")]
+    with pytest.raises(KoloraError, match=r"^Data-Juicer failed \(exit 1\) after \d+ s: exit code 1$"):
+        datajuicer.run_datajuicer(samples, [], 1, tmp_path / "work", tmp_path / "dj.log")
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        "datajuicer: loading the dataset",
+        "datajuicer: Segmentation fault",
+    ]
 
 
 # --- a dataset holding every bad kind, plus an image corrupted after ingest -------------------------------------
