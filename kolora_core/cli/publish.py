@@ -52,11 +52,12 @@ def release_store(args: argparse.Namespace) -> S3Store:
 
 
 def _publish_command(args: argparse.Namespace) -> int:
+    """A local --release is checked before the store is contacted: its mistake is the one to fix first."""
+    if args.release is not None and not args.release.is_dir():
+        raise KoloraError(f"--release {args.release} is not a directory: pass the publish stage's release folder")
     store = release_store(args)
     store.ensure_bucket()
     if args.release is not None:
-        if not args.release.is_dir():
-            raise KoloraError(f"--release {args.release} is not a directory")
         print(f"kolora publish: {promote(store, args.release, args.prefix)}")
     else:
         print(f"kolora publish: {promote_key(store, args.run_release, args.prefix)}")

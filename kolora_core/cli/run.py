@@ -25,7 +25,7 @@ from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
 from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_report, run_workflow
-from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings
+from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings
 
 DEFAULT_PROFILE = "smoke"
 
@@ -108,7 +108,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     soft.update(ENGINES[args.engine].default_parameters)  # e.g. image-registry=localhost for the container engines
     s3 = None
     if args.s3_endpoint:
-        s3 = S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region)
+        s3 = S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region, unreachable_fix=OR_EMBEDDED)
     return RunOptions(
         template=args.template,
         parameters=params,

@@ -31,7 +31,7 @@ from kolora_core.errors import KoloraError, name_some
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.errors import ArtifactNotFound
-from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store, size_text
+from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings, S3Store, size_text
 from kolora_core.upload_marker import UPLOADING, UploadFile, listed_files, marker_text, scan_folder
 from workflows.options import DATASET_KEY_PARAM
 
@@ -151,7 +151,9 @@ def _upload_command(args: argparse.Namespace) -> int:
     server = (
         EmbeddedS3(args.runs_dir / STORE_DIRNAME, args.bucket)
         if embedded
-        else contextlib.nullcontext(S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region))
+        else contextlib.nullcontext(
+            S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region, unreachable_fix=OR_EMBEDDED)
+        )
     )
     with server as settings:
         store = S3Store(settings)

@@ -334,6 +334,7 @@ class EmbeddedS3:
             access_key_id=access_key,
             secret_access_key=secret_key,
             embedded=True,
+            unreachable_fix="this is a bug in the embedded store; rerun",
             explain_server_error=self.explain_server_error,
         )
         taken = self._wait_ready(self.settings)

@@ -60,6 +60,9 @@ DEFAULT_REGION = "us-east-1"
 MiB = 1024 * 1024
 log = logging.getLogger("kolora.storage")
 SERVER_ERRORS = {"InternalError", "500", "ServiceUnavailable", "503"}  # the server's fault, not the request's
+# what to do about an endpoint that does not answer; a command whose --s3-endpoint is optional adds its default
+UNREACHABLE_FIX = "start the server or fix --s3-endpoint"
+OR_EMBEDDED = f"{UNREACHABLE_FIX} (leave it out to use the embedded store)"
 T = TypeVar("T")
 
 
@@ -84,11 +87,14 @@ class S3Settings:
     deadline_rate: int = 4 * MiB
     notice_every: float = 10.0  # seconds between "still waiting" log lines of one operation
     embedded: bool = False
+    unreachable_fix: str = UNREACHABLE_FIX  # the advice when the endpoint does not answer: the caller knows its options
     # what the server's own state says about a 5xx it answered (the embedded store reads its log); None: nothing
     explain_server_error: Callable[[], str] | None = field(default=None, repr=False, compare=False)
 
     @classmethod
-    def from_env(cls, endpoint_url: str, bucket: str = DEFAULT_BUCKET, region: str | None = None) -> S3Settings:
+    def from_env(
+        cls, endpoint_url: str, bucket: str = DEFAULT_BUCKET, region: str | None = None, unreachable_fix: str = UNREACHABLE_FIX
+    ) -> S3Settings:
         """Settings for an external endpoint with the standard AWS variables (unset ones fall back to boto3's chain)."""
         return cls(
             endpoint_url=endpoint_url,
@@ -96,6 +102,7 @@ class S3Settings:
             region=region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or DEFAULT_REGION,
             access_key_id=os.environ.get("AWS_ACCESS_KEY_ID") or None,
             secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY") or None,
+            unreachable_fix=unreachable_fix,
         )
 
     @property
@@ -162,11 +169,7 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
     try:
         yield
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
-        fix = (
-            "this is a bug in the embedded store; rerun"
-            if settings.embedded
-            else "start the server or fix --s3-endpoint (leave it out to use the embedded store)"
-        )
+        fix = settings.unreachable_fix
         raise KoloraError(f"{where} does not answer ({_connect_reason(exc)}) while trying to {action}: {fix}") from None
     except ReadTimeoutError:
         raise KoloraError(f"{where} stopped answering while trying to {action}: check the server and rerun") from None
@@ -325,10 +328,7 @@ class S3Store:
                 if isinstance(exc, ConnectionRefusedError)
                 else ("no answer before the connect timeout" if isinstance(exc, TimeoutError) else str(exc.strerror or exc))
             )
-            raise KoloraError(
-                f"{self.settings.label} does not answer ({reason}): start the server or fix --s3-endpoint "
-                "(leave it out to use the embedded store)"
-            ) from None
+            raise KoloraError(f"{self.settings.label} does not answer ({reason}): {self.settings.unreachable_fix}") from None
 
     # --- objects --------------------------------------------------------------------------------------------
 

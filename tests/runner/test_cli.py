@@ -118,6 +118,7 @@ def test_dead_endpoint_is_one_line_fast(tmp_path: Path, capsys: pytest.CaptureFi
     out = capsys.readouterr()
     lines = out.err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"kolora run: error: S3 endpoint http://127.0.0.1:{port} does not answer")
+    assert lines[0].endswith("(leave it out to use the embedded store)")  # kolora run's --s3-endpoint is optional
     assert out.out == "" and not any(tmp_path.iterdir())  # nothing ran, no run directory
 
 

@@ -16,6 +16,7 @@ from kolora_core.runner.local import failure_report
 from kolora_core.storage.objects import S3StoreStorage
 from kolora_core.storage.s3 import S3Store
 from tests.release.test_release import _release
+from tests.storage.test_s3 import closed_port
 
 
 def _cli(store: S3Store, monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
@@ -54,6 +55,27 @@ def test_kolora_publish_from_a_run_release_key(
     assert store.exists(f"team/models/kolora/v2/{RELEASE_MANIFEST}")
     assert _cli(store, monkeypatch, "--run-release", "kolora-run-abc/nothing") == KoloraError.exit_code
     assert "kolora publish: error:" in capsys.readouterr().err
+
+
+def test_kolora_publish_names_a_missing_release_before_contacting_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It used to report the dead endpoint first, and to advise leaving out --s3-endpoint, which publish requires."""
+    code = kolora(["publish", "--release", str(tmp_path / "nodir"), "--s3-endpoint", f"http://127.0.0.1:{closed_port()}"])
+    err = capsys.readouterr().err.strip()
+    assert code == KoloraError.exit_code and "\n" not in err
+    assert err.startswith(f"kolora publish: error: --release {tmp_path / 'nodir'} is not a directory")
+
+
+def test_kolora_publish_to_a_dead_endpoint_advises_what_publish_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = f"http://127.0.0.1:{closed_port()}"
+    code = kolora(["publish", "--release", str(_release(tmp_path, "a")), "--s3-endpoint", url])
+    err = capsys.readouterr().err.strip()
+    assert code == KoloraError.exit_code and "\n" not in err
+    assert err.startswith(f"kolora publish: error: S3 endpoint {url} does not answer")
+    assert err.endswith("start the server or fix --s3-endpoint") and "embedded store" not in err
 
 
 def test_promote_is_an_ordinary_step_against_the_runs_store(run: Any, store: S3Store) -> None:
