@@ -7,7 +7,9 @@ Writes the files a user applies into `workflows/dist/`, where they are committed
 Other cluster shapes are options, rendered on demand and validated in the tests, not committed: `--no-gpu` (kind,
 CPU CI), `--models-from s3|pvc` (docs/argo.md "Model weights"), GPU placement, ServiceAccount, artifact
 repository, generate parallelism, archived logs. `--check` renders in memory and exits 1 with a diff when the
-committed files are stale. `kolora render` is the same command. The Helm chart ships copies of the pipeline and the nightly
+committed files are stale. `--out` defaults to `workflows/dist` of the current directory, so only a run from the
+repository's root rewrites the committed files (an absolute default rewrote them from anywhere).
+`kolora render` is the same command. The Helm chart ships copies of the pipeline and the nightly
 (helm/kolora/files/, `make render` refreshes both).
 """
 
@@ -23,7 +25,8 @@ from typing import Any
 from kolora_core.errors import KoloraError
 from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, MODELS_FROM, TOLERATION_EFFECTS, RenderOptions, Toleration
 
-DIST = Path(__file__).resolve().parent / "dist"
+DIST = Path(__file__).resolve().parent / "dist"  # the committed files
+DEFAULT_OUT = Path("workflows", "dist")  # of the current directory: DIST when run from the repository's root
 HEADER = "# Rendered by `python -m workflows.render` (or `kolora render`) from workflows/{source}.py; do not edit.\n# {use}\n"
 USAGE = {
     "kolora-pipeline.yaml": ("pipeline", "argo template create -n argo kolora-pipeline.yaml   (later: argo template update)"),
@@ -149,7 +152,12 @@ def _label(spec: str) -> tuple[str, str]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The render options, shared by `python -m workflows.render` and `kolora render`."""
     defaults = RenderOptions()
-    parser.add_argument("--out", type=Path, default=DIST, help=f"output directory (default {DIST})")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=DEFAULT_OUT,
+        help=f"output directory (default {DEFAULT_OUT} of the current directory: the committed files in the repository)",
+    )
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when --out is stale")
     parser.add_argument(
         "--gpu", action=argparse.BooleanOptionalAction, default=True, help="--no-gpu: no GPU requests anywhere (kind, CPU CI)"
@@ -233,13 +241,29 @@ def options_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return kwargs
 
 
+def _default_options() -> dict[str, Any]:
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    return options_from_args(parser.parse_args([]))
+
+
+def stale_advice(out: Path, options: dict[str, Any]) -> str:
+    """What to do about a stale `out`: only the committed directory with the default options is committed again."""
+    if out.resolve() != DIST.resolve():
+        return "rerun this command without --check to rewrite it"
+    if options != _default_options():
+        return "it holds the render of the default options, not of these: check them against another --out DIR"
+    return "run `python -m workflows.render` and commit the result"
+
+
 def run(args: argparse.Namespace) -> int:
-    files = render_all(**options_from_args(args))
+    options = options_from_args(args)
+    files = render_all(**options)
     if args.check:
         diff = stale(files, args.out)
         if diff:
             sys.stdout.write(diff)
-            print(f"{args.out} is stale: run `python -m workflows.render` and commit the result", file=sys.stderr)
+            print(f"{args.out} is stale: {stale_advice(args.out, options)}", file=sys.stderr)
             return 1
         print(f"{args.out}: {len(files)} files up to date")
         return 0

@@ -41,6 +41,32 @@ def test_check_flags_stale_files(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "-      limit: 5" in out.out and "+      limit: 2" in out.out and "stale" in out.err
 
 
+def test_the_default_out_is_workflows_dist_of_the_current_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It was the absolute path of the installed workflows/dist: `kolora render` anywhere rewrote the committed files."""
+    committed = {p.name: p.stat().st_mtime_ns for p in render.DIST.glob("*.yaml")}
+    monkeypatch.chdir(tmp_path)
+    assert render.main([]) == 0  # the default options: were this test to fail, DIST would be rewritten as it is
+    assert len(list((tmp_path / "workflows" / "dist").glob("*.yaml"))) == len(committed)
+    assert {p.name: p.stat().st_mtime_ns for p in render.DIST.glob("*.yaml")} == committed
+
+
+@pytest.mark.parametrize(
+    ("where", "advice"),
+    [
+        ("custom", "is stale: rerun this command without --check to rewrite it"),
+        ("committed", "is stale: it holds the render of the default options, not of these: check them against another --out DIR"),
+    ],
+)
+def test_check_advice_fits_the_out_and_the_options(
+    where: str, advice: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It always said to run `python -m workflows.render` and commit, which rewrites the committed default render."""
+    out = tmp_path if where == "custom" else render.DIST
+    assert render.main(["--check", "--no-gpu", "--out", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == f"{out} {advice}"
+
+
 def test_kolora_render_has_the_same_options(tmp_path: Path) -> None:
     from kolora_core.cli import render as cli_render
 
