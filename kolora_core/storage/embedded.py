@@ -428,11 +428,28 @@ class EmbeddedS3:
 
 
 def _remove_sockets(ports: list[int]) -> None:
-    """weed also listens on /tmp/seaweedfs-<component>-<port>.sock (no flag moves them all) and leaves them behind."""
+    """weed also listens on /tmp/seaweedfs-<component>-<port>.sock (no flag moves them all) and leaves them behind.
+
+    Only a socket nobody listens on is removed: the ports of a server that died earlier may belong to another weed
+    by now (another store, another user's run), and its processes dial each other through these files, not through
+    TCP, with no fallback: unlinking a live one (as this did, from a dead server's recorded ports) left that other
+    store waiting 60 s for its own master ("dial unix /tmp/seaweedfs-master-grpc-<port>.sock: no such file")."""
     for port in ports:
-        for sock in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
-            with contextlib.suppress(OSError):
-                sock.unlink()
+        for path in Path("/tmp").glob(f"seaweedfs-*-{port}.sock"):
+            if not _listened_on(path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+
+
+def _listened_on(path: Path) -> bool:
+    """Whether a process accepts connections on the unix socket `path` (a stale file refuses them)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(str(path))
+        except OSError:  # refused (stale), gone, or not a socket: nobody to break
+            return False
+    return True
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -89,6 +89,33 @@ def test_the_server_dies_with_its_owner_process(tmp_path: Path) -> None:
         S3Store(settings).ensure_bucket()
 
 
+def test_a_dead_servers_recorded_ports_do_not_cost_a_live_server_its_sockets(tmp_path: Path) -> None:
+    """A store's earlier server died long ago; its ports (in server.json) now belong to another weed, whose processes
+    dial each other through /tmp/seaweedfs-*-<port>.sock. Starting the store clears only the stale files of them."""
+    live_port, stale_port = 1, 2  # names only: weed's file names carry the port; these two no TCP server uses
+    live_path, stale_path = (Path(f"/tmp/seaweedfs-master-grpc-{p}.sock") for p in (live_port, stale_port))
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        for path in (live_path, stale_path):
+            path.unlink(missing_ok=True)
+        listener.bind(str(live_path))
+        listener.listen()
+        stale.bind(str(stale_path))  # bound, never listening, closed: what a killed weed leaves behind
+        stale.close()
+        store = tmp_path / "store"
+        store.mkdir()
+        (store / "server.json").write_text(json.dumps({"pid": 2**22 + 7, "ports": {"master_grpc": live_port, "s3": stale_port}}))
+        with EmbeddedS3(store) as settings:
+            S3Store(settings).ensure_bucket()
+            assert live_path.exists(), "another server's live socket is left alone"
+            assert not stale_path.exists(), "a dead server's stale socket is cleared"
+    finally:
+        listener.close()
+        for path in (live_path, stale_path):
+            path.unlink(missing_ok=True)
+
+
 def test_two_stores_starting_together_get_their_own_ports(tmp_path: Path) -> None:
     script = (
         "import sys; from pathlib import Path; from kolora_core.storage.embedded import EmbeddedS3\n"
