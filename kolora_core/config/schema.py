@@ -448,7 +448,7 @@ class GenerateConfig(Section):
     )
     fp8: bool = Field(
         False,
-        description="the transformer layers' feed-forward products in FP8 (e4m3, per-row scales; fast engine, "
+        description="the transformer layers' feed-forward products in FP8 (e4m3, one scale per tensor; fast engine, "
         "compiled; GPUs with FP8 tensor cores: L4, L40S, H100, H200). Changes the math: images differ slightly "
         "from fp16's (docs/benchmarks.md); generate.compile auto then compiles every shard",
     )
