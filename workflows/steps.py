@@ -52,7 +52,7 @@ class Step:
     store: bool = False  # gets the release store's keys (env from the store Secret)
     config: bool = False  # gets the run config (the raw `config` artifact), for `--profile`/`--config`
     image: str = "evaluate"
-    retry_any: bool = True  # retried on any failure (idempotent); False: only when the pod itself failed
+    retry_any: bool = True  # retried on any failure but exit 2 (idempotent); False: only when the pod itself failed
 
     @property
     def command(self) -> list[str]:

@@ -90,6 +90,8 @@ PARAMETER_DEFAULTS = {"training": "changed", "gate": "skipped"}
 #   config, missing input) that a rerun repeats, and a GPU retry re-downloads the 18 GB model folder first.
 # - the other CPU stages compute deterministically on stored inputs: a non-zero exit would repeat, so they
 #   retry only Argo/infrastructure errors (pod deleted, node lost, artifact upload failed).
+# - champion and promote (workflows.steps) talk to the release store: they retry any failure except exit 2 too
+#   (a store blip exits 75; a damaged champion release or a version published with another LoRA exits 2).
 RETRY_LIMIT = 2
 BACKOFF = Backoff(duration="30s", factor=2)
 NOT_A_USER_ERROR = f"lastRetry.status == 'Error' || lastRetry.exitCode != '{KoloraError.exit_code}'"
@@ -154,11 +156,11 @@ def stage_args(stage: Stage, version: str) -> list[str]:
     return args
 
 
-def retry_strategy(any_failure: bool, user_errors_too: bool = True) -> RetryStrategy:
+def retry_strategy(any_failure: bool) -> RetryStrategy:
+    """Always-retry templates still skip exit 2: a user error (bad config, a damaged release) that a rerun repeats."""
     if not any_failure:
         return RetryStrategy(limit=RETRY_LIMIT, retry_policy="OnError", backoff=BACKOFF)
-    expression = None if user_errors_too else NOT_A_USER_ERROR
-    return RetryStrategy(limit=RETRY_LIMIT, retry_policy="Always", expression=expression, backoff=BACKOFF)
+    return RetryStrategy(limit=RETRY_LIMIT, retry_policy="Always", expression=NOT_A_USER_ERROR, backoff=BACKOFF)
 
 
 def config_artifact() -> RawArtifact:
@@ -318,7 +320,7 @@ def container_template(stage: Stage, options: RenderOptions) -> Container:
         outputs=outputs or None,
         volume_mounts=mounts,
         volumes=volumes,
-        retry_strategy=retry_strategy(stage.gpu or stage.downloads, user_errors_too=False),
+        retry_strategy=retry_strategy(stage.gpu or stage.downloads),
         metrics=metrics.stage_metrics(stage),
         pod_spec_patch=grace_patch(options) if stage.resumable else None,
     )

@@ -11,6 +11,7 @@ import yaml
 
 from kolora_core.config import TrainConfig, available_profiles
 from kolora_core.errors import KoloraError
+from kolora_core.runner.expressions import should_retry
 from kolora_core.stage_cli import build_parser, config_from_args
 from kolora_core.stages import CONFIG_ARTIFACT, CONFIG_PATH, STAGES
 from tests.workflows.argo_objects import artifacts, tasks, templates
@@ -291,6 +292,21 @@ def test_retry_with_backoff_on_every_step(template: dict, name: str) -> None:
         assert retry["expression"] == f"lastRetry.status == 'Error' || lastRetry.exitCode != '{KoloraError.exit_code}'"
     else:
         assert retry["retryPolicy"] == "OnError"
+
+
+@pytest.mark.parametrize("name", ["champion", "promote"])
+def test_store_steps_retry_a_store_blip_but_never_a_user_error(template: dict, name: str) -> None:
+    """champion/promote exit 75 on a store blip and 2 on a damaged release or a version published with another
+    LoRA: the rendered strategy, read by the local runner's copy of Argo's decision, retries only the first."""
+    retry = templates(template)[name]["retryStrategy"]
+    assert retry["retryPolicy"] == "Always" and retry["limit"] == 2
+    decide = [should_retry(retry["retryPolicy"], retry.get("expression"), code, 1.0, name) for code in (75, 143, 1, 2)]
+    assert decide == [True, True, True, False]
+
+
+def test_notify_retries_only_errors_of_the_pod(template: dict) -> None:
+    retry = templates(template)["notify"]["retryStrategy"]
+    assert retry["retryPolicy"] == "OnError" and not should_retry(retry["retryPolicy"], retry.get("expression"), 1, 1.0, "notify")
 
 
 def test_deadlines(template: dict) -> None:
