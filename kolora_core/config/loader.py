@@ -116,9 +116,12 @@ def load_config(
         origin = config_name or f"config file {config_file}"
         overlay = read_config_file(Path(config_file), config_name)
         _check_profile_key(overlay, profile, origin)
+        _check_one_prompt_source(overlay, origin)
         data = _deep_merge(data, overlay)
     if overrides:
-        data = _deep_merge(data, dotted_to_nested(overrides))
+        nested = dotted_to_nested(overrides)
+        _check_one_prompt_source(nested, flags_name)
+        data = _deep_merge(data, nested)
         origin = flags_name if config_file is None else f"{config_name or config_file} + {flags_name}"
     data["profile"] = profile
     _inline_prompts_file(data)
@@ -141,6 +144,17 @@ def _check_profile_key(overlay: dict[str, Any], profile: str, origin: str) -> No
     )
 
 
+def _check_one_prompt_source(layer: dict[str, Any], origin: str) -> None:
+    """Refuse `generate.prompts` and `generate.prompts_file` set side by side: the file's prompts would replace the
+    inline ones without a word, and the run render a story the config does not show."""
+    generate = layer.get("generate")
+    if isinstance(generate, dict) and generate.get("prompts") is not None and generate.get("prompts_file"):
+        raise KoloraError(
+            f"{origin} sets both generate.prompts and generate.prompts_file: the file would replace the inline prompts; "
+            "keep one (move the inline prompts into the file, or drop prompts_file)"
+        )
+
+
 def inline_prompts_file_text(text: str) -> str:
     """A run config's YAML text with its `generate.prompts_file` read now and inlined as `load_config` does.
 
@@ -155,6 +169,7 @@ def inline_prompts_file_text(text: str) -> str:
     generate = data.get("generate")
     if not isinstance(generate, dict) or not generate.get("prompts_file"):
         return text
+    _check_one_prompt_source(data, "the run config")
     _inline_prompts_file(data)
     data["generate"]["prompts"] = [p.model_dump(mode="json", exclude_none=True) for p in data["generate"]["prompts"]]
     return yaml.safe_dump(data, allow_unicode=True, sort_keys=False)

@@ -134,3 +134,22 @@ def test_a_config_text_gets_the_prompts_inlined_from_the_working_directory(
     assert [inline_prompts_file_text(text) for text in unchanged] == list(unchanged)
     with pytest.raises(KoloraError, match=r"^config field 'generate\.prompts_file': give the path of a YAML or JSONL file"):
         inline_prompts_file_text("generate: {prompts_file: 5}")
+
+
+def test_inline_prompts_beside_a_prompts_file_are_refused_not_replaced(tmp_path: Path) -> None:
+    """Both in one place: the file's prompts would replace the inline ones silently. A later layer's file over an
+    earlier layer's prompts (a flag over a config file) is an override, as any other field."""
+    path = tmp_path / "story.yaml"
+    path.write_text(STORY_YAML, encoding="utf-8")
+    both = f"generate:\n  prompts_file: {path}\n  prompts:\n    - prompt: mine\n"
+    (tmp_path / "run.yaml").write_text(both, encoding="utf-8")
+    refused = r"sets both generate\.prompts and generate\.prompts_file: the file would replace the inline prompts; keep one"
+    with pytest.raises(KoloraError, match=rf"^config file .*run\.yaml {refused}"):
+        load_config("full", tmp_path / "run.yaml")
+    with pytest.raises(KoloraError, match=rf"^the run config {refused}"):
+        inline_prompts_file_text(both)
+    with pytest.raises(KoloraError, match=rf"^command-line flags {refused}"):
+        _load(path, **{"generate.prompts": [{"prompt": "mine"}]})
+    (tmp_path / "inline.yaml").write_text("generate:\n  prompts:\n    - prompt: mine\n", encoding="utf-8")
+    over = load_config("full", tmp_path / "inline.yaml", {"generate.prompts_file": str(path)})
+    assert [p.seed for p in over.generate.prompts] == [7, 1]
