@@ -19,7 +19,8 @@ class KoloraError(Exception):
 
 
 class TransientError(KoloraError):
-    """A failure that a retry may not repeat (network down, hub timeout, 5xx, rate limit): still one line, but exit 75.
+    """A failure that a retry may not repeat (network down, hub timeout, 5xx, rate limit, an S3 store that refuses
+    connections, stops answering or answers 503 SlowDown): still one line, but exit 75.
 
     75 is sysexits' EX_TEMPFAIL. The workflow retries every exit code except KoloraError's 2 (a user error a
     rerun repeats), so a download that failed on the network is retried while a repo that does not exist is not.

@@ -6,8 +6,9 @@ Examples:
     kolora run --s3-endpoint http://localhost:9000 --bucket kolora   # any S3; keys from AWS_ACCESS_KEY_ID/...
 
 Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a user error (one line: a bad
-parameter, template or endpoint); 130 Ctrl-C and 143 SIGTERM, after the running step was stopped (its whole
-process group) and the summary was written.
+parameter, template or endpoint, or a store that fails before the run starts); 75 the store failed transiently
+during the run (a 5xx, throttling, a dropped connection: run it again); 130 Ctrl-C and 143 SIGTERM, after the
+running step was stopped (its whole process group) and the summary was written.
 """
 
 from __future__ import annotations

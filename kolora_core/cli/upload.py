@@ -31,7 +31,7 @@ from kolora_core.errors import KoloraError, name_some
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.errors import ArtifactNotFound
-from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings, S3Store, size_text
+from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings, S3Store, open_at_command_line, size_text
 from kolora_core.upload_marker import UPLOADING, UploadFile, listed_files, marker_text, scan_folder
 from workflows.options import DATASET_KEY_PARAM
 
@@ -157,7 +157,7 @@ def _upload_command(args: argparse.Namespace) -> int:
     )
     with server as settings:
         store = S3Store(settings)
-        store.ensure_bucket()
+        open_at_command_line(store)
         removed = upload_folder(store, key, files, args.replace)
     where = f"the embedded store ({args.runs_dir / STORE_DIRNAME})" if embedded else settings.label
     size = size_text(sum(f.size for f in files))

@@ -36,7 +36,7 @@ from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.runner.summary import write_summary
 from kolora_core.runner.template import load_workflow
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
-from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store
+from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store, open_at_command_line
 
 DEFAULT_TEMPLATE = Path("workflows/dist/kolora-pipeline.yaml")
 LOG_TAIL = 20
@@ -151,7 +151,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     started = time.monotonic()
     with store_cm as settings:
         store = S3Store(settings)
-        store.ensure_bucket()  # before anything is written: a dead endpoint costs one line and no run directory
+        open_at_command_line(store)  # before anything is written: a dead endpoint costs one line and no run directory
         declared = {p.name for p in workflow.parameters}
         parameters |= {k: v for k, v in store_parameters(settings).items() if k in declared and k not in options.parameters}
         runs_dir = options.runs_dir.resolve()

@@ -11,6 +11,12 @@ artifact, a listing, a conditional write) has a deadline of 60 s plus 1 s per 4 
 every 10 s while it waits. An endpoint that accepts connections and never answers therefore fails any
 operation in about 50 s (3 x 15 s plus back-off), and `ensure_bucket`, the first call of a run, in 15 s.
 
+Errors are sorted by whether a retry can help (`transient.py`, botocore's own retry verdict): what botocore
+retries (5xx, 429, SlowDown and throttling, a connection refused, reset or timed out, a server that stops
+answering) and an operation past its deadline raise `TransientError` (exit 75, which the workflow retries); bad
+credentials, a missing bucket, an invalid key, any other 4xx, a host DNS does not know and a URL that is not one
+raise `KoloraError` (exit 2, never retried). The message is one line either way.
+
 Directory uploads send the completion marker `_SUCCESS` after every other file, so a reader that trusts
 the marker never sees a partial upload as complete; a cancelled upload never sends it.
 
@@ -38,6 +44,7 @@ from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
 import boto3
+from boto3.exceptions import RetriesExceededError
 from boto3.s3.transfer import S3UploadFailedError, TransferConfig
 from botocore.config import Config
 from botocore.exceptions import (
@@ -50,10 +57,11 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz, pack_targz, unpack_targz
 from kolora_core.storage.errors import ArtifactNotFound, PreconditionFailed
+from kolora_core.storage.transient import is_transient, is_transient_code, name_not_known
 
 DEFAULT_BUCKET = "kolora"
 DEFAULT_REGION = "us-east-1"
@@ -157,22 +165,28 @@ def _connect_reason(exc: BaseException) -> str:
         return "no answer before the connect timeout"
     if "refused" in text.lower():
         return "connection refused"
-    if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
+    if name_not_known(exc) or "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
         return "host name not found"
     return "cannot connect"
 
 
+def _failure(exc: BaseException) -> type[KoloraError]:
+    """`TransientError` (exit 75, retried) for a failure a retry may not repeat, else `KoloraError` (exit 2)."""
+    return TransientError if is_transient(exc) else KoloraError
+
+
 @contextlib.contextmanager
 def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
-    """Turn botocore failures into one-line `KoloraError`s that name the endpoint, the action and the fix."""
+    """Turn botocore failures into one-line errors that name the endpoint, the action and the fix; their type says
+    whether the workflow should retry (`TransientError`, exit 75) or the user fix something (`KoloraError`, exit 2)."""
     where = settings.label
     try:
         yield
     except (EndpointConnectionError, ConnectTimeoutError) as exc:
         fix = settings.unreachable_fix
-        raise KoloraError(f"{where} does not answer ({_connect_reason(exc)}) while trying to {action}: {fix}") from None
-    except ReadTimeoutError:
-        raise KoloraError(f"{where} stopped answering while trying to {action}: check the server and rerun") from None
+        raise _failure(exc)(f"{where} does not answer ({_connect_reason(exc)}) while trying to {action}: {fix}") from None
+    except ReadTimeoutError as exc:
+        raise _failure(exc)(f"{where} stopped answering while trying to {action}: check the server and rerun") from None
     except (NoCredentialsError, PartialCredentialsError):
         raise KoloraError(
             f"no credentials for {where} while trying to {action}: set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
@@ -186,9 +200,11 @@ def s3_errors(settings: S3Settings, action: str) -> Iterator[None]:
             ) from None
         if settings.explain_server_error is not None and code in SERVER_ERRORS:
             message = f"{message} -- {settings.explain_server_error()}"
-        raise KoloraError(f"{where} failed to {action}: {code} {message}".strip()) from None
+        raise _failure(exc)(f"{where} failed to {action}: {code} {message}".strip()) from None
+    except RetriesExceededError as exc:  # s3transfer's own retries of a broken download stream ran out
+        raise _failure(exc)(f"{where} failed to {action}: {exc.last_exception}") from None
     except BotoCoreError as exc:
-        raise KoloraError(f"{where} failed to {action}: {exc}") from None
+        raise _failure(exc)(f"{where} failed to {action}: {exc}") from None
 
 
 def _client_error(exc: Exception) -> tuple[str, str]:
@@ -241,7 +257,8 @@ class S3Store:
 
     Every public method is one bounded operation (see the module docstring): it runs in a worker thread
     while the caller waits with a deadline, logging a line every `notice_every` seconds; at the deadline the
-    caller gets a `KoloraError` and the worker stops at its next chunk or file.
+    caller gets a `TransientError` (a slow server may be quicker on the workflow's retry) and the worker stops at
+    its next chunk or file.
     """
 
     def __init__(self, settings: S3Settings) -> None:
@@ -256,7 +273,7 @@ class S3Store:
         )
 
     def _bounded(self, action: str, work: Callable[[_Progress], T], size: int = 0) -> T:
-        """Run `work` with the operation's deadline; errors become one-line `KoloraError`s naming `action`."""
+        """Run `work` with the operation's deadline; errors become one-line `KoloraError`s naming `action` (`s3_errors`)."""
         limit = self.settings.deadline_for(size)
         progress = _Progress()
         box: dict[str, Any] = {}
@@ -277,7 +294,7 @@ class S3Store:
             while not done.wait(max(0.0, min(self.settings.notice_every, started + limit - time.monotonic()))):
                 waited = time.monotonic() - started
                 if waited >= limit:
-                    raise KoloraError(
+                    raise TransientError(
                         f"{self.settings.label} did not finish to {action} within its deadline of {limit:.0f} s "
                         f"({size_text(progress.moved)} of {size_text(size)} moved): check the server and rerun"
                     )
@@ -317,7 +334,10 @@ class S3Store:
         self._bounded(f"open bucket '{self.bucket}'", work)
 
     def _check_reachable(self) -> None:
-        """A plain TCP connect first, so a dead endpoint is reported as such even before credentials are looked at."""
+        """A plain TCP connect first, so a dead endpoint is reported as such even before credentials are looked at.
+
+        Refused, timed out or unreachable is `TransientError` (a server restarting, a network blip: what botocore
+        retries too); a host name DNS does not know is `KoloraError`: the URL is wrong."""
         url = urlsplit(self._client.meta.endpoint_url)
         port = url.port or (443 if url.scheme == "https" else 80)
         try:
@@ -328,7 +348,8 @@ class S3Store:
                 if isinstance(exc, ConnectionRefusedError)
                 else ("no answer before the connect timeout" if isinstance(exc, TimeoutError) else str(exc.strerror or exc))
             )
-            raise KoloraError(f"{self.settings.label} does not answer ({reason}): {self.settings.unreachable_fix}") from None
+            error = KoloraError if name_not_known(exc) else TransientError
+            raise error(f"{self.settings.label} does not answer ({reason}): {self.settings.unreachable_fix}") from None
 
     # --- objects --------------------------------------------------------------------------------------------
 
@@ -401,10 +422,11 @@ class S3Store:
             failed = answer.get("Errors") or []
             if failed:
                 first = failed[0]
-                raise KoloraError(
+                transient = is_transient_code(str(first.get("Code", "")))
+                raise (TransientError if transient else KoloraError)(
                     f"{self.settings.label} did not delete s3://{self.bucket}/{first.get('Key')} ({first.get('Code')}: "
                     f"{first.get('Message')}){f' and {len(failed) - 1} more' if len(failed) > 1 else ''}: "
-                    "check the credentials' delete permission"
+                    + ("check the server and rerun" if transient else "check the credentials' delete permission")
                 )
 
     def delete_prefix(self, prefix: str) -> int:
@@ -576,6 +598,20 @@ class S3Store:
             self.download_tree(key, dest)
             return "dir"
         raise ArtifactNotFound(f"no object or prefix s3://{self.bucket}/{key} on {self.settings.label}")
+
+
+def open_at_command_line(store: S3Store) -> None:
+    """`store.ensure_bucket()` for a command a person runs (`kolora run`, `kolora upload`): a store that fails before
+    the command started anything is exit 2, even when the failure is transient (exit 75 everywhere else).
+
+    Why: it is the store the user named with --s3-endpoint (or the embedded one), no workflow retries these commands,
+    and nothing has started yet (a store that does not answer gets the advice: start it, fix or drop --s3-endpoint).
+    Once the command is under way, a transient failure stays exit 75: run it again. The workflow's steps that talk
+    to the store (`kolora champion`, `kolora publish`) do not use this: a transient failure there is exit 75."""
+    try:
+        store.ensure_bucket()
+    except TransientError as exc:
+        raise KoloraError(str(exc)) from None
 
 
 def _marker_last(paths: list[Path], root: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from kolora_core.cli import main as kolora
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.release.assemble import RELEASE_MANIFEST
 from kolora_core.release.publish import LATEST
 from kolora_core.runner.local import failure_report
@@ -70,10 +70,11 @@ def test_kolora_publish_names_a_missing_release_before_contacting_the_store(
 def test_kolora_publish_to_a_dead_endpoint_advises_what_publish_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Exit 75, not 2: publish is the workflow's promote step, and a store that refuses connections may be restarting."""
     url = f"http://127.0.0.1:{closed_port()}"
     code = kolora(["publish", "--release", str(_release(tmp_path, "a")), "--s3-endpoint", url])
     err = capsys.readouterr().err.strip()
-    assert code == KoloraError.exit_code and "\n" not in err
+    assert code == TransientError.exit_code and "\n" not in err
     assert err.startswith(f"kolora publish: error: S3 endpoint {url} does not answer")
     assert err.endswith("start the server or fix --s3-endpoint") and "embedded store" not in err
 

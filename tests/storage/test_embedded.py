@@ -17,7 +17,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage import embedded
 from kolora_core.storage.embedded import EmbeddedS3, StorePorts
@@ -244,7 +244,7 @@ def test_a_server_killed_mid_upload_fails_the_upload_and_keeps_what_was_written(
         started = time.monotonic()
         uploader.join(timeout=120)
         assert not uploader.is_alive() and time.monotonic() - started < 30
-        assert isinstance(failure[0], KoloraError) and "does not answer" in str(failure[0])
+        assert isinstance(failure[0], TransientError) and "does not answer" in str(failure[0])  # exit 75: retried
     finally:
         server.stop()
     with EmbeddedS3(tmp_path / "store") as again:

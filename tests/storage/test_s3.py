@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz
 from kolora_core.storage.s3 import ArtifactNotFound, PreconditionFailed, S3Settings, S3Store
@@ -201,9 +201,10 @@ def silent_endpoint() -> Iterator[str]:
 
 
 def test_endpoint_that_does_not_answer_is_one_clear_line_quickly() -> None:
+    """Transient (exit 75): a store that refuses connections may be restarting; a retried pod may find it up."""
     url = f"http://127.0.0.1:{closed_port()}"
     started = time.monotonic()
-    with pytest.raises(KoloraError) as err:
+    with pytest.raises(TransientError) as err:
         S3Store(S3Settings(url, access_key_id="x", secret_access_key="y")).ensure_bucket()
     assert time.monotonic() - started < 5
     message = str(err.value)
@@ -215,7 +216,7 @@ def test_a_silent_endpoint_fails_the_first_call_within_its_read_timeout(silent_e
     """The stated bound with the default settings: `ensure_bucket` (one attempt) gives up after read_timeout (15 s)."""
     settings = S3Settings(silent_endpoint, access_key_id="x", secret_access_key="y")
     started = time.monotonic()
-    with pytest.raises(KoloraError, match="stopped answering while trying to open bucket"):
+    with pytest.raises(TransientError, match="stopped answering while trying to open bucket"):
         S3Store(settings).ensure_bucket()
     assert settings.read_timeout <= time.monotonic() - started < settings.read_timeout + 5
 
@@ -226,7 +227,7 @@ def test_an_operation_on_a_silent_endpoint_ends_at_its_deadline_and_says_so_whil
     (tmp_path / "f.txt").write_text("x")
     settings = S3Settings(silent_endpoint, access_key_id="x", secret_access_key="y", deadline=2.0, notice_every=0.5)
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="kolora.storage"), pytest.raises(KoloraError) as err:
+    with caplog.at_level(logging.WARNING, logger="kolora.storage"), pytest.raises(TransientError) as err:
         S3Store(settings).upload_file(tmp_path / "f.txt", "k")  # retries alone would take 3 x 15 s
     assert time.monotonic() - started < 3
     assert f"S3 endpoint {silent_endpoint} did not finish to upload" in str(err.value) and "deadline of 2 s" in str(err.value)
@@ -245,6 +246,7 @@ def test_wrong_credentials_are_refused_in_one_line(s3_server: S3Settings) -> Non
     with pytest.raises(KoloraError, match="refused the credentials") as err:
         S3Store(wrong).ensure_bucket()
     assert "\n" not in str(err.value) and "not-the-secret" not in str(err.value)
+    assert not isinstance(err.value, TransientError)  # exit 2: every retry would be refused too
 
 
 def test_missing_credentials_and_bad_urls_are_clear(monkeypatch: pytest.MonkeyPatch, s3_server: S3Settings) -> None:
@@ -254,7 +256,9 @@ def test_missing_credentials_and_bad_urls_are_clear(monkeypatch: pytest.MonkeyPa
     monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     settings = S3Settings.from_env(s3_server.endpoint_url)
-    with pytest.raises(KoloraError, match="AWS_ACCESS_KEY_ID"):
+    with pytest.raises(KoloraError, match="AWS_ACCESS_KEY_ID") as err:
         S3Store(settings).ensure_bucket()
-    with pytest.raises(KoloraError, match="not a URL"):
+    assert not isinstance(err.value, TransientError)
+    with pytest.raises(KoloraError, match="not a URL") as err:
         S3Store(S3Settings("localhost:9000"))
+    assert not isinstance(err.value, TransientError)
