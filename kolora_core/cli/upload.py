@@ -21,17 +21,16 @@ Credentials for --s3-endpoint: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AW
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
 from kolora_core.cli.dataset_key import clean_dataset_key
+from kolora_core.cli.store_args import add_store_arguments, embedded, open_store, store_dir, store_label
 from kolora_core.data.suffixes import IMAGE_SUFFIXES, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError, name_some
 from kolora_core.stages import COMPLETE_MARKER
-from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.errors import ArtifactNotFound
-from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings, S3Store, open_at_command_line, size_text
+from kolora_core.storage.s3 import OR_EMBEDDED, S3Store, size_text
 from kolora_core.upload_marker import UPLOADING, UploadFile, listed_files, marker_text, scan_folder
 from workflows.options import DATASET_KEY_PARAM
 
@@ -45,14 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("folder", type=Path, help="the folder of images and captions (or of .parquet files)")
     parser.add_argument("key", help="key prefix in the bucket, e.g. datasets/my-style (what -p dataset-key names)")
-    parser.add_argument(
-        "--s3-endpoint",
-        metavar="URL",
-        help="S3 API URL ('' = AWS S3 of --region); default: the embedded store of kolora run in <runs-dir>/.store",
-    )
-    parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"the artifact repository's bucket (default: {DEFAULT_BUCKET})")
-    parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="kolora run's --runs-dir, for the embedded store")
+    add_store_arguments(parser, embedded_default=True, bucket_help="the artifact repository's bucket")
     parser.add_argument(
         "--replace",
         action="store_true",
@@ -143,23 +135,13 @@ def _refuse_store_inside(folder: Path, store_dir: Path) -> None:
 
 def _upload_command(args: argparse.Namespace) -> int:
     key = clean_dataset_key(args.key, "key")
-    embedded = args.s3_endpoint is None
-    if embedded:
-        _refuse_store_inside(args.folder, args.runs_dir / STORE_DIRNAME)
+    if embedded(args):
+        _refuse_store_inside(args.folder, store_dir(args))
     files = scan_folder(args.folder)
     _check_readable(args.folder, files)
-    server = (
-        EmbeddedS3(args.runs_dir / STORE_DIRNAME, args.bucket)
-        if embedded
-        else contextlib.nullcontext(
-            S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region, unreachable_fix=OR_EMBEDDED)
-        )
-    )
-    with server as settings:
-        store = S3Store(settings)
-        open_at_command_line(store)
+    with open_store(args, unreachable_fix=OR_EMBEDDED, at_command_line=True) as store:
         removed = upload_folder(store, key, files, args.replace)
-    where = f"the embedded store ({args.runs_dir / STORE_DIRNAME})" if embedded else settings.label
+        where = store_label(args, store)
     size = size_text(sum(f.size for f in files))
     gone = f"; removed {removed} object(s) the folder no longer has" if removed else ""
     print(f"kolora upload: {len(files)} file(s), {size}, to s3://{args.bucket}/{key}/ on {where}{gone}")

@@ -3,54 +3,28 @@
 `fetch_champion` fills a directory in the format `kolora_core.evaluation.champion` owns, from any `Storage`:
 `champion.json`, and from the release only what comparison needs (release.json, report.json, grid.png, the
 story images and generations.jsonl; never the LoRA files). No latest.json means no champion yet, the
-first run of a model: `{"status": "none"}`, not an error. It only reads, so a retry is always safe.
+first run of a model: `{"status": "none"}`, not an error; so does a latest.json cleared by
+`kolora champion --reset` (`kolora_core.release.pointer`). It only reads, so a retry is always safe.
 
-Nothing read from the bucket is trusted: the pointer must name this model and a plain version, the release
-must be that version, every downloaded key is a plain relative path listed in its release.json, and every
-file must match the sha256 release.json records for it.
+Nothing read from the bucket is trusted (`kolora_core.release.intact`): the pointer must name this model and a
+plain version, the release must be that version, every downloaded key is a plain relative path listed in its
+release.json, and every file must match the sha256 release.json records for it. A champion that fails any of
+this is `DamagedRelease`, never "no champion": a candidate promoted over a damaged champion would hide the
+damage, and its gate would have compared with nothing (`kolora_core.release.recovery` says what to do instead).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
-
-from kolora_core.config import PublishConfig
-from kolora_core.errors import KoloraError
 from kolora_core.evaluation.champion import CHAMPION_JSON, FOUND, IMAGES_DIR, NONE
 from kolora_core.evaluation.layout import GRID, REPORT
 from kolora_core.release.assemble import RELEASE_MANIFEST
-from kolora_core.release.publish import LATEST
+from kolora_core.release.intact import DamagedRelease, checked_files, is_plain_version, json_object, read_release, release_base
+from kolora_core.release.pointer import CLEARED_FROM, LATEST, is_cleared
 from kolora_core.storage.objects import Storage
-
-
-def _json_object(data: bytes, where: str) -> dict[str, Any]:
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        raise KoloraError(f"{where} is not valid JSON: fix or remove it, or publish a new release") from None
-    if not isinstance(value, dict):
-        raise KoloraError(f"{where} must hold a JSON object")
-    return value
-
-
-def _plain_version(version: Any, where: str) -> str:
-    try:
-        PublishConfig(version=version)
-    except ValidationError:
-        raise KoloraError(f"{where} names version {version!r}, which is not a plain version name") from None
-    return str(version)
-
-
-def _plain_relative(rel: str, where: str) -> str:
-    parts = PurePosixPath(rel).parts
-    if not parts or rel.startswith("/") or "\\" in rel or any(p in {".", ".."} for p in parts):
-        raise KoloraError(f"{where} lists file {rel!r}, which is not a plain relative path")
-    return rel
 
 
 def _write(path: Path, data: bytes) -> None:
@@ -58,44 +32,46 @@ def _write(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
+def _none(out: Path, name: str, reason: str) -> dict[str, Any]:
+    pointer: dict[str, Any] = {"status": NONE, "name": name, "reason": reason}
+    _write(out / CHAMPION_JSON, (json.dumps(pointer, indent=2) + "\n").encode())
+    return pointer
+
+
+def pointed_release(storage: Storage, latest_key: str, name: str) -> tuple[str | None, dict[str, Any]]:
+    """(version, latest.json) of the pointer at `latest_key`: the version None when it is cleared; `DamagedRelease`
+    when it names another model or no plain version."""
+    latest = json_object(storage.get(latest_key), latest_key)
+    if latest.get("name") != name:
+        raise DamagedRelease(latest_key, f"names model {latest.get('name')!r}, not {name!r}")
+    if is_cleared(latest):
+        return None, latest
+    version = latest.get("version")
+    if not is_plain_version(version):
+        raise DamagedRelease(latest_key, f"names version {version!r}, which is not a plain version name")
+    return str(version), latest
+
+
 def fetch_champion(storage: Storage, prefix: str, name: str, out: Path) -> dict[str, Any]:
     """Write the champion of `<prefix>/<name>` into `out` (an empty staging dir); returns champion.json's content."""
-    base = f"{prefix.strip('/')}/{name}"
+    base = release_base(prefix, name)
     latest_key = f"{base}/{LATEST}"
     if not storage.exists(latest_key):
-        pointer: dict[str, Any] = {"status": NONE, "name": name, "reason": f"no {latest_key}: {name} has no release yet"}
-        _write(out / CHAMPION_JSON, (json.dumps(pointer, indent=2) + "\n").encode())
-        return pointer
-    latest = _json_object(storage.get(latest_key), latest_key)
-    if latest.get("name") != name:
-        raise KoloraError(f"{latest_key} names model {latest.get('name')!r}, not {name!r}: fix or remove that pointer")
-    version = _plain_version(latest.get("version"), latest_key)
-    version_prefix = f"{base}/{version}/"
-    manifest_key = version_prefix + RELEASE_MANIFEST
-    if not storage.exists(manifest_key):
-        raise KoloraError(f"{latest_key} points at {version_prefix}, which has no {RELEASE_MANIFEST}: republish that version")
-    manifest = storage.get(manifest_key)
-    release = _json_object(manifest, manifest_key)
-    if (release.get("name"), release.get("version")) != (name, version):
-        raise KoloraError(f"{manifest_key} is not {name} {version}: the bucket holds another release under that key")
-    files = release.get("files")
-    if not isinstance(files, dict):
-        raise KoloraError(f"{manifest_key} lists no files")
-    wanted = [REPORT, GRID, *sorted(rel for rel in files if rel.startswith(f"{IMAGES_DIR}/"))]
-    for rel in wanted:
-        facts = files.get(rel)
-        if not isinstance(facts, dict):
-            raise KoloraError(f"{manifest_key} lists no {rel}: the champion cannot be compared; publish a new release")
-        data = storage.get(version_prefix + _plain_relative(rel, manifest_key))
-        if hashlib.sha256(data).hexdigest() != facts.get("sha256"):
-            raise KoloraError(f"{version_prefix}{rel} does not match its sha256 in {RELEASE_MANIFEST}: the release was changed")
+        return _none(out, name, f"no {latest_key}: {name} has no release yet")
+    version, latest = pointed_release(storage, latest_key, name)
+    if version is None:
+        was = latest[CLEARED_FROM] if is_plain_version(latest[CLEARED_FROM]) else "no version"  # only printed, still checked
+        return _none(out, name, f"{latest_key} was cleared (kolora champion --reset; it pointed at {was}): no champion")
+    manifest, release = read_release(storage, base, name, version)
+    wanted = [REPORT, GRID, *sorted(rel for rel in release["files"] if rel.startswith(f"{IMAGES_DIR}/"))]
+    for rel, data in checked_files(storage, base, release, wanted):
         _write(out / rel, data)
     _write(out / RELEASE_MANIFEST, manifest)
     pointer = {
         "status": FOUND,
         "name": name,
         "version": version,
-        "prefix": version_prefix,
+        "prefix": f"{base}/{version}/",
         "lora_sha256": release.get("lora_sha256"),
         "identity": release.get("identity"),
     }

@@ -8,16 +8,19 @@ decides something:
    writes nothing); the same release directory again (a retried promote) holds the same claim.
 2. every file of the release (plain puts: only the claim's holder gets here);
 3. `release.json` with `If-None-Match: *`: the version is published (its presence means complete);
-4. `<prefix>/<name>/latest.json` by compare-and-swap (`If-Match` on the ETag read, `If-None-Match` for the
-   first): it moves only from the state the evaluation saw. A release whose gate compared it with champion
-   vX (`gate.champion` in release.json) moves latest.json only while it still points at vX (or, with no
-   champion then, only while there is none); if another promotion moved it meanwhile, this one is refused
-   (rerun to compare with the new champion). A release without that record (published by hand) just
-   becomes the latest, retrying the swap when another writer got in between.
+4. `<prefix>/<name>/latest.json` (its forms: `kolora_core.release.pointer`) by compare-and-swap (`If-Match` on
+   the ETag read, `If-None-Match` for the first): it moves only from the state the evaluation saw. A release
+   whose gate compared it with champion vX (`gate.champion` in release.json) moves latest.json only while it
+   still points at vX (or, with no champion then, only while there is none or it is cleared); if another
+   promotion moved it meanwhile, this one is refused (rerun to compare with the new champion). A release
+   without that record (published by hand) just becomes the latest, retrying the swap when another writer got
+   in between.
 
 A version whose release.json exists is never written again: the same model again (same release identity:
 the LoRA files' content; reports and images may differ between runs) is a no-op that only makes sure
-latest.json points at it; a different model under that version is refused.
+latest.json points at it, once every file of the published version is checked against its release.json (a
+damaged version is refused, never made the champion again: `kolora_core.release.intact`); a different model
+under that version is refused.
 """
 
 from __future__ import annotations
@@ -31,10 +34,12 @@ from typing import Any
 
 from kolora_core.errors import KoloraError
 from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
+from kolora_core.release.intact import DamagedRelease, verify_release
+from kolora_core.release.pointer import LATEST, canonical, pointed_version, pointer_for
 from kolora_core.storage.objects import PreconditionFailed, Storage
 
+__all__ = ["LATEST", "PublishResult", "move_latest", "publish_release"]
 log = logging.getLogger("kolora.publish")
-LATEST = "latest.json"
 CLAIM = "claim.json"
 LATEST_ATTEMPTS = 5
 
@@ -66,10 +71,6 @@ def _json_object(data: bytes, key: str) -> dict[str, Any]:
     return value
 
 
-def _canonical(value: dict[str, Any]) -> bytes:
-    return (json.dumps(value, indent=2, sort_keys=True) + "\n").encode()
-
-
 def _refuse_other(existing: dict[str, Any], release: dict[str, Any], version_prefix: str, how: str) -> None:
     """A one-line error unless `existing` (a release.json or claim.json read back) is the same model."""
     if _model_identity(existing) == _model_identity(release):
@@ -88,7 +89,7 @@ def _claim(storage: Storage, version_prefix: str, release: dict[str, Any], manif
         "release_sha256": hashlib.sha256(manifest).hexdigest(),
     }
     try:
-        storage.put_if_absent(version_prefix + CLAIM, _canonical(claim))
+        storage.put_if_absent(version_prefix + CLAIM, canonical(claim))
     except PreconditionFailed:
         held = _json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM)
         _refuse_other(held, release, version_prefix, "is being published by another process")
@@ -106,14 +107,6 @@ def _expected_latest(release: dict[str, Any]) -> tuple[bool, str | None]:
     return True, champion.get("version") if champion["status"] == "found" else None
 
 
-def _pointed_version(data: bytes) -> str | None:
-    try:
-        value = json.loads(data)
-    except ValueError:
-        return "<unreadable latest.json>"
-    return str(value.get("version")) if isinstance(value, dict) else "<unreadable latest.json>"
-
-
 def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[str, Any]) -> bool:
     """Point latest.json at this release by compare-and-swap; returns whether it was written."""
     constrained, expected = _expected_latest(release)
@@ -121,7 +114,7 @@ def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[st
         current = storage.get_with_etag(latest_key)
         if current is not None and current[0] == body:
             return False
-        seen = None if current is None else _pointed_version(current[0])
+        seen = None if current is None else pointed_version(current[0])  # a cleared latest.json: none
         if constrained and seen != expected:
             raise KoloraError(
                 f"{latest_key} points at {seen or 'no release'}, but {release['name']} {release['version']} was evaluated "
@@ -136,6 +129,19 @@ def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[st
         except PreconditionFailed:
             log.info("%s changed while it was being replaced; reading it again", latest_key)
     raise KoloraError(f"{latest_key} kept changing under {LATEST_ATTEMPTS} attempts to replace it: rerun the promotion")
+
+
+def _refuse_damaged(storage: Storage, base: str, release: dict[str, Any]) -> None:
+    """The version is published already: make it the latest only if it is still whole."""
+    name, version = release["name"], release["version"]
+    try:
+        verify_release(storage, base, name, version)
+    except DamagedRelease as damaged:
+        raise KoloraError(
+            f"{name} version {version} is published at {base}/{version}/ but damaged ({damaged}); published versions "
+            "are never rewritten and a damaged one is never made the latest: publish this LoRA under a new version "
+            f"(publish.version; for a workflow run `-p config='publish: {{version: {version}-2}}'`)"
+        ) from None
 
 
 def publish_release(storage: Storage, release_dir: Path, prefix: str = "models") -> PublishResult:
@@ -160,6 +166,7 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
     existing = storage.get_with_etag(published)
     if existing is not None:
         _refuse_other(_json_object(existing[0], published), release, version_prefix, "is already published")
+        _refuse_damaged(storage, base, release)
         result.status = "already-published"
     else:
         _claim(storage, version_prefix, release, manifest)
@@ -168,13 +175,6 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
             result.uploaded.append(version_prefix + rel)
         storage.put_if_absent(published, manifest)
         result.uploaded.append(published)
-    pointer = {
-        "name": name,
-        "version": version,
-        "prefix": version_prefix,
-        "lora_sha256": release["lora_sha256"],
-        "identity": release.get("identity"),
-    }
-    if move_latest(storage, latest_key, _canonical(pointer), release):
+    if move_latest(storage, latest_key, canonical(pointer_for(release, version_prefix)), release):
         result.uploaded.append(latest_key)
     return result

@@ -35,6 +35,8 @@ class RunContext:
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
     uploaded: list[str] = field(default_factory=list)  # every key this run wrote, for the embedded store's cleanup
     global_scope: dict[str, str] = field(default_factory=dict)  # workflow.* (parameters, outputs, status)
+    # env every step gets beside its template's (which wins): what only the runner knows, e.g. the store's shell flags
+    step_env: Mapping[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one line at a time on the console
 
     @property

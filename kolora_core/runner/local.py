@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
+import shlex
 import shutil
 import sys
 import time
@@ -35,6 +36,7 @@ from kolora_core.runner.records import RunResult
 from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.runner.summary import write_summary
 from kolora_core.runner.template import load_workflow
+from kolora_core.storage.address import STORE_FLAGS_ENV, embedded_flags
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, S3Settings, S3Store, open_at_command_line
 
@@ -123,6 +125,17 @@ def store_parameters(settings: S3Settings) -> dict[str, str]:
     return {"s3-endpoint": settings.endpoint_url, "s3-bucket": settings.bucket, "s3-region": settings.region}
 
 
+def store_flags_env(options: RunOptions, settings: S3Settings) -> dict[str, str]:
+    """`STORE_FLAGS_ENV` for the steps: how the user's shell reaches the embedded store the steps reach through a
+    port that is gone after the run (`kolora_core.storage.address`); nothing for an external store, or where `-p`
+    points the steps elsewhere or the store is not `<runs-dir>/.store` (no flag names that)."""
+    default_dir = options.store_dir is None or options.store_dir.resolve() == (options.runs_dir / STORE_DIRNAME).resolve()
+    if not settings.embedded or "s3-endpoint" in options.parameters or not default_dir:
+        return {}
+    bucket = options.parameters.get("s3-bucket", settings.bucket)
+    return {STORE_FLAGS_ENV: shlex.join(embedded_flags(options.runs_dir, bucket))}
+
+
 def new_run_id(workflow_name: str) -> str:
     return f"{workflow_name}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
@@ -185,6 +198,7 @@ def run_workflow(options: RunOptions) -> RunResult:
             collect_max_bytes=options.collect_max_bytes,
             secrets={**store_secrets(workflow, settings), **options.secrets},
             global_scope=_global_scope(workflow, run_id, parameters),
+            step_env=store_flags_env(options, settings),
         )
         print(f"kolora run: {run_id} ({workflow.name}, engine {engine.name}, {settings.label})", file=console)
         walker = DagWalker(ctx)

@@ -138,7 +138,7 @@ class StepExecutor:
         secrets = self._secrets(template, where)  # a missing Secret fails before anything is downloaded
         keep = UNRESOLVED_GLOBALS
         argv = [substitute(a, scope, where, unresolved=keep) for a in (*container.command, *container.args)]
-        env = {k: substitute(v, scope, where, unresolved=keep) for k, v in container.env}
+        env = {**self.ctx.step_env, **{k: substitute(v, scope, where, unresolved=keep) for k, v in container.env}}
         script = substitute(container.source, scope, where, unresolved=keep) if container.source is not None else None
         scratch = self.ctx.work_dir / pod
         if scratch.exists():

@@ -66,16 +66,22 @@ def test_a_tampered_or_hostile_bucket_is_refused(
     out = tmp_path / "champion"
     assert _champion(store, monkeypatch, out, "--name", "kolora") == KoloraError.exit_code
     err = capsys.readouterr().err.strip()
+    reset = f"`kolora champion --reset --name kolora --s3-endpoint {store.settings.endpoint_url} --bucket {store.bucket}`"
     assert err == (
-        "kolora champion: error: models/kolora/v1/images/003.png does not match its sha256 in release.json: "
-        "the release was changed"
+        "kolora champion: error: the champion kolora v1 is damaged: models/kolora/v1/images/003.png does not match its "
+        "sha256 in release.json: the release was changed after it was published. A damaged champion is neither compared "
+        f"with nor promoted over (published versions are never rewritten). To clear models/kolora/latest.json, so that "
+        f"the next run has no champion: {reset}"
     )
     assert not (out / COMPLETE_MARKER).exists(), "nothing is committed"
     for pointer, message in (
-        ({"name": "kolora", "version": "../v1"}, "names version '../v1', which is not a plain version name"),
-        ({"name": "other", "version": "v1"}, "names model 'other', not 'kolora'"),
-        ({"name": "kolora", "version": "v9"}, "points at models/kolora/v9/, which has no release.json"),
+        ({"name": "kolora", "version": "../v1"}, "models/kolora/latest.json names version '../v1', which is not a plain"),
+        ({"name": "other", "version": "v1"}, "models/kolora/latest.json names model 'other', not 'kolora'"),
+        ({"name": "kolora", "version": "v9"}, "models/kolora/v9/release.json is missing: the version was never completely"),
+        (["v1"], "models/kolora/latest.json does not hold a JSON object"),
     ):
         storage.put(f"models/kolora/{LATEST}", json.dumps(pointer).encode())
         assert _champion(store, monkeypatch, out, "--name", "kolora") == KoloraError.exit_code
-        assert message in capsys.readouterr().err
+        err = capsys.readouterr().err
+        assert message in err and reset in err and "\n" not in err.strip()
+        assert "To point models/kolora/latest.json back at an intact version: `kolora publish --rollback v1 --name kolora" in err
