@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
 from kolora_core.release.intact import DamagedRelease, verify_release
 from kolora_core.release.pointer import LATEST, canonical, pointed_version, pointer_for
@@ -128,7 +128,8 @@ def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[st
             return True
         except PreconditionFailed:
             log.info("%s changed while it was being replaced; reading it again", latest_key)
-    raise KoloraError(f"{latest_key} kept changing under {LATEST_ATTEMPTS} attempts to replace it: rerun the promotion")
+    # other writers won every swap: a retry of the step, 30 s later, may find it still (exit 75, retried)
+    raise TransientError(f"{latest_key} kept changing under {LATEST_ATTEMPTS} attempts to replace it: rerun the promotion")
 
 
 def _refuse_damaged(storage: Storage, base: str, release: dict[str, Any]) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -11,11 +12,12 @@ import torch
 from PIL import Image
 
 from jobs.publish import main as publish_main
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, TransientError
 from kolora_core.lora.format import save_lora, save_safetensors
 from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
 from kolora_core.release.modelscope import upload_to_modelscope
 from kolora_core.release.publish import LATEST, publish_release
+from kolora_core.storage.errors import PreconditionFailed
 from kolora_core.storage.objects import LocalStorage, S3StoreStorage
 from tests.conftest import mark_complete, write_story_images
 from tests.lora.test_format import _reordered
@@ -272,3 +274,27 @@ def test_stage_uploads_to_modelscope_when_asked(tmp_path: Path, monkeypatch: pyt
     lora, report = _lora_dir(tmp_path / "lora"), _report_dir(tmp_path / "report")
     assert _stage(tmp_path, lora, report, "--publish.modelscope_repo", "me/kolora") == 0
     assert dict(api.calls)["upload_folder"]["path_in_repo"].startswith("lora-")
+
+
+class _ContestedLatest(LocalStorage):
+    """Another writer replaces latest.json just before each of this process's conditional writes of it."""
+
+    def _lose(self, key: str) -> None:
+        self.put(key, json.dumps({"name": "kolora", "version": f"other-{time.monotonic_ns()}"}).encode())
+        raise PreconditionFailed(f"{key} changed")
+
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        if key.endswith(LATEST):
+            self._lose(key)
+        return super().put_if_absent(key, data)
+
+    def put_if_match(self, key: str, data: bytes, etag: str) -> str:
+        if key.endswith(LATEST):
+            self._lose(key)
+        return super().put_if_match(key, data, etag)
+
+
+def test_latest_json_lost_to_other_writers_every_time_is_a_transient_failure(tmp_path: Path) -> None:
+    """Exit 75: the promote step's retry, 30 s later, may find latest.json still (exit 2 would never be retried)."""
+    with pytest.raises(TransientError, match=r"models/kolora/latest\.json kept changing under \d+ attempts"):
+        publish_release(_ContestedLatest(tmp_path / "bucket"), _release(tmp_path))
