@@ -7,22 +7,21 @@ Examples:
 
 Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a user error (one line: a bad
 parameter, template or endpoint, or a store that fails before the run starts); 75 the store failed transiently
-during the run (a 5xx, throttling, a dropped connection: run it again); 130 Ctrl-C and 143 SIGTERM, after the
-running step was stopped (its whole process group) and the summary was written.
+during the run (a 5xx, throttling, a dropped connection: run it again); 130 Ctrl-C, 143 SIGTERM and 129 SIGHUP
+(the terminal closed), after the running step was stopped (its whole process group) and the summary was written
+(`stop_signals.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
-import signal
 import sys
-import threading
 from pathlib import Path
-from types import FrameType
 
 from kolora_core.cli.dataset_key import check_dataset_key
 from kolora_core.cli.notify_url import check_notify_url
+from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
 from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_report, run_workflow
@@ -123,30 +122,17 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     )
 
 
-class Terminated(BaseException):
-    """SIGTERM (Kubernetes' preemption, `argo stop`, a CI timeout): handled like Ctrl-C, exit 128 + 15."""
-
-
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one stop is enough; a second SIGTERM must not cut it short
-    raise Terminated
-
-
 def _run_command(args: argparse.Namespace) -> int:
     options = options_from_args(args)
-    main_thread = threading.current_thread() is threading.main_thread()  # only there can Python handle signals
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
     try:
-        result = run_workflow(options)
+        with stop_signals_raise():
+            result = run_workflow(options)
     except KeyboardInterrupt:
-        print("kolora run: interrupted; the running step was stopped", file=sys.stderr)
+        last_line("kolora run: interrupted; the running step was stopped")
         return 130
-    except Terminated:
-        print("kolora run: terminated (SIGTERM); the running step was stopped", file=sys.stderr)
-        return 128 + signal.SIGTERM
-    finally:
-        if main_thread:
-            signal.signal(signal.SIGTERM, previous)
+    except Stopped as stop:
+        last_line(f"kolora run: {stop.why}; the running step was stopped")
+        return stop.exit_code
     if result.failed is not None:
         print(failure_report(result), file=sys.stderr)
         return 1

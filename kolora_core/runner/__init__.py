@@ -31,8 +31,8 @@ Where it still differs from Argo (v4.1.2), in one place:
   value stays unset, but process-engine steps inherit this process's environment. On the embedded store every
   step also gets `KOLORA_STORE_FLAGS` (`--runs-dir DIR`: how the user's shell reaches that store once the run's
   port is gone), for the commands a step's error advises (`kolora_core/storage/address.py`).
-* Ctrl-C and SIGTERM stop the running step (SIGTERM to its process group, SIGKILL after 10 s) and end the run
-  without its exit handler (`argo stop` would run it, `argo terminate` would not); `{{workflow.failures}}`
+* Ctrl-C, SIGTERM and SIGHUP (`kolora run`) stop the running step (SIGTERM to its process group, SIGKILL after
+  10 s) and end the run without its exit handler (`argo stop` would run it, `argo terminate` would not); `{{workflow.failures}}`
   and lifecycle hooks other than `spec.onExit` do not exist here.
 """
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -45,4 +46,11 @@ class RunContext:
 
     def say(self, text: str) -> None:
         with self.lock:
+            self.show(text)
+
+    def show(self, text: str) -> None:
+        """One line on the console, the caller holding `lock`. A console nobody reads any more (a hung-up terminal,
+        a `| tee` that died with it) must not stop the run: the line is in the step's log, and the run goes on
+        stopping the step and saving what it kept."""
+        with contextlib.suppress(OSError, ValueError):  # ValueError: a closed stream
             print(text, file=self.console, flush=True)

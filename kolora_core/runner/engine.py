@@ -100,11 +100,16 @@ def _pump(stream: object, name: str, sink: LineSink) -> None:
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:
-    """SIGTERM the step's whole process group (it runs in its own session), then SIGKILL what is left."""
+    """SIGTERM the step's whole process group (it runs in its own session), then SIGKILL what is left.
+
+    A second Ctrl-C during the grace cuts it short: the SIGKILL still comes (a bare sequence left the group running).
+    """
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGTERM)
-    _wait_unreaped(proc.pid, STOP_GRACE_S)
-    kill_group(proc)
+    try:
+        _wait_unreaped(proc.pid, STOP_GRACE_S)
+    finally:
+        kill_group(proc)
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> None:

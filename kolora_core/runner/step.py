@@ -192,7 +192,7 @@ class StepExecutor:
                 with self.ctx.lock:
                     log.write(line + "\n")
                     log.flush()
-                    print(f"[{node.node}] {line}", file=self.ctx.console, flush=True)
+                    self.ctx.show(f"[{node.node}] {line}")
                     if stream == "stdout":
                         stdout.append(line)
                         size += len(line) + 1
@@ -207,7 +207,7 @@ class StepExecutor:
         assert node.log is not None
         with self.ctx.lock, node.log.open("a", encoding="utf-8") as log:
             log.write(line + "\n")
-            print(f"[{node.node}] {line}", file=self.ctx.console, flush=True)
+            self.ctx.show(f"[{node.node}] {line}")
 
     def _fail(self, node: NodeRecord, message: str, started: float) -> None:
         node.phase, node.message, node.duration = "Failed", message, time.monotonic() - started

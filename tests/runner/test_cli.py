@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import fcntl
 import os
+import pty
 import re
+import select
 import signal
 import socket
 import subprocess
 import sys
+import termios
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from kolora_core.cli import main
 from kolora_core.cli.run import options_from_args, register
 from kolora_core.errors import KoloraError
+from kolora_core.runner import engine
 from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
@@ -208,28 +216,103 @@ def _alive(pid: int) -> bool:
     return not (stat.exists() and stat.read_text().rsplit(")", 1)[-1].split()[0] == "Z")  # a zombie is gone
 
 
-def test_sigterm_stops_the_step_writes_the_summary_and_exits_143(store: S3Store, tmp_path: Path) -> None:
-    """What Kubernetes (preemption) or `argo stop` sends: a real `kolora run` process, its step and the step's child."""
+def _start_sleepy(store: S3Store, tmp_path: Path, **popen: Any) -> tuple[subprocess.Popen[str], int, int]:
+    """A real `kolora run` of sleepy.yaml, once its step and the step's child (which ignores SIGTERM) are running."""
     pids = tmp_path / "pids"
     argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(TEMPLATES / "sleepy.yaml"), "-p", f"pids={pids}"]
     argv += ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(tmp_path / "runs")]
     env = {**os.environ, "PYTHONPATH": str(REPO)}  # with the store's keys (the autouse fixture)
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    streams = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, text=True, **{**streams, **popen})
+    deadline = time.monotonic() + 120
+    while not pids.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if not pids.exists():
+        proc.kill()
+        pytest.fail(f"the step did not start: {proc.communicate(timeout=10)}")
+    step, child = (int(p) for p in pids.read_text().split())
+    assert _alive(step) and _alive(child)
+    return proc, step, child
+
+
+def _assert_stopped(tmp_path: Path, step: int, child: int, out: str | None = None) -> None:
+    assert not _alive(step) and not _alive(child), "no process left behind, not even the one that ignores SIGTERM"
+    summary = (tmp_path / "runs" / "latest" / "summary.txt").read_text()
+    assert ": Failed in " in summary and (out is None or summary in out)
+    assert re.search(r"sleeper\s+Failed .*\(interrupted\)", summary), summary
+
+
+@pytest.mark.parametrize(
+    ("sig", "code", "why"),
+    [(signal.SIGTERM, 143, "terminated (SIGTERM)"), (signal.SIGHUP, 129, "hung up (SIGHUP: the terminal closed)")],
+)
+def test_sigterm_and_sighup_stop_the_step_write_the_summary_and_exit_128_plus_the_signal(
+    store: S3Store, tmp_path: Path, sig: signal.Signals, code: int, why: str
+) -> None:
+    """What Kubernetes (preemption) or `argo stop` sends, and what a closed terminal or a dropped ssh connection sends:
+    a real `kolora run` process, its step and the step's child."""
+    proc, step, child = _start_sleepy(store, tmp_path)
     try:
-        deadline = time.monotonic() + 120
-        while not pids.exists() and proc.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert pids.exists(), proc.communicate(timeout=10)
-        step, child = (int(p) for p in pids.read_text().split())
-        assert _alive(step) and _alive(child)
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(sig)
         out, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 143, err
-    assert err.strip().splitlines()[-1] == "kolora run: terminated (SIGTERM); the running step was stopped"
-    assert not _alive(step) and not _alive(child), "no process left behind, not even the one that ignores SIGTERM"
-    summary = (tmp_path / "runs" / "latest" / "summary.txt").read_text()
-    assert summary in out and ": Failed in " in summary
-    assert re.search(r"sleeper\s+Failed .*\(interrupted\)", summary), summary
+    assert proc.returncode == code, err
+    assert err.strip().splitlines()[-1] == f"kolora run: {why}; the running step was stopped"
+    _assert_stopped(tmp_path, step, child, out)
+
+
+def test_closing_the_terminal_stops_the_step(store: S3Store, tmp_path: Path) -> None:
+    """The real hangup: `kolora run` on a terminal of its own (its controlling terminal), which then closes. The kernel
+    sends SIGHUP to the runner only (the step is in a session of its own); the terminal is gone, so the runner's
+    writes to it fail, and the run must still stop the step, write its summary and exit 129."""
+    master, slave = pty.openpty()
+
+    def own_terminal() -> None:  # after start_new_session's setsid: the terminal becomes the session's
+        fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+
+    drained = threading.Event()
+
+    def drain() -> None:  # read the terminal as a terminal emulator would, until it is closed
+        while not drained.is_set():
+            if select.select([master], [], [], 0.1)[0]:
+                with contextlib.suppress(OSError):
+                    os.read(master, 65536)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    tty = {"stdin": slave, "stdout": slave, "stderr": slave}
+    try:
+        proc, step, child = _start_sleepy(store, tmp_path, start_new_session=True, preexec_fn=own_terminal, **tty)
+    finally:
+        os.close(slave)
+    try:
+        drained.set()
+        reader.join()
+        os.close(master)  # the terminal window closes: hangup
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 129
+    _assert_stopped(tmp_path, step, child)
+
+
+def test_a_second_ctrl_c_during_the_grace_still_kills_the_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Impatience (Ctrl-C again while the step has its 10 s to save) must not leave the step's group running."""
+    stubborn = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(600)"
+    proc = subprocess.Popen([sys.executable, "-c", stubborn], stdout=subprocess.PIPE, start_new_session=True)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+
+        def impatient(pid: int, timeout: float | None = None) -> None:
+            raise KeyboardInterrupt
+
+        monkeypatch.setattr(engine, "_wait_unreaped", impatient)
+        with pytest.raises(KeyboardInterrupt):
+            engine.stop_group(proc)
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
