@@ -49,7 +49,7 @@ def _flatten(ctx: RunContext) -> None:
         task, _, artifact = entry.partition("/")
         matches = [n for n in result.nodes if n.task == task and artifact in n.artifacts]
         if not matches:
-            if result.failed is None and not any(n.task == task and n.phase in ("Skipped", "Omitted") for n in result.nodes):
+            if result.ok and not any(n.task == task and n.phase in ("Skipped", "Omitted") for n in result.nodes):
                 result.warnings.append(f"{SUMMARY_ANNOTATION}: '{entry}' was not produced by this run")
             continue
         for node in matches:

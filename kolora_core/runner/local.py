@@ -34,6 +34,7 @@ from kolora_core.runner.flags import check_config_parameters, portable_config_pa
 from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import RunResult
 from kolora_core.runner.spec import WorkflowSpec
+from kolora_core.runner.step import INTERRUPTED
 from kolora_core.runner.summary import write_summary
 from kolora_core.runner.template import load_workflow
 from kolora_core.storage.address import STORE_FLAGS_ENV, embedded_flags
@@ -271,8 +272,8 @@ def _interruptible(result: RunResult, started: float, console: TextIO) -> Iterat
         yield
     except BaseException:
         for node in result.nodes:
-            if node.phase == "Pending":
-                node.phase, node.message = "Failed", "interrupted"
+            if node.phase == "Pending":  # not one of the step executor's (it records its own, with its duration)
+                node.phase, node.message = "Failed", INTERRUPTED
         result.status, result.duration = "Failed", time.monotonic() - started
         _best_effort(lambda: print(write_summary(result), end="", file=console))
         raise

@@ -29,6 +29,7 @@ from kolora_core.storage.s3 import clean_key
 RESULT_LIMIT = 256 * 1024  # Argo keeps at most 256 kB of stdout as outputs.result
 Source = ArtifactSpec | ArtifactRef | None
 UNRESOLVED_GLOBALS = ("workflow.outputs.",)  # Argo leaves these verbatim when no step set them
+INTERRUPTED = "interrupted"  # the message of a node that Ctrl-C or a stop signal ended
 
 
 class StepExecutor:
@@ -38,7 +39,22 @@ class StepExecutor:
         self.ctx = ctx
 
     def run(self, node: NodeRecord, template: TemplateSpec, params: dict[str, str], sources: dict[str, Source]) -> None:
-        """Run `node` to Succeeded, or mark it Failed and raise `StepFailed`; template errors raise `KoloraError`."""
+        """Run `node` to Succeeded, or mark it Failed and raise `StepFailed`; template errors raise `KoloraError`.
+
+        Whatever ends it otherwise (a store that refuses its outputs after the container exited 0, Ctrl-C, a stop
+        signal), the node is Failed with how long it ran and why, never left Pending at 0.0s in the summary."""
+        started = time.monotonic()
+        try:
+            self._run(node, template, params, sources, started)
+        except BaseException as exc:
+            if node.phase != "Failed":  # `_fail` has recorded a StepFailed already
+                node.phase, node.duration = "Failed", time.monotonic() - started
+                node.message = (str(exc) or type(exc).__name__) if isinstance(exc, Exception) else INTERRUPTED
+            raise
+
+    def _run(
+        self, node: NodeRecord, template: TemplateSpec, params: dict[str, str], sources: dict[str, Source], started: float
+    ) -> None:
         where = f"task '{node.display}'"
         scope = dict(self.ctx.global_scope)
         for spec in template.input_parameters:
@@ -61,12 +77,7 @@ class StepExecutor:
         scope.update({f"outputs.artifacts.{k}.path": v for k, v in out_paths.items()})
         scope.update({f"outputs.parameters.{k}.path": v for k, v in param_paths.items()})
         node.log = self.ctx.run_dir / "logs" / f"{node.node}.log"
-        started = time.monotonic()
-        try:
-            attempt, scratch = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
-        except KoloraError:
-            node.phase, node.duration = "Failed", time.monotonic() - started
-            raise
+        attempt, scratch = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
         pod = pod_name(node, attempt)
         node.exit_code = 0
         for spec in template.output_parameters:

@@ -239,7 +239,8 @@ def _assert_stopped(tmp_path: Path, step: int, child: int, out: str | None = Non
     assert not _alive(step) and not _alive(child), "no process left behind, not even the one that ignores SIGTERM"
     summary = (tmp_path / "runs" / "latest" / "summary.txt").read_text()
     assert ": Failed in " in summary and (out is None or summary in out)
-    assert re.search(r"sleeper\s+Failed .*\(interrupted\)", summary), summary
+    line = re.search(r"sleeper\s+Failed\s+(\d+\.\d)s\s+\(interrupted\)", summary)
+    assert line and float(line.group(1)) > 0, f"how long it ran (not 0.0s): {summary}"
 
 
 @pytest.mark.parametrize(

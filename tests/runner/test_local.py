@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +153,28 @@ def test_a_failing_step_stops_the_run_with_its_name(run: Any) -> None:
     assert len(tail) <= 21 and "working 29" in report and "working 0" not in report
     assert "FAILED at step broken" in result.summary and "Failed" in (result.run_dir / "summary.txt").read_text()
     assert (result.run_dir / ".work" / "broken").is_dir()  # kept for debugging
+
+
+def test_a_step_whose_outputs_the_store_refuses_is_failed_not_pending(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The container exited 0, then its upload failed: the summary shows the step Failed, how long it ran and why."""
+    upload = S3Store.upload
+
+    def refusing(self: S3Store, source: Path, key: str, *, archive: bool) -> list[str]:
+        if "/transform/" in key:
+            raise KoloraError(f"{self.settings.label} failed to upload {key}: InternalError simulated")
+        return upload(self, source, key, archive=archive)
+
+    monkeypatch.setattr(S3Store, "upload", refusing)
+    with pytest.raises(KoloraError, match="InternalError simulated"):
+        run("pipeline.yaml")
+    summary = (tmp_path / "runs" / "latest" / "summary.txt").read_text()
+    assert "Pending" not in summary and re.search(r"produce\s+Succeeded", summary), summary
+    line = next(line for line in summary.splitlines() if line.strip().startswith("transform"))
+    assert re.match(r"\s+transform\s+Failed\s+\d+\.\ds\s+\(S3 endpoint .* failed to upload", line), line
+    assert "InternalError simulated" in summary.split("ERROR ", 1)[1]
+    assert "was not produced by this run" not in summary, "no warning about outputs a failed run never reached"
 
 
 def test_unknown_variable_fails_naming_task_and_variable(run: Any) -> None:
