@@ -4,12 +4,13 @@ Examples:
     kolora run                                   # smoke profile, embedded store (runs/.store/), process engine
     kolora run --profile full -p epochs=2        # any workflow parameter with -p name=value
     kolora run --s3-endpoint http://localhost:9000 --bucket kolora   # any S3; keys from AWS_ACCESS_KEY_ID/...
+    kolora run --retry                           # rerun the run that failed last, keeping the steps that succeeded
 
 Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a user error (one line: a bad
-parameter, template or endpoint, or a store that fails before the run starts); 75 the store failed transiently
-during the run (a 5xx, throttling, a dropped connection: run it again); 130 Ctrl-C, 143 SIGTERM and 129 SIGHUP
-(the terminal closed), after the running step was stopped (its whole process group) and the summary was written
-(`stop_signals.py`).
+parameter, template or endpoint, a store that fails before the run starts, a run that --retry refuses); 75 the
+store failed transiently during the run (a 5xx, throttling, a dropped connection: `kolora run --retry`); 130
+Ctrl-C, 143 SIGTERM and 129 SIGHUP (the terminal closed), after the running step was stopped (its whole process
+group), what it saved uploaded and the summary written (`stop_signals.py`); `kolora run --retry` goes on from there.
 """
 
 from __future__ import annotations
@@ -25,9 +26,14 @@ from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
 from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_report, run_workflow
+from kolora_core.runner.retry import plan_retry
 from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings
 
 DEFAULT_PROFILE = "smoke"
+NEWEST_FAILED = ""  # `--retry` without RUN
+# the options that make a run what it is: a retry takes them from the run's record
+RUN_SHAPING = {"--template": "template", "--profile": "profile", "-p": "parameter", "--engine": "engine",
+               "--s3-endpoint": "s3_endpoint", "--bucket": "bucket", "--region": "region"}  # fmt: skip
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,9 +43,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Execute the rendered WorkflowTemplate on this machine: DAG order, parameters, `when`, "
         "artifacts through S3 under a per-run prefix; outputs and a summary land in runs/<run-id>/.",
     )
-    parser.add_argument(
-        "--template", type=Path, default=DEFAULT_TEMPLATE, help=f"rendered workflow YAML (default: {DEFAULT_TEMPLATE})"
-    )
+    parser.add_argument("--template", type=Path, help=f"rendered workflow YAML (default: {DEFAULT_TEMPLATE})")
     parser.add_argument("--profile", help=f"shorthand for -p profile=NAME (default: {DEFAULT_PROFILE})")
     parser.add_argument(
         "-p",
@@ -49,16 +53,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         metavar="NAME=VALUE",
         help="set a workflow parameter (repeatable)",
     )
-    parser.add_argument("--engine", choices=sorted(ENGINES), default="process", help="how each step runs (default: process)")
+    parser.add_argument("--engine", choices=sorted(ENGINES), help="how each step runs (default: process)")
     parser.add_argument(
         "--s3-endpoint",
         metavar="URL",
         help="external S3-compatible endpoint (default: the embedded SeaweedFS store in <runs-dir>/.store, started "
         "for the run, kept between runs); credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY",
     )
-    parser.add_argument(
-        "--bucket", default=DEFAULT_BUCKET, help=f"bucket for artifacts, created if missing (default: {DEFAULT_BUCKET})"
-    )
+    parser.add_argument("--bucket", help=f"bucket for artifacts, created if missing (default: {DEFAULT_BUCKET})")
     parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
     parser.add_argument("--runs-dir", type=Path, default=Path("runs"), help="where runs/<run-id>/ goes (default: runs)")
     parser.add_argument("--keep-work", action="store_true", help="keep each step's scratch dir (default: delete on success)")
@@ -67,6 +69,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=size_gb,
         default=2.0,
         help="copy output artifacts up to this size into runs/<id>/; larger ones stay in the store (default: 2)",
+    )
+    parser.add_argument(
+        "--retry",
+        nargs="?",
+        const=NEWEST_FAILED,
+        metavar="RUN",
+        help="rerun a failed or interrupted run in place, as `argo retry` does: the steps that succeeded are kept, "
+        "the others run again and resume from what they saved (train from its checkpoint); RUN is a run id under "
+        "--runs-dir or a run's directory (default: the run that failed last); the run's own template, parameters, "
+        "engine and store are used, so none of those options may be given",
     )
     parser.set_defaults(func=_run_command)
 
@@ -95,6 +107,8 @@ def parse_parameters(items: list[str]) -> dict[str, str]:
 
 
 def options_from_args(args: argparse.Namespace) -> RunOptions:
+    if args.retry is not None:
+        return retry_options(args)
     params = parse_parameters(args.parameter)
     check_dataset_key(params)
     check_notify_url(params)
@@ -105,20 +119,51 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         params["profile"] = args.profile
     else:
         soft["profile"] = DEFAULT_PROFILE  # only where the template has a profile parameter
-    soft.update(ENGINES[args.engine].default_parameters)  # e.g. image-registry=localhost for the container engines
+    engine = args.engine or "process"
+    soft.update(ENGINES[engine].default_parameters)  # e.g. image-registry=localhost for the container engines
+    bucket = args.bucket or DEFAULT_BUCKET
     s3 = None
     if args.s3_endpoint:
-        s3 = S3Settings.from_env(args.s3_endpoint, bucket=args.bucket, region=args.region, unreachable_fix=OR_EMBEDDED)
+        s3 = S3Settings.from_env(args.s3_endpoint, bucket=bucket, region=args.region, unreachable_fix=OR_EMBEDDED)
     return RunOptions(
-        template=args.template,
+        template=args.template or DEFAULT_TEMPLATE,
         parameters=params,
         soft_parameters=soft,
-        engine=args.engine,
+        engine=engine,
         s3=s3,
-        embedded_bucket=args.bucket,
+        embedded_bucket=bucket,
         runs_dir=args.runs_dir,
         keep_work=args.keep_work,
         collect_max_bytes=int(args.collect_max_gb * 2**30),
+    )
+
+
+def retry_options(args: argparse.Namespace) -> RunOptions:
+    """`--retry [RUN]`: the options the run recorded (`runner/retry.py`); what would change the run is refused."""
+    given = [flag for flag, value in RUN_SHAPING.items() if getattr(args, value) not in (None, [])]
+    if given:
+        raise KoloraError(
+            f"--retry reruns a run with its own template, parameters, engine and store: leave out {', '.join(given)} "
+            "(a new run takes them)"
+        )
+    plan = plan_retry(args.runs_dir, args.retry or None)
+    store = plan.record.store
+    s3 = None
+    if not store.embedded:
+        assert store.endpoint is not None
+        s3 = S3Settings.from_env(store.endpoint, bucket=store.bucket, region=store.region, unreachable_fix=OR_EMBEDDED)
+    return RunOptions(
+        template=Path(plan.record.template),
+        parameters=plan.given_parameters(),
+        soft_parameters=plan.other_parameters(),
+        engine=plan.record.engine,
+        s3=s3,
+        embedded_bucket=store.bucket,
+        store_dir=Path(store.store_dir) if store.store_dir else None,
+        runs_dir=plan.run_dir.parent,
+        keep_work=args.keep_work,
+        collect_max_bytes=int(args.collect_max_gb * 2**30),
+        retry=plan,
     )
 
 

@@ -6,7 +6,8 @@ that feed config flags before anything runs; `local.py` is `run_workflow`; `dag.
 exit handler, `loops.py` expands withItems/withParam/withSequence; `step.py` runs one node attempt by attempt
 (fresh scratch dir, inputs from the store, outputs to it, also after a failure); `engine.py` is the engine
 interface, `engines.py` the process engine and the registry, `containers.py` podman and docker; `collect.py`
-copies the outputs to runs/<run-id>/ and `summary.py` writes what a developer reads at the end.
+copies the outputs to runs/<run-id>/ and `summary.py` writes what a developer reads at the end; `run_record.py`
+keeps runs/<run-id>/run.json, from which `retry.py` reruns a failed or stopped run in place.
 Clusters use Argo itself; this is the developer loop, and the tests' model of a cluster.
 
 Where it still differs from Argo (v4.1.2), in one place:
@@ -32,8 +33,12 @@ Where it still differs from Argo (v4.1.2), in one place:
   step also gets `KOLORA_STORE_FLAGS` (`--runs-dir DIR`: how the user's shell reaches that store once the run's
   port is gone), for the commands a step's error advises (`kolora_core/storage/address.py`).
 * Ctrl-C, SIGTERM and SIGHUP (`kolora run`) stop the running step (SIGTERM to its process group, SIGKILL after
-  10 s) and end the run without its exit handler (`argo stop` would run it, `argo terminate` would not); `{{workflow.failures}}`
-  and lifecycle hooks other than `spec.onExit` do not exist here.
+  10 s, then its outputs uploaded as after `argo stop`) and end the run without its exit handler (`argo stop`
+  would run it, `argo terminate` would not); `{{workflow.failures}}` and lifecycle hooks other than `spec.onExit`
+  do not exist here.
+* `kolora run --retry RUN` (`retry.py`) is `argo retry` of the whole run: no `--node-field-selector` or
+  `--restart-successful`; a kept node whose outputs are gone from the store runs again (Argo would fail on the
+  missing artifact); the run's template file and resolved configs must be the ones it recorded.
 """
 
 from kolora_core.runner.local import RunOptions, RunResult, run_workflow

@@ -2,18 +2,24 @@
 
 The workflow annotation `kolora.dev/summary-artifacts` (`task/artifact,...`) names the outputs whose files
 are also copied straight into `runs/<run-id>/` (the report, the LoRA), so what a developer opens is one
-level down. Artifacts above `--collect-max-gb` stay in the store (a full run's models are ~18 GB).
+level down. Artifacts above `--collect-max-gb` stay in the store (a full run's models are ~18 GB). In the embedded
+store a run's artifacts are deleted after it succeeded (`forget_uploads`), and once nothing can retry it
+(`drop_abandoned`).
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path, PurePosixPath
 
 from kolora_core.runner.context import RunContext
+from kolora_core.runner.run_record import RECORD_FILE, RunRecord
 from kolora_core.stages import COMPLETE_MARKER
+from kolora_core.storage.s3 import S3Store
 
 SUMMARY_ANNOTATION = "kolora.dev/summary-artifacts"
+RUN_ID = re.compile(r"^[a-z0-9][a-z0-9.-]*-\d{8}-\d{6}-[0-9a-f]{4}$")  # local.new_run_id's shape
 
 
 def collect(ctx: RunContext) -> None:
@@ -68,11 +74,34 @@ def _flatten(ctx: RunContext) -> None:
 
 def forget_uploads(ctx: RunContext) -> None:
     """Keep the embedded store to what outlives a run (releases): the run's artifacts are in runs/<id>/ now."""
-    if ctx.uploaded:
+    if ctx.uploaded or ctx.earlier:  # a retry's prefix holds the earlier invocations' artifacts too
         ctx.store.delete_prefix(f"{ctx.run_id}/")
         for key in ctx.uploaded:
             if not key.startswith(f"{ctx.run_id}/"):
                 ctx.store.delete_prefix(key)
+
+
+def drop_abandoned(store: S3Store, runs_dir: Path) -> list[str]:
+    """Delete from the embedded store the artifacts of runs nothing can retry any more; returns their ids.
+
+    Why: a failed or interrupted run keeps its artifacts in the store (`kolora run --retry` reuses them, and finds
+    what the stopped step saved), a full run's models alone being ~18 GB. They go when the run's directory is
+    deleted, or holds no record a retry could use (a run of an older kolora; a record saying it succeeded, whose
+    cleanup was cut short). Only top-level prefixes shaped like run ids are looked at: releases, `kolora upload`s
+    and anything else in the store are not runs' and are left alone."""
+    prefixes = {key.split("/", 1)[0] for key in store.list_keys("") if "/" in key}
+    dropped = [p for p in sorted(prefixes) if RUN_ID.match(p) and not _retryable(runs_dir / p)]
+    for run_id in dropped:
+        store.delete_prefix(f"{run_id}/")
+    return dropped
+
+
+def _retryable(run_dir: Path) -> bool:
+    try:
+        record = RunRecord.from_json((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return record.status != "Succeeded"
 
 
 def remove(path: Path) -> None:

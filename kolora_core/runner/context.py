@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import TextIO
 
 from kolora_core.runner.engine import Engine
-from kolora_core.runner.records import RunResult
+from kolora_core.runner.records import NodeRecord, RunResult
+from kolora_core.runner.run_record import RECORD_FILE, RunRecord, node_to_json, write_record
 from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.storage.s3 import S3Store
 
@@ -39,6 +40,24 @@ class RunContext:
     # env every step gets beside its template's (which wins): what only the runner knows, e.g. the store's shell flags
     step_env: Mapping[str, str] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)  # one line at a time on the console
+    # a retry (`retry.py`): the nodes of the run's last invocation, by node id; empty for a new run
+    earlier: Mapping[str, NodeRecord] = field(default_factory=dict)
+    record: RunRecord | None = None  # runs/<run-id>/run.json, rewritten by `save_record`
+
+    def save_record(self) -> None:
+        """Write the run's record as it stands (status, every node so far): what a retry starts from. A record that
+        cannot be written (a full disk) is a warning: the run itself goes on, only its retry would start over."""
+        if self.record is None:
+            return
+        self.record.status = self.result.status
+        self.record.nodes = [node_to_json(node) for node in self.result.nodes]
+        self.record.uploaded_elsewhere = sorted({key for key in self.uploaded if not key.startswith(f"{self.run_id}/")})
+        try:
+            write_record(self.run_dir, self.record)
+        except OSError as exc:
+            warning = f"the run record {self.run_dir / RECORD_FILE} was not written ({exc}): --retry cannot resume this run"
+            if warning not in self.result.warnings:
+                self.result.warnings.append(warning)
 
     @property
     def work_dir(self) -> Path:

@@ -2,6 +2,7 @@
 
 One task at a time (Argo runs independent tasks in parallel; the outcome is the same, only slower). A task
 whose `depends` is false is Omitted, one whose `when` is false Skipped (their outputs: `valueFrom.default`).
+A retried run (`retry.py`) keeps the nodes that succeeded before instead of running them.
 After the entrypoint, `spec.onExit` runs whatever the outcome, with `{{workflow.status}}` and the workflow
 outputs that steps exported (`globalName`); if it fails, a Succeeded run becomes Failed, as in Argo.
 """
@@ -18,6 +19,7 @@ from kolora_core.runner.context import RunContext
 from kolora_core.runner.expressions import TaskOutcome, evaluate_when, substitute, variables_in
 from kolora_core.runner.loops import item_label, item_scope, loop_items
 from kolora_core.runner.records import NodeRecord
+from kolora_core.runner.retry import reuse
 from kolora_core.runner.spec import ArtifactSpec, ParamSpec, TaskSpec, TemplateSpec
 from kolora_core.runner.step import Source, StepExecutor
 from kolora_core.runner.template import topological_order
@@ -62,7 +64,12 @@ class DagWalker:
     ) -> NodeRecord:
         node = NodeRecord(node=node_id, task=task, display=display, template=template.name)
         self.ctx.result.nodes.append(node)
-        self.steps.run(node, template, params, sources)
+        if reuse(self.ctx, node, template, keep=node_id != EXIT_NODE):  # a retry keeps what succeeded; onExit reruns
+            return node
+        try:
+            self.steps.run(node, template, params, sources)
+        finally:
+            self.ctx.save_record()  # each finished node on record, also a failed one: what a retry starts from
         return node
 
     def _run_dag(self, dag: TemplateSpec, params: dict[str, str]) -> None:

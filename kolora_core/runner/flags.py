@@ -9,6 +9,7 @@ that feeds the run config artifact (`-p config`) is checked for the one mistake 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import re
 import shlex
@@ -18,9 +19,10 @@ from pathlib import Path
 
 import yaml
 
-from kolora_core.config import RunConfig, config_flags, flag_overrides, inline_prompts_file_text, load_config
+from kolora_core.config import RunConfig, config_flags, dump_config, flag_overrides, inline_prompts_file_text, load_config
 from kolora_core.errors import KoloraError
 from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
+from kolora_core.stages import stage_of
 
 _PARAMETER = re.compile(r"^\{\{\s*workflow\.parameters\.([\w.-]+)\s*\}\}$")
 DEFAULT_PROFILE = "full"  # the stage CLI's own default (kolora_core.stage_cli)
@@ -101,6 +103,23 @@ def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> Ru
         name = _feeding_parameter(raw)
         given = f"-p {name}" if name else f"the run config of template {template.name}"
         return load_config(profile, path, overrides, config_name=given, flags_name="-p parameters")
+
+
+def config_digests(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> dict[str, str]:
+    """sha256 of the config each template resolves (`template_config`), for the templates of kolora stages and of
+    steps that read the run config: what `kolora run --retry` compares with the run's record.
+
+    Why: a retry keeps the outputs of the steps that succeeded with these configs; a profile or a default edited
+    since would give the steps it reruns other settings than the kept ones had (train would refuse its checkpoint)."""
+    digests: dict[str, str] = {}
+    for template in workflow.templates.values():
+        if template.container is None:
+            continue
+        if stage_of((*template.container.command, *template.container.args)) is None and _config_input(template) is None:
+            continue
+        text = dump_config(template_config(template, parameters))
+        digests[template.name] = hashlib.sha256(text.encode()).hexdigest()
+    return digests
 
 
 def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> None:

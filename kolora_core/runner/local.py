@@ -21,18 +21,21 @@ import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
 from kolora_core.errors import KoloraError
-from kolora_core.runner.collect import collect, forget_uploads
+from kolora_core.runner.collect import collect, drop_abandoned, forget_uploads
 from kolora_core.runner.context import RunContext, StepFailed
 from kolora_core.runner.dag import DagWalker
 from kolora_core.runner.engine import REPO_ROOT
 from kolora_core.runner.engines import get_engine
-from kolora_core.runner.flags import check_config_parameters, portable_config_parameters
+from kolora_core.runner.flags import check_config_parameters, config_digests, portable_config_parameters
 from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import RunResult
+from kolora_core.runner.retry import RetryPlan, file_sha256
+from kolora_core.runner.run_record import RunRecord, StoreRecord, run_lock
 from kolora_core.runner.spec import WorkflowSpec
 from kolora_core.runner.step import INTERRUPTED
 from kolora_core.runner.summary import write_summary
@@ -69,6 +72,8 @@ class RunOptions:
     secrets: Mapping[str, Mapping[str, str]] = field(default_factory=dict, repr=False)
     console: TextIO | None = None
     repo_root: Path = REPO_ROOT
+    # `kolora run --retry`: rerun this earlier run in place (its id, directory, uid; its succeeded steps kept)
+    retry: RetryPlan | None = None
 
 
 def resolve_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -147,6 +152,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     Template and configuration errors found before or during the run raise `KoloraError` (after the
     summary of what did run has been written); a failing step does not raise: see `RunResult.failed`.
     Ctrl-C and SIGTERM (as the CLI raises it) stop the running step, write the summary and propagate.
+    With `options.retry` the run is that earlier run, rerun in place (`retry.py`).
     """
     console = options.console or sys.stdout
     # a relative template path is looked up in the working directory, then in the repo root
@@ -156,9 +162,13 @@ def run_workflow(options: RunOptions) -> RunResult:
     workflow = load_workflow(template_path)
     parameters = checked_parameters(workflow, options.parameters, options.soft_parameters)
     parameters = portable_config_parameters(workflow, parameters)
+    configs = config_digests(workflow, parameters)
+    if options.retry is not None:
+        options.retry.check_unchanged(template_path, parameters, configs)
     engine = get_engine(options.engine, options.repo_root)
     check_gpu_steps(workflow, parameters, engine)
     changed = tuple(p.name for p in workflow.parameters if parameters[p.name] != (p.value if p.value is not None else p.default))
+    record = _new_record(options, workflow, template_path, parameters, configs, engine.name)
 
     store_dir = options.store_dir or options.runs_dir / STORE_DIRNAME
     store_cm = EmbeddedS3(store_dir, options.embedded_bucket) if options.s3 is None else contextlib.nullcontext(options.s3)
@@ -168,55 +178,66 @@ def run_workflow(options: RunOptions) -> RunResult:
         open_at_command_line(store)  # before anything is written: a dead endpoint costs one line and no run directory
         declared = {p.name for p in workflow.parameters}
         parameters |= {k: v for k, v in store_parameters(settings).items() if k in declared and k not in options.parameters}
+        record.store = _store_record(settings, store_dir)
         runs_dir = options.runs_dir.resolve()
-        run_id = new_run_id(workflow.name)
-        while (runs_dir / run_id).exists():
-            run_id = new_run_id(workflow.name)
-        run_dir = runs_dir / run_id
-        (run_dir / "logs").mkdir(parents=True)
-        _point_latest(runs_dir, run_id)
-        where = "embedded" if settings.embedded else settings.endpoint_url
-        result = RunResult(
-            run_id=run_id,
-            status="Running",
-            run_dir=run_dir,
-            template=template_path,
-            engine=engine.name,
-            store=f"{where} s3://{settings.bucket}/{run_id}/",
-            parameters=parameters,
-            changed=changed,
-        )
-        ctx = RunContext(
-            workflow=workflow,
-            run_id=run_id,
-            store=store,
-            engine=engine,
-            run_dir=run_dir,
-            result=result,
-            console=console,
-            keep_work=options.keep_work,
-            upload_failed_outputs=options.upload_failed_outputs,
-            collect_max_bytes=options.collect_max_bytes,
-            secrets={**store_secrets(workflow, settings), **options.secrets},
-            global_scope=_global_scope(workflow, run_id, parameters),
-            step_env=store_flags_env(options, settings),
-        )
-        print(f"kolora run: {run_id} ({workflow.name}, engine {engine.name}, {settings.label})", file=console)
-        walker = DagWalker(ctx)
-        with _interruptible(result, started, console):
-            error = _guarded(walker.run_entrypoint, result)
-            main_failed = result.failed
-            status = "Succeeded" if main_failed is None and error is None else ("Error" if error else "Failed")
-            if workflow.on_exit is not None:
-                exit_error = _guarded(lambda: walker.run_exit_handler(status), result)
-                error = error or exit_error
-                if main_failed is not None and result.failed is not main_failed:
-                    result.warnings.append(f"the onExit handler failed too ({result.failed.message if result.failed else ''})")
-                    result.failed = main_failed
-        result.status = "Succeeded" if result.failed is None and error is None else "Failed"
-        _best_effort(lambda: collect(ctx), result.warnings, "collecting outputs")
-        if settings.embedded:
-            _best_effort(lambda: forget_uploads(ctx), result.warnings, "cleaning the embedded store")
+        if settings.embedded and store_dir.resolve() == runs_dir / STORE_DIRNAME:  # the runs dir's own store
+            _best_effort(lambda: drop_abandoned(store, runs_dir), None)
+        run_dir = _run_directory(runs_dir, record)
+        with run_lock(run_dir, record.run_id):
+            run_id = record.run_id
+            _point_latest(runs_dir, run_id)
+            where = "embedded" if settings.embedded else settings.endpoint_url
+            result = RunResult(
+                run_id=run_id,
+                status="Running",
+                run_dir=run_dir,
+                template=template_path,
+                engine=engine.name,
+                store=f"{where} s3://{settings.bucket}/{run_id}/",
+                parameters=parameters,
+                changed=changed,
+                retries=record.retries,
+            )
+            ctx = RunContext(
+                workflow=workflow,
+                run_id=run_id,
+                store=store,
+                engine=engine,
+                run_dir=run_dir,
+                result=result,
+                console=console,
+                keep_work=options.keep_work,
+                upload_failed_outputs=options.upload_failed_outputs,
+                collect_max_bytes=options.collect_max_bytes,
+                secrets={**store_secrets(workflow, settings), **options.secrets},
+                global_scope=_global_scope(workflow, run_id, record.uid, parameters),
+                earlier=options.retry.earlier_nodes() if options.retry is not None else {},
+                record=record,
+                step_env=store_flags_env(options, settings),
+            )
+            if options.retry is not None:
+                ctx.uploaded += options.retry.record.uploaded_elsewhere
+            ctx.save_record()
+            again = f", retry {record.retries}" if record.retries else ""
+            print(f"kolora run: {run_id} ({workflow.name}, engine {engine.name}, {settings.label}{again})", file=console)
+            walker = DagWalker(ctx)
+            with _interruptible(ctx, started, console):
+                error = _guarded(walker.run_entrypoint, result)
+                main_failed = result.failed
+                status = "Succeeded" if main_failed is None and error is None else ("Error" if error else "Failed")
+                if workflow.on_exit is not None:
+                    exit_error = _guarded(lambda: walker.run_exit_handler(status), result)
+                    error = error or exit_error
+                    if main_failed is not None and result.failed is not main_failed:
+                        result.warnings.append(
+                            f"the onExit handler failed too ({result.failed.message if result.failed else ''})"
+                        )
+                        result.failed = main_failed
+            result.status = "Succeeded" if result.failed is None and error is None else "Failed"
+            ctx.save_record()
+            _best_effort(lambda: collect(ctx), result.warnings, "collecting outputs")
+            if settings.embedded and result.ok:  # a failed run's artifacts stay for its retry (drop_abandoned)
+                _best_effort(lambda: forget_uploads(ctx), result.warnings, "cleaning the embedded store")
     if result.ok and not options.keep_work:
         shutil.rmtree(ctx.work_dir, ignore_errors=True)
     result.duration = time.monotonic() - started
@@ -224,6 +245,54 @@ def run_workflow(options: RunOptions) -> RunResult:
     if error is not None:
         raise error
     return result
+
+
+def _new_record(
+    options: RunOptions,
+    workflow: WorkflowSpec,
+    template: Path,
+    parameters: Mapping[str, str],
+    configs: dict[str, str],
+    engine: str,
+) -> RunRecord:
+    """What `run.json` starts with: the run as given (a retry: the earlier run's id, uid and start, one more retry)."""
+    record = RunRecord(
+        run_id="",
+        workflow=workflow.name,
+        template=str(template.resolve()),
+        template_sha256=file_sha256(template),
+        parameters=dict(parameters),
+        given=sorted(options.parameters),
+        configs=configs,
+        engine=engine,
+        store=StoreRecord(embedded=options.s3 is None, bucket=""),  # filled in once the store is up
+        uid=str(uuid.uuid4()),
+        started=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    if options.retry is not None:
+        earlier = options.retry.record
+        record.run_id, record.uid, record.started = earlier.run_id, earlier.uid, earlier.started
+        record.retries = earlier.retries + 1
+    return record
+
+
+def _store_record(settings: S3Settings, store_dir: Path) -> StoreRecord:
+    """Where a retry finds the run's artifacts: the embedded store's directory, or the endpoint (keys: the env's)."""
+    if settings.embedded:
+        return StoreRecord(embedded=True, bucket=settings.bucket, store_dir=str(store_dir.resolve()))
+    return StoreRecord(embedded=False, bucket=settings.bucket, endpoint=settings.endpoint_url, region=settings.region)
+
+
+def _run_directory(runs_dir: Path, record: RunRecord) -> Path:
+    """A new run's directory under a fresh id (set in `record`), or, for a retry (the id set), the run's own."""
+    if record.run_id:
+        return runs_dir / record.run_id
+    record.run_id = new_run_id(record.workflow)
+    while (runs_dir / record.run_id).exists():
+        record.run_id = new_run_id(record.workflow)
+    run_dir = runs_dir / record.run_id
+    (run_dir / "logs").mkdir(parents=True)
+    return run_dir
 
 
 def failure_report(result: RunResult, lines: int = LOG_TAIL) -> str:
@@ -242,10 +311,10 @@ def failure_report(result: RunResult, lines: int = LOG_TAIL) -> str:
     return head + "; last lines of its log:\n" + "\n".join(f"  {line}" for line in tail)
 
 
-def _global_scope(workflow: WorkflowSpec, run_id: str, parameters: Mapping[str, str]) -> dict[str, str]:
+def _global_scope(workflow: WorkflowSpec, run_id: str, uid: str, parameters: Mapping[str, str]) -> dict[str, str]:
     return {
         "workflow.name": run_id,
-        "workflow.uid": str(uuid.uuid4()),
+        "workflow.uid": uid,  # a retry keeps it, as argo retry does
         "workflow.namespace": "local",
         "workflow.mainEntrypoint": workflow.entrypoint,
         "workflow.status": "Running",
@@ -266,8 +335,11 @@ def _guarded(action: object, result: RunResult) -> KoloraError | None:
 
 
 @contextlib.contextmanager
-def _interruptible(result: RunResult, started: float, console: TextIO) -> Iterator[None]:
-    """Ctrl-C, SIGTERM (the engine has stopped the step by now) or a crash: summary written and shown, then re-raised."""
+def _interruptible(ctx: RunContext, started: float, console: TextIO) -> Iterator[None]:
+    """Ctrl-C, SIGTERM (the engine has stopped the step by now) or a crash: summary and record written, re-raised.
+
+    The run's artifacts stay in the store, so that `kolora run --retry` can go on from here."""
+    result = ctx.result
     try:
         yield
     except BaseException:
@@ -275,6 +347,7 @@ def _interruptible(result: RunResult, started: float, console: TextIO) -> Iterat
             if node.phase == "Pending":  # not one of the step executor's (it records its own, with its duration)
                 node.phase, node.message = "Failed", INTERRUPTED
         result.status, result.duration = "Failed", time.monotonic() - started
+        ctx.save_record()
         _best_effort(lambda: print(write_summary(result), end="", file=console))
         raise
 

@@ -32,6 +32,8 @@ class NodeRecord:
     result: str | None = None
     log: Path | None = None
     scratch: Path | None = None
+    attempts: int = 0  # pods run for this node so far, over a run and its retries: a new pod never reuses a number
+    reused: bool = False  # succeeded in an earlier invocation of the run; kept as it was by `kolora run --retry`
 
 
 @dataclass
@@ -53,6 +55,7 @@ class RunResult:
     warnings: list[str] = field(default_factory=list)
     summary: str = ""
     flattened: bool = False  # the workflow names its summary artifacts (kolora.dev/summary-artifacts)
+    retries: int = 0  # how many times `kolora run --retry` has rerun this run, this invocation included
 
     @property
     def ok(self) -> bool:

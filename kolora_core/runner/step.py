@@ -77,8 +77,7 @@ class StepExecutor:
         scope.update({f"outputs.artifacts.{k}.path": v for k, v in out_paths.items()})
         scope.update({f"outputs.parameters.{k}.path": v for k, v in param_paths.items()})
         node.log = self.ctx.run_dir / "logs" / f"{node.node}.log"
-        attempt, scratch = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
-        pod = pod_name(node, attempt)
+        pod, scratch = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
         node.exit_code = 0
         for spec in template.output_parameters:
             node.parameters[spec.name] = self._output_parameter(node, spec, param_paths, scratch, where, started)
@@ -92,7 +91,7 @@ class StepExecutor:
         node.phase, node.duration = "Succeeded", time.monotonic() - started
         self.ctx.say(f"--- {node.display}: Succeeded in {node.duration:.1f}s")
         if not self.ctx.keep_work:
-            for number in range(attempt + 1):
+            for number in range(node.attempts):  # a retried run's earlier pods too
                 shutil.rmtree(self.ctx.work_dir / pod_name(node, number), ignore_errors=True)
             node.scratch = None
 
@@ -107,17 +106,27 @@ class StepExecutor:
         out_paths: dict[str, str],
         sources: dict[str, Source],
         started: float,
-    ) -> tuple[int, Path]:
-        """Attempts until one exits 0 (returns its number and scratch dir) or retryStrategy gives up (`StepFailed`)."""
+    ) -> tuple[str, Path]:
+        """Attempts until one exits 0 (returns its pod name and scratch dir) or retryStrategy gives up (`StepFailed`).
+
+        Pods are numbered on from the node's earlier attempts (`NodeRecord.attempts`: those of a run being retried),
+        so a new pod never takes an old one's scratch dir or default keys. Ctrl-C or a stop signal during an attempt:
+        the engine has stopped the step, whose outputs (what it saved) are uploaded, then the interrupt goes on."""
         where = f"task '{node.display}'"
         attempt = 0
         while True:
-            pod = pod_name(node, attempt)
+            pod = pod_name(node, node.attempts)
             scratch = self.ctx.work_dir / pod
             node.scratch = scratch
-            code, seconds = self._attempt(node, template, pod, dict(scope), in_paths, sources, attempt, started)
+            node.attempts += 1
+            try:
+                code, seconds = self._attempt(node, template, pod, dict(scope), in_paths, sources, attempt, started)
+            except BaseException as exc:
+                if not isinstance(exc, Exception) and self.ctx.upload_failed_outputs:
+                    self._upload_after_interrupt(node, template, out_paths, scope, scratch, pod)
+                raise
             if code == 0:
-                return attempt, scratch
+                return pod, scratch
             node.exit_code = code
             if self.ctx.upload_failed_outputs:
                 self._upload_after_failure(node, template, out_paths, scope, scratch, pod)
@@ -302,8 +311,26 @@ class StepExecutor:
         self.ctx.uploaded += self.ctx.store.upload(host, key, archive=art.archive)
         return ArtifactRef(key=key, archive=art.archive, path=path)
 
-    def _upload_after_failure(
+    def _upload_after_interrupt(
         self, node: NodeRecord, template: TemplateSpec, paths: dict[str, str], scope: dict[str, str], scratch: Path, pod: str
+    ) -> None:
+        """After `argo stop` Argo's wait container uploads the stopped pod's outputs: what the step saved at SIGTERM
+        (train's checkpoint) reaches the store, where `kolora run --retry` finds it. A second Ctrl-C skips it; a store
+        that fails it is one log line, the interrupt stays the run's outcome."""
+        try:
+            self._upload_after_failure(node, template, paths, scope, scratch, pod, "the stopped step's outputs")
+        except (KoloraError, OSError) as exc:
+            self._log(node, f"--- kolora run: the stopped step's outputs were not uploaded: {exc}")
+
+    def _upload_after_failure(
+        self,
+        node: NodeRecord,
+        template: TemplateSpec,
+        paths: dict[str, str],
+        scope: dict[str, str],
+        scratch: Path,
+        pod: str,
+        what: str = "the failed attempt's outputs",
     ) -> None:
         """What Argo's wait container does after the main container failed: upload every output path that exists."""
         where = f"task '{node.display}'"
@@ -317,7 +344,7 @@ class StepExecutor:
             self.ctx.uploaded += keys
             sent.append(f"{art.name} ({len(keys)} object{'s' if len(keys) != 1 else ''})")
         if sent:
-            self._log(node, f"--- kolora run: uploaded the failed attempt's outputs, as Argo does: {', '.join(sent)}")
+            self._log(node, f"--- kolora run: uploaded {what}, as Argo does: {', '.join(sent)}")
 
 
 def pod_name(node: NodeRecord, attempt: int) -> str:

@@ -24,7 +24,8 @@ PUBLISHED = re.compile(r"^(?:kolora \w+: )?((?:already )?published s3://\S+.*)$"
 
 def build_summary(result: RunResult) -> str:
     lines = [
-        f"kolora run {result.run_id}: {result.status} in {_duration(result.duration)}",
+        f"kolora run {result.run_id}: {result.status} in {_duration(result.duration)}"
+        + (f" (retry {result.retries})" if result.retries else ""),
         f"  template {_show(result.template)}  engine {result.engine}  store {result.store}",
     ]
     if result.parameters:
@@ -77,7 +78,7 @@ def _step_lines(nodes: list[NodeRecord]) -> list[str]:
             continue
         for node in group:
             note = ""
-            if node.phase in ("Skipped", "Omitted", "Failed") and node.message:
+            if (node.phase in ("Skipped", "Omitted", "Failed") or node.reused) and node.message:
                 note = f"  ({_clip(node.message, 60)})"
             timing = _duration(node.duration) if node.phase in ("Succeeded", "Failed") else ""
             lines.append(f"  {_clip(node.display, width):<{width}}  {node.phase:<9}  {timing:>7}{note}".rstrip())
