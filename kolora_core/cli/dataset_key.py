@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
 from kolora_core.errors import KoloraError
 from workflows.options import DATASET_KEY_PARAM
+
+if TYPE_CHECKING:  # a type only: `kolora submit` checks keys without talking to a store
+    from kolora_core.storage.s3 import S3Store
 
 
 def clean_dataset_key(key: str, what: str) -> str:
@@ -30,3 +37,19 @@ def check_dataset_key(params: dict[str, str]) -> None:
     params[DATASET_KEY_PARAM] = clean_dataset_key(key, f"-p {DATASET_KEY_PARAM}")
     if params.get("dataset"):
         raise KoloraError(f"give -p dataset or -p {DATASET_KEY_PARAM}, not both (the run reads the key's images)")
+
+
+def check_dataset_key_stored(store: S3Store, params: Mapping[str, str]) -> None:
+    """Refuse `-p dataset-key` with nothing stored under it, naming the keys beside it that are: a mistyped key
+    otherwise starts the run and fails in ingest (Argo skips an optional artifact it does not find)."""
+    key = params.get(DATASET_KEY_PARAM)
+    if not key or store.exists(key) or store.list_keys(f"{key}/"):
+        return
+    parent = key.rsplit("/", 1)[0] if "/" in key else ""
+    siblings = sorted({k[len(parent) + 1 :].split("/", 1)[0] for k in store.list_keys(f"{parent}/")}) if parent else []
+    near = [f"{parent}/{name}" for name in difflib.get_close_matches(key.rsplit("/", 1)[-1], siblings, n=3)]
+    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    raise KoloraError(
+        f"-p {DATASET_KEY_PARAM}={key}: nothing is stored under s3://{store.bucket}/{key}/ on {store.settings.label}{hint}: "
+        f"upload the folder first with `kolora upload FOLDER {key}` (the same --runs-dir or --s3-endpoint as the run)"
+    )

@@ -20,7 +20,7 @@ import math
 import sys
 from pathlib import Path
 
-from kolora_core.cli.dataset_key import check_dataset_key
+from kolora_core.cli.dataset_key import check_dataset_key, check_dataset_key_stored
 from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
@@ -135,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         runs_dir=args.runs_dir,
         keep_work=args.keep_work,
         collect_max_bytes=int(args.collect_max_gb * 2**30),
+        store_checks=(check_dataset_key_stored,),
     )
 
 

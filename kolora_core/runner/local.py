@@ -19,7 +19,7 @@ import sys
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -74,6 +74,9 @@ class RunOptions:
     repo_root: Path = REPO_ROOT
     # `kolora run --retry`: rerun this earlier run in place (its id, directory, uid; its succeeded steps kept)
     retry: RetryPlan | None = None
+    # checks of the parameters against the store, once it answers and before anything is written (the CLI's: a
+    # `-p dataset-key` with nothing under it); each raises KoloraError
+    store_checks: tuple[Callable[[S3Store, Mapping[str, str]], None], ...] = ()
 
 
 def resolve_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -178,6 +181,8 @@ def run_workflow(options: RunOptions) -> RunResult:
         open_at_command_line(store)  # before anything is written: a dead endpoint costs one line and no run directory
         declared = {p.name for p in workflow.parameters}
         parameters |= {k: v for k, v in store_parameters(settings).items() if k in declared and k not in options.parameters}
+        for check in options.store_checks:
+            check(store, parameters)
         record.store = _store_record(settings, store_dir)
         runs_dir = options.runs_dir.resolve()
         if settings.embedded and store_dir.resolve() == runs_dir / STORE_DIRNAME:  # the runs dir's own store

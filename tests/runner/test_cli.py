@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kolora_core.cli import main
+from kolora_core.cli.dataset_key import check_dataset_key_stored
 from kolora_core.cli.run import options_from_args, register
 from kolora_core.errors import KoloraError
 from kolora_core.runner import engine
@@ -317,3 +318,23 @@ def test_a_second_ctrl_c_during_the_grace_still_kills_the_step(monkeypatch: pyte
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_dataset_key_with_nothing_stored_is_refused_before_the_run(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo in -p dataset-key ended in ingest ("did not arrive"), after the run had started: now one line before
+    anything is written, naming the keys beside it; a stored key (a folder or one object) passes the check."""
+    folder = tmp_path / "style"
+    folder.mkdir()
+    (folder / "a.txt").write_text("a", encoding="utf-8")
+    store.upload_tree(folder, "cli-datasets/my-style")
+    store.upload_file(folder / "a.txt", "cli-datasets/one.parquet")
+    runs = tmp_path / "runs"
+    assert cli(store, runs, "--profile", "smoke", "-p", "dataset-key=cli-datasets/my-styel") == 2  # the rendered pipeline
+    err = capsys.readouterr().err
+    assert err.startswith("kolora run: error: -p dataset-key=cli-datasets/my-styel: nothing is stored under ")
+    assert "(did you mean cli-datasets/my-style?)" in err and "`kolora upload FOLDER cli-datasets/my-styel`" in err
+    assert not runs.exists() or not [p for p in runs.iterdir() if p.name != ".store"]  # no run directory
+    for key in ("cli-datasets/my-style", "cli-datasets/one.parquet", ""):
+        check_dataset_key_stored(store, {"dataset-key": key})
