@@ -27,11 +27,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kolora_core.cli.store_args import add_release_store_arguments, open_store
+from kolora_core.cli.store_args import add_release_store_arguments, open_store, store_flags
 from kolora_core.config import load_config
 from kolora_core.errors import KoloraError
 from kolora_core.release.pointer import rollback
 from kolora_core.release.promote import promote, promote_key
+from kolora_core.release.recovery import reset_command
 from kolora_core.storage.objects import S3StoreStorage
 
 
@@ -71,9 +72,10 @@ def _checked(args: argparse.Namespace) -> str | None:
 
 def _publish_command(args: argparse.Namespace) -> int:
     name = _checked(args)
-    with open_store(args) as store:
+    with open_store(args, create=False) as store:
         if name is not None:
-            line = rollback(S3StoreStorage(store), args.prefix, name, args.rollback)
+            reset = reset_command(args.prefix, name, store_flags(args))
+            line = rollback(S3StoreStorage(store), args.prefix, name, args.rollback, reset)
         elif args.release is not None:
             line = promote(store, args.release, args.prefix)
         else:

@@ -16,6 +16,7 @@ import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
+from kolora_core.errors import KoloraError
 from kolora_core.release.promote import DEFAULT_PREFIX
 from kolora_core.storage.address import DEFAULT_RUNS_DIR, embedded_flags, endpoint_flags, hinted_flags
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
@@ -59,12 +60,19 @@ def store_dir(args: argparse.Namespace) -> Path:
 
 @contextlib.contextmanager
 def open_store(
-    args: argparse.Namespace, unreachable_fix: str = UNREACHABLE_FIX, *, at_command_line: bool = False
+    args: argparse.Namespace, unreachable_fix: str = UNREACHABLE_FIX, *, at_command_line: bool = False, create: bool = True
 ) -> Iterator[S3Store]:
     """The store, its bucket created if missing; the embedded one runs for as long as the `with` block.
 
     `at_command_line`: a command only a person runs (`kolora upload`), where a store that fails on first contact is
-    exit 2 even when transient (`open_at_command_line`); the workflow's steps (champion, publish) keep exit 75."""
+    exit 2 even when transient (`open_at_command_line`); the workflow's steps (champion, publish) keep exit 75.
+    `create=False` (the release commands): an embedded store that does not exist yet is refused, not made: releases
+    are in the store `kolora run` made, and a mistyped --runs-dir would otherwise find "nothing" in a new empty one."""
+    if embedded(args) and not create and not store_dir(args).is_dir():
+        raise KoloraError(
+            f"--runs-dir {runs_dir(args)}: no embedded store there ({store_dir(args)} does not exist): give the --runs-dir "
+            "of the kolora run whose releases these are (nothing was created)"
+        )
     server: contextlib.AbstractContextManager[S3Settings] = (
         EmbeddedS3(store_dir(args), args.bucket)
         if embedded(args)

@@ -132,7 +132,7 @@ def compare(
     scored now, so there is nothing to compare).
     """
     if champion is None:
-        return Comparison(NONE, reason="no champion yet (the first release of this model): the absolute threshold only")
+        return Comparison(NONE, reason="no champion (none promoted yet, or latest.json cleared): the absolute threshold only")
     found = Comparison(FOUND, champion.version)
     try:
         theirs = collect_generations(champion.root / IMAGES_DIR)

@@ -24,7 +24,7 @@ from kolora_core.release.assemble import RELEASE_MANIFEST
 from kolora_core.storage.errors import ArtifactNotFound
 from kolora_core.storage.objects import Storage
 
-INCOMPLETE = "is missing: the version was never completely published"  # release.json is written last
+INCOMPLETE = "is missing: the version was never completely published, or it was deleted since"  # release.json is written last
 
 
 class DamagedRelease(KoloraError):

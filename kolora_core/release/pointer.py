@@ -83,7 +83,7 @@ def _was(current: tuple[bytes, str] | None) -> str:
     return pointed_version(current[0]) or "no release (cleared)"
 
 
-def rollback(storage: Storage, prefix: str, name: str, version: str) -> str:
+def rollback(storage: Storage, prefix: str, name: str, version: str, reset_command: str = "`kolora champion --reset`") -> str:
     """Point `<prefix>/<name>/latest.json` at the published, intact `version`; returns what happened, in one line."""
     if not is_plain_version(version):
         raise KoloraError(f"--rollback {version!r} is not a version name (letters, digits, '.', '_', '-')")
@@ -101,7 +101,7 @@ def rollback(storage: Storage, prefix: str, name: str, version: str) -> str:
         choose = f"choose another version ({name_some(others, 5)}) or " if others else ""
         raise KoloraError(
             f"{name} {version} is damaged, so latest.json is not pointed at it: {damaged}; "
-            f"{choose}clear latest.json with `kolora champion --reset`"
+            f"{choose}clear latest.json with {reset_command}"
         ) from None
     body = canonical(pointer_for(release, f"{base}/{version}/"))
     if current is not None and current[0] == body:

@@ -118,7 +118,8 @@ def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[st
         if constrained and seen != expected:
             raise KoloraError(
                 f"{latest_key} points at {seen or 'no release'}, but {release['name']} {release['version']} was evaluated "
-                f"against {expected or 'no champion'}: another promotion moved it meanwhile; rerun to compare with it"
+                f"against {expected or 'no champion'}: another promotion moved it meanwhile; start a new run to compare "
+                "with it (a retry keeps the comparison it made)"
             )
         try:
             if current is None:

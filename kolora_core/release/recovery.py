@@ -42,23 +42,36 @@ def rollback_target(storage: Storage, base: str, damaged: DamagedRelease) -> tup
     return (others[0] if len(others) == 1 else None), others
 
 
+def _where(prefix: str, store_flags: list[str]) -> list[str]:
+    """The flags naming the store and (where it is not the default) the prefix."""
+    return [*(["--prefix", prefix] if prefix.strip("/") != DEFAULT_PREFIX else []), *store_flags]
+
+
+def reset_command(prefix: str, name: str, store_flags: list[str]) -> str:
+    """`kolora champion --reset` for this model and store, to paste."""
+    return kolora_command("champion", "--reset", "--name", name, *_where(prefix, store_flags))
+
+
 def champion_advice(storage: Storage, prefix: str, name: str, damaged: DamagedRelease, store_flags: list[str]) -> str:
     """One line: what is damaged, why the run stops there, and the commands that fix it."""
     base = release_base(prefix, name)
-    where = [*(["--prefix", prefix] if prefix.strip("/") != DEFAULT_PREFIX else []), *store_flags]
+    where = _where(prefix, store_flags)
     model = ["--name", name, *where]
     latest = f"{base}/{LATEST}"
     what = f"the champion {name} {damaged.version}" if damaged.version else f"the champion pointer {latest}"
     steps: list[str] = []
     target, others = rollback_target(storage, base, damaged)
     if others:
-        pick = "" if target else f" (VERSION: one of {name_some(others, 5)})"
+        pick = "" if target else f" (VERSION: one of {name_some(others, 5)}; the rollback checks every file first)"
         rollback = kolora_command("publish", "--rollback", target or "VERSION", *model)
         steps.append(f"to point {latest} back at an intact version: {rollback}{pick}")
     if damaged.version and damaged.problem == INCOMPLETE:
         complete = kolora_command("publish", "--release", "DIR", *where)
-        steps.append(f"to complete {damaged.version} from the release folder DIR of the run that published it: {complete}")
-    steps.append(f"to clear {latest}, so that the next run has no champion: {kolora_command('champion', '--reset', *model)}")
+        steps.append(
+            f"to complete {damaged.version} from the release folder DIR of the run that published it (locally "
+            f"runs/<run-id>/publish/release): {complete}"
+        )
+    steps.append(f"to clear {latest}, so that the next run has no champion: {reset_command(prefix, name, store_flags)}")
     todo = "; or ".join(steps)
     return (
         f"{what} is damaged: {damaged}. A damaged champion is neither compared with nor promoted over "

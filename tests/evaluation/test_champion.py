@@ -174,6 +174,6 @@ def test_no_champion_is_the_first_release_not_an_error(
 ) -> None:
     report = _evaluate(stage_inputs, tmp_path / "out", monkeypatch, QueueAesthetic([6.3] * 8))
     assert report["champion"]["status"] == "none" and report["gate"]["result"] == "passed"
-    assert "no champion yet" in report["gate"]["reason"]
+    assert "no champion (none promoted yet, or latest.json cleared)" in report["gate"]["reason"]
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
-    assert "no champion yet" in page and page.count("data:image/jpeg;base64,") == 9
+    assert "no champion (none promoted yet, or latest.json cleared)" in page and page.count("data:image/jpeg;base64,") == 9

@@ -111,7 +111,7 @@ def test_two_promotions_over_one_champion_move_latest_once(store: S3Store, tmp_p
     results = _race(store, tmp_path, [two, three])
     assert sorted(code for code, _, _ in results) == [0, 2], results
     lost = next(err for code, _, err in results if code == 2).strip()
-    assert "was evaluated against v1: another promotion moved it meanwhile; rerun to compare with it" in lost
+    assert "was evaluated against v1: another promotion moved it meanwhile; start a new run to compare with it" in lost
     assert "\n" not in lost
     latest = json.loads(storage.get(f"models/kolora/{LATEST}"))["version"]
     winner_out = next(out for code, out, _ in results if code == 0)

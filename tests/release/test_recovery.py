@@ -239,7 +239,7 @@ def test_without_a_record_of_the_replaced_version_the_user_picks(tmp_path: Path)
     advice = champion_advice(storage, "team/models", "kolora", _damaged(storage, "team/models", tmp_path / "c"), cluster)
     assert (
         "`kolora publish --rollback VERSION --name kolora --prefix team/models --s3-endpoint '' --bucket team "
-        "--region eu-west-1` (VERSION: one of v1, v2)"
+        "--region eu-west-1` (VERSION: one of v1, v2; the rollback checks every file first)"
     ) in advice
 
 
@@ -252,8 +252,9 @@ def test_the_advice_for_an_unfinished_version_offers_completing_it(tmp_path: Pat
     assert advice.startswith("the champion kolora v1 is damaged: models/kolora/v1/release.json is missing: the version")
     assert "kolora publish --rollback" not in advice  # no other version to go back to
     assert (
-        "To complete v1 from the release folder DIR of the run that published it: `kolora publish --release DIR "
-        "--runs-dir runs`; or to clear models/kolora/latest.json, so that the next run has no champion: "
+        "To complete v1 from the release folder DIR of the run that published it (locally "
+        "runs/<run-id>/publish/release): `kolora publish --release DIR --runs-dir runs`; or to clear "
+        "models/kolora/latest.json, so that the next run has no champion: "
         "`kolora champion --reset --name kolora --runs-dir runs`"
     ) in advice
 
@@ -285,3 +286,26 @@ def test_the_cli_rolls_back_and_resets_on_s3(
     with pytest.raises(SystemExit):  # where the releases are is never guessed: one of the two flags
         kolora(["champion", "--reset", "--name", "kolora"])
     assert "one of the arguments --s3-endpoint --runs-dir is required" in capsys.readouterr().err
+
+
+def test_the_release_commands_never_make_an_embedded_store(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A mistyped --runs-dir found "nothing to clear" in a new, empty store it had just made: refused, nothing made."""
+    typo = tmp_path / "runz"
+    for argv in (["champion", "--reset", "--name", "kolora"], ["publish", "--rollback", "v1", "--name", "kolora"]):
+        assert kolora([*argv, "--runs-dir", str(typo)]) == KoloraError.exit_code, argv
+        assert f"--runs-dir {typo}: no embedded store there" in capsys.readouterr().err
+    assert not typo.exists()
+
+
+def test_a_damaged_rollback_target_advises_the_reset_with_this_store(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
+    endpoint = ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+    storage = S3StoreStorage(store)
+    _published(storage, tmp_path, "r1", "r2")
+    storage.put("models/kolora/r1/grid.png", b"tampered")
+    assert kolora(["publish", "--rollback", "r1", "--name", "kolora", *endpoint]) == KoloraError.exit_code
+    reset = f"`kolora champion --reset --name kolora --s3-endpoint {store.settings.endpoint_url} --bucket {store.bucket}`"
+    assert f"clear latest.json with {reset}" in capsys.readouterr().err
