@@ -28,7 +28,8 @@ def promote(store: S3Store, release_dir: Path, prefix: str = DEFAULT_PREFIX) -> 
     where = f"s3://{store.bucket}/{result.version_prefix}"
     if result.status == "published":
         return f"published {where} ({len(result.uploaded)} objects written, latest: s3://{store.bucket}/{result.latest_key})"
-    return f"already published {where} with the same LoRA; latest: s3://{store.bucket}/{result.latest_key}"
+    moved = "moved to it" if result.latest_key in result.uploaded else "unchanged"  # a rollback or reset may have moved it
+    return f"already published {where} with the same LoRA; latest.json {moved}: s3://{store.bucket}/{result.latest_key}"
 
 
 def promote_key(store: S3Store, key: str, prefix: str = DEFAULT_PREFIX) -> str:

@@ -37,13 +37,27 @@ def test_kolora_publish_publishes_and_never_overwrites_a_version(
     before = sorted(store.list_keys("models/"))
 
     assert _cli(store, monkeypatch, "--release", str(first)) == 0  # the same LoRA again: accepted, nothing written
-    assert "already published" in capsys.readouterr().out
+    assert "already published" in (out := capsys.readouterr().out) and "with the same LoRA; latest.json unchanged" in out
 
     other = _release(tmp_path, "b", fill=1.0, version="v1")
     assert _cli(store, monkeypatch, "--release", str(other)) == KoloraError.exit_code
     err = capsys.readouterr().err.strip()
     assert err.startswith("kolora publish: error: kolora version v1 is already published") and "\n" not in err
     assert sorted(store.list_keys("models/")) == before
+    assert json.loads(S3StoreStorage(store).get(f"models/kolora/{LATEST}"))["version"] == "v1"
+
+
+def test_republishing_says_when_latest_json_moves_back_to_the_version(
+    tmp_path: Path, store: S3Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """After a reset, the same LoRA promoted again makes its version the champion again: the line says latest moved."""
+    release = _release(tmp_path, "a", fill=0.0, version="v1")
+    assert _cli(store, monkeypatch, "--release", str(release)) == 0
+    endpoint = ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+    assert kolora(["champion", "--reset", "--name", "kolora", *endpoint]) == 0
+    capsys.readouterr()
+    assert _cli(store, monkeypatch, "--release", str(release)) == 0
+    assert "already published" in (out := capsys.readouterr().out) and "with the same LoRA; latest.json moved to it" in out
     assert json.loads(S3StoreStorage(store).get(f"models/kolora/{LATEST}"))["version"] == "v1"
 
 
