@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, name_some
 from workflows.options import DATASET_KEY_PARAM
 
 if TYPE_CHECKING:  # a type only: `kolora submit` checks keys without talking to a store
@@ -48,8 +48,11 @@ def check_dataset_key_stored(store: S3Store, params: Mapping[str, str]) -> None:
     parent = key.rsplit("/", 1)[0] if "/" in key else ""
     siblings = sorted({k[len(parent) + 1 :].split("/", 1)[0] for k in store.list_keys(f"{parent}/")}) if parent else []
     near = [f"{parent}/{name}" for name in difflib.get_close_matches(key.rsplit("/", 1)[-1], siblings, n=3)]
-    hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+    hint = f" ({parent}/ holds {name_some(siblings, 5)})" if siblings else ""
+    if near:
+        hint = f" (did you mean {' or '.join(near)}?)"
     raise KoloraError(
         f"-p {DATASET_KEY_PARAM}={key}: nothing is stored under s3://{store.bucket}/{key}/ on {store.settings.label}{hint}: "
-        f"upload the folder first with `kolora upload FOLDER {key}` (the same --runs-dir or --s3-endpoint as the run)"
+        f"give a stored key, or upload the folder first with `kolora upload FOLDER {key}` (the same --runs-dir or "
+        "--s3-endpoint as the run)"
     )

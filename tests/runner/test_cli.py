@@ -336,5 +336,7 @@ def test_a_dataset_key_with_nothing_stored_is_refused_before_the_run(
     assert err.startswith("kolora run: error: -p dataset-key=cli-datasets/my-styel: nothing is stored under ")
     assert "(did you mean cli-datasets/my-style?)" in err and "`kolora upload FOLDER cli-datasets/my-styel`" in err
     assert not runs.exists() or not [p for p in runs.iterdir() if p.name != ".store"]  # no run directory
+    assert cli(store, runs, "--profile", "smoke", "-p", "dataset-key=cli-datasets/zzz") == 2
+    assert "(cli-datasets/ holds my-style, one.parquet): give a stored key, or upload" in capsys.readouterr().err
     for key in ("cli-datasets/my-style", "cli-datasets/one.parquet", ""):
         check_dataset_key_stored(store, {"dataset-key": key})
