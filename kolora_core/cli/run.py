@@ -25,12 +25,15 @@ from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
-from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_report, run_workflow
+from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_head, failure_report, run_workflow
 from kolora_core.runner.retry import plan_retry
 from kolora_core.storage.s3 import DEFAULT_BUCKET, OR_EMBEDDED, S3Settings
 
 DEFAULT_PROFILE = "smoke"
 NEWEST_FAILED = ""  # `--retry` without RUN
+# the way on, at the end of the last line of a stopped run and of a failed one
+GO_ON = "; `kolora run --retry` goes on from what it saved"
+RERUN = "; fix the cause and `kolora run --retry` reruns from the failed step"
 # the options that make a run what it is: a retry takes them from the run's record
 RUN_SHAPING = {"--template": "template", "--profile": "profile", "-p": "parameter", "--engine": "engine",
                "--s3-endpoint": "s3_endpoint", "--bucket": "bucket", "--region": "region"}  # fmt: skip
@@ -174,12 +177,13 @@ def _run_command(args: argparse.Namespace) -> int:
         with stop_signals_raise():
             result = run_workflow(options)
     except KeyboardInterrupt:
-        last_line("kolora run: interrupted; the running step was stopped")
+        last_line(f"kolora run: interrupted; the running step was stopped{GO_ON}")
         return 130
     except Stopped as stop:
-        last_line(f"kolora run: {stop.why}; the running step was stopped")
+        last_line(f"kolora run: {stop.why}; the running step was stopped{GO_ON}")
         return stop.exit_code
     if result.failed is not None:
         print(failure_report(result), file=sys.stderr)
+        print(failure_head(result.failed) + RERUN, file=sys.stderr)  # below the log's tail: the way on, last
         return 1
     return 0

@@ -28,6 +28,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT_NAME = ".script"  # under the scratch dir, i.e. /kolora/.script in the container's view
 Network = Literal["none", "default", "host"]
 STOP_GRACE_S = 10  # SIGTERM first, SIGKILL after this: a train step checkpoints within it
+EXIT_AT_STOP = "kolora_step_exit_code"  # set on the interrupt that `follow` stopped a step for: see `exit_at_stop`
 
 
 @dataclass(frozen=True)
@@ -84,13 +85,24 @@ def follow(proc: subprocess.Popen[bytes], sink: LineSink, stop: Callable[[], Non
     try:
         _wait_unreaped(proc.pid)
         kill_group(proc)
-    except BaseException:
+    except BaseException as exc:
         stop()
+        if not isinstance(exc, Exception):  # Ctrl-C or a stop signal: how the step ended goes on with it
+            setattr(exc, EXIT_AT_STOP, proc.returncode)
         raise
     finally:
         for reader in readers:
             reader.join(timeout=5)
     return proc.returncode
+
+
+def exit_at_stop(exc: BaseException) -> int | None:
+    """The exit code of the step that Ctrl-C or a stop signal (`exc`) stopped, once `follow` has stopped it; None where
+    it is not known (a second Ctrl-C cut the stop short, or the interrupt came before the step started).
+
+    0 means the step finished its work before it was stopped, or within the grace that SIGTERM gives it."""
+    code = getattr(exc, EXIT_AT_STOP, None)
+    return code if isinstance(code, int) else None
 
 
 def _pump(stream: object, name: str, sink: LineSink) -> None:

@@ -33,7 +33,7 @@ from kolora_core.runner.engine import REPO_ROOT
 from kolora_core.runner.engines import get_engine
 from kolora_core.runner.flags import check_config_parameters, config_digests, portable_config_parameters
 from kolora_core.runner.gpu_check import check_gpu_steps
-from kolora_core.runner.records import RunResult
+from kolora_core.runner.records import NodeRecord, RunResult
 from kolora_core.runner.retry import RetryPlan, file_sha256
 from kolora_core.runner.run_record import RunRecord, StoreRecord, run_lock
 from kolora_core.runner.spec import WorkflowSpec
@@ -305,8 +305,7 @@ def failure_report(result: RunResult, lines: int = LOG_TAIL) -> str:
     node = result.failed
     if node is None:
         return ""
-    why = f"exit {node.exit_code}" if node.exit_code is not None and node.exit_code > 0 else node.message
-    head = f"kolora run: step {node.node} failed ({why})"
+    head = failure_head(node)
     tail: list[str] = []
     if node.log is not None and node.log.is_file():
         with node.log.open(encoding="utf-8", errors="replace") as fh:
@@ -314,6 +313,12 @@ def failure_report(result: RunResult, lines: int = LOG_TAIL) -> str:
     if not tail:
         return head
     return head + "; last lines of its log:\n" + "\n".join(f"  {line}" for line in tail)
+
+
+def failure_head(node: NodeRecord) -> str:
+    """`kolora run: step <node> failed (exit N)`: the failure report's first line."""
+    why = f"exit {node.exit_code}" if node.exit_code is not None and node.exit_code > 0 else node.message
+    return f"kolora run: step {node.node} failed ({why})"
 
 
 def _global_scope(workflow: WorkflowSpec, run_id: str, uid: str, parameters: Mapping[str, str]) -> dict[str, str]:

@@ -25,6 +25,7 @@ from kolora_core.runner.context import RunContext
 from kolora_core.runner.records import ArtifactRef, NodeRecord
 from kolora_core.runner.run_record import RECORD_FILE, RunRecord, is_locked, node_from_json, read_record
 from kolora_core.runner.spec import TemplateSpec
+from kolora_core.runner.step import INTERRUPTED
 from kolora_core.storage.s3 import S3Store
 
 KEPT = "succeeded before the retry; kept"
@@ -123,7 +124,8 @@ def reuse(ctx: RunContext, node: NodeRecord, template: TemplateSpec, keep: bool 
     node.attempts = earlier.attempts
     node.log = ctx.run_dir / "logs" / f"{node.node}.log"
     if not keep or earlier.phase != "Succeeded" or earlier.template != template.name:
-        _log(node, f"--- kolora run: retry {ctx.result.retries} of the run: {node.display} runs again ({earlier.phase} before)")
+        before = "interrupted" if earlier.phase == "Failed" and earlier.message == INTERRUPTED else earlier.phase
+        _log(node, f"--- kolora run: retry {ctx.result.retries} of the run: {node.display} runs again ({before} before)")
         return False
     gone = [name for name, ref in earlier.artifacts.items() if not stored(ctx.store, ref)]
     if gone:

@@ -18,7 +18,7 @@ from pathlib import Path, PurePosixPath
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.context import RunContext, StepFailed
-from kolora_core.runner.engine import Network, StepRun
+from kolora_core.runner.engine import Network, StepRun, exit_at_stop
 from kolora_core.runner.expressions import should_retry, substitute
 from kolora_core.runner.records import ArtifactRef, NodeRecord
 from kolora_core.runner.spec import ArtifactSpec, ParamSpec, TemplateSpec
@@ -47,7 +47,8 @@ class StepExecutor:
         try:
             self._run(node, template, params, sources, started)
         except BaseException as exc:
-            if node.phase != "Failed":  # `_fail` has recorded a StepFailed already
+            if node.phase not in ("Failed", "Succeeded"):  # `_fail` has recorded a StepFailed already; a step that
+                # finished as it was stopped is Succeeded, and the interrupt goes on after it
                 node.phase, node.duration = "Failed", time.monotonic() - started
                 node.message = (str(exc) or type(exc).__name__) if isinstance(exc, Exception) else INTERRUPTED
             raise
@@ -77,7 +78,26 @@ class StepExecutor:
         scope.update({f"outputs.artifacts.{k}.path": v for k, v in out_paths.items()})
         scope.update({f"outputs.parameters.{k}.path": v for k, v in param_paths.items()})
         node.log = self.ctx.run_dir / "logs" / f"{node.node}.log"
-        pod, scratch = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
+        pod, scratch, interrupt = self._attempts(node, template, scope, in_paths, out_paths, sources, started)
+        try:
+            self._succeed(node, template, scope, param_paths, out_paths, pod, scratch, started)
+        finally:
+            if interrupt is not None:  # the step exited 0 as Ctrl-C or a stop signal stopped it: the run stops now
+                raise interrupt
+
+    def _succeed(
+        self,
+        node: NodeRecord,
+        template: TemplateSpec,
+        scope: dict[str, str],
+        param_paths: dict[str, str],
+        out_paths: dict[str, str],
+        pod: str,
+        scratch: Path,
+        started: float,
+    ) -> None:
+        """After the attempt that exited 0: output parameters read, output artifacts uploaded, the node Succeeded."""
+        where = f"task '{node.display}'"
         node.exit_code = 0
         for spec in template.output_parameters:
             node.parameters[spec.name] = self._output_parameter(node, spec, param_paths, scratch, where, started)
@@ -106,12 +126,14 @@ class StepExecutor:
         out_paths: dict[str, str],
         sources: dict[str, Source],
         started: float,
-    ) -> tuple[str, Path]:
+    ) -> tuple[str, Path, BaseException | None]:
         """Attempts until one exits 0 (returns its pod name and scratch dir) or retryStrategy gives up (`StepFailed`).
 
         Pods are numbered on from the node's earlier attempts (`NodeRecord.attempts`: those of a run being retried),
         so a new pod never takes an old one's scratch dir or default keys. Ctrl-C or a stop signal during an attempt:
-        the engine has stopped the step, whose outputs (what it saved) are uploaded, then the interrupt goes on."""
+        the engine has stopped the step, whose outputs (what it saved) are uploaded, then the interrupt goes on. If
+        the stopped step exited 0 (it finished its work, maybe within the grace SIGTERM gave it), it succeeded: the
+        interrupt is returned third, for the caller to raise once the node is Succeeded with its outputs."""
         where = f"task '{node.display}'"
         attempt = 0
         while True:
@@ -122,11 +144,19 @@ class StepExecutor:
             try:
                 code, seconds = self._attempt(node, template, pod, dict(scope), in_paths, sources, attempt, started)
             except BaseException as exc:
-                if not isinstance(exc, Exception) and self.ctx.upload_failed_outputs:
+                if isinstance(exc, Exception):
+                    raise
+                stopped_code = exit_at_stop(exc)
+                if stopped_code == 0:
+                    self._log(node, "--- kolora run: the step exited 0 as it was stopped: it finished, its outputs are kept")
+                    return pod, scratch, exc
+                if stopped_code is not None:
+                    node.exit_code = stopped_code
+                if self.ctx.upload_failed_outputs:
                     self._upload_after_interrupt(node, template, out_paths, scope, scratch, pod)
                 raise
             if code == 0:
-                return pod, scratch
+                return pod, scratch, None
             node.exit_code = code
             if self.ctx.upload_failed_outputs:
                 self._upload_after_failure(node, template, out_paths, scope, scratch, pod)

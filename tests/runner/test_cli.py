@@ -98,6 +98,8 @@ def test_step_failure_exits_non_zero_naming_the_step(store: S3Store, tmp_path: P
     err = capsys.readouterr().err
     assert err.startswith("kolora run: step broken failed (exit 3); last lines of its log:\n")
     assert "kolora broken: error: the input is bad" in err
+    rerun = "; fix the cause and `kolora run --retry` reruns from the failed step"
+    assert err.strip().splitlines()[-1] == f"kolora run: step broken failed (exit 3){rerun}", "the way on, last"
 
 
 def test_user_errors_are_one_line_exit_two(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -261,7 +263,8 @@ def test_sigterm_and_sighup_stop_the_step_write_the_summary_and_exit_128_plus_th
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == code, err
-    assert err.strip().splitlines()[-1] == f"kolora run: {why}; the running step was stopped"
+    go_on = "; `kolora run --retry` goes on from what it saved"
+    assert err.strip().splitlines()[-1] == f"kolora run: {why}; the running step was stopped{go_on}"
     _assert_stopped(tmp_path, step, child, out)
 
 

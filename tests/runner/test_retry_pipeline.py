@@ -55,7 +55,8 @@ def _interrupt_during_train(store: S3Store, runs: Path) -> Path:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
-    assert err.strip().splitlines()[-1] == "kolora run: interrupted; the running step was stopped"
+    go_on = "; `kolora run --retry` goes on from what it saved"
+    assert err.strip().splitlines()[-1] == f"kolora run: interrupted; the running step was stopped{go_on}"
     return (runs / "latest").resolve()
 
 

@@ -186,6 +186,35 @@ def test_the_cli_takes_the_run_from_its_record_and_refuses_what_would_change_it(
     assert capsys.readouterr().err == done
 
 
+def interrupt_work(store: S3Store, runs: Path, sig: signal.Signals, *params: str) -> tuple[int, str, Path]:
+    """A real `kolora run` of resumable.yaml, sent `sig` once `work` has done item 1; returns its exit code, its stderr
+    and the run's directory."""
+    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(TEMPLATES / "resumable.yaml")]
+    argv += ["-p", "delay=0.3", "--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(runs)]
+    argv += [arg for param in params for arg in ("-p", param)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not any("item 1 done" in log.read_text() for log in runs.glob("*/logs/work.log")):
+            assert time.monotonic() < deadline and proc.poll() is None, "the run did not reach work's item 1"
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, err, (runs / "latest").resolve()
+
+
+STOPPED_LINES = {
+    signal.SIGINT: "kolora run: interrupted; the running step was stopped",
+    signal.SIGTERM: "kolora run: terminated (SIGTERM); the running step was stopped",
+    signal.SIGHUP: "kolora run: hung up (SIGHUP: the terminal closed); the running step was stopped",
+}
+GO_ON = "; `kolora run --retry` goes on from what it saved"
+
+
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143), (signal.SIGHUP, 129)])
 def test_an_interrupted_run_keeps_what_the_stopped_step_saved_and_its_retry_resumes_from_it(
     store: S3Store, tmp_path: Path, sig: signal.Signals, code: int
@@ -193,21 +222,9 @@ def test_an_interrupted_run_keeps_what_the_stopped_step_saved_and_its_retry_resu
     """Ctrl-C, SIGTERM or a hangup to a real `kolora run` while `work` runs: the step saves its progress at the SIGTERM
     the runner sends it, the runner uploads it (Argo's wait container does after `argo stop`), and the retry goes on."""
     runs = tmp_path / "runs"
-    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(TEMPLATES / "resumable.yaml")]
-    argv += ["-p", "delay=0.3", "--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(runs)]
-    proc = subprocess.Popen(argv, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not any("item 1 done" in log.read_text() for log in runs.glob("*/logs/work.log")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the run did not reach work's item 1"
-            time.sleep(0.05)
-        proc.send_signal(sig)
-        proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == code
-    run_dir = (runs / "latest").resolve()
+    returncode, err, run_dir = interrupt_work(store, runs, sig)
+    assert returncode == code, err
+    assert err.strip().splitlines()[-1] == STOPPED_LINES[sig] + GO_ON
     work_log = (run_dir / "logs" / "work.log").read_text()
     saved = int(re.findall(r"SIGTERM: stopped after item (\d+), progress saved", work_log)[0]) + 1
     assert f"uploaded the stopped step's outputs, as Argo does: progress ({saved} objects)" in work_log
@@ -216,7 +233,32 @@ def test_an_interrupted_run_keeps_what_the_stopped_step_saved_and_its_retry_resu
     assert re.search(r"work\s+Failed\s+\d+\.\ds\s+\(interrupted\)", (run_dir / "summary.txt").read_text())
 
     assert main(["run", "--retry", run_dir.name, "--runs-dir", str(runs)]) == 0
-    assert f"resuming after {saved} items" in (run_dir / "logs" / "work.log").read_text()
+    work_log = (run_dir / "logs" / "work.log").read_text()
+    assert f"resuming after {saved} items" in work_log
+    assert "retry 1 of the run: work runs again (interrupted before)" in work_log
+    assert (run_dir / "total.txt").read_text() == TOTAL
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_a_step_that_exits_0_as_it_is_stopped_succeeded_and_its_retry_keeps_it(
+    store: S3Store, tmp_path: Path, sig: signal.Signals, code: int
+) -> None:
+    """A step that finishes its work within the grace of the SIGTERM the runner sends it (train writes its LoRA,
+    generate renders its last image) and exits 0: it is Succeeded with its outputs and output parameters, the run
+    still stops after it as interrupted, and the retry keeps the step instead of redoing its work."""
+    runs = tmp_path / "runs"
+    returncode, err, run_dir = interrupt_work(store, runs, sig, "finish-on-stop=1")
+    assert returncode == code, err
+    assert err.strip().splitlines()[-1] == STOPPED_LINES[sig] + GO_ON
+    work = next(node for node in record(run_dir)["nodes"] if node["node"] == "work")
+    assert (work["phase"], work["exit_code"], work["parameters"]) == ("Succeeded", 0, {"count": "6"}), work
+    assert store.exists(f"{run_dir.name}/result/sum.txt")
+    assert re.search(r"work\s+Succeeded\s", (run_dir / "summary.txt").read_text())
+    assert record(run_dir)["status"] == "Failed" and "total" not in {node["node"] for node in record(run_dir)["nodes"]}
+
+    assert main(["run", "--retry", run_dir.name, "--runs-dir", str(runs)]) == 0
+    work_log = (run_dir / "logs" / "work.log").read_text()
+    assert work_log.count("resuming after") == 1, "work was kept, not run again"
     assert (run_dir / "total.txt").read_text() == TOTAL
 
 
