@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+import signal
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -20,6 +21,13 @@ from kolora_core.stages import COMPLETE_MARKER
 if TYPE_CHECKING:  # imported by the store fixtures only: the stage tests run where boto3 is absent (a GPU machine)
     from kolora_core.storage.embedded import EmbeddedS3
     from kolora_core.storage.s3 import S3Settings, S3Store
+
+# A test session started in the background of a non-interactive shell (`make test &`, a CI runner's `nohup ... &`)
+# inherits SIGINT ignored, and so would every `kolora run` a test starts: Python then installs no KeyboardInterrupt
+# handler and the tests that stop a run with Ctrl-C (SIGINT) would see it run on. A Python handler here is reset to
+# the default in each child at exec (an ignored signal would stay ignored), so those children get Ctrl-C again.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def mark_complete(path: Path) -> Path:
