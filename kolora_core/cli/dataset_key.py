@@ -43,7 +43,7 @@ def check_dataset_key_stored(store: S3Store, params: Mapping[str, str]) -> None:
     """Refuse `-p dataset-key` with nothing stored under it, naming the keys beside it that are: a mistyped key
     otherwise starts the run and fails in ingest (Argo skips an optional artifact it does not find)."""
     key = params.get(DATASET_KEY_PARAM)
-    if not key or store.exists(key) or store.list_keys(f"{key}/"):
+    if not key or store.has_artifact(key):
         return
     parent = key.rsplit("/", 1)[0] if "/" in key else ""
     siblings = sorted({k[len(parent) + 1 :].split("/", 1)[0] for k in store.list_keys(f"{parent}/")}) if parent else []

@@ -14,7 +14,7 @@ import shutil
 from pathlib import Path, PurePosixPath
 
 from kolora_core.runner.context import RunContext
-from kolora_core.runner.run_record import RECORD_FILE, RunRecord
+from kolora_core.runner.run_record import retryable_record
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.s3 import S3Store
 
@@ -90,18 +90,10 @@ def drop_abandoned(store: S3Store, runs_dir: Path) -> list[str]:
     cleanup was cut short). Only top-level prefixes shaped like run ids are looked at: releases, `kolora upload`s
     and anything else in the store are not runs' and are left alone."""
     prefixes = {key.split("/", 1)[0] for key in store.list_keys("") if "/" in key}
-    dropped = [p for p in sorted(prefixes) if RUN_ID.match(p) and not _retryable(runs_dir / p)]
+    dropped = [p for p in sorted(prefixes) if RUN_ID.match(p) and retryable_record(runs_dir / p) is None]
     for run_id in dropped:
         store.delete_prefix(f"{run_id}/")
     return dropped
-
-
-def _retryable(run_dir: Path) -> bool:
-    try:
-        record = RunRecord.from_json((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return record.status != "Succeeded"
 
 
 def remove(path: Path) -> None:

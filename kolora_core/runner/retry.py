@@ -15,6 +15,7 @@ different pipelines, and train's checkpoints would be refused anyway. The code i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +23,10 @@ from pathlib import Path
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.context import RunContext
-from kolora_core.runner.records import ArtifactRef, NodeRecord
-from kolora_core.runner.run_record import RECORD_FILE, RunRecord, is_locked, node_from_json, read_record
+from kolora_core.runner.records import NodeRecord
+from kolora_core.runner.run_record import RECORD_FILE, RunRecord, is_locked, node_from_json, read_record, retryable_record
 from kolora_core.runner.spec import TemplateSpec
 from kolora_core.runner.step import INTERRUPTED
-from kolora_core.storage.s3 import S3Store
 
 KEPT = "succeeded before the retry; kept"
 
@@ -101,13 +101,10 @@ def newest_failed(runs_dir: Path) -> tuple[Path, str]:
     """The run under `runs_dir` that failed last (its record written last) and is not running now."""
     found: list[tuple[float, Path]] = []
     for record_path in runs_dir.glob(f"*/{RECORD_FILE}"):
-        try:
-            record = RunRecord.from_json(record_path.read_text(encoding="utf-8"))
-            when = record_path.stat().st_mtime
-        except (OSError, ValueError, KeyError, TypeError):
+        if retryable_record(record_path.parent) is None or is_locked(record_path.parent):
             continue
-        if record.status != "Succeeded" and not is_locked(record_path.parent):
-            found.append((when, record_path.parent))
+        with contextlib.suppress(OSError):  # deleted meanwhile
+            found.append((record_path.stat().st_mtime, record_path.parent))
     if not found:
         raise KoloraError(f"cannot retry: no failed or interrupted run under {runs_dir}/ (--retry RUN names one)")
     run_dir = max(found)[1]
@@ -127,7 +124,7 @@ def reuse(ctx: RunContext, node: NodeRecord, template: TemplateSpec, keep: bool 
         before = "interrupted" if earlier.phase == "Failed" and earlier.message == INTERRUPTED else earlier.phase
         _log(node, f"--- kolora run: retry {ctx.result.retries} of the run: {node.display} runs again ({before} before)")
         return False
-    gone = [name for name, ref in earlier.artifacts.items() if not stored(ctx.store, ref)]
+    gone = [name for name, ref in earlier.artifacts.items() if not ctx.store.has_artifact(ref.key)]
     if gone:
         ctx.say(f"--- {node.display}: succeeded before, but its output '{gone[0]}' is no longer in the store: running it again")
         return False
@@ -139,11 +136,6 @@ def reuse(ctx: RunContext, node: NodeRecord, template: TemplateSpec, keep: bool 
             ctx.global_scope[f"workflow.outputs.parameters.{spec.global_name}"] = node.parameters[spec.name]
     ctx.say(f"--- {node.display}: {KEPT}")
     return True
-
-
-def stored(store: S3Store, ref: ArtifactRef) -> bool:
-    """Whether an output artifact is still in the store: one object at its key, or a directory's objects under it."""
-    return store.exists(ref.key) or bool(store.list_keys(ref.key.rstrip("/") + "/"))
 
 
 def file_sha256(path: Path) -> str:

@@ -94,6 +94,20 @@ def write_record(run_dir: Path, record: RunRecord) -> None:
     os.replace(tmp, run_dir / RECORD_FILE)
 
 
+# what reading a record can raise: missing or unreadable (OSError), cut short or not JSON, another format (ValueError,
+# KeyError, TypeError from the fields)
+UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+
+
+def retryable_record(run_dir: Path) -> RunRecord | None:
+    """The run's record if it reads back and the run did not succeed (a retry could use it); else None."""
+    try:
+        record = RunRecord.from_json((run_dir / RECORD_FILE).read_text(encoding="utf-8"))
+    except UNREADABLE:
+        return None
+    return record if record.status != "Succeeded" else None
+
+
 def read_record(run_dir: Path, shown: str) -> RunRecord:
     """The run's record; a missing or unreadable one is a one-line `KoloraError` (`shown`: the run as the user named it)."""
     path = run_dir / RECORD_FILE
@@ -103,7 +117,7 @@ def read_record(run_dir: Path, shown: str) -> RunRecord:
         )
     try:
         return RunRecord.from_json(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except UNREADABLE as exc:
         raise KoloraError(f"cannot retry {shown}: {path} is not a run record this kolora reads ({exc})") from None
 
 

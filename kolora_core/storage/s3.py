@@ -572,6 +572,11 @@ class S3Store:
         self.upload_file(source, key)
         return [key]
 
+    def has_artifact(self, key: str) -> bool:
+        """Whether `download` finds an artifact at `key`: one object there, or objects under `key/`."""
+        key = clean_key(key)
+        return self.exists(key) or bool(self.list_keys(key + "/"))
+
     def download(self, key: str, dest: Path) -> Literal["file", "dir"]:
         """Fetch an input artifact to `dest` the way Argo does; says whether `dest` became a file or a directory.
 

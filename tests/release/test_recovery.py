@@ -259,12 +259,17 @@ def test_the_advice_for_an_unfinished_version_offers_completing_it(tmp_path: Pat
     ) in advice
 
 
-def test_the_cli_rolls_back_and_resets_on_s3(
-    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def endpoint(store: S3Store, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The release commands' flags for the test S3 server, its keys in the environment as the commands read them."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
-    endpoint = ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+    return ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+
+
+def test_the_cli_rolls_back_and_resets_on_s3(
+    store: S3Store, endpoint: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     storage = S3StoreStorage(store)
     _published(storage, tmp_path, "v1", "v2")
     assert kolora(["publish", "--rollback", "v1", "--name", "kolora", *endpoint]) == 0
@@ -298,11 +303,8 @@ def test_the_release_commands_never_make_an_embedded_store(tmp_path: Path, capsy
 
 
 def test_a_damaged_rollback_target_advises_the_reset_with_this_store(
-    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    store: S3Store, endpoint: list[str], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
-    endpoint = ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
     storage = S3StoreStorage(store)
     _published(storage, tmp_path, "r1", "r2")
     storage.put("models/kolora/r1/grid.png", b"tampered")
