@@ -34,7 +34,7 @@ from typing import Any
 
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
-from kolora_core.release.intact import DamagedRelease, verify_release
+from kolora_core.release.intact import DamagedRelease, json_object, verify_release
 from kolora_core.release.pointer import LATEST, canonical, pointed_version, pointer_for
 from kolora_core.storage.objects import PreconditionFailed, Storage
 
@@ -60,17 +60,6 @@ def _model_identity(release: dict[str, Any]) -> dict[str, Any]:
     return {"name": release.get("name"), "version": release.get("version"), "identity": identity}
 
 
-def _json_object(data: bytes, key: str) -> dict[str, Any]:
-    """A JSON object read back from the store (which nobody should trust to hold one)."""
-    try:
-        value = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
-        value = None
-    if not isinstance(value, dict):
-        raise KoloraError(f"{key} in the store is not a JSON object: fix or remove it (it was not written by kolora)")
-    return value
-
-
 def _refuse_other(existing: dict[str, Any], release: dict[str, Any], version_prefix: str, how: str) -> None:
     """A one-line error unless `existing` (a release.json or claim.json read back) is the same model."""
     if _model_identity(existing) == _model_identity(release):
@@ -91,7 +80,7 @@ def _claim(storage: Storage, version_prefix: str, release: dict[str, Any], manif
     try:
         storage.put_if_absent(version_prefix + CLAIM, canonical(claim))
     except PreconditionFailed:
-        held = _json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM)
+        held = json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM, release["version"])
         _refuse_other(held, release, version_prefix, "is being published by another process")
         raise KoloraError(
             f"{release['name']} version {release['version']} is being published by another run with the same LoRA "
@@ -133,10 +122,13 @@ def move_latest(storage: Storage, latest_key: str, body: bytes, release: dict[st
     raise TransientError(f"{latest_key} kept changing under {LATEST_ATTEMPTS} attempts to replace it: rerun the promotion")
 
 
-def _refuse_damaged(storage: Storage, base: str, release: dict[str, Any]) -> None:
-    """The version is published already: make it the latest only if it is still whole."""
+def _refuse_other_or_damaged(storage: Storage, base: str, release: dict[str, Any], published: bytes) -> None:
+    """The version is published already (`published`: its release.json): make it the latest only if it is this
+    model and still whole. A release.json that is not even JSON is damage like any other, with the same way out."""
     name, version = release["name"], release["version"]
     try:
+        held = json_object(published, f"{base}/{version}/{RELEASE_MANIFEST}", version)
+        _refuse_other(held, release, f"{base}/{version}/", "is already published")
         verify_release(storage, base, name, version)
     except DamagedRelease as damaged:
         raise KoloraError(
@@ -167,8 +159,7 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
     published = version_prefix + RELEASE_MANIFEST
     existing = storage.get_with_etag(published)
     if existing is not None:
-        _refuse_other(_json_object(existing[0], published), release, version_prefix, "is already published")
-        _refuse_damaged(storage, base, release)
+        _refuse_other_or_damaged(storage, base, release, existing[0])
         result.status = "already-published"
     else:
         _claim(storage, version_prefix, release, manifest)

@@ -172,6 +172,22 @@ def test_a_published_version_is_never_overwritten(tmp_path: Path) -> None:
     assert json.loads(storage.get(f"models/kolora/{LATEST}"))["version"] == "v1"
 
 
+@pytest.mark.parametrize("damage", ["not json {", "[1, 2]"])
+def test_a_published_release_json_that_is_no_json_object_is_damage_with_its_way_out(tmp_path: Path, damage: str) -> None:
+    storage = LocalStorage(tmp_path / "bucket")
+    release_dir = _release(tmp_path, version="v1")
+    publish_release(storage, release_dir)
+    storage.put(f"models/kolora/v1/{RELEASE_MANIFEST}", damage.encode())
+    before = {k: storage.get(k) for k in storage.list("models/")}
+    with pytest.raises(
+        KoloraError,
+        match=r"published at models/kolora/v1/ but damaged \(models/kolora/v1/release.json "
+        r"(is not valid JSON|does not hold a JSON object)\).*publish.version",
+    ):
+        publish_release(storage, release_dir)
+    assert {k: storage.get(k) for k in storage.list("models/")} == before
+
+
 def test_the_release_identity_is_the_content_not_the_file_bytes(tmp_path: Path) -> None:
     """The same weights and metadata written in another header order: the same identity, version and model."""
     first = _lora_dir(tmp_path / "first")
