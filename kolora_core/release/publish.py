@@ -5,7 +5,8 @@ decides something:
 
 1. `claim.json` with `If-None-Match: *`: which release may write this version. Exactly one release wins a
    version (two processes promoting different LoRAs under one version: the other gets a one-line error and
-   writes nothing); the same release directory again (a retried promote) holds the same claim.
+   writes nothing); the same release directory again (a retried promote) holds the same claim; a claim never
+   published is taken over after `CLAIM_LEASE_S` (its publisher died midway).
 2. every file of the release (plain puts: only the claim's holder gets here);
 3. `release.json` with `If-None-Match: *`: the version is published (its presence means complete);
 4. `<prefix>/<name>/latest.json` (its forms: `kolora_core.release.pointer`) by compare-and-swap (`If-Match` on
@@ -28,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ from kolora_core.storage.objects import PreconditionFailed, Storage
 __all__ = ["LATEST", "PublishResult", "move_latest", "publish_release"]
 log = logging.getLogger("kolora.publish")
 CLAIM = "claim.json"
+CLAIM_LEASE_S = 3600  # a publish uploads a LoRA, its exports and a story of images: minutes, not an hour
 LATEST_ATTEMPTS = 5
 
 
@@ -72,20 +75,43 @@ def _refuse_other(existing: dict[str, Any], release: dict[str, Any], version_pre
 
 
 def _claim(storage: Storage, version_prefix: str, release: dict[str, Any], manifest: bytes) -> None:
-    """Win the right to write this version (or hold it already: the same release directory)."""
+    """Win the right to write this version, or hold it already (the same release directory: a retried promote).
+
+    A claim whose release.json never came (its publisher died midway: an evicted pod, a run stopped for good) is
+    taken over by compare-and-swap once it is CLAIM_LEASE_S old, longer than any publish takes: a rerun of the
+    same LoRA then completes the version instead of waiting for somebody to delete the claim by hand.
+    """
+    key = version_prefix + CLAIM
     claim = _model_identity(release) | {
         "lora_sha256": release.get("lora_sha256"),
         "release_sha256": hashlib.sha256(manifest).hexdigest(),
+        "claimed_at": round(time.time()),
     }
     try:
-        storage.put_if_absent(version_prefix + CLAIM, canonical(claim))
+        storage.put_if_absent(key, canonical(claim))
+        return
     except PreconditionFailed:
-        held = json_object(storage.get(version_prefix + CLAIM), version_prefix + CLAIM, release["version"])
-        _refuse_other(held, release, version_prefix, "is being published by another process")
-        raise KoloraError(
-            f"{release['name']} version {release['version']} is being published by another run with the same LoRA "
-            f"({version_prefix}{CLAIM}); rerun once it has finished (if that run stopped midway, delete its {CLAIM})"
-        ) from None
+        current = storage.get_with_etag(key)
+    if current is None:  # released between the two requests: a retry of the step finds it free
+        raise TransientError(f"{key} changed while it was being claimed: rerun the promotion")
+    held = json_object(current[0], key, release["version"])
+    _refuse_other(held, release, version_prefix, "is being published by another process")
+    if held.get("release_sha256") == claim["release_sha256"]:
+        return
+    claimed_at = held.get("claimed_at")
+    age = time.time() - claimed_at if isinstance(claimed_at, int | float) else float("inf")  # a claim of older kolora
+    if age >= CLAIM_LEASE_S:
+        log.info("%s was claimed %.0f s ago and never published: taking it over", key, age)
+        try:
+            storage.put_if_match(key, canonical(claim), current[1])
+            return
+        except PreconditionFailed:
+            pass  # another rerun took it over first
+    raise KoloraError(
+        f"{release['name']} version {release['version']} is being published by another run with the same LoRA "
+        f"({key}); rerun once it has finished (a claim that is never published is taken over "
+        f"{CLAIM_LEASE_S // 60} min after it was made)"
+    )
 
 
 def _expected_latest(release: dict[str, Any]) -> tuple[bool, str | None]:

@@ -15,8 +15,9 @@ from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.lora.format import save_lora, save_safetensors
 from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
+from kolora_core.release.intact import verify_release
 from kolora_core.release.modelscope import upload_to_modelscope
-from kolora_core.release.publish import LATEST, publish_release
+from kolora_core.release.publish import CLAIM, CLAIM_LEASE_S, LATEST, publish_release
 from kolora_core.storage.errors import PreconditionFailed
 from kolora_core.storage.objects import LocalStorage, S3StoreStorage
 from tests.conftest import mark_complete, write_story_images
@@ -42,9 +43,9 @@ REPORT = {
 }
 
 
-def _report_dir(root: Path, result: str = "passed") -> Path:
+def _report_dir(root: Path, result: str = "passed", mean: float = 6.5) -> Path:
     root.mkdir(parents=True)
-    gate = {"result": result, "reason": f"gate {result} for the test", "mean_aesthetic": 6.5, "min_aesthetic": 6.0}
+    gate = {"result": result, "reason": f"gate {result} for the test", "mean_aesthetic": mean, "min_aesthetic": 6.0}
     (root / "report.json").write_text(json.dumps(REPORT | {"gate": gate}))
     (root / "report.html").write_text("<html>report</html>")
     Image.new("RGB", (8, 16), (1, 2, 3)).save(root / "grid.png")
@@ -52,12 +53,14 @@ def _report_dir(root: Path, result: str = "passed") -> Path:
     return mark_complete(root)
 
 
-def _release(tmp_path: Path, name: str = "rel", fill: float = 0.0, version: str | None = None, lora: Path | None = None) -> Path:
+def _release(
+    tmp_path: Path, name: str = "rel", fill: float = 0.0, version: str | None = None, lora: Path | None = None, mean: float = 6.5
+) -> Path:
     out = tmp_path / name
     out.mkdir()
     lora = lora or _lora_dir(tmp_path / f"{name}-lora", fill)
     images = write_story_images(tmp_path / f"{name}-images", shards=2)
-    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report"), images, out)
+    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report", mean=mean), images, out)
     return out
 
 
@@ -214,6 +217,47 @@ def test_a_crash_before_release_json_leaves_an_unpublished_version_that_a_retry_
     assert not broken.exists(f"models/kolora/v1/{RELEASE_MANIFEST}") and not broken.exists(f"models/kolora/{LATEST}")
     retry = publish_release(LocalStorage(tmp_path / "bucket"), release_dir)
     assert retry.status == "published" and retry.uploaded[-1] == f"models/kolora/{LATEST}"
+
+
+def _die_after_claim(tmp_path: Path, release_dir: Path) -> None:
+    """A publisher that dies after its claim and some files (an evicted pod)."""
+    with pytest.raises(OSError, match="connection reset"):
+        publish_release(RecordingStorage(tmp_path / "bucket", fail_on="grid.png"), release_dir)
+
+
+def _age_claim(storage: LocalStorage, key: str, seconds: float) -> None:
+    claim = json.loads(storage.get(key))
+    storage.put(key, json.dumps(claim | {"claimed_at": round(time.time() - seconds)}).encode())
+
+
+def test_a_claim_never_published_is_taken_over_by_another_release_of_the_lora_once_its_lease_is_over(tmp_path: Path) -> None:
+    lora = _lora_dir(tmp_path / "lora")
+    first, second = (
+        _release(tmp_path, "one", version="v1", lora=lora),
+        _release(tmp_path, "two", version="v1", lora=lora, mean=6.6),
+    )
+    assert (first / RELEASE_MANIFEST).read_bytes() != (second / RELEASE_MANIFEST).read_bytes()  # two evaluations
+    _die_after_claim(tmp_path, first)
+    storage, claim_key = LocalStorage(tmp_path / "bucket"), f"models/kolora/v1/{CLAIM}"
+    with pytest.raises(KoloraError, match=r"being published by another run with the same LoRA .* taken over 60 min after"):
+        publish_release(storage, second)
+    _age_claim(storage, claim_key, CLAIM_LEASE_S - 60)
+    with pytest.raises(KoloraError, match="being published by another run"):
+        publish_release(storage, second)
+    _age_claim(storage, claim_key, CLAIM_LEASE_S + 1)
+    assert publish_release(storage, second).status == "published"
+    assert verify_release(storage, "models/kolora", "kolora", "v1")["version"] == "v1"  # whole: the first's files rewritten
+    assert storage.get(f"models/kolora/v1/{RELEASE_MANIFEST}") == (second / RELEASE_MANIFEST).read_bytes()
+    assert json.loads(storage.get(f"models/kolora/{LATEST}"))["version"] == "v1"
+    assert publish_release(storage, first).status == "already-published"  # the first one's retry, much later
+
+
+def test_a_retried_publish_holds_its_own_claim_however_old(tmp_path: Path) -> None:
+    release_dir = _release(tmp_path, version="v1")
+    _die_after_claim(tmp_path, release_dir)
+    storage = LocalStorage(tmp_path / "bucket")
+    _age_claim(storage, f"models/kolora/v1/{CLAIM}", 5)  # the retry comes later: its claim's bytes differ
+    assert publish_release(storage, release_dir).status == "published"
 
 
 def test_a_changed_release_dir_is_refused(tmp_path: Path) -> None:
