@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, TypeVar
@@ -72,6 +73,8 @@ SERVER_ERRORS = {"InternalError", "500", "ServiceUnavailable", "503"}  # the ser
 UNREACHABLE_FIX = "start the server or fix --s3-endpoint"
 OR_EMBEDDED = f"{UNREACHABLE_FIX} (leave it out to use the embedded store)"
 T = TypeVar("T")
+HEADS_AT_ONCE = 8  # concurrent HEAD requests of `user_metadata` (botocore's connection pool holds 10)
+HEADS_PER_OPERATION = 256  # HEADs sharing one operation's deadline: 32 rounds of 8 within its 60 s
 
 
 @dataclass(frozen=True)
@@ -360,13 +363,17 @@ class S3Store:
             found += [(obj["Key"], int(obj["Size"])) for obj in page.get("Contents", [])]
         return found
 
+    def object_sizes(self, prefix: str) -> dict[str, int]:
+        """The size of every object whose key starts with `prefix`, by key, in listing order (one listing, no HEADs)."""
+        return dict(self._bounded(f"list s3://{self.bucket}/{prefix}", lambda _: self._objects(prefix)))
+
     def list_keys(self, prefix: str) -> list[str]:
         """All keys starting with `prefix` (a plain string prefix: add '/' yourself for directory semantics)."""
-        return [key for key, _ in self._bounded(f"list s3://{self.bucket}/{prefix}", lambda _: self._objects(prefix))]
+        return list(self.object_sizes(prefix))
 
     def size(self, prefix: str) -> int:
         """Bytes stored under `prefix` (one object or a directory's worth)."""
-        return sum(size for _, size in self._bounded(f"list s3://{self.bucket}/{prefix}", lambda _: self._objects(prefix)))
+        return sum(self.object_sizes(prefix).values())
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
@@ -384,11 +391,36 @@ class S3Store:
         head = self._bounded(f"look up s3://{self.bucket}/{key}", lambda _: self._head(key))
         return None if head is None else str(head["ETag"])
 
-    def upload_file(self, path: Path, key: str) -> None:
+    def user_metadata(self, keys: list[str]) -> dict[str, dict[str, str]]:
+        """The user metadata (`x-amz-meta-<name>`, names lower-case) of each of `keys` that exists; a missing one is
+        left out. A listing carries no metadata, so each key costs a HEAD: a few run at once, and every
+        `HEADS_PER_OPERATION` of them are one bounded operation, so thousands of keys never meet one deadline."""
+        found: dict[str, dict[str, str]] = {}
+        for start in range(0, len(keys), HEADS_PER_OPERATION):
+            batch = keys[start : start + HEADS_PER_OPERATION]
+            action = f"look up {len(batch)} object(s) in s3://{self.bucket}"
+            found |= self._bounded(action, lambda progress, batch=batch: self._metadata(batch, progress))
+        return found
+
+    def _metadata(self, keys: list[str], progress: _Progress) -> dict[str, dict[str, str]]:
+        def head(key: str) -> dict[str, Any] | None:
+            progress.check()  # past the deadline: the HEADs not yet sent are not sent
+            return self._head(key)
+
+        pool = ThreadPoolExecutor(HEADS_AT_ONCE, thread_name_prefix="kolora-s3-head")
+        try:
+            heads = list(pool.map(head, keys))
+        finally:
+            pool.shutdown(cancel_futures=True)  # after a failure, the HEADs still queued are dropped
+        return {key: dict(found.get("Metadata", {})) for key, found in zip(keys, heads, strict=True) if found is not None}
+
+    def upload_file(self, path: Path, key: str, metadata: dict[str, str] | None = None) -> None:
+        """One object from `path`; `metadata` is stored with it as `x-amz-meta-<name>` headers (`user_metadata`)."""
         size = path.stat().st_size
+        extra = {"Metadata": metadata} if metadata else None
 
         def work(progress: _Progress) -> None:
-            self._client.upload_file(str(path), self.bucket, key, Config=self._transfer, Callback=progress)
+            self._client.upload_file(str(path), self.bucket, key, ExtraArgs=extra, Config=self._transfer, Callback=progress)
 
         self._bounded(f"upload {path} to s3://{self.bucket}/{key}", work, size)
 

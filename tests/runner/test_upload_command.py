@@ -6,8 +6,10 @@ downloads from the key is checked against that marker before a file of it is rea
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from kolora_core.cli import main
 from kolora_core.cli.upload import upload_folder
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
-from kolora_core.storage.s3 import S3Store
+from kolora_core.storage.s3 import MiB, S3Store, make_client
 from kolora_core.upload_marker import UPLOADING, check_upload, scan_folder
 
 
@@ -79,11 +81,11 @@ class CutOff(S3Store):
 
     allowed = 2
 
-    def upload_file(self, path: Path, key: str) -> None:
+    def upload_file(self, path: Path, key: str, metadata: dict[str, str] | None = None) -> None:
         if self.allowed == 0:
             raise KoloraError("connection lost")
         self.allowed -= 1
-        super().upload_file(path, key)
+        super().upload_file(path, key, metadata)
 
 
 def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S3Store, tmp_path: Path) -> None:
@@ -98,7 +100,7 @@ def test_a_cut_off_upload_is_refused_as_transient_until_it_is_run_again(store: S
     assert "running kolora upload again" in str(refused.value)
     (folder / "blue.png").unlink()  # sent by the cut-off attempt, gone from the folder before it is run again
     assert store.exists("datasets/cut/blue.png")
-    assert upload_folder(store, "datasets/cut", scan_folder(folder)) == 1
+    assert upload_folder(store, "datasets/cut", scan_folder(folder)).removed == 1
     assert not store.exists(f"datasets/cut/{UPLOADING}") and not store.exists("datasets/cut/blue.png")
     check_upload(arrived(store, "datasets/cut", tmp_path / "pod2"), "the upload 'datasets/cut'")
 
@@ -228,8 +230,8 @@ def test_a_key_naming_a_parent_of_uploads_is_refused_in_the_pod(store: S3Store, 
 class Rewriting(S3Store):
     """A store that, while the first file is being sent, sees it rewritten (an editor saving over it)."""
 
-    def upload_file(self, path: Path, key: str) -> None:
-        super().upload_file(path, key)
+    def upload_file(self, path: Path, key: str, metadata: dict[str, str] | None = None) -> None:
+        super().upload_file(path, key, metadata)
         Image.new("RGB", (96, 80), "purple").save(path)
 
 
@@ -238,6 +240,10 @@ def test_a_file_that_changes_while_it_is_sent_stops_the_upload_marked(store: S3S
     with pytest.raises(KoloraError, match="changed while it was being uploaded: run kolora upload again"):
         upload_folder(Rewriting(store.settings), "datasets/moving", scan_folder(folder))
     assert store.exists(f"datasets/moving/{UPLOADING}") and not store.exists("datasets/moving/_SUCCESS")
+    # its object may hold the bytes of neither version, under the sha256 of the first: gone, so the rerun sends it
+    assert not store.exists("datasets/moving/blue.png")
+    assert upload_folder(store, "datasets/moving", scan_folder(folder)).kept == 0
+    check_upload(arrived(store, "datasets/moving", tmp_path / "pod"), "the upload")
 
 
 def test_names_no_key_can_carry_and_the_embedded_store_itself_are_refused_before_sending(
@@ -276,3 +282,74 @@ def test_an_object_the_server_kept_is_an_error_not_a_success(store: S3Store, tmp
     folder = my_images(tmp_path / "my-style")
     with pytest.raises(KoloraError, match=r"did not delete s3://.*/datasets/kept/\.uploading \(AccessDenied: Access Denied\)"):
         upload_folder(NoDelete(store.settings), "datasets/kept", scan_folder(folder))
+
+
+def stamps(store: S3Store, key: str) -> dict[str, tuple[str, object]]:
+    """Each object's ETag and LastModified under `key`: what a put over it changes, even with the same bytes."""
+    listed = make_client(store.settings).list_objects_v2(Bucket=store.bucket, Prefix=f"{key}/")["Contents"]
+    return {o["Key"].removeprefix(f"{key}/"): (o["ETag"], o["LastModified"]) for o in listed}
+
+
+def a_second_later() -> None:
+    """LastModified counts whole seconds: a put after this one shows in it."""
+    time.sleep(1.1)
+
+
+def test_an_upload_again_sends_only_what_the_key_does_not_hold(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    assert upload(store, str(folder), "datasets/my-style") == 0
+    assert ", 0 already there\n" in capsys.readouterr().out.splitlines(keepends=True)[0]
+    assert store.user_metadata(["datasets/my-style/red.png"])["datasets/my-style/red.png"]["sha256"] == next(
+        f.sha256 for f in scan_folder(folder) if f.rel == "red.png"
+    )
+    first = stamps(store, "datasets/my-style")
+    a_second_later()
+
+    assert upload(store, str(folder), "datasets/my-style") == 0  # unchanged: nothing written, not even the marks
+    where = f"s3://{store.bucket}/datasets/my-style/ on S3 endpoint {store.settings.endpoint_url}"
+    assert capsys.readouterr().out.splitlines()[0].endswith(f" KiB, to {where}; sent 0 (0.0 KiB), 5 already there")
+    assert stamps(store, "datasets/my-style") == first
+
+    captions = folder / "metadata.jsonl"  # the same size, other bytes: sent again
+    captions.write_text(captions.read_text(encoding="utf-8").replace("a red", "a rad"), encoding="utf-8")
+    blue = store.object_sizes("datasets/my-style/blue.png")["datasets/my-style/blue.png"]
+    store.put_text("datasets/my-style/blue.png", "x" * blue)  # an `aws s3 cp` over it: its size, no sha256 of kolora
+    assert upload(store, str(folder), "datasets/my-style") == 0
+    assert "; sent 2 (" in (out := capsys.readouterr().out) and " KiB), 3 already there\n" in out
+    now = stamps(store, "datasets/my-style")
+    assert {rel for rel in now if now[rel] != first[rel]} == {"metadata.jsonl", "blue.png", "_SUCCESS"}
+    pod = arrived(store, "datasets/my-style", tmp_path / "pod")
+    check_upload(pod, "the upload")
+    assert (pod / "metadata.jsonl").read_bytes() == captions.read_bytes()
+    assert (pod / "blue.png").read_bytes() == (folder / "blue.png").read_bytes()
+
+
+def test_a_cut_off_upload_run_again_sends_only_what_it_had_not_sent(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = my_images(tmp_path / "my-style")
+    with pytest.raises(KoloraError, match="connection lost"):  # the third put fails: blue.png and green.png are there
+        upload_folder(CutOff(store.settings), "datasets/cut", scan_folder(folder))
+    before = stamps(store, "datasets/cut")
+    assert sorted(before) == [UPLOADING, "blue.png", "green.png"]
+    a_second_later()
+    assert upload(store, str(folder), "datasets/cut") == 0
+    sent = sum(f.size for f in scan_folder(folder) if f.rel not in {"blue.png", "green.png"})
+    assert f"; sent 3 ({sent / 1024:.1f} KiB), 2 already there\n" in capsys.readouterr().out
+    after = stamps(store, "datasets/cut")
+    assert {rel: after[rel] for rel in ("blue.png", "green.png")} == {rel: before[rel] for rel in ("blue.png", "green.png")}
+    assert UPLOADING not in after
+    check_upload(arrived(store, "datasets/cut", tmp_path / "pod"), "the upload 'datasets/cut'")
+
+
+def test_an_object_sent_in_parts_is_found_already_there(store: S3Store, tmp_path: Path) -> None:
+    """The metadata goes with a multipart upload too (CreateMultipartUpload carries it)."""
+    folder = my_images(tmp_path / "my-style", ("red",))
+    (folder / "big.bin").write_bytes(os.urandom(9 * MiB))
+    parts = S3Store(dataclasses.replace(store.settings, multipart_threshold=5 * MiB))  # 8 MiB parts: two of them
+    assert len(upload_folder(parts, "datasets/big", scan_folder(folder)).sent) == 4
+    assert '-2"' in stamps(store, "datasets/big")["big.bin"][0]  # an ETag of two parts
+    again = upload_folder(parts, "datasets/big", scan_folder(folder))
+    assert (again.sent, again.kept) == ([], 4)

@@ -102,6 +102,20 @@ def test_a_download_whose_stream_breaks_every_time_is_transient_not_a_traceback(
         assert fake.count("GET") == 2  # S3Store's TransferConfig: num_download_attempts=2
 
 
+def test_metadata_looked_up_a_few_objects_at_a_time_is_sorted_too() -> None:
+    """`kolora upload` asks each object's sha256 by HEAD (several at once): a HEAD answer has no body, its status says."""
+    keys = [f"k{i}" for i in range(20)]
+    with fake_s3(error(503)) as fake:
+        err = failure(lambda: S3Store(quick(fake.url)).user_metadata(keys))
+        assert isinstance(err, TransientError) and "failed to look up 20 object(s) in s3://kolora: 503" in str(err)
+    with fake_s3(error(403)) as fake:
+        err = failure(lambda: S3Store(quick(fake.url)).user_metadata(keys))
+        assert not isinstance(err, TransientError) and "refused the credentials (403)" in str(err)
+    with fake_s3(error(404)) as fake:  # gone since the listing: left out, so the upload sends it
+        assert S3Store(quick(fake.url)).user_metadata(keys) == {}
+        assert fake.count("HEAD") == 20
+
+
 @pytest.mark.parametrize(("code", "transient"), [("InternalError", True), ("SlowDown", True), ("AccessDenied", False)])
 def test_keys_a_delete_did_not_delete_are_sorted_by_their_code(code: str, transient: bool) -> None:
     result = (
