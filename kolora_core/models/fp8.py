@@ -14,10 +14,18 @@ Why hand-written rather than torchao's `Float8DynamicActivationFloat8WeightConfi
 hold plain e4m3 buffers and compile like fp16 ones. torchao is also not in the images (its releases pin narrow
 torch ranges), and the forward is a few public torch ops (`torch._scaled_mm`, cuBLASLt).
 
-One scale per tensor (the weight's, and the activation's found in each call), torchao's "tensorwise" recipe:
-measured on an H200, a compiled 1280-wide layer ran 7.4% faster than fp16 this way and 1% with one scale per row
-(cuBLASLt's row-scaled product is slower and comes out in bf16 only), at the same error (2.7% relative on the
-layer's output). e4m3's exponent spans ~18 binades, so a per-tensor scale keeps values far below the largest one.
+One scale per tensor, torchao's "tensorwise" recipe: measured on an H200, a compiled 1280-wide layer ran 7.4% faster
+than fp16 this way and 1% with one scale per row (cuBLASLt's row-scaled product is slower and comes out in bf16
+only), at the same error (2.7% relative on the layer's output). e4m3's exponent spans ~18 binades, so a per-tensor
+scale keeps values far below the largest one.
+
+Compiled, the activation's scale is the previous call's ("delayed scaling", Transformer Engine's recipe), with
+INPUT_HEADROOM for growth: with the scale of the call itself, the cast must wait for a pass that finds the
+tensor's largest magnitude, and inductor recomputed the GEGLU for that pass: 4% of the story's GPU time on an H200
+(docs/benchmarks.md). With the previous call's scale, the largest magnitude is found in the same pass as the cast,
+for the next call. A denoising step's activations change little from the step before; what outgrows the headroom
+saturates at e4m3's largest value. Eager (the CPUs of the tests, and the first call after `to_fp8`, which
+`calibration` runs eagerly to give every layer its first scale) the scale is the call's own.
 This changes the math (e4m3 keeps 3 mantissa bits), and `bench/generate_bench.py` measures the difference from
 fp16 on the same seeds. Each layer keeps its fp16 weight as the master (LoRA merges write it); `refresh`
 re-quantizes the e4m3 copy in place, so compiled code that holds the buffers sees the new values.
@@ -25,12 +33,15 @@ re-quantizes the e4m3 copy in place, so compiled code that holds the buffers see
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
 FEED_FORWARD = (".act_fn.proj", ".ff")  # diffsynth's BasicTransformerBlock: GEGLU projection and output layer
 FP8_CAPABILITY = (8, 9)  # e4m3 tensor cores: Ada (sm89) and Hopper (sm90) on
+INPUT_HEADROOM = 2.0  # a compiled call's input may reach twice the previous call's largest magnitude unsaturated
 
 
 def _scale(x: torch.Tensor) -> torch.Tensor:
@@ -48,6 +59,9 @@ class Fp8Linear(torch.nn.Linear):
 
     weight_fp8: torch.Tensor
     weight_scale: torch.Tensor
+    input_scale: torch.Tensor  # for the next compiled call: this call's, with INPUT_HEADROOM (0 before the first
+    # call: a compiled call before any eager one would zero the product; the sampler calls through `calibration`)
+    calibrated = False  # whether an eager call has set input_scale (a flag, not the tensor: reading that syncs)
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -60,10 +74,15 @@ class Fp8Linear(torch.nn.Linear):
         else:
             self.register_buffer("weight_fp8", quantized, persistent=False)
             self.register_buffer("weight_scale", scale, persistent=False)
+            self.register_buffer("input_scale", torch.zeros_like(scale), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        scale = _scale(flat)
+        found = _scale(flat)
+        if torch.compiler.is_compiling():
+            scale = self.input_scale  # the previous call's (module doc)
+        else:
+            scale, self.calibrated = found, True
         out = torch._scaled_mm(
             _quantize(flat, scale),
             self.weight_fp8.t(),
@@ -72,6 +91,8 @@ class Fp8Linear(torch.nn.Linear):
             bias=self.bias,
             out_dtype=x.dtype,
         )
+        with torch.no_grad():  # after the product: compiled, `scale` is this very buffer
+            self.input_scale.copy_(found * INPUT_HEADROOM)
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
@@ -100,10 +121,22 @@ def to_fp8(unet: torch.nn.Module) -> int:
 
 def refresh(unet: torch.nn.Module) -> int:
     """Re-quantize every `Fp8Linear` of `unet` from its master weight; returns how many (0: none converted)."""
-    layers = [module for module in unet.modules() if isinstance(module, Fp8Linear)]
+    layers = _layers(unet)
     for module in layers:
         module.refresh()
     return len(layers)
+
+
+def _layers(unet: torch.nn.Module) -> list[Fp8Linear]:
+    return [module for module in unet.modules() if isinstance(module, Fp8Linear)]
+
+
+def calibration(unet: torch.nn.Module) -> contextlib.AbstractContextManager[None]:
+    """Around a UNet call: eager (compiled code set aside) while an FP8 layer of it has no input scale yet, so its
+    compiled calls start from this call's scales (module doc); nothing once they have one."""
+    if any(not layer.calibrated for layer in _layers(unet)):
+        return torch.compiler.set_stance("force_eager")
+    return contextlib.nullcontext()
 
 
 def fp8_unsupported(device: str) -> str | None:

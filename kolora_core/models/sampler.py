@@ -31,6 +31,7 @@ and that batching reproduces one-at-a-time rendering, up to float tolerance. No 
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import time
@@ -45,6 +46,7 @@ from PIL import Image
 
 from kolora_core.errors import KoloraError
 from kolora_core.models.attention import sdpa_context
+from kolora_core.models.fp8 import calibration
 from kolora_core.models.prompt_embeddings import Embedding, encode_texts
 from kolora_core.models.unet_compile import CompileScope, compile_unet, uncompile_unet
 
@@ -226,13 +228,14 @@ class KolorsSampler:
     ) -> torch.Tensor:
         for i, (alpha_t, alpha_prev) in enumerate(plan):
             model_in = torch.cat([latents, latents]) if cfg_on else latents
-            out = self.unet(
-                sample=model_in,
-                timestep=timesteps[i : i + 1],
-                encoder_hidden_states=text,
-                add_time_id=add_time_id,
-                add_text_embeds=pooled,
-            )
+            with calibration(self.unet) if i == 0 else contextlib.nullcontext():  # FP8 layers' first scales
+                out = self.unet(
+                    sample=model_in,
+                    timestep=timesteps[i : i + 1],
+                    encoder_hidden_states=text,
+                    add_time_id=add_time_id,
+                    add_text_embeds=pooled,
+                )
             if cfg_on:
                 posi, nega = out.chunk(2)
                 out = nega + cfg * (posi - nega)

@@ -14,9 +14,11 @@ from PIL import Image
 
 from jobs.generate import main as generate_main
 from kolora_core.inference.story import Job, read_png_record
+from kolora_core.models.fp8 import Fp8Linear, to_fp8
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.sampler import KolorsSampler, take_models
+from kolora_core.models.unet_compile import compile_unet, uncompile_unet
 
 PROMPT, NEGATIVE = "二次元,一个紫色短发小女孩,在家中沙发上坐着", "丑陋、变形、嘈杂、模糊、低对比度"
 
@@ -70,6 +72,30 @@ def test_batching_gives_the_images_of_one_at_a_time(tiny_models: Path) -> None:
     assert (together[0] - together[2]).abs().max() > 1e-2, "same seed, other prompt: must differ"
     batches = list(sampler.render([*jobs, _job(3, seed=9, cfg=1.0)], batch_size=2))
     assert [r.request.index for r in batches] == [0, 1, 2, 3]  # grouped by settings, in order of first appearance
+
+
+def test_compiled_fp8_layers_take_their_first_scales_from_an_eager_first_step(tiny_models: Path) -> None:
+    """generate.fp8 compiled: step 0 runs eagerly (each FP8 layer's first input scale), later steps in the compiled
+    graph with the scale of the step before; the latents stay those of eager FP8 within e4m3's rounding."""
+    sampler = _sampler(tiny_models)
+    sampler.encode([PROMPT, NEGATIVE])
+    layers = to_fp8(sampler.unet)
+    jobs = [_job(0, seed=3, steps=5), _job(1, seed=4, steps=5)]
+    eager = sampler.sample(jobs)
+    for module in sampler.unet.modules():  # as just converted: no layer has a scale yet
+        if isinstance(module, Fp8Linear):
+            module.calibrated = False
+            module.input_scale.zero_()
+    torch._dynamo.reset()
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compile_unet(sampler.unet, "whole", backend="aot_eager")
+    compiled = sampler.sample(jobs)
+    modules = [m for m in sampler.unet.modules() if isinstance(m, Fp8Linear)]
+    assert len(modules) == layers > 0 and all(m.calibrated and bool(m.input_scale > 0) for m in modules)
+    assert counters["stats"]["unique_graphs"] == 1, "steps 1-4 ran the one compiled graph"
+    assert 0 < float((compiled - eager).norm() / eager.norm()) < 0.02
+    uncompile_unet(sampler.unet)
 
 
 def test_compiling_compiles_the_vae_decoder_too_and_it_decodes_as_eager(tiny_models: Path) -> None:

@@ -4,6 +4,8 @@ this is the real product, not a stand-in; tests/models/test_unet_compile.py hold
 
 from __future__ import annotations
 
+import contextlib
+
 import pytest
 import torch
 
@@ -73,6 +75,8 @@ def test_a_weight_change_reaches_compiled_code_after_refresh() -> None:
     _as_fp8(block[1])
     compiled = torch.compile(block, backend="aot_eager", dynamic=False)
     with torch.no_grad():
+        with fp8.calibration(block):  # as the sampler's first step: the layer's first input scale
+            compiled(x)
         first = compiled(x)
         block[1].weight.mul_(-2)  # as merge_lora adds the update in place
         stale = compiled(x)
@@ -82,6 +86,36 @@ def test_a_weight_change_reaches_compiled_code_after_refresh() -> None:
     assert torch.equal(stale, first), "without refresh the product still reads the old e4m3 copy"
     torch.testing.assert_close(fresh, eager)
     assert _relative(fresh, torch.nn.functional.linear(block[0](x), block[1].weight, block[1].bias)) < 0.05
+
+
+def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_eager() -> None:
+    """Delayed scaling: a compiled call quantizes with the scale the call before it found (with headroom), so the
+    cast need not wait for its own amax pass; the first call after `to_fp8` runs eagerly to find one."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(64, 128))
+    layer = _as_fp8(block[0])
+    x = torch.randn(4, 16, 64)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    traced: list[int] = []
+
+    def counting(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
+        traced.append(1)
+        return gm.forward
+
+    compiled = torch.compile(block, backend=counting, dynamic=False)
+    with torch.no_grad():
+        with fp8.calibration(block):
+            first = compiled(x)
+        assert traced == [] and layer.calibrated, "the first call ran eagerly and set the layer's scale"
+        headroom = fp8._scale(x.reshape(-1, 64)) * fp8.INPUT_HEADROOM
+        torch.testing.assert_close(layer.input_scale, headroom)
+        assert isinstance(fp8.calibration(block), contextlib.nullcontext), "calibrated: compiled code runs"
+        second = compiled(x)
+        assert traced == [1]
+        outgrown = compiled(x * 16)  # 16x the previous call's largest value: past the 2x headroom, it saturates
+        settled = compiled(x * 16)  # ... and the call after it has the scale it found
+    assert _relative(first, reference) < 0.05 and _relative(second, reference) < 0.05
+    assert _relative(settled, reference * 16 - layer.bias * 15) < 0.05 < _relative(outgrown, reference * 16 - layer.bias * 15)
 
 
 def test_gpus_without_fp8_tensor_cores_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -109,6 +143,8 @@ def test_inductor_compiles_the_fp8_unet_close_to_fp16_and_sees_refreshed_weights
         fp16 = unet(**inputs)
         to_fp8(unet)
         compile_unet(unet, scope)
+        with fp8.calibration(unet):  # the sampler's first step: eager, the layers' first input scales
+            unet(**inputs)
         compiled = unet(**inputs)
         assert 0 < _relative(compiled, fp16) < 0.03
         for module in unet.modules():
