@@ -77,9 +77,14 @@ def _deep_merge(base: dict[str, Any], overlay: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error's location as the user writes it: `filter.ops[2]`, `generate.prompts[0].seed`."""
+    return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
+
+
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     first = exc.errors()[0]
-    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    field = _field_path(first["loc"]) or "(top level)"
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""

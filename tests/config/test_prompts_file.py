@@ -106,7 +106,7 @@ def test_missing_file_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 def test_sizes_must_be_multiples_of_64() -> None:
     with pytest.raises(KoloraError, match=r"config field 'generate\.width': must be a multiple of 64 \([^()]*\), got 1000$"):
         load_config("full", overrides={"generate.width": 1000})
-    with pytest.raises(KoloraError, match=r"field 'generate\.prompts\.0': size 960x1000: height must be a multiple of 64"):
+    with pytest.raises(KoloraError, match=r"field 'generate\.prompts\[0\]': size 960x1000: height must be a multiple of 64"):
         load_config("full", overrides={"generate.prompts": [{"prompt": "a", "size": "960x1000"}]})
 
 
