@@ -5,6 +5,7 @@
 * `loader`       -- profiles, `--config` files (YAML, JSON, TOML) and flags -> a validated `RunConfig`; dumping
 * `flags`        -- the fields as `--section.field` flags with generated help, and the parser that suggests
 * `prompts_file` -- the YAML/JSONL prompts file format, read by the loader
+* `datajuicer_ops` -- the pinned Data-Juicer's ops and their parameters (a committed table), checked in `filter.ops`
 * `auto`         -- an "auto"-able setting resolved: what the stage picks here, or the value as written
 
 Everything else imports the public names from here (`from kolora_core.config import RunConfig, load_config`).

@@ -6,7 +6,7 @@ importing and running it changes process-wide state: it turns on Pillow's trunca
 sys.stdout/stderr into its logger and keeps log sinks open on its work dir. The child's output is read as it
 comes (its progress surfaced as log lines, `_DJProgress`) and kept in a log file, `datajuicer.log` of the filter
 report; on failure the stage error quotes the cause (the child prints it on one marked line: Data-Juicer's own
-messages span lines, e.g. an unknown op and its "did you mean" list under "errors detected:"); only a failure
+messages span lines, e.g. a parameter of the wrong type under "errors detected:"); only a failure
 without that line repeats the log's last lines as ERROR lines, since with it they are a traceback burying the cause.
 
 Checks around it:

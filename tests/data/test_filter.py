@@ -18,6 +18,7 @@ from PIL import Image
 
 from jobs.filter import main as filter_main
 from jobs.ingest import main as ingest_main
+from kolora_core.config.datajuicer_ops import datajuicer_ops
 from kolora_core.data import datajuicer
 from kolora_core.data.datajuicer import DJResult
 from kolora_core.data.filter_report import explain_drop
@@ -148,17 +149,30 @@ def test_empty_result_names_the_op_and_the_sizes(smoke: Path, tmp_path: Path, ca
     assert not (tmp_path / "trainset" / COMPLETE_MARKER).exists()
 
 
-def test_an_unknown_op_ends_with_data_juicers_cause(
+def test_an_unknown_op_is_refused_before_data_juicer_runs(smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """It used to end at Data-Juicer's preflight, after the stage had verified every image; now the config refuses it."""
+    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shap_filter: {min_width: 10}}]"))
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.splitlines() == [
+        "kolora filter: error: command-line flags: config field 'filter.ops[0]': 'image_shap_filter' is not a Data-Juicer "
+        f"{datajuicer_ops().version} op (did you mean image_shape_filter, image_size_filter, image_nsfw_filter?)"
+    ]
+    assert not (tmp_path / "report").exists() and not (tmp_path / "trainset").exists(), "refused before the stage started"
+
+
+def test_a_recipe_data_juicers_preflight_refuses_ends_with_its_cause(
     smoke: Path, tmp_path: Path, capsys: pytest.CaptureFixture, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The one-line error used to end at Data-Juicer's "errors detected:", the cause only in the log above it,
-    and after ~40 ERROR lines of its config table and traceback (kept in its datajuicer.log only)."""
-    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shap_filter: {min_width: 10}}]"))
+    and after ~40 ERROR lines of its config table and traceback (kept in its datajuicer.log only). The config checks
+    names only: a value of the wrong type is Data-Juicer's to refuse."""
+    code = filter_main(filter_args(smoke / "dataset", tmp_path, "--filter.ops", "[{image_shape_filter: {min_width: wide}}]"))
     last = capsys.readouterr().err.strip().splitlines()[-1]
     assert code == 2
     assert not [r for r in caplog.records if r.getMessage().startswith("datajuicer: ")]
     assert last.startswith("kolora filter: error: Data-Juicer failed (exit 1) after ")
-    assert "Unknown operator 'image_shap_filter'" in last and "did you mean: image_shape_filter" in last
+    assert "Parameter 'min_width' expects type 'int', got 'str' (value: 'wide')" in last
     assert last.endswith("; fix filter.ops") and "strict_preflight" not in last
 
 

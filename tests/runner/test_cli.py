@@ -24,6 +24,7 @@ import pytest
 from kolora_core.cli import main
 from kolora_core.cli.dataset_key import check_dataset_key_stored
 from kolora_core.cli.run import options_from_args, register
+from kolora_core.config.datajuicer_ops import datajuicer_ops
 from kolora_core.errors import KoloraError
 from kolora_core.runner import engine
 from kolora_core.storage.s3 import S3Store
@@ -189,6 +190,21 @@ def test_run_config_errors_name_the_parameter(
     assert main(["run", "--template", PIPELINE, "-p", f"config={text}", "--runs-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err and "kolora-config-" not in err, err
+
+
+def test_an_unknown_filter_op_in_p_config_is_refused_before_the_store_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It failed the filter step, after `kolora run` had started its embedded store and run ingest."""
+    config = "filter: {ops: [{image_shape_filter: {min_width: 96}}, {image_shape_filter: {min_widht: 96}}]}"
+    runs = tmp_path / "runs"
+    assert main(["run", "--template", PIPELINE, "-p", f"config={config}", "--runs-dir", str(runs)]) == 2
+    out = capsys.readouterr()
+    assert out.err.splitlines() == [
+        "kolora run: error: -p config: config field 'filter.ops[1]': image_shape_filter has no parameter 'min_widht' in "
+        f"Data-Juicer {datajuicer_ops().version} (did you mean min_width, min_height, max_width?)"
+    ]
+    assert out.out == "" and not runs.exists(), "no store (<runs-dir>/.store) started, no run directory, no step"
 
 
 def test_a_prompts_file_in_p_config_reaches_the_steps_inlined(
