@@ -35,7 +35,8 @@ Where it still differs from Argo (v4.1.2), in one place:
 * Ctrl-C, SIGTERM and SIGHUP (`kolora run`) stop the running step (SIGTERM to its process group, SIGKILL after
   10 s, then its outputs uploaded as after `argo stop`) and end the run without its exit handler (`argo stop`
   would run it, `argo terminate` would not); `{{workflow.failures}}` and lifecycle hooks other than `spec.onExit`
-  do not exist here.
+  do not exist here. A runner killed outright leaves the step to its guard (`kolora_core/step_guard.py`), which
+  stops it the same way, without the upload.
 * `kolora run --retry RUN` (`retry.py`) is `argo retry` of the whole run: no `--node-field-selector` or
   `--restart-successful`; a kept node whose outputs are gone from the store runs again (Argo would fail on the
   missing artifact); the run's template file and resolved configs must be the ones it recorded.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -16,7 +15,18 @@ from pathlib import Path
 from typing import ClassVar
 
 from kolora_core.errors import KoloraError
-from kolora_core.runner.engine import REPO_ROOT, SCRIPT_NAME, STOP_GRACE_S, Engine, LineSink, StepRun, follow, stop_group
+from kolora_core.runner.engine import (
+    REPO_ROOT,
+    SCRIPT_NAME,
+    STOP_GRACE_S,
+    Engine,
+    LineSink,
+    StepRun,
+    StopCommand,
+    follow,
+    start_step,
+    stop_step,
+)
 from kolora_core.stages import CONTAINER_ROOT
 
 
@@ -206,27 +216,14 @@ class ContainerEngine(Engine):
         self.prepare(step, user)
         name = f"kolora-{re.sub(r'[^a-zA-Z0-9_.-]', '-', step.node)}-{secrets.token_hex(3)}"
         argv = self.command(step, name, user)
+        # stopped as Kubernetes stops a container (SIGTERM, SIGKILL after the grace; the client alone may leave it
+        # running), then the client; `--rm` removes it. The step guard does the same if the runner dies.
+        stop = StopCommand((*self.base(), "stop", "--time", str(STOP_GRACE_S), name), self.STOP_TIMEOUT_S)
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.repo_root,
-                env={**os.environ, **step.secrets},
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # Ctrl-C reaches the runner, which then removes the container
-            )
+            proc = start_step(step, argv, stop, cwd=self.repo_root, env={**os.environ, **step.secrets})
         except OSError as exc:
             raise KoloraError(f"step {step.node}: could not start {self.binary}: {exc}") from None
-        return follow(proc, sink, lambda: self._stop_container(name, proc))
-
-    def _stop_container(self, name: str, proc: subprocess.Popen[bytes]) -> None:
-        """Stop the container as Kubernetes does (SIGTERM, SIGKILL after the grace period; the client alone may
-        leave it running), then the client; `--rm` removes it."""
-        stop = [*self.base(), "stop", "--time", str(STOP_GRACE_S), name]
-        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
-            subprocess.run(stop, capture_output=True, timeout=self.STOP_TIMEOUT_S)
-        stop_group(proc)
+        return follow(proc, sink, lambda: stop_step(proc, stop))
 
 
 class PodmanEngine(ContainerEngine):

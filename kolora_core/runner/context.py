@@ -43,6 +43,7 @@ class RunContext:
     # a retry (`retry.py`): the nodes of the run's last invocation, by node id; empty for a new run
     earlier: Mapping[str, NodeRecord] = field(default_factory=dict)
     record: RunRecord | None = None  # runs/<run-id>/run.json, rewritten by `save_record`
+    run_lock_fd: int | None = None  # runs/<run-id>/.lock, held: each step's guard holds it too (`StepRun.run_lock_fd`)
 
     def save_record(self) -> None:
         """Write the run's record as it stands (status, every node so far): what a retry starts from. A record that

@@ -3,8 +3,9 @@
 Why an interface: the executor owns Argo semantics (order, parameters, artifacts through S3, retries);
 an engine only turns one resolved container (image, command, env, a host directory mounted at /kolora)
 into an exit code and log lines. The engines themselves: `engines.py` (the `process` engine and the
-registry) and `containers.py` (podman, docker). The helpers below follow a child's output and stop its
-whole process group, which is how Ctrl-C and SIGTERM leave no process behind.
+registry) and `containers.py` (podman, docker). The helpers below start a step in a session of its own under the
+step guard (`start_step`; `kolora_core/step_guard.py` stops the step if the runner dies without stopping it), follow
+its output and stop its whole process group, which is how Ctrl-C and SIGTERM leave no process behind.
 """
 
 from __future__ import annotations
@@ -16,10 +17,13 @@ import subprocess
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+from kolora_core import parent_death
+from kolora_core.step_guard import guarded
 
 LineSink = Callable[[str, str], None]
 """Called with (stream, line) for every line a step prints; stream is "stdout" or "stderr"."""
@@ -46,6 +50,7 @@ class StepRun:
     # that download), or this machine's network (steps that talk to the run's store, e.g. promote)
     network: Network = "none"
     secrets: dict[str, str] = field(default_factory=dict, repr=False)  # env from secretKeyRef; never on a command line
+    run_lock_fd: int | None = None  # the run's .lock, held open: the step's guard keeps a copy until the step is gone
 
 
 class Engine(ABC):
@@ -69,6 +74,48 @@ class Engine(ABC):
     @abstractmethod
     def run(self, step: StepRun, sink: LineSink) -> int:
         """Run the step to completion, feeding every output line to `sink`; return its exit code."""
+
+
+@dataclass(frozen=True)
+class StopCommand:
+    """An engine's own command that stops a step, run before the step's process group is stopped: the container
+    engines' `stop --time <grace> NAME` (the container is not in the client's group); `timeout` bounds a hung client."""
+
+    argv: tuple[str, ...]
+    timeout: float
+
+
+def start_step(step: StepRun, argv: Sequence[str], stop: StopCommand | None = None, **popen: Any) -> subprocess.Popen[bytes]:
+    """`argv` started for `step` in a session of its own (Ctrl-C and hangups reach only the runner, which then stops
+    the whole step), its output piped for `follow`; raises OSError as Popen does for a command that cannot start.
+
+    Under the step guard where the kernel can signal a parent's death: if the runner dies without stopping the step,
+    the guard stops it as `stop_step(proc, stop)` would have. The guard is the group's leader: `proc.pid` is its pid,
+    its exit status the command's."""
+    streams: dict[str, Any] = {"stdin": subprocess.DEVNULL, "stdout": subprocess.PIPE, "stderr": subprocess.PIPE}
+    if not parent_death.AVAILABLE:
+        return subprocess.Popen(argv, start_new_session=True, **streams, **popen)
+    report, report_w = os.pipe()
+    try:
+        engine_stop = {"stop": stop.argv, "stop_timeout": stop.timeout} if stop is not None else {}
+        command = guarded(argv, grace=STOP_GRACE_S, report_fd=report_w, **engine_stop)
+        held = () if step.run_lock_fd is None else (step.run_lock_fd,)
+        try:
+            proc = subprocess.Popen(command, start_new_session=True, pass_fds=(report_w, *held), **streams, **popen)
+        finally:
+            os.close(report_w)
+        try:
+            failed = os.read(report, 32)  # until the guard has started the command (EOF) or reports why it could not
+        except BaseException:  # Ctrl-C or a stop signal while the guard starts: the step is stopped all the same
+            stop_step(proc, stop)
+            raise
+    finally:
+        os.close(report)
+    if failed:
+        proc.communicate()  # the guard has exited: reap it, close its pipes
+        number = int(failed)
+        raise OSError(number, os.strerror(number), argv[0])
+    return proc
 
 
 def follow(proc: subprocess.Popen[bytes], sink: LineSink, stop: Callable[[], None]) -> int:
@@ -109,6 +156,14 @@ def _pump(stream: object, name: str, sink: LineSink) -> None:
     for raw in iter(stream.readline, b""):  # type: ignore[attr-defined]
         sink(name, raw.decode("utf-8", errors="replace").rstrip("\r\n"))
     stream.close()  # type: ignore[attr-defined]
+
+
+def stop_step(proc: subprocess.Popen[bytes], command: StopCommand | None = None) -> None:
+    """How a step is stopped: the engine's stop command if it has one, then the step's process group (`stop_group`)."""
+    if command is not None:
+        with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+            subprocess.run(command.argv, capture_output=True, timeout=command.timeout)
+    stop_group(proc)
 
 
 def stop_group(proc: subprocess.Popen[bytes]) -> None:

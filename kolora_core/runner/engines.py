@@ -17,7 +17,7 @@ from pathlib import Path
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.containers import DockerEngine, PodmanEngine
-from kolora_core.runner.engine import REPO_ROOT, SCRIPT_NAME, Engine, LineSink, StepRun, follow, stop_group
+from kolora_core.runner.engine import REPO_ROOT, SCRIPT_NAME, Engine, LineSink, StepRun, follow, start_step, stop_group
 from kolora_core.stages import CONTAINER_ROOT
 
 CUDA_PROBE_TIMEOUT_S = 120  # importing torch takes 3-10 s; a wedged driver must not hang the run's start
@@ -74,15 +74,7 @@ class ProcessEngine(Engine):
     def run(self, step: StepRun, sink: LineSink) -> int:
         argv = self.command(step)
         try:
-            proc = subprocess.Popen(
-                argv,
-                cwd=self.repo_root,
-                env=self.environment(step),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # Ctrl-C and SIGTERM reach the runner, which then stops the whole step
-            )
+            proc = start_step(step, argv, cwd=self.repo_root, env=self.environment(step))
         except FileNotFoundError:
             raise KoloraError(f"step {step.node}: command '{argv[0]}' not found on this machine (engine process)") from None
         except PermissionError:

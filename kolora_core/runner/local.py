@@ -188,7 +188,7 @@ def run_workflow(options: RunOptions) -> RunResult:
         if settings.embedded and store_dir.resolve() == runs_dir / STORE_DIRNAME:  # the runs dir's own store
             _best_effort(lambda: drop_abandoned(store, runs_dir), None)
         run_dir = _run_directory(runs_dir, record)
-        with run_lock(run_dir, record.run_id):
+        with run_lock(run_dir, record.run_id) as lock_fd:
             run_id = record.run_id
             _point_latest(runs_dir, run_id)
             where = "embedded" if settings.embedded else settings.endpoint_url
@@ -219,6 +219,7 @@ def run_workflow(options: RunOptions) -> RunResult:
                 earlier=options.retry.earlier_nodes() if options.retry is not None else {},
                 record=record,
                 step_env=store_flags_env(options, settings),
+                run_lock_fd=lock_fd,
             )
             if options.retry is not None:
                 ctx.uploaded += options.retry.record.uploaded_elsewhere

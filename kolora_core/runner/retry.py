@@ -24,7 +24,15 @@ from pathlib import Path
 from kolora_core.errors import KoloraError
 from kolora_core.runner.context import RunContext
 from kolora_core.runner.records import NodeRecord
-from kolora_core.runner.run_record import RECORD_FILE, RunRecord, is_locked, node_from_json, read_record, retryable_record
+from kolora_core.runner.run_record import (
+    RECORD_FILE,
+    RUNNING,
+    RunRecord,
+    is_locked,
+    node_from_json,
+    read_record,
+    retryable_record,
+)
 from kolora_core.runner.spec import TemplateSpec
 from kolora_core.runner.step import INTERRUPTED
 
@@ -80,7 +88,7 @@ def plan_retry(runs_dir: Path, run: str | None) -> RetryPlan:
     if record.status == "Succeeded":
         raise KoloraError(f"cannot retry {record.run_id}: it succeeded, there is nothing to rerun")
     if is_locked(run_dir):
-        raise KoloraError(f"cannot retry {record.run_id}: it is running (another kolora run holds it)")
+        raise KoloraError(f"cannot retry {record.run_id}: {RUNNING}")
     if not Path(record.template).is_file():
         raise KoloraError(f"cannot retry {record.run_id}: its template {record.template} no longer exists: start a new run")
     return RetryPlan(run_dir.resolve(), record)

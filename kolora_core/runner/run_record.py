@@ -4,8 +4,9 @@ Why a file: a retry must rerun the run as it was (the same template, parameters,
 which steps succeeded and where their outputs are in the store, as Argo knows both from the Workflow object it
 keeps. The record is rewritten (write to a temporary name, then rename) when the run starts, after every step and
 at the end, Ctrl-C and stop signals included, so even a runner killed outright (SIGKILL) leaves the steps it
-finished on record. `.lock` in the run directory is held (flock) while a `kolora run` works on the run: a retry
-of a run that is still going is refused, and two retries of one run cannot interleave.
+finished on record. `.lock` in the run directory is held (flock) while a `kolora run` works on the run, and by the
+guard of its running step until that step is gone (a runner killed outright leaves the step to its guard to stop):
+a retry of a run that is still going is refused, and two retries of one run cannot interleave.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from kolora_core.runner.records import ArtifactRef, NodeRecord
 
 RECORD_FILE = "run.json"
 LOCK_FILE = ".lock"
+RUNNING = "it is running (a kolora run is working on it, or the step of one that was killed is still being stopped)"
 FORMAT = 1  # raised when a field changes meaning; a record of another format is not retried
 NODE_FIELDS = ("node", "task", "display", "template", "phase", "message", "duration", "exit_code", "parameters",
                "result", "attempts", "reused")  # fmt: skip
@@ -122,14 +124,15 @@ def read_record(run_dir: Path, shown: str) -> RunRecord:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, shown: str) -> Iterator[None]:
-    """Hold the run's `.lock` for the block; held by another process: a one-line `KoloraError`."""
+def run_lock(run_dir: Path, shown: str) -> Iterator[int]:
+    """Hold the run's `.lock` for the block, which gets its descriptor (each step's guard keeps a copy of it, holding
+    the lock until the step is gone: `kolora_core/step_guard.py`); held by another process: a one-line `KoloraError`."""
     with (run_dir / LOCK_FILE).open("a") as fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise KoloraError(f"cannot retry {shown}: it is running (another kolora run holds {run_dir / LOCK_FILE})") from None
-        yield
+            raise KoloraError(f"cannot retry {shown}: {RUNNING} ({run_dir / LOCK_FILE} is held)") from None
+        yield fh.fileno()
 
 
 def is_locked(run_dir: Path) -> bool:

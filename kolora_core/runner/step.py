@@ -210,6 +210,7 @@ class StepExecutor:
             gpu=stage is not None and stage.gpu,
             network=network,
             secrets=secrets,
+            run_lock_fd=self.ctx.run_lock_fd,
         )
         began = time.monotonic()
         code = self._execute(node, step)

