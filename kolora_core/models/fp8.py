@@ -46,8 +46,12 @@ INPUT_HEADROOM = 2.0  # a compiled call's input may reach twice the previous cal
 
 
 def _scale(x: torch.Tensor) -> torch.Tensor:
-    """The fp32 scale mapping the tensor's largest magnitude to e4m3's largest finite value."""
-    return (x.abs().amax().float() / FP8_MAX).clamp(min=1e-12)
+    """The fp32 scale mapping the tensor's largest magnitude to e4m3's largest finite value.
+
+    The largest magnitude of each row, then of those: one amax's value, but as a row reduction over the cast's own
+    iteration space, which inductor computes in the cast's pass (a whole-tensor amax it split off into one of its
+    own; docs/benchmarks.md, 2026-12-02 night)."""
+    return (x.abs().amax(dim=-1).amax().float() / FP8_MAX).clamp(min=1e-12)
 
 
 def _quantize(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -79,9 +83,7 @@ class Fp8Linear(torch.nn.Linear):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
-        # the largest magnitude of each row, then of those: the same value as one amax, as a row reduction over
-        # the cast's own iteration space, so inductor can find it in the cast's pass (a whole-tensor one it split off)
-        found = (flat.abs().amax(dim=-1).amax().float() / FP8_MAX).clamp(min=1e-12)
+        found = _scale(flat)
         if torch.compiler.is_compiling():
             scale = self.input_scale  # the previous call's (module doc)
         else:
