@@ -16,8 +16,9 @@ BENCH_STEPS (default 50), BENCH_VAE (decode dtype, default bfloat16), BENCH_VARI
 b<batch>[+flag...]; flags: compile (each UNet layer compiled, kernels cached; the stage compiles with vae),
 whole (the whole UNet as one compiled graph instead), vae (the VAE decoder compiled too),
 cg (compile mode reduce-overhead: CUDA graphs), gfp8 (`generate.fp8`: the feed-forward products in e4m3,
-kolora_core/models/fp8.py), fp8ff / fp8 (the attention blocks' feed-forward / all linear
-layers in FP8 through torchao, fp8_torchao.py: an experiment, not a kolora setting), cl (channels_last),
+kolora_core/models/fp8.py), gfp8p (those and the attention blocks' other per-step products:
+`to_fp8(projections=True)`), fp8ff / fp8 (the attention blocks' feed-forward / all linear layers in FP8 through
+torchao, fp8_torchao.py: an experiment, not a kolora setting), cl (channels_last),
 bm (cudnn.benchmark), cudnn / flash (that SDPA backend first; default kolora's choice, kolora_core/models/attention.py),
 tune (inductor coordinate-descent tuning, 1x1 convolutions as GEMMs), freeze (inductor freezing: the merged
 weights as constants, folded and laid out for the kernels), mat (compile mode max-autotune-no-cudagraphs),
@@ -116,6 +117,7 @@ FLAGS = {
     "vae",
     "cg",
     "gfp8",
+    "gfp8p",
     "fp8ff",
     "fp8",
     "cl",
@@ -142,6 +144,7 @@ def unet_output(sampler: object, requests: list[Job]) -> torch.Tensor:
     so compiled code runs without recompiling), on fixed noise at the first timestep: the noise prediction, fp32."""
     from kolora_core.models.attention import sdpa_context
     from kolora_core.models.sampler import ddim_plan
+    from kolora_core.models.text_attention import text_keys_values
 
     device, first = sampler.device, requests[0]
     texts = [r.prompt for r in requests] + [r.negative_prompt for r in requests]  # cond, then uncond, as sample()
@@ -150,7 +153,7 @@ def unet_output(sampler: object, requests: list[Job]) -> torch.Tensor:
     g = torch.Generator(device).manual_seed(0)
     sample = torch.randn(text.shape[0], 4, first.height // 8, first.width // 8, device=device, dtype=sampler.dtype, generator=g)
     time_id = torch.tensor([first.height, first.width, 0, 0, first.height, first.width], device=device).repeat(text.shape[0])
-    with torch.no_grad(), sdpa_context(device):
+    with torch.no_grad(), sdpa_context(device), text_keys_values(sampler.unet, text):
         out = sampler.unet(
             sample=sample,
             timestep=ddim_plan(sampler.scheduler, first.steps)[0][:1].to(device),
@@ -318,7 +321,7 @@ def main() -> None:
     fp8 = Fp8Layers(quantize_for_inference)
     from kolora_core.models.fp8 import to_fp8
 
-    e4m3_layers = 0
+    e4m3_layers, e4m3_scope = 0, None
     for name in (v for v in VARIANTS if v.strip() != "seed"):
         if name == "micro":
             micro(sampler, device)
@@ -332,10 +335,12 @@ def main() -> None:
         mode = "max-autotune-no-cudagraphs" if "mat" in flags else "reduce-overhead" if "cg" in flags else None
         scope = "whole" if "whole" in flags else "compile" in flags
         fp8.widen(sampler.unet, scope_of(flags))
-        if e4m3_layers and "gfp8" not in flags:
-            raise SystemExit("BENCH_VARIANTS: put the gfp8 variants last (FP8 layers stay FP8)")
-        if "gfp8" in flags and not e4m3_layers:  # before configure_unet: compilation traces the e4m3 buffers
-            e4m3_layers = to_fp8(sampler.unet)
+        wanted = "gfp8p" if "gfp8p" in flags else "gfp8" if "gfp8" in flags else None
+        if e4m3_scope and wanted != e4m3_scope and (wanted is None or e4m3_scope == "gfp8p"):
+            raise SystemExit("BENCH_VARIANTS: put the gfp8 variants last, gfp8p after gfp8 (FP8 layers stay FP8)")
+        if wanted and wanted != e4m3_scope:  # before configure_unet: compilation traces the e4m3 buffers
+            e4m3_layers += to_fp8(sampler.unet, projections=wanted == "gfp8p")
+            e4m3_scope = wanted
         sampler.configure_unet(scope=scope, channels_last="cl" in flags, mode=mode)
         sampler.configure_vae(compiled="vae" in flags)
         if device == "cuda":

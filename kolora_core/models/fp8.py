@@ -41,6 +41,9 @@ import torch
 FP8 = torch.float8_e4m3fn
 FP8_MAX = torch.finfo(FP8).max
 FEED_FORWARD = (".act_fn.proj", ".ff")  # diffsynth's BasicTransformerBlock: GEGLU projection and output layer
+# the rest of an attention block's per-step products; not attn2's to_k / to_v, whose input is the text, projected
+# once per batch (kolora_core/models/text_attention.py)
+PROJECTIONS = (".proj_in", ".proj_out", *(f".attn1.to_{p}" for p in ("q", "k", "v", "out")), ".attn2.to_q", ".attn2.to_out")
 FP8_CAPABILITY = (8, 9)  # e4m3 tensor cores: Ada (sm89) and Hopper (sm90) on
 INPUT_HEADROOM = 2.0  # a compiled call's input may reach twice the previous call's largest magnitude unsaturated
 
@@ -101,23 +104,24 @@ class Fp8Linear(torch.nn.Linear):
         return out.reshape(*x.shape[:-1], out.shape[-1])
 
 
-def _convertible(name: str, module: torch.nn.Module) -> bool:
-    """A plain feed-forward Linear of a transformer layer, in dimensions `_scaled_mm` takes (multiples of 16)."""
+def _convertible(name: str, module: torch.nn.Module, projections: bool) -> bool:
+    """A plain Linear of an attention block (feed-forward, or with `projections` also PROJECTIONS), in dimensions
+    `_scaled_mm` takes (multiples of 16)."""
     return (
         type(module) is torch.nn.Linear
-        and "transformer_blocks" in name
-        and name.endswith(FEED_FORWARD)
+        and (("transformer_blocks" in name and name.endswith(FEED_FORWARD)) or (projections and name.endswith(PROJECTIONS)))
         and module.in_features % 16 == 0
         and module.out_features % 16 == 0
     )
 
 
-def to_fp8(unet: torch.nn.Module) -> int:
-    """Turn the UNet's feed-forward layers into `Fp8Linear` in place, their e4m3 copies made; returns how many.
+def to_fp8(unet: torch.nn.Module, *, projections: bool = False) -> int:
+    """Turn the UNet's feed-forward layers (and with `projections` its attention blocks' other per-step products)
+    into `Fp8Linear` in place, their e4m3 copies made; returns how many were converted.
 
     Call before the first compiled call (the buffers must exist when the graph is traced) and `refresh` after
     every change of the weights (a LoRA merge)."""
-    converted = [module for name, module in unet.named_modules() if _convertible(name, module)]
+    converted = [module for name, module in unet.named_modules() if _convertible(name, module, projections)]
     for module in converted:
         module.__class__ = Fp8Linear
     refresh(unet)

@@ -16,6 +16,8 @@ This module does the same arithmetic with the same modules, but:
 * conditional and unconditional halves go through ONE UNet call (batch 2), and several prompts share a
   batch (batch 2 x `batch_size`), each with its own generator seeded as the pipeline seeds it, so an
   image does not depend on its batch-mates beyond float rounding;
+* each cross-attention's keys and values of the batch's text are made once, not at every step
+  (`kolora_core.models.text_attention`);
 * the DDIM coefficients are computed on the host up front (the scheduler's `step` reads the timestep back
   from the GPU every step, a device sync), the UNet runs in the weights' dtype (fp16 on GPU) with PyTorch
   SDPA attention (diffsynth's `Attention` calls `scaled_dot_product_attention`), optionally compiled
@@ -48,6 +50,7 @@ from kolora_core.errors import KoloraError
 from kolora_core.models.attention import sdpa_context
 from kolora_core.models.fp8 import calibration
 from kolora_core.models.prompt_embeddings import Embedding, encode_texts
+from kolora_core.models.text_attention import cache_text_attention, text_keys_values
 from kolora_core.models.unet_compile import CompileScope, compile_unet, uncompile_unet
 
 log = logging.getLogger("kolora.sampler")
@@ -139,6 +142,7 @@ class KolorsSampler:
         self.vae_decoder = (vae_decoder if vae_dtype is None else vae_decoder.to(vae_dtype)).eval()
         self.scheduler = kolors_scheduler()
         self.encode_batch = encode_batch
+        cache_text_attention(self.unet)  # before compilation: the layers' class is what dynamo traces
         self.configure_unet(scope=compile_scope, channels_last=channels_last)
         if compile_scope:  # else the decoder stays as given (a caller may have compiled it)
             self.configure_vae(compiled=True)
@@ -212,7 +216,7 @@ class KolorsSampler:
         )
         add_time_id = torch.tensor([height, width, 0, 0, height, width], device=self.device).repeat(text.shape[0])
         timesteps = timesteps.to(self.device)
-        with sdpa_context(self.device):
+        with sdpa_context(self.device), text_keys_values(self.unet, text):
             return self._denoise(latents, timesteps, plan, text, pooled, add_time_id, cfg, cfg_on)
 
     def _denoise(

@@ -5,6 +5,7 @@ this is the real product, not a stand-in; tests/models/test_unet_compile.py hold
 from __future__ import annotations
 
 import contextlib
+import re
 
 import pytest
 import torch
@@ -28,6 +29,15 @@ def test_only_the_feed_forward_layers_turn_fp8_and_names_and_state_stay() -> Non
     assert [n for n, m in unet.named_modules() if isinstance(m, torch.nn.Linear)] == linears, "same paths, still Linear"
     assert set(unet.state_dict()) == keys, "the e4m3 copies are not saved: checkpoints and LoRA files are unchanged"
     assert to_fp8(unet) == 0 and refresh(unet) == 8, "converting again converts nothing"
+
+
+def test_with_projections_the_attention_blocks_per_step_products_turn_fp8_but_not_the_text_keys() -> None:
+    unet = build_tiny_models(0)["sdxl_unet"]
+    assert to_fp8(unet) == 8 and to_fp8(unet, projections=True) == 32, "4 blocks x (proj_in, proj_out, 6 attention)"
+    names = [n for n, m in unet.named_modules() if isinstance(m, Fp8Linear)]
+    kinds = {re.sub(r"^blocks\.\d+\.(transformer_blocks\.\d+\.)?", "", n) for n in names}
+    attention = {f"attn1.to_{p}" for p in ("q", "k", "v", "out")} | {"attn2.to_q", "attn2.to_out"}
+    assert kinds == {"proj_in", "proj_out", "act_fn.proj", "ff"} | attention, "not attn2's to_k / to_v: the text's"
 
 
 def _as_fp8(layer: torch.nn.Linear) -> Fp8Linear:
