@@ -6,6 +6,12 @@ No boto3 mocking: every test talks the S3 protocol over HTTP, as the runner does
 from __future__ import annotations
 
 import io
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +22,40 @@ from kolora_core.runner.records import RunResult
 from kolora_core.storage.s3 import S3Store
 
 TEMPLATES = Path(__file__).parent / "templates"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def ctrl_c_when_logged(
+    store: S3Store,
+    runs: Path,
+    template: Path,
+    parameters: dict[str, str],
+    step: str,
+    pattern: str,
+    *,
+    reach_s: float,
+    stop_s: float,
+) -> tuple[Path, str]:
+    """A real `kolora run` of `template` in its own process, Ctrl-C (SIGINT) once `step`'s log matches `pattern` (a
+    regular expression, within `reach_s`); the runner must stop within `stop_s` with exit 130. Returns the run's
+    directory and what the runner wrote on stderr."""
+    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(template), "--runs-dir", str(runs)]
+    argv += ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
+    argv += [arg for name, value in parameters.items() for arg in ("-p", f"{name}={value}")]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + reach_s
+        while not any(re.search(pattern, log.read_text()) for log in runs.glob(f"*/logs/{step}.log")):
+            assert time.monotonic() < deadline and proc.poll() is None, f"the run's {step} did not log {pattern!r}"
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=stop_s)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    return (runs / "latest").resolve(), err
 
 
 @pytest.fixture

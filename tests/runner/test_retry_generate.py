@@ -8,12 +8,7 @@ on the tiny models, with the process engine; Ctrl-C makes the runner stop the st
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,10 +26,10 @@ from kolora_core.runner.run_record import RECORD_FILE
 from kolora_core.storage.s3 import S3Store
 from tests.conftest import mark_complete
 from tests.inference.conftest import write_tiny_lora
+from tests.runner.conftest import REPO, ctrl_c_when_logged
 
 pytestmark = pytest.mark.slow  # the generate stage three times (two of them step processes: ~7 s of imports each)
 
-REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "workflows" / "dist" / "kolora-pipeline.yaml"
 STORY = 8  # the smoke profile's story prompts, all in one shard
 # One image a batch: the stop falls between images, and an image does not depend on its batch-mates, so a resumed
@@ -92,23 +87,8 @@ def _uninterrupted(given: dict[str, Path], tmp_path: Path) -> Path:
 
 def _stop_in_generate(store: S3Store, runs: Path, template: Path) -> Path:
     """A real `kolora run`, Ctrl-C once generate has logged its STOP_AFTER-th image; returns the run's directory."""
-    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(template), "--runs-dir", str(runs)]
-    argv += ["--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
-    argv += [arg for name, value in PARAMETERS.items() for arg in ("-p", f"{name}={value}")]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 120
-        while not any(f"image {STOP_AFTER}/{STORY} " in log.read_text() for log in runs.glob("*/logs/generate.log")):
-            assert time.monotonic() < deadline and proc.poll() is None, f"generate did not reach image {STOP_AFTER}"
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
-    return (runs / "latest").resolve()
+    logged = rf"image {STOP_AFTER}/{STORY} "
+    return ctrl_c_when_logged(store, runs, template, PARAMETERS, "generate", logged, reach_s=120, stop_s=60)[0]
 
 
 def _pixels(path: Path) -> np.ndarray:

@@ -5,12 +5,7 @@ SIGTERM (the only one: periodic checkpoints are off), and the LoRA equals an uni
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +14,9 @@ import pytest
 from kolora_core.cli import main
 from kolora_core.runner.run_record import RECORD_FILE
 from kolora_core.storage.s3 import S3Store
+from tests.runner.conftest import REPO, ctrl_c_when_logged
 from tests.training.helpers import LOSS_CSV_TOLERANCE, lora_max_diff, losses
 
-REPO = Path(__file__).resolve().parents[2]
 PIPELINE = REPO / "workflows" / "dist" / "kolora-pipeline.yaml"
 STEPS = 12
 CONFIG = json.dumps({"train": {"steps": STEPS, "log_every": 1, "checkpoint_every": 0}})
@@ -39,25 +34,12 @@ def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
 
 def _interrupt_during_train(store: S3Store, runs: Path) -> Path:
     """A real `kolora run`, Ctrl-C once train has logged step 3; returns the run's directory."""
-    argv = [sys.executable, "-m", "kolora_core.cli", "run", "--template", str(PIPELINE), "-p", "profile=smoke"]
-    argv += ["-p", f"config={CONFIG}", "--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket]
-    argv += ["--runs-dir", str(runs)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(argv, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 300
-        while not any(re.search(rf"step 3/{STEPS} loss", log.read_text()) for log in runs.glob("*/logs/train.log")):
-            assert time.monotonic() < deadline and proc.poll() is None, "the run did not reach train's step 3"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err
+    parameters = {"profile": "smoke", "config": CONFIG}
+    logged = rf"step 3/{STEPS} loss"
+    run_dir, err = ctrl_c_when_logged(store, runs, PIPELINE, parameters, "train", logged, reach_s=300, stop_s=120)
     go_on = "; `kolora run --retry` goes on from what it saved"
     assert err.strip().splitlines()[-1] == f"kolora run: interrupted; the running step was stopped{go_on}"
-    return (runs / "latest").resolve()
+    return run_dir
 
 
 def test_a_run_stopped_in_train_and_retried_ends_with_the_uninterrupted_lora(run: Any, store: S3Store, tmp_path: Path) -> None:
