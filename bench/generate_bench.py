@@ -131,6 +131,9 @@ FLAGS = {
 }
 
 
+E4M3_SCOPES = (None, "gfp8", "gfp8p")  # each converts more layers than the one before; converted layers stay e4m3
+
+
 def parse_variant(name: str) -> tuple[int, set[str]]:
     """b<batch> plus flags (module docstring); cudnn / flash put that SDPA backend first (default: kolora's choice)."""
     head, *flags = name.strip().split("+")
@@ -336,7 +339,7 @@ def main() -> None:
         scope = "whole" if "whole" in flags else "compile" in flags
         fp8.widen(sampler.unet, scope_of(flags))
         wanted = "gfp8p" if "gfp8p" in flags else "gfp8" if "gfp8" in flags else None
-        if e4m3_scope and wanted != e4m3_scope and (wanted is None or e4m3_scope == "gfp8p"):
+        if E4M3_SCOPES.index(wanted) < E4M3_SCOPES.index(e4m3_scope):
             raise SystemExit("BENCH_VARIANTS: put the gfp8 variants last, gfp8p after gfp8 (FP8 layers stay FP8)")
         if wanted and wanted != e4m3_scope:  # before configure_unet: compilation traces the e4m3 buffers
             e4m3_layers += to_fp8(sampler.unet, projections=wanted == "gfp8p")
