@@ -78,3 +78,10 @@ def run(tmp_path: Path, store: S3Store) -> Any:
 
     _run.console = ""
     return _run
+
+
+@pytest.fixture
+def store_credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
+    """The store's keys in the environment, where the runner's steps (and a retry) take them from, as on a laptop."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")

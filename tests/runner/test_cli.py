@@ -31,6 +31,8 @@ from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
 
+pytestmark = pytest.mark.usefixtures("store_credentials")  # steps reach the store with the keys of the environment
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -44,12 +46,6 @@ def cli(store: S3Store, tmp_path: Path, *argv: str) -> int:
     return main(
         ["run", "--s3-endpoint", store.settings.endpoint_url, "--bucket", store.bucket, "--runs-dir", str(tmp_path), *argv]
     )
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
 
 
 def test_flags_become_options() -> None:

@@ -25,18 +25,14 @@ from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
 
+pytestmark = pytest.mark.usefixtures("store_credentials")  # steps reach the store with the keys of the environment
+
 REPO = Path(__file__).resolve().parents[2]
 GRACE_S = 3
 RUNNER = (
     "import sys; from kolora_core.runner import engine; "
     f"engine.STOP_GRACE_S = {GRACE_S}; from kolora_core.cli import main; sys.exit(main(sys.argv[1:]))"
 )
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
 
 
 def members(group: int) -> list[int]:

@@ -28,7 +28,8 @@ from tests.conftest import mark_complete
 from tests.inference.conftest import write_tiny_lora
 from tests.runner.conftest import REPO, ctrl_c_when_logged
 
-pytestmark = pytest.mark.slow  # the generate stage three times (two of them step processes: ~7 s of imports each)
+# slow: the generate stage three times (two of them step processes: ~7 s of imports each)
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("store_credentials")]
 
 PIPELINE = REPO / "workflows" / "dist" / "kolora-pipeline.yaml"
 STORY = 8  # the smoke profile's story prompts, all in one shard
@@ -38,13 +39,6 @@ CONFIG = json.dumps({"generate": {"batch_size": 1, "steps": 20}})
 PARAMETERS = {"profile": "smoke", "config": CONFIG}
 STOP_AFTER = 3  # finished images before Ctrl-C: two to damage in the store, at least one to keep
 INPUTS = {"models": "inputs/models", "lora": "inputs/lora", "prompt-embeddings": "inputs/prompt-embeddings"}
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    """The retry reaches the test's store with the keys of the environment, as the run it retries did."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
 
 
 def _generate_only(tmp_path: Path) -> Path:

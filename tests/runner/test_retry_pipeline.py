@@ -23,13 +23,7 @@ CONFIG = json.dumps({"train": {"steps": STEPS, "log_every": 1, "checkpoint_every
 BEFORE_TRAIN = ("ingest", "filter", "champion", "check-changes", "fetch-models")
 AFTER_TRAIN = ("generate", "evaluate", "publish", "promote")
 
-pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
+pytestmark = [pytest.mark.slow, pytest.mark.usefixtures("store_credentials")]
 
 
 def _interrupt_during_train(store: S3Store, runs: Path) -> Path:

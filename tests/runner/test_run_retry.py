@@ -30,15 +30,10 @@ from kolora_core.storage.s3 import S3Store
 
 from .conftest import TEMPLATES
 
+pytestmark = pytest.mark.usefixtures("store_credentials")  # steps reach the store with the keys of the environment
+
 REPO = Path(__file__).resolve().parents[2]
 TOTAL = "6 items, sum 75"  # items 0..5 of base 10: what an uninterrupted run writes
-
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    """A retry reaches an external store with the keys of the environment, as the run it retries did."""
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
 
 
 def retry(run: Any, runs: Path, name: str | None = None, template: str = "resumable.yaml") -> tuple[RunResult, str]:

@@ -22,11 +22,7 @@ from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import MiB, S3Store, make_client
 from kolora_core.upload_marker import UPLOADING, check_upload, scan_folder
 
-
-@pytest.fixture(autouse=True)
-def credentials(monkeypatch: pytest.MonkeyPatch, store: S3Store) -> None:
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", store.settings.access_key_id or "")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", store.settings.secret_access_key or "")
+pytestmark = pytest.mark.usefixtures("store_credentials")  # steps reach the store with the keys of the environment
 
 
 def my_images(folder: Path, colours: tuple[str, ...] = ("red", "green", "blue")) -> Path:
