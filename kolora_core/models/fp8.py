@@ -1,12 +1,13 @@
 """FP8 (e4m3) products for the Kolors UNet's feed-forward layers at generation: the `generate.fp8` opt-in.
 
 Why these layers: Hopper and Ada run e4m3 matrix products at twice the fp16 rate, and each transformer layer's
-feed-forward pair (`act_fn.proj`, 4x-8x wide, and `ff`) holds two thirds of the UNet's linear FLOPs. Quantizing
-an activation costs a pass over it; for the narrow attention projections that pass costs what the faster product
-saves (all 722 attention-block layers in FP8 gained 1.2%, docs/benchmarks.md), for the wide feed-forward products
-it does not, and inductor fuses the quantization into the LayerNorm / GEGLU that produces the input. Eager, the
-quantization runs as separate kernels and FP8 is slower than fp16, so `generate.fp8` makes `generate.compile: auto`
-compile every shard on a GPU (CPUs, where the tests run these layers, stay eager).
+feed-forward pair (`act_fn.proj`, 4x-8x wide, and `ff`) holds two thirds of the UNet's linear FLOPs. Quantizing an
+activation costs a pass over it; for the narrow attention projections that pass costs what the faster product saves
+(all 722 attention-block layers in FP8 through torchao gained 1.2%; this module's `projections=True`, 582 layers, 2%
+for 90 s more cold compile: docs/benchmarks.md), for the wide feed-forward products it does not, and inductor fuses
+the quantization into the LayerNorm / GEGLU that produces the input. Eager, the quantization runs as separate
+kernels and FP8 is slower than fp16, so `generate.fp8` makes `generate.compile: auto` compile every shard on a GPU
+(CPUs, where the tests run these layers, stay eager).
 
 Why hand-written rather than torchao's `Float8DynamicActivationFloat8WeightConfig` (the same recipe, measured in
 `bench/fp8_torchao.py`): inductor took 101 s to compile one transformer layer holding torchao's FP8 weight tensors
