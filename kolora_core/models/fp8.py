@@ -68,9 +68,10 @@ class Fp8Linear(torch.nn.Linear):
 
     weight_fp8: torch.Tensor
     weight_scale: torch.Tensor
-    input_scale: torch.Tensor  # for the next compiled call: this call's, with INPUT_HEADROOM (0 before the first
-    # call: a compiled call before any eager one would zero the product; the sampler calls through `calibration`)
-    calibrated = False  # whether an eager call has set input_scale (a flag, not the tensor: reading that syncs)
+    input_scale: torch.Tensor  # for the next compiled call: this call's, with INPUT_HEADROOM (0 before the first)
+    calibrated = False  # whether a call has set input_scale (a flag, not the tensor: reading that syncs). Compiled
+    # before any call, a layer uses its own scale and sets the flag, and the changed flag has the graph traced again
+    # (one more compile; `calibration` avoids it): never the zero scale, which would zero the product
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -88,9 +89,9 @@ class Fp8Linear(torch.nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(-1, x.shape[-1])
         found = _scale(flat)
-        if torch.compiler.is_compiling():
+        if self.calibrated and torch.compiler.is_compiling():
             scale = self.input_scale  # the previous call's (module doc)
-        else:
+        else:  # eager; or compiled before any eager call: the call's own scale, then traced again with the buffer's
             scale, self.calibrated = found, True
         out = torch._scaled_mm(
             _quantize(flat, scale),

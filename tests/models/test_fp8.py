@@ -128,6 +128,30 @@ def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_ea
     assert _relative(settled, reference * 16 - layer.bias * 15) < 0.05 < _relative(outgrown, reference * 16 - layer.bias * 15)
 
 
+def test_compiled_before_any_eager_call_a_layer_uses_its_own_scale_then_the_previous_calls() -> None:
+    """Without `calibration` the input scale is still 0: the compiled call must not quantize with it (the product
+    would be the bias alone); it takes the call's own scale, and the next compiled call the buffer's."""
+    torch.manual_seed(0)
+    block = torch.nn.Sequential(torch.nn.Linear(64, 128))
+    layer = _as_fp8(block[0])
+    x = torch.randn(4, 16, 64)
+    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
+    traced: list[int] = []
+
+    def counting(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
+        traced.append(1)
+        return gm.forward
+
+    compiled = torch.compile(block, backend=counting, dynamic=False)
+    with torch.no_grad():
+        first = compiled(x)
+        assert traced == [1] and layer.calibrated
+        layer.input_scale.div_(64)  # a scale that saturates: the next call must read it from the buffer
+        second = compiled(x)
+    assert traced == [1, 1], "traced again once the layer had a scale"
+    assert _relative(first, reference) < 0.05 < _relative(second, reference)
+
+
 def test_gpus_without_fp8_tensor_cores_are_named(monkeypatch: pytest.MonkeyPatch) -> None:
     assert fp8_unsupported("cpu") is None
     monkeypatch.setattr(fp8.torch.cuda, "get_device_capability", lambda device: (8, 0))
