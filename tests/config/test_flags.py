@@ -173,3 +173,33 @@ def test_kolora_config_refuses_a_bad_flag_value_and_an_abbreviated_flag(capsys: 
     with pytest.raises(SystemExit) as exit_info:  # `--train.ste` must not silently mean `--train.steps`
         main(["config", "--train.ste", "3"])
     assert exit_info.value.code == 2 and "unrecognized arguments: --train.ste 3" in capsys.readouterr().err
+
+
+def test_kolora_config_with_p_prints_what_the_runs_stages_resolve(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kolora run -p steps=7 -p rank=4 --config run.yaml` reaches every stage as `--config run.yaml --train.steps 7
+    --train.lora_rank 4` (the templates' flags): `kolora config` given the same -p prints what those stages resolve."""
+    overlay = tmp_path / "run.yaml"
+    overlay.write_text("train:\n  lora_alpha: 2\ningest:\n  caption: a red fox\n", encoding="utf-8")
+    argv = ["--profile", "smoke", "--config", str(overlay)]
+    assert main(["config", *argv, "-p", "steps=7", "-p", "rank=4", "-p", "caption="]) == 0
+    printed = capsys.readouterr().out
+    stage = config_from_args(
+        build_parser(STAGES["train"]).parse_args(_train_argv(tmp_path, *argv, "--train.steps", "7", "--train.lora_rank", "4"))
+    )
+    assert printed == dump_config(stage)
+    assert (stage.train.steps, stage.train.lora_rank, stage.train.lora_alpha, stage.ingest.caption) == (7, 4, 2, "a red fox")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["-p", "stepz=7"], "-p stepz: unknown parameter; choose from profile, config, "),
+        (["-p", "steps=many"], "-p parameters: config field 'train.steps': "),
+        (["-p", "steps=7", "--train.lora_rank", "4"], "give either -p parameters or --SECTION.FIELD flags, not both"),
+        (["--profile", "full", "-p", "profile=smoke"], "--profile full and -p profile=smoke disagree; give one"),
+    ],
+)
+def test_kolora_config_with_p_refuses_in_one_line(argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["config", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith(f"kolora config: error: {message}"), err
