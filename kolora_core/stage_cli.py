@@ -7,7 +7,8 @@ same way, which is what lets the runner, the containers and Argo treat them alik
   `--<artifact> DIR` flag per input/output directory from `kolora_core.stages`. A flag given as
   the empty string keeps the profile's value (Argo parameters cannot be "unset").
 * inputs must be committed outputs of an earlier stage; files their `_SUCCESS` does not list are removed
-  first (`kolora_core.commit.accept_input`), so a failed attempt's leftovers are never read.
+  first (`kolora_core.commit.accept_input`), so a failed attempt's leftovers are never read. An optional input
+  (`Stage.optional`: generate's `--prompt-embeddings`) whose directory does not exist counts as not given.
 * outputs are staged beside their directory (`<parent>/.staging/<name>`, outside every artifact path) and
   moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
   output directory empty (or as its previous commit), which is what Argo then uploads.
@@ -99,6 +100,17 @@ def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, P
     return {name: getattr(args, name.replace("-", "_")) or first.parent / f"{first.name}.{name}" for name in stage.resumable}
 
 
+def _present_inputs(stage: Stage, given: dict[str, Path | None]) -> dict[str, Path]:
+    """The inputs given; an optional one whose directory does not exist is not given, with one log line: the
+    templates pass every input's flag, and on Argo an optional artifact that was not supplied leaves no path (a
+    required one that does not exist is refused by `commit.accept_input`)."""
+    inputs = {name: given[name] for name in stage.inputs if given[name] is not None}
+    for name in stage.optional:
+        if name in inputs and not inputs[name].exists():
+            log.info("optional input --%s %s does not exist: %s runs without it", name, inputs.pop(name), stage.name)
+    return inputs
+
+
 def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str]) -> dict[str, Path]:
     """The uploads given as existing directories. One that does not exist is left out with one log line, unless it
     was named (`--<name>-from`): then nothing arriving under that name is the user's mistake, said in one line."""
@@ -177,7 +189,7 @@ def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) ->
     try:
         config = config_from_args(args)
         given = {name: getattr(args, name.replace("-", "_")) for name in (*stage.inputs, *stage.uploads, *stage.outputs)}
-        inputs = {name: given[name] for name in stage.inputs if given[name] is not None}  # optional ones may be absent
+        inputs = _present_inputs(stage, given)
         outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
         resumable = _resumable_dirs(stage, args, outputs)
         uploads = _uploads(stage, given, {n: getattr(args, f"{n}_from".replace("-", "_")).strip() for n in stage.uploads})

@@ -40,7 +40,8 @@ class Stage:
     # given back to the retry (on Argo: an optional input and output artifact at the same path).
     resumable: tuple[str, ...] = ()
     # Inputs/outputs the stage runs without: a CLI run may leave their flag out (train then writes no prompt
-    # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`.
+    # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`, and an optional
+    # input directory that does not exist (an artifact not supplied) counts as not given.
     optional: tuple[str, ...] = ()
     # The user's own files handed in as they are (ingest's `source`: a folder of images or .parquet files): never a
     # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional. `--<name>-from NAME` says

@@ -62,6 +62,33 @@ def test_missing_input_names_the_path(inputs: Path, capsys: pytest.CaptureFixtur
     assert err[-1].startswith("kolora train: error: input --models") and str(inputs / "absent") in err[-1]
 
 
+def test_an_optional_input_that_is_not_there_is_not_given(inputs: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The generate template passes --prompt-embeddings always; on Argo an optional artifact not supplied leaves no
+    path there: generate runs without it (encoding its prompts itself), as when the flag is left out."""
+    (inputs / "lora").mkdir()
+    mark_complete(inputs / "lora")
+    seen: list[list[str]] = []
+
+    def work(config: RunConfig, given: dict[str, Path], outputs: dict[str, Path]) -> None:
+        seen.append(sorted(given))
+
+    argv = [
+        "--profile",
+        "smoke",
+        "--models",
+        str(inputs / "m"),
+        "--lora",
+        str(inputs / "lora"),
+        "--images",
+        str(inputs / "images"),
+    ]
+    with caplog.at_level("INFO"):
+        assert stage_main("generate", work, [*argv, "--prompt-embeddings", str(inputs / "not-supplied")]) == 0
+    assert stage_main("generate", work, argv) == 0
+    assert seen == [["lora", "models"], ["lora", "models"]]
+    assert f"optional input --prompt-embeddings {inputs / 'not-supplied'} does not exist: generate runs without it" in caplog.text
+
+
 def test_unfinished_input_is_refused(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     (inputs / "m" / COMPLETE_MARKER).unlink()
     assert stage_main("train", _copy_work, _args(inputs)) == 2
