@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,4 +148,76 @@ def load_lora(path: Path) -> LoRAFile:
         )
     if metadata.get("variant", "lora") not in VARIANT_TENSORS:
         raise KoloraError(f"LoRA file {path} is a {metadata['variant']!r} adapter, which this kolora does not know")
-    return LoRAFile(tensors=tensors, rank=int(metadata["rank"]), alpha=float(metadata["alpha"]), metadata=metadata)
+    lora = LoRAFile(tensors=tensors, rank=_rank(path, metadata), alpha=_alpha(path, metadata), metadata=metadata)
+    _check_tensors(path, lora)
+    return lora
+
+
+_NOT_KOLORAS = "pass the lora.safetensors a kolora train stage wrote"
+
+
+def _rank(path: Path, metadata: dict[str, str]) -> int:
+    rank = metadata.get("rank", "")
+    if not rank.isdigit() or int(rank) < 1:
+        raise KoloraError(f"LoRA file {path}: metadata 'rank' is {rank or None!r}, not a whole number above 0: {_NOT_KOLORAS}")
+    return int(rank)
+
+
+def _alpha(path: Path, metadata: dict[str, str]) -> float:
+    try:
+        alpha = float(metadata.get("alpha", ""))
+    except ValueError:
+        alpha = math.nan
+    if not math.isfinite(alpha):
+        raise KoloraError(f"LoRA file {path}: metadata 'alpha' is {metadata.get('alpha')!r}, not a finite number: {_NOT_KOLORAS}")
+    return alpha
+
+
+# The factors of each variant's update (`merge.delta_weight`): per factor, the ways it is stored, a tensor whole or a
+# product left @ right (LoKr keeps either). Checked when the file is read, so a damaged file is named before any
+# model loads, not found by a KeyError or a matmul's shape error mid-merge.
+_FACTORS: dict[str, tuple[tuple[tuple[str, ...], ...], ...]] = {
+    "lora": ((("lora_B", "lora_A"),),),
+    "dora": ((("lora_B", "lora_A"),),),
+    "loha": ((("hada_w1_a", "hada_w1_b"),), (("hada_w2_a", "hada_w2_b"),)),
+    "lokr": ((("lokr_w1",), ("lokr_w1_a", "lokr_w1_b")), (("lokr_w2",), ("lokr_w2_a", "lokr_w2_b"))),
+}
+
+
+def _check_tensors(path: Path, lora: LoRAFile) -> None:
+    """Refuse what no merge can apply: foreign keys, non-float or non-finite values, missing or misfitting tensors."""
+    for key, tensor in lora.tensors.items():
+        try:
+            split_key(key)
+        except KoloraError as exc:
+            raise KoloraError(f"LoRA file {path}: {exc}: {_NOT_KOLORAS}") from None
+        if not tensor.is_floating_point():
+            raise KoloraError(f"LoRA file {path}: tensor {key} is {tensor.dtype}, not floating point: {_NOT_KOLORAS}")
+        if not torch.isfinite(tensor).all():
+            raise KoloraError(
+                f"LoRA file {path}: tensor {key} holds NaN or infinite values (a diverged training?): {_NOT_KOLORAS}"
+            )
+    for module in lora.modules():
+        parts = lora.parts(module)
+        shapes = [_factor_shape(path, module, parts, ways) for ways in _FACTORS[lora.variant]]
+        if lora.variant == "loha" and shapes[0] != shapes[1]:
+            raise KoloraError(f"LoRA file {path}: module {module}'s two Hadamard factors are {shapes[0]} and {shapes[1]}")
+        magnitude = parts.get("lora_magnitude_vector")
+        if lora.variant == "dora" and (magnitude is None or tuple(magnitude.shape) != shapes[0][:1]):
+            got = "missing" if magnitude is None else tuple(magnitude.shape)
+            raise KoloraError(f"LoRA file {path}: module {module}'s lora_magnitude_vector is {got}, expected {shapes[0][:1]}")
+
+
+def _factor_shape(path: Path, module: str, parts: dict[str, torch.Tensor], ways: tuple[tuple[str, ...], ...]) -> tuple[int, ...]:
+    """The shape of one factor of `module`'s update, stored in the first of `ways` whose tensors are all there."""
+    names = next((names for names in ways if all(name in parts for name in names)), None)
+    if names is None:
+        wanted = " or ".join("+".join(names) for names in ways)
+        raise KoloraError(
+            f"LoRA file {path}: module {module} lacks its {wanted} tensor(s): the file is incomplete; {_NOT_KOLORAS}"
+        )
+    factors = [parts[name] for name in names]
+    if any(factor.dim() != 2 for factor in factors) or (len(factors) == 2 and factors[0].shape[1] != factors[1].shape[0]):
+        shown = ", ".join(f"{name} {tuple(parts[name].shape)}" for name in names)
+        raise KoloraError(f"LoRA file {path}: module {module}'s tensors do not fit together ({shown}): {_NOT_KOLORAS}")
+    return (factors[0].shape[0], factors[-1].shape[1])

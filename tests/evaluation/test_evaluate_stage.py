@@ -22,7 +22,13 @@ def stage_inputs(tmp_path: Path, scorers_dir: Path) -> dict[str, Path]:
 
     lora = tmp_path / "lora"
     lora.mkdir()
-    save_lora(lora / "lora.safetensors", {"m.lora_A.default.weight": torch.zeros(16, 4)}, rank=16, alpha=4.0, extra={})
+    save_lora(
+        lora / "lora.safetensors",
+        {"m.lora_A.default.weight": torch.zeros(16, 4), "m.lora_B.default.weight": torch.zeros(4, 16)},
+        rank=16,
+        alpha=4.0,
+        extra={},
+    )
     (lora / "train_summary.json").write_text(json.dumps({"steps": 4, "final_loss": 0.5}))
     report = tmp_path / "fr"
     report.mkdir()
