@@ -112,7 +112,7 @@ def cached_embeddings(
     """The embeddings of train's `prompt-embeddings` this shard can use (fast engine only), with one log line."""
     if generate.engine != "fast":
         return {}
-    lookup = read_prompt_embeddings(directory, model_dir.text_encoder_fingerprint(), dtype)
+    lookup = read_prompt_embeddings(directory, model_dir.text_encoder_fingerprint(), dtype, model_dir.text_encoder_width())
     texts = needed_texts(jobs)
     usable = {t: lookup.embeddings[t] for t in texts if t in lookup.embeddings}
     if len(usable) == len(texts):

@@ -122,6 +122,17 @@ class ModelDir(ManifestDir):
         files = {rel: entry for rel, entry in self.read_manifest()["files"].items() if rel.startswith(prefix)}
         return hashlib.sha256(json.dumps(files, sort_keys=True).encode()).hexdigest()
 
+    def text_encoder_width(self) -> int:
+        """ChatGLM's hidden size (its config.json): the width of every prompt embedding it makes, and the UNet takes."""
+        config = self.text_encoder / "config.json"
+        try:
+            width = json.loads(config.read_text(encoding="utf-8")).get("hidden_size")
+        except (OSError, ValueError, AttributeError):  # missing, not UTF-8 or JSON, not an object
+            width = None
+        if not isinstance(width, int) or width < 1:
+            raise KoloraError(f"{config} gives no hidden_size (a whole number above 0): rerun fetch-models")
+        return width
+
     def weight_files(self) -> list[Path]:
         files = [self.unet, self.vae]
         if self.text_encoder.is_dir():

@@ -99,8 +99,9 @@ class Lookup:
     refused: str | None = None
 
 
-def read_prompt_embeddings(directory: Path | None, text_encoder_sha256: str, dtype: torch.dtype) -> Lookup:
-    """The embeddings of `directory` that generate may use instead of running its own text encoder."""
+def read_prompt_embeddings(directory: Path | None, text_encoder_sha256: str, dtype: torch.dtype, width: int) -> Lookup:
+    """The embeddings of `directory` that generate may use instead of running its own text encoder (`width`: its
+    hidden size, `ModelDir.text_encoder_width`; an artifact of the same encoder bytes holding another is damaged)."""
     if directory is None:
         return Lookup({}, "no prompt-embeddings input")
     manifest_path = directory / MANIFEST_FILE
@@ -116,10 +117,10 @@ def read_prompt_embeddings(directory: Path | None, text_encoder_sha256: str, dty
     differs = [key for key, value in wanted.items() if manifest.get(key) != value]
     if differs:
         return Lookup({}, f"made with another {' and '.join(differs)} ({', '.join(str(manifest.get(k)) for k in differs)})")
-    return Lookup(_tensors(directory, manifest, dtype))
+    return Lookup(_tensors(directory, manifest, dtype, width))
 
 
-def _tensors(directory: Path, manifest: dict[str, Any], dtype: torch.dtype) -> dict[str, Embedding]:
+def _tensors(directory: Path, manifest: dict[str, Any], dtype: torch.dtype, width: int) -> dict[str, Embedding]:
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -137,12 +138,11 @@ def _tensors(directory: Path, manifest: dict[str, Any], dtype: torch.dtype) -> d
         hidden, pooled = tensors.get(f"hidden.{index}"), tensors.get(f"pooled.{index}")
         if not isinstance(text, str) or hidden is None or pooled is None:
             raise KoloraError(f"{path}: entry {entry!r} has no text or no hidden/pooled tensors: rerun train")
-        width = pooled.shape[-1] if pooled.dim() == 1 else -1
-        good = hidden.shape == (TOKENS, width) and hidden.dtype == pooled.dtype == dtype
+        good = hidden.shape == (TOKENS, width) and pooled.shape == (width,) and hidden.dtype == pooled.dtype == dtype
         if not good or not (torch.isfinite(hidden).all() and torch.isfinite(pooled).all()):
             raise KoloraError(
                 f"{path}: the embedding of text {index} has shape {tuple(hidden.shape)} / {tuple(pooled.shape)} and dtype "
-                f"{hidden.dtype}, expected ({TOKENS}, hidden) / (hidden,) finite {dtype}: rerun train"
+                f"{hidden.dtype}, expected ({TOKENS}, {width}) / ({width},) finite {dtype}: rerun train"
             )
         found[text] = (hidden.unsqueeze(0), pooled.unsqueeze(0))
     return found

@@ -90,27 +90,27 @@ def test_changed_prompts_load_the_text_encoder_for_the_new_texts(
 
 def test_embeddings_of_other_weights_or_dtype_are_not_used(trained: tuple[Path, Path], tiny_models: Path) -> None:
     _, embeddings = trained
-    fingerprint = ModelDir(tiny_models).text_encoder_fingerprint()
+    fingerprint, width = ModelDir(tiny_models).text_encoder_fingerprint(), ModelDir(tiny_models).text_encoder_width()
     texts = story_texts(load_config("smoke").generate)
-    assert list(read_prompt_embeddings(embeddings, fingerprint, torch.float32).embeddings) == texts
-    other = read_prompt_embeddings(embeddings, "0" * 64, torch.float32)
+    assert list(read_prompt_embeddings(embeddings, fingerprint, torch.float32, width).embeddings) == texts
+    other = read_prompt_embeddings(embeddings, "0" * 64, torch.float32, width)
     assert other.embeddings == {} and other.refused and other.refused.startswith("made with another text_encoder_sha256")
-    fp16 = read_prompt_embeddings(embeddings, fingerprint, torch.float16)
+    fp16 = read_prompt_embeddings(embeddings, fingerprint, torch.float16, width)
     assert fp16.embeddings == {} and fp16.refused == "made with another dtype (float32)"
-    assert read_prompt_embeddings(None, fingerprint, torch.float32).refused == "no prompt-embeddings input"
+    assert read_prompt_embeddings(None, fingerprint, torch.float32, width).refused == "no prompt-embeddings input"
 
 
 def test_skipped_embeddings_make_generate_encode(tiny_models: Path, tmp_path: Path, trained: tuple[Path, Path]) -> None:
     fingerprint = ModelDir(tiny_models).text_encoder_fingerprint()
     write_prompt_embeddings(tmp_path / "e", {}, fingerprint, skipped="the text encoder ran in bfloat16")
     mark_complete(tmp_path / "e")
-    lookup = read_prompt_embeddings(tmp_path / "e", fingerprint, torch.float32)
+    lookup = read_prompt_embeddings(tmp_path / "e", fingerprint, torch.float32, ModelDir(tiny_models).text_encoder_width())
     assert lookup.embeddings == {} and lookup.refused == "train wrote none (the text encoder ran in bfloat16)"
     shard = ("--generate.shards", "8", "--generate.shard", "0")
     assert _generate(tiny_models, trained[0], tmp_path / "out", tmp_path / "e", *shard) == 0
 
 
-@pytest.mark.parametrize("damage", ["shape", "manifest", "nan"])
+@pytest.mark.parametrize("damage", ["shape", "manifest", "nan", "width"])
 def test_damaged_embeddings_are_named(
     damage: str, trained: tuple[Path, Path], tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -123,6 +123,8 @@ def test_damaged_embeddings_are_named(
         tensors["hidden.3"] = tensors["hidden.3"][:10]
     elif damage == "nan":
         tensors["pooled.0"] = torch.full_like(tensors["pooled.0"], float("nan"))
+    elif damage == "width":  # consistent with itself, not with the text encoder its manifest names (was a matmul error)
+        tensors = {name: tensor[..., :8].contiguous() for name, tensor in tensors.items()}
     else:
         (broken / MANIFEST_FILE).write_text("not json", encoding="utf-8")
     save_file(tensors, str(broken / TENSOR_FILE))
