@@ -14,7 +14,7 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
 from kolora_core.errors import KoloraError
@@ -79,7 +79,7 @@ class ManifestDir(ABC):
             raise KoloraError(
                 f"{self.manifest_path} not found: {self.root} is not a complete model directory; run the fetch-models stage"
             )
-        manifest = json.loads(self.manifest_path.read_text(encoding="utf-8"))
+        manifest = self._parsed_manifest()
         for rel, expected in manifest["files"].items():
             path = self.root / rel
             if not path.exists():
@@ -91,6 +91,29 @@ class ManifestDir(ABC):
                 )
             if verify == "sha256" and sha256_file(path) != expected["sha256"]:
                 raise KoloraError(f"weight file {path} does not match its sha256 in {MANIFEST}; rerun fetch-models")
+        return manifest
+
+    def _parsed_manifest(self) -> dict[str, Any]:
+        """The manifest, refused unless it has the form `write_manifest` gives it: it comes through the artifact store,
+        so its names must stay inside the directory (none is stat'ed or hashed outside it) and cover every file the
+        loaders open by name (the UNet's sha256 is read from it)."""
+        path, redo = self.manifest_path, "rerun fetch-models"
+        try:
+            manifest = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise KoloraError(f"{path} is not a JSON manifest ({type(exc).__name__}): {redo}") from None
+        if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "sources")):
+            raise KoloraError(f"{path} is not a {MANIFEST} manifest (an object with 'files' and 'sources' mappings): {redo}")
+        for rel, entry in manifest["files"].items():
+            parts = PurePosixPath(rel).parts
+            if rel.startswith("/") or not parts or any(part in (".", "..") for part in parts):
+                raise KoloraError(f"{path} names {rel!r}, which is not a file inside {self.root}: {redo}")
+            if not isinstance(entry, dict) or type(entry.get("size")) is not int or not isinstance(entry.get("sha256"), str):
+                raise KoloraError(f"{path}: the entry of {rel} is not {{size: integer, sha256: text}}: {redo}")
+        unlisted = [p.relative_to(self.root).as_posix() for p in self.required_files()]
+        unlisted = [rel for rel in unlisted if rel not in manifest["files"]]
+        if unlisted:
+            raise KoloraError(f"{path} does not list {unlisted[0]}, which the model directory needs: {redo}")
         return manifest
 
     def fingerprint(self, verify: Literal["size", "sha256"] = "size") -> str:

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -54,6 +57,39 @@ def test_wrong_shaped_weights_name_the_file(tiny_models: Path, tmp_path: Path) -
 def test_directory_without_manifest_says_run_fetch_models(tmp_path: Path) -> None:
     with pytest.raises(KoloraError, match="run the fetch-models stage"):
         ModelDir(tmp_path).read_manifest()
+
+
+UNET = "kolors/unet/diffusion_pytorch_model.safetensors"
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (lambda m: "{not json", r"kolora_models\.json is not a JSON manifest \(JSONDecodeError\)"),
+        (lambda m: [m], r"is not a kolora_models\.json manifest \(an object with 'files' and 'sources' mappings\)"),
+        (lambda m: {k: v for k, v in m.items() if k != "files"}, r"an object with 'files' and 'sources' mappings"),
+        (lambda m: m | {"files": m["files"] | {UNET: 5}}, rf"the entry of {UNET} is not {{size: integer, sha256: text}}"),
+        (lambda m: m | {"files": m["files"] | {UNET: {"size": "9", "sha256": ""}}}, rf"the entry of {UNET} is not"),
+        (lambda m: m | {"files": {k: v for k, v in m["files"].items() if k != UNET}}, rf"does not list {UNET}, which"),
+        (
+            lambda m: m | {"files": m["files"] | {"../outside": {"size": 4, "sha256": ""}}},
+            r"names '\.\./outside', which is not a",
+        ),
+        (lambda m: m | {"files": m["files"] | {"/etc/hostname": {"size": 4, "sha256": ""}}}, r"names '/etc/hostname', which"),
+    ],
+)
+def test_a_manifest_not_as_fetch_models_writes_it_is_named(
+    tiny_models: Path, tmp_path: Path, damage: Callable[[Any], Any], message: str
+) -> None:
+    """It comes through the artifact store: a damaged one is one line (it was a traceback: KeyError, TypeError,
+    JSONDecodeError), and a name outside the directory is refused before anything there is stat'ed or hashed."""
+    (tmp_path / "outside").write_text("four", encoding="utf-8")
+    model_dir = ModelDir(Path(shutil.copytree(tiny_models, tmp_path / "m")))
+    changed = damage(json.loads(model_dir.manifest_path.read_text(encoding="utf-8")))
+    model_dir.manifest_path.write_text(changed if isinstance(changed, str) else json.dumps(changed), encoding="utf-8")
+    with pytest.raises(KoloraError, match=message) as caught:
+        model_dir.read_manifest(verify="sha256")
+    assert str(caught.value).startswith(str(model_dir.manifest_path)) and str(caught.value).endswith("rerun fetch-models")
 
 
 def test_modelscope_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
