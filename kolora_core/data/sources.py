@@ -73,14 +73,13 @@ def default_cache_dir() -> Path:
 
 
 def _clean_text(value: Any) -> str | None:
-    if value is None:
-        return None
+    """A caption cell or field as one line of text; a list is several captions (the first is used). Anything else that
+    is not text (a number, a mapping, bytes) is no caption: written out it would be `{'a': 1}` or `b'...'`."""
     if isinstance(value, list):
         value = value[0] if value else None
-        if value is None:
-            return None
-    text = " ".join(str(value).split())
-    return text or None
+    if not isinstance(value, str):
+        return None
+    return " ".join(value.split()) or None
 
 
 def _read_file(root: Path, path: Path, original_id: str, text: str | None) -> Item:
@@ -226,8 +225,11 @@ def _image_bytes(value: Any, roots: tuple[Path, ...]) -> tuple[bytes | None, tup
         value.save(buf, format="PNG")
         return buf.getvalue(), None
     if isinstance(value, dict):
-        if value.get("bytes"):
-            return value["bytes"], None
+        data = value.get("bytes")
+        if data is not None and not isinstance(data, bytes | bytearray):
+            return None, ("not_an_image", f"the image cell's bytes field holds {type(data).__name__}, not binary data")
+        if data:
+            return bytes(data), None
         value = value.get("path")
     if isinstance(value, bytes | bytearray):
         return (bytes(value), None) if value else (None, ("empty_file", "empty image cell (0 bytes)"))
@@ -277,11 +279,31 @@ def iter_parquet(path: Path) -> Iterator[SourceEvent]:
         image_col, text_col, id_col = _columns(pf.schema_arrow.names, f"parquet file {label}")
         wanted = [c for c in (image_col, text_col, id_col) if c]
         row_number = 0
-        for batch in pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=wanted):
+        for batch in _batches(pf, wanted):
+            if isinstance(batch, Exception):
+                why = f"{type(batch).__name__}: {batch}"
+                reason = f"cannot read the parquet file past row {row_number} ({why}); the rows before it are read"
+                yield Problem(label, "bad_parquet", reason)
+                break
             for row in batch.to_pylist():
                 original_id = str(row[id_col]) if id_col and row.get(id_col) is not None else f"{label}:{row_number}"
                 yield _row_item(row, original_id, image_col, text_col, ())
                 row_number += 1
+
+
+def _batches(pf: Any, columns: list[str]) -> Iterator[Any]:
+    """The file's record batches, then the error if a page cannot be decoded: a file whose footer reads can still hold
+    damaged data (pyarrow raises OSError, ArrowInvalid, ... only when it reaches it)."""
+    batches = pf.iter_batches(batch_size=PARQUET_BATCH_ROWS, columns=columns)
+    while True:
+        try:
+            batch = next(batches)
+        except StopIteration:
+            return
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged page
+            yield exc
+            return
+        yield batch
 
 
 def load_modelscope(dataset_id: str, config: IngestConfig, cache_dir: Path) -> Any:

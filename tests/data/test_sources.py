@@ -121,6 +121,38 @@ def test_single_parquet_file_and_non_parquet_file(parquet_dir: Path, tmp_path: P
         open_source(ingest_config(str(tmp_path / "x.csv")))
 
 
+def test_hostile_parquet_cells_are_skips_and_damaged_pages_a_problem(tmp_path: Path) -> None:
+    """Cells a writer other than datasets' can give: captions that are not text are no caption (they were written out
+    as `{'a': 'x'}`, `b'...'`, `['x']`), an image struct whose bytes are a string is not an image (was a TypeError),
+    and a page that cannot be decoded ends that file with a problem (was an OSError traceback), earlier rows kept."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    image = encode(picture((100, 100), 1), "PNG")
+    captions = [5, {"a": "x"}, b"\xff", [["x"]], ["first", "second"], "  two\nlines "]
+    (tmp_path / "captions").mkdir()
+    for i, caption in enumerate(captions):  # a column each: arrow columns hold one type
+        pq.write_table(pa.table({"image": [image], "text": [caption]}), tmp_path / "captions" / f"{i}.parquet")
+    assert [e.text for e in events(str(tmp_path / "captions"))] == [None, None, None, None, "first", "two lines"]
+    pq.write_table(pa.table({"image": [{"bytes": "not bytes", "path": "x.png"}]}), tmp_path / "b.parquet")
+    (event,) = events(str(tmp_path / "b.parquet"))
+    assert event.skip == ("not_an_image", "the image cell's bytes field holds str, not binary data")
+
+    buffer = io.BytesIO()
+    rows = sources.PARQUET_BATCH_ROWS  # one row group per batch read
+    pq.write_table(pa.table({"image": [image] * 2 * rows}), buffer, row_group_size=rows)
+    good = pq.ParquetFile(io.BytesIO(buffer.getvalue()))
+    second = good.metadata.row_group(1).column(0)
+    data = bytearray(buffer.getvalue())
+    start = second.dictionary_page_offset or second.data_page_offset
+    data[start + 16 : start + 400] = bytes(384)  # the second row group's first page, inside its encoded values
+    (tmp_path / "c.parquet").write_bytes(bytes(data))
+    got = events(str(tmp_path / "c.parquet"))
+    assert [e.original_id for e in got[:-1]] == [f"c.parquet:{i}" for i in range(rows)]
+    assert isinstance(got[-1], Problem) and got[-1].kind == "bad_parquet", got[-1]
+    assert got[-1].reason.startswith(f"cannot read the parquet file past row {rows} (")
+
+
 # --- ModelScope (offline) -------------------------------------------------------------------------------------
 
 
