@@ -137,8 +137,15 @@ def read_trainset(root: Path) -> list[tuple[str, str]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if not reader.fieldnames or not set(TRAIN_COLUMNS) <= set(reader.fieldnames):
         raise KoloraError(f"{metadata} must have the columns file_name,text; found {reader.fieldnames}")
+    rows: list[tuple[str, str]] = []
     try:
-        rows = [(row["file_name"], row["text"]) for row in reader]
+        for row in reader:
+            if None in row or None in row.values():  # DictReader's fill for a row with more or fewer fields than columns
+                raise KoloraError(
+                    f"{metadata} line {reader.line_num} does not have the {len(reader.fieldnames)} fields of its header "
+                    f"({', '.join(reader.fieldnames)}): quote a caption holding commas, or rerun the filter stage"
+                )
+            rows.append((row["file_name"], row["text"]))
     except csv.Error as exc:
         raise KoloraError(f"{metadata} line {reader.line_num} is not CSV ({exc}): rerun the filter stage") from None
     if not rows:
@@ -162,11 +169,16 @@ def read_trainset(root: Path) -> list[tuple[str, str]]:
 
 
 def _check_image(path: Path) -> None:
-    """Identify and structurally verify one training image (headers, PNG checksums), without decoding its pixels:
-    a damaged trainset (on Argo it comes from the bucket) fails here, naming the file, not inside a loader worker."""
+    """Identify and structurally verify one training image (headers, PNG checksums), without decoding a PNG's pixels:
+    a damaged trainset (on Argo it comes from the bucket) fails here, naming the file, not inside a loader worker.
+    Other formats are decoded: their `verify()` checks nothing (a JPEG cut in half passed it). The filter writes PNGs,
+    so only a trainset made elsewhere pays for that."""
     try:
         with strict_pillow(), Image.open(path) as im:
-            im.verify()
+            if im.format == "PNG":
+                im.verify()
+            else:
+                im.load()
     except Exception as exc:  # noqa: BLE001 - decoders raise anything on bad data
         reason = " ".join(str(exc).split())[:200]
         raise KoloraError(

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import re
 from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from jobs.train import main as train_main
 from kolora_core.config import TrainConfig
@@ -16,7 +18,7 @@ from kolora_core.lora.export import DIFFUSERS_FILE, KOHYA_FILE
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.layout import UNET_FILE
 from kolora_core.training.run import oom_message
-from tests.conftest import write_trainset
+from tests.conftest import mark_complete, write_trainset
 from tests.training.helpers import losses, train
 
 
@@ -87,6 +89,11 @@ def test_empty_trainset_fails_before_loading_models(tmp_path: Path, capsys: pyte
     [
         ("metadata latin-1", r"training set metadata .*metadata\.csv is not UTF-8 \(byte 0xe9 on line 2\)"),
         ("image not an image", r"training image .*0\.png is not a readable image \(UnidentifiedImageError"),
+        # were tracebacks, exit 1: OSError in the loader after the models loaded (a JPEG's verify() checks nothing),
+        # AttributeError on the missing caption (csv fills a short row with None; a long one put the rest under None)
+        ("jpeg cut in half", r"training image .*0\.jpg is not a readable image \(OSError: image file is truncated"),
+        ("row short", r"metadata\.csv line 2 does not have the 2 fields of its header \(file_name, text\)"),
+        ("row long", r"metadata\.csv line 3 does not have the 2 fields of its header"),
     ],
 )
 def test_a_damaged_trainset_is_one_line_before_models_load(
@@ -94,8 +101,19 @@ def test_a_damaged_trainset_is_one_line_before_models_load(
 ) -> None:
     """Both were tracebacks with exit 1 (UnicodeDecodeError; UnidentifiedImageError inside a loader worker)."""
     trainset = write_trainset(tmp_path / "ts", count=2)
+    metadata = trainset / "train" / "metadata.csv"
     if damage == "metadata latin-1":
-        (trainset / "train" / "metadata.csv").write_bytes("file_name,text\n0.png,café\n".encode("latin-1"))
+        metadata.write_bytes("file_name,text\n0.png,café\n".encode("latin-1"))
+    elif damage == "jpeg cut in half":
+        jpeg = io.BytesIO()
+        Image.open(trainset / "train" / "0.png").save(jpeg, format="JPEG")
+        (trainset / "train" / "0.jpg").write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 2])
+        metadata.write_text("file_name,text\n0.jpg,a\n", encoding="utf-8")
+        mark_complete(trainset)  # 0.jpg listed: a file the marker does not list is removed as junk
+    elif damage.startswith("row"):
+        metadata.write_text(
+            "file_name,text\n0.png\n1.png,b\n" if damage == "row short" else "file_name,text\n0.png,a\n1.png,b,c\n"
+        )
     else:
         (trainset / "train" / "0.png").write_bytes(b"<html>not a png</html>")
     argv = ["--profile", "smoke", "--trainset", str(trainset), "--models", str(tmp_path / "ts"), "--lora", str(tmp_path / "out")]
