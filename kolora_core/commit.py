@@ -143,6 +143,8 @@ def accept_input(name: str, path: Path) -> list[str]:
 
 def _listed_files(name: str, directory: Path) -> set[str]:
     marker = directory / COMPLETE_MARKER
+    if marker.is_symlink():  # to another commit's marker, or to a pipe that a read would wait on for ever
+        raise KoloraError(f"input --{name}: {marker} is a symbolic link; committed outputs hold plain files")
     try:
         data = json.loads(marker.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
@@ -172,8 +174,9 @@ def _prune(name: str, directory: Path, root: Path) -> list[str]:
             rel = path.relative_to(directory).as_posix()
             if rel == COMPLETE_MARKER:
                 continue
-            if rel in listed and path.is_symlink():
-                raise KoloraError(f"input --{name}: {path} is a symbolic link; committed outputs hold plain files")
+            if rel in listed and (path.is_symlink() or not path.is_file()):
+                what = "a symbolic link" if path.is_symlink() else "not a regular file (a pipe, socket or device)"
+                raise KoloraError(f"input --{name}: {path} is {what}; committed outputs hold plain files")
             if rel in listed:
                 present.add(rel)
             else:

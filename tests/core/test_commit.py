@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -99,6 +100,23 @@ def test_symbolic_links_are_never_followed(tmp_path: Path) -> None:
     (root / "a.txt").symlink_to(outside)
     with pytest.raises(KoloraError, match="is a symbolic link"):
         commit.accept_input("ds", root)
+    (root / "a.txt").unlink()
+    os.mkfifo(root / "a.txt")  # listed, but a read of it would wait for a writer for ever
+    with pytest.raises(KoloraError, match=r"a\.txt is not a regular file \(a pipe, socket or device\)"):
+        commit.accept_input("ds", root)
+
+
+def test_a_marker_that_is_a_symbolic_link_is_refused_not_followed(tmp_path: Path) -> None:
+    """A `_SUCCESS` linked to another commit's marker made whatever that one lists the input's commit (it was read
+    through the link and accepted)."""
+    other = _committed(tmp_path / "other", {"a.txt": "a"})
+    for root in (tmp_path / "ds", tmp_path / "images" / "shard-0"):
+        root.mkdir(parents=True)
+        (root / "a.txt").write_text("not what other committed", encoding="utf-8")
+        (root / COMPLETE_MARKER).symlink_to(other / COMPLETE_MARKER)
+    for name in ("ds", "images"):
+        with pytest.raises(KoloraError, match=rf"{COMPLETE_MARKER} is a symbolic link; committed outputs hold plain files"):
+            commit.accept_input(name, tmp_path / name)
 
 
 @pytest.mark.parametrize(
