@@ -55,11 +55,13 @@ class Champion:
         return self.root / GRID
 
 
-def read_json(path: Path) -> dict[str, Any]:
+def read_json(path: Path, writer: str = "the directory `kolora champion` wrote") -> dict[str, Any]:
+    """A JSON object from an input artifact (untrusted); a missing or malformed one is one line, `writer` saying where
+    a good one comes from."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise KoloraError(f"{path} is missing: pass the directory `kolora champion` wrote") from None
+        raise KoloraError(f"{path} is missing: pass {writer}") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise KoloraError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict):

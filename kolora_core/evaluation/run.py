@@ -28,7 +28,7 @@ from kolora_core.data.layout import FILTER_REPORT_JSON
 from kolora_core.data.normalise import strict_pillow
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.champion import Rescore, compare, read_champion
+from kolora_core.evaluation.champion import Rescore, compare, read_champion, read_json
 from kolora_core.evaluation.gate import ImageVerdict, champion_rule, decide, image_failures, summary
 from kolora_core.evaluation.grid import story_grid
 from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, REPORT_HTML
@@ -69,12 +69,12 @@ def _training_facts(lora_dir: Path) -> dict[str, Any]:
     }
     summary_file = lora_dir / "train_summary.json"
     if summary_file.exists():
-        facts |= json.loads(summary_file.read_text(encoding="utf-8"))
+        facts |= read_json(summary_file, "the train stage's lora directory")
     return facts
 
 
 def _data_facts(report_dir: Path) -> dict[str, Any]:
-    report = json.loads((report_dir / FILTER_REPORT_JSON).read_text(encoding="utf-8"))
+    report = read_json(report_dir / FILTER_REPORT_JSON, "the filter stage's filter-report directory")
     return {key: report[key] for key in ("images_in", "kept", "dropped") if key in report}
 
 

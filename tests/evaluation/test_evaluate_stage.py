@@ -149,3 +149,29 @@ def test_generations_from_the_bucket_are_checked(
     assert _run(stage_inputs, tmp_path / "out") == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]), err[-1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("summary not json", r"lora/train_summary\.json is not valid JSON: Expecting property name"),
+        ("summary a list", r"lora/train_summary\.json must hold a JSON object"),
+        ("report not json", r"fr/filter_report\.json is not valid JSON: Expecting property name"),
+        ("report missing", r"fr/filter_report\.json is missing: pass the filter stage's filter-report directory"),
+    ],
+)
+def test_damaged_training_and_filter_facts_are_one_line(
+    stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """The report's facts come from the lora and filter-report artifacts (the bucket on Argo); each case was a
+    traceback, exit 1 (JSONDecodeError, TypeError from `dict |= list`, FileNotFoundError)."""
+    summary, report = stage_inputs["lora"] / "train_summary.json", stage_inputs["filter-report"] / "filter_report.json"
+    if damage == "report missing":
+        report.unlink()
+        mark_complete(report.parent)
+    else:
+        (summary if damage.startswith("summary") else report).write_text("[1]" if damage == "summary a list" else "{no")
+    assert _run(stage_inputs, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(message, err[-1]), err[-1]
+    assert not (tmp_path / "out" / COMPLETE_MARKER).exists()
