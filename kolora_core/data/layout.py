@@ -69,10 +69,16 @@ class Record:
 
     @classmethod
     def from_json(cls, line: str) -> Record:
+        """One dataset.jsonl line (from the bucket on Argo): each field of the type it is declared with, or a TypeError
+        naming it (a caption 5 or null, an image path 5, an id list were tracebacks deep in the filter)."""
         data = json.loads(line)
         if not isinstance(data, dict):
             raise TypeError(f"a JSON {type(data).__name__}, not an object")
-        known = {f.name for f in fields(cls)}
+        known = {f.name: f.type for f in fields(cls)}
+        for name, value in data.items():
+            want = {"str": str, "int": int}[known[name]] if name in known else object
+            if not isinstance(value, want) or isinstance(value, bool):
+                raise TypeError(f"field {name!r} is {json.dumps(value)[:40]}, not {'text' if want is str else 'an integer'}")
         return cls(**{k: v for k, v in data.items() if k in known})
 
     def to_json(self) -> str:
@@ -103,7 +109,7 @@ def read_records(dataset_dir: Path) -> Iterator[Record]:
             try:
                 yield Record.from_json(raw.decode("utf-8"))
             except (ValueError, TypeError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-                raise KoloraError(f"{path} line {n} is not a dataset record: {exc}") from None
+                raise KoloraError(f"{path} line {n} is not a dataset record: {exc}; rerun the ingest stage") from None
 
 
 def read_ingest_report(dataset_dir: Path) -> dict:

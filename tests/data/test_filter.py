@@ -10,6 +10,7 @@ import hashlib
 import json
 import os
 import re
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -364,15 +365,28 @@ def test_bucket_histogram_in_the_report_with_train_buckets(smoke: Path, smoke_re
     assert "Aspect-ratio buckets" in (out / "report" / "filter_report.html").read_text(encoding="utf-8")
 
 
+def _record_with(**fields: object) -> bytes:
+    """A dataset line, as ingest writes it, with `fields` changed."""
+    good = asdict(Record("b" * 16, "t", "images/b.png", "smoke://", "1", "b" * 64, 8, 8))
+    return json.dumps(good | fields).encode() + b"\n"
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
         ('{"id": "caf\xe9"}\n'.encode("latin-1"), "line 2 is not a dataset record: 'utf-8' codec can't decode byte 0xe9"),
         (b"[1, 2]\n", "line 2 is not a dataset record: a JSON list, not an object"),
+        (_record_with(text=5), "line 2 is not a dataset record: field 'text' is 5, not text; rerun the ingest stage"),
+        (_record_with(text=None), "line 2 is not a dataset record: field 'text' is null, not text"),
+        (_record_with(image=5), "line 2 is not a dataset record: field 'image' is 5, not text"),
+        (_record_with(id=["a"]), "line 2 is not a dataset record: field 'id' is [\"a\"], not text"),
+        (_record_with(width="8"), "line 2 is not a dataset record: field 'width' is \"8\", not an integer"),
+        (_record_with(height=True), "line 2 is not a dataset record: field 'height' is true, not an integer"),
     ],
 )
 def test_a_dataset_line_that_is_not_a_record_is_named(tmp_path: Path, line: bytes, message: str) -> None:
-    """Both were tracebacks (UnicodeDecodeError, AttributeError): the dataset comes from the bucket on Argo."""
+    """Each was a traceback (UnicodeDecodeError, AttributeError on a caption 5 or null, TypeError on an image path 5,
+    an id list, a width "8"): the dataset comes from the bucket on Argo."""
     good = Record("a" * 16, "t", "images/a.png", "smoke://", "0", "a" * 64, 8, 8).to_json().encode() + b"\n"
     (tmp_path / "dataset.jsonl").write_bytes(good + line)
     with pytest.raises(KoloraError, match=re.escape(message)):
