@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.champion import IMAGES_DIR
+from kolora_core.evaluation.champion import IMAGES_DIR, read_json
 from kolora_core.evaluation.layout import GRID, REPORT, REPORT_HTML
 from kolora_core.inference.story import GENERATIONS, collect_generations
 from kolora_core.lora.header import content_sha256, read_metadata
@@ -62,10 +62,16 @@ def release_identity(files: dict[str, dict[str, Any]]) -> str:
 
 
 def read_gate(report_dir: Path) -> dict[str, Any]:
+    """evaluate's report.json, with the sections the release reads of the type evaluate writes (it is an artifact)."""
     path = report_dir / REPORT
-    if not path.is_file():
-        raise KoloraError(f"{path} not found: pass the evaluate stage's report directory to --report")
-    return json.loads(path.read_text(encoding="utf-8"))
+    report = read_json(path, "the evaluate stage's report directory to --report")
+    images = report.get("images", [])
+    sections = [report.get(key, {}) for key in ("gate", "training", "settings", "scores")]
+    if not all(isinstance(section, dict) for section in sections) or not isinstance(images, list):
+        raise KoloraError(f"{path} is not an evaluate report (gate, training, settings, scores, images): rerun evaluate")
+    if not all(isinstance(entry, dict) for entry in images):
+        raise KoloraError(f"{path}: an entry of 'images' is not a JSON object: rerun evaluate")
+    return report
 
 
 def _copy_story(images_dir: Path, out: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
@@ -87,7 +93,7 @@ def _copy_story(images_dir: Path, out: Path, report: dict[str, Any]) -> list[dic
 def _training(lora_dir: Path) -> dict[str, Any]:
     """Training identity, trainset fingerprint and the inputs behind the identity, as train recorded them."""
     summary_path = lora_dir / SUMMARY_FILE
-    summary = json.loads(summary_path.read_text(encoding="utf-8")) if summary_path.is_file() else {}
+    summary = read_json(summary_path, "the train stage's lora directory") if summary_path.is_file() else {}
     metadata = read_metadata(lora_dir / LORA_FILE)
     return {
         "training_identity": summary.get("training_identity") or metadata.get("training_identity"),
@@ -111,6 +117,12 @@ def assemble_release(
     missing = [p for p in sources if p.name in REQUIRED and not p.is_file()]
     if missing:
         raise KoloraError(f"{missing[0]} is missing: a release needs {', '.join(REQUIRED)}")
+    evaluated, lora_sha256 = report.get("training", {}).get("lora_sha256"), file_sha256(lora_dir / LORA_FILE)
+    if evaluated != lora_sha256:  # the gate passed for the LoRA evaluate read, not necessarily this one
+        raise KoloraError(
+            f"{report_dir / REPORT} is the evaluation of LoRA {str(evaluated)[:12]}, but --lora {lora_dir} holds "
+            f"{lora_sha256[:12]}: pass the lora directory that evaluate was given, or evaluate this one"
+        )
     for source in sources:
         if source.is_file():
             shutil.copy2(source, out / source.name)

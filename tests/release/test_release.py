@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import time
 from pathlib import Path
@@ -14,7 +15,7 @@ from PIL import Image
 from jobs.publish import main as publish_main
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.lora.format import save_lora, save_safetensors
-from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release
+from kolora_core.release.assemble import RELEASE_MANIFEST, assemble_release, file_sha256
 from kolora_core.release.intact import verify_release
 from kolora_core.release.modelscope import upload_to_modelscope
 from kolora_core.release.publish import CLAIM, CLAIM_LEASE_S, LATEST, publish_release
@@ -43,10 +44,12 @@ REPORT = {
 }
 
 
-def _report_dir(root: Path, result: str = "passed", mean: float = 6.5) -> Path:
+def _report_dir(root: Path, lora: Path, result: str = "passed", mean: float = 6.5) -> Path:
+    """evaluate's report of the LoRA in `lora` (its sha256 in `training`, as evaluate records it)."""
     root.mkdir(parents=True)
     gate = {"result": result, "reason": f"gate {result} for the test", "mean_aesthetic": mean, "min_aesthetic": 6.0}
-    (root / "report.json").write_text(json.dumps(REPORT | {"gate": gate}))
+    training = REPORT["training"] | {"lora_sha256": file_sha256(lora / "lora.safetensors")}
+    (root / "report.json").write_text(json.dumps(REPORT | {"gate": gate, "training": training}))
     (root / "report.html").write_text("<html>report</html>")
     Image.new("RGB", (8, 16), (1, 2, 3)).save(root / "grid.png")
     (root / "gate.txt").write_text(result + "\n")
@@ -60,7 +63,7 @@ def _release(
     out.mkdir()
     lora = lora or _lora_dir(tmp_path / f"{name}-lora", fill)
     images = write_story_images(tmp_path / f"{name}-images", shards=2)
-    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report", mean=mean), images, out)
+    assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report", lora, mean=mean), images, out)
     return out
 
 
@@ -73,7 +76,8 @@ def _stage(tmp_path: Path, lora: Path, report: Path, *extra: str) -> int:
 
 
 def test_stage_assembles_the_release_behind_a_passed_gate(tmp_path: Path) -> None:
-    assert _stage(tmp_path, _lora_dir(tmp_path / "lora"), _report_dir(tmp_path / "report")) == 0
+    lora = _lora_dir(tmp_path / "lora")
+    assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", lora)) == 0
     release_dir = tmp_path / "release"
     release = json.loads((release_dir / RELEASE_MANIFEST).read_text())
     expected = {
@@ -101,17 +105,16 @@ def test_stage_assembles_the_release_behind_a_passed_gate(tmp_path: Path) -> Non
     records = (release_dir / "images" / "generations.jsonl").read_text(encoding="utf-8").splitlines()
     assert [json.loads(line)["index"] for line in records] == list(range(8))  # two shards merged, in story order
     assert all(len(release["files"][f]["content_sha256"]) == 64 for f in expected if f.endswith(".safetensors"))
-    assert (
-        _stage(tmp_path, _lora_dir(tmp_path / "lora2", exports=False), _report_dir(tmp_path / "r2"), "--publish.version", "v1")
-        == 0
-    )
+    lora2 = _lora_dir(tmp_path / "lora2", exports=False)
+    assert _stage(tmp_path, lora2, _report_dir(tmp_path / "r2", lora2), "--publish.version", "v1") == 0
     release = json.loads((release_dir / RELEASE_MANIFEST).read_text())
     assert release["version"] == "v1" and "lora_kohya.safetensors" not in release["files"]  # exports only where present
 
 
 @pytest.mark.parametrize("result", ["failed", "skipped"])
 def test_stage_refuses_unless_passed(tmp_path: Path, result: str, capsys: pytest.CaptureFixture[str]) -> None:
-    assert _stage(tmp_path, _lora_dir(tmp_path / "lora"), _report_dir(tmp_path / "report", result)) == 2
+    lora = _lora_dir(tmp_path / "lora")
+    assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", lora, result)) == 2
     err = capsys.readouterr().err
     assert f"evaluate gate is '{result}' (gate {result} for the test): only a LoRA whose evaluation passed is published" in err
     assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
@@ -139,6 +142,33 @@ class RecordingStorage(LocalStorage):
     def put_if_match(self, key: str, data: bytes, etag: str) -> str:
         self._record(key)
         return super().put_if_match(key, data, etag)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("another lora", r"report\.json is the evaluation of LoRA [0-9a-f]{12}, but --lora .*lora holds [0-9a-f]{12}: pass"),
+        ("not json", r"report\.json is not valid JSON"),
+        ("a list", r"report\.json must hold a JSON object"),
+        ("gate text", r"report\.json is not an evaluate report \(gate, training, settings, scores, images\): rerun"),
+        ("image text", r"report\.json: an entry of 'images' is not a JSON object: rerun evaluate"),
+    ],
+)
+def test_stage_refuses_a_report_that_is_not_this_loras_evaluation(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, message: str
+) -> None:
+    """A passed gate of another LoRA published this one (exit 0, release.json with the other report's gate); a report
+    that is no JSON object, or whose gate or images are not objects, was a traceback (JSONDecodeError, AttributeError)."""
+    lora = _lora_dir(tmp_path / "lora")
+    report = _report_dir(tmp_path / "report", _lora_dir(tmp_path / "other", fill=1.0) if damage == "another lora" else lora)
+    data = json.loads((report / "report.json").read_text())
+    changed = {"not json": "{", "a list": "[]", "gate text": json.dumps(data | {"gate": "passed"})}
+    changed["image text"] = json.dumps(data | {"images": ["x"]})
+    if damage in changed:
+        (report / "report.json").write_text(changed[damage])
+    assert _stage(tmp_path, lora, report) == 2
+    assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
 
 
 def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path: Path) -> None:
@@ -331,7 +361,8 @@ def test_stage_uploads_to_modelscope_when_asked(tmp_path: Path, monkeypatch: pyt
     # modelscope's lazy top-level module refuses attribute access here; patch the real submodule object.
     monkeypatch.setattr(importlib.import_module("modelscope.hub.api"), "HubApi", lambda: api)
     monkeypatch.setenv("MODELSCOPE_API_TOKEN", "ms-secret-123")
-    lora, report = _lora_dir(tmp_path / "lora"), _report_dir(tmp_path / "report")
+    lora = _lora_dir(tmp_path / "lora")
+    report = _report_dir(tmp_path / "report", lora)
     assert _stage(tmp_path, lora, report, "--publish.modelscope_repo", "me/kolora") == 0
     assert dict(api.calls)["upload_folder"]["path_in_repo"].startswith("lora-")
 
