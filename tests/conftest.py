@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 import signal
@@ -15,6 +16,7 @@ from PIL import Image, ImageDraw
 
 from kolora_core.config import load_config
 from kolora_core.inference.story import Generation, image_name, save_generation
+from kolora_core.lora.format import LORA_FILE
 from kolora_core.models.fetch import fetch_models
 from kolora_core.stages import COMPLETE_MARKER
 
@@ -40,8 +42,9 @@ def mark_complete(path: Path) -> Path:
 COLOURS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (0, 255, 255), (255, 0, 255), (255, 255, 255), (128, 128, 128)]
 
 
-def write_story_images(root: Path, shards: int = 1) -> Path:
-    """Eight generated images (prompts p0..p7, one colour each) as generate writes them, in `shards` shard dirs."""
+def write_story_images(root: Path, shards: int = 1, lora: Path | None = None) -> Path:
+    """Eight generated images (prompts p0..p7, one colour each) as generate writes them, in `shards` shard dirs,
+    rendered with the LoRA directory `lora` (its lora.safetensors' sha256 in the records; default a made-up one)."""
     for index, colour in enumerate(COLOURS):
         shard_dir = root / f"shard-{index % shards}"
         shard_dir.mkdir(parents=True, exist_ok=True)
@@ -57,7 +60,7 @@ def write_story_images(root: Path, shards: int = 1) -> Path:
             height=64,
             lora_strength=1,
             lora_scale=0.25,
-            lora_sha256="a" * 64,
+            lora_sha256=hashlib.sha256((lora / LORA_FILE).read_bytes()).hexdigest() if lora else "a" * 64,
             base_model_sha256="b" * 64,
             seconds=0.1,
         )

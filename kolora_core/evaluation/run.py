@@ -35,7 +35,7 @@ from kolora_core.evaluation.layout import GATE, GRID, MEAN_AESTHETIC, REPORT, RE
 from kolora_core.evaluation.report_html import write_report_html
 from kolora_core.evaluation.scoring import AestheticScorer, Scorers, SimilarityScorer, load_scorers
 from kolora_core.evaluation.validation_section import validation_section
-from kolora_core.inference.story import REQUIRED_FIELDS, collect_generations
+from kolora_core.inference.story import REQUIRED_FIELDS, collect_generations, require_lora
 from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.scorers import AESTHETIC, CLIP
 
@@ -103,6 +103,7 @@ def _rescorer(aesthetic: AestheticScorer | None, clip: SimilarityScorer | None) 
 def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path], scorers: Scorers | None = None) -> None:
     evaluate, out = config.evaluate, outputs["report"]
     records = collect_generations(inputs["images"])
+    require_lora(records, sha256_of(inputs["lora"] / LORA_FILE), inputs["images"])
     expected = max((r.get("story_size") or 0 for r in records), default=0) or len(config.generate.prompts)
     if len(records) != expected:
         raise KoloraError(

@@ -148,6 +148,17 @@ def _record(manifest: Path, number: int, line: bytes) -> dict[str, Any]:
         raise KoloraError(f"{where} names the image {file!r}: {exc.reason}; rerun generate") from None
 
 
+def require_lora(records: list[dict[str, Any]], lora_sha256: str, images_dir: Path) -> None:
+    """Refuse images rendered with another LoRA file than `lora_sha256` (each record names its own): scored or
+    released beside this LoRA, another run's story would pass a gate for it."""
+    for record in records:
+        if record.get("lora_sha256") != lora_sha256:
+            raise KoloraError(
+                f"{images_dir}: {record.get('file')} was rendered with LoRA {str(record.get('lora_sha256'))[:12]}, not "
+                f"--lora's {lora_sha256[:12]}: pass the images generate made with this LoRA, or generate them again"
+            )
+
+
 def collect_generations(images_dir: Path) -> list[dict[str, Any]]:
     """Records of every generated image (with `path` set), from one output dir or a dir of shard outputs, in story order."""
     manifests = sorted(images_dir.rglob(GENERATIONS))

@@ -27,7 +27,7 @@ from typing import Any
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.champion import IMAGES_DIR, read_json
 from kolora_core.evaluation.layout import GRID, REPORT, REPORT_HTML
-from kolora_core.inference.story import GENERATIONS, collect_generations
+from kolora_core.inference.story import GENERATIONS, collect_generations, require_lora
 from kolora_core.lora.header import content_sha256, read_metadata
 
 RELEASE_MANIFEST = "release.json"
@@ -74,9 +74,11 @@ def read_gate(report_dir: Path) -> dict[str, Any]:
     return report
 
 
-def _copy_story(images_dir: Path, out: Path, report: dict[str, Any]) -> list[dict[str, Any]]:
-    """The story images and one generations.jsonl (story order) under out/images/; returns release.json's story."""
+def _copy_story(images_dir: Path, out: Path, report: dict[str, Any], lora_sha256: str) -> list[dict[str, Any]]:
+    """The story images (of the LoRA `lora_sha256`) and one generations.jsonl (story order) under out/images/;
+    returns release.json's story."""
     records = collect_generations(images_dir)
+    require_lora(records, lora_sha256, images_dir)
     target = out / IMAGES_DIR
     target.mkdir()
     scored = {e.get("index"): e for e in report.get("images", [])}
@@ -126,7 +128,7 @@ def assemble_release(
     for source in sources:
         if source.is_file():
             shutil.copy2(source, out / source.name)
-    story = _copy_story(images_dir, out, report)
+    story = _copy_story(images_dir, out, report, lora_sha256)
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()

@@ -36,7 +36,7 @@ def stage_inputs(tmp_path: Path, scorers_dir: Path) -> dict[str, Path]:
     return {
         "lora": mark_complete(lora),
         "filter-report": mark_complete(report),
-        "images": write_story_images(tmp_path / "images", shards=3),
+        "images": write_story_images(tmp_path / "images", shards=3, lora=lora),
         "scorers": scorers_dir,
         "champion": no_champion(tmp_path / "champion"),
     }
@@ -80,6 +80,19 @@ def test_report_and_gate_are_honest(stage_inputs: dict[str, Path], tmp_path: Pat
     assert "gate: skipped" in page and "scoring skipped: evaluate.aesthetic_repo is null" in page
     assert page.count('<figure class="card') == 8 and "p7" in page and page.count("data:image/jpeg;base64,") == 9
     assert "<script" not in page and "http" not in page  # self-contained: opens offline, nothing fetched
+
+
+def test_images_of_another_lora_are_refused(
+    stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Another run's story beside this LoRA would be scored (and pass a gate) as this LoRA's: each record names the
+    LoRA file it was rendered with."""
+    other = tmp_path / "other-images"
+    write_story_images(other, shards=3)  # rendered with another LoRA file
+    assert _run({**stage_inputs, "images": other}, tmp_path / "out") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.search(r": 000\.png was rendered with LoRA a{12}, not --lora's [0-9a-f]{12}: pass the images", err[-1])
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def test_missing_shard_is_an_error(stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

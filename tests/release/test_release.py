@@ -62,7 +62,7 @@ def _release(
     out = tmp_path / name
     out.mkdir()
     lora = lora or _lora_dir(tmp_path / f"{name}-lora", fill)
-    images = write_story_images(tmp_path / f"{name}-images", shards=2)
+    images = write_story_images(tmp_path / f"{name}-images", shards=2, lora=lora)
     assemble_release("kolora", version, lora, _report_dir(tmp_path / f"{name}-report", lora, mean=mean), images, out)
     return out
 
@@ -70,7 +70,7 @@ def _release(
 def _stage(tmp_path: Path, lora: Path, report: Path, *extra: str) -> int:
     images = tmp_path / "images"
     if not images.exists():
-        write_story_images(images, shards=2)
+        write_story_images(images, shards=2, lora=lora)
     argv = ["--profile", "smoke", "--lora", str(lora), "--report", str(report), "--images", str(images)]
     return publish_main([*argv, "--release", str(tmp_path / "release"), *extra])
 
@@ -168,6 +168,15 @@ def test_stage_refuses_a_report_that_is_not_this_loras_evaluation(
         (report / "report.json").write_text(changed[damage])
     assert _stage(tmp_path, lora, report) == 2
     assert re.search(message, capsys.readouterr().err.strip().splitlines()[-1])
+    assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
+
+
+def test_stage_refuses_images_of_another_lora(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The release's story must be the one its LoRA rendered (the records name the LoRA file), not another run's."""
+    lora = _lora_dir(tmp_path / "lora")
+    write_story_images(tmp_path / "images", shards=2, lora=_lora_dir(tmp_path / "other", fill=1.0))
+    assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", lora)) == 2
+    assert "was rendered with LoRA" in capsys.readouterr().err.strip().splitlines()[-1]
     assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
 
 
