@@ -2,6 +2,11 @@
 
 Each subcommand module exposes `register(subparsers)` which adds its parser and sets
 `func(args) -> int` as the handler.
+
+Every parser here is a `FlagParser`, as a stage's is: a mistake on the command line is one line (exit 2) from the
+subcommand it was typed to, an unknown flag naming the closest one (`kolora run: error: unknown flag --profil: did
+you mean --profile?`), and no flag is taken for an abbreviation. argparse alone answered a mistyped flag of any
+subcommand from the top-level parser: `kolora: error: unrecognized arguments: ...` below the usage of `kolora`.
 """
 
 from __future__ import annotations
@@ -9,18 +14,35 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from typing import Any
 
+from kolora_core.config.flags import FlagParser
 from kolora_core.errors import KoloraError
 
 SUBCOMMANDS = ("run", "render", "submit", "upload", "config", "publish", "champion", "notify")
 
 
+class _SubcommandParser(FlagParser):
+    """The parser argparse makes for a subcommand: its errors are prefixed with its own name (`kolora run`)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", argparse.HelpFormatter)  # the subcommand's own choice, else argparse's
+        super().__init__(error_prefix=kwargs["prog"], **kwargs)
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="kolora", description="Kolors LoRA pipeline: run locally, render or submit to Argo")
-    subparsers = parser.add_subparsers(dest="command", required=True)
+    parser = FlagParser(
+        prog="kolora",
+        description="Kolors LoRA pipeline: run locally, render or submit to Argo",
+        error_prefix="kolora",
+        formatter_class=argparse.HelpFormatter,
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"kolora_core.cli.{name}").register(subparsers)
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # what the subcommand's parser left: answered by that parser, which knows its flags
+        subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     try:
         return args.func(args)
     except KoloraError as exc:

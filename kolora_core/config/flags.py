@@ -155,12 +155,14 @@ def add_config_flags(parser: argparse.ArgumentParser, own: Iterable[str], full: 
 class FlagParser(argparse.ArgumentParser):
     """argparse whose errors are one line (exit 2), naming the closest flag for an unknown one.
 
-    Abbreviations are off: `--train.ste` must not silently mean `--train.steps`.
+    Abbreviations are off: `--train.ste` must not silently mean `--train.steps` (whatever `allow_abbrev` a caller
+    passes: the subcommands of `kolora` are made by argparse from their own keyword arguments).
     """
 
     def __init__(self, *args: Any, error_prefix: str, **kwargs: Any) -> None:
         kwargs.setdefault("formatter_class", _Formatter)
-        super().__init__(*args, allow_abbrev=False, **kwargs)
+        kwargs["allow_abbrev"] = False
+        super().__init__(*args, **kwargs)
         self.error_prefix = error_prefix
 
     def error(self, message: str) -> NoReturn:

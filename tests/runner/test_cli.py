@@ -106,6 +106,29 @@ def test_user_errors_are_one_line_exit_two(store: S3Store, tmp_path: Path, capsy
     assert "not found: render it first" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("argv", "line"),
+    [
+        (["run", "--profil", "smoke"], "kolora run: error: unknown flag --profil: did you mean --profile?"),
+        (["run", "--ret"], "kolora run: error: unknown flag --ret: did you mean --retry?"),  # no silent abbreviation
+        (["render", "--outt", "x"], "kolora render: error: unknown flag --outt: did you mean --out?"),
+        (["upload", "f", "k", "--bukcet", "b"], "kolora upload: error: unknown flag --bukcet: did you mean --bucket?"),
+        (["champion", "--reset", "--runs-dir=r", "--nmae"], "kolora champion: error: unknown flag --nmae: did you mean --name?"),
+        (["render", "--gpus", "-1"], "kolora render: error: argument --gpus: -1 is negative: expected 0 or more"),
+        (["rnu"], "kolora: error: argument command: invalid choice: 'rnu'"),
+    ],
+)
+def test_a_mistyped_flag_is_one_line_from_its_subcommand(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], line: str
+) -> None:
+    """argparse answered a mistyped flag of any subcommand from the top-level parser, below `kolora`'s usage:
+    `kolora: error: unrecognized arguments: --profil smoke`, naming neither the subcommand nor the flag meant."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(line), err
+
+
 def test_dead_endpoint_is_one_line_fast(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
