@@ -187,7 +187,8 @@ CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
 
 
 # What Kubernetes accepts for the names and fields `kolora render` writes (and the chart's values.schema.json checks;
-# a test keeps the two equal): a ServiceAccount name is a DNS-1123 subdomain; a toleration's effect one of these.
+# a test keeps the two equal): a ServiceAccount, Secret, ConfigMap or claim name is a DNS-1123 subdomain; a toleration's
+# effect one of these.
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # no lookahead: Helm's Go regexp
 DNS_SUBDOMAIN_MAX = 253
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")

@@ -19,6 +19,7 @@ import argparse
 import dataclasses
 import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -131,15 +132,21 @@ def _count(value: str) -> int:
     return number
 
 
-def _service_account(name: str) -> str:
-    """A ServiceAccount name (a DNS-1123 subdomain) or '' (the namespace's default), refused at parse time: written
-    verbatim, a bad one made argo-server refuse every workflow of the template."""
-    if name and not (DNS_SUBDOMAIN.fullmatch(name) and len(name) <= DNS_SUBDOMAIN_MAX):
-        raise argparse.ArgumentTypeError(
-            f"'{name}' is not a ServiceAccount name: lowercase letters, digits, '-' and '.', starting and ending "
-            f"with a letter or digit (at most {DNS_SUBDOMAIN_MAX})"
-        )
-    return name
+def _object_name(kind: str, *, empty_ok: bool = False) -> Callable[[str], str]:
+    """The type of a flag naming a Kubernetes object of `kind` (a DNS-1123 subdomain; '' too where `empty_ok`),
+    refused at parse time. Written verbatim, a bad name rendered and failed on the cluster: a ServiceAccount made
+    argo-server refuse every workflow of the template, a claim left every pod Pending, and the optional hub Secret
+    was silently never found (no ModelScope token)."""
+
+    def checked(name: str) -> str:
+        if (name or not empty_ok) and not (DNS_SUBDOMAIN.fullmatch(name) and len(name) <= DNS_SUBDOMAIN_MAX):
+            raise argparse.ArgumentTypeError(
+                f"'{name}' is not a {kind} name: lowercase letters, digits, '-' and '.', starting and ending "
+                f"with a letter or digit (at most {DNS_SUBDOMAIN_MAX})"
+            )
+        return name
+
+    return checked
 
 
 def _label(spec: str) -> tuple[str, str]:
@@ -186,21 +193,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--no-gpu-node-selector", action="store_true", help="GPU steps get no nodeSelector")
     parser.add_argument("--artifact-repository-key", help="artifact repository key (default: the namespace's default)")
-    parser.add_argument("--artifact-repository-configmap", default=defaults.artifact_repository_configmap, help="%(default)s")
+    parser.add_argument(
+        "--artifact-repository-configmap",
+        type=_object_name("ConfigMap"),
+        default=defaults.artifact_repository_configmap,
+        help="%(default)s",
+    )
     parser.add_argument(
         "--service-account",
-        type=_service_account,
+        type=_object_name("ServiceAccount", empty_ok=True),
         default=defaults.service_account,
         help="ServiceAccount of the workflow pods and their executor (default %(default)s; '' = the namespace's default)",
     )
-    parser.add_argument("--hub-secret", default=defaults.hub_secret, help="Secret holding the optional ModelScope token")
+    parser.add_argument(
+        "--hub-secret",
+        type=_object_name("Secret"),
+        default=defaults.hub_secret,
+        help="Secret holding the optional ModelScope token",
+    )
     parser.add_argument(
         "--models-from",
         choices=MODELS_FROM,
         default=defaults.models_from,
         help="base model weights: fetch (a fetch-models step per run, default), s3 (the models-key artifact) or pvc",
     )
-    parser.add_argument("--models-pvc", default=defaults.models_pvc, help="claim of --models-from pvc (default %(default)s)")
+    parser.add_argument(
+        "--models-pvc",
+        type=_object_name("PersistentVolumeClaim"),
+        default=defaults.models_pvc,
+        help="claim of --models-from pvc (default %(default)s)",
+    )
     parser.add_argument(
         "--generate-parallelism",
         type=_count,

@@ -139,12 +139,18 @@ def test_negative_counts_are_refused_at_parse_time(tmp_path: Path, capsys: pytes
         (["--service-account", "Bad_Name!"], "'Bad_Name!' is not a ServiceAccount name: lowercase letters, digits"),
         (["--service-account=-sa"], "'-sa' is not a ServiceAccount name"),
         (["--service-account", "a" * 254], "is not a ServiceAccount name"),
+        (["--hub-secret", "BAD SECRET"], "'BAD SECRET' is not a Secret name: lowercase letters, digits"),
+        (["--hub-secret="], "'' is not a Secret name"),
+        (["--models-from", "pvc", "--models-pvc", "x y"], "'x y' is not a PersistentVolumeClaim name"),
+        (["--artifact-repository-configmap="], "'' is not a ConfigMap name"),
+        (["--artifact-repository-configmap", "Repos"], "'Repos' is not a ConfigMap name"),
     ],
 )
 def test_kubernetes_names_and_effects_are_refused_at_parse_time(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    """Written verbatim they rendered (`effect: Bogus`, `serviceAccountName: Bad_Name!`) and Kubernetes refused them later."""
+    """Written verbatim they rendered (`effect: Bogus`, `serviceAccountName: Bad_Name!`, `claimName: x y`) and failed on
+    the cluster later; the optional hub Secret of a bad name was silently never found."""
     from kolora_core import cli
 
     with pytest.raises(SystemExit) as exit_:
