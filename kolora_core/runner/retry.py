@@ -8,8 +8,10 @@ the newest checkpoint), generate's `generate-progress` (it renders only the imag
 runs again, with the new outcome. A kept node whose outputs are no longer in the store runs again.
 
 Refused, with one line and exit 2, before the store starts: a run that succeeded, a directory without a record
-(`run.json`), a run a `kolora run` is still working on, and a run whose template file or resolved configs differ
-from what it recorded (a profile or a default edited since): kept steps and rerun steps would come from two
+(`run.json`) or with one not as kolora writes it, a run a `kolora run` is still working on, a run whose embedded
+store directory is gone (its runs directory moved, or the store deleted: a retry started a new, empty store at the
+old path and ran every step again against it, with no champion), and a run whose template file or resolved configs
+differ from what it recorded (a profile or a default edited since): kept steps and rerun steps would come from two
 different pipelines, and train's checkpoints would be refused anyway. The code is the checkout's, as it is now.
 """
 
@@ -91,6 +93,11 @@ def plan_retry(runs_dir: Path, run: str | None) -> RetryPlan:
         raise KoloraError(f"cannot retry {record.run_id}: {RUNNING}")
     if not Path(record.template).is_file():
         raise KoloraError(f"cannot retry {record.run_id}: its template {record.template} no longer exists: start a new run")
+    if record.store.embedded and record.store.store_dir and not Path(record.store.store_dir).is_dir():
+        raise KoloraError(
+            f"cannot retry {record.run_id}: its embedded store {record.store.store_dir} no longer exists (deleted, or its "
+            "runs directory moved): start a new run (nothing was created)"
+        )
     return RetryPlan(run_dir.resolve(), record)
 
 

@@ -16,9 +16,11 @@ import fcntl
 import json
 import os
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
 
 from kolora_core.errors import KoloraError
 from kolora_core.runner.records import ArtifactRef, NodeRecord
@@ -68,13 +70,19 @@ class RunRecord:
 
     @classmethod
     def from_json(cls, text: str) -> RunRecord:
+        """The record `text` holds, every field of it and of its nodes of the type it is written with (strict: a
+        hand-edited `"retries": "1"` or a node that is not an object was a traceback deep in the retry, or ran it)."""
         data = json.loads(text)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise ValueError(f"format {data.get('format') if isinstance(data, dict) else '?'}, not {FORMAT}")
-        known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        data["store"] = StoreRecord(**data["store"])
-        return cls(**data)
+        try:
+            record = TypeAdapter(cls).validate_json(text, strict=True)
+            TypeAdapter(list[NodeRecord]).validate_json(json.dumps(record.nodes), strict=True)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise ValueError(f"{where if isinstance(first['loc'][0], str) else f'nodes.{where}'}: {first['msg']}") from None
+        return record
 
 
 def node_to_json(node: NodeRecord) -> dict[str, Any]:
@@ -96,9 +104,9 @@ def write_record(run_dir: Path, record: RunRecord) -> None:
     os.replace(tmp, run_dir / RECORD_FILE)
 
 
-# what reading a record can raise: missing or unreadable (OSError), cut short or not JSON, another format (ValueError,
-# KeyError, TypeError from the fields)
-UNREADABLE = (OSError, ValueError, KeyError, TypeError)
+# what reading a record can raise: missing or unreadable (OSError); cut short, not JSON, another format or a field of
+# another type (ValueError)
+UNREADABLE = (OSError, ValueError)
 
 
 def retryable_record(run_dir: Path) -> RunRecord | None:

@@ -122,6 +122,45 @@ def test_what_cannot_be_retried_is_refused_in_one_line(run: Any, tmp_path: Path,
         retry(run, runs, edited.run_id, template=str(template))
 
 
+@pytest.mark.parametrize(
+    ("edit", "reason"),
+    [
+        ({"retries": "1"}, "retries: Input should be a valid integer"),  # was a TypeError at `retries + 1`
+        ({"parameters": []}, "parameters: Input should be an object"),  # was an AttributeError
+        ({"template": 5}, "template: Input should be a valid string"),  # was a TypeError in os.fspath
+        ({"nodes": [1]}, "nodes.0: Input should be an object"),  # was a TypeError building the nodes
+        ({"store": {"embedded": "yes", "bucket": "kolora"}}, "store.embedded: Input should be a valid boolean"),
+    ],
+)
+def test_a_record_not_as_kolora_writes_it_is_one_line(run: Any, tmp_path: Path, edit: dict[str, Any], reason: str) -> None:
+    """A hand-edited run.json with a field of another type was a traceback (exit 1) from deep in the retry."""
+    failed, _ = run("resumable.yaml", parameters={"fail-at": "1"})
+    path, written = failed.run_dir / RECORD_FILE, record(failed.run_dir)
+    path.write_text(json.dumps(written | edit), encoding="utf-8")
+    with pytest.raises(KoloraError) as refused:
+        plan_retry(tmp_path / "runs", failed.run_id)
+    assert str(refused.value) == f"cannot retry {failed.run_id}: {path} is not a run record this kolora reads ({reason})"
+    path.write_text(json.dumps(written | {"nodes": [written["nodes"][0] | {"phase": 7}]}), encoding="utf-8")
+    with pytest.raises(KoloraError, match=r"\(nodes\.0\.phase: Input should be a valid string\)$"):
+        plan_retry(tmp_path / "runs", failed.run_id)
+
+
+def test_a_run_whose_embedded_store_is_gone_is_refused_and_no_store_is_made(tmp_path: Path) -> None:
+    """A runs directory moved after a failed run: its retry started a new, empty store at the old path (the record's
+    store_dir) and ran every step again against it, with no champion, instead of saying that the store is gone."""
+    runs = tmp_path / "runs"
+    failed = run_workflow(RunOptions(template=TEMPLATES / "resumable.yaml", runs_dir=runs, console=io.StringIO(),
+                                     parameters={"fail-at": "1"}))  # fmt: skip
+    moved = runs.rename(tmp_path / "moved")
+    with pytest.raises(KoloraError) as refused:
+        plan_retry(moved, failed.run_id)
+    assert str(refused.value) == (
+        f"cannot retry {failed.run_id}: its embedded store {runs.resolve() / STORE_DIRNAME} no longer exists (deleted, or "
+        "its runs directory moved): start a new run (nothing was created)"
+    )
+    assert not runs.exists()
+
+
 STAGE_LIKE = """\
 apiVersion: argoproj.io/v1alpha1
 kind: WorkflowTemplate
