@@ -55,7 +55,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _champion_command(args: argparse.Namespace) -> int:
-    name = load_config(args.profile, args.config, {"name": args.name} if args.name else None).name  # validated
+    name = load_config(args.profile, args.config, {"name": args.name} if args.name else None, flags_name="--name").name
     with open_store(args, create=False) as store:
         storage = S3StoreStorage(store)
         if args.reset:

@@ -283,7 +283,8 @@ def test_the_cli_rolls_back_and_resets_on_s3(
 
     for argv, message in (
         (["publish", "--rollback", "v1", *endpoint], "--rollback needs --name"),
-        (["publish", "--rollback", "v1", "--name", "Not/A/Name", *endpoint], "--name"),
+        (["publish", "--rollback", "v1", "--name", "Not/A/Name", *endpoint], "kolora publish: error: --name: config field"),
+        (["champion", "--reset", "--name", "Not/A/Name", *endpoint], "kolora champion: error: --name: config field 'name'"),
         (["publish", "--release", str(tmp_path / "rel-v1"), "--name", "kolora", *endpoint], "--name is for --rollback"),
     ):
         assert kolora(argv) == KoloraError.exit_code, argv
