@@ -109,11 +109,29 @@ def parse_parameters(items: list[str]) -> dict[str, str]:
     return params
 
 
+def absolute_local_dataset(params: dict[str, str]) -> None:
+    """`-p dataset=PATH` (a folder or .parquet on this machine, no scheme or glob) as the user's shell means it:
+    made absolute, and refused before the store starts when nothing is there. Why: every step runs in the repository's
+    root, so a relative path typed elsewhere named another folder or none, and failed in ingest, with `kolora run
+    --retry` as advice, which cannot change a parameter."""
+    source = params.get("dataset", "")
+    if not source or "://" in source or any(char in source for char in "*?["):
+        return
+    path = Path(source).expanduser()
+    if not path.exists():
+        raise KoloraError(
+            f"-p dataset={source}: {path.absolute()} does not exist: give a folder of images or a .parquet file/folder "
+            "on this machine (relative to where you run kolora), or a URI such as modelscope://<id>"
+        )
+    params["dataset"] = str(path.resolve())
+
+
 def options_from_args(args: argparse.Namespace) -> RunOptions:
     if args.retry is not None:
         return retry_options(args)
     params = parse_parameters(args.parameter)
     check_dataset_key(params)
+    absolute_local_dataset(params)
     check_notify_url(params)
     soft: dict[str, str] = {}
     if args.profile is not None:

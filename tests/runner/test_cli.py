@@ -82,6 +82,19 @@ def test_dataset_key_is_checked_as_kolora_submit_checks_it() -> None:
         options_from_args(parse("-p", "dataset=smoke://", "-p", "dataset-key=datasets/mine"))
 
 
+def test_a_local_dataset_path_is_the_one_the_user_typed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Steps run in the repository's root: `-p dataset=my-style` typed in another directory named nothing there and
+    failed in ingest ("ingest.source my-style does not exist"), after the store started."""
+    (tmp_path / "my-style").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert options_from_args(parse("-p", "dataset=my-style")).parameters["dataset"] == str(tmp_path / "my-style")
+    with pytest.raises(KoloraError) as refused:
+        options_from_args(parse("-p", "dataset=my-styel"))
+    assert str(refused.value).startswith(f"-p dataset=my-styel: {tmp_path / 'my-styel'} does not exist: give a folder")
+    for kept in ("smoke://", "modelscope://AI-ModelScope/lowres_anime", "data/*.parquet", ""):
+        assert options_from_args(parse("-p", f"dataset={kept}")).parameters["dataset"] == kept
+
+
 def test_success_exits_zero_and_prints_the_summary(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(store, tmp_path, "--template", str(TEMPLATES / "pipeline.yaml"), "-p", "greeting=hi", "--profile", "smoke") == 0
     out = capsys.readouterr()
