@@ -63,7 +63,8 @@ def json_object(data: bytes, key: str, version: str | None = None) -> dict[str, 
     return value
 
 
-def _plain_relative(rel: str, manifest_key: str, version: str) -> str:
+def plain_relative(rel: str, manifest_key: str, version: str) -> str:
+    """`rel` where it is a plain relative path (a listed file of a release); else `DamagedRelease`."""
     parts = PurePosixPath(rel).parts
     if not parts or rel.startswith("/") or "\\" in rel or any(p in {".", ".."} for p in parts):
         raise DamagedRelease(manifest_key, f"lists file {rel!r}, which is not a plain relative path", version)
@@ -102,7 +103,7 @@ def checked_files(storage: Storage, base: str, release: dict[str, Any], rels: It
         facts = release["files"].get(rel)
         if not isinstance(facts, dict):
             raise DamagedRelease(manifest_key, f"lists no {rel}", version, release)
-        key = prefix + _plain_relative(rel, manifest_key, version)
+        key = prefix + plain_relative(rel, manifest_key, version)
         data = get_or_none(storage, key)
         if data is None:
             raise DamagedRelease(key, f"is missing, though {RELEASE_MANIFEST} lists it", version, release)

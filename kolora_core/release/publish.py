@@ -27,7 +27,6 @@ under that version is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -36,7 +35,7 @@ from typing import Any
 
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
-from kolora_core.release.intact import DamagedRelease, json_object, verify_release
+from kolora_core.release.intact import DamagedRelease, is_plain_version, json_object, plain_relative, verify_release
 from kolora_core.release.pointer import LATEST, canonical, pointed_version, pointer_for
 from kolora_core.storage.objects import PreconditionFailed, Storage
 
@@ -164,23 +163,41 @@ def _refuse_other_or_damaged(storage: Storage, base: str, release: dict[str, Any
         ) from None
 
 
+def _local_manifest(release_dir: Path) -> tuple[bytes, dict[str, Any]]:
+    """release.json of `release_dir` and what it holds, checked as a published one is (`intact`) before anything is
+    read or sent. Why: the directory may be a run's output downloaded from the bucket (`--run-release`: not trusted;
+    a listed '../x' was read from outside it, a name with '/' keyed outside `<prefix>/<name>/`), or the wrong folder
+    (a champion directory holds a release.json but no LoRA: a traceback at the first missing file)."""
+    path = release_dir / RELEASE_MANIFEST
+    if not path.is_file():
+        raise KoloraError(f"{path} not found: pass the publish stage's release directory")
+    manifest = path.read_bytes()
+    try:
+        release = json_object(manifest, str(path))
+        name, version, files = release.get("name"), release.get("version"), release.get("files")
+        if not (is_plain_version(name) and is_plain_version(version) and isinstance(files, dict)):
+            raise DamagedRelease(str(path), f"names no model, version and files (name {name!r}, version {version!r})")
+        for rel, facts in files.items():
+            file = release_dir / plain_relative(rel, str(path), version)
+            if file.is_symlink() or not file.is_file():
+                raise DamagedRelease(str(file), f"is missing, though {RELEASE_MANIFEST} lists it")
+            if not isinstance(facts, dict) or file_sha256(file) != facts.get("sha256"):
+                raise DamagedRelease(str(file), f"does not match its sha256 in {RELEASE_MANIFEST}: the release dir was changed")
+    except DamagedRelease as damaged:
+        raise KoloraError(f"{damaged}: pass the publish stage's release directory") from None
+    return manifest, release
+
+
 def publish_release(storage: Storage, release_dir: Path, prefix: str = "models") -> PublishResult:
     """Upload an assembled release to `<prefix>/<name>/<version>/`, never overwriting a published version.
 
     A crash anywhere leaves either an unpublished version (no release.json; the same release directory
     completes it on the next attempt) or a published one that the next attempt accepts.
     """
-    manifest_path = release_dir / RELEASE_MANIFEST
-    if not manifest_path.is_file():
-        raise KoloraError(f"{manifest_path} not found: pass the publish stage's release directory")
-    manifest = manifest_path.read_bytes()
-    release = json.loads(manifest)
+    manifest, release = _local_manifest(release_dir)
     name, version = release["name"], release["version"]
     base = f"{prefix.strip('/')}/{name}"
     version_prefix, latest_key = f"{base}/{version}/", f"{base}/{LATEST}"
-    for rel, facts in release["files"].items():
-        if file_sha256(release_dir / rel) != facts["sha256"]:
-            raise KoloraError(f"{release_dir / rel} does not match its sha256 in {RELEASE_MANIFEST}: the release dir was changed")
     result = PublishResult("published", version_prefix, latest_key)
     published = version_prefix + RELEASE_MANIFEST
     existing = storage.get_with_etag(published)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -304,6 +305,38 @@ def test_a_changed_release_dir_is_refused(tmp_path: Path) -> None:
     (release_dir / "report.html").write_text("edited")
     with pytest.raises(KoloraError, match=r"report.html does not match its sha256"):
         publish_release(LocalStorage(tmp_path / "bucket"), release_dir)
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("missing", r"rel/lora.safetensors is missing, though release.json lists it: pass the publish stage's release"),
+        ("outside", r"release.json lists file '../outside.txt', which is not a plain relative path: pass the publish"),
+        ("name", r"release.json names no model, version and files \(name '../kolora', version"),
+        ("no-json", r"release.json is not valid JSON: pass the publish stage's release directory"),
+        ("list", r"release.json does not hold a JSON object"),
+    ],
+)
+def test_a_release_dir_whose_release_json_is_not_as_assembled_is_one_line_and_sends_nothing(
+    tmp_path: Path, damage: str, message: str
+) -> None:
+    """A champion directory (release.json, no LoRA) was a FileNotFoundError traceback; a release.json listing '../x'
+    (a run's output from the bucket, `--run-release`) was read from outside the directory, and a name with '/' was
+    keyed outside <prefix>/<name>/."""
+    release_dir = _release(tmp_path)
+    manifest = json.loads((release_dir / RELEASE_MANIFEST).read_text())
+    (tmp_path / "outside.txt").write_text("not the release's")
+    if damage == "missing":
+        (release_dir / "lora.safetensors").unlink()
+    elif damage == "outside":
+        manifest["files"]["../outside.txt"] = {"sha256": hashlib.sha256(b"not the release's").hexdigest(), "size": 17}
+    elif damage == "name":
+        manifest["name"] = "../kolora"
+    text = {"no-json": "{", "list": "[]"}.get(damage, json.dumps(manifest))
+    (release_dir / RELEASE_MANIFEST).write_text(text)
+    with pytest.raises(KoloraError, match=message):
+        publish_release(LocalStorage(tmp_path / "bucket"), release_dir)
+    assert not (tmp_path / "bucket").exists() or not any((tmp_path / "bucket").rglob("*"))
 
 
 def test_s3_adapter_against_the_embedded_store(tmp_path: Path) -> None:
