@@ -15,8 +15,9 @@ yet: a file whose object has its size (listed) and its sha256 (stored with each 
 looked up by HEAD) is already there; no object is read back. So running it again after adding files sends those,
 a cut-off upload is finished by running it again (what it sent is kept), and a key that holds the folder as it is
 is not written at all. An object another tool wrote over (its metadata gone) is sent again. A key
-inside another upload or holding one below it is refused; one holding objects no kolora upload of it wrote (a sync)
-is refused unless --replace, which deletes them. One writer per key at a time.
+inside another upload or holding one below it is refused, and so is one holding published releases (release.json,
+latest.json), --replace or not; one holding objects no kolora upload of it wrote (a sync) is refused unless
+--replace, which deletes them. One writer per key at a time.
 A folder synced by other tools is still read, as it is.
 
 Credentials for --s3-endpoint: AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_REGION) from the environment only.
@@ -33,6 +34,8 @@ from kolora_core.cli.dataset_key import clean_dataset_key
 from kolora_core.cli.store_args import add_store_arguments, embedded, open_store, store_dir, store_label
 from kolora_core.data.suffixes import IMAGE_SUFFIXES, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError, name_some
+from kolora_core.release.assemble import RELEASE_MANIFEST
+from kolora_core.release.pointer import LATEST
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.errors import ArtifactNotFound
 from kolora_core.storage.s3 import OR_EMBEDDED, S3Store, size_text
@@ -101,11 +104,17 @@ def _stored(store: S3Store, key: str) -> _Stored:
     return _Stored(sizes, _marker_text(store, key) if COMPLETE_MARKER in sizes else None)
 
 
+def _is_release_object(rel: str) -> bool:
+    """Whether `rel` is what publishing writes (a version's release.json, a model's latest.json)."""
+    return rel.rsplit("/", 1)[-1] in (RELEASE_MANIFEST, LATEST)
+
+
 def _earlier_upload(store: S3Store, key: str, stored: _Stored, files: list[UploadFile], replace: bool = False) -> list[str]:
     """The keys of the earlier kolora upload at `key` that this one no longer has, to delete once it is sent.
 
-    Refused before anything is written: a key inside another upload or holding one below it (never deleted), and,
-    unless `replace`, objects no kolora upload of this key wrote (files synced by other tools): this command
+    Refused before anything is written: a key inside another upload or holding one below it (never deleted), one
+    holding published releases (the release prefix, `models/...`: --replace deleted every version), and, unless
+    `replace`, objects no kolora upload of this key wrote (files synced by other tools): this command
     deletes only what it is told to, and ingest would refuse an upload beside files its `_SUCCESS` does not list.
     After a cut-off upload (`.uploading` still there) everything under the key is that upload's.
     """
@@ -119,9 +128,15 @@ def _earlier_upload(store: S3Store, key: str, stored: _Stored, files: list[Uploa
         raise KoloraError(f"key {key} holds the upload(s) {name_some(inner, 3)}: give a key beside them")
     prefix = f"{key}/"
     new = {f.rel for f in files}
+    earlier = set(_marker_files(store, key, stored.marker) or {})
+    published = sorted(prefix + rel for rel in stored.sizes if rel not in new | earlier and _is_release_object(rel))
+    if published:
+        raise KoloraError(
+            f"s3://{store.bucket}/{prefix} holds published releases ({name_some(published, 3)}): upload to another key, "
+            "such as datasets/<name> (releases are never deleted, --replace or not)"
+        )
     if UPLOADING in stored.sizes or replace:
         return sorted(prefix + rel for rel in stored.sizes if rel not in new | set(RESERVED))
-    earlier = set(_marker_files(store, key, stored.marker) or {})
     foreign = [prefix + rel for rel in stored.sizes if rel not in new | earlier | {COMPLETE_MARKER}]
     if foreign:
         raise KoloraError(

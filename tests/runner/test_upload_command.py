@@ -214,6 +214,25 @@ def test_keys_around_other_uploads_are_refused_and_foreign_objects_need_replace(
     check_upload(arrived(store, "datasets/synced", tmp_path / "pod"), "the upload")
 
 
+def test_a_key_holding_published_releases_is_refused_even_with_replace(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`kolora upload ./imgs models --replace` deleted every published version and latest.json: the release prefix
+    got the advice every foreign object gets ("pass --replace to delete them"), though releases are never deleted."""
+    folder = my_images(tmp_path / "my-style")
+    store.put_text("models/kolora/v1/release.json", "{}")
+    store.put_text("models/kolora/latest.json", "{}")
+    before = sorted(store.list_keys(""))
+    for key in ("models", "models/kolora"):
+        assert upload(store, str(folder), key, "--replace") == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"s3://{store.bucket}/{key}/ holds published releases (models/kolora/" in err, err
+        assert err.endswith("upload to another key, such as datasets/<name> (releases are never deleted, --replace or not)\n")
+    assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
+    (folder / "release.json").write_text("{}")  # a file of the folder's own, uploaded and uploaded again: not a release
+    assert upload(store, str(folder), "datasets/my-style") == 0 and upload(store, str(folder), "datasets/my-style") == 0
+
+
 def test_a_key_naming_a_parent_of_uploads_is_refused_in_the_pod(store: S3Store, tmp_path: Path) -> None:
     """`-p dataset-key=datasets` over two uploads would read both (their own checks skipped) as one folder."""
     for name in ("a", "b"):
