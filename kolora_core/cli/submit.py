@@ -28,6 +28,7 @@ import yaml
 from kolora_core.cli.dataset_key import check_dataset_key
 from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.config import RunConfig, inline_prompts_file_text, load_config, read_config_file, reads_local_files
+from kolora_core.config.files import read_text
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError
 from kolora_core.runner.flags import refuse_config_path
@@ -84,10 +85,7 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
     if config_file is not None:
         if "config" in params:
             raise KoloraError("give the run config either as --config FILE or as -p config=..., not both")
-        try:
-            text = config_file.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise KoloraError(f"--config {config_file}: {exc.strerror or exc}") from None
+        text = read_text(config_file, "--config", "pass a YAML, JSON or TOML file")  # one line, as `kolora config` has it
         # The pods read it as run.yaml: JSON and TOML travel as the YAML of what they hold.
         converted = config_file.suffix.lower() in CONFIG_FORMATS
         params["config"] = yaml.safe_dump(read_config_file(config_file), allow_unicode=True) if converted else text

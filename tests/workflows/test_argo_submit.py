@@ -113,6 +113,17 @@ def test_config_errors_name_what_the_user_gave(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("validate", [[], ["--no-validate"]])
+def test_a_config_file_that_cannot_be_read_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path, validate: list[str]) -> None:
+    """A .yaml that is not UTF-8 was a UnicodeDecodeError traceback; a directory was '--config DIR: Is a directory'."""
+    binary = tmp_path / "run.yaml"
+    binary.write_bytes(b"\xff\xfetrain: {}\n")
+    for config, problem in ((binary, "is not UTF-8 (byte 0xff on line 1): re-save it as UTF-8"),
+                            (tmp_path, "is a directory: pass a YAML, JSON or TOML file")):  # fmt: skip
+        code, out, err = run_submit(["--dry-run", "--config", str(config), *validate], capsys)
+        assert (code, out, err) == (2, "", f"kolora submit: error: --config {config} {problem}\n")
+
+
+@pytest.mark.parametrize("validate", [[], ["--no-validate"]])
 def test_a_path_in_p_config_points_to_config(capsys: pytest.CaptureFixture[str], tmp_path, validate: list[str]) -> None:
     config = tmp_path / "c1.yaml"
     config.write_text("train: {steps: 3}\n", encoding="utf-8")
