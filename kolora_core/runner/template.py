@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from kolora_core.config.files import read_text
 from kolora_core.errors import KoloraError
 from kolora_core.runner.expressions import parse_depends
 from kolora_core.runner.fields import (
@@ -54,10 +55,11 @@ _TEMPLATE_IGNORED = {
 
 def load_workflow(path: Path) -> WorkflowSpec:
     """Read a rendered workflow YAML (one document of a supported kind) and validate it."""
-    if not path.is_file():
+    if not path.exists():
         raise KoloraError(f"workflow template {path} not found: render it first (kolora render) or pass --template")
+    text = read_text(path, "workflow template", "pass --template a rendered workflow YAML (kolora render writes them)")
     try:
-        docs = [d for d in yaml.safe_load_all(path.read_text(encoding="utf-8")) if d is not None]
+        docs = [d for d in yaml.safe_load_all(text) if d is not None]
     except yaml.YAMLError as exc:
         raise KoloraError(f"workflow template {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
     workflows = [d for d in docs if isinstance(d, dict) and d.get("kind") in WORKFLOW_KINDS]

@@ -107,6 +107,16 @@ def test_refusals_name_the_place_and_the_field(edit: Any, message: str) -> None:
         parse_workflow(mutate(edit), "t.yaml")
 
 
+def test_a_template_file_that_cannot_be_read_is_one_line(tmp_path: Path) -> None:
+    """A --template that is not UTF-8 was a UnicodeDecodeError traceback; a directory was "not found"."""
+    binary = tmp_path / "pipeline.yaml"
+    binary.write_bytes(b"\xff\xfekind: WorkflowTemplate\n")
+    with pytest.raises(KoloraError, match=r"^workflow template .*pipeline\.yaml is not UTF-8 \(byte 0xff on line 1\)"):
+        load_workflow(binary)
+    with pytest.raises(KoloraError, match=r"^workflow template .* is a directory: pass --template a rendered workflow YAML"):
+        load_workflow(tmp_path)
+
+
 def test_scheduling_only_fields_are_ignored() -> None:
     def edit(doc: dict[str, Any]) -> None:
         doc["spec"].update(serviceAccountName="sa", podGC={"strategy": "OnPodSuccess"}, volumes=[], activeDeadlineSeconds=60)
