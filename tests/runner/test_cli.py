@@ -95,6 +95,15 @@ def test_a_local_dataset_path_is_the_one_the_user_typed(tmp_path: Path, monkeypa
         assert options_from_args(parse("-p", f"dataset={kept}")).parameters["dataset"] == kept
 
 
+@pytest.mark.parametrize("prefix", ["../x", "a/../b", "/models", ""])
+def test_a_publish_prefix_no_key_can_carry_is_refused_before_any_step(prefix: str) -> None:
+    """It reached the champion step (after ingest and filter) and failed there: "storage key '../x/kolora/latest.json'
+    is not a plain relative key", with `kolora run --retry` as advice, which cannot change a parameter."""
+    with pytest.raises(KoloraError, match=rf"^-p publish-prefix='{re.escape(prefix)}': give the key prefix of the releases"):
+        options_from_args(parse("-p", f"publish-prefix={prefix}"))
+    assert options_from_args(parse("-p", "publish-prefix=team-a/models")).parameters["publish-prefix"] == "team-a/models"
+
+
 def test_success_exits_zero_and_prints_the_summary(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(store, tmp_path, "--template", str(TEMPLATES / "pipeline.yaml"), "-p", "greeting=hi", "--profile", "smoke") == 0
     out = capsys.readouterr()

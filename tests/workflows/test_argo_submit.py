@@ -113,6 +113,13 @@ def test_config_errors_name_what_the_user_gave(capsys: pytest.CaptureFixture[str
 
 
 @pytest.mark.parametrize("validate", [[], ["--no-validate"]])
+def test_a_bad_publish_prefix_is_refused_on_the_laptop(capsys: pytest.CaptureFixture[str], validate: list[str]) -> None:
+    """It failed on the cluster at the champion step, after ingest and filter had run."""
+    code, out, err = run_submit(["--dry-run", "-p", "publish-prefix=../x", *validate], capsys)
+    assert code == 2 and out == "" and err.startswith("kolora submit: error: -p publish-prefix='../x': give the key prefix")
+
+
+@pytest.mark.parametrize("validate", [[], ["--no-validate"]])
 def test_a_config_file_that_cannot_be_read_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path, validate: list[str]) -> None:
     """A .yaml that is not UTF-8 was a UnicodeDecodeError traceback; a directory was '--config DIR: Is a directory'."""
     binary = tmp_path / "run.yaml"
