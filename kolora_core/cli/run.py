@@ -10,13 +10,15 @@ Exit codes: 0 the run succeeded; 1 a step failed (its log tail on stderr); 2 a u
 parameter, template or endpoint, a store that fails before the run starts, a run that --retry refuses); 75 the
 store failed transiently during the run (a 5xx, throttling, a dropped connection: `kolora run --retry`); 130
 Ctrl-C, 143 SIGTERM and 129 SIGHUP (the terminal closed), after the running step was stopped (its whole process
-group), what it saved uploaded and the summary written (`stop_signals.py`); `kolora run --retry` goes on from there.
+group), what it saved uploaded and the summary written (`stop_signals.py`); `kolora run --retry` goes on from there
+(stopped while the store was starting, before the run had a directory: nothing ran, and the last line says so).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -191,17 +193,27 @@ def retry_options(args: argparse.Namespace) -> RunOptions:
     )
 
 
+def newest_run(runs_dir: Path) -> str | None:
+    """The run `<runs-dir>/latest` names (the runner points it at a run once its directory exists), or None."""
+    try:
+        return os.readlink(runs_dir / "latest")
+    except OSError:
+        return None
+
+
 def _run_command(args: argparse.Namespace) -> int:
     options = options_from_args(args)
+    before = newest_run(options.runs_dir)
     try:
         with stop_signals_raise():
             result = run_workflow(options)
-    except KeyboardInterrupt:
-        last_line(f"kolora run: interrupted; the running step was stopped{GO_ON}")
-        return 130
-    except Stopped as stop:
-        last_line(f"kolora run: {stop.why}; the running step was stopped{GO_ON}")
-        return stop.exit_code
+    except (KeyboardInterrupt, Stopped) as stop:
+        why, code = ("interrupted", 130) if isinstance(stop, KeyboardInterrupt) else (stop.why, stop.exit_code)
+        if options.retry is None and newest_run(options.runs_dir) == before:  # stopped while the store was starting
+            last_line(f"kolora run: {why} before the run started; nothing ran: run it again")
+        else:
+            last_line(f"kolora run: {why}; the running step was stopped{GO_ON}")
+        return code
     if result.failed is not None:
         print(failure_report(result), file=sys.stderr)
         print(failure_head(result.failed) + RERUN, file=sys.stderr)  # below the log's tail: the way on, last

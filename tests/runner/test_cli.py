@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from kolora_core.cli import main
+from kolora_core.cli import run as cli_run
 from kolora_core.cli.dataset_key import check_dataset_key_stored
 from kolora_core.cli.run import options_from_args, register
 from kolora_core.config.datajuicer_ops import datajuicer_ops
@@ -102,6 +103,28 @@ def test_a_publish_prefix_no_key_can_carry_is_refused_before_any_step(prefix: st
     with pytest.raises(KoloraError, match=rf"^-p publish-prefix='{re.escape(prefix)}': give the key prefix of the releases"):
         options_from_args(parse("-p", f"publish-prefix={prefix}"))
     assert options_from_args(parse("-p", "publish-prefix=team-a/models")).parameters["publish-prefix"] == "team-a/models"
+
+
+@pytest.mark.parametrize("started", [False, True])
+def test_a_run_stopped_before_it_started_says_nothing_ran(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], started: bool
+) -> None:
+    """Ctrl-C while the embedded store was starting said "the running step was stopped; `kolora run --retry` goes on
+    from what it saved", though no step had run and --retry then found no run to retry."""
+
+    def interrupted(options: Any) -> None:
+        if started:  # as the runner does once the run's directory exists
+            (options.runs_dir / "run-1").mkdir(parents=True)
+            (options.runs_dir / "latest").symlink_to("run-1")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_run, "run_workflow", interrupted)
+    assert main(["run", "--runs-dir", str(tmp_path / "runs")]) == 130
+    last = {
+        False: "kolora run: interrupted before the run started; nothing ran: run it again\n",
+        True: "kolora run: interrupted; the running step was stopped; `kolora run --retry` goes on from what it saved\n",
+    }
+    assert capsys.readouterr().err == last[started]
 
 
 def test_success_exits_zero_and_prints_the_summary(store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
