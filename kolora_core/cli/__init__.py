@@ -7,6 +7,8 @@ Every parser here is a `FlagParser`, as a stage's is: a mistake on the command l
 subcommand it was typed to, an unknown flag naming the closest one (`kolora run: error: unknown flag --profil: did
 you mean --profile?`), and no flag is taken for an abbreviation. argparse alone answered a mistyped flag of any
 subcommand from the top-level parser: `kolora: error: unrecognized arguments: ...` below the usage of `kolora`.
+Ctrl-C is one line too (exit 130), not the traceback of wherever the command was (a `kolora upload` hashing or
+sending files): every command leaves what it did to be finished by running it again.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     except KoloraError as exc:
         print(f"kolora {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:  # `kolora run` stops its step and says more; the others are one command, run again
+        print(f"kolora {args.command}: interrupted; run it again", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from kolora_core.cli import main
+from kolora_core.cli import upload as upload_command
 from kolora_core.cli.upload import upload_folder
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
@@ -231,6 +232,20 @@ def test_a_key_holding_published_releases_is_refused_even_with_replace(
     assert sorted(store.list_keys("")) == before, "nothing written, nothing deleted"
     (folder / "release.json").write_text("{}")  # a file of the folder's own, uploaded and uploaded again: not a release
     assert upload(store, str(folder), "datasets/my-style") == 0 and upload(store, str(folder), "datasets/my-style") == 0
+
+
+def test_ctrl_c_is_one_line_and_exit_130(
+    store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ctrl-C while a big folder was hashed or sent printed a 78-line KeyboardInterrupt traceback."""
+    folder = my_images(tmp_path / "my-style")
+
+    def ctrl_c(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(upload_command, "scan_folder", ctrl_c)
+    assert upload(store, str(folder), "datasets/my-style") == 130
+    assert capsys.readouterr().err == "kolora upload: interrupted; run it again\n"
 
 
 def test_a_key_naming_a_parent_of_uploads_is_refused_in_the_pod(store: S3Store, tmp_path: Path) -> None:
