@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kolora_core.cli.parameter_flag import add_parameter_flag
 from kolora_core.cli.submit import parse_parameters, validate
 from kolora_core.config import available_profiles, dump_config
 from kolora_core.config.flags import add_config_flags
@@ -31,13 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--profile", choices=available_profiles(), help=f"config profile (default {DEFAULT_PROFILE})")
     parser.add_argument("--config", type=Path, help="run config overlay (YAML, JSON or TOML)")
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="a workflow parameter as `kolora run` / `kolora submit` take it (steps=100, prompts=...): what that run resolves",
+    add_parameter_flag(
+        parser, "a workflow parameter as `kolora run` / `kolora submit` take it (steps=100, prompts=...): what that run resolves"
     )
     add_config_flags(parser, own=(), full=True)
     parser.set_defaults(func=_config_command)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from kolora_core.cli.dataset_key import check_dataset_key, check_dataset_key_stored
 from kolora_core.cli.notify_url import check_notify_url
+from kolora_core.cli.parameter_flag import add_parameter_flag
 from kolora_core.cli.publish_prefix import check_publish_prefix
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
@@ -51,14 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--template", type=Path, help=f"rendered workflow YAML (default: {DEFAULT_TEMPLATE})")
     parser.add_argument("--profile", help=f"shorthand for -p profile=NAME (default: {DEFAULT_PROFILE})")
-    parser.add_argument(
-        "-p",
-        "--parameter",
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a workflow parameter (repeatable)",
-    )
+    add_parameter_flag(parser, "set a workflow parameter (repeatable)")
     parser.add_argument("--engine", choices=sorted(ENGINES), help="how each step runs (default: process)")
     parser.add_argument(
         "--s3-endpoint",

@@ -27,6 +27,7 @@ import yaml
 
 from kolora_core.cli.dataset_key import check_dataset_key
 from kolora_core.cli.notify_url import check_notify_url
+from kolora_core.cli.parameter_flag import add_parameter_flag
 from kolora_core.cli.publish_prefix import check_publish_prefix
 from kolora_core.config import RunConfig, inline_prompts_file_text, load_config, read_config_file, reads_local_files
 from kolora_core.config.files import read_text
@@ -49,9 +50,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "-p", "--parameter", action="append", default=[], metavar="NAME=VALUE", help="workflow parameter, repeatable"
-    )
+    add_parameter_flag(parser, "workflow parameter, repeatable")
     parser.add_argument(
         "--config", type=Path, metavar="FILE", help="run config file (YAML, JSON or TOML), sent as the `config` parameter"
     )

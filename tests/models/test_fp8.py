@@ -98,9 +98,9 @@ def test_a_weight_change_reaches_compiled_code_after_refresh() -> None:
     assert _relative(fresh, torch.nn.functional.linear(block[0](x), block[1].weight, block[1].bias)) < 0.05
 
 
-def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_eager() -> None:
-    """Delayed scaling: a compiled call quantizes with the scale the call before it found (with headroom), so the
-    cast need not wait for its own amax pass; the first call after `to_fp8` runs eagerly to find one."""
+def _compiled_fp8_layer() -> tuple[torch.nn.Sequential, Fp8Linear, torch.Tensor, torch.Tensor, list[int], object]:
+    """One FP8 layer in a module compiled by a backend that counts the graphs it is given (traced: one 1 each); its
+    input and the fp32 product of it."""
     torch.manual_seed(0)
     block = torch.nn.Sequential(torch.nn.Linear(64, 128))
     layer = _as_fp8(block[0])
@@ -112,7 +112,13 @@ def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_ea
         traced.append(1)
         return gm.forward
 
-    compiled = torch.compile(block, backend=counting, dynamic=False)
+    return block, layer, x, reference, traced, torch.compile(block, backend=counting, dynamic=False)
+
+
+def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_eager() -> None:
+    """Delayed scaling: a compiled call quantizes with the scale the call before it found (with headroom), so the
+    cast need not wait for its own amax pass; the first call after `to_fp8` runs eagerly to find one."""
+    block, layer, x, reference, traced, compiled = _compiled_fp8_layer()
     with torch.no_grad():
         with fp8.calibration(block):
             first = compiled(x)
@@ -131,18 +137,7 @@ def test_compiled_the_input_scale_is_the_previous_calls_and_the_first_call_is_ea
 def test_compiled_before_any_eager_call_a_layer_uses_its_own_scale_then_the_previous_calls() -> None:
     """Without `calibration` the input scale is still 0: the compiled call must not quantize with it (the product
     would be the bias alone); it takes the call's own scale, and the next compiled call the buffer's."""
-    torch.manual_seed(0)
-    block = torch.nn.Sequential(torch.nn.Linear(64, 128))
-    layer = _as_fp8(block[0])
-    x = torch.randn(4, 16, 64)
-    reference = torch.nn.functional.linear(x, layer.weight, layer.bias)
-    traced: list[int] = []
-
-    def counting(gm: torch.fx.GraphModule, inputs: list[torch.Tensor]) -> object:
-        traced.append(1)
-        return gm.forward
-
-    compiled = torch.compile(block, backend=counting, dynamic=False)
+    _, layer, x, reference, traced, compiled = _compiled_fp8_layer()
     with torch.no_grad():
         first = compiled(x)
         assert traced == [1] and layer.calibrated
