@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import difflib
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -82,14 +83,21 @@ def _refuse_non_directory(out: Path) -> None:
 
 
 def write(files: dict[str, str], out: Path) -> list[Path]:
-    """Write the files into `out` (created if missing); an `out` that cannot be a directory is a one-line KoloraError."""
+    """Write the files into `out` (created if missing); an `out` that cannot be a directory is a one-line KoloraError.
+
+    Each file is written beside itself and renamed over the old one: stopped mid-write (Ctrl-C, a full disk), a
+    file is its old or its new self, never a truncated YAML that `kubectl apply` would take."""
     _refuse_non_directory(out)
     written = []
     try:
         out.mkdir(parents=True, exist_ok=True)
         for name, text in files.items():
-            path = out / name
-            path.write_text(text, encoding="utf-8")
+            path, partial = out / name, out / f".{name}.partial"
+            try:
+                partial.write_text(text, encoding="utf-8")
+                os.replace(partial, path)
+            finally:
+                partial.unlink(missing_ok=True)
             written.append(path)
     except OSError as exc:
         raise KoloraError(f"--out {out}: cannot write {exc.filename} ({exc.strerror}): pass a writable directory") from None

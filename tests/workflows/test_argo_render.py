@@ -204,3 +204,22 @@ def test_nightly_cron(objects: dict[str, dict], template: dict) -> None:
         {"name": "dataset-key", "value": ""},  # '' = the profile's dataset; the chart's cron.datasetKey sets it
     ]
     assert spec["workflowSpec"]["workflowMetadata"]["labels"]["kolora.dev/trigger"] == "nightly"
+
+
+def test_a_write_stopped_midway_leaves_each_file_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C while `kolora render` writes: every file is its old or its new self (never a truncated YAML that
+    `kubectl apply` would take), and nothing half-written is left beside them."""
+    (tmp_path / "b.yaml").write_text("old: b\n")
+    renamed: list[str] = []
+
+    def stop_at_the_second(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        if renamed:
+            raise KeyboardInterrupt
+        renamed.append(str(dst))
+        os.rename(src, dst)
+
+    monkeypatch.setattr(render.os, "replace", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        render.write({"a.yaml": "new: a\n", "b.yaml": "new: b\n"}, tmp_path)
+    assert (tmp_path / "a.yaml").read_text() == "new: a\n" and (tmp_path / "b.yaml").read_text() == "old: b\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.yaml", "b.yaml"]
