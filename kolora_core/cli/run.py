@@ -25,7 +25,7 @@ from pathlib import Path
 from kolora_core.cli.dataset_key import check_dataset_key, check_dataset_key_stored
 from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.cli.parameter_flag import add_parameter_flag
-from kolora_core.cli.publish_prefix import check_publish_prefix
+from kolora_core.cli.release_store_params import check_release_store
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
@@ -130,7 +130,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     check_dataset_key(params)
     absolute_local_dataset(params)
     check_notify_url(params)
-    check_publish_prefix(params)
+    check_release_store(params)
     soft: dict[str, str] = {}
     if args.profile is not None:
         if params.get("profile", args.profile) != args.profile:

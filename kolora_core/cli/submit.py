@@ -28,7 +28,7 @@ import yaml
 from kolora_core.cli.dataset_key import check_dataset_key
 from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.cli.parameter_flag import add_parameter_flag
-from kolora_core.cli.publish_prefix import check_publish_prefix
+from kolora_core.cli.release_store_params import check_release_store
 from kolora_core.config import RunConfig, inline_prompts_file_text, load_config, read_config_file, reads_local_files
 from kolora_core.config.files import read_text
 from kolora_core.config.loader import CONFIG_FORMATS
@@ -230,7 +230,7 @@ def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
     check_dataset_key(params)
     check_notify_url(params)
-    check_publish_prefix(params)
+    check_release_store(params)
     given = f"-p dataset={params['dataset']}" if params.get("dataset") else None
     if args.no_validate:
         refuse_local_dataset(params, params.get("dataset"), given or "")

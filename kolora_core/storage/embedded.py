@@ -63,6 +63,7 @@ VOLUME_SIZE_MB = 1024
 NO_WRITABLE_VOLUME = "No writable volumes"  # weed's log line when a write finds no volume and none can be added
 LOG_TAIL_BYTES = 256 * 1024  # how much of weed.log the diagnosis reads (the failed write's lines are at its end)
 BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule, which weed enforces
+BUCKET_RULE = "use 3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
 _FATAL = re.compile(r"^F\d{4} [\d:.]+ \S+ (.*)$", re.MULTILINE)
 
@@ -134,10 +135,7 @@ class EmbeddedS3:
     ) -> None:
         if not BUCKET_NAME.fullmatch(bucket):
             # weed refuses it on every write, so the readiness probe would only time out (60 s) first
-            raise KoloraError(
-                f"bucket name '{bucket}' is not a valid S3 bucket name: use 3-63 lowercase letters, digits, '.' and '-', "
-                "starting and ending with a letter or digit"
-            )
+            raise KoloraError(f"bucket name '{bucket}' is not a valid S3 bucket name: {BUCKET_RULE}")
         self.bucket = bucket
         self.volume_size_mb = volume_size_mb
         self.s3_port = s3_port

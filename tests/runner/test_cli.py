@@ -105,6 +105,14 @@ def test_a_publish_prefix_no_key_can_carry_is_refused_before_any_step(prefix: st
     assert options_from_args(parse("-p", "publish-prefix=team-a/models")).parameters["publish-prefix"] == "team-a/models"
 
 
+@pytest.mark.parametrize("bucket", ["Bad_B", "ab", "-bucket"])
+def test_a_release_bucket_s3_refuses_is_refused_before_any_step(bucket: str) -> None:
+    """Like a bad publish-prefix, it reached the champion step after ingest and filter."""
+    with pytest.raises(KoloraError, match=rf"^-p s3-bucket='{re.escape(bucket)}' is not an S3 bucket name: use 3-63"):
+        options_from_args(parse("-p", f"s3-bucket={bucket}"))
+    assert options_from_args(parse("-p", "s3-bucket=team-a.releases")).parameters["s3-bucket"] == "team-a.releases"
+
+
 @pytest.mark.parametrize("started", [False, True])
 def test_a_run_stopped_before_it_started_says_nothing_ran(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], started: bool
