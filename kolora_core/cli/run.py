@@ -37,7 +37,10 @@ DEFAULT_PROFILE = "smoke"
 NEWEST_FAILED = ""  # `--retry` without RUN
 # the way on, at the end of the last line of a stopped run and of a failed one
 GO_ON = "; `kolora run --retry` goes on from what it saved"
-RERUN = "; fix the cause and `kolora run --retry` reruns from the failed step"
+RERUN = (  # a retry keeps the run's parameters: a cause in a -p value needs a new run
+    "; fix the cause and `kolora run --retry` reruns from the failed step (it keeps the -p values: to change one,"
+    " start a new run)"
+)
 # the options that make a run what it is: a retry takes them from the run's record
 RUN_SHAPING = {"--template": "template", "--profile": "profile", "-p": "parameter", "--engine": "engine",
                "--s3-endpoint": "s3_endpoint", "--bucket": "bucket", "--region": "region"}  # fmt: skip

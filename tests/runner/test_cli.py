@@ -149,6 +149,7 @@ def test_step_failure_exits_non_zero_naming_the_step(store: S3Store, tmp_path: P
     assert err.startswith("kolora run: step broken failed (exit 3); last lines of its log:\n")
     assert "kolora broken: error: the input is bad" in err
     rerun = "; fix the cause and `kolora run --retry` reruns from the failed step"
+    rerun += " (it keeps the -p values: to change one, start a new run)"
     assert err.strip().splitlines()[-1] == f"kolora run: step broken failed (exit 3){rerun}", "the way on, last"
 
 
