@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kolora_core.cli.parameter_flag import add_parameter_flag
+from kolora_core.cli.parameter_flag import add_parameter_flag, take_profile
 from kolora_core.cli.submit import parse_parameters, validate
 from kolora_core.config import available_profiles, dump_config
 from kolora_core.config.flags import add_config_flags
@@ -48,10 +48,7 @@ def _config_command(args: argparse.Namespace) -> int:
     if flags:
         raise KoloraError(f"give either -p parameters or --SECTION.FIELD flags, not both (--{flags[0]} with -p)")
     params = parse_parameters(args.parameter, args.config)
-    if args.profile is not None:
-        if params.get("profile", args.profile) != args.profile:
-            raise KoloraError(f"--profile {args.profile} and -p profile={params['profile']} disagree; give one")
-        params["profile"] = args.profile
+    take_profile(params, args.profile)
     params.setdefault("profile", DEFAULT_PROFILE)
     print(dump_config(validate(params, f"--config {args.config}" if args.config else None)), end="")
     return 0

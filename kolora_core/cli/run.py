@@ -24,7 +24,7 @@ from pathlib import Path
 
 from kolora_core.cli.dataset_key import check_dataset_key, check_dataset_key_stored
 from kolora_core.cli.notify_url import check_notify_url
-from kolora_core.cli.parameter_flag import add_parameter_flag
+from kolora_core.cli.parameter_flag import add_parameter_flag, take_profile
 from kolora_core.cli.release_store_params import check_release_store
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
 from kolora_core.errors import KoloraError
@@ -135,11 +135,8 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     check_notify_url(params)
     check_release_store(params)
     soft: dict[str, str] = {}
-    if args.profile is not None:
-        if params.get("profile", args.profile) != args.profile:
-            raise KoloraError(f"--profile {args.profile} and -p profile={params['profile']} disagree; give one")
-        params["profile"] = args.profile
-    else:
+    take_profile(params, args.profile)
+    if args.profile is None:
         soft["profile"] = DEFAULT_PROFILE  # only where the template has a profile parameter
     engine = args.engine or "process"
     soft.update(ENGINES[engine].default_parameters)  # e.g. image-registry=localhost for the container engines

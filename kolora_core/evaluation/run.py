@@ -59,13 +59,13 @@ def _pixel_stats(image: Image.Image) -> dict[str, float]:
     return {"mean": round(float(pixels.mean()), 2), "std": round(float(pixels.std()), 2)}
 
 
-def _training_facts(lora_dir: Path) -> dict[str, Any]:
+def _training_facts(lora_dir: Path, lora_sha256: str) -> dict[str, Any]:
     lora = load_lora(lora_dir / LORA_FILE)
     facts: dict[str, Any] = {
         "rank": lora.rank,
         "alpha": lora.alpha,
         "scale": lora.scale,
-        "lora_sha256": sha256_of(lora_dir / LORA_FILE),
+        "lora_sha256": lora_sha256,
     }
     summary_file = lora_dir / "train_summary.json"
     if summary_file.exists():
@@ -103,7 +103,8 @@ def _rescorer(aesthetic: AestheticScorer | None, clip: SimilarityScorer | None) 
 def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path], scorers: Scorers | None = None) -> None:
     evaluate, out = config.evaluate, outputs["report"]
     records = collect_generations(inputs["images"])
-    require_lora(records, sha256_of(inputs["lora"] / LORA_FILE), inputs["images"])
+    lora_sha256 = sha256_of(inputs["lora"] / LORA_FILE)  # the file the images were rendered with, and the report names
+    require_lora(records, lora_sha256, inputs["images"])
     expected = max((r.get("story_size") or 0 for r in records), default=0) or len(config.generate.prompts)
     if len(records) != expected:
         raise KoloraError(
@@ -158,7 +159,7 @@ def run_evaluate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         "scorers": loaded.facts,
         "images": entries,
         "data": _data_facts(inputs["filter-report"]),
-        "training": _training_facts(inputs["lora"]),
+        "training": _training_facts(inputs["lora"], lora_sha256),
         "settings": {k: records[0].get(k) for k in RUN_SETTINGS}
         | {k: records[0].get(k) for k in PER_IMAGE_SETTINGS if len({r.get(k) for r in records}) == 1},
     }
