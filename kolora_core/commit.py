@@ -33,10 +33,11 @@ import os
 import shutil
 import time
 from collections.abc import Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError, name_some
+from kolora_core.relative_names import is_relative_name
 from kolora_core.stages import COMPLETE_MARKER
 
 STAGING = ".staging"
@@ -155,9 +156,7 @@ def _listed_files(name: str, directory: Path) -> set[str]:
             f"input --{name}: {marker} lists no files (not written by a kolora commit): rerun the stage that makes {name}"
         )
     for entry in files:
-        pure = PurePosixPath(entry)
-        outside = pure.is_absolute() or not pure.parts or any(part in ("", ".", "..") for part in pure.parts)
-        if outside or entry == COMPLETE_MARKER:
+        if not is_relative_name(entry) or entry == COMPLETE_MARKER:
             raise KoloraError(f"input --{name}: {marker} names '{entry}', which is not a file inside {directory}")
     return set(files)
 

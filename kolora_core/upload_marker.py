@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from kolora_core.errors import KoloraError, TransientError, name_some
+from kolora_core.relative_names import is_portable_name
 from kolora_core.stages import COMPLETE_MARKER
 
 UPLOADING = ".uploading"
@@ -71,11 +72,6 @@ def _sha256(path: Path) -> str:
         _unreadable(exc)
 
 
-def _leaves_folder(rel: str) -> bool:
-    """Whether a POSIX name has an empty, '.' or '..' part (so also: absolute, or empty)."""
-    return any(part in ("", ".", "..") for part in rel.split("/"))
-
-
 def _key_part(path: Path, rel: str) -> None:
     """A name S3 and Argo can carry as it is: UTF-8, no empty, '.' or '..' part, no backslash."""
     try:
@@ -83,7 +79,7 @@ def _key_part(path: Path, rel: str) -> None:
     except UnicodeEncodeError:
         shown = os.fsencode(path).decode("utf-8", "backslashreplace")  # printable: the bytes as \xNN
         raise KoloraError(f"{shown}: its name is not UTF-8, which an object key must be: rename it") from None
-    if "\\" in rel or _leaves_folder(rel):
+    if not is_portable_name(rel):
         raise KoloraError(f"{path}: its name cannot be an object key as it is: rename it")
 
 
@@ -131,7 +127,7 @@ def listed_files(text: bytes | str, what: str) -> dict[str, dict[str, Any]] | No
     if not isinstance(files, dict):
         raise KoloraError(f"{what}: its {COMPLETE_MARKER} of kolora upload lists no files: {redo}")
     for rel, entry in files.items():
-        if _leaves_folder(rel):
+        if not is_portable_name(rel):
             raise KoloraError(f"{what}: its {COMPLETE_MARKER} names {rel!r}, which is not a file inside the upload: {redo}")
         size, digest = (entry.get("size"), entry.get("sha256")) if isinstance(entry, dict) else (None, None)
         if type(size) is not int or size < 0 or not isinstance(digest, str) or not _SHA256.fullmatch(digest):

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 from kolora_core.errors import KoloraError, name_some
+from kolora_core.relative_names import is_relative_name
 from workflows.options import DATASET_KEY_PARAM
 
 if TYPE_CHECKING:  # a type only: `kolora submit` checks keys without talking to a store
@@ -19,8 +20,7 @@ def clean_dataset_key(key: str, what: str) -> str:
     look it up, find nothing and skip the optional artifact; the stage then fails on the cluster); a trailing '/' is
     dropped (Argo first fetches the key as one object, so a folder marker there would arrive as an empty file).
     `what` names it in the refusal."""
-    parts = key.rstrip("/").split("/")
-    if key != key.strip() or "://" in key or any(part in ("", ".", "..") for part in parts):
+    if key != key.strip() or not is_relative_name(key.rstrip("/")):  # a URL has an empty part: s3://bucket
         raise KoloraError(
             f"{what}={key!r}: give the key prefix inside the artifact repository's bucket, e.g. "
             f"datasets/<name> for s3://<bucket>/datasets/<name>/ (no scheme, bucket, leading '/', empty or '..' parts, "

@@ -5,12 +5,11 @@ S3 refuses was found out minutes into the run, with a retry as advice (which kee
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
 from pydantic import ValidationError
 
 from kolora_core.config import PublishConfig
 from kolora_core.errors import KoloraError
+from kolora_core.relative_names import is_relative_name
 from kolora_core.storage.embedded import BUCKET_NAME, BUCKET_RULE
 
 PUBLISH_PREFIX_PARAM = "publish-prefix"
@@ -26,16 +25,17 @@ def check_release_store(params: dict[str, str]) -> None:
 
 
 def _check_publish_prefix(prefix: str | None) -> None:
-    """As `publish.prefix` has it, with no '.' or '..' part."""
+    """As `publish.prefix` has it, with no empty, '.' or '..' part (`models/` or `a//b` would make keys with an
+    empty part, which the store refuses at the champion step, after ingest and filter ran)."""
     if prefix is None:
         return
     try:
         PublishConfig(prefix=prefix)
-        plain = not any(part in (".", "..") for part in PurePosixPath(prefix).parts)
+        plain = is_relative_name(prefix)
     except ValidationError:
         plain = False
     if not plain:
         raise KoloraError(
             f"-p {PUBLISH_PREFIX_PARAM}={prefix!r}: give the key prefix of the releases in the bucket, e.g. models "
-            "(letters, digits, '.', '_', '-' and '/', starting with a letter or digit; no '.' or '..' parts)"
+            "(letters, digits, '.', '_', '-' and '/', starting with a letter or digit; no empty, '.' or '..' parts)"
         )

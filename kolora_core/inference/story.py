@@ -19,6 +19,7 @@ from kolora_core.config import GenerateConfig, StoryPrompt
 from kolora_core.data.confine import Escape, resolve_inside
 from kolora_core.errors import KoloraError
 from kolora_core.inference.infotext import parameters_text
+from kolora_core.relative_names import is_portable_name
 
 GENERATIONS = "generations.jsonl"
 PNG_KEY = "kolora"
@@ -139,7 +140,7 @@ def _record(manifest: Path, number: int, line: bytes) -> dict[str, Any]:
             raise TypeError("file must be a string and index an integer")
     except (ValueError, TypeError, KeyError) as exc:  # not UTF-8, not JSON, not an object, fields missing or wrong
         raise KoloraError(f"{where} is not a generation record ({type(exc).__name__}: {exc}): rerun generate") from None
-    if file in {"", ".", ".."} or Path(file).name != file or "\\" in file:
+    if "/" in file or not is_portable_name(file):
         raise KoloraError(f"{where}: file {file!r} is not a plain file name beside the manifest; rerun generate")
     root = manifest.parent.resolve()
     try:

@@ -14,10 +14,11 @@ import hashlib
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal
 
 from kolora_core.errors import KoloraError
+from kolora_core.relative_names import is_relative_name
 
 MANIFEST = "kolora_models.json"
 TEXT_ENCODER_DIR = "kolors/text_encoder"
@@ -105,8 +106,7 @@ class ManifestDir(ABC):
         if not isinstance(manifest, dict) or not all(isinstance(manifest.get(k), dict) for k in ("files", "sources")):
             raise KoloraError(f"{path} is not a {MANIFEST} manifest (an object with 'files' and 'sources' mappings): {redo}")
         for rel, entry in manifest["files"].items():
-            parts = PurePosixPath(rel).parts
-            if rel.startswith("/") or not parts or any(part in (".", "..") for part in parts):
+            if not is_relative_name(rel):
                 raise KoloraError(f"{path} names {rel!r}, which is not a file inside {self.root}: {redo}")
             if not isinstance(entry, dict) or type(entry.get("size")) is not int or not isinstance(entry.get("sha256"), str):
                 raise KoloraError(f"{path}: the entry of {rel} is not {{size: integer, sha256: text}}: {redo}")

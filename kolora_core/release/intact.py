@@ -13,13 +13,13 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from pathlib import PurePosixPath
 from typing import Any
 
 from pydantic import ValidationError
 
 from kolora_core.config import PublishConfig
 from kolora_core.errors import KoloraError
+from kolora_core.relative_names import is_portable_name
 from kolora_core.release.assemble import RELEASE_MANIFEST
 from kolora_core.storage.errors import ArtifactNotFound
 from kolora_core.storage.objects import Storage
@@ -65,8 +65,7 @@ def json_object(data: bytes, key: str, version: str | None = None) -> dict[str, 
 
 def plain_relative(rel: str, manifest_key: str, version: str) -> str:
     """`rel` where it is a plain relative path (a listed file of a release); else `DamagedRelease`."""
-    parts = PurePosixPath(rel).parts
-    if not parts or rel.startswith("/") or "\\" in rel or any(p in {".", ".."} for p in parts):
+    if not is_portable_name(rel):
         raise DamagedRelease(manifest_key, f"lists file {rel!r}, which is not a plain relative path", version)
     return rel
 

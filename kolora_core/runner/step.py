@@ -384,7 +384,11 @@ def pod_name(node: NodeRecord, attempt: int) -> str:
 
 
 def host_path(path: str, scratch: Path, where: str) -> Path:
-    """The host file behind a container path; only /kolora is mounted, as in the images."""
+    """The host file behind a container path; only /kolora is mounted, as in the images.
+
+    Not `kolora_core.relative_names`' rule on purpose: this is an absolute path from kolora's own templates, read as
+    the container's kernel reads it (`/kolora//a` and `/kolora/./a` are `/kolora/a` there too), so it is normalised
+    and only kept under /kolora, not refused for a doubled '/' or a '.'."""
     pure = PurePosixPath(path)
     root = PurePosixPath(CONTAINER_ROOT)
     if not pure.is_absolute() or (pure != root and root not in pure.parents) or ".." in pure.parts:

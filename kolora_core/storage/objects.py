@@ -18,10 +18,11 @@ import os
 import shutil
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Protocol
 
 from kolora_core.errors import KoloraError
+from kolora_core.relative_names import is_relative_name
 from kolora_core.storage.errors import ArtifactNotFound, PreconditionFailed
 
 
@@ -51,8 +52,7 @@ class Storage(Protocol):
 
 
 def _safe_key(key: str) -> str:
-    parts = PurePosixPath(key).parts
-    if not parts or key.startswith("/") or any(p in {"..", "."} for p in parts):
+    if not is_relative_name(key):
         raise KoloraError(f"storage key '{key}' is not a plain relative key")
     return key
 

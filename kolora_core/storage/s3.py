@@ -40,7 +40,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit
 
@@ -59,6 +59,7 @@ from botocore.exceptions import (
 )
 
 from kolora_core.errors import KoloraError, TransientError
+from kolora_core.relative_names import is_relative_name
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz, pack_targz, unpack_targz
 from kolora_core.storage.errors import ArtifactNotFound, PreconditionFailed
@@ -221,10 +222,10 @@ def _client_error(exc: Exception) -> tuple[str, str]:
 
 
 def clean_key(key: str) -> str:
-    """Keys are relative to the bucket: no leading or trailing slash, no `..` segments."""
+    """Keys are relative to the bucket: a leading or trailing slash is dropped, an empty, '.' or '..' segment refused."""
     key = key.strip().strip("/")
-    if not key or any(part in {"", ".", ".."} for part in key.split("/")):
-        raise KoloraError(f"S3 key '{key}' is not a valid object key (empty segment or '..')")
+    if not is_relative_name(key):
+        raise KoloraError(f"S3 key '{key}' is not a valid object key (an empty, '.' or '..' segment)")
     return key
 
 
@@ -568,8 +569,11 @@ class S3Store:
             rel = key[len(prefix) + 1 :]
             if not rel or rel.endswith("/"):
                 continue  # folder markers some tools write
-            if PurePosixPath(rel).is_absolute() or ".." in PurePosixPath(rel).parts:
-                raise KoloraError(f"refusing S3 object s3://{self.bucket}/{key}: its name leaves the artifact directory")
+            if not is_relative_name(rel):
+                raise KoloraError(
+                    f"refusing S3 object s3://{self.bucket}/{key}: its name is no plain path inside the artifact directory "
+                    "(an empty, '.' or '..' part would leave it, or land on another object's file)"
+                )
             wanted[rel] = (key, size)
         order = _marker_last([directory / rel for rel in wanted], directory)
 

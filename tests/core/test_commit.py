@@ -126,6 +126,9 @@ def test_a_marker_that_is_a_symbolic_link_is_refused_not_followed(tmp_path: Path
         ('{"stage": "x"}', "lists no files"),
         ('{"files": ["../outside.txt"]}', "is not a file inside"),
         ('{"files": ["/etc/passwd"]}', "is not a file inside"),
+        ('{"files": ["a.txt", "./a.txt"]}', "names './a.txt', which is not a file inside"),  # pathlib read it as a.txt
+        ('{"files": ["a.txt", "a.txt/"]}', "names 'a.txt/', which is not a file inside"),
+        ('{"files": ["sub//a.txt"]}', "names 'sub//a.txt', which is not a file inside"),
         ('{"files": ["a.txt", "gone.txt"]}', "lists 1 missing file"),
     ],
 )

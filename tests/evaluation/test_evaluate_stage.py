@@ -131,6 +131,7 @@ def _without_prompt(line: bytes) -> bytes:
     [
         ("escape", r"line 1: file '\.\./\.\./outside\.png' is not a plain file name beside the manifest"),
         ("absolute", r"line 1: file '/etc/passwd' is not a plain file name beside the manifest"),
+        ("nul", r"line 1: file '000\.png\\x00' is not a plain file name beside the manifest"),  # was a ValueError
         ("symlink", r"input --images: .*evil\.png is a symbolic link; committed outputs hold plain files"),
         ("not utf-8", r"line 1 is not a generation record \(UnicodeDecodeError"),
         ("no prompt", r"line 1 is not a generation record \(KeyError: 'prompt'\)"),
@@ -148,6 +149,8 @@ def test_generations_from_the_bucket_are_checked(
         _rewrite_first_record(shard, _with_file("../../outside.png"))
     elif damage == "absolute":
         _rewrite_first_record(shard, _with_file("/etc/passwd"))
+    elif damage == "nul":
+        _rewrite_first_record(shard, _with_file("000.png\0"))
     elif damage == "symlink":  # a plain name, but a link out of the shard (listed: whoever writes the bucket writes _SUCCESS)
         (shard / "evil.png").symlink_to(tmp_path / "outside.png")
         _rewrite_first_record(shard, _with_file("evil.png"))

@@ -76,6 +76,7 @@ UNET = "kolors/unet/diffusion_pytorch_model.safetensors"
             r"names '\.\./outside', which is not a",
         ),
         (lambda m: m | {"files": m["files"] | {"/etc/hostname": {"size": 4, "sha256": ""}}}, r"names '/etc/hostname', which"),
+        (lambda m: m | {"files": m["files"] | {f"./{UNET}": m["files"][UNET]}}, rf"names '\./{UNET}', which is not a"),
     ],
 )
 def test_a_manifest_not_as_fetch_models_writes_it_is_named(

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from kolora_core.errors import KoloraError
 from kolora_core.storage.objects import LocalStorage, PreconditionFailed, S3StoreStorage, Storage
 
 
@@ -24,6 +25,16 @@ def test_put_if_absent_creates_once(storage: Storage) -> None:
         storage.put_if_absent("m/v1/release.json", b"two")
     assert storage.get_with_etag("m/v1/release.json") == (b"one", etag)
     assert storage.list("m/") == ["m/v1/release.json"]  # no temp or lock files listed
+
+
+@pytest.mark.parametrize("key", ["m//v1/release.json", "m/./v1/release.json", "m/v1/", "../m", "/m", ""])
+def test_a_key_that_is_no_plain_relative_key_is_refused_on_both(storage: Storage, key: str) -> None:
+    """A directory wrote `m//v1/...` as `m/v1/...` (S3 keeps them apart): a release checked there was another on S3."""
+    with pytest.raises(KoloraError, match=r"is not a (plain relative|valid object) key"):
+        storage.put(key, b"x")
+    with pytest.raises(KoloraError):
+        storage.put_if_absent(key, b"x")
+    assert storage.list("") == []
 
 
 def test_put_if_match_is_a_compare_and_swap(storage: Storage) -> None:

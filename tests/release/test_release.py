@@ -312,6 +312,7 @@ def test_a_changed_release_dir_is_refused(tmp_path: Path) -> None:
     [
         ("missing", r"rel/lora.safetensors is missing, though release.json lists it: pass the publish stage's release"),
         ("outside", r"release.json lists file '../outside.txt', which is not a plain relative path: pass the publish"),
+        ("alias", r"release.json lists file './lora.safetensors', which is not a plain relative path: pass the publish"),
         ("name", r"release.json names no model, version and files \(name '../kolora', version"),
         ("no-json", r"release.json is not valid JSON: pass the publish stage's release directory"),
         ("list", r"release.json does not hold a JSON object"),
@@ -330,6 +331,8 @@ def test_a_release_dir_whose_release_json_is_not_as_assembled_is_one_line_and_se
         (release_dir / "lora.safetensors").unlink()
     elif damage == "outside":
         manifest["files"]["../outside.txt"] = {"sha256": hashlib.sha256(b"not the release's").hexdigest(), "size": 17}
+    elif damage == "alias":  # pathlib read it as lora.safetensors: the same file listed twice
+        manifest["files"]["./lora.safetensors"] = manifest["files"]["lora.safetensors"]
     elif damage == "name":
         manifest["name"] = "../kolora"
     text = {"no-json": "{", "list": "[]"}.get(damage, json.dumps(manifest))

@@ -76,7 +76,7 @@ def test_collect_max_gb_is_a_finite_size_or_exit_two(value: str, capsys: pytest.
 def test_dataset_key_is_checked_as_kolora_submit_checks_it() -> None:
     """A key that runs here is one a cluster reads the same way (Argo would skip a URL or a path silently)."""
     assert options_from_args(parse("-p", "dataset-key=datasets/mine/")).parameters["dataset-key"] == "datasets/mine"
-    for key in ("s3://kolora/datasets/mine", "/datasets/mine", "datasets/mine ", "../mine"):
+    for key in ("s3://kolora/datasets/mine", "/datasets/mine", "datasets/mine ", "../mine", "datasets//mine", "./mine"):
         with pytest.raises(KoloraError, match=r"give the key prefix inside the artifact repository's bucket"):
             options_from_args(parse("-p", f"dataset-key={key}"))
     with pytest.raises(KoloraError, match="give -p dataset or -p dataset-key, not both"):
@@ -96,7 +96,7 @@ def test_a_local_dataset_path_is_the_one_the_user_typed(tmp_path: Path, monkeypa
         assert options_from_args(parse("-p", f"dataset={kept}")).parameters["dataset"] == kept
 
 
-@pytest.mark.parametrize("prefix", ["../x", "a/../b", "/models", ""])
+@pytest.mark.parametrize("prefix", ["../x", "a/../b", "/models", "", "models/", "team//models"])
 def test_a_publish_prefix_no_key_can_carry_is_refused_before_any_step(prefix: str) -> None:
     """It reached the champion step (after ingest and filter) and failed there: "storage key '../x/kolora/latest.json'
     is not a plain relative key", with `kolora run --retry` as advice, which cannot change a parameter."""

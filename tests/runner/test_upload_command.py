@@ -129,6 +129,7 @@ def test_what_changed_since_the_upload_is_refused_naming_the_file(store: S3Store
     [
         ('{"kind": "kolora-upload", "files": ["a.png"]}', "lists no files"),
         ('{"kind": "kolora-upload", "files": {"../etc/passwd": {"size": 1, "sha256": "' + "0" * 64 + '"}}}', "not a file inside"),
+        ('{"kind": "kolora-upload", "files": {"a\\\\b.png": {"size": 1, "sha256": "' + "0" * 64 + '"}}}', "not a file inside"),
         ('{"kind": "kolora-upload", "files": {"a.png": {"size": "1", "sha256": "x"}}}', "has no size and sha256"),
     ],
 )

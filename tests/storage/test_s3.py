@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import signal
 import socket
 import tarfile
@@ -11,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from xml.sax.saxutils import escape
 
 import pytest
 
@@ -18,6 +20,7 @@ from kolora_core.errors import KoloraError, TransientError
 from kolora_core.stages import COMPLETE_MARKER
 from kolora_core.storage.archive import is_targz
 from kolora_core.storage.s3 import ArtifactNotFound, PreconditionFailed, S3Settings, S3Store
+from tests.storage.fake_s3 import Answer, fake_s3
 
 
 def make_tree(root: Path) -> Path:
@@ -79,6 +82,20 @@ def test_download_replaces_what_was_there_and_missing_keys_say_so(store: S3Store
     # a key that is only a string prefix of another key is not a directory
     with pytest.raises(ArtifactNotFound):
         store.download("r/x/a", tmp_path / "none")
+
+
+@pytest.mark.parametrize("name", ["sub//b.txt", "sub/./b.txt", "/b.txt", "../../b.txt"])
+def test_a_listed_object_whose_name_is_no_plain_path_is_refused_before_any_download(tmp_path: Path, name: str) -> None:
+    """Someone else's key below an artifact prefix (SeaweedFS will not store these, so a fake listing names them):
+    `sub//b.txt` and `sub/./b.txt` (legal S3 keys, never ones kolora writes) were KeyError tracebacks after a download
+    over `sub/b.txt`; `..` left the directory."""
+    keys = "".join(f"<Contents><Key>r/x/{escape(key)}</Key><Size>1</Size></Contents>" for key in ("a.txt", name))
+    listing = f'<ListBucketResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">{keys}</ListBucketResult>'
+    with fake_s3(Answer(body=listing.encode(), headers={"Content-Type": "application/xml"})) as fake:
+        store = S3Store(S3Settings(fake.url, access_key_id="x", secret_access_key="y", max_attempts=1, deadline=10))
+        with pytest.raises(KoloraError, match=rf"refusing S3 object s3://kolora/r/x/{re.escape(name)}: its name is no plain"):
+            store.download_tree("r/x", tmp_path / "dest")
+    assert fake.count("GET") == 1  # the listing: nothing was downloaded
 
 
 def test_bucket_is_created_once_and_reused(s3_server: S3Settings) -> None:
