@@ -63,6 +63,7 @@ def _load_text_encoder(model_dir: ModelDir, manager: ModelManager, dtype: torch.
     architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
     if "ChatGLMModel" not in architectures:
         raise KoloraError(f"{config} names {architectures}, not ChatGLMModel: not the Kolors text encoder; rerun fetch-models")
+    model_dir.check_text_encoder_index()
     encoder = ChatGLMModel.from_pretrained(str(model_dir.text_encoder), dtype=dtype, device_map=device)
     _register(manager, "kolors_text_encoder", encoder.eval(), str(model_dir.text_encoder))
 

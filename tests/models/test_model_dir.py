@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -91,6 +92,51 @@ def test_a_manifest_not_as_fetch_models_writes_it_is_named(
     with pytest.raises(KoloraError, match=message) as caught:
         model_dir.read_manifest(verify="sha256")
     assert str(caught.value).startswith(str(model_dir.manifest_path)) and str(caught.value).endswith("rerun fetch-models")
+
+
+def _sharded_text_encoder(tiny_models: Path, copy: Path) -> tuple[ModelDir, Path, dict[str, Any]]:
+    """A copy of the tiny models whose text encoder is saved as real ChatGLM3 is: shards and a safetensors index."""
+    model_dir = ModelDir(Path(shutil.copytree(tiny_models, copy)))
+    shutil.rmtree(model_dir.text_encoder)
+    build_tiny_models(seed=0)["kolors_text_encoder"].save_pretrained(
+        model_dir.text_encoder, safe_serialization=True, max_shard_size="100KB"
+    )
+    index = model_dir.text_encoder / "model.safetensors.index.json"
+    assert len(set(json.loads(index.read_text())["weight_map"].values())) > 1
+    model_dir.write_manifest("tiny", json.loads(model_dir.manifest_path.read_text())["sources"])
+    return model_dir, index, json.loads(index.read_text())
+
+
+def test_a_sharded_text_encoder_loads(tiny_models: Path, tmp_path: Path) -> None:
+    model_dir, _, _ = _sharded_text_encoder(tiny_models, tmp_path / "m")
+    loaded = load_model_manager(model_dir, "cpu", torch.float32).fetch_model("kolors_text_encoder").state_dict()
+    reference = build_tiny_models(seed=0)["kolors_text_encoder"].state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.items())
+
+
+@pytest.mark.parametrize("where", ["outside", "absolute", "missing", "not an index"])
+def test_a_text_encoder_index_naming_a_file_outside_its_folder_is_refused_before_transformers(
+    tiny_models: Path, tmp_path: Path, where: str
+) -> None:
+    """The index comes with the folder through the artifact store; transformers opened whatever its weight_map named
+    (a shard outside the model directory loaded as the text encoder's weights; a missing one was its traceback)."""
+    model_dir, index, data = _sharded_text_encoder(tiny_models, tmp_path / "m")
+    tensor, shard = next(iter(data["weight_map"].items()))
+    outside = tmp_path / shard  # the same bytes: without the check it loads
+    shutil.copyfile(model_dir.text_encoder / shard, outside)
+    named = {"outside": f"../../../{shard}", "absolute": str(outside), "missing": "model-00009-of-00009.safetensors"}
+    for key, value in data["weight_map"].items():
+        if value == shard:
+            data["weight_map"][key] = named.get(where, shard)
+    index.write_text(json.dumps(data) if where != "not an index" else "[]", encoding="utf-8")
+    model_dir.write_manifest("tiny", json.loads(model_dir.manifest_path.read_text())["sources"])
+    if where == "not an index":
+        message = "is not a shard index \\(a JSON object with a 'weight_map' mapping\\)"
+    else:
+        wrong, folder = re.escape(named[where]), re.escape(str(model_dir.text_encoder))
+        message = f"weight_map names '{wrong}' for {re.escape(tensor)}, which is not a file in {folder}"
+    with pytest.raises(KoloraError, match=rf"^{re.escape(str(index))}:? {message}: rerun fetch-models$"):
+        load_model_manager(model_dir, "cpu", torch.float32)
 
 
 def test_modelscope_download_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
