@@ -187,10 +187,12 @@ CPU_SIZE = StepSize("250m", "1Gi", "4Gi", None, 3600)
 
 
 # What Kubernetes accepts for the names and fields `kolora render` writes (and the chart's values.schema.json checks;
-# a test keeps the two equal): a ServiceAccount, Secret, ConfigMap or claim name is a DNS-1123 subdomain; a toleration's
-# effect one of these.
+# a test keeps the two equal): a ServiceAccount, Secret, ConfigMap or claim name is a DNS-1123 subdomain; the key of an
+# artifact repository is a ConfigMap data key ([-._a-zA-Z0-9]+, not '.', '..' nor starting with '..'), as long at
+# most; a toleration's effect one of these.
 DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")  # no lookahead: Helm's Go regexp
 DNS_SUBDOMAIN_MAX = 253
+CONFIG_MAP_KEY = re.compile(r"\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*")  # at most one leading '.': no '.', '..', '..x'
 TOLERATION_EFFECTS = ("NoSchedule", "PreferNoSchedule", "NoExecute")
 
 

@@ -25,7 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.errors import KoloraError
-from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, MODELS_FROM, TOLERATION_EFFECTS, RenderOptions, Toleration
+from workflows.options import (
+    CONFIG_MAP_KEY,
+    DNS_SUBDOMAIN,
+    DNS_SUBDOMAIN_MAX,
+    MODELS_FROM,
+    TOLERATION_EFFECTS,
+    RenderOptions,
+    Toleration,
+)
 
 DIST = Path(__file__).resolve().parent / "dist"  # the committed files
 DEFAULT_OUT = Path("workflows", "dist")  # of the current directory: DIST when run from the repository's root
@@ -157,6 +165,18 @@ def _object_name(kind: str, *, empty_ok: bool = False) -> Callable[[str], str]:
     return checked
 
 
+def _config_map_key(key: str) -> str:
+    """The type of --artifact-repository-key, a data key of the repositories' ConfigMap, refused at parse time: written
+    verbatim, a key no ConfigMap can hold rendered and every workflow of the template failed on the cluster (its
+    artifact repository not found)."""
+    if not (CONFIG_MAP_KEY.fullmatch(key) and len(key) <= DNS_SUBDOMAIN_MAX):
+        raise argparse.ArgumentTypeError(
+            f"'{key}' is not a ConfigMap key: letters, digits, '-', '_' and '.', not '.' or '..' nor starting with '..' "
+            f"(at most {DNS_SUBDOMAIN_MAX})"
+        )
+    return key
+
+
 def _label(spec: str) -> tuple[str, str]:
     key, sep, value = spec.partition("=")
     if not key or not sep:
@@ -200,7 +220,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="nodeSelector of GPU steps, repeatable; replaces the default nvidia.com/gpu.present=true",
     )
     parser.add_argument("--no-gpu-node-selector", action="store_true", help="GPU steps get no nodeSelector")
-    parser.add_argument("--artifact-repository-key", help="artifact repository key (default: the namespace's default)")
+    parser.add_argument(
+        "--artifact-repository-key",
+        type=_config_map_key,
+        help="artifact repository key in --artifact-repository-configmap (default: the namespace's default)",
+    )
     parser.add_argument(
         "--artifact-repository-configmap",
         type=_object_name("ConfigMap"),

@@ -144,6 +144,11 @@ def test_negative_counts_are_refused_at_parse_time(tmp_path: Path, capsys: pytes
         (["--models-from", "pvc", "--models-pvc", "x y"], "'x y' is not a PersistentVolumeClaim name"),
         (["--artifact-repository-configmap="], "'' is not a ConfigMap name"),
         (["--artifact-repository-configmap", "Repos"], "'Repos' is not a ConfigMap name"),
+        (["--artifact-repository-key", "my key"], "'my key' is not a ConfigMap key: letters, digits, '-', '_' and '.'"),
+        (["--artifact-repository-key="], "'' is not a ConfigMap key"),
+        (["--artifact-repository-key", ".."], "'..' is not a ConfigMap key"),
+        (["--artifact-repository-key", "..v1"], "'..v1' is not a ConfigMap key"),
+        (["--artifact-repository-key", "k" * 254], "is not a ConfigMap key"),
     ],
 )
 def test_kubernetes_names_and_effects_are_refused_at_parse_time(
@@ -168,6 +173,9 @@ def test_valid_kubernetes_names_and_effects_render(tmp_path: Path) -> None:
     train = next(t for t in pipeline["spec"]["templates"] if t["name"] == "train")
     assert train["tolerations"] == [{"effect": "PreferNoSchedule", "key": "pool", "operator": "Exists"}]
     assert render.main(["--service-account", "", "--out", str(tmp_path)]) == 0  # '' = the namespace's default
+    assert render.main(["--artifact-repository-key", "Team_A.s3-v1", "--out", str(tmp_path)]) == 0  # capitals, '_': a key
+    (pipeline,) = [d for d in yaml.safe_load_all((tmp_path / "kolora-pipeline.yaml").read_text()) if d]
+    assert pipeline["spec"]["artifactRepositoryRef"]["key"] == "Team_A.s3-v1"
 
 
 def test_files_say_how_to_use_them(rendered: dict[str, str]) -> None:
