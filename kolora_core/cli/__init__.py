@@ -14,6 +14,7 @@ sending files): every command leaves what it did to be finished by running it ag
 from __future__ import annotations
 
 import argparse
+import difflib
 import importlib
 import sys
 from typing import Any
@@ -32,6 +33,28 @@ class _SubcommandParser(FlagParser):
         super().__init__(error_prefix=kwargs["prog"], **kwargs)
 
 
+def _refuse_flags_before_the_subcommand(parser: FlagParser, subcommands: dict[str, FlagParser], argv: list[str]) -> None:
+    """A flag before the subcommand is one of `kolora`'s own (only --help): anything else is one line from `kolora`.
+
+    argparse handed it to the subcommand's parser with the rest of what it did not know, so `kolora --foo render`
+    said `kolora render: error: unknown flag --foo`, as if render had been given it; `kolora --rendr` said that a
+    subcommand is required. Now the line says that the flag is not kolora's and what fits: the subcommand it
+    belongs to (`--out` is render's: give it after `render`), else the subcommand it is closest to, else the list."""
+    for position, token in enumerate(argv):
+        if token in ("-h", "--help") or not token.startswith("-") or token == "--":
+            return  # --help wins, as argparse has it; a subcommand (or an operand) ends kolora's own flags
+        flag = token.split("=", 1)[0]
+        command = next((t for t in argv[position:] if t in subcommands), None)
+        close = difflib.get_close_matches(flag.lstrip("-"), SUBCOMMANDS, n=1, cutoff=0.6)
+        if command and flag in subcommands[command]._option_string_actions:
+            hint = f"it is a flag of kolora {command}: give it after '{command}'"
+        elif close:
+            hint = f"did you mean the subcommand {close[0]}?"
+        else:
+            hint = f"the subcommands are {', '.join(SUBCOMMANDS)}; their flags go after them"
+        parser.error(f"{flag} is not a flag of kolora (only --help comes before the subcommand): {hint}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = FlagParser(
         prog="kolora",
@@ -42,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     subparsers = parser.add_subparsers(dest="command", required=True, parser_class=_SubcommandParser)
     for name in SUBCOMMANDS:
         importlib.import_module(f"kolora_core.cli.{name}").register(subparsers)
+    argv = sys.argv[1:] if argv is None else argv
+    _refuse_flags_before_the_subcommand(parser, subparsers.choices, argv)
     args, unknown = parser.parse_known_args(argv)
     if unknown:  # what the subcommand's parser left: answered by that parser, which knows its flags
         subparsers.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")

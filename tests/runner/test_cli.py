@@ -170,6 +170,23 @@ def test_user_errors_are_one_line_exit_two(store: S3Store, tmp_path: Path, capsy
         (["champion", "--reset", "--runs-dir=r", "--nmae"], "kolora champion: error: unknown flag --nmae: did you mean --name?"),
         (["render", "--gpus", "-1"], "kolora render: error: argument --gpus: -1 is negative: expected 0 or more"),
         (["rnu"], "kolora: error: argument command: invalid choice: 'rnu'"),
+        # before the subcommand: not the subcommand's flag (it said `kolora render: error: unknown flag --foo`)
+        (
+            ["--foo", "render"],
+            "kolora: error: --foo is not a flag of kolora (only --help comes before the subcommand): the "
+            "subcommands are run, render, submit, upload, config, publish, champion, notify; their flags go after them",
+        ),
+        (
+            ["--out", "x", "render"],
+            "kolora: error: --out is not a flag of kolora (only --help comes before the subcommand): "
+            "it is a flag of kolora render: give it after 'render'",
+        ),
+        (["-p", "steps=1", "submit"], "kolora: error: -p is not a flag of kolora"),
+        (
+            ["--rendr"],
+            "kolora: error: --rendr is not a flag of kolora (only --help comes before the subcommand): "
+            "did you mean the subcommand render?",
+        ),  # it said that a subcommand is required
     ],
 )
 def test_a_mistyped_flag_is_one_line_from_its_subcommand(
