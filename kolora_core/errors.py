@@ -8,6 +8,9 @@ traceback that buries the cause.
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
+
 
 class KoloraError(Exception):
     """A user-facing failure with a one-line, actionable message."""
@@ -39,3 +42,10 @@ class Terminated(KoloraError):
 def name_some(names: list[str], limit: int) -> str:
     """The first `limit` names and how many more: a one-line message names what it is about without a listing."""
     return ", ".join(names[:limit]) + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def closest(word: str, choices: Iterable[str]) -> str | None:
+    """The choice `word` most likely misspells (difflib's, cutoff 0.6), or None: a message names that one
+    (`did you mean steps?`) rather than listing every choice for the user to search."""
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return close[0] if close else None

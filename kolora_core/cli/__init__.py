@@ -14,13 +14,12 @@ sending files): every command leaves what it did to be finished by running it ag
 from __future__ import annotations
 
 import argparse
-import difflib
 import importlib
 import sys
 from typing import Any
 
 from kolora_core.config.flags import FlagParser
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, closest
 
 SUBCOMMANDS = ("run", "render", "submit", "upload", "config", "publish", "champion", "notify")
 
@@ -45,11 +44,11 @@ def _refuse_flags_before_the_subcommand(parser: FlagParser, subcommands: dict[st
             return  # --help wins, as argparse has it; a subcommand (or an operand) ends kolora's own flags
         flag = token.split("=", 1)[0]
         command = next((t for t in argv[position:] if t in subcommands), None)
-        close = difflib.get_close_matches(flag.lstrip("-"), SUBCOMMANDS, n=1, cutoff=0.6)
+        close = closest(flag.lstrip("-"), SUBCOMMANDS)
         if command and flag in subcommands[command]._option_string_actions:
             hint = f"it is a flag of kolora {command}: give it after '{command}'"
         elif close:
-            hint = f"did you mean the subcommand {close[0]}?"
+            hint = f"did you mean the subcommand {close}?"
         else:
             hint = f"the subcommands are {', '.join(SUBCOMMANDS)}; their flags go after them"
         parser.error(f"{flag} is not a flag of kolora (only --help comes before the subcommand): {hint}")

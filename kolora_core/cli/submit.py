@@ -32,7 +32,7 @@ from kolora_core.cli.release_store_params import check_release_store
 from kolora_core.config import RunConfig, inline_prompts_file_text, load_config, read_config_file, reads_local_files
 from kolora_core.config.files import read_text
 from kolora_core.config.loader import CONFIG_FORMATS
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, closest
 from kolora_core.runner.flags import refuse_config_path
 from kolora_core.runner.local import checked_parameters
 from kolora_core.runner.template import parse_workflow
@@ -78,7 +78,9 @@ def parse_parameters(pairs: list[str], config_file: Path | None) -> dict[str, st
         if not sep:
             raise KoloraError(f"-p {pair}: expected NAME=VALUE")
         if name not in known:
-            raise KoloraError(f"-p {name}: unknown parameter; choose from {', '.join(known)}")
+            close = closest(name, known)
+            hint = f"did you mean {close}?" if close else f"choose from {', '.join(known)}"
+            raise KoloraError(f"-p {name}: unknown parameter; {hint}")
         params[name] = value
     if "config" in params:  # checked even with --no-validate: a path is never a config
         refuse_config_path("config", params["config"], instead='--config {path} (or -p {name}="$(cat {path})")')

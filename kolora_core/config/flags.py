@@ -16,7 +16,6 @@ of argparse is this module.
 from __future__ import annotations
 
 import argparse
-import difflib
 import textwrap
 import types
 from collections.abc import Callable, Iterable
@@ -29,6 +28,7 @@ from pydantic.fields import FieldInfo
 
 from kolora_core.config.loader import available_profiles, read_profile
 from kolora_core.config.schema import RunConfig
+from kolora_core.errors import closest
 
 RUN_SECTION = "run"  # the top-level fields (name, device)
 LONG_DEFAULT = 48  # a default longer than this as YAML is summarised ("8 items"); `kolora config` prints it whole
@@ -174,8 +174,8 @@ class FlagParser(argparse.ArgumentParser):
 
     def _unknown(self, flag: str) -> str:
         known = [o for o in self._option_string_actions if o.startswith("--")]
-        close = difflib.get_close_matches(flag, known, n=1, cutoff=0.6)
-        return f"unknown flag {flag}" + (f": did you mean {close[0]}?" if close else "")
+        close = closest(flag, known)
+        return f"unknown flag {flag}" + (f": did you mean {close}?" if close else "")
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):

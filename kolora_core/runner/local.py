@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TextIO
 
-from kolora_core.errors import KoloraError
+from kolora_core.errors import KoloraError, closest
 from kolora_core.runner.collect import collect, drop_abandoned, forget_uploads
 from kolora_core.runner.context import RunContext, StepFailed
 from kolora_core.runner.dag import DagWalker
@@ -84,8 +84,9 @@ def resolve_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: M
     declared = {p.name: p for p in workflow.parameters}
     unknown = sorted(set(given) - set(declared))
     if unknown:
-        known = ", ".join(declared) or "none"
-        raise KoloraError(f"unknown parameter '{unknown[0]}' for {workflow.name} (its parameters: {known})")
+        close = closest(unknown[0], declared)
+        hint = f"did you mean {close}?" if close else f"its parameters: {', '.join(declared) or 'none'}"
+        raise KoloraError(f"unknown parameter '{unknown[0]}' for {workflow.name}: {hint}")
     values: dict[str, str] = {}
     for name, spec in declared.items():
         if name in given:

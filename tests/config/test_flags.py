@@ -196,7 +196,8 @@ def test_kolora_config_with_p_prints_what_the_runs_stages_resolve(tmp_path: Path
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["-p", "stepz=7"], "-p stepz: unknown parameter; choose from profile, config, "),
+        (["-p", "stepz=7"], "-p stepz: unknown parameter; did you mean steps?"),  # the closest, not all 23
+        (["-p", "zzzq=7"], "-p zzzq: unknown parameter; choose from profile, config, "),
         (["-p", "steps=many"], "-p parameters: config field 'train.steps': "),
         (["-p", "steps=7", "--train.lora_rank", "4"], "give either -p parameters or --SECTION.FIELD flags, not both"),
         (["--profile", "full", "-p", "profile=smoke"], "--profile full and -p profile=smoke disagree; give one"),

@@ -70,7 +70,8 @@ def test_no_server_configured(capsys: pytest.CaptureFixture[str], monkeypatch: p
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["-p", "stpes=10"], "-p stpes: unknown parameter; choose from profile, config,"),
+        (["-p", "stpes=10"], "-p stpes: unknown parameter; did you mean steps?"),
+        (["-p", "zzzq=10"], "-p zzzq: unknown parameter; choose from profile, config,"),
         (["-p", "steps"], "expected NAME=VALUE"),
         (["-p", "steps=many"], "-p parameters: config field 'train.steps'"),
         (["-p", "config=train: {stepz: 3}"], "-p config: unknown config key 'train.stepz'"),
