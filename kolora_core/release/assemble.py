@@ -119,20 +119,22 @@ def assemble_release(
     missing = [p for p in sources if p.name in REQUIRED and not p.is_file()]
     if missing:
         raise KoloraError(f"{missing[0]} is missing: a release needs {', '.join(REQUIRED)}")
-    evaluated, lora_sha256 = report.get("training", {}).get("lora_sha256"), file_sha256(lora_dir / LORA_FILE)
+    for source in sources:
+        if source.is_file():
+            shutil.copy2(source, out / source.name)
+    # The copy is what is released, so the copy is what must be the evaluated LoRA (hashed once, here).
+    evaluated, lora_sha256 = report.get("training", {}).get("lora_sha256"), file_sha256(out / LORA_FILE)
     if evaluated != lora_sha256:  # the gate passed for the LoRA evaluate read, not necessarily this one
         raise KoloraError(
             f"{report_dir / REPORT} is the evaluation of LoRA {str(evaluated)[:12]}, but --lora {lora_dir} holds "
             f"{lora_sha256[:12]}: pass the lora directory that evaluate was given, or evaluate this one"
         )
-    for source in sources:
-        if source.is_file():
-            shutil.copy2(source, out / source.name)
     story = _copy_story(images_dir, out, report, lora_sha256)
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
-        files[rel] = {"sha256": file_sha256(path), "size": path.stat().st_size}
+        digest = lora_sha256 if rel == LORA_FILE else file_sha256(path)
+        files[rel] = {"sha256": digest, "size": path.stat().st_size}
         if rel in MODEL_FILES:
             files[rel]["content_sha256"] = content_sha256(path)
     identity = release_identity(files)

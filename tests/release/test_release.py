@@ -181,6 +181,24 @@ def test_stage_refuses_images_of_another_lora(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
 
 
+def test_stage_checks_the_copied_lora_not_the_source_it_read_before_copying(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The LoRA file is what the evaluation's sha256 is checked against: a file that changes between the check and the
+    copy (another run writing the directory) was released as if evaluated, with release.json naming the new bytes."""
+    lora, other = _lora_dir(tmp_path / "lora"), _lora_dir(tmp_path / "other", fill=1.0)
+    write_story_images(tmp_path / "images", shards=2, lora=lora)
+    copy = shutil.copy2
+
+    def copy_while_rewritten(source: Path, target: Path) -> object:
+        return copy(other / source.name if source.name == "lora.safetensors" else source, target)
+
+    monkeypatch.setattr("kolora_core.release.assemble.shutil.copy2", copy_while_rewritten)
+    assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", lora)) == 2
+    assert "is the evaluation of LoRA" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
+
+
 def test_publish_writes_release_json_then_latest_last_and_is_idempotent(tmp_path: Path) -> None:
     release_dir = _release(tmp_path)
     version = json.loads((release_dir / RELEASE_MANIFEST).read_text())["version"]
