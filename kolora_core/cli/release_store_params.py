@@ -9,7 +9,6 @@ from pydantic import ValidationError
 
 from kolora_core.config import PublishConfig
 from kolora_core.errors import KoloraError
-from kolora_core.relative_names import is_relative_name
 from kolora_core.storage.embedded import BUCKET_NAME, BUCKET_RULE
 
 PUBLISH_PREFIX_PARAM = "publish-prefix"
@@ -25,17 +24,13 @@ def check_release_store(params: dict[str, str]) -> None:
 
 
 def _check_publish_prefix(prefix: str | None) -> None:
-    """As `publish.prefix` has it, with no empty, '.' or '..' part (`models/` or `a//b` would make keys with an
-    empty part, which the store refuses at the champion step, after ingest and filter ran)."""
+    """`publish.prefix`'s own rule (`PublishConfig`: no empty, '.' or '..' part), said as the -p parameter."""
     if prefix is None:
         return
     try:
         PublishConfig(prefix=prefix)
-        plain = is_relative_name(prefix)
     except ValidationError:
-        plain = False
-    if not plain:
         raise KoloraError(
             f"-p {PUBLISH_PREFIX_PARAM}={prefix!r}: give the key prefix of the releases in the bucket, e.g. models "
             "(letters, digits, '.', '_', '-' and '/', starting with a letter or digit; no empty, '.' or '..' parts)"
-        )
+        ) from None

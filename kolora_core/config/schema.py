@@ -18,6 +18,7 @@ from pydantic_core import ErrorDetails
 
 from kolora_core.config.datajuicer_ops import check_op
 from kolora_core.config.seed import SEED_STORY
+from kolora_core.relative_names import is_relative_name
 
 # Scorer repos: `<scheme>://<owner>/<name>`; hf = the Hugging Face hub, modelscope = ModelScope (kolora_core.models.hub).
 HUB_SCHEMES = ("hf", "modelscope")
@@ -525,6 +526,15 @@ class PublishConfig(Section):
     def _not_latest(cls, value: str | None) -> str | None:
         if value == "latest":
             raise ValueError("'latest' is the pointer to the newest version, not a version name")
+        return value
+
+    @field_validator("prefix")
+    @classmethod
+    def _whole_parts(cls, value: str) -> str:
+        """The pattern alone let `models/` and `a/../b` through: keys with an empty or '..' part, which a store
+        refuses (or resolves elsewhere) at the champion step, after ingest and filter ran."""
+        if not is_relative_name(value):
+            raise ValueError("no empty, '.' or '..' parts (e.g. models or team-a/models)")
         return value
 
 

@@ -107,6 +107,15 @@ def test_a_seed_torch_cannot_take_is_refused_when_the_config_loads(field: str) -
             load_config("smoke", overrides=_with_seed(field, bad))
 
 
+@pytest.mark.parametrize("prefix", ["models/", "a//b", "a/../b", "a/./b"])
+def test_a_publish_prefix_with_an_empty_or_dot_part_is_refused_when_the_config_loads(prefix: str) -> None:
+    """The pattern alone let these through a config file; the champion and promote steps then made keys with an
+    empty or '..' part, after ingest and filter ran."""
+    assert load_config("smoke", overrides={"publish.prefix": "team-a/models"}).publish.prefix == "team-a/models"
+    with pytest.raises(KoloraError, match=r"config field 'publish\.prefix': no empty, '\.' or '\.\.' parts"):
+        load_config("smoke", overrides={"publish.prefix": prefix})
+
+
 def test_the_seed_bound_is_what_torch_takes() -> None:
     import torch
 
