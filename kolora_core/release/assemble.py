@@ -92,11 +92,16 @@ def _copy_story(images_dir: Path, out: Path, report: dict[str, Any], lora_sha256
     return story
 
 
-def _training(lora_dir: Path) -> dict[str, Any]:
-    """Training identity, trainset fingerprint and the inputs behind the identity, as train recorded them."""
-    summary_path = lora_dir / SUMMARY_FILE
-    summary = read_json(summary_path, "the train stage's lora directory") if summary_path.is_file() else {}
-    metadata = read_metadata(lora_dir / LORA_FILE)
+def _training(out: Path, lora_dir: Path) -> dict[str, Any]:
+    """Training identity, trainset fingerprint and the inputs behind the identity, as train recorded them: read from
+    the copies in the release `out` (the bytes released, the LoRA the one checked against the evaluation), not from
+    `lora_dir` again, which may have been rewritten since the copy."""
+    summary_path = out / SUMMARY_FILE
+    try:
+        summary = read_json(summary_path, "the train stage's lora directory") if summary_path.is_file() else {}
+    except KoloraError as bad:  # the copy is byte for byte the file --lora held: say where it came from
+        raise KoloraError(f"{bad} (copied from --lora {lora_dir}): pass the train stage's lora directory") from None
+    metadata = read_metadata(out / LORA_FILE)
     return {
         "training_identity": summary.get("training_identity") or metadata.get("training_identity"),
         "trainset_sha256": summary.get("trainset_sha256") or metadata.get("dataset_sha256"),
@@ -148,7 +153,7 @@ def assemble_release(
         "lora": {k: training.get(k) for k in ("rank", "alpha", "scale")},
         "base_model": settings.get("base_model"),
         "base_model_sha256": settings.get("base_model_sha256"),
-        **_training(lora_dir),
+        **_training(out, lora_dir),
         "scorers": report.get("scorers") or {"identity": None},  # the scorer identity and which repos scored
         "gate": {k: gate.get(k) for k in ("result", "reason", "mean_aesthetic", "min_aesthetic", "champion")},
         "scores": {f"mean_{k}": ((scores.get(k) or {}).get("stats") or {}).get("mean") for k in SCORE_FIELDS},

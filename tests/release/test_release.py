@@ -26,10 +26,15 @@ from tests.conftest import mark_complete, write_story_images
 from tests.lora.test_format import _reordered
 
 
-def _lora_dir(root: Path, fill: float = 0.0, exports: bool = True) -> Path:
+def _lora_dir(root: Path, fill: float = 0.0, exports: bool = True, summary: bool = True) -> Path:
+    """A train output; without `summary` the training identity is only in the LoRA's metadata (an older train's)."""
     root.mkdir(parents=True)
-    save_lora(root / "lora.safetensors", {"m.lora_A.default.weight": torch.full((16, 4), fill)}, rank=16, alpha=4.0, extra={})
-    (root / "train_summary.json").write_text(json.dumps({"steps": 4, "training_identity": "t" * 64, "trainset_sha256": "d" * 64}))
+    identity = {"training_identity": "t" * 64, "dataset_sha256": "d" * 64}
+    tensors = {"m.lora_A.default.weight": torch.full((16, 4), fill)}
+    save_lora(root / "lora.safetensors", tensors, rank=16, alpha=4.0, extra={} if summary else identity)
+    if summary:
+        facts = {"steps": 4, "training_identity": "t" * 64, "trainset_sha256": "d" * 64, "training_inputs": {"steps": 4}}
+        (root / "train_summary.json").write_text(json.dumps(facts))
     if exports:
         for name in ("lora_diffusers.safetensors", "lora_kohya.safetensors"):
             save_safetensors(root / name, {"unet.m.lora_A.weight": torch.full((16, 4), fill)}, {"export": name})
@@ -196,6 +201,46 @@ def test_stage_checks_the_copied_lora_not_the_source_it_read_before_copying(
     monkeypatch.setattr("kolora_core.release.assemble.shutil.copy2", copy_while_rewritten)
     assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", lora)) == 2
     assert "is the evaluation of LoRA" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
+
+
+@pytest.mark.parametrize("summary", [True, False], ids=["train_summary", "lora-metadata"])
+def test_stage_records_the_training_of_the_released_copy_not_of_the_source_rewritten_after_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, summary: bool
+) -> None:
+    """release.json's training identity and trainset fingerprint (what check-changes compares a later run with) were
+    read from --lora after the copy: a directory rewritten in between gave the released bytes another training's."""
+    lora = _lora_dir(tmp_path / "lora", summary=summary)
+    report = _report_dir(tmp_path / "report", lora)
+    copy = shutil.copy2
+
+    def copy_then_rewrite_the_source(source: Path, target: Path) -> object:
+        copied = copy(source, target)
+        if source == lora / "train_summary.json":
+            source.write_text(json.dumps({"training_identity": "x" * 64, "trainset_sha256": "y" * 64, "training_inputs": {}}))
+        elif source == lora / "lora.safetensors":
+            other = {"training_identity": "x" * 64, "dataset_sha256": "y" * 64}
+            save_lora(source, {"m.lora_A.default.weight": torch.full((16, 4), 0.0)}, rank=16, alpha=4.0, extra=other)
+        return copied
+
+    monkeypatch.setattr("kolora_core.release.assemble.shutil.copy2", copy_then_rewrite_the_source)
+    assert _stage(tmp_path, lora, report) == 0
+    release_dir = tmp_path / "release"
+    release = json.loads((release_dir / RELEASE_MANIFEST).read_text())
+    assert (release["training_identity"], release["trainset_sha256"]) == ("t" * 64, "d" * 64)
+    assert release["training_inputs"] == ({"steps": 4} if summary else None)
+    assert release["files"]["lora.safetensors"]["sha256"] == file_sha256(release_dir / "lora.safetensors")
+
+
+def test_stage_names_the_copied_train_summary_and_its_source_when_it_is_not_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file read is the release's copy; the line says it is --lora's file, and where a good one comes from."""
+    lora = _lora_dir(tmp_path / "lora")
+    (lora / "train_summary.json").write_text("{")
+    assert _stage(tmp_path, lora, _report_dir(tmp_path / "report", mark_complete(lora))) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert re.search(r"release\S*/train_summary\.json is not valid JSON: .* \(copied from --lora \S*lora\): pass the train", line)
     assert not (tmp_path / "release" / RELEASE_MANIFEST).exists()
 
 
