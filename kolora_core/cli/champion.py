@@ -26,6 +26,7 @@ import argparse
 from pathlib import Path
 
 from kolora_core import commit
+from kolora_core.cli.release_store_params import check_prefix
 from kolora_core.cli.store_args import add_release_store_arguments, open_store, store_flags
 from kolora_core.config import load_config
 from kolora_core.errors import KoloraError
@@ -55,6 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _champion_command(args: argparse.Namespace) -> int:
+    check_prefix(args.prefix, f"--prefix {args.prefix!r}")  # before the store: the mistake to fix first
     name = load_config(args.profile, args.config, {"name": args.name} if args.name else None, flags_name="--name").name
     with open_store(args, create=False) as store:
         storage = S3StoreStorage(store)

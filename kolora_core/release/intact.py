@@ -37,10 +37,10 @@ class DamagedRelease(KoloraError):
 
 
 def release_base(prefix: str, name: str) -> str:
-    """`<prefix>/<name>`: where a model's versions and its latest.json live."""
-    if not prefix.strip("/"):
-        raise KoloraError("--prefix is empty: releases need a key prefix such as 'models'")
-    return f"{prefix.strip('/')}/{name}"
+    """`<prefix>/<name>`: where a model's versions and its latest.json live. `prefix` as `publish.prefix` has it (the
+    commands check their --prefix by that rule: `kolora_core.cli.release_store_params`), taken as given: stripping a
+    '/' here made `models/` name the releases of `models` while the config and the workflow parameter refuse it."""
+    return f"{prefix}/{name}"
 
 
 def is_plain_version(version: Any) -> bool:

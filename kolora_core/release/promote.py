@@ -22,8 +22,6 @@ DEFAULT_PREFIX = "models"
 
 def promote(store: S3Store, release_dir: Path, prefix: str = DEFAULT_PREFIX) -> str:
     """Publish `release_dir` into `store`; returns one line saying what happened and where."""
-    if not prefix.strip("/"):
-        raise KoloraError("--prefix is empty: releases need a key prefix such as 'models'")
     result = publish_release(S3StoreStorage(store), release_dir, prefix)
     where = f"s3://{store.bucket}/{result.version_prefix}"
     if result.status == "published":

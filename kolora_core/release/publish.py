@@ -35,7 +35,7 @@ from typing import Any
 
 from kolora_core.errors import KoloraError, TransientError
 from kolora_core.release.assemble import MODEL_FILES, RELEASE_MANIFEST, file_sha256
-from kolora_core.release.intact import DamagedRelease, is_plain_version, json_object, plain_relative, verify_release
+from kolora_core.release.intact import DamagedRelease, is_plain_version, json_object, plain_relative, release_base, verify_release
 from kolora_core.release.pointer import LATEST, canonical, pointed_version, pointer_for
 from kolora_core.storage.objects import PreconditionFailed, Storage
 
@@ -196,7 +196,7 @@ def publish_release(storage: Storage, release_dir: Path, prefix: str = "models")
     """
     manifest, release = _local_manifest(release_dir)
     name, version = release["name"], release["version"]
-    base = f"{prefix.strip('/')}/{name}"
+    base = release_base(prefix, name)
     version_prefix, latest_key = f"{base}/{version}/", f"{base}/{LATEST}"
     result = PublishResult("published", version_prefix, latest_key)
     published = version_prefix + RELEASE_MANIFEST

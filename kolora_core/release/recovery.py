@@ -44,7 +44,7 @@ def rollback_target(storage: Storage, base: str, damaged: DamagedRelease) -> tup
 
 def _where(prefix: str, store_flags: list[str]) -> list[str]:
     """The flags naming the store and (where it is not the default) the prefix."""
-    return [*(["--prefix", prefix] if prefix.strip("/") != DEFAULT_PREFIX else []), *store_flags]
+    return [*(["--prefix", prefix] if prefix != DEFAULT_PREFIX else []), *store_flags]
 
 
 def reset_command(prefix: str, name: str, store_flags: list[str]) -> str:

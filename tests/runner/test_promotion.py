@@ -71,6 +71,40 @@ def test_kolora_publish_from_a_run_release_key(
     assert "kolora publish: error:" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("prefix", ["models/", "/models", "a//b", "a/../b", "./models", ""])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["publish", "--release", "REL"],
+        ["publish", "--rollback", "v1", "--name", "kolora"],
+        ["champion", "--name", "kolora", "--out", "OUT"],
+        ["champion", "--reset", "--name", "kolora"],
+    ],
+)
+def test_a_prefix_the_config_refuses_is_refused_by_the_release_commands_before_the_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], command: list[str], prefix: str
+) -> None:
+    """`publish.prefix` and `-p publish-prefix` refuse `models/` and `a//b`; --prefix stripped the '/' (`models/` named
+    the releases of `models`), or made keys with an empty or '..' part, after contacting the store."""
+    argv = [str(tmp_path / "rel") if word == "REL" else str(tmp_path / "out") if word == "OUT" else word for word in command]
+    (tmp_path / "rel").mkdir()
+    url = f"http://127.0.0.1:{closed_port()}"
+    code = kolora([*argv, "--prefix", prefix, "--s3-endpoint", url])
+    err = capsys.readouterr().err.strip()
+    assert code == KoloraError.exit_code and "\n" not in err, err
+    assert err.startswith(f"kolora {command[0]}: error: --prefix {prefix!r}: give the key prefix of the releases"), err
+    assert "no empty, '.' or '..' parts" in err and not (tmp_path / "out").exists()
+
+
+def test_a_prefix_with_a_trailing_slash_publishes_nothing(
+    tmp_path: Path, store: S3Store, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It published into `models/`, the releases of the prefix `models`, which the config's publish.prefix refuses."""
+    assert _cli(store, monkeypatch, "--release", str(_release(tmp_path, "a", version="v1")), "--prefix", "models/") == 2
+    assert "kolora publish: error: --prefix 'models/': give the key prefix" in capsys.readouterr().err
+    assert store.list_keys("") == []
+
+
 def test_kolora_publish_names_a_missing_release_before_contacting_the_store(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
