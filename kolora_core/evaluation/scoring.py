@@ -1,7 +1,8 @@
 """Image scorers for the evaluate stage, loaded from the `scorers` artifact that fetch-models writes.
 
 `load_scorers` reads the scorers directory (`kolora_core.models.scorers`: manifest checked by sha256, the parts
-the config names, the scorer identity for the report); `load_aesthetic`/`load_clip` load one model directory.
+the config names, the scorer identity for the report); `load_aesthetic`/`load_clip` load one model directory,
+after refusing a shard index that names a file outside it (`kolora_core.models.shard_index`).
 
 * Aesthetic score: the LAION aesthetics predictor v2 (improved-aesthetic-predictor), i.e. an MLP of five
   Linear layers with no activations (dropout only while training) on the L2-normalised CLIP ViT-L/14 image
@@ -45,6 +46,7 @@ from kolora_core.models.scorers import (
     check_aesthetic,
     scorer_repos,
 )
+from kolora_core.models.shard_index import check_shard_indexes
 
 log = logging.getLogger("kolora.evaluate")
 NOTES = {
@@ -128,6 +130,7 @@ def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = No
 
     source = source or str(directory)
     vision_config, layers = check_aesthetic(directory, source)
+    check_shard_indexes(directory)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     relu = any("relu" in str(a).lower() for a in config.get("architectures") or [])
     try:
@@ -171,6 +174,7 @@ def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -
     source = source or str(directory)
     if not (directory / "config.json").is_file():
         raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
+    check_shard_indexes(directory)
     try:
         model = AutoModel.from_pretrained(str(directory), dtype=torch.float32)
         processor = AutoProcessor.from_pretrained(str(directory))

@@ -156,25 +156,6 @@ class ModelDir(ManifestDir):
             raise KoloraError(f"{config} gives no hidden_size (a whole number above 0): rerun fetch-models")
         return width
 
-    def check_text_encoder_index(self) -> None:
-        """Refuse a shard index of the text encoder (`*.index.json`: which file holds each tensor) whose weight_map
-        names a file that is not in the folder. transformers opens `<folder>/<name>` for every name it lists, so
-        `../..` or an absolute path read a file outside the model directory (the folder comes through the artifact
-        store; the manifest checks the files it lists, not the names an index gives); a missing one was its traceback."""
-        redo = "rerun fetch-models"
-        for index in sorted(self.text_encoder.glob("*.index.json")):
-            try:
-                weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-            except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8 or JSON, not an object
-                weight_map = None
-            if not isinstance(weight_map, dict):
-                raise KoloraError(f"{index} is not a shard index (a JSON object with a 'weight_map' mapping): {redo}")
-            for tensor, shard in weight_map.items():
-                if not (isinstance(shard, str) and is_relative_name(shard) and (self.text_encoder / shard).is_file()):
-                    raise KoloraError(
-                        f"{index}: weight_map names {shard!r} for {tensor}, which is not a file in {self.text_encoder}: {redo}"
-                    )
-
     def weight_files(self) -> list[Path]:
         files = [self.unet, self.vae]
         if self.text_encoder.is_dir():

@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 
 from kolora_core.errors import KoloraError
 from kolora_core.models.layout import ModelDir
+from kolora_core.models.shard_index import check_shard_indexes
 from kolora_core.models.tiny import TinyKolorsUNet, TinyVAEDecoder, TinyVAEEncoder
 
 
@@ -63,7 +64,7 @@ def _load_text_encoder(model_dir: ModelDir, manager: ModelManager, dtype: torch.
     architectures = json.loads(config.read_text(encoding="utf-8")).get("architectures") or []
     if "ChatGLMModel" not in architectures:
         raise KoloraError(f"{config} names {architectures}, not ChatGLMModel: not the Kolors text encoder; rerun fetch-models")
-    model_dir.check_text_encoder_index()
+    check_shard_indexes(model_dir.text_encoder)
     encoder = ChatGLMModel.from_pretrained(str(model_dir.text_encoder), dtype=dtype, device_map=device)
     _register(manager, "kolors_text_encoder", encoder.eval(), str(model_dir.text_encoder))
 

@@ -40,6 +40,22 @@ def write_aesthetic_dir(out: Path, layout: str = "snapshot", relu: bool = False)
     return out
 
 
+def shard_weights(folder: Path) -> Path:
+    """Re-save `folder`'s model.safetensors as transformers saves a large model: shards of at most 20 KB and
+    model.safetensors.index.json naming the file of each tensor (huggingface_hub's split, transformers' own)."""
+    from huggingface_hub import split_torch_state_dict_into_shards
+
+    state = load_file(str(folder / "model.safetensors"))
+    split = split_torch_state_dict_into_shards(state, filename_pattern="model{suffix}.safetensors", max_shard_size="20KB")
+    assert len(split.filename_to_tensors) > 1
+    (folder / "model.safetensors").unlink()
+    for file, names in split.filename_to_tensors.items():
+        save_file({name: state[name] for name in names}, str(folder / file), metadata={"format": "pt"})
+    index = folder / "model.safetensors.index.json"
+    index.write_text(json.dumps({"metadata": split.metadata, "weight_map": split.tensor_to_filename}), encoding="utf-8")
+    return index
+
+
 @pytest.fixture(scope="session")
 def scorers_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """What fetch-models writes for the smoke profile: the tiny scorers artifact, committed."""

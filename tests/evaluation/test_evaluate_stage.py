@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -12,8 +13,12 @@ from PIL import Image
 from jobs.evaluate import main as evaluate_main
 from kolora_core.inference.story import image_name
 from kolora_core.lora.format import save_lora
+from kolora_core.models.layout import MANIFEST
+from kolora_core.models.scorers import CLIP, ScorersDir
 from kolora_core.stages import COMPLETE_MARKER
 from tests.conftest import COLOURS, mark_complete, no_champion, write_story_images
+from tests.evaluation.conftest import shard_weights
+from tests.models.broken_index import break_index
 
 
 @pytest.fixture
@@ -102,6 +107,20 @@ def test_missing_shard_is_an_error(stage_inputs: dict[str, Path], tmp_path: Path
     shard.rmdir()
     assert _run(stage_inputs, tmp_path / "out") == 2
     assert "holds 6 images, the story has 8" in capsys.readouterr().err
+
+
+def test_a_scorers_index_naming_a_file_outside_it_is_one_line(
+    stage_inputs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A scorers artifact whose CLIP index names a shard outside it, the manifest rewritten to match (both come
+    through the artifact store): exit 2 and one line naming the index, not a CLIP loaded from another folder."""
+    scorers = Path(shutil.copytree(stage_inputs["scorers"], tmp_path / "scorers"))
+    message = break_index(shard_weights(scorers / CLIP), "outside", tmp_path)
+    manifest = json.loads((scorers / MANIFEST).read_text(encoding="utf-8"))
+    ScorersDir(scorers).write_manifest(manifest["kind"], manifest["sources"])
+    assert _run({**stage_inputs, "scorers": mark_complete(scorers)}, tmp_path / "out") == 2
+    assert re.match(message, capsys.readouterr().err.strip().splitlines()[-1].removeprefix("kolora evaluate: error: "))
+    assert not (tmp_path / "out" / "report.json").exists()
 
 
 def _rewrite_first_record(shard: Path, change) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,9 @@ from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.scoring import load_aesthetic, load_clip
-from kolora_core.models.scorers import check_aesthetic
-from tests.evaluation.conftest import head_weights, write_aesthetic_dir
+from kolora_core.models.scorers import AESTHETIC, CLIP, check_aesthetic
+from tests.evaluation.conftest import head_weights, shard_weights, write_aesthetic_dir
+from tests.models.broken_index import BROKEN, break_index
 
 
 def _images() -> list[Image.Image]:
@@ -112,3 +114,31 @@ def test_a_head_not_768_wide_on_clip_vit_l14_names_the_repo_and_file(tmp_path: P
     save_file(chain, str(directory / "model.safetensors"))
     with pytest.raises(KoloraError, match=r"hf://a/b \(model.safetensors\): layers.1 takes 4 inputs, the layer before gives 8"):
         check_aesthetic(directory, "hf://a/b")
+
+
+def _scores(part: str, directory: Path) -> list[float]:
+    if part == AESTHETIC:
+        return load_aesthetic(directory).score(_images())
+    return load_clip(directory).similarity(_images(), ["二次元,一个紫色短发小女孩", "黑色礼服,在台上唱歌"])
+
+
+@pytest.mark.parametrize("part", [AESTHETIC, CLIP])
+def test_sharded_scorers_score_as_one_file_does(scorers_dir: Path, tmp_path: Path, part: str) -> None:
+    sharded = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
+    shard_weights(sharded)
+    assert _scores(part, sharded) == pytest.approx(_scores(part, scorers_dir / part), abs=1e-6)
+
+
+@pytest.mark.parametrize("how", BROKEN)
+@pytest.mark.parametrize("part", [AESTHETIC, CLIP])
+def test_a_scorer_index_naming_a_file_outside_its_folder_is_refused_before_transformers(
+    scorers_dir: Path, tmp_path: Path, part: str, how: str
+) -> None:
+    """The scorers come through the artifact store; transformers opened whatever their index named (a shard outside
+    the folder loaded as the scorer's weights without a word, a missing one failed inside loading, `[]` was a
+    TypeError traceback). Refused with the text encoder's message: exit 2, the index, the name, what to do."""
+    folder = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
+    message = break_index(shard_weights(folder), how, tmp_path)
+    with pytest.raises(KoloraError, match=message) as caught:
+        _scores(part, folder)
+    assert caught.value.exit_code == 2

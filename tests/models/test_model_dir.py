@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from kolora_core.models.fetch import KOLORS_PATTERNS, fetch_models
 from kolora_core.models.layout import ModelDir
 from kolora_core.models.loading import load_model_manager
 from kolora_core.models.tiny import build_tiny_models
+from tests.models.broken_index import BROKEN, break_index
 
 
 def test_tiny_model_dir_loads_the_same_weights(tiny_models: Path) -> None:
@@ -94,7 +94,7 @@ def test_a_manifest_not_as_fetch_models_writes_it_is_named(
     assert str(caught.value).startswith(str(model_dir.manifest_path)) and str(caught.value).endswith("rerun fetch-models")
 
 
-def _sharded_text_encoder(tiny_models: Path, copy: Path) -> tuple[ModelDir, Path, dict[str, Any]]:
+def _sharded_text_encoder(tiny_models: Path, copy: Path) -> tuple[ModelDir, Path]:
     """A copy of the tiny models whose text encoder is saved as real ChatGLM3 is: shards and a safetensors index."""
     model_dir = ModelDir(Path(shutil.copytree(tiny_models, copy)))
     shutil.rmtree(model_dir.text_encoder)
@@ -104,38 +104,26 @@ def _sharded_text_encoder(tiny_models: Path, copy: Path) -> tuple[ModelDir, Path
     index = model_dir.text_encoder / "model.safetensors.index.json"
     assert len(set(json.loads(index.read_text())["weight_map"].values())) > 1
     model_dir.write_manifest("tiny", json.loads(model_dir.manifest_path.read_text())["sources"])
-    return model_dir, index, json.loads(index.read_text())
+    return model_dir, index
 
 
 def test_a_sharded_text_encoder_loads(tiny_models: Path, tmp_path: Path) -> None:
-    model_dir, _, _ = _sharded_text_encoder(tiny_models, tmp_path / "m")
+    model_dir, _ = _sharded_text_encoder(tiny_models, tmp_path / "m")
     loaded = load_model_manager(model_dir, "cpu", torch.float32).fetch_model("kolors_text_encoder").state_dict()
     reference = build_tiny_models(seed=0)["kolors_text_encoder"].state_dict()
     assert all(torch.equal(loaded[k], v) for k, v in reference.items())
 
 
-@pytest.mark.parametrize("where", ["outside", "absolute", "missing", "not an index"])
+@pytest.mark.parametrize("how", BROKEN)
 def test_a_text_encoder_index_naming_a_file_outside_its_folder_is_refused_before_transformers(
-    tiny_models: Path, tmp_path: Path, where: str
+    tiny_models: Path, tmp_path: Path, how: str
 ) -> None:
     """The index comes with the folder through the artifact store; transformers opened whatever its weight_map named
     (a shard outside the model directory loaded as the text encoder's weights; a missing one was its traceback)."""
-    model_dir, index, data = _sharded_text_encoder(tiny_models, tmp_path / "m")
-    tensor, shard = next(iter(data["weight_map"].items()))
-    outside = tmp_path / shard  # the same bytes: without the check it loads
-    shutil.copyfile(model_dir.text_encoder / shard, outside)
-    named = {"outside": f"../../../{shard}", "absolute": str(outside), "missing": "model-00009-of-00009.safetensors"}
-    for key, value in data["weight_map"].items():
-        if value == shard:
-            data["weight_map"][key] = named.get(where, shard)
-    index.write_text(json.dumps(data) if where != "not an index" else "[]", encoding="utf-8")
+    model_dir, index = _sharded_text_encoder(tiny_models, tmp_path / "m")
+    message = break_index(index, how, tmp_path)
     model_dir.write_manifest("tiny", json.loads(model_dir.manifest_path.read_text())["sources"])
-    if where == "not an index":
-        message = "is not a shard index \\(a JSON object with a 'weight_map' mapping\\)"
-    else:
-        wrong, folder = re.escape(named[where]), re.escape(str(model_dir.text_encoder))
-        message = f"weight_map names '{wrong}' for {re.escape(tensor)}, which is not a file in {folder}"
-    with pytest.raises(KoloraError, match=rf"^{re.escape(str(index))}:? {message}: rerun fetch-models$"):
+    with pytest.raises(KoloraError, match=message):
         load_model_manager(model_dir, "cpu", torch.float32)
 
 
