@@ -175,9 +175,9 @@ def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -
     if not (directory / "config.json").is_file():
         raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
     check_shard_indexes(directory)
-    try:
-        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32)
-        processor = AutoProcessor.from_pretrained(str(directory))
+    try:  # never code from the folder (`auto_map`): left unset, transformers asks on stdin and runs it on a "y"
+        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
+        processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise KoloraError(f"CLIP model {source} ({directory}) could not be loaded: {' '.join(str(exc).split())}") from None
     if (

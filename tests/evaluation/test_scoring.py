@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -142,3 +143,22 @@ def test_a_scorer_index_naming_a_file_outside_its_folder_is_refused_before_trans
     with pytest.raises(KoloraError, match=message) as caught:
         _scores(part, folder)
     assert caught.value.exit_code == 2
+
+
+def test_a_clip_folder_with_code_of_its_own_is_refused_without_running_it(
+    chinese_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """config.json naming a model_type transformers lacks and an auto_map into a .py file of the folder: transformers
+    asked "Do you wish to run the custom code? [y/N]" on stdin and, answered "y", imported the folder's code."""
+    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    ran = tmp_path / "the folder's code ran"
+    (folder / "own.py").write_text(f"import pathlib\npathlib.Path({str(ran)!r}).touch()\n", encoding="utf-8")
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config |= {"model_type": "own", "auto_map": {"AutoConfig": "own.OwnConfig", "AutoModel": "own.OwnModel"}}
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    asked: list[str] = []
+    monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or "y")
+    with pytest.raises(KoloraError, match=r"could not be loaded: .*contains custom code") as caught:
+        load_clip(folder)
+    assert caught.value.exit_code == 2
+    assert not asked and not ran.exists()
