@@ -2,7 +2,7 @@
 
 `load_scorers` reads the scorers directory (`kolora_core.models.scorers`: manifest checked by sha256, the parts
 the config names, the scorer identity for the report); `load_aesthetic`/`load_clip` load one model directory,
-after refusing a shard index that names a file outside it (`kolora_core.models.shard_index`).
+after refusing a shard index or processor config that names a file outside it (`kolora_core.models.shard_index`).
 
 * Aesthetic score: the LAION aesthetics predictor v2 (improved-aesthetic-predictor), i.e. an MLP of five
   Linear layers with no activations (dropout only while training) on the L2-normalised CLIP ViT-L/14 image
@@ -46,7 +46,7 @@ from kolora_core.models.scorers import (
     check_aesthetic,
     scorer_repos,
 )
-from kolora_core.models.shard_index import check_shard_indexes
+from kolora_core.models.shard_index import check_processor_files, check_shard_indexes
 
 log = logging.getLogger("kolora.evaluate")
 NOTES = {
@@ -175,6 +175,7 @@ def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -
     if not (directory / "config.json").is_file():
         raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
     check_shard_indexes(directory)
+    check_processor_files(directory)
     try:  # never code from the folder (`auto_map`): left unset, transformers asks on stdin and runs it on a "y"
         model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
         processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=False)

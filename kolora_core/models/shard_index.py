@@ -1,17 +1,24 @@
-"""The shard indexes of a folder that transformers' `from_pretrained` loads: every name they give is a file of the folder.
+"""The files a folder that transformers' `from_pretrained` loads names in its own JSON: transformers opens them
+wherever they are, so each is checked here, before transformers reads the folder.
 
-A sharded checkpoint's `*.index.json` (`model.safetensors.index.json`, `pytorch_model.bin.index.json`) maps each
-tensor to the file that holds it, and transformers opens `<folder>/<name>` for every name its weight_map lists:
-`../x` or an absolute path loads a file outside the folder as the model's weights, without a word, and a missing
-one fails deep inside loading. The folders kolora loads this way (the base model's text encoder, the evaluation
-scorers) come through the artifact store, and their manifest checks the files it lists, not the names an index
-gives; so each folder is checked here, before transformers reads it.
+The folders kolora loads this way (the base model's text encoder, the evaluation scorers) come through the artifact
+store, and their manifest checks the files it lists, not the names those files give:
+
+* a sharded checkpoint's `*.index.json` (`model.safetensors.index.json`, `pytorch_model.bin.index.json`) maps each
+  tensor to the file that holds it, and transformers opens `<folder>/<name>` for every name its weight_map lists:
+  `../x` or an absolute path loads a file outside the folder as the model's weights, without a word, and a missing
+  one fails deep inside loading (`check_shard_indexes`);
+* a processor's JSON files (`AutoProcessor`: the CLIP scorer) can make its tokenizer read another vocabulary than the
+  folder's own (`check_processor_files`).
 """
 
 from __future__ import annotations
 
+import functools
 import json
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from kolora_core.errors import KoloraError
 from kolora_core.relative_names import is_relative_name
@@ -27,16 +34,93 @@ def _is_file(path: Path) -> bool:
         return False
 
 
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """`path`'s JSON object; None where it is unreadable, not UTF-8 or JSON, or not an object."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
 def check_shard_indexes(folder: Path) -> None:
     """Refuse a shard index in `folder` that is not a JSON object with a weight_map, or whose weight_map names
     anything but a file inside `folder`: one line naming the index, the name and the tensor."""
     for index in sorted(folder.glob("*.index.json")):
-        try:
-            weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-        except (OSError, ValueError, AttributeError):  # unreadable, not UTF-8 or JSON, not an object
-            weight_map = None
+        weight_map = (_json_object(index) or {}).get("weight_map")
         if not isinstance(weight_map, dict):
             raise KoloraError(f"{index} is not a shard index (a JSON object with a 'weight_map' mapping): {_REDO}")
         for tensor, shard in weight_map.items():
             if not (isinstance(shard, str) and is_relative_name(shard) and _is_file(folder / shard)):
                 raise KoloraError(f"{index}: weight_map names {shard!r} for {tensor}, which is not a file in {folder}: {_REDO}")
+
+
+@functools.cache
+def _tokenizer_file_arguments() -> frozenset[str]:
+    """The tokenizer_config.json keys that transformers opens as files: every tokenizer class's `vocab_files_names`.
+
+    Why those: transformers finds each of them in the folder under its standard name, but a key in
+    tokenizer_config.json takes precedence (`PreTrainedTokenizerBase._from_pretrained`), and a relative value is read
+    from the working directory, not the folder; `save_pretrained` never writes them, so a folder it saved has none.
+    Why every class: the folder picks the class (`processor_class`, `tokenizer_class`, config.json's model_type), and
+    the classes' own declarations follow transformers upgrades where a list written here would not (Marian's
+    `source_spm` or LUKE's `entity_vocab_file` end in no common suffix). Not `tokenizer_config_file` (a few classes
+    declare it: transformers reads tokenizer_config.json by its own name), nor the other `*_file` keys real repos
+    carry with stale paths of the uploader's machine (`special_tokens_map_file`, `added_tokens_file`): transformers
+    opens the folder's files for those and ignores the keys. A class whose backend is not installed is a dummy that
+    raises ImportError: transformers cannot load it either.
+    """
+    from transformers import PreTrainedTokenizerFast
+    from transformers.models.auto.tokenization_auto import TOKENIZER_MAPPING_NAMES, tokenizer_class_from_name
+
+    keys = set(PreTrainedTokenizerFast.vocab_files_names)
+    for name in {name for names in TOKENIZER_MAPPING_NAMES.values() for name in names if name}:
+        try:
+            keys |= set(getattr(tokenizer_class_from_name(name), "vocab_files_names", None) or {})
+        except ImportError:
+            continue
+    return frozenset(keys - {"tokenizer_config_file"})
+
+
+def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
+    """Refuse tokenizer_config.json keys that send the tokenizer to files other than the folder's own.
+
+    `tokenizer_file` counts only where the folder holds a fast tokenizer file (tokenizer.json, or the versioned ones
+    `fast_tokenizer_files` names): without one transformers drops the key, and real repos carry stale ones.
+    `fast_tokenizer_files` names files that transformers joins to the folder (an absolute or `../` name escapes it).
+    """
+    fast_files = config.get("fast_tokenizer_files")
+    if fast_files is not None and not (
+        isinstance(fast_files, list) and all(isinstance(name, str) and is_relative_name(name) for name in fast_files)
+    ):
+        raise KoloraError(f"{path}: fast_tokenizer_files names {fast_files!r}, not files in {folder}: {_REDO}")
+    followed = _tokenizer_file_arguments()
+    if fast_files is None and not _is_file(folder / "tokenizer.json"):
+        followed -= {"tokenizer_file"}
+    for key in sorted(followed & config.keys()):
+        if config[key] is not None:
+            raise KoloraError(
+                f"{path}: {key} names {config[key]!r}, which the tokenizer would read instead of the folder's own file: {_REDO}"
+            )
+
+
+_PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any]], None] | None] = {
+    "tokenizer_config.json": _check_tokenizer_config,
+    "processor_config.json": None,
+    "preprocessor_config.json": None,  # the image processor's settings: CLIP's follow no file names
+}
+
+
+def check_processor_files(folder: Path) -> None:
+    """Refuse the processor's JSON files in `folder` (tokenizer, processor and image processor configs) where one is
+    not a JSON object (transformers fails on it with a traceback) or names a file that transformers would open in
+    place of the folder's own: one line naming the file, the key and what to do."""
+    for name, check in _PROCESSOR_CONFIGS.items():
+        path = folder / name
+        if not _is_file(path):
+            continue
+        config = _json_object(path)
+        if config is None:
+            raise KoloraError(f"{path} is not a JSON object: {_REDO}")
+        if check is not None:
+            check(folder, path, config)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -162,3 +164,86 @@ def test_a_clip_folder_with_code_of_its_own_is_refused_without_running_it(
         load_clip(folder)
     assert caught.value.exit_code == 2
     assert not asked and not ran.exists()
+
+
+def _clip_with_tokenizer_config(chinese_clip_dir: Path, folder: Path, settings: dict[str, Any], fast: bool) -> Path:
+    """A copy of the tiny CLIP whose tokenizer_config.json also holds `settings`; `fast`: with a tokenizer.json."""
+    shutil.copytree(chinese_clip_dir, folder)
+    if fast:
+        load_clip(chinese_clip_dir).processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
+    path = folder / "tokenizer_config.json"
+    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")) | settings), encoding="utf-8")
+    return folder
+
+
+_ESCAPES = {  # key -> (value, with a tokenizer.json); "{outside}" is a directory outside the folder
+    "vocab_file": ("{outside}/vocab.txt", False),
+    "vocab_file (relative)": ("vocab.txt", False),  # read from the working directory, not the folder
+    "tokenizer_file": ("{outside}/tokenizer.json", True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_ESCAPES))
+def test_a_tokenizer_config_naming_its_vocabulary_elsewhere_is_refused(
+    chinese_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str
+) -> None:
+    """transformers took these keys of tokenizer_config.json over the folder's own files: the tokenizer read another
+    vocabulary (a file outside the folder, or one of the working directory) without a word, and CLIP scored prompts
+    tokenised by it. Refused before loading: exit 2, the file, the key and its value, what to do."""
+    outside = tmp_path / "outside"
+    shutil.copytree(chinese_clip_dir, outside)
+    monkeypatch.chdir(outside)
+    value, fast = _ESCAPES[case]
+    key, value = case.split()[0], value.format(outside=outside)
+    folder = _clip_with_tokenizer_config(chinese_clip_dir, tmp_path / "clip", {key: value}, fast)
+    if fast:
+        shutil.copyfile(folder / "tokenizer.json", outside / "tokenizer.json")
+    config = folder / "tokenizer_config.json"
+    message = f"{config}: {key} names {value!r}, which the tokenizer would read instead of the folder's own file"
+    with pytest.raises(KoloraError, match=rf"^{re.escape(message)}: rerun fetch-models$") as caught:
+        load_clip(folder)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("absolute", [False, True])
+def test_versioned_fast_tokenizer_files_outside_the_folder_are_refused(
+    chinese_clip_dir: Path, tmp_path: Path, absolute: bool
+) -> None:
+    """transformers joined each fast_tokenizer_files name to the folder and loaded the newest one that exists as
+    the tokenizer, wherever it lies (there need be no tokenizer.json in the folder)."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    load_clip(chinese_clip_dir).processor.tokenizer.backend_tokenizer.save(str(outside / "tokenizer.1.0.json"))
+    names = [str(outside / "tokenizer.1.0.json") if absolute else "../outside/tokenizer.1.0.json"]
+    folder = _clip_with_tokenizer_config(chinese_clip_dir, tmp_path / "clip", {"fast_tokenizer_files": names}, False)
+    message = re.escape(f"{folder / 'tokenizer_config.json'}: fast_tokenizer_files names {names!r}, not files in {folder}")
+    with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
+        load_clip(folder)
+    assert caught.value.exit_code == 2
+
+
+def test_file_keys_transformers_ignores_still_load(chinese_clip_dir: Path, tmp_path: Path) -> None:
+    """Real repos carry stale paths of the uploader's machine under keys transformers does not open (the tokenizer
+    reads the folder's own files): they load and tokenise as the folder's files say."""
+    stale = {
+        "special_tokens_map_file": "/home/uploader/.cache/special_tokens_map.json",
+        "added_tokens_file": "./added_tokens.json",
+        "name_or_path": "/home/uploader/chinese-roberta-wwm-ext",
+        "tokenizer_file": "/home/uploader/tokenizer.json",  # no tokenizer.json in the folder: transformers drops it
+        "tokenizer_config_file": "/home/uploader/tokenizer_config.json",
+    }
+    folder = _clip_with_tokenizer_config(chinese_clip_dir, tmp_path / "clip", stale, False)
+    prompts = ["二次元,一个紫色短发小女孩"]
+    tokens = load_clip(folder).processor.tokenizer(prompts)["input_ids"]
+    assert tokens == load_clip(chinese_clip_dir).processor.tokenizer(prompts)["input_ids"]
+
+
+@pytest.mark.parametrize("name", ["tokenizer_config.json", "processor_config.json", "preprocessor_config.json"])
+def test_a_processor_config_that_is_not_a_json_object_is_refused(chinese_clip_dir: Path, tmp_path: Path, name: str) -> None:
+    """`[]` in any of them was a traceback from inside transformers (AttributeError, TypeError)."""
+    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    (folder / name).write_text("[]", encoding="utf-8")
+    message = re.escape(f"{folder / name} is not a JSON object")
+    with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
+        load_clip(folder)
+    assert caught.value.exit_code == 2
