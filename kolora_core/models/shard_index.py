@@ -9,7 +9,7 @@ store, and their manifest checks the files it lists, not the names those files g
   `../x` or an absolute path loads a file outside the folder as the model's weights, without a word, and a missing
   one fails deep inside loading (`check_shard_indexes`);
 * a processor's JSON files (`AutoProcessor`: the CLIP scorer) can make its tokenizer read another vocabulary than the
-  folder's own (`check_processor_files`).
+  folder's own, or make the processor load a model from anywhere as its audio tokenizer (`check_processor_files`).
 """
 
 from __future__ import annotations
@@ -104,15 +104,33 @@ def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) ->
             )
 
 
+_AUDIO = "a model the processor would load from wherever it says (a CLIP scorer has no audio tokenizer)"
+
+
+def _check_processor_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
+    """Refuse an `audio_tokenizer` entry: `ProcessorMixin` (every processor, ChineseCLIP's too) loads one for any
+    processor, as whatever transformers class it names and from whatever path or hub repo it names."""
+    if "audio_tokenizer" in config:
+        raise KoloraError(f"{path}: audio_tokenizer names {config['audio_tokenizer']!r}, {_AUDIO}: {_REDO}")
+
+
+def _refuse_audio_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
+    """audio_tokenizer_config.json is the same entry in a file of its own."""
+    raise KoloraError(
+        f"{path}: audio_tokenizer_name_or_path names {config.get('audio_tokenizer_name_or_path')!r}, {_AUDIO}: {_REDO}"
+    )
+
+
 _PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any]], None] | None] = {
     "tokenizer_config.json": _check_tokenizer_config,
-    "processor_config.json": None,
+    "processor_config.json": _check_processor_config,
+    "audio_tokenizer_config.json": _refuse_audio_tokenizer_config,
     "preprocessor_config.json": None,  # the image processor's settings: CLIP's follow no file names
 }
 
 
 def check_processor_files(folder: Path) -> None:
-    """Refuse the processor's JSON files in `folder` (tokenizer, processor and image processor configs) where one is
+    """Refuse the processor's JSON files in `folder` (tokenizer, processor, image processor, audio tokenizer) where one is
     not a JSON object (transformers fails on it with a traceback) or names a file that transformers would open in
     place of the folder's own: one line naming the file, the key and what to do."""
     for name, check in _PROCESSOR_CONFIGS.items():

@@ -238,12 +238,35 @@ def test_file_keys_transformers_ignores_still_load(chinese_clip_dir: Path, tmp_p
     assert tokens == load_clip(chinese_clip_dir).processor.tokenizer(prompts)["input_ids"]
 
 
-@pytest.mark.parametrize("name", ["tokenizer_config.json", "processor_config.json", "preprocessor_config.json"])
+@pytest.mark.parametrize(
+    "name", ["tokenizer_config.json", "processor_config.json", "preprocessor_config.json", "audio_tokenizer_config.json"]
+)
 def test_a_processor_config_that_is_not_a_json_object_is_refused(chinese_clip_dir: Path, tmp_path: Path, name: str) -> None:
     """`[]` in any of them was a traceback from inside transformers (AttributeError, TypeError)."""
     folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
     (folder / name).write_text("[]", encoding="utf-8")
     message = re.escape(f"{folder / name} is not a JSON object")
     with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
+        load_clip(folder)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("where", ["processor_config.json", "audio_tokenizer_config.json"])
+def test_a_processor_config_loading_an_audio_tokenizer_from_anywhere_is_refused(
+    chinese_clip_dir: Path, tmp_path: Path, where: str
+) -> None:
+    """Any processor (ChineseCLIP's too) loaded the audio tokenizer its processor_config.json or
+    audio_tokenizer_config.json names: any transformers class, from_pretrained of any folder (or a hub repo)."""
+    outside = Path(shutil.copytree(chinese_clip_dir, tmp_path / "outside"))
+    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    spec = {"audio_tokenizer_class": "AutoConfig", "audio_tokenizer_name_or_path": str(outside)}
+    if where == "processor_config.json":
+        (folder / where).write_text(json.dumps({"audio_tokenizer": spec}), encoding="utf-8")
+        key, value = "audio_tokenizer", spec
+    else:
+        (folder / where).write_text(json.dumps(spec), encoding="utf-8")
+        key, value = "audio_tokenizer_name_or_path", str(outside)
+    message = re.escape(f"{folder / where}: {key} names {value!r}, a model the processor would load from wherever it says")
+    with pytest.raises(KoloraError, match=rf"^{message} \(a CLIP scorer has no audio tokenizer\): rerun fetch-models$") as caught:
         load_clip(folder)
     assert caught.value.exit_code == 2
