@@ -22,6 +22,7 @@ after refusing a shard index or processor config that names a file outside it (`
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from contextlib import contextmanager
@@ -98,6 +99,20 @@ def build_head(layers: list[HeadLayer], relu: bool) -> torch.nn.Sequential:
     return torch.nn.Sequential(*modules).eval()
 
 
+def _check_loaded(model: torch.nn.Module) -> None:
+    """Raise the loaders' ValueError ("could not be loaded") for tensors `from_pretrained` left without data.
+
+    Why: a shard index that sends a tensor to a shard of the folder that does not hold it passes
+    `check_shard_indexes` (the shard is a file of the folder), and transformers then leaves the tensor on the meta
+    device instead of failing; the model's `.to(device)` was a `NotImplementedError: Cannot copy out of meta
+    tensor` traceback. Only which tensors tells the user what is wrong; no other error is caught for it.
+    """
+    empty = [name for name, tensor in itertools.chain(model.named_parameters(), model.named_buffers()) if tensor.is_meta]
+    if empty:
+        more = f" and {len(empty) - 1} more" if len(empty) > 1 else ""
+        raise ValueError(f"its shard index sends {empty[0]}{more} to files that do not hold them; rerun fetch-models")
+
+
 def _image_processor(directory: Path, image_size: int) -> Any:
     from transformers import CLIPImageProcessor
 
@@ -136,6 +151,7 @@ def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = No
     try:
         with _quiet_transformers():
             vision = CLIPVisionModelWithProjection.from_pretrained(str(directory), dtype=torch.float32)
+        _check_loaded(vision)
     except (OSError, ValueError) as exc:
         reason = " ".join(str(exc).split())
         raise KoloraError(f"aesthetic model {source} ({directory}): no CLIP vision weights could be loaded ({reason})") from None
@@ -178,6 +194,7 @@ def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -
     check_processor_files(directory)
     try:  # never code from the folder (`auto_map`): left unset, transformers asks on stdin and runs it on a "y"
         model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
+        _check_loaded(model)
         processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise KoloraError(f"CLIP model {source} ({directory}) could not be loaded: {' '.join(str(exc).split())}") from None

@@ -18,7 +18,7 @@ from kolora_core.errors import KoloraError
 from kolora_core.evaluation.scoring import load_aesthetic, load_clip
 from kolora_core.models.scorers import AESTHETIC, CLIP, check_aesthetic
 from tests.evaluation.conftest import head_weights, shard_weights, write_aesthetic_dir
-from tests.models.broken_index import BROKEN, break_index
+from tests.models.broken_index import BROKEN, break_index, misplace_tensor
 
 
 def _images() -> list[Image.Image]:
@@ -143,6 +143,24 @@ def test_a_scorer_index_naming_a_file_outside_its_folder_is_refused_before_trans
     folder = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
     message = break_index(shard_weights(folder), how, tmp_path)
     with pytest.raises(KoloraError, match=message) as caught:
+        _scores(part, folder)
+    assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("part", [AESTHETIC, CLIP])
+def test_a_scorer_index_sending_a_tensor_to_a_shard_without_it_names_the_tensor(
+    scorers_dir: Path, tmp_path: Path, part: str
+) -> None:
+    """Every name a file of the folder, but the shard named does not hold the tensor: transformers left it on the meta
+    device, and moving the model was a `NotImplementedError: Cannot copy out of meta tensor` traceback."""
+    folder = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
+    tensor = misplace_tensor(shard_weights(folder))
+    reason = f"its shard index sends {tensor} to files that do not hold them; rerun fetch-models"
+    expected = {
+        AESTHETIC: f"aesthetic model {folder} ({folder}): no CLIP vision weights could be loaded ({reason})",
+        CLIP: f"CLIP model {folder} ({folder}) could not be loaded: {reason}",
+    }[part]
+    with pytest.raises(KoloraError, match=rf"^{re.escape(expected)}$") as caught:
         _scores(part, folder)
     assert caught.value.exit_code == 2
 

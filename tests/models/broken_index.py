@@ -36,3 +36,13 @@ def break_index(index: Path, how: str, outside: Path) -> str:
     else:
         message = re.escape(f"weight_map names {named!r} for {tensor}, which is not a file in {folder}")
     return rf"^{re.escape(str(index))}:? {message}: rerun fetch-models$"
+
+
+def misplace_tensor(index: Path) -> str:
+    """Rewrite `index` so that its first tensor is sent to another shard of the folder, one that does not hold it
+    (every name still a file of the folder); returns the tensor's name."""
+    data = json.loads(index.read_text(encoding="utf-8"))
+    tensor, shard = next(iter(data["weight_map"].items()))
+    data["weight_map"][tensor] = next(other for other in data["weight_map"].values() if other != shard)
+    index.write_text(json.dumps(data), encoding="utf-8")
+    return tensor
