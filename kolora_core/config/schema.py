@@ -39,6 +39,9 @@ PIPELINE_SIZE_STEP = 64
 # one image; A1111's infotext reads Seed: -1 as "random"), so seeds are 0..2**64 - 1, checked when the config loads.
 MAX_SEED = 2**64 - 1
 Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# train.seed also seeds Lightning's seed_everything (numpy and Python's random too), which raises "not in bounds,
+# numpy accepts from 0 to 4294967295" past 2**32 - 1: a traceback in the train stage, after ingest and filter ran.
+MAX_TRAIN_SEED = 2**32 - 1
 
 
 def _on_pipeline_step(value: int | None, name: str = "") -> int | None:
@@ -265,7 +268,9 @@ class TrainConfig(Section):
     precision: Literal["16-mixed", "bf16-mixed", "32-true", "32"] = Field(
         "16-mixed", description="Lightning precision: 16-mixed (the seed's), bf16-mixed, or 32-true/32 (fp32, e.g. on a CPU)"
     )
-    seed: Seed = Field(0, description="RNG seed of the LoRA init, image sampling, crops, noise and timesteps")
+    seed: int = Field(
+        0, ge=0, le=MAX_TRAIN_SEED, description="RNG seed of the LoRA init, image sampling, crops, noise and timesteps"
+    )
     num_workers: int = Field(2, ge=0, description="data loader worker processes (image decoding)")
     engine: Literal["fast", "seed"] = Field(
         "fast",

@@ -11,7 +11,7 @@ import yaml
 from kolora_core.cli import main
 from kolora_core.config import available_profiles, config_flags, flag_overrides, load_config
 from kolora_core.config.files import UniqueKeyLoader
-from kolora_core.config.schema import MAX_SEED
+from kolora_core.config.schema import MAX_SEED, MAX_TRAIN_SEED
 from kolora_core.errors import KoloraError
 
 
@@ -88,7 +88,7 @@ def test_bad_values_are_rejected() -> None:
     assert load_config("smoke", overrides={"generate.fp8": True}).generate.compile == "auto"
 
 
-SEED_FIELDS = ("train.seed", "models.tiny_seed", "models.random_seed", "generate.prompts", "train.validation_prompts")
+SEED_FIELDS = ("models.tiny_seed", "models.random_seed", "generate.prompts", "train.validation_prompts")
 
 
 def _with_seed(field: str, seed: int) -> dict[str, object]:
@@ -114,6 +114,23 @@ def test_a_publish_prefix_with_an_empty_or_dot_part_is_refused_when_the_config_l
     assert load_config("smoke", overrides={"publish.prefix": "team-a/models"}).publish.prefix == "team-a/models"
     with pytest.raises(KoloraError, match=r"config field 'publish\.prefix': no empty, '\.' or '\.\.' parts"):
         load_config("smoke", overrides={"publish.prefix": prefix})
+
+
+def test_a_train_seed_lightning_cannot_take_is_refused_when_the_config_loads() -> None:
+    """train.seed 2**32 passed the config, then the train stage died in seed_everything with a ValueError traceback."""
+    assert load_config("smoke", overrides={"train.seed": MAX_TRAIN_SEED}).train.seed == MAX_TRAIN_SEED
+    for bad, bound in ((MAX_TRAIN_SEED + 1, f"less than or equal to {MAX_TRAIN_SEED}"), (-1, "greater than or equal to 0")):
+        message = rf"^command-line flags: config field 'train\.seed': Input should be {bound} \(got {bad}\)$"
+        with pytest.raises(KoloraError, match=message):
+            load_config("smoke", overrides={"train.seed": bad})
+
+
+def test_the_train_seed_bound_is_what_lightning_takes() -> None:
+    from lightning.fabric.utilities.seed import max_seed_value, seed_everything
+
+    assert max_seed_value == MAX_TRAIN_SEED
+    with pytest.raises(ValueError, match="not in bounds"):
+        seed_everything(MAX_TRAIN_SEED + 1, verbose=False)
 
 
 def test_the_seed_bound_is_what_torch_takes() -> None:
