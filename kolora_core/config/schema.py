@@ -44,6 +44,25 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 MAX_TRAIN_SEED = 2**32 - 1
 
 
+# Kolors' sampler (kolora's and diffsynth's pipeline alike) is EnhancedDDIMScheduler(num_train_timesteps=1100), whose
+# set_timesteps caps the steps at its 1100 timesteps without a word: `steps: 3000` rendered the 1100-step image, ran
+# the same 1100 UNet steps, and its records and A1111 infotext said Steps: 3000.
+MAX_SAMPLER_STEPS = 1100
+
+
+def _within_sampler_steps(value: int) -> int:
+    """`value` if the sampler runs that many steps."""
+    if value > MAX_SAMPLER_STEPS:
+        raise ValueError(
+            f"must be at most {MAX_SAMPLER_STEPS} (Kolors' scheduler has {MAX_SAMPLER_STEPS} timesteps and would run "
+            f"{MAX_SAMPLER_STEPS} steps while the image records say {value}), got {value}"
+        )
+    return value
+
+
+SamplerSteps = Annotated[int, Field(ge=1), AfterValidator(_within_sampler_steps)]
+
+
 def _on_pipeline_step(value: int | None, name: str = "") -> int | None:
     """`value` if diffsynth's pipeline renders that size as asked; the refusal starts with `name` where the field's own
     name would mislead (a prompt's `size: 1000x768` is checked as its width and height)."""
@@ -184,7 +203,7 @@ class StoryPrompt(Section):
     negative_prompt: str = ""
     seed: Seed = Field(0, description="RNG seed of this image's noise")
     cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
-    steps: int | None = Field(None, ge=1, description="null = generate.steps")
+    steps: SamplerSteps | None = Field(None, description="null = generate.steps")
     width: int | None = Field(None, ge=64, description="null = generate.width")
     height: int | None = Field(None, ge=64, description="null = generate.height")
     lora_strength: float | None = Field(None, description="null = generate.lora_strength")
@@ -344,7 +363,7 @@ class TrainConfig(Section):
     validation_prompts: list[StoryPrompt] | None = Field(
         None, description="prompts (and seeds) rendered during training; null = the first two of generate.prompts"
     )
-    validation_steps: int = Field(20, ge=1, description="sampler steps of each validation image")
+    validation_steps: SamplerSteps = Field(20, description="sampler steps of each validation image")
     tensorboard: bool = Field(False, description="write TensorBoard event files (loss, lr, images/s, grad norm, samples)")
     sigterm_grace_s: float = Field(
         20.0,
@@ -429,7 +448,9 @@ class GenerateConfig(Section):
     )
     prompts_from: str | None = Field(None, description="set by kolora: the prompts file generate.prompts was read from")
     cfg_scale: float = Field(4.0, ge=0, description="classifier-free guidance scale; 1 = no negative-prompt pass")
-    steps: int = Field(50, ge=1, description="DDIM sampling steps (diffsynth's EnhancedDDIMScheduler)")
+    steps: SamplerSteps = Field(
+        50, description=f"DDIM sampling steps (diffsynth's EnhancedDDIMScheduler; at most {MAX_SAMPLER_STEPS})"
+    )
     height: int = Field(1024, ge=64, description="image height in pixels (multiple of 64)")
     width: int = Field(1024, ge=64, description="image width in pixels (multiple of 64)")
     lora_strength: float = Field(1.0, description="1.0 = the trained scale alpha/rank (the seed used 0.5 by mistake)")

@@ -11,7 +11,7 @@ import yaml
 from kolora_core.cli import main
 from kolora_core.config import available_profiles, config_flags, flag_overrides, load_config
 from kolora_core.config.files import UniqueKeyLoader
-from kolora_core.config.schema import MAX_SEED, MAX_TRAIN_SEED
+from kolora_core.config.schema import MAX_SAMPLER_STEPS, MAX_SEED, MAX_TRAIN_SEED
 from kolora_core.errors import KoloraError
 
 
@@ -105,6 +105,32 @@ def test_a_seed_torch_cannot_take_is_refused_when_the_config_loads(field: str) -
             KoloraError, match=rf"config field '{re.escape(field)}(\[0\]\.seed)?': Input should be {bound} \(got {bad}\)$"
         ):
             load_config("smoke", overrides=_with_seed(field, bad))
+
+
+STEPS_FIELDS = ("generate.steps", "train.validation_steps", "generate.prompts", "train.validation_prompts")
+
+
+@pytest.mark.parametrize("field", STEPS_FIELDS)
+def test_more_sampler_steps_than_the_scheduler_has_are_refused_when_the_config_loads(field: str) -> None:
+    """steps: 3000 rendered the 1100-step image (the scheduler caps them silently) and recorded Steps: 3000."""
+
+    def steps(value: int) -> dict[str, object]:
+        return {field: [{"prompt": "a", "steps": value}]} if field.endswith("prompts") else {field: value}
+
+    load_config("smoke", overrides=steps(MAX_SAMPLER_STEPS))
+    shown = f"{field}[0].steps" if field.endswith("prompts") else field
+    with pytest.raises(
+        KoloraError,
+        match=rf"^command-line flags: config field '{re.escape(shown)}': must be at most {MAX_SAMPLER_STEPS} \(.*\), got 3000$",
+    ):
+        load_config("smoke", overrides=steps(3000))
+
+
+def test_the_steps_bound_is_the_kolors_schedulers() -> None:
+    from kolora_core.models.sampler import ddim_plan, kolors_scheduler
+
+    assert len(ddim_plan(kolors_scheduler(), MAX_SAMPLER_STEPS)[0]) == MAX_SAMPLER_STEPS
+    assert len(ddim_plan(kolors_scheduler(), MAX_SAMPLER_STEPS + 1)[0]) == MAX_SAMPLER_STEPS  # capped without a word
 
 
 @pytest.mark.parametrize("prefix", ["models/", "a//b", "a/../b", "a/./b"])
