@@ -232,6 +232,38 @@ class StoryPrompt(Section):
         return _on_pipeline_step(value)
 
 
+# The Kolors UNet's Linear layers by the last part of their name, as diffsynth 1.1.9's SDXLUNet(is_kolors=True) names
+# them (tests/models/test_size_steps.py measures both sets): peft adapts the modules whose name is a target or ends in
+# "." + target, and kolora's LoRA files and merges hold Linear layers only. A target that matched none raised peft's
+# NoMatchingPeftModuleError after the models loaded, `norm1` (GroupNorm) a ValueError, and `conv1` trained, then failed
+# when the LoRA was saved (or, as LoHa, in generate); `to_out.0` (diffusers' name) matches nothing here.
+UNET_LINEAR_NAMES = (
+    "ff",
+    "proj",
+    "proj_in",
+    "proj_out",
+    "text_intermediate_proj",
+    "time_emb_proj",
+    "to_k",
+    "to_out",
+    "to_q",
+    "to_v",
+)
+# What a dotted target's other parts can be on the way to those layers, besides block numbers (`attn1.to_q`).
+UNET_LINEAR_PARENTS = ("act_fn", "attn1", "attn2", "blocks", "transformer_blocks")
+
+
+def _unet_linear_target(target: str) -> str:
+    """`target` if it names Linear layers of the Kolors UNet as peft matches names (see UNET_LINEAR_NAMES)."""
+    *parents, leaf = target.split(".")
+    if leaf not in UNET_LINEAR_NAMES or not all(p.isdigit() or p in UNET_LINEAR_PARENTS for p in parents):
+        raise ValueError(
+            f"{target!r} names no Linear layer of the Kolors UNet (diffsynth's names): use {', '.join(UNET_LINEAR_NAMES)}, "
+            f"alone or after {', '.join(UNET_LINEAR_PARENTS)} and block numbers (e.g. attn1.to_q)"
+        )
+    return target
+
+
 # Which export files can carry which adapter (docs/training.md "LoRA variants" says which loaders read them).
 VARIANT_EXPORTS: dict[str, tuple[str, ...]] = {
     "lora": ("diffusers", "kohya"),
@@ -266,8 +298,9 @@ class TrainConfig(Section):
 
     lora_rank: int = Field(16, ge=1, description="LoRA rank r (peft's r)")
     lora_alpha: float = Field(4.0, gt=0, description="LoRA alpha: the trained update is scaled by lora_alpha / lora_rank")
-    lora_target_modules: list[str] = Field(
+    lora_target_modules: list[Annotated[str, AfterValidator(_unet_linear_target)]] = Field(
         default_factory=lambda: ["to_q", "to_k", "to_v", "to_out"],
+        min_length=1,
         description="UNet Linear layers that get a LoRA, by name (peft's target_modules; the default: 560 layers)",
     )
     init_lora_weights: Literal["gaussian", "kaiming"] = Field(
@@ -392,6 +425,11 @@ class TrainConfig(Section):
                     f"(it carries {', '.join(v for v, f in VARIANT_EXPORTS.items() if export in f)}): drop it from "
                     "train.exports or set train.exports null"
                 )
+        if "kohya" in self.export_formats and any(t.endswith("text_intermediate_proj") for t in self.lora_target_modules):
+            raise ValueError(  # SGM's UNet has no such layer: the export refused it after training
+                "train.lora_target_modules text_intermediate_proj is outside the UNet blocks, which the kohya export "
+                "cannot name: drop it, or set train.exports [diffusers]"
+            )
         if self.cuda_graphs is True and self.optimizer == "adamw8bit":
             raise ValueError("train.cuda_graphs true cannot replay train.optimizer adamw8bit (host-side step count): set it auto")
         new_options = self.non_default_options()

@@ -11,7 +11,7 @@ import yaml
 from kolora_core.cli import main
 from kolora_core.config import available_profiles, config_flags, flag_overrides, load_config
 from kolora_core.config.files import UniqueKeyLoader
-from kolora_core.config.schema import MAX_SAMPLER_STEPS, MAX_SEED, MAX_TRAIN_SEED
+from kolora_core.config.schema import MAX_SAMPLER_STEPS, MAX_SEED, MAX_TRAIN_SEED, UNET_LINEAR_NAMES
 from kolora_core.errors import KoloraError
 
 
@@ -131,6 +131,34 @@ def test_the_steps_bound_is_the_kolors_schedulers() -> None:
 
     assert len(ddim_plan(kolors_scheduler(), MAX_SAMPLER_STEPS)[0]) == MAX_SAMPLER_STEPS
     assert len(ddim_plan(kolors_scheduler(), MAX_SAMPLER_STEPS + 1)[0]) == MAX_SAMPLER_STEPS  # capped without a word
+
+
+@pytest.mark.parametrize("target", ["to_out.0", "ff.net.0.proj", "to_qq", "norm1", "conv1", "attn3.to_q"])
+def test_a_lora_target_that_is_no_linear_layer_of_the_unet_is_refused_when_the_config_loads(target: str) -> None:
+    """peft raised NoMatchingPeftModuleError (to_out.0, diffusers' name) or a ValueError (norm1) after the models
+    loaded, and conv1 trained, then failed when the LoRA was saved."""
+    with pytest.raises(
+        KoloraError,
+        match=rf"^command-line flags: config field 'train\.lora_target_modules\[1\]': '{re.escape(target)}' names no Linear "
+        r"layer of the Kolors UNet .*: use ff, proj, .*\(e\.g\. attn1\.to_q\)$",
+    ):
+        load_config("smoke", overrides={"train.lora_target_modules": ["to_q", target]})
+    with pytest.raises(KoloraError, match=r"'train\.lora_target_modules': List should have at least 1 item"):
+        load_config("smoke", overrides={"train.lora_target_modules": []})
+
+
+def test_every_linear_layer_name_and_dotted_paths_to_them_are_lora_targets() -> None:
+    targets = [*UNET_LINEAR_NAMES, "attn1.to_q", "blocks.1.transformer_blocks.0.attn2.to_k", "act_fn.proj"]
+    overrides = {"train.lora_target_modules": targets, "train.exports": ["diffusers"]}
+    assert load_config("smoke", overrides=overrides).train.lora_target_modules == targets
+
+
+def test_a_lora_target_the_kohya_export_cannot_name_is_refused_with_that_export() -> None:
+    """text_intermediate_proj trained, then the kohya export refused it ('outside the UNet blocks')."""
+    targets = {"train.lora_target_modules": ["to_q", "text_intermediate_proj"]}
+    with pytest.raises(KoloraError, match=r"text_intermediate_proj is outside the UNet blocks, .*train\.exports \[diffusers\]$"):
+        load_config("smoke", overrides=targets)
+    assert load_config("smoke", overrides={**targets, "train.exports": ["diffusers"]}).train.export_formats == ["diffusers"]
 
 
 @pytest.mark.parametrize("prefix", ["models/", "a//b", "a/../b", "a/./b"])

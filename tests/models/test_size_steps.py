@@ -1,5 +1,6 @@
-"""The config's size steps are the models' real ones: diffsynth's full-size Kolors UNet run (on the meta device, shapes
-only) at the sizes the config accepts and refuses, and the pipeline's rounding that generate sizes avoid."""
+"""The config's size steps and LoRA target names are the models' real ones: diffsynth's full-size Kolors UNet run (on
+the meta device, shapes only) at the sizes the config accepts and refuses, the pipeline's rounding that generate sizes
+avoid, and the UNet's Linear layer names that train.lora_target_modules takes."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from diffsynth import SDXLImagePipeline
 from diffsynth.models.sdxl_unet import SDXLUNet
 
 from kolora_core.config import load_config
-from kolora_core.config.schema import PIPELINE_SIZE_STEP, UNET_SIZE_STEP
+from kolora_core.config.schema import PIPELINE_SIZE_STEP, UNET_LINEAR_NAMES, UNET_LINEAR_PARENTS, UNET_SIZE_STEP
 from kolora_core.errors import KoloraError
 
 
@@ -57,3 +58,16 @@ def test_generate_sizes_are_what_the_pipeline_renders() -> None:
     assert pipe.check_resize_height_width(1000, 1024) == (1024, 1024)
     with pytest.raises(KoloraError, match=r"generate\.width.*multiple of 64"):
         load_config("full", overrides={"generate.width": 1000})
+
+
+def test_lora_target_names_are_the_kolors_unets_linear_layers(kolors_unet: SDXLUNet) -> None:
+    """UNET_LINEAR_NAMES: the last name parts that only Linear layers have (peft matches a target as the last parts of
+    a module's name: a part shared with another kind of module, or a block number, would reach one it cannot adapt);
+    UNET_LINEAR_PARENTS: the other parts on the way to them."""
+    kinds: dict[str, set[type]] = {}
+    for name, module in kolors_unet.named_modules():
+        kinds.setdefault(name.rsplit(".", 1)[-1], set()).add(type(module))
+    assert set(UNET_LINEAR_NAMES) == {leaf for leaf, found in kinds.items() if found == {torch.nn.Linear} and not leaf.isdigit()}
+    linear = [name.split(".") for name, module in kolors_unet.named_modules() if isinstance(module, torch.nn.Linear)]
+    parents = {part for parts in linear if parts[-1] in UNET_LINEAR_NAMES for part in parts[:-1] if not part.isdigit()}
+    assert set(UNET_LINEAR_PARENTS) == parents
