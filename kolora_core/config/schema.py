@@ -555,7 +555,7 @@ class EvaluateConfig(Section):
     clip_revision: str | None = Field(None, description="branch, tag or commit of clip_repo; null = the default branch")
     min_aesthetic: float = Field(6.0, description="gate: the mean aesthetic score (LAION scale, 1-10) must reach this")
     min_clip_similarity: float | None = Field(
-        None, description="an image whose prompt cosine similarity is below this fails (null = not gated)"
+        None, description="an image whose prompt cosine similarity (-1..1) is below this fails (null = not gated)"
     )
     champion_margin: float = Field(
         0.1,
@@ -563,6 +563,16 @@ class EvaluateConfig(Section):
         description="gate: with a comparable champion (same story), the mean aesthetic score must reach the "
         "champion's minus this margin (LAION scale)",
     )
+
+    @field_validator("min_clip_similarity")
+    @classmethod
+    def _a_cosine(cls, value: float | None) -> float | None:
+        """Above 1 every image failed the gate, after training and generating (a CLIP score's 25 is 0.25 here)."""
+        if value is not None and not -1 <= value <= 1:
+            raise ValueError(
+                f"is a cosine similarity, -1..1 (above 1 no image passes): e.g. 0.25 for a CLIP score of 25, got {value}"
+            )
+        return value
 
     @field_validator("aesthetic_repo", "clip_repo")
     @classmethod

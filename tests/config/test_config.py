@@ -161,6 +161,18 @@ def test_a_lora_target_the_kohya_export_cannot_name_is_refused_with_that_export(
     assert load_config("smoke", overrides={**targets, "train.exports": ["diffusers"]}).train.export_formats == ["diffusers"]
 
 
+@pytest.mark.parametrize("value", [25, 1.01, -1.5])
+def test_a_clip_similarity_gate_outside_the_cosines_range_is_refused_when_the_config_loads(value: float) -> None:
+    """min_clip_similarity 25 (a CLIP score) failed every image at the gate, after training and generating."""
+    assert load_config("smoke", overrides={"evaluate.min_clip_similarity": 1}).evaluate.min_clip_similarity == 1
+    assert load_config("smoke", overrides={"evaluate.min_clip_similarity": -1}).evaluate.min_clip_similarity == -1
+    with pytest.raises(
+        KoloraError,
+        match=rf"^command-line flags: config field 'evaluate\.min_clip_similarity': is a cosine .*, got {float(value)}$",
+    ):
+        load_config("smoke", overrides={"evaluate.min_clip_similarity": value})
+
+
 @pytest.mark.parametrize("prefix", ["models/", "a//b", "a/../b", "a/./b"])
 def test_a_publish_prefix_with_an_empty_or_dot_part_is_refused_when_the_config_loads(prefix: str) -> None:
     """The pattern alone let these through a config file; the champion and promote steps then made keys with an
