@@ -117,8 +117,13 @@ def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | 
             reason = f"has no file_name column (columns: {', '.join(columns)}); its captions are ignored"
             yield Problem(path.name, "bad_metadata", reason)
             return
-        for row in reader:
-            yield row["file_name"], _clean_text(row.get(text_col)) if text_col else None
+        try:
+            for row in reader:
+                yield row["file_name"], _clean_text(row.get(text_col)) if text_col else None
+        except csv.Error as exc:  # a field over csv's 128 KiB limit: a traceback that ended the stage
+            line = reader.line_num + 1  # the line being parsed is not counted yet
+            reason = f"line {line} is not CSV ({exc}): fix it; its rows from there on are ignored"
+            yield Problem(f"{path.name}:{line}", "bad_metadata", reason)
         return
     for n, line in enumerate(content.splitlines(), start=1):
         if not line.strip():

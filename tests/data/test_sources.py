@@ -94,6 +94,19 @@ def test_metadata_without_file_name_column_is_a_problem(tmp_path: Path) -> None:
     assert any(isinstance(e, Problem) and e.kind == "bad_metadata" and "file_name" in e.reason for e in evs)
 
 
+def test_metadata_csv_that_csv_cannot_read_is_a_problem_from_that_line(tmp_path: Path) -> None:
+    """A caption over csv's field limit (128 KiB) ended the stage with a traceback; the rows before it are read."""
+    for name in ("a.png", "b.png", "c.png"):
+        (tmp_path / name).write_bytes(encode(picture((100, 100), ord(name[0])), "PNG"))
+    huge = "x" * 200_000
+    (tmp_path / "metadata.csv").write_text(f'file_name,text\na.png,first\nb.png,"{huge}"\nc.png,third\n', encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    problems = [(e.original_id, e.kind) for e in evs if isinstance(e, Problem)]
+    assert problems == [("metadata.csv:3", "bad_metadata")]
+    assert "line 3 is not CSV (field larger than field limit" in next(e for e in evs if isinstance(e, Problem)).reason
+    assert {n: i.text for n, i in items(evs).items()} == {"a.png": "first", "b.png": None, "c.png": None}
+
+
 # --- parquet --------------------------------------------------------------------------------------------------
 
 
