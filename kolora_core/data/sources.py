@@ -82,6 +82,12 @@ def _clean_text(value: Any) -> str | None:
     return " ".join(value.split()) or None
 
 
+def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
+    """The first of `wanted` among `columns`, whatever its case (`Text`, `CAPTION`)."""
+    lower = {c.lower(): c for c in columns}
+    return next((lower[w] for w in wanted if w in lower), None)
+
+
 def _read_file(root: Path, path: Path, original_id: str, text: str | None) -> Item:
     try:
         return Item(original_id, read_inside(root, path, MAX_FILE_BYTES), text)
@@ -112,14 +118,15 @@ def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | 
     if path.suffix == ".csv":
         reader = csv.DictReader(io.StringIO(content))
         columns = reader.fieldnames or []
-        text_col = next((c for c in TEXT_COLUMNS if c in columns), None)
-        if "file_name" not in columns:
-            reason = f"has no file_name column (columns: {', '.join(columns)}); its captions are ignored"
+        text_col = _pick(columns, TEXT_COLUMNS)
+        if "file_name" not in columns or text_col is None:
+            missing = "file_name column" if "file_name" not in columns else f"caption column ({', '.join(TEXT_COLUMNS)})"
+            reason = f"has no {missing} (columns: {', '.join(columns)}); its captions are ignored"
             yield Problem(path.name, "bad_metadata", reason)
             return
         try:
             for row in reader:
-                yield row["file_name"], _clean_text(row.get(text_col)) if text_col else None
+                yield row["file_name"], _clean_text(row.get(text_col))
         except csv.Error as exc:  # a field over csv's 128 KiB limit: a traceback that ended the stage
             line = reader.line_num + 1  # the line being parsed is not counted yet
             reason = f"line {line} is not CSV ({exc}): fix it; its rows from there on are ignored"
@@ -134,7 +141,8 @@ def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | 
         except (ValueError, KeyError, TypeError) as exc:
             yield Problem(f"{path.name}:{n}", "bad_metadata", f"line {n} is not a JSON object with file_name: {exc}")
             continue
-        yield name, _clean_text(next((row[c] for c in TEXT_COLUMNS if c in row), None))
+        text_key = _pick(list(row), TEXT_COLUMNS)
+        yield name, _clean_text(row[text_key]) if text_key else None
 
 
 def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str | None], list[Problem]]:
@@ -192,11 +200,6 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
 
 
 # --- parquet / Hugging Face datasets rows -------------------------------------------------------------------
-
-
-def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
-    lower = {c.lower(): c for c in columns}
-    return next((lower[w] for w in wanted if w in lower), None)
 
 
 def _named_file(name: str, roots: tuple[Path, ...]) -> tuple[bytes | None, tuple[str, str] | None]:

@@ -94,6 +94,33 @@ def test_metadata_without_file_name_column_is_a_problem(tmp_path: Path) -> None:
     assert any(isinstance(e, Problem) and e.kind == "bad_metadata" and "file_name" in e.reason for e in evs)
 
 
+@pytest.mark.parametrize(
+    ("metadata", "content"),
+    [
+        ("metadata.csv", "file_name,Caption\na.png,own caption\n"),
+        ("metadata.jsonl", '{"file_name": "a.png", "TEXT": "own caption"}\n'),
+    ],
+)
+def test_metadata_caption_column_is_found_whatever_its_case(tmp_path: Path, metadata: str, content: str) -> None:
+    """As in a parquet file: `Caption` (a spreadsheet's header) was no caption column, and every image lost its own."""
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / metadata).write_text(content, encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    assert items(evs)["a.png"].text == "own caption" and not [e for e in evs if isinstance(e, Problem)]
+
+
+def test_metadata_csv_without_a_caption_column_is_a_problem(tmp_path: Path) -> None:
+    """It was read as a list of uncaptioned files, silently: each image then a missing_caption with no word why."""
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / "metadata.csv").write_text("file_name,tags\na.png,girl\n", encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    problem = next(e for e in evs if isinstance(e, Problem))
+    assert (problem.original_id, problem.kind) == ("metadata.csv", "bad_metadata")
+    assert problem.reason == (
+        "has no caption column (text, caption, prompt, description, txt) (columns: file_name, tags); its captions are ignored"
+    )
+
+
 def test_metadata_csv_that_csv_cannot_read_is_a_problem_from_that_line(tmp_path: Path) -> None:
     """A caption over csv's field limit (128 KiB) ended the stage with a traceback; the rows before it are read."""
     for name in ("a.png", "b.png", "c.png"):
