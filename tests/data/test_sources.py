@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from kolora_core.data import sources
+from kolora_core.data.ingest import ingest_to
 from kolora_core.data.smoke import smoke_items, smoke_kind, smoke_size
 from kolora_core.data.sources import Item, Problem, iter_folder, open_source
 from kolora_core.errors import KoloraError
@@ -75,6 +76,21 @@ def test_folder_captions_from_csv_jsonl_and_sidecars(tmp_path: Path) -> None:
     assert got["d.png"].text is None
     problems = [e for e in evs if isinstance(e, Problem)]
     assert [(p.kind, p.original_id) for p in problems] == [("bad_metadata", "metadata.jsonl:2")]
+
+
+def test_hidden_files_and_folders_are_not_read(tmp_path: Path) -> None:
+    """Jupyter's checkpoint copies and a viewer's thumbnails were read as more training images (other pixels, so no
+    duplicates); like dot files, nothing in a dot folder is an image of the dataset, nor a parquet file."""
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    for hidden in (".ipynb_checkpoints/a-checkpoint.png", ".thumbnails/normal/a.png", "sub/.cache/b.jpg", "._a.png"):
+        (tmp_path / hidden).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / hidden).write_bytes(encode(picture((64, 64), 2), "PNG"))
+    assert sorted(items(list(iter_folder(tmp_path)))) == ["a.png"]
+    (tmp_path / "a.png").unlink()
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "train.parquet").write_bytes(b"PAR1")
+    with pytest.raises(KoloraError, match=r"holds no images"):
+        ingest_to(ingest_config(str(tmp_path)), tmp_path / "out")
 
 
 def test_non_utf8_metadata_is_reported_and_its_captions_ignored(tmp_path: Path) -> None:

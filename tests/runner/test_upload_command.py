@@ -158,6 +158,7 @@ def test_a_plain_sync_is_read_as_it_is(tmp_path: Path, caplog: pytest.LogCapture
         (lambda d: (d / "_SUCCESS").write_text("{}"), "the name of an upload's own marker"),
         (lambda d: (d / "_SUCCESS").mkdir(), "the name of an upload's own marker"),
         (lambda d: (d / "._a.png").write_bytes(b"macOS resource fork"), "holds no images"),  # ingest skips hidden files
+        (lambda d: (d / ".thumbnails").mkdir() or (d / ".thumbnails" / "a.png").write_bytes(b"x"), "holds no images"),
     ],
 )
 def test_a_folder_ingest_could_not_read_is_refused_before_anything_is_sent(
