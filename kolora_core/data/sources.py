@@ -25,16 +25,19 @@ import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kolora_core.config import IngestConfig
 from kolora_core.data.confine import Entry, Escape, read_inside, walk_inside
 from kolora_core.data.normalise import MAX_FILE_BYTES
-from kolora_core.data.suffixes import PARQUET_SUFFIX, is_image_name, is_parquet_name
+from kolora_core.data.suffixes import IMAGE_SUFFIXES, PARQUET_SUFFIX, is_hidden, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError
+from kolora_core.stages import COMPLETE_MARKER
 
 METADATA_FILES = ("metadata.csv", "metadata.jsonl")
+ROOT_FILES = frozenset({*METADATA_FILES, COMPLETE_MARKER})  # read at the root (the upload's marker: by the stage shell)
+SIDECAR_SUFFIX = ".txt"
 IMAGE_COLUMNS = ("image", "img", "images", "jpg", "png", "picture")
 TEXT_COLUMNS = ("text", "caption", "prompt", "description", "txt")
 ID_COLUMNS = ("id", "image_id", "key", "__key__")
@@ -170,7 +173,8 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
     """Images under `root` in path order; symlinks that leave the root (or loop) are refused per file, never followed.
 
     Names in the metadata are only matched against the files found: a row naming `../x` or `/etc/passwd`
-    matches nothing and is reported as missing, it is never opened.
+    matches nothing and is reported as missing, it is never opened. Every other file that is not hidden and not
+    read (neither an image, a caption file used nor the upload's `_SUCCESS`) is reported as `not_read`, last.
     """
     root = root.resolve()
     files = {entry.rel: entry for entry in walk_inside(root)}
@@ -180,13 +184,15 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
         entry = files[rel]
         if entry.escape is not None and not is_image_name(rel):
             yield Problem(rel, entry.escape.kind, entry.escape.reason)
-    seen = set()
+    seen: set[str] = set()
+    sidecars: set[str] = set()
     for rel in sorted(r for r in files if is_image_name(r)):
         entry = files[rel]
         seen.add(rel)
         text = captions.get(rel)
-        sidecar = Path(rel).with_suffix(".txt").as_posix()
+        sidecar = Path(rel).with_suffix(SIDECAR_SUFFIX).as_posix()
         if text is None and sidecar in files and files[sidecar].real is not None:
+            sidecars.add(sidecar)
             content, problem = _decode_caption_file(root, root / sidecar, sidecar)
             if problem:
                 yield problem
@@ -197,6 +203,29 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
         yield _read_file(root, root / rel, rel, text)
     for rel in sorted(set(captions) - seen):
         yield Item(rel, None, captions[rel], ("missing_file", "listed in the metadata but no such image file in the folder"))
+    stems = {PurePosixPath(rel).with_suffix("").as_posix(): rel for rel in sorted(seen, reverse=True)}
+    used = seen | sidecars | ROOT_FILES
+    for rel in sorted(files):
+        if files[rel].escape is None and rel not in used and not is_hidden(rel):
+            yield Problem(rel, "not_read", _not_read(rel, stems))
+
+
+def _not_read(rel: str, stems: dict[str, str]) -> str:
+    """Why a file of a folder source is not read, and what to do: a user's file is never passed over without a word
+    (a .heic photo, a caption file whose image is named otherwise, a metadata.csv in a subfolder)."""
+    path = PurePosixPath(rel)
+    if path.name in METADATA_FILES:
+        return "metadata files are read at the folder root only: list these images there (file_name relative to the root)"
+    if is_parquet_name(rel):
+        return "the folder holds images, so it is read as a folder of images: give the .parquet files a folder of their own"
+    if path.suffix == SIDECAR_SUFFIX:
+        image = stems.get(path.with_suffix("").as_posix())
+        if image:
+            return f"the metadata file gives {image} its caption, which comes before a sidecar"
+        return f"a caption file with no image of its name beside it ({path.stem}.png, {path.stem}.jpg, ...): name it as its image"
+    if path.suffix.lower() == SIDECAR_SUFFIX:
+        return f"a caption sidecar is read as {path.stem}{SIDECAR_SUFFIX} (lower case): rename it"
+    return f"not an image ingest reads ({', '.join(sorted(IMAGE_SUFFIXES))}): convert it to PNG or JPEG, or remove it"
 
 
 # --- parquet / Hugging Face datasets rows -------------------------------------------------------------------

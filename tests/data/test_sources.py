@@ -93,6 +93,45 @@ def test_hidden_files_and_folders_are_not_read(tmp_path: Path) -> None:
         ingest_to(ingest_config(str(tmp_path)), tmp_path / "out")
 
 
+def test_files_a_folder_source_does_not_read_are_reported(tmp_path: Path) -> None:
+    """A .heic photo, a caption file named otherwise than its image, a metadata.csv in a subfolder were passed over
+    without a word: the user's images were missing from training, or kept without their captions. Hidden files, the
+    root's metadata, the sidecars read and the upload's _SUCCESS are no news."""
+    src = tmp_path / "src"
+    for name in ("a.png", "b.png", "sub/c.png"):
+        (src / name).parent.mkdir(parents=True, exist_ok=True)
+        (src / name).write_bytes(encode(picture((100, 100), ord(name[-5])), "PNG"))
+    (src / "metadata.csv").write_text("file_name,text\na.png,from the metadata\n", encoding="utf-8")
+    for name in ("a.txt", "b.txt", "IMG_0001.txt", "sub/C.TXT", "sub/metadata.csv", "IMG_0001.heic", "x.parquet"):
+        (src / name).write_text("file_name,text\nc.png,a caption\n", encoding="utf-8")
+    (src / "_SUCCESS").write_text("{}", encoding="utf-8")
+    (src / ".DS_Store").write_bytes(b"Bud1")
+    evs = list(iter_folder(src))
+    assert items(evs)["b.png"].text == "file_name,text c.png,a caption"  # its sidecar
+    assert {e.original_id: e.reason for e in evs if isinstance(e, Problem)} == {
+        "a.txt": "the metadata file gives a.png its caption, which comes before a sidecar",
+        "IMG_0001.txt": (
+            "a caption file with no image of its name beside it (IMG_0001.png, IMG_0001.jpg, ...): name it as its image"
+        ),
+        "sub/C.TXT": "a caption sidecar is read as C.txt (lower case): rename it",
+        "sub/metadata.csv": (
+            "metadata files are read at the folder root only: list these images there (file_name relative to the root)"
+        ),
+        "IMG_0001.heic": (
+            "not an image ingest reads (.bmp, .gif, .jpeg, .jpg, .png, .tif, .tiff, .webp): convert it to PNG or JPEG, "
+            "or remove it"
+        ),
+        "x.parquet": (
+            "the folder holds images, so it is read as a folder of images: give the .parquet files a folder of their own"
+        ),
+    }
+    assert {e.kind for e in evs if isinstance(e, Problem)} == {"not_read"}
+    for name in ("a.png", "b.png", "sub/c.png", "x.parquet", "metadata.csv"):
+        (src / name).unlink()
+    with pytest.raises(KoloraError, match=r"holds no images; 6 not_read: IMG_0001.heic: not an image ingest reads"):
+        ingest_to(ingest_config(str(src)), tmp_path / "out")
+
+
 def test_non_utf8_metadata_is_reported_and_its_captions_ignored(tmp_path: Path) -> None:
     (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
     (tmp_path / "metadata.csv").write_bytes("file_name,text\na.png,二次元\n".encode("gbk"))
