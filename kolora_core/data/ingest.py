@@ -61,6 +61,22 @@ def _summary(kinds: Counter) -> str:
     return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common())
 
 
+def _nothing_usable(named: str, read: int, images: list[dict], problems: list[dict]) -> str:
+    """The one line of a source with nothing to keep: its images' skips counted and one shown, then the problems of
+    its other files (a caption file not UTF-8, a .heic) apart: they are no images, but often the reason why."""
+    parts = []
+    if images:
+        kinds = Counter(s["kind"] for s in images)
+        parts.append(f"all {read} skipped ({_summary(kinds)}); e.g. {images[0]['original_id']}: {images[0]['reason']}")
+    if problems:
+        kinds = Counter(s["kind"] for s in problems)
+        first = problems[0]
+        parts.append(f"{len(problems)} other files not used ({_summary(kinds)}), e.g. {first['original_id']}: {first['reason']}")
+    if not read:
+        return f"{named} holds no images" + "".join(f"; {part}" for part in parts)
+    return f"no usable images in {named}: " + "; ".join(parts)
+
+
 def ingest_to(config: IngestConfig, out: Path, named: str | None = None) -> dict:
     """Write the dataset layout into `out`; return the ingest report. `named` is how messages name the source
     (default `ingest.source <value>`)."""
@@ -71,11 +87,15 @@ def ingest_to(config: IngestConfig, out: Path, named: str | None = None) -> dict
     counts: Counter = Counter()
     kinds: Counter = Counter()
     skips: list[dict] = []
+    skipped_images: list[dict] = []  # the skips above that are images', and the problems of the source's other files
+    problems: list[dict] = []
     progress = _Progress()
     stopped_early = False
 
     def skip(original_id: str, kind: str, reason: str, image: bool = True) -> None:
-        skips.append({"original_id": original_id, "kind": kind, "reason": reason})
+        entry = {"original_id": original_id, "kind": kind, "reason": reason}
+        skips.append(entry)
+        (skipped_images if image else problems).append(entry)
         kinds[kind] += 1
         counts["skipped" if image else "problems"] += 1
         if kind == "duplicate":
@@ -139,14 +159,7 @@ def ingest_to(config: IngestConfig, out: Path, named: str | None = None) -> dict
         )
 
     if counts["kept"] == 0:
-        if counts["read"] == 0:
-            detail = f"; {_summary(kinds)}: {skips[0]['original_id']}: {skips[0]['reason']}" if skips else ""
-            raise KoloraError(f"{named} holds no images{detail}")
-        first = skips[0]
-        raise KoloraError(
-            f"no usable images in {named}: all {counts['read']} skipped ({_summary(kinds)}); "
-            f"e.g. {first['original_id']}: {first['reason']}"
-        )
+        raise KoloraError(_nothing_usable(named, counts["read"], skipped_images, problems))
     return {
         "source": source.label,
         "source_kind": source.kind,

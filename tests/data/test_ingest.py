@@ -117,6 +117,22 @@ def test_nothing_usable_is_one_line_with_the_reasons(tmp_path: Path) -> None:
     assert "\n" not in message
 
 
+def test_nothing_usable_counts_the_images_apart_from_the_other_files(tmp_path: Path) -> None:
+    """The metadata file's problem was counted among the images ('all 1 skipped (1 caption_file_not_utf8, 1
+    missing_caption)') and shown as the image example; it is the reason why, said apart."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (src / "metadata.csv").write_bytes("file_name,text\na.png,二次元\n".encode("gbk"))
+    with pytest.raises(KoloraError) as caught:
+        ingest_to(ingest_config(str(src), caption=None), tmp_path / "out")
+    assert str(caught.value) == (
+        f"no usable images in ingest.source {src}: all 1 skipped (1 missing_caption); e.g. a.png: no caption in the "
+        "source and ingest.caption is null; 1 other files not used (1 caption_file_not_utf8), e.g. metadata.csv: "
+        "not UTF-8 (byte 0xb6 at offset 21): re-save it as UTF-8; its captions are ignored"
+    )
+
+
 def test_folder_without_images_says_so(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hi", encoding="utf-8")
     with pytest.raises(KoloraError, match="holds no images"):
