@@ -151,6 +151,7 @@ def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | 
 def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str | None], list[Problem]]:
     """Captions from the metadata files at the root; a metadata file that is refused is reported by the walk."""
     captions: dict[str, str | None] = {}
+    listed_in: dict[str, str] = {}  # file name -> the metadata file whose entry is used
     problems: list[Problem] = []
     for name in METADATA_FILES:
         entry = files.get(name)
@@ -163,9 +164,13 @@ def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str
             file_name, text = row
             key = Path(str(file_name)).as_posix().removeprefix("./")
             if key in captions:
-                problems.append(Problem(f"{name}:{key}", "bad_metadata", f"lists {key} twice; the first entry is used"))
+                reason = f"lists {key} twice; the first entry is used"
+                if listed_in[key] != name:  # both metadata.csv and metadata.jsonl: not "twice" in either
+                    reason = f"lists {key}, which {listed_in[key]} lists too: that entry is used (keep one metadata file)"
+                problems.append(Problem(f"{name}:{key}", "bad_metadata", reason))
                 continue
             captions[key] = text
+            listed_in[key] = name
     return captions, problems
 
 

@@ -177,6 +177,19 @@ def test_metadata_csv_without_a_caption_column_is_a_problem(tmp_path: Path) -> N
     )
 
 
+def test_a_file_listed_by_both_metadata_files_is_named_with_the_one_used(tmp_path: Path) -> None:
+    """Listed once in metadata.csv and once in metadata.jsonl, it was reported as 'lists a.png twice' (in neither)."""
+    (tmp_path / "a.png").write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / "metadata.csv").write_text("file_name,text\na.png,from the csv\na.png,again\n", encoding="utf-8")
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png", "text": "from the jsonl"}\n', encoding="utf-8")
+    evs = list(iter_folder(tmp_path))
+    assert items(evs)["a.png"].text == "from the csv"
+    assert [(e.original_id, e.reason) for e in evs if isinstance(e, Problem)] == [
+        ("metadata.csv:a.png", "lists a.png twice; the first entry is used"),
+        ("metadata.jsonl:a.png", "lists a.png, which metadata.csv lists too: that entry is used (keep one metadata file)"),
+    ]
+
+
 def test_metadata_csv_that_csv_cannot_read_is_a_problem_from_that_line(tmp_path: Path) -> None:
     """A caption over csv's field limit (128 KiB) ended the stage with a traceback; the rows before it are read."""
     for name in ("a.png", "b.png", "c.png"):
