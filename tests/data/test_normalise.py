@@ -9,7 +9,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from kolora_core.data.normalise import MAX_PIXELS, Skip, normalise
-from tests.data.conftest import BAD_FOLDER, build_bad_folder, encode, picture
+from tests.data.conftest import BAD_FOLDER, build_bad_folder, encode, picture, png_header_only
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +46,18 @@ def test_bomb_limit_is_restored_and_bombs_never_allocate(files: dict[str, bytes]
         normalise(files["bomb.png"])
     assert before == Image.MAX_IMAGE_PIXELS
     assert MAX_PIXELS < 30000 * 30000
+
+
+@pytest.mark.parametrize("size", [(12000, 12000), (9000, 8000)])
+def test_a_large_image_is_refused_in_the_words_of_the_limit(size: tuple[int, int]) -> None:
+    """Pillow's message was the one shown: 'exceeds limit of 134217728 pixels, could be decompression bomb DOS
+    attack' for a 144 MP photo (twice the 67 MP limit above which a 72 MP one is refused) and no word what to do."""
+    with pytest.raises(Skip) as caught:
+        normalise(png_header_only(*size))
+    megapixels = size[0] * size[1] / 1e6
+    assert caught.value.reason == (
+        f"{size[0]}x{size[1]} = {megapixels:.0f} MP is over the 67 MP limit: downscale it (8192x8192 at most)"
+    )
 
 
 def decoded(data: bytes) -> Image.Image:
