@@ -23,6 +23,7 @@ import csv
 import io
 import json
 import os
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -148,6 +149,12 @@ def _metadata_rows(root: Path, path: Path) -> Iterator[tuple[str, str | None] | 
         yield name, _clean_text(row[text_key]) if text_key else None
 
 
+def _name_key(name: str) -> str:
+    """A file name as the metadata is matched by: NFC, so that `café.png` typed in a metadata.csv names the file that
+    macOS wrote as `cafe` + a combining accent (NFD), as the two look alike to the user."""
+    return unicodedata.normalize("NFC", name)
+
+
 def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str | None], list[Problem]]:
     """Captions from the metadata files at the root; a metadata file that is refused is reported by the walk."""
     captions: dict[str, str | None] = {}
@@ -162,7 +169,7 @@ def _folder_captions(root: Path, files: dict[str, Entry]) -> tuple[dict[str, str
                 problems.append(row)
                 continue
             file_name, text = row
-            key = Path(str(file_name)).as_posix().removeprefix("./")
+            key = _name_key(Path(str(file_name)).as_posix().removeprefix("./"))
             if key in captions:
                 reason = f"lists {key} twice; the first entry is used"
                 if listed_in[key] != name:  # both metadata.csv and metadata.jsonl: not "twice" in either
@@ -194,7 +201,7 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
     for rel in sorted(r for r in files if is_image_name(r)):
         entry = files[rel]
         seen.add(rel)
-        text = captions.get(rel)
+        text = captions.get(_name_key(rel))
         sidecar = Path(rel).with_suffix(SIDECAR_SUFFIX).as_posix()
         if text is None and sidecar in files and files[sidecar].real is not None:
             sidecars.add(sidecar)
@@ -206,7 +213,7 @@ def iter_folder(root: Path) -> Iterator[SourceEvent]:
             yield Item(rel, None, text, (entry.escape.kind, entry.escape.reason))
             continue
         yield _read_file(root, root / rel, rel, text)
-    for rel in sorted(set(captions) - seen):
+    for rel in sorted(set(captions) - {_name_key(rel) for rel in seen}):
         yield Item(rel, None, captions[rel], ("missing_file", "listed in the metadata but no such image file in the folder"))
     stems = {PurePosixPath(rel).with_suffix("").as_posix(): rel for rel in sorted(seen, reverse=True)}
     used = seen | sidecars | ROOT_FILES

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import unicodedata
 from pathlib import Path
 
 import datasets
@@ -188,6 +189,18 @@ def test_a_file_listed_by_both_metadata_files_is_named_with_the_one_used(tmp_pat
         ("metadata.csv:a.png", "lists a.png twice; the first entry is used"),
         ("metadata.jsonl:a.png", "lists a.png, which metadata.csv lists too: that entry is used (keep one metadata file)"),
     ]
+
+
+def test_metadata_names_match_files_whatever_their_unicode_normal_form(tmp_path: Path) -> None:
+    """A file macOS named in NFD (e + combining accent) and a metadata.csv typed in NFC: the image was a missing_caption
+    and its row a missing_file, two names that look the same."""
+    nfd = unicodedata.normalize("NFD", "café.png")
+    (tmp_path / nfd).write_bytes(encode(picture((100, 100), 1), "PNG"))
+    (tmp_path / "metadata.csv").write_text(
+        f"file_name,text\n{unicodedata.normalize('NFC', 'café.png')},a caption\n", encoding="utf-8"
+    )
+    evs = list(iter_folder(tmp_path))
+    assert [(e.original_id, e.text, e.skip) for e in evs] == [(nfd, "a caption", None)]
 
 
 def test_metadata_csv_that_csv_cannot_read_is_a_problem_from_that_line(tmp_path: Path) -> None:
