@@ -186,11 +186,13 @@ def run_ingest(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pa
         ingest = ingest.model_copy(update={"source": str(inputs["source"])})
     report = ingest_to(ingest, out, named=f"--source {inputs['source']}" if "source" in inputs else None)
     write_json(out / INGEST_REPORT, report)
+    others = f", {report['problems']} other files not used" if report["problems"] else ""  # counted apart: no images
     log.info(
-        "ingest: %d images from %s -> %d kept, %d skipped (%s)",
+        "ingest: %d images from %s -> %d kept, %d skipped%s (%s)",
         report["images_read"],
         report["source"],
         report["kept"],
         report["skipped"],
+        others,
         ", ".join(f"{n} {k}" for k, n in report["skipped_by_kind"].items()) or "none",
     )

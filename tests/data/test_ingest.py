@@ -186,6 +186,16 @@ def test_cli_source_is_the_users_folder_read_as_it_is(tmp_path: Path, capsys: py
         assert not (dataset / "_SUCCESS").exists()
 
 
+def test_stage_log_counts_the_other_files_apart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """'-> 1 kept, 0 skipped (1 not_read)' counted a file that is no image among the skipped images' kinds."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "a.png").write_bytes(encode(picture((128, 128), 1), "PNG"))
+    (tmp_path / "mine" / "b.heic").write_bytes(b"ftypheic")
+    with caplog.at_level("INFO", logger="kolora.ingest"):
+        assert ingest_main(["--profile", "smoke", "--source", str(tmp_path / "mine"), "--dataset", str(tmp_path / "ds")]) == 0
+    assert "1 images from folder:mine -> 1 kept, 0 skipped, 1 other files not used (1 not_read)" in caplog.text
+
+
 def test_large_sources_are_streamed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The ingest loop pulls one item at a time: a source that fails at item 3 has written items 0-2 already."""
     from kolora_core.data import ingest as ingest_module
