@@ -16,6 +16,7 @@ import yaml
 from kolora_core.config import ModelsConfig, available_profiles
 from kolora_core.stages import STAGES
 from kolora_core.storage.embedded import BUCKET_NAME
+from tests.argo_schema import crd_schema, require_crds
 from tests.helm.chart import CHART, render_text
 from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, TOLERATION_EFFECTS, project_version
 from workflows.render import DIST
@@ -88,6 +89,13 @@ def test_schema_enums_are_kolora_cores() -> None:
     assert (account["pattern"], account["maxLength"]) == (f"^({DNS_SUBDOMAIN.pattern})?$", DNS_SUBDOMAIN_MAX), "kolora render's"
     effect = props["gpu"]["properties"]["tolerations"]["items"]["properties"]["effect"]
     assert effect["enum"] == ["", *TOLERATION_EFFECTS], "kolora render's (and Kubernetes' '': every effect)"
+
+
+def test_schema_cron_schedules_are_argo_v4s() -> None:
+    """Argo v4's CRD refuses a bad schedule at install; v3.7's takes any string (the controller then never runs it)."""
+    require_crds()
+    argo = crd_schema("v4.1.2", "CronWorkflow")["properties"]["spec"]["properties"]["schedules"]["items"]
+    assert _schema()["properties"]["cron"]["properties"]["schedules"]["items"] == argo
 
 
 def test_app_version_is_the_project_version() -> None:

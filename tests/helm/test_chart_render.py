@@ -179,6 +179,8 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"s3": {"endpoint": "https://s3.amazonaws.com"}}, "endpoint"),
         ({"cron": {"datasetKey": "s3://my-bucket/datasets/x"}}, "datasetKey"),  # a key prefix, as kolora submit wants
         ({"cron": {"datasetKey": "datasets/x/"}}, "datasetKey"),  # a folder marker there would arrive as a file
+        ({"cron": {"schedules": ["0 2 * *"]}}, "/cron/schedules/0"),  # Argo v3.7 would store it and never run the nightly
+        ({"cron": {"schedules": ["0 0 2 * * *"]}}, "/cron/schedules/0"),  # no seconds field in Argo's cron
     ],
 )
 def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
