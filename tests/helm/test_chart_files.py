@@ -98,6 +98,16 @@ def test_schema_cron_schedules_are_argo_v4s() -> None:
     assert _schema()["properties"]["cron"]["properties"]["schedules"]["items"] == argo
 
 
+def test_schema_quantities_are_kubernetes_quantities() -> None:
+    """A resource or /dev/shm size the schema takes is one Argo's CRD takes (and not negative)."""
+    require_crds()
+    step = crd_schema("v4.1.2", "WorkflowTemplate")["properties"]["spec"]["properties"]["templates"]["items"]["properties"]
+    argo = step["container"]["properties"]["resources"]["properties"]["limits"]["additionalProperties"]["pattern"]
+    string, integer = _schema()["definitions"]["quantity"]["anyOf"]
+    assert string["pattern"] == argo.replace("^(\\+|-)?", "^", 1) != argo
+    assert integer == {"type": "integer", "minimum": 0}
+
+
 def test_app_version_is_the_project_version() -> None:
     chart = yaml.safe_load((CHART / "Chart.yaml").read_text(encoding="utf-8"))
     assert chart["appVersion"] == project_version() == _file(TEMPLATE_FILE)["metadata"]["labels"]["app.kubernetes.io/version"]

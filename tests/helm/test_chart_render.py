@@ -176,6 +176,10 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"profile": "nightly"}, "profile"),
         ({"gpuu": {"enabled": False}}, "gpuu"),  # typo: unknown keys are rejected by values.schema.json
         ({"stages": {"train": {"resources": {"request": {"cpu": "1"}}}}}, "request"),
+        ({"stages": {"train": {"resources": {"requests": {"cpu": 0.5}}}}}, "/stages/train/resources/requests/cpu"),
+        ({"stages": {"train": {"resources": {"limits": {"memory": "10GB"}}}}}, "/stages/train/resources/limits/memory"),
+        ({"cpuOnly": {"resources": {"requests": {"cpu": "-1"}}}}, "/cpuOnly/resources/requests/cpu"),
+        ({"gpu": {"shmSize": "8 GiB"}}, "/gpu/shmSize"),
         ({"s3": {"endpoint": "https://s3.amazonaws.com"}}, "endpoint"),
         ({"cron": {"datasetKey": "s3://my-bucket/datasets/x"}}, "datasetKey"),  # a key prefix, as kolora submit wants
         ({"cron": {"datasetKey": "datasets/x/"}}, "datasetKey"),  # a folder marker there would arrive as a file
