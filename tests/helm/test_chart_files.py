@@ -18,7 +18,7 @@ from kolora_core.stages import STAGES
 from kolora_core.storage.embedded import BUCKET_NAME
 from tests.argo_schema import crd_schema, require_crds
 from tests.helm.chart import CHART, render_text
-from workflows.options import DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, TOLERATION_EFFECTS, project_version
+from workflows.options import CONFIG_MAP_KEY, DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, TOLERATION_EFFECTS, project_version
 from workflows.render import DIST
 
 FILES = CHART / "files"
@@ -89,6 +89,34 @@ def test_schema_enums_are_kolora_cores() -> None:
     assert (account["pattern"], account["maxLength"]) == (f"^({DNS_SUBDOMAIN.pattern})?$", DNS_SUBDOMAIN_MAX), "kolora render's"
     effect = props["gpu"]["properties"]["tolerations"]["items"]["properties"]["effect"]
     assert effect["enum"] == ["", *TOLERATION_EFFECTS], "kolora render's (and Kubernetes' '': every effect)"
+
+
+def test_schema_names_and_keys_are_kolora_renders() -> None:
+    """Every Secret/ConfigMap name and data key of the values is checked by the rule `kolora render` applies to its flag."""
+    definitions, props = _schema()["definitions"], _schema()["properties"]
+    assert (definitions["objectName"]["pattern"], definitions["objectName"]["maxLength"]) == (
+        f"^({DNS_SUBDOMAIN.pattern})$",
+        DNS_SUBDOMAIN_MAX,
+    )
+    assert (definitions["dataKey"]["pattern"], definitions["dataKey"]["maxLength"]) == (
+        f"^({CONFIG_MAP_KEY.pattern})$",
+        DNS_SUBDOMAIN_MAX,
+    )
+    optional = {"anyOf": [{"const": ""}, {"$ref": "#/definitions/objectName"}]}
+    assert definitions["optionalObjectName"] == optional
+    names = [
+        props["artifactRepository"]["properties"]["configMap"],
+        props["models"]["properties"]["tokenSecret"]["properties"]["name"],
+    ]
+    assert names == [{"$ref": "#/definitions/objectName"}] * 2
+    optional_names = [props["fullnameOverride"], props["nameOverride"], props["s3"]["properties"]["existingSecret"]]
+    assert optional_names == [{"$ref": "#/definitions/optionalObjectName"}] * 3
+    keys = [
+        props["models"]["properties"]["tokenSecret"]["properties"]["key"],
+        *props["s3"]["properties"]["secretKeys"]["properties"].values(),
+    ]
+    assert keys == [{"$ref": "#/definitions/dataKey"}] * 3
+    assert props["artifactRepository"]["properties"]["key"] == {"anyOf": [{"const": ""}, {"$ref": "#/definitions/dataKey"}]}
 
 
 def test_schema_cron_schedules_are_argo_v4s() -> None:

@@ -173,6 +173,14 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"gpu": {"count": 0}}, "count"),
         ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "effect": "Bogus"}]}}, "effect"),  # Kubernetes' three
         ({"serviceAccount": {"name": "Bad_Name!"}}, "/serviceAccount/name"),  # a DNS-1123 subdomain, as kolora render wants
+        # names and keys, as kolora render's flags want them: each rendered, and failed in mid-install or at the first run
+        ({"artifactRepository": {"reference": True, "configMap": "Team_Repos"}}, "/artifactRepository/configMap"),
+        ({"artifactRepository": {"reference": True, "key": "team/gpu"}}, "/artifactRepository/key"),
+        ({"s3": {"existingSecret": "kolora_s3"}}, "/s3/existingSecret"),
+        ({"s3": {"secretKeys": {"accessKey": "access key"}}}, "/s3/secretKeys/accessKey"),
+        ({"models": {"tokenSecret": {"name": "Hub"}}}, "/models/tokenSecret/name"),
+        ({"models": {"tokenSecret": {"key": ".."}}}, "/models/tokenSecret/key"),
+        ({"fullnameOverride": "Kolora"}, "/fullnameOverride"),
         ({"profile": "nightly"}, "profile"),
         ({"gpuu": {"enabled": False}}, "gpuu"),  # typo: unknown keys are rejected by values.schema.json
         ({"stages": {"train": {"resources": {"request": {"cpu": "1"}}}}}, "request"),
