@@ -248,6 +248,9 @@ def test_notes_tell_how_to_submit_and_find_outputs() -> None:
     notes = render_text(ci_values()["kind"])["templates/NOTES.txt"]
     assert "s3://kolora at seaweedfs:8333" in notes and "no GPUs" in notes
     assert "Releases: s3://kolora/models/<name>/ at http://seaweedfs:8333" in notes
+    assert "Releases: s3://my-bucket/models/<name>/ at http://minio:9000" in render_text()["templates/NOTES.txt"]
+    notes = render_text(ci_values()["aws-s3"])["templates/NOTES.txt"]  # promote gets --s3-endpoint '' (AWS's own)
+    assert "Releases: s3://acme-kolora/models/<name>/ at AWS S3, region eu-central-1" in notes
 
 
 def test_values_schema_matches_values_yaml() -> None:
