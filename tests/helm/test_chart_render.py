@@ -249,6 +249,10 @@ def test_notes_tell_how_to_submit_and_find_outputs() -> None:
     assert "s3://kolora at seaweedfs:8333" in notes and "no GPUs" in notes
     assert "Releases: s3://kolora/models/<name>/ at http://seaweedfs:8333" in notes
     assert "Releases: s3://my-bucket/models/<name>/ at http://minio:9000" in render_text()["templates/NOTES.txt"]
+    referenced = {"artifactRepository": {"reference": True, "configMap": "team-repos", "key": "gpu"}}
+    notes = render_text(referenced)["templates/NOTES.txt"]
+    assert "Outputs go to key gpu of ConfigMap\n  team-repos" in notes and "get configmap team-repos" in notes
+    assert "artifact-repositories" not in notes  # the template names team-repos: the namespace default is not read
     notes = render_text(ci_values()["aws-s3"])["templates/NOTES.txt"]  # promote gets --s3-endpoint '' (AWS's own)
     assert "Releases: s3://acme-kolora/models/<name>/ at AWS S3, region eu-central-1" in notes
 
