@@ -28,6 +28,8 @@ from tests.helm.chart import (
     render_text,
     validate,
 )
+from workflows import rbac
+from workflows.options import RenderOptions
 
 VALUE_SETS = {"default": {}, **{f"ci/{name}": values for name, values in ci_values().items()}}
 EXECUTOR_RULE = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
@@ -89,6 +91,20 @@ def test_default_install() -> None:
     for obj in objects():
         assert obj["metadata"]["namespace"] == "kolora"
         assert obj["metadata"]["labels"]["app.kubernetes.io/instance"] == "kolora"
+
+
+def test_token_secret_follows_the_service_account() -> None:
+    """<account>-token, as workflows/rbac.py names it. Renaming the account on `helm upgrade` then replaces the Secret:
+    one kept under the old name, annotated with the new account, was deleted by Kubernetes' token controller (its
+    kubernetes.io/service-account.uid is the old account's), and the executor found no token."""
+    for name in ("kolora-runner", "team.kolora"):
+        kinds = by_kind({"serviceAccount": {"name": name}})
+        (token,) = kinds["Secret"]
+        (want,) = [o for o in rbac.build(RenderOptions(service_account=name)) if o["kind"] == "Secret"]
+        assert token["metadata"]["name"] == want["metadata"]["name"] == f"{name}-token"
+        assert token["metadata"]["annotations"] == want["metadata"]["annotations"] == {"kubernetes.io/service-account.name": name}
+        annotation = kinds["ServiceAccount"][0]["metadata"]["annotations"]["workflows.argoproj.io/service-account-token.name"]
+        assert annotation == f"{name}-token"
 
 
 def test_role_has_exactly_the_executor_permissions() -> None:

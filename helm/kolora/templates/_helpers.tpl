@@ -45,9 +45,9 @@ app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 {{- end }}
 {{- end }}
 
-{{/* Token Secret of the created workflow ServiceAccount (its annotation names it for Argo's executor). */}}
+{{/* Token Secret of the created workflow ServiceAccount, <account>-token as workflows/rbac.py names it: a renamed account gets its own (Kubernetes deletes a token Secret whose account is gone). */}}
 {{- define "kolora.tokenSecretName" -}}
-{{- printf "%s-workflow-token" (include "kolora.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- printf "%s-token" (include "kolora.serviceAccountName" .) | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
 {{/* Name of the Role and RoleBinding of the workflow ServiceAccount. */}}
