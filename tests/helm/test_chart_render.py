@@ -32,6 +32,7 @@ from workflows import rbac
 from workflows.options import RenderOptions
 
 VALUE_SETS = {"default": {}, **{f"ci/{name}": values for name, values in ci_values().items()}}
+CHART_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())
 EXECUTOR_RULE = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
 GC_RULES = [
     {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks"], "verbs": ["list", "watch"]},
@@ -186,6 +187,11 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"s3": {"bucket": "Bad_Bucket"}}, "bucket"),  # S3's naming rule, which kolora run applies too
         ({"artifactRepository": {"configMap": "team-repos"}}, "artifactRepository.reference=true"),
         ({"image": {"tag": "latest"}}, "tag"),
+        # pods of an invalid image reference fail at the first run (InvalidImageName)
+        ({"image": {"registry": "https://registry.example/ml"}}, "/image/registry"),
+        ({"image": {"registry": "registry.example/ml/"}}, "/image/registry"),
+        ({"image": {"registry": "registry.example/ML"}}, "/image/registry"),
+        ({"image": {"tag": "v1 beta"}}, "/image/tag"),
         ({"gpu": {"count": 0}}, "count"),
         ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "effect": "Bogus"}]}}, "effect"),  # Kubernetes' three
         ({"serviceAccount": {"name": "Bad_Name!"}}, "/serviceAccount/name"),  # a DNS-1123 subdomain, as kolora render wants
@@ -213,6 +219,15 @@ def test_artifact_repository_with_sdk_credentials() -> None:
 )
 def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
     assert message in render_error(values)
+
+
+@pytest.mark.parametrize(
+    ("registry", "tag"), [("localhost:5000", "0.1.0-rc.1"), ("registry.example/team/ml", "sha-1a2b3c"), ("me", "")]
+)
+def test_image_references_the_schema_takes(registry: str, tag: str) -> None:
+    (template,) = by_kind({"image": {"registry": registry, "tag": tag}})["WorkflowTemplate"]
+    defaults = {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}
+    assert (defaults["image-registry"], defaults["image-tag"]) == (registry, tag or CHART_VERSION["appVersion"])
 
 
 def test_gpu_values_reach_the_gpu_steps_only() -> None:
