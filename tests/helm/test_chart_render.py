@@ -194,6 +194,14 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"image": {"tag": "v1 beta"}}, "/image/tag"),
         ({"gpu": {"count": 0}}, "count"),
         ({"gpu": {"tolerations": [{"key": "a", "operator": "Exists", "effect": "Bogus"}]}}, "effect"),  # Kubernetes' three
+        # placement Kubernetes refuses when it creates the train pod, hours into a run (after ingest, filter, fetch-models)
+        ({"gpu": {"tolerations": [{"key": "pool", "operator": "Exist"}]}}, "/gpu/tolerations/0/operator"),
+        ({"gpu": {"tolerations": [{"key": "pool", "operatr": "Exists"}]}}, "'operatr' not allowed"),  # else pruned: Equal ''
+        ({"gpu": {"tolerations": [{"effect": "NoSchedule"}]}}, "/gpu/tolerations/0"),  # no key: operator must be Exists
+        ({"gpu": {"tolerations": [{"key": "pool", "operator": "Exists", "value": "a100"}]}}, "/gpu/tolerations/0/value"),
+        ({"gpu": {"tolerations": [{"key": "pool", "operator": "Exists", "tolerationSeconds": 60}]}}, "missing property 'effect'"),
+        ({"gpu": {"nodeSelector": {"gpu type": "h100"}}}, "/gpu/nodeSelector"),
+        ({"gpu": {"nodeSelector": {"pool": "h100 80gb"}}}, "/gpu/nodeSelector/pool"),
         ({"serviceAccount": {"name": "Bad_Name!"}}, "/serviceAccount/name"),  # a DNS-1123 subdomain, as kolora render wants
         # names and keys, as kolora render's flags want them: each rendered, and failed in mid-install or at the first run
         ({"artifactRepository": {"reference": True, "configMap": "Team_Repos"}}, "/artifactRepository/configMap"),
@@ -228,6 +236,20 @@ def test_image_references_the_schema_takes(registry: str, tag: str) -> None:
     (template,) = by_kind({"image": {"registry": registry, "tag": tag}})["WorkflowTemplate"]
     defaults = {p["name"]: p["value"] for p in template["spec"]["arguments"]["parameters"]}
     assert (defaults["image-registry"], defaults["image-tag"]) == (registry, tag or CHART_VERSION["appVersion"])
+
+
+@pytest.mark.parametrize(
+    "toleration",
+    [
+        {"operator": "Exists"},  # every taint
+        {"key": "pool", "value": "a100"},  # operator Equal by default
+        {"key": "example.com/maintenance", "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": 3600},
+    ],
+)
+def test_tolerations_kubernetes_takes_are_taken(toleration: dict[str, Any]) -> None:
+    (template,) = by_kind({"gpu": {"tolerations": [toleration]}})["WorkflowTemplate"]
+    (train,) = [t for t in template["spec"]["templates"] if t["name"] == "train"]
+    assert train["tolerations"] == [toleration]
 
 
 def test_gpu_values_reach_the_gpu_steps_only() -> None:
