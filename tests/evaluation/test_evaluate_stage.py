@@ -11,6 +11,8 @@ import pytest
 from PIL import Image
 
 from jobs.evaluate import main as evaluate_main
+from kolora_core.config import EvaluateConfig
+from kolora_core.evaluation.grid import story_grid
 from kolora_core.inference.story import image_name
 from kolora_core.lora.format import save_lora
 from kolora_core.models.layout import MANIFEST
@@ -210,3 +212,26 @@ def test_damaged_training_and_filter_facts_are_one_line(
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]), err[-1]
     assert not (tmp_path / "out" / COMPLETE_MARKER).exists()
+
+
+def test_a_taller_grid_keeps_the_images_square(stage_inputs: dict[str, Path], tmp_path: Path) -> None:
+    """16 prompts need `grid_rows: 8`; the grid fitted to grid_width x grid_height (made for the seed's 2x4) had
+    squashed every image to half its height. Now the grid keeps its shape: 2x8 cells of 64 px fit 128x256 as 64x256."""
+    assert _run(stage_inputs, tmp_path / "out", "--evaluate.grid_rows", "8") == 0
+    grid = Image.open(tmp_path / "out" / "grid.png").convert("RGB")
+    assert grid.size == (64, 256)
+    for index, colour in enumerate(COLOURS):
+        row, col = divmod(index, 2)
+        assert grid.getpixel((col * 32 + 16, row * 32 + 20)) == colour  # below the black bar (the top 4 of 32 px)
+        assert max(grid.getpixel((col * 32 + 16, row * 32 + 1))) < 16  # the bar, not stretched over half the cell
+
+
+def test_images_of_other_sizes_are_fitted_not_stretched() -> None:
+    """A story of mixed sizes (per-prompt `size:`): cells were the first image's size, a square image stretched into
+    a wide cell. Now a cell holds the largest image and each image keeps its aspect ratio, centred on black."""
+    wide, square = Image.new("RGB", (128, 64), (255, 0, 0)), Image.new("RGB", (64, 64), (0, 255, 0))
+    grid = story_grid([wide, square], EvaluateConfig(grid_columns=2, grid_rows=1, grid_width=256, grid_height=64))
+    assert grid.size == (256, 64)
+    assert grid.getpixel((2, 32)) == grid.getpixel((125, 32)) == (255, 0, 0)  # the wide image fills its cell
+    assert grid.getpixel((130, 32)) == grid.getpixel((253, 32)) == (0, 0, 0)  # the square one does not: bars beside it
+    assert grid.getpixel((192, 32)) == (0, 255, 0)
