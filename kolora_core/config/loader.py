@@ -84,10 +84,12 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
 
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     first = exc.errors()[0]
-    field = _field_path(first["loc"]) or "(top level)"
+    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+    field = _field_path(first["loc"])
+    if not field:  # a check across sections (RunConfig's validators): its text names the fields itself
+        return f"{origin}: {error_text(first)}{more}"
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
-    more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
     return f"{origin}: config field '{field}': {error_text(first)}{more}"
 
 

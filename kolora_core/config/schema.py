@@ -634,10 +634,12 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _grid_holds_story(self) -> RunConfig:
-        cells = self.evaluate.grid_columns * self.evaluate.grid_rows
-        if cells < len(self.generate.prompts):
+        """Refused with the rows that would hold the story: the user who adds a 9th prompt needs to know the field."""
+        columns, prompts = self.evaluate.grid_columns, len(self.generate.prompts)
+        cells = columns * self.evaluate.grid_rows
+        if cells < prompts:
             raise ValueError(
-                f"evaluate grid {self.evaluate.grid_columns}x{self.evaluate.grid_rows} has {cells} cells "
-                f"but generate.prompts has {len(self.generate.prompts)}"
+                f"evaluate grid {columns}x{self.evaluate.grid_rows} has {cells} cells but generate.prompts has {prompts}: "
+                f"set evaluate.grid_rows {-(-prompts // columns)} (or raise evaluate.grid_columns)"
             )
         return self

@@ -153,3 +153,17 @@ def test_inline_prompts_beside_a_prompts_file_are_refused_not_replaced(tmp_path:
     (tmp_path / "inline.yaml").write_text("generate:\n  prompts:\n    - prompt: mine\n", encoding="utf-8")
     over = load_config("full", tmp_path / "inline.yaml", {"generate.prompts_file": str(path)})
     assert [p.seed for p in over.generate.prompts] == [7, 1]
+
+
+def test_more_prompts_than_the_grid_holds_names_the_rows_to_set(tmp_path: Path) -> None:
+    """A 9th prompt read 'config field '(top level)': evaluate grid 2x4 has 8 cells but generate.prompts has 9',
+    naming no field to change; now it says which value holds the story, and the config with it loads."""
+    path = tmp_path / "story.yaml"
+    path.write_text("".join(f"- {{prompt: p{i}, seed: {i}}}\n" for i in range(9)), encoding="utf-8")
+    with pytest.raises(KoloraError) as caught:
+        _load(path)
+    assert str(caught.value) == (
+        "command-line flags: evaluate grid 2x4 has 8 cells but generate.prompts has 9: set evaluate.grid_rows 5 "
+        "(or raise evaluate.grid_columns)"
+    )
+    assert len(_load(path, **{"evaluate.grid_rows": 5}).generate.prompts) == 9
