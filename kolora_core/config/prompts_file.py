@@ -1,10 +1,11 @@
-"""Story prompts from a file: YAML (a list, or a mapping with a `prompts:` list) or JSONL (one object per line).
+"""Story prompts from a file: YAML or JSON (a list, or a mapping with a `prompts:` list) or JSONL (one object per line).
 
 Each entry has the `StoryPrompt` fields: `prompt` (required), `negative_prompt`, `seed`, and optional
 per-prompt `cfg_scale`, `steps`, `width`, `height` (or `size: 1024` / `size: 1024x768`) and
 `lora_strength`; a missing or null setting takes the `generate` section's value. A bad entry is one
 `KoloraError` line naming the file, the line and the field, e.g.
-`prompts file story.yaml line 7 (prompt 3): field 'steps': Input should be greater than or equal to 1 (got 0)`.
+`prompts file story.yaml line 7 (prompt 3): field 'steps': Input should be greater than or equal to 1 (got 0)`
+(JSON's parser knows no line of an entry, so a JSON file's errors name the prompt alone).
 The loader (`loader.load_config`) reads the file and inlines its prompts; the schema itself does no file I/O.
 """
 
@@ -23,6 +24,7 @@ from kolora_core.errors import KoloraError
 
 YAML_SUFFIXES = {".yaml", ".yml"}
 JSONL_SUFFIXES = {".jsonl", ".ndjson"}
+JSON_SUFFIXES = {".json"}
 
 
 def _field_error(exc: ValidationError) -> tuple[str | None, str]:
@@ -34,21 +36,40 @@ def _field_error(exc: ValidationError) -> tuple[str | None, str]:
     return field, error_text(first)
 
 
-def _validate(entry: Any, path: Path, index: int, line: int, key_lines: dict[str, int] | None = None) -> StoryPrompt:
-    """One entry as a StoryPrompt; the error names the line of the bad key where YAML knows it."""
+def _validate(entry: Any, path: Path, index: int, line: int | None, key_lines: dict[str, int] | None = None) -> StoryPrompt:
+    """One entry as a StoryPrompt; the error names the line of the bad key where YAML knows it (None: no line known)."""
+    where = f"prompts file {path}{'' if line is None else f' line {line}'} (prompt {index})"
     if not isinstance(entry, dict):
-        raise KoloraError(
-            f"prompts file {path} line {line} (prompt {index}): each prompt must be a mapping with at least 'prompt', "
-            f"got {type(entry).__name__}"
-        )
+        raise KoloraError(f"{where}: each prompt must be a mapping with at least 'prompt', got {type(entry).__name__}")
     try:
         return StoryPrompt.model_validate(entry)
     except ValidationError as exc:
         field, message = _field_error(exc)
         key = field.split(".")[0] if field else "size"  # StoryPrompt's one check of the whole entry: the size shorthand
-        line = (key_lines or {}).get(key, line)
+        if key_lines and key in key_lines:
+            where = f"prompts file {path} line {key_lines[key]} (prompt {index})"
         named = f"field '{field}': " if field else ""
-        raise KoloraError(f"prompts file {path} line {line} (prompt {index}): {named}{message}") from None
+        raise KoloraError(f"{where}: {named}{message}") from None
+
+
+def _story_list(path: Path, data: Any) -> list[Any]:
+    """The entries of a YAML or JSON file's root: a list, or a mapping whose one key is `prompts`."""
+    if isinstance(data, dict) and set(data) == {"prompts"}:
+        data = data["prompts"]
+    if not isinstance(data, list) or not data:
+        raise KoloraError(f"prompts file {path} must hold a non-empty list of prompts (or a mapping with a 'prompts:' list)")
+    return data
+
+
+def _json_entries(path: Path, text: str) -> list[Any]:
+    """A JSON file's entries. Read by the JSON parser, not as YAML: PyYAML refuses JSON's tab indentation and reads
+    1e3 as a string."""
+    try:
+        return _story_list(path, json.loads(text, object_pairs_hook=unique_keys))
+    except json.JSONDecodeError as exc:
+        raise KoloraError(f"prompts file {path} line {exc.lineno}: not valid JSON ({exc.msg}, column {exc.colno})") from None
+    except DuplicateKey as exc:
+        raise KoloraError(f"prompts file {path}: {exc}") from None
 
 
 def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
@@ -58,13 +79,11 @@ def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
         data = yaml.load(text, Loader=UniqueKeyLoader)
     except (yaml.YAMLError, DuplicateKey) as exc:
         raise KoloraError(f"prompts file {path} is not valid YAML: {' '.join(str(exc).split())}") from None
-    if isinstance(data, dict) and set(data) == {"prompts"}:
-        data = data["prompts"]
+    entries = _story_list(path, data)
+    if isinstance(data, dict):
         root = next(v for k, v in root.value if k.value == "prompts")
-    if not isinstance(data, list) or not data:
-        raise KoloraError(f"prompts file {path} must hold a non-empty list of prompts (or a mapping with a 'prompts:' list)")
     items = []
-    for node, entry in zip(root.value, data, strict=True):
+    for node, entry in zip(root.value, entries, strict=True):
         lines = {"": node.start_mark.line + 1}
         if isinstance(node, yaml.MappingNode):
             lines |= {str(k.value): k.start_mark.line + 1 for k, _ in node.value}
@@ -73,7 +92,7 @@ def _yaml_items(path: Path, text: str) -> list[tuple[Any, dict[str, int]]]:
 
 
 def read_prompts_file(path: Path) -> list[StoryPrompt]:
-    """Every prompt of a YAML or JSONL prompts file, validated; errors name file, line and field."""
+    """Every prompt of a YAML, JSON or JSONL prompts file, validated; errors name file, line and field."""
     fix = "set generate.prompts_file to a YAML or JSONL file"
     if not path.is_absolute():  # written in a config file, it is still read from where the command runs
         fix += f" (a relative path is read from the working directory, {Path.cwd()})"
@@ -93,8 +112,10 @@ def read_prompts_file(path: Path) -> list[StoryPrompt]:
         if not prompts:
             raise KoloraError(f"prompts file {path} holds no prompts")
         return prompts
+    if path.suffix.lower() in JSON_SUFFIXES:
+        return [_validate(entry, path, index, None) for index, entry in enumerate(_json_entries(path, text))]
     if path.suffix.lower() not in YAML_SUFFIXES:
-        raise KoloraError(f"prompts file {path}: unknown format '{path.suffix}'; use .yaml/.yml or .jsonl")
+        raise KoloraError(f"prompts file {path}: unknown format '{path.suffix}'; use .yaml/.yml, .json or .jsonl")
     for index, (entry, lines) in enumerate(_yaml_items(path, text)):
         prompts.append(_validate(entry, path, index, lines[""], lines))
     return prompts

@@ -481,7 +481,7 @@ class GenerateConfig(Section):
     )
     prompts_file: str | None = Field(
         None,
-        description="YAML or JSONL file of story prompts, read when the config is loaded and inlined into "
+        description="YAML, JSON or JSONL file of story prompts, read when the config is loaded and inlined into "
         "generate.prompts (null = generate.prompts as configured)",
     )
     prompts_from: str | None = Field(None, description="set by kolora: the prompts file generate.prompts was read from")

@@ -167,3 +167,32 @@ def test_more_prompts_than_the_grid_holds_names_the_rows_to_set(tmp_path: Path) 
         "(or raise evaluate.grid_columns)"
     )
     assert len(_load(path, **{"evaluate.grid_rows": 5}).generate.prompts) == 9
+
+
+def test_a_json_file_is_read_as_json(tmp_path: Path) -> None:
+    """A story.json (a list, or {"prompts": [...]}) was refused as "unknown format '.json'"; it is read by the JSON
+    parser (PyYAML would refuse the tab indentation that JSON allows and read 1e3 as text)."""
+    path = tmp_path / "story.json"
+    path.write_text('[\n\t{"prompt": "一只猫", "seed": 1},\n\t{"prompt": "b", "steps": 2e1, "size": "128x64"}\n]\n', "utf-8")
+    read = [(p.prompt, p.seed, p.steps, p.width) for p in _load(path).generate.prompts]
+    assert read == [("一只猫", 1, None, None), ("b", 0, 20, 128)]
+    path.write_text('{"prompts": [{"prompt": "a"}]}', encoding="utf-8")
+    assert [p.prompt for p in _load(path).generate.prompts] == ["a"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[{"prompt": "a"}, {"prompt": "b", "negative_promt": "x"}]', r"json \(prompt 1\): field 'negative_promt': unknown"),
+        ('[{"prompt": "a"},\n {"prompt": "b",]', r"story\.json line 2: not valid JSON"),
+        ('[{"prompt": "a", "prompt": "b"}]', r"story\.json: key 'prompt' appears twice"),
+        ('{"prompt": "a"}', r"story\.json must hold a non-empty list of prompts"),
+        ('["a"]', r"story\.json \(prompt 0\): each prompt must be a mapping"),
+    ],
+)
+def test_a_bad_json_file_is_one_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "story.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(KoloraError, match=message) as caught:
+        _load(path)
+    assert "\n" not in str(caught.value)
