@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
-from kolora_core.config.prompts_file import read_prompts_file
+from kolora_core.config.prompts_file import inline_prompts_error, read_prompts_file
 from kolora_core.config.schema import RunConfig, error_text
 from kolora_core.errors import KoloraError
 
@@ -88,6 +88,8 @@ def _format_validation_error(exc: ValidationError, origin: str) -> str:
     field = _field_path(first["loc"])
     if not field:  # a check across sections (RunConfig's validators): its text names the fields itself
         return f"{origin}: {error_text(first)}{more}"
+    if prompts := inline_prompts_error(first):
+        return f"{origin}: config field '{field}': {prompts}"
     if first["type"] == "extra_forbidden":
         return f"{origin}: unknown config key '{field}': check its spelling against `kolora config --profile <name>`"
     return f"{origin}: config field '{field}': {error_text(first)}{more}"

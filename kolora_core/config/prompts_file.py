@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
 from kolora_core.config.files import DuplicateKey, UniqueKeyLoader, read_text, unique_keys
 from kolora_core.config.schema import StoryPrompt, error_text
@@ -27,20 +28,43 @@ JSONL_SUFFIXES = {".jsonl", ".ndjson"}
 JSON_SUFFIXES = {".json"}
 
 
+UNKNOWN_FIELD = f"unknown field (allowed: {', '.join(StoryPrompt.model_fields)}, size)"
+_MAPPING = "each prompt must be a mapping with at least 'prompt'"
+
+
 def _field_error(exc: ValidationError) -> tuple[str | None, str]:
     first = exc.errors()[0]
     field = ".".join(str(p) for p in first["loc"]) or None
     if first["type"] == "extra_forbidden":
-        allowed = ", ".join(StoryPrompt.model_fields) + ", size"
-        return field, f"unknown field (allowed: {allowed})"
+        return field, UNKNOWN_FIELD
     return field, error_text(first)
+
+
+def inline_prompts_error(error: ErrorDetails) -> str | None:
+    """What an error in `generate.prompts` written inline (a config file, a flag, `-p prompts=`) says: the shape a
+    story takes, in the YAML the user types, and the fields a prompt has; None for an error elsewhere or of a value.
+    pydantic's own words ("Input should be a valid list", "a valid dictionary or instance of StoryPrompt") name a
+    Python type, not what to write, and an unknown key was sent to `kolora config` to find the spelling."""
+    loc, kind, got = error["loc"], error["type"], error.get("input")
+    if tuple(loc[:2]) != ("generate", "prompts"):
+        return None
+    if len(loc) == 2 and kind == "list_type":
+        shown = f" (got {got!r})" if isinstance(got, str) else ""
+        example = "[{prompt: a cat, seed: 1}, {prompt: a dog, seed: 2}]"
+        return f"must be a list of prompts, each a mapping with at least 'prompt', e.g. {example}{shown}"
+    if len(loc) == 3 and kind == "model_type":
+        example = got if isinstance(got, str) and got else "a cat"
+        return f"{_MAPPING}, e.g. {{prompt: {example}, seed: 1}} (got {type(got).__name__} {got!r})"
+    if len(loc) == 4 and kind == "extra_forbidden":
+        return UNKNOWN_FIELD
+    return None
 
 
 def _validate(entry: Any, path: Path, index: int, line: int | None, key_lines: dict[str, int] | None = None) -> StoryPrompt:
     """One entry as a StoryPrompt; the error names the line of the bad key where YAML knows it (None: no line known)."""
     where = f"prompts file {path}{'' if line is None else f' line {line}'} (prompt {index})"
     if not isinstance(entry, dict):
-        raise KoloraError(f"{where}: each prompt must be a mapping with at least 'prompt', got {type(entry).__name__}")
+        raise KoloraError(f"{where}: {_MAPPING}, got {type(entry).__name__}")
     try:
         return StoryPrompt.model_validate(entry)
     except ValidationError as exc:

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from kolora_core.config import dump_config, inline_prompts_file_text, load_config
+from kolora_core.config.loader import flag_overrides
 from kolora_core.errors import KoloraError
 from kolora_core.inference.story import shard_jobs
 
@@ -196,3 +197,29 @@ def test_a_bad_json_file_is_one_line(tmp_path: Path, text: str, message: str) ->
     with pytest.raises(KoloraError, match=message) as caught:
         _load(path)
     assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        (  # pydantic's "Input should be a valid list (got 'a cat on a mat')": not what to write
+            "a cat on a mat",
+            "config field 'generate.prompts': must be a list of prompts, each a mapping with at least 'prompt', "
+            "e.g. [{prompt: a cat, seed: 1}, {prompt: a dog, seed: 2}] (got 'a cat on a mat')",
+        ),
+        (  # "Input should be a valid dictionary or instance of StoryPrompt (got 'a cat') (+1 more)": a Python class
+            "[a cat, a dog]",
+            "config field 'generate.prompts[0]': each prompt must be a mapping with at least 'prompt', "
+            "e.g. {prompt: a cat, seed: 1} (got str 'a cat')",
+        ),
+        (  # "unknown config key ...: check its spelling against `kolora config --profile <name>`"
+            "[{prompt: a, negative_promt: b}]",
+            "config field 'generate.prompts[0].negative_promt': unknown field (allowed: prompt, negative_prompt, seed, "
+            "cfg_scale, steps, width, height, lora_strength, size)",
+        ),
+    ],
+)
+def test_an_inline_story_of_the_wrong_shape_says_what_to_write(value: str, message: str) -> None:
+    with pytest.raises(KoloraError) as caught:
+        load_config("smoke", overrides=flag_overrides({"generate.prompts": value}))
+    assert str(caught.value) == f"command-line flags: {message}"
