@@ -34,6 +34,7 @@ from kolora_core.config import GenerateConfig, RunConfig, auto
 from kolora_core.device import resolve_device
 from kolora_core.errors import KoloraError
 from kolora_core.inference.progress import Progress
+from kolora_core.inference.prompt_length import warn_overlong
 from kolora_core.inference.story import Generation, Job, image_name, shard_jobs
 from kolora_core.lora.export import KOHYA_FILE, a1111_identity
 from kolora_core.lora.format import LORA_FILE, LoRAFile, load_lora, sha256_of
@@ -223,6 +224,7 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
         generate.engine,
         device,
     )
+    warn_overlong(jobs)
     if todo:
         dtype = generation_weights_dtype(device)
         cached = cached_embeddings(inputs.get("prompt-embeddings"), model_dir, todo, generate, dtype)

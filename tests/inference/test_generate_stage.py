@@ -157,3 +157,20 @@ def test_models_verify_sha256_names_a_file_damaged_in_place(
     broken, unet = damaged_copy(tiny_models, tmp_path, "data")
     assert _generate(broken, lora_dir, tmp_path / "out", "--models.verify", "sha256") == 2
     assert f"weight file {unet} does not match its sha256" in capsys.readouterr().err
+
+
+def test_a_prompt_longer_than_the_text_encoder_reads_is_said(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """KolorsPrompter cuts every text at ChatGLM3's 256 tokens without a word: the end of a long prompt never
+    reached the image while its records showed it whole. Now one warning per cut text names the story image, the
+    token count and where the cut falls; a negative prompt only where CFG encodes it."""
+    long = "二次元,一个紫色短发小女孩,穿着粉色吊带漏肩连衣裙,在练习室练习唱歌,手持话筒," * 12  # 327 tokens
+    story = json.dumps([{"prompt": "short"}, {"prompt": long, "negative_prompt": long, "seed": 1, "cfg_scale": 1}])
+    with caplog.at_level("WARNING", logger="kolora.generate"):
+        assert _generate(tiny_models, lora_dir, tmp_path / "out", "--generate.prompts", story, "--generate.steps", "1") == 0
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert warnings == [
+        "story #1: the prompt is 327 tokens, the text encoder (ChatGLM3) reads 256: from '粉色吊带漏肩连衣裙,在练...' on "
+        "(71 tokens) it does not reach the image; shorten it"
+    ]
