@@ -63,6 +63,22 @@ def _within_sampler_steps(value: int) -> int:
 SamplerSteps = Annotated[int, Field(ge=1), AfterValidator(_within_sampler_steps)]
 
 
+def _guidance_at_least_one(value: float) -> float:
+    """`value` if the image follows its prompt. Both engines compute uncond + cfg x (cond - uncond), uncond being the
+    negative prompt's: below 1 the negative prompt outweighs the prompt, and 0 rendered the negative prompt (or, with
+    none, an empty one) alone, while the records said the prompt. Diffusers and A1111 read 1 and below as "no
+    guidance"; here 1 is exactly that (one pass, the negative prompt not encoded)."""
+    if value < 1:
+        raise ValueError(
+            f"must be at least 1 (below 1 the image follows the negative prompt more than the prompt; 0 renders the "
+            f"negative prompt alone): 1 = no guidance and no negative-prompt pass, the seed uses 4; got {value}"
+        )
+    return value
+
+
+CfgScale = Annotated[float, AfterValidator(_guidance_at_least_one)]
+
+
 def _on_pipeline_step(value: int | None, name: str = "") -> int | None:
     """`value` if diffsynth's pipeline renders that size as asked; the refusal starts with `name` where the field's own
     name would mislead (a prompt's `size: 1000x768` is checked as its width and height)."""
@@ -202,7 +218,7 @@ class StoryPrompt(Section):
     prompt: str = Field(min_length=1)
     negative_prompt: str = ""
     seed: Seed = Field(0, description="RNG seed of this image's noise")
-    cfg_scale: float | None = Field(None, ge=0, description="null = generate.cfg_scale")
+    cfg_scale: CfgScale | None = Field(None, description="null = generate.cfg_scale")
     steps: SamplerSteps | None = Field(None, description="null = generate.steps")
     width: int | None = Field(None, ge=64, description="null = generate.width")
     height: int | None = Field(None, ge=64, description="null = generate.height")
@@ -485,7 +501,7 @@ class GenerateConfig(Section):
         "generate.prompts (null = generate.prompts as configured)",
     )
     prompts_from: str | None = Field(None, description="set by kolora: the prompts file generate.prompts was read from")
-    cfg_scale: float = Field(4.0, ge=0, description="classifier-free guidance scale; 1 = no negative-prompt pass")
+    cfg_scale: CfgScale = Field(4.0, description="classifier-free guidance scale, at least 1; 1 = no negative-prompt pass")
     steps: SamplerSteps = Field(
         50, description=f"DDIM sampling steps (diffsynth's EnhancedDDIMScheduler; at most {MAX_SAMPLER_STEPS})"
     )

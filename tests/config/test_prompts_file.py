@@ -223,3 +223,18 @@ def test_an_inline_story_of_the_wrong_shape_says_what_to_write(value: str, messa
     with pytest.raises(KoloraError) as caught:
         load_config("smoke", overrides=flag_overrides({"generate.prompts": value}))
     assert str(caught.value) == f"command-line flags: {message}"
+
+
+@pytest.mark.parametrize("field", ["generate.cfg_scale", "generate.prompts"])
+@pytest.mark.parametrize("value", [0, 0.5])
+def test_a_guidance_scale_below_one_is_refused(field: str, value: float) -> None:
+    """Both engines compute uncond + cfg x (cond - uncond): cfg 0 rendered the negative prompt alone (the records
+    naming the prompt), 0.5 mostly it. Refused when the config loads, saying what 1 means."""
+
+    def layer(cfg: float) -> dict[str, object]:
+        return {field: cfg} if field == "generate.cfg_scale" else {field: [{"prompt": "a", "cfg_scale": cfg}]}
+
+    named = "generate.cfg_scale" if field == "generate.cfg_scale" else r"generate.prompts\[0\].cfg_scale"
+    with pytest.raises(KoloraError, match=rf"'{named}': must be at least 1 \(.*0 renders the negative prompt alone\): 1 = no "):
+        load_config("smoke", overrides=layer(value))
+    assert load_config("smoke", overrides=layer(1))
