@@ -247,6 +247,14 @@ class StoryPrompt(Section):
     def _size_step(cls, value: int | None) -> int | None:
         return _on_pipeline_step(value)
 
+    @field_validator("prompt")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        """min_length let "   " (or a newline) through: rendered as an image of no prompt, scored against nothing."""
+        if not value.strip():
+            raise ValueError(f"is blank ({value!r}): write what the image shows")
+        return value
+
 
 # The Kolors UNet's Linear layers by the last part of their name, as diffsynth 1.1.9's SDXLUNet(is_kolors=True) names
 # them (tests/models/test_size_steps.py measures both sets): peft adapts the modules whose name is a target or ends in

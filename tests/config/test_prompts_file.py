@@ -238,3 +238,11 @@ def test_a_guidance_scale_below_one_is_refused(field: str, value: float) -> None
     with pytest.raises(KoloraError, match=rf"'{named}': must be at least 1 \(.*0 renders the negative prompt alone\): 1 = no "):
         load_config("smoke", overrides=layer(value))
     assert load_config("smoke", overrides=layer(1))
+
+
+def test_a_blank_prompt_is_refused(tmp_path: Path) -> None:
+    """An empty prompt was refused, one of spaces or a newline rendered (an image of no prompt)."""
+    path = tmp_path / "story.yaml"
+    path.write_text('- prompt: a\n- prompt: "\\t \\n"\n', encoding="utf-8")
+    with pytest.raises(KoloraError, match=r"line 2 \(prompt 1\): field 'prompt': is blank \('\\t \\n'\): write what the image"):
+        _load(path)
