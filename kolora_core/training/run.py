@@ -51,6 +51,7 @@ from kolora_core.models.unet_compile import CompileScope, compile_unet, use_comp
 from kolora_core.training import checkpoint as ckpt
 from kolora_core.training import sigterm
 from kolora_core.training.cache import TrainCache, build_cache
+from kolora_core.training.captions import warn_cut_captions
 from kolora_core.training.fast_module import (
     FastLoRAModule,
     add_noise,
@@ -194,6 +195,7 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         train.precision,
         device,
     )
+    warn_cut_captions(trainset, rows)  # here, not in the engines: once per run, not once per DDP rank
     # A checkpoint from other settings is refused now, before minutes of model loading.
     ckpt.load_latest(job.checkpoints, ckpt.fingerprint(train, job.dataset_sha256, job.base_model_sha256), announce=False)
     if train.seed_compat:
