@@ -14,7 +14,8 @@ same way, which is what lets the runner, the containers and Argo treat them alik
   output directory empty (or as its previous commit), which is what Argo then uploads.
 * uploads (`Stage.uploads`: ingest's `--source`) are the user's own files: optional and never pruned. With
   `--source-from NAME` (what the user named them by) the directory must exist; without, a directory that does not
-  exist counts as not given, with one log line (an optional Argo artifact that was not supplied leaves no path).
+  exist counts as not given: one info line for `--source-from ''` (the workflow's way of saying no upload was named:
+  an optional Argo artifact that was not supplied leaves no path), a warning for a path typed without it.
   One that `kolora upload` wrote is checked against its `_SUCCESS` first (`kolora_core.upload_marker`).
 * resumable outputs (`Stage.resumable`: train's `--checkpoints`, generate's `--progress`) are plain
   directories the stage keeps across attempts; the flag is optional and defaults to `<first output>.<name>` beside
@@ -75,8 +76,8 @@ def build_parser(stage: Stage, full: bool = False) -> argparse.ArgumentParser:
     for name in stage.uploads:
         help = f"input: {name}, your own files, read as they are (optional; a directory that does not exist is not given)"
         io.add_argument(f"--{name}", type=Path, metavar="DIR", help=help)
-        help = f"what --{name}'s files were named by where they came from; set, they must be there ('' = not named)"
-        io.add_argument(f"--{name}-from", default="", metavar="NAME", help=help)
+        help = f"what --{name}'s files were named by where they came from; set, they must be there ('' = none named)"
+        io.add_argument(f"--{name}-from", metavar="NAME", help=help)
     for name in stage.outputs:
         required, optional = name not in stage.optional, " (optional)" if name in stage.optional else ""
         io.add_argument(f"--{name}", type=Path, required=required, metavar="DIR", help=f"output: {name}{optional}")
@@ -111,12 +112,14 @@ def _present_inputs(stage: Stage, given: dict[str, Path | None]) -> dict[str, Pa
     return inputs
 
 
-def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str]) -> dict[str, Path]:
-    """The uploads given as existing directories. One that does not exist is left out with one log line, unless it
-    was named (`--<name>-from`): then nothing arriving under that name is the user's mistake, said in one line."""
+def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str | None]) -> dict[str, Path]:
+    """The uploads given as existing directories. One that does not exist is left out, unless it was named
+    (`--<name>-from NAME`): then nothing arriving under that name is the user's mistake, said in one line. With
+    `--<name>-from ''` it is the workflow's normal case (it passes every path; no upload named leaves none there), said
+    as that, not as an error; without the flag the path was typed by hand and a warning says it is not there."""
     found: dict[str, Path] = {}
     for name in stage.uploads:
-        path, origin = given[name], named[name]
+        path, origin = given[name], (named[name] or "").strip()
         what = f"the upload {origin!r} (--{name} {path})" if origin else f"input --{name} {path}"
         if path is None:
             if origin:
@@ -128,7 +131,14 @@ def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str])
                     f"the upload {origin!r} did not arrive (nothing at --{name} {path}): nothing is stored under that "
                     "name; check it (a typo? not uploaded yet?)"
                 )
-            log.info("input --%s %s does not exist: %s runs without it", name, path, stage.name)
+            if named[name] is None:
+                log.warning(
+                    "input --%s %s does not exist: %s reads the source its config names; check the path", name, path, stage.name
+                )
+            else:
+                log.info(
+                    "no --%s upload named (--%s-from is empty): %s reads the source its config names", name, name, stage.name
+                )
         elif not path.is_dir():
             hint = "an empty object (a folder marker): name the prefix without a trailing '/'" if not path.stat().st_size else ""
             raise KoloraError(f"{what} is a file, not a folder: {hint or 'name the folder that holds it'}")
@@ -192,7 +202,7 @@ def _run_stage(stage: Stage, work: StageWork | str, args: argparse.Namespace) ->
         inputs = _present_inputs(stage, given)
         outputs = {name: given[name] for name in stage.outputs if given[name] is not None}
         resumable = _resumable_dirs(stage, args, outputs)
-        uploads = _uploads(stage, given, {n: getattr(args, f"{n}_from".replace("-", "_")).strip() for n in stage.uploads})
+        uploads = _uploads(stage, given, {n: getattr(args, f"{n}_from".replace("-", "_")) for n in stage.uploads})
         _refuse_overlaps({**inputs, **uploads}, {**outputs, **resumable})
         for name, path in inputs.items():
             commit.accept_input(name, path)

@@ -186,6 +186,25 @@ def test_cli_source_is_the_users_folder_read_as_it_is(tmp_path: Path, capsys: py
         assert not (dataset / "_SUCCESS").exists()
 
 
+def test_cli_a_source_that_is_not_there(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The workflow passes --source always, with --source-from its dataset-key: '' (no upload named) is the normal
+    local run, said as what it is, not as an error; a --source typed by hand that is not there is a warning."""
+    absent = tmp_path / "absent"
+    argv = ["--profile", "smoke", "--source", str(absent)]
+    with caplog.at_level("INFO", logger="kolora"):
+        assert ingest_main([*argv, "--source-from", "", "--dataset", str(tmp_path / "ds")]) == 0
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "--source" in r.getMessage()]
+    assert said == [("INFO", "no --source upload named (--source-from is empty): ingest reads the source its config names")]
+    caplog.clear()
+    with caplog.at_level("INFO", logger="kolora"):
+        assert ingest_main([*argv, "--dataset", str(tmp_path / "ds2")]) == 0
+    said = [(r.levelname, r.getMessage()) for r in caplog.records if "--source" in r.getMessage()]
+    assert said == [
+        ("WARNING", f"input --source {absent} does not exist: ingest reads the source its config names; check the path")
+    ]
+    assert json.loads((tmp_path / "ds2" / INGEST_REPORT).read_text(encoding="utf-8"))["source"] == "smoke://"
+
+
 def test_stage_log_counts_the_other_files_apart(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """'-> 1 kept, 0 skipped (1 not_read)' counted a file that is no image among the skipped images' kinds."""
     (tmp_path / "mine").mkdir()

@@ -118,7 +118,9 @@ def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploa
     assert result.ok, console
     report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
     assert (report["source"], report["kept"]) == ("smoke://", 16)
-    assert "input --source" in (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")
+    log = (result.run_dir / "logs" / "ingest.log").read_text(encoding="utf-8")  # the normal case, said as that
+    assert "no --source upload named (--source-from is empty): ingest reads the source its config names" in log
+    assert "does not exist" not in log and "WARNING" not in log
 
 
 def test_a_kolora_upload_is_checked_in_the_ingest_pod(run: Any, store: S3Store, tmp_path: Path) -> None:
