@@ -4,7 +4,7 @@
 
     images/<sha256[:16]>.png   normalised RGB, lossless PNG; the name is the record id
     dataset.jsonl              one Record per line, in source order
-    ingest_report.json         counts and every skipped input with its reason
+    ingest_report.json         counts (read by the runner's summary) and every skipped input with its reason
 
 `trainset` (filter output, train input; DiffSynth's own layout, what
 `diffsynth.data.simple_text_image.TextImageDataset` reads)::

@@ -1,8 +1,9 @@
 """The one-screen summary of a local run: what ran, what it decided, where the outputs are.
 
 Written to `runs/<run-id>/summary.txt` and printed, so the last thing a developer sees answers "did it
-work, and what do I open": step phases and durations, output parameters (the promotion gate), the filter's
-counts, the report's headline numbers and the paths of the grid, the report and the LoRA weights.
+work, and what do I open": step phases and durations, output parameters (the promotion gate), what ingest skipped
+(when it skipped anything), the filter's counts, the report's headline numbers and the paths of the grid, the report
+and the LoRA weights.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from kolora_core.runner.records import NodeRecord, RunResult
 MAX_FANOUT_LINES = 4
 MAX_VALUE = 70
 REPORT_NAMES = ("report.json", "report.html", "report.md", "report.txt")
+INGEST_REPORT = "ingest_report.json"  # kolora_core.data.layout's name, not imported: `kolora run` loads no Pillow
+INGEST_COUNTS = ("images_read", "kept", "skipped", "problems")
 PUBLISHED = re.compile(r"^(?:kolora \w+: )?((?:already )?published s3://\S+.*)$", re.MULTILINE)
 
 
@@ -42,7 +45,7 @@ def build_summary(result: RunResult) -> str:
         lines += [f"  {n.node}.{k} = {_clip(v, MAX_VALUE)}" for n, k, v in params[:8]]
         if len(params) > 8:
             lines.append(f"  ... {len(params) - 8} more in the step records")
-    lines += _report_lines(result.run_dir, result.flattened)
+    lines += _report_lines(result)
     files = _files(result.run_dir, result.flattened)
     if files:
         lines.append("files")
@@ -85,10 +88,11 @@ def _step_lines(nodes: list[NodeRecord]) -> list[str]:
     return lines
 
 
-def _report_lines(run_dir: Path, flattened: bool) -> list[str]:
-    lines = []
+def _report_lines(result: RunResult) -> list[str]:
+    run_dir, flattened = result.run_dir, result.flattened
     filter_report = _find(run_dir, "filter_report.json", flattened)
     data = _load_json(filter_report) if filter_report else None
+    lines = _ingest_lines(*_ingest_record(result, filter_report, data))
     if isinstance(data, dict):
         counts = [f"{k} {data[k]}" for k in ("images_in", "kept", "dropped") if k in data]
         if counts:
@@ -101,6 +105,44 @@ def _report_lines(run_dir: Path, flattened: bool) -> list[str]:
         if fields:
             lines.append("report  " + _clip(" ".join(fields), 110))
     return lines
+
+
+def _ingest_record(result: RunResult, filter_report: Path | None, filter_data: Any) -> tuple[Path | None, Any]:
+    """Where ingest's record is and what it holds: its own ingest_report.json in the dataset artifact collected to
+    runs/<id>/<node>/<artifact>/; else (a dataset over --collect-max-gb stays in the store) the copy the filter report
+    keeps under `ingest`; else (None, None)."""
+    for node in result.nodes:
+        for name in node.artifacts:
+            path = result.run_dir / node.node / name / INGEST_REPORT
+            if path.is_file():
+                return path, _load_json(path)
+    if filter_report is not None and isinstance(filter_data, dict) and "ingest" in filter_data:
+        return filter_report, filter_data["ingest"]
+    return None, None
+
+
+def _ingest_lines(path: Path | None, record: Any) -> list[str]:
+    """Ingest's counts and where its list of skips is, only when it skipped an image or left a file unused: a user
+    who reads only the summary must not take every image for used. The record is untrusted (a file on disk): one
+    that is not what ingest writes gets one note, never an exception."""
+    if path is None:
+        return []
+    counts = {k: record.get(k) for k in INGEST_COUNTS} if isinstance(record, dict) else {}
+    if not counts or not all(_is_count(v) for v in counts.values()):
+        return [f"ingest  {_show(path)} holds no ingest counts: what ingest skipped is not shown"]
+    if not counts["skipped"] and not counts["problems"]:
+        return []
+    kinds = record.get("skipped_by_kind")
+    kinds = Counter({str(k): n for k, n in kinds.items() if _is_count(n)} if isinstance(kinds, dict) else {})
+    why = ", ".join(f"{n} {k}" for k, n in kinds.most_common())
+    head = f"ingest  images_read {counts['images_read']}  kept {counts['kept']}  skipped {counts['skipped']}"
+    head += f"  other files not used {counts['problems']}" if counts["problems"] else ""
+    head += f"  ({_clip(why, max(120 - len(head), 30))})" if why else ""
+    return [head, f"  skipped inputs and why: {_show(path)}"]
+
+
+def _is_count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _files(run_dir: Path, flattened: bool) -> list[Path]:
@@ -139,9 +181,10 @@ def _walk(run_dir: Path) -> list[Path]:
 
 
 def _load_json(path: Path) -> Any:
+    """The file's JSON, or None: a step's output is untrusted, and the summary must be written whatever it holds."""
     try:
         return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nesting deeper than the parser's stack
         return None
 
 

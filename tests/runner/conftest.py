@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from kolora_core.runner.local import RunOptions, run_workflow
 from kolora_core.runner.records import RunResult
@@ -23,6 +24,19 @@ from kolora_core.storage.s3 import S3Store
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPO = Path(__file__).resolve().parents[2]
+PIPELINE = REPO / "workflows" / "dist" / "kolora-pipeline.yaml"
+
+
+def ingest_only(tmp_path: Path) -> str:
+    """The dist pipeline's own ingest template, as the only task of a workflow (the rest of the spec unchanged)."""
+    spec = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
+    ingest = next(t for t in spec["spec"]["templates"] if t["name"] == "ingest")
+    spec["spec"]["templates"] = [{"name": "main", "dag": {"tasks": [{"name": "ingest", "template": "ingest"}]}}, ingest]
+    spec["spec"]["entrypoint"] = "main"
+    spec["spec"].pop("onExit", None)
+    path = tmp_path / "ingest-only.yaml"
+    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
+    return str(path)
 
 
 def ctrl_c_when_logged(

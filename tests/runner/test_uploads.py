@@ -12,13 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from PIL import Image
 
 from kolora_core.data.layout import INGEST_REPORT
 from kolora_core.storage.s3 import S3Store
 
-PIPELINE = Path(__file__).resolve().parents[2] / "workflows" / "dist" / "kolora-pipeline.yaml"
+from .conftest import ingest_only
 
 KEYED_INPUT = """
 apiVersion: argoproj.io/v1alpha1
@@ -70,18 +69,6 @@ def test_an_empty_or_impossible_key_is_no_artifact(run: Any, store: S3Store, tmp
     assert "input artifact 'given': no object can have the key 's3://bucket/uploads/mine'" in console
 
 
-def _ingest_only(tmp_path: Path) -> str:
-    """The dist pipeline's own ingest template, as the only task of a workflow (the rest of the spec unchanged)."""
-    spec = yaml.safe_load(PIPELINE.read_text(encoding="utf-8"))
-    ingest = next(t for t in spec["spec"]["templates"] if t["name"] == "ingest")
-    spec["spec"]["templates"] = [{"name": "main", "dag": {"tasks": [{"name": "ingest", "template": "ingest"}]}}, ingest]
-    spec["spec"]["entrypoint"] = "main"
-    spec["spec"].pop("onExit", None)
-    path = tmp_path / "ingest-only.yaml"
-    path.write_text(yaml.safe_dump(spec), encoding="utf-8")
-    return str(path)
-
-
 @pytest.fixture
 def uploaded(store: S3Store, tmp_path: Path) -> str:
     """Three pictures and their captions, as `aws s3 sync my-images/ s3://<bucket>/datasets/mine/` leaves them."""
@@ -97,7 +84,7 @@ def uploaded(store: S3Store, tmp_path: Path) -> str:
 
 
 def test_ingest_reads_the_uploaded_images_instead_of_the_dataset(run: Any, uploaded: str, tmp_path: Path) -> None:
-    template = _ingest_only(tmp_path)
+    template = ingest_only(tmp_path)
     result, console = run(template, parameters={"profile": "smoke", "dataset-key": uploaded, "caption": "null"})
     assert result.ok, console
     report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
@@ -133,7 +120,7 @@ def test_a_kolora_upload_is_checked_in_the_ingest_pod(run: Any, store: S3Store, 
     for colour in ("red", "green", "blue"):
         Image.new("RGB", (160, 128), colour).save(folder / f"{colour}.png")
     upload_folder(store, "datasets/checked", scan_folder(folder))
-    template = _ingest_only(tmp_path)
+    template = ingest_only(tmp_path)
     result, console = run(template, parameters={"profile": "smoke", "dataset-key": "datasets/checked"})
     assert result.ok, console
     report = json.loads((result.run_dir / "ingest" / "dataset" / INGEST_REPORT).read_text(encoding="utf-8"))
