@@ -190,6 +190,9 @@ def _render_seed(
 def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Path]) -> None:
     generate, out = config.generate, outputs["images"]
     jobs = shard_jobs(generate)
+    if not jobs:
+        _nothing_to_render(generate, outputs)
+        return
     lora_path = inputs["lora"] / LORA_FILE
     lora = load_lora(lora_path)
     model_dir = ModelDir(inputs["models"])
@@ -240,6 +243,23 @@ def run_generate(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, 
             if os.environ.get(CRASH_ENV) == str(job.index):
                 raise RuntimeError(f"{CRASH_ENV}={job.index}: simulated crash after story image {job.index}")
     progress.assemble(list(done.values()), out)
+
+
+def _nothing_to_render(generate: GenerateConfig, outputs: dict[str, Path]) -> None:
+    """A shard beyond the story (more shards than prompts) commits an empty `images` output at once: an empty
+    generations.jsonl, as evaluate reads shards. Why before the LoRA, the model manifest (`models.verify sha256` reads
+    ~18 GB) and the device: none of them is used. `kolora run` and `kolora submit` refuse such a shard count; this is
+    the way of a run whose parameters never passed them (the nightly, `argo submit` of the template)."""
+    log.warning(
+        "shard %d/%d: no prompts (the story has %d, prompt i goes to shard i %% %d): nothing to render, the LoRA and "
+        "the models are not loaded; set generate-shards to %d or fewer",
+        generate.shard,
+        generate.shards,
+        len(generate.prompts),
+        generate.shards,
+        len(generate.prompts),
+    )
+    Progress(outputs["progress"], {}).assemble([], outputs["images"])
 
 
 def _check_not_blank(image: Image.Image, job: Job) -> None:

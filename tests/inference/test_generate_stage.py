@@ -174,3 +174,33 @@ def test_a_prompt_longer_than_the_text_encoder_reads_is_said(
         "story #1: the prompt is 327 tokens, the text encoder (ChatGLM3) reads 256: from '粉色吊带漏肩连衣裙,在练...' on "
         "(71 tokens) it does not reach the image; shorten it"
     ]
+
+
+def test_a_shard_beyond_the_story_commits_an_empty_output_without_loading_anything(
+    tiny_models: Path, lora_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """generate-shards=12 over the 8-prompt story, as `argo submit` or the nightly can still pass it: shards 8-11 render
+    nothing. Such a shard ends at once with one warning, reading neither the LoRA nor the models (not even their
+    manifest: `models.verify sha256` reads every weight file), and commits an empty output that evaluate merges."""
+    import kolora_core.inference.run as generate_run
+    from kolora_core.commit import accept_input
+    from kolora_core.inference.story import collect_generations
+    from kolora_core.models.layout import ModelDir
+
+    images = tmp_path / "images"
+    assert _generate(tiny_models, lora_dir, images / "shard-0", "--generate.shards", "12", "--generate.shard", "0") == 0
+    for name in ("load_model_manager", "load_lora", "resolve_device"):
+        monkeypatch.setattr(generate_run, name, lambda *a, name=name, **k: pytest.fail(f"{name} was called"))
+    monkeypatch.setattr(ModelDir, "read_manifest", lambda *a, **k: pytest.fail("the models' manifest was read"))
+    out, progress = images / "shard-9", tmp_path / "progress-9"
+    shard = ("--generate.shards", "12", "--generate.shard", "9", "--progress", str(progress), "--models.verify", "sha256")
+    with caplog.at_level("INFO", logger="kolora.generate"):
+        assert _generate(tiny_models, lora_dir, out, *shard) == 0
+    assert [r.getMessage() for r in caplog.records if r.name == "kolora.generate"] == [
+        "shard 9/12: no prompts (the story has 8, prompt i goes to shard i % 12): nothing to render, the LoRA and the "
+        "models are not loaded; set generate-shards to 8 or fewer"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["_SUCCESS", GENERATIONS] and (out / GENERATIONS).read_text() == ""
+    assert not progress.exists(), "the resumable dir goes once the output is committed, as after a rendered shard"
+    accept_input("images", images)  # both shards committed, as evaluate's stage shell takes them
+    assert [r["index"] for r in collect_generations(images)] == [0]
