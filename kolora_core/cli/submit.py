@@ -33,7 +33,7 @@ from kolora_core.config import RunConfig, inline_prompts_file_text, load_config,
 from kolora_core.config.files import read_text
 from kolora_core.config.loader import CONFIG_FORMATS
 from kolora_core.errors import KoloraError, closest
-from kolora_core.runner.flags import refuse_config_path
+from kolora_core.runner.flags import check_generate_shards, refuse_config_path
 from kolora_core.runner.local import checked_parameters
 from kolora_core.runner.template import parse_workflow
 from workflows.options import DATASET_KEY_PARAM, TEMPLATE_NAME, run_parameters
@@ -133,14 +133,15 @@ def validate(params: dict[str, str], origin: str | None = None) -> RunConfig:
         return load_config(merged["profile"], config, overrides, config_name=origin, flags_name="-p parameters")
 
 
-def check_template_parameters(params: dict[str, str]) -> None:
+def check_template_parameters(params: dict[str, str], origin: str | None = None) -> None:
     """Raise a one-line KoloraError for a value `kolora run` refuses before a step starts (an enum of the template,
-    a value that feeds a stage's config flag such as `generate-shards=0`), checked against the pipeline this version
-    renders. Why: `validate` sees only the run config; argo-server or a GPU node would refuse these later."""
+    a value that feeds a stage's config flag such as `generate-shards=0`, more generate shards than story prompts),
+    checked against the pipeline this version renders; `origin` as in `validate`. Why: `validate` sees only the run
+    config; argo-server or a GPU node would refuse these later, or GPU pods start that render nothing."""
     from workflows import pipeline  # hera: ~0.6 s, paid only by a submit that validates
 
     template = parse_workflow(pipeline.build().to_dict(), source=f"WorkflowTemplate {TEMPLATE_NAME}")
-    checked_parameters(template, params)
+    check_generate_shards(template, checked_parameters(template, params), origin)
 
 
 def server_url(host: str | None) -> str:
@@ -239,7 +240,7 @@ def _submit_command(args: argparse.Namespace) -> int:
     else:  # the resolved source: -p dataset, else the config's or the profile's
         origin = f"--config {args.config}" if args.config is not None else None
         config = validate(params, origin)
-        check_template_parameters(params)
+        check_template_parameters(params, origin)
         named = origin or ("-p config" if "config" in params else f"profile {config.profile}")
         refuse_local_dataset(params, config.ingest.source, given or f"ingest.source {config.ingest.source} ({named})")
     if args.dry_run:

@@ -5,6 +5,7 @@ check `kolora run -p steps=abc` would start a run that fails minutes later insid
 retried, but late). Here every such value is validated the way the stage will validate it: with the profile
 the same container receives (`--profile`), by `kolora_core.config`, so the two cannot disagree. The parameter
 that feeds the run config artifact (`-p config`) is checked for the one mistake its loader cannot name: a path.
+The generate shards are checked last, against the whole config the generate step resolves (`check_generate_shards`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from kolora_core.stages import stage_of
 _PARAMETER = re.compile(r"^\{\{\s*workflow\.parameters\.([\w.-]+)\s*\}\}$")
 DEFAULT_PROFILE = "full"  # the stage CLI's own default (kolora_core.stage_cli)
 CONFIG_SUFFIXES = (".yaml", ".yml", ".json", ".toml")
+SHARDS_FLAG, PROMPTS_FLAG = "generate.shards", "generate.prompts"
 
 
 def parameter_flags(template: TemplateSpec, parameters: Mapping[str, str]) -> tuple[str, dict[str, str]]:
@@ -100,9 +102,13 @@ def template_config(template: TemplateSpec, parameters: Mapping[str, str]) -> Ru
     with tempfile.TemporaryDirectory(prefix="kolora-config-") as tmp:
         path = Path(tmp) / "run.yaml"  # the name the stage reads it under
         path.write_text(overlay, encoding="utf-8")
-        name = _feeding_parameter(raw)
-        given = f"-p {name}" if name else f"the run config of template {template.name}"
-        return load_config(profile, path, overrides, config_name=given, flags_name="-p parameters")
+        return load_config(profile, path, overrides, config_name=_config_given(template, raw), flags_name="-p parameters")
+
+
+def _config_given(template: TemplateSpec, raw: str | None) -> str:
+    """How the user gave the run config a template reads: `-p <its parameter>`, or the template's own data."""
+    name = _feeding_parameter(raw)
+    return f"-p {name}" if name else f"the run config of template {template.name}"
 
 
 def config_digests(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> dict[str, str]:
@@ -137,6 +143,50 @@ def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str
         for dotted, name in flags.items():
             _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})")
         _check(profile, {dotted: parameters[name] for dotted, name in flags.items()}, "the -p values together")
+
+
+def check_generate_shards(workflow: WorkflowSpec, parameters: Mapping[str, str], config_name: str | None = None) -> None:
+    """Raise a one-line `KoloraError` when the parameter feeding `--generate.shards` asks for more shards than the story
+    the step resolves has prompts. `parameters`: resolved, the run config's prompts file inlined; `config_name`: how
+    the user gave the run config when not as its parameter (`--config FILE`).
+
+    Why: story prompt i goes to shard i % shards, so a shard beyond the story renders nothing, yet it is a GPU pod
+    that downloads the models (input artifacts, GBs, before its container starts). Why here and not in `RunConfig`:
+    `check_config_parameters` loads each value with the profile alone, so a count that is right for `-p prompts` or
+    `-p config` would be refused against the profile's story; the config `template_config` resolves has them all."""
+    for template in workflow.templates.values():
+        if template.container is None:
+            continue
+        profile, flags = parameter_flags(template, parameters)
+        name = flags.get(SHARDS_FLAG)
+        if name is None:
+            continue
+        generate = template_config(template, parameters).generate
+        shards, prompts = generate.shards, len(generate.prompts)
+        if shards > prompts:
+            where = _prompts_origin(template, parameters, flags, config_name) or f"profile {profile}"
+            raise KoloraError(
+                f"-p {name}={parameters[name]}: the story has {prompts} prompt{'s' * (prompts != 1)} ({where}), so "
+                f"{shards - prompts} of the {shards} shards would render nothing (each a GPU pod that downloads the "
+                f"models first); pass -p {name}={prompts} or fewer"
+            )
+
+
+def _prompts_origin(
+    template: TemplateSpec, parameters: Mapping[str, str], flags: Mapping[str, str], config_name: str | None
+) -> str | None:
+    """Where the user gave the story: `-p prompts`, the run config (the prompts file it named), or None (the profile).
+    The order is the loader's: flags over the config over the profile."""
+    name = flags.get(PROMPTS_FLAG)
+    if name is not None and parameters[name] != "":  # '' keeps the config's prompts (`flag_overrides`)
+        return f"-p {name}"
+    raw = _config_input(template)
+    overlay = yaml.safe_load(_resolved(raw, parameters) or "") if raw is not None else None  # it loaded: valid YAML
+    generate = overlay.get("generate") if isinstance(overlay, dict) else None
+    if not isinstance(generate, dict) or generate.get("prompts") is None:
+        return None
+    given = config_name or _config_given(template, raw)
+    return f"{generate['prompts_from']}, the generate.prompts_file of {given}" if generate.get("prompts_from") else given
 
 
 def _check(profile: str, flags: dict[str, str], what: str) -> None:

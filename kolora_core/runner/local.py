@@ -1,11 +1,12 @@
 """`run_workflow(RunOptions(...)) -> RunResult`: one rendered WorkflowTemplate executed on this machine.
 
 The order of a run: parse and validate the template, resolve the parameters (`-p` wins over soft values,
-which win over the template's), check the values that feed config flags and inline the prompts file a run
-config names (`flags.py`), start the store (the embedded one, or the given endpoint), fill the store Secret the
-workflow names and point `s3-endpoint`/`s3-bucket`/`s3-region` at the store, walk the DAG and the exit handler
-(`dag.py`), copy the outputs to `runs/<run-id>/` (`collect.py`) and write the summary. Steps never see each other's files: every
-artifact goes through the store under the run's prefix, so what passes here passes the same way on Argo.
+which win over the template's), check the values that feed config flags, inline the prompts file a run config
+names and check the generate shards against the story's prompts (`flags.py`), start the store (the embedded one,
+or the given endpoint), fill the store Secret the workflow names and point `s3-endpoint`/`s3-bucket`/`s3-region` at
+the store, walk the DAG and the exit handler (`dag.py`), copy the outputs to `runs/<run-id>/` (`collect.py`) and
+write the summary. Steps never see each other's files: every artifact goes through the store under the run's
+prefix, so what passes here passes the same way on Argo.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ from kolora_core.runner.context import RunContext, StepFailed
 from kolora_core.runner.dag import DagWalker
 from kolora_core.runner.engine import REPO_ROOT
 from kolora_core.runner.engines import get_engine
-from kolora_core.runner.flags import check_config_parameters, config_digests, portable_config_parameters
+from kolora_core.runner.flags import (
+    check_config_parameters,
+    check_generate_shards,
+    config_digests,
+    portable_config_parameters,
+)
 from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import NodeRecord, RunResult
 from kolora_core.runner.retry import RetryPlan, file_sha256
@@ -109,7 +115,8 @@ def checked_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: M
     """`resolve_parameters`, then every value that feeds a stage's config checked by that config (`flags.py`).
 
     Why one function: `kolora run` and `kolora submit` refuse the same `-p` values (an enum, a `--generate.shards`
-    of 0) before anything starts; the cluster would otherwise refuse them late, or on a GPU node."""
+    of 0) before anything starts; the cluster would otherwise refuse them late, or on a GPU node. Both then check the
+    shards against the story (`check_generate_shards`) once the run config's own errors have been said."""
     parameters = resolve_parameters(workflow, given, soft)
     check_config_parameters(workflow, parameters)
     return parameters
@@ -167,6 +174,7 @@ def run_workflow(options: RunOptions) -> RunResult:
     parameters = checked_parameters(workflow, options.parameters, options.soft_parameters)
     parameters = portable_config_parameters(workflow, parameters)
     configs = config_digests(workflow, parameters)
+    check_generate_shards(workflow, parameters)
     if options.retry is not None:
         options.retry.check_unchanged(template_path, parameters, configs)
     engine = get_engine(options.engine, options.repo_root)

@@ -29,6 +29,7 @@ from kolora_core.config.datajuicer_ops import datajuicer_ops
 from kolora_core.errors import KoloraError
 from kolora_core.runner import engine
 from kolora_core.storage.s3 import S3Store
+from tests.storage.test_s3 import closed_port
 
 from .conftest import TEMPLATES
 
@@ -314,6 +315,75 @@ def test_a_prompts_file_in_p_config_reaches_the_steps_inlined(
         f"(a relative path is read from the working directory, {tmp_path})\n"
     )
     assert out.out == "" and not (tmp_path / "none").exists(), "refused before any step: no run directory"
+
+
+def test_more_generate_shards_than_prompts_are_refused_before_the_store_is_contacted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`-p generate-shards=16` over the 8-prompt story started 8 generate steps (on Argo: GPU pods that download the
+    models) that rendered nothing. The rendered pipeline's generate step is found; the store is never asked."""
+    runs = tmp_path / "runs"
+    dead = f"http://127.0.0.1:{closed_port()}"  # reached only if the check let the run through
+    for shards in ("9", "16"):
+        assert main(["run", "--template", PIPELINE, "-p", f"generate-shards={shards}", "--s3-endpoint", dead,
+                     "--runs-dir", str(runs)]) == 2  # fmt: skip
+        out = capsys.readouterr()
+        assert out.err == (
+            f"kolora run: error: -p generate-shards={shards}: the story has 8 prompts (profile smoke), so {int(shards) - 8} "
+            f"of the {shards} shards would render nothing (each a GPU pod that downloads the models first); pass -p "
+            "generate-shards=8 or fewer\n"
+        )
+        assert out.out == "" and not runs.exists(), "no store contacted, no run directory"
+
+
+SHARDS = str(TEMPLATES / "shards.yaml")  # a generate-like step: profile, -p config, -p prompts, generate-shards
+
+
+def _story(count: int) -> str:
+    return "[" + ", ".join(f"{{prompt: p{i}, seed: {i}}}" for i in range(count)) + "]"
+
+
+def test_as_many_generate_shards_as_the_profile_has_prompts_run(
+    store: S3Store, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli(store, tmp_path / "eight", "--template", SHARDS, "-p", "generate-shards=8") == 0
+    assert "8 prompts in 8 shards" in capsys.readouterr().out
+    assert cli(store, tmp_path / "nine", "--template", SHARDS, "-p", "generate-shards=9") == 2
+    assert "-p generate-shards=9: the story has 8 prompts (profile smoke)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("given", ["-p prompts", "-p config", "prompts file"])
+def test_generate_shards_are_counted_against_the_story_the_parameters_give(
+    given: str, store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Not the profile's 8: three prompts take at most 3 shards; ten in the run config (with a grid that holds them)
+    take 10. (Ten as `-p prompts` are refused by the single-value check of flags.py, which sees no `-p config` grid.)"""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "three.yaml").write_text(f"prompts: {_story(3)}\n", encoding="utf-8")
+    (tmp_path / "ten.yaml").write_text(f"prompts: {_story(10)}\n", encoding="utf-8")
+    grid = "evaluate: {grid_rows: 5}"
+    three, ten, where = {  # the -p values giving 3 and 10 prompts, and where the refusal says they come from
+        "-p prompts": (f"prompts={_story(3)}", None, "-p prompts"),
+        "-p config": (f"config=generate: {{prompts: {_story(3)}}}",
+                      f"config={{generate: {{prompts: {_story(10)}}}, {grid}}}", "-p config"),
+        "prompts file": ("config=generate: {prompts_file: three.yaml}",
+                         f"config={{generate: {{prompts_file: ten.yaml}}, {grid}}}",
+                         "three.yaml, the generate.prompts_file of -p config"),
+    }[given]  # fmt: skip
+    assert cli(store, tmp_path / "a", "--template", SHARDS, "-p", three, "-p", "generate-shards=4") == 2
+    out = capsys.readouterr()
+    assert out.err == (
+        f"kolora run: error: -p generate-shards=4: the story has 3 prompts ({where}), so 1 of the 4 shards would render "
+        "nothing (each a GPU pod that downloads the models first); pass -p generate-shards=3 or fewer\n"
+    )
+    assert out.out == "" and not (tmp_path / "a").exists(), "refused before the store: no run directory"
+    assert cli(store, tmp_path / "b", "--template", SHARDS, "-p", three, "-p", "generate-shards=3") == 0
+    assert "3 prompts in 3 shards" in capsys.readouterr().out
+    if ten is not None:
+        assert cli(store, tmp_path / "c", "--template", SHARDS, "-p", ten, "-p", "generate-shards=10") == 0
+        assert "10 prompts in 10 shards" in capsys.readouterr().out
+        assert cli(store, tmp_path / "d", "--template", SHARDS, "-p", ten, "-p", "generate-shards=11") == 2
+        assert "-p generate-shards=11: the story has 10 prompts" in capsys.readouterr().err
 
 
 def _alive(pid: int) -> bool:

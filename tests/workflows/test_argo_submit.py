@@ -186,6 +186,68 @@ def test_a_prompts_file_travels_as_its_prompts(
     assert err.startswith("kolora submit: error: prompts file nope.yaml does not exist: set generate.prompts_file"), err
 
 
+def _sent_shards(out: str) -> str:
+    return next(p["value"] for p in yaml.safe_load(out)["spec"]["arguments"]["parameters"] if p["name"] == "generate-shards")
+
+
+def test_more_generate_shards_than_prompts_are_refused_before_anything_is_sent(capsys: pytest.CaptureFixture[str]) -> None:
+    """`-p generate-shards=16` over the 8-prompt story scheduled 8 GPU pods that downloaded the models (GBs) and rendered
+    nothing; as many shards as prompts are sent; --no-validate (another version on the cluster) leaves it to the pods."""
+    code, out, err = run_submit(["--host", f"127.0.0.1:{closed_port()}", "-p", "generate-shards=16"], capsys)
+    assert (code, out) == (2, ""), err
+    assert err == (
+        "kolora submit: error: -p generate-shards=16: the story has 8 prompts (profile full), so 8 of the 16 shards would "
+        "render nothing (each a GPU pod that downloads the models first); pass -p generate-shards=8 or fewer\n"
+    )
+    code, out, err = run_submit(["--dry-run", "-p", "generate-shards=8"], capsys)
+    assert code == 0 and _sent_shards(out) == "8", err
+    code, out, err = run_submit(["--dry-run", "--no-validate", "-p", "generate-shards=16"], capsys)
+    assert code == 0 and _sent_shards(out) == "16", err
+
+
+def _story(count: int) -> str:
+    return "[" + ", ".join(f"{{prompt: p{i}, seed: {i}}}" for i in range(count)) + "]"
+
+
+@pytest.mark.parametrize("given", ["-p prompts", "-p config", "--config", "prompts file"])
+def test_generate_shards_are_counted_against_the_story_submitted(
+    given: str, capsys: pytest.CaptureFixture[str], tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The story the pods will split, not the profile's 8: three prompts take at most 3 shards, ten (in a run config
+    whose grid holds them) 10; the refusal names where the prompts were given."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "three.yaml").write_text(f"prompts: {_story(3)}\n", encoding="utf-8")
+    (tmp_path / "ten.yaml").write_text(f"prompts: {_story(10)}\n", encoding="utf-8")
+    (tmp_path / "run3.yaml").write_text(f"generate: {{prompts: {_story(3)}}}\n", encoding="utf-8")
+    (tmp_path / "run10.json").write_text(
+        json.dumps({"generate": {"prompts": [{"prompt": f"p{i}"} for i in range(10)]}, "evaluate": {"grid_rows": 5}}),
+        encoding="utf-8",
+    )
+    grid = "evaluate: {grid_rows: 5}"
+    three, ten, where = {  # the arguments giving 3 and 10 prompts, and where the refusal says they come from
+        "-p prompts": (["-p", f"prompts={_story(3)}"], None, "-p prompts"),
+        "-p config": (["-p", f"config=generate: {{prompts: {_story(3)}}}"],
+                      ["-p", f"config={{generate: {{prompts: {_story(10)}}}, {grid}}}"], "-p config"),
+        "--config": (["--config", "run3.yaml"], ["--config", "run10.json"], "--config run3.yaml"),
+        "prompts file": (["-p", "config=generate: {prompts_file: three.yaml}"],
+                         ["-p", f"config={{generate: {{prompts_file: ten.yaml}}, {grid}}}"],
+                         "three.yaml, the generate.prompts_file of -p config"),
+    }[given]  # fmt: skip
+    code, out, err = run_submit(["--dry-run", *three, "-p", "generate-shards=4"], capsys)
+    assert (code, out) == (2, ""), err
+    assert err == (
+        f"kolora submit: error: -p generate-shards=4: the story has 3 prompts ({where}), so 1 of the 4 shards would "
+        "render nothing (each a GPU pod that downloads the models first); pass -p generate-shards=3 or fewer\n"
+    )
+    code, out, err = run_submit(["--dry-run", *three, "-p", "generate-shards=3"], capsys)
+    assert code == 0 and _sent_shards(out) == "3", err
+    if ten is not None:  # ten as -p prompts: the single-value check sees no grid that holds them
+        code, out, err = run_submit(["--dry-run", *ten, "-p", "generate-shards=10"], capsys)
+        assert code == 0 and _sent_shards(out) == "10", err
+        code, out, err = run_submit(["--dry-run", *ten, "-p", "generate-shards=11"], capsys)
+        assert code == 2 and "-p generate-shards=11: the story has 10 prompts" in err, err
+
+
 @pytest.mark.parametrize(("chosen", "written"), [([], "smoke"), (["-p", "profile=smoke"], "full"), ([], "nonexistent")])
 def test_a_profile_in_the_config_that_is_not_the_chosen_one_is_refused(
     capsys: pytest.CaptureFixture[str], tmp_path, chosen: list[str], written: str
