@@ -13,6 +13,7 @@ Everything else imports the public names from here (`from kolora_core.config imp
 
 from kolora_core.config.auto import auto
 from kolora_core.config.loader import (
+    CombinationError,
     available_profiles,
     config_flags,
     dump_config,
@@ -37,6 +38,7 @@ from kolora_core.config.schema import (
 
 __all__ = [
     "HUB_SCHEMES",
+    "CombinationError",
     "EvaluateConfig",
     "FilterConfig",
     "GenerateConfig",

@@ -82,6 +82,12 @@ def _field_path(loc: tuple[int | str, ...]) -> str:
     return "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in loc).removeprefix(".")
 
 
+class CombinationError(KoloraError):
+    """A check across sections failed (RunConfig's own validators, e.g. the grid too small for the story): no one
+    value is wrong, their combination is. Why a class of its own: a caller that loads one value without the rest
+    of the user's config (the runner's single `-p` checks) must not blame that value."""
+
+
 def _format_validation_error(exc: ValidationError, origin: str) -> str:
     first = exc.errors()[0]
     more = f" (+{len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
@@ -137,7 +143,8 @@ def load_config(
     try:
         return RunConfig.model_validate(data)
     except ValidationError as exc:
-        raise KoloraError(_format_validation_error(exc, origin)) from None
+        error = CombinationError if not exc.errors()[0]["loc"] else KoloraError
+        raise error(_format_validation_error(exc, origin)) from None
 
 
 def _check_profile_key(overlay: dict[str, Any], profile: str, origin: str) -> None:

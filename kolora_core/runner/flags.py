@@ -20,7 +20,15 @@ from pathlib import Path
 
 import yaml
 
-from kolora_core.config import RunConfig, config_flags, dump_config, flag_overrides, inline_prompts_file_text, load_config
+from kolora_core.config import (
+    CombinationError,
+    RunConfig,
+    config_flags,
+    dump_config,
+    flag_overrides,
+    inline_prompts_file_text,
+    load_config,
+)
 from kolora_core.errors import KoloraError
 from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
 from kolora_core.stages import stage_of
@@ -132,6 +140,7 @@ def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str
     """Raise a one-line `KoloraError` naming the parameter and the field when a value would fail a stage's config."""
     # profile -> {dotted flag: parameter name}: one config check per profile the containers are given
     wanted: dict[str, dict[str, str]] = {}
+    overlaid = False  # a run config from a parameter: the -p values alone are not the whole config
     for template in workflow.templates.values():
         if template.container is not None:
             profile, flags = parameter_flags(template, parameters)
@@ -139,10 +148,12 @@ def check_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str
             config_parameter = _feeding_parameter(_config_input(template))
             if config_parameter in parameters:
                 refuse_config_path(config_parameter, parameters[config_parameter])
+                overlaid |= parameters[config_parameter].strip() not in ("", "{}")
     for profile, flags in wanted.items():
         for dotted, name in flags.items():
-            _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})")
-        _check(profile, {dotted: parameters[name] for dotted, name in flags.items()}, "the -p values together")
+            _check(profile, {dotted: parameters[name]}, f"-p {name}={parameters[name]!r} (--{dotted})", alone=True)
+        together = {dotted: parameters[name] for dotted, name in flags.items()}
+        _check(profile, together, "the -p values together", alone=overlaid)
 
 
 def check_generate_shards(workflow: WorkflowSpec, parameters: Mapping[str, str], config_name: str | None = None) -> None:
@@ -189,10 +200,15 @@ def _prompts_origin(
     return f"{generate['prompts_from']}, the generate.prompts_file of {given}" if generate.get("prompts_from") else given
 
 
-def _check(profile: str, flags: dict[str, str], what: str) -> None:
+def _check(profile: str, flags: dict[str, str], what: str, *, alone: bool) -> None:
+    """`alone`: `flags` are not all of the user's config, so a check across sections (`CombinationError`: ten
+    `-p prompts` for the profile's 2x4 grid, where `-p config` sets `evaluate.grid_rows: 5`) is not theirs to fail;
+    the whole config is checked with them later (`config_digests`, `template_config`)."""
     try:
         load_config(profile, None, flag_overrides(flags))
     except KoloraError as exc:
+        if alone and isinstance(exc, CombinationError):
+            return
         raise KoloraError(f"{what} is refused before any step runs: {str(exc).removeprefix('command-line flags: ')}") from None
 
 

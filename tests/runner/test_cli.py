@@ -356,18 +356,19 @@ def test_as_many_generate_shards_as_the_profile_has_prompts_run(
 def test_generate_shards_are_counted_against_the_story_the_parameters_give(
     given: str, store: S3Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """Not the profile's 8: three prompts take at most 3 shards; ten in the run config (with a grid that holds them)
-    take 10. (Ten as `-p prompts` are refused by the single-value check of flags.py, which sees no `-p config` grid.)"""
+    """Not the profile's 8: three prompts take at most 3 shards; ten (with a `-p config` grid that holds them) take
+    10, also as `-p prompts`: the single-value check of flags.py, which sees no `-p config`, refused those for the
+    profile's 2x4 grid."""
     monkeypatch.chdir(tmp_path)
     (tmp_path / "three.yaml").write_text(f"prompts: {_story(3)}\n", encoding="utf-8")
     (tmp_path / "ten.yaml").write_text(f"prompts: {_story(10)}\n", encoding="utf-8")
     grid = "evaluate: {grid_rows: 5}"
     three, ten, where = {  # the -p values giving 3 and 10 prompts, and where the refusal says they come from
-        "-p prompts": (f"prompts={_story(3)}", None, "-p prompts"),
+        "-p prompts": (f"prompts={_story(3)}", ["-p", f"prompts={_story(10)}", "-p", f"config={grid}"], "-p prompts"),
         "-p config": (f"config=generate: {{prompts: {_story(3)}}}",
-                      f"config={{generate: {{prompts: {_story(10)}}}, {grid}}}", "-p config"),
+                      ["-p", f"config={{generate: {{prompts: {_story(10)}}}, {grid}}}"], "-p config"),
         "prompts file": ("config=generate: {prompts_file: three.yaml}",
-                         f"config={{generate: {{prompts_file: ten.yaml}}, {grid}}}",
+                         ["-p", f"config={{generate: {{prompts_file: ten.yaml}}, {grid}}}"],
                          "three.yaml, the generate.prompts_file of -p config"),
     }[given]  # fmt: skip
     assert cli(store, tmp_path / "a", "--template", SHARDS, "-p", three, "-p", "generate-shards=4") == 2
@@ -379,11 +380,28 @@ def test_generate_shards_are_counted_against_the_story_the_parameters_give(
     assert out.out == "" and not (tmp_path / "a").exists(), "refused before the store: no run directory"
     assert cli(store, tmp_path / "b", "--template", SHARDS, "-p", three, "-p", "generate-shards=3") == 0
     assert "3 prompts in 3 shards" in capsys.readouterr().out
-    if ten is not None:
-        assert cli(store, tmp_path / "c", "--template", SHARDS, "-p", ten, "-p", "generate-shards=10") == 0
-        assert "10 prompts in 10 shards" in capsys.readouterr().out
-        assert cli(store, tmp_path / "d", "--template", SHARDS, "-p", ten, "-p", "generate-shards=11") == 2
-        assert "-p generate-shards=11: the story has 10 prompts" in capsys.readouterr().err
+    assert cli(store, tmp_path / "c", "--template", SHARDS, *ten, "-p", "generate-shards=10") == 0
+    assert "10 prompts in 10 shards" in capsys.readouterr().out
+    assert cli(store, tmp_path / "d", "--template", SHARDS, *ten, "-p", "generate-shards=11") == 2
+    assert "-p generate-shards=11: the story has 10 prompts" in capsys.readouterr().err
+
+
+def test_a_story_the_grid_cannot_hold_is_refused_before_the_store_with_the_whole_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Ten `-p prompts` run with a `-p config` grid that holds them (above); without one, the run is refused before
+    any store is contacted, naming the rows that would hold them."""
+    dead = f"http://127.0.0.1:{closed_port()}"  # reached only if the check let the run through
+    for config in ((), ("-p", "config=evaluate: {grid_rows: 4}")):
+        runs = tmp_path / "runs"
+        argv = ["run", "--template", SHARDS, "-p", f"prompts={_story(10)}", *config, "--s3-endpoint", dead, "--runs-dir"]
+        assert main([*argv, str(runs)]) == 2
+        out = capsys.readouterr()
+        assert out.err.endswith(
+            "evaluate grid 2x4 has 8 cells but generate.prompts has 10: set evaluate.grid_rows 5 (or raise "
+            "evaluate.grid_columns)\n"
+        ), out.err
+        assert out.out == "" and not runs.exists(), "no store contacted, no run directory"
 
 
 def _alive(pid: int) -> bool:
