@@ -146,6 +146,7 @@ def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = No
     source = source or str(directory)
     vision_config, layers = check_aesthetic(directory, source)
     check_shard_indexes(directory)
+    check_processor_files(directory)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     relu = any("relu" in str(a).lower() for a in config.get("architectures") or [])
     try:

@@ -288,3 +288,17 @@ def test_a_processor_config_loading_an_audio_tokenizer_from_anywhere_is_refused(
     with pytest.raises(KoloraError, match=rf"^{message} \(a CLIP scorer has no audio tokenizer\): rerun fetch-models$") as caught:
         load_clip(folder)
     assert caught.value.exit_code == 2
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', "{"])
+def test_an_aesthetic_preprocessor_config_that_is_not_a_json_object_is_refused(
+    aesthetic_dir: Path, tmp_path: Path, content: str
+) -> None:
+    """load_aesthetic handed it to CLIPImageProcessor unchecked: `[]` or `"x"` was an AttributeError traceback
+    ('list' object has no attribute 'get'), `{` an OSError traceback; now the CLIP scorer's line."""
+    folder = Path(shutil.copytree(aesthetic_dir, tmp_path / "aesthetic"))
+    (folder / "preprocessor_config.json").write_text(content, encoding="utf-8")
+    message = re.escape(f"{folder / 'preprocessor_config.json'} is not a JSON object")
+    with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
+        load_aesthetic(folder)
+    assert caught.value.exit_code == 2
