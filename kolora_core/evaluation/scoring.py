@@ -16,12 +16,15 @@ after refusing a shard index or processor config that names a file outside it (`
   A config whose architectures name `AestheticsPredictorV2ReLU` gets ReLUs between the layers, as that class has.
 * CLIP similarity: cosine similarity of image and prompt embeddings from a CLIP that reads the prompts as
   written (Chinese): `OFA-Sys/chinese-clip-vit-base-patch16` (transformers `ChineseCLIPModel`) is the
-  documented choice; any transformers CLIP-family model whose forward returns `image_embeds`/`text_embeds`
-  and that has an `AutoProcessor` (e.g. multilingual `BAAI/AltCLIP`) loads the same way.
+  documented choice. The families `clip_families` names load, each with the transformers classes named there: kolora
+  picks them by config.json's model_type, never the folder's JSON (`processor_class`, `image_processor_type`,
+  `tokenizer_class`, `auto_map`), which through the Auto classes could select any transformers class, some of
+  which read files or download at load time (OneFormer's image processor reads its `class_info_file`).
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -47,7 +50,7 @@ from kolora_core.models.scorers import (
     check_aesthetic,
     scorer_repos,
 )
-from kolora_core.models.shard_index import check_processor_files, check_shard_indexes
+from kolora_core.models.shard_index import check_processor_files, check_shard_indexes, json_object
 
 log = logging.getLogger("kolora.evaluate")
 NOTES = {
@@ -185,26 +188,77 @@ class ClipSimilarity:
         return [float(s) for s in (image * text).sum(-1).cpu()]
 
 
-def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -> ClipSimilarity:
-    from transformers import AutoModel, AutoProcessor
+@dataclass(frozen=True)
+class ClipFamily:
+    """The transformers classes one CLIP family loads with (`from_pretrained` of each, the processor assembled)."""
 
-    source = source or str(directory)
-    if not (directory / "config.json").is_file():
+    model: type[Any]
+    processor: type[Any]
+    image_processor: type[Any]
+    tokenizer: type[Any]
+
+
+@functools.cache
+def clip_families() -> dict[str, ClipFamily]:
+    """By config.json's model_type. The processors' own `from_pretrained` is not used: CLIPProcessor loads its
+    tokenizer through AutoTokenizer (the folder's `tokenizer_class` or model_type picks it), and every processor loads
+    an audio tokenizer that processor_config.json names (`ProcessorMixin.get_processor_dict`). The slow image
+    processors and fast tokenizers are what `AutoProcessor` gave for these folders.
+    """
+    from transformers import (
+        AltCLIPModel,
+        AltCLIPProcessor,
+        BertTokenizerFast,
+        ChineseCLIPImageProcessor,
+        ChineseCLIPModel,
+        ChineseCLIPProcessor,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizerFast,
+        XLMRobertaTokenizerFast,
+    )
+
+    return {
+        "chinese_clip": ClipFamily(ChineseCLIPModel, ChineseCLIPProcessor, ChineseCLIPImageProcessor, BertTokenizerFast),
+        "clip": ClipFamily(CLIPModel, CLIPProcessor, CLIPImageProcessor, CLIPTokenizerFast),
+        "altclip": ClipFamily(AltCLIPModel, AltCLIPProcessor, CLIPImageProcessor, XLMRobertaTokenizerFast),
+    }
+
+
+def _clip_family(directory: Path, source: str) -> ClipFamily:
+    """The family config.json's model_type names, refused (one line) where it is not one kolora loads."""
+    path = directory / "config.json"
+    if not path.is_file():
         raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
+    config = json_object(path)
+    if config is None:
+        raise KoloraError(f"{path} is not a JSON object: rerun fetch-models")
+    model_type = config.get("model_type")
+    family = clip_families().get(model_type) if isinstance(model_type, str) else None
+    if family is None:
+        raise KoloraError(
+            f"CLIP model {source}: {path} has model_type {model_type!r}, not a CLIP family kolora loads "
+            f"({', '.join(clip_families())}): point evaluate.clip_repo at a model of one of them and rerun fetch-models"
+        )
+    return family
+
+
+def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -> ClipSimilarity:
+    """`source` names the model in messages and the report (its hub repo); the directory path by default."""
+    source = source or str(directory)
+    family = _clip_family(directory, source)
     check_shard_indexes(directory)
     check_processor_files(directory)
-    try:  # never code from the folder (`auto_map`): left unset, transformers asks on stdin and runs it on a "y"
-        model = AutoModel.from_pretrained(str(directory), dtype=torch.float32, trust_remote_code=False)
+    try:
+        model = family.model.from_pretrained(str(directory), dtype=torch.float32)
         _check_loaded(model)
-        processor = AutoProcessor.from_pretrained(str(directory), trust_remote_code=False)
+        processor = family.processor(
+            image_processor=family.image_processor.from_pretrained(str(directory)),
+            tokenizer=family.tokenizer.from_pretrained(str(directory)),
+        )
     except (OSError, ValueError) as exc:
         raise KoloraError(f"CLIP model {source} ({directory}) could not be loaded: {' '.join(str(exc).split())}") from None
-    if (
-        not hasattr(model, "get_image_features")
-        or not hasattr(processor, "tokenizer")
-        or not hasattr(processor, "image_processor")
-    ):
-        raise KoloraError(f"{source} holds a {type(model).__name__}, not a CLIP with image and text towers")
     return ClipSimilarity(model.to(device).eval(), processor, device, source)
 
 

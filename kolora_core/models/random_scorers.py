@@ -16,7 +16,7 @@ Files:
 * clip: a `ChineseCLIPModel` with its `ChineseCLIPProcessor` (image processor + BERT WordPiece tokenizer), the
   layout of OFA-Sys/chinese-clip-vit-base-patch16. The vocabulary is written here (special tokens, ASCII,
   every character of the seed story; at full size padded with `[unusedN]` to the real 21,128 rows), so the
-  processor loads through `AutoProcessor` with no download and the story's prompts tokenise without [UNK];
+  processor loads with no download and the story's prompts tokenise without [UNK];
   token ids differ from the real vocabulary's, which random weights make meaningless anyway.
 
 Their scores are deterministic random numbers: they prove load -> score -> gate -> publish, never quality.

@@ -8,8 +8,9 @@ store, and their manifest checks the files it lists, not the names those files g
   tensor to the file that holds it, and transformers opens `<folder>/<name>` for every name its weight_map lists:
   `../x` or an absolute path loads a file outside the folder as the model's weights, without a word, and a missing
   one fails deep inside loading (`check_shard_indexes`);
-* a processor's JSON files (`AutoProcessor`: the CLIP scorer) can make its tokenizer read another vocabulary than the
-  folder's own, or make the processor load a model from anywhere as its audio tokenizer (`check_processor_files`).
+* a tokenizer's JSON file (the CLIP scorer's) can make it read another vocabulary than the folder's own, and any of
+  the processor's JSON files that is not a JSON object fails inside transformers with a traceback
+  (`check_processor_files`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ def _is_file(path: Path) -> bool:
         return False
 
 
-def _json_object(path: Path) -> dict[str, Any] | None:
+def json_object(path: Path) -> dict[str, Any] | None:
     """`path`'s JSON object; None where it is unreadable, not UTF-8 or JSON, or not an object."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -47,7 +48,7 @@ def check_shard_indexes(folder: Path) -> None:
     """Refuse a shard index in `folder` that is not a JSON object with a weight_map, or whose weight_map names
     anything but a file inside `folder`: one line naming the index, the name and the tensor."""
     for index in sorted(folder.glob("*.index.json")):
-        weight_map = (_json_object(index) or {}).get("weight_map")
+        weight_map = (json_object(index) or {}).get("weight_map")
         if not isinstance(weight_map, dict):
             raise KoloraError(f"{index} is not a shard index (a JSON object with a 'weight_map' mapping): {_REDO}")
         for tensor, shard in weight_map.items():
@@ -62,8 +63,9 @@ def _tokenizer_file_arguments() -> frozenset[str]:
     Why those: transformers finds each of them in the folder under its standard name, but a key in
     tokenizer_config.json takes precedence (`PreTrainedTokenizerBase._from_pretrained`), and a relative value is read
     from the working directory, not the folder; `save_pretrained` never writes them, so a folder it saved has none.
-    Why every class: the folder picks the class (`processor_class`, `tokenizer_class`, config.json's model_type), and
-    the classes' own declarations follow transformers upgrades where a list written here would not (Marian's
+    Why every class: the check does not depend on which class the loader picks (the CLIP scorer's loader picks it by
+    config.json's model_type, never by the folder's `tokenizer_class`), and the classes' own declarations follow
+    transformers upgrades where a list written here would not (Marian's
     `source_spm` or LUKE's `entity_vocab_file` end in no common suffix). Not `tokenizer_config_file` (a few classes
     declare it: transformers reads tokenizer_config.json by its own name), nor the other `*_file` keys real repos
     carry with stale paths of the uploader's machine (`special_tokens_map_file`, `added_tokens_file`): transformers
@@ -104,40 +106,22 @@ def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) ->
             )
 
 
-_AUDIO = "a model the processor would load from wherever it says (a CLIP scorer has no audio tokenizer)"
-
-
-def _check_processor_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
-    """Refuse an `audio_tokenizer` entry: `ProcessorMixin` (every processor, ChineseCLIP's too) loads one for any
-    processor, as whatever transformers class it names and from whatever path or hub repo it names."""
-    if "audio_tokenizer" in config:
-        raise KoloraError(f"{path}: audio_tokenizer names {config['audio_tokenizer']!r}, {_AUDIO}: {_REDO}")
-
-
-def _refuse_audio_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
-    """audio_tokenizer_config.json is the same entry in a file of its own."""
-    raise KoloraError(
-        f"{path}: audio_tokenizer_name_or_path names {config.get('audio_tokenizer_name_or_path')!r}, {_AUDIO}: {_REDO}"
-    )
-
-
 _PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any]], None] | None] = {
     "tokenizer_config.json": _check_tokenizer_config,
-    "processor_config.json": _check_processor_config,
-    "audio_tokenizer_config.json": _refuse_audio_tokenizer_config,
     "preprocessor_config.json": None,  # the image processor's settings: CLIP's follow no file names
+    "processor_config.json": None,  # read by the image processor (its `image_processor` entry) where the one above is absent
 }
 
 
 def check_processor_files(folder: Path) -> None:
-    """Refuse the processor's JSON files in `folder` (tokenizer, processor, image processor, audio tokenizer) where one is
+    """Refuse the processor's JSON files in `folder` (tokenizer, image processor, processor) where one is
     not a JSON object (transformers fails on it with a traceback) or names a file that transformers would open in
     place of the folder's own: one line naming the file, the key and what to do."""
     for name, check in _PROCESSOR_CONFIGS.items():
         path = folder / name
         if not _is_file(path):
             continue
-        config = _json_object(path)
+        config = json_object(path)
         if config is None:
             raise KoloraError(f"{path} is not a JSON object: {_REDO}")
         if check is not None:

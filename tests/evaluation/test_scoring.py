@@ -44,6 +44,21 @@ def _reference_aesthetic(directory: Path, images: list[Image.Image], relu: bool 
     return x.squeeze(-1)
 
 
+def _family_classes(model_type: str) -> tuple[type, ...]:
+    """What a CLIP family must load as: model, processor, image processor, tokenizer (docs/evaluation.md's table)."""
+    import transformers as t
+
+    return {
+        "chinese_clip": (t.ChineseCLIPModel, t.ChineseCLIPProcessor, t.ChineseCLIPImageProcessor, t.BertTokenizerFast),
+        "clip": (t.CLIPModel, t.CLIPProcessor, t.CLIPImageProcessor, t.CLIPTokenizerFast),
+        "altclip": (t.AltCLIPModel, t.AltCLIPProcessor, t.CLIPImageProcessor, t.XLMRobertaTokenizerFast),
+    }[model_type]
+
+
+def _classes(scorer: Any) -> tuple[type, ...]:
+    return tuple(type(p) for p in (scorer.model, scorer.processor, scorer.processor.image_processor, scorer.processor.tokenizer))
+
+
 def test_predictor_snapshot_scores_like_the_reference(aesthetic_dir: Path) -> None:
     scorer = load_aesthetic(aesthetic_dir)
     assert [type(m).__name__ for m in scorer.head] == ["Linear"] * 5  # V2 "Linear": no activations
@@ -85,6 +100,7 @@ def test_chinese_clip_similarity_reads_the_prompt_as_written(chinese_clip_dir: P
     from transformers import ChineseCLIPModel, ChineseCLIPProcessor
 
     scorer = load_clip(chinese_clip_dir)
+    assert _classes(scorer) == _family_classes("chinese_clip")
     prompts = ["二次元,一个紫色短发小女孩", "黑色礼服,在台上唱歌"]
     tokens = scorer.processor.tokenizer(prompts[0])["input_ids"]
     assert scorer.processor.tokenizer.unk_token_id not in tokens and len(tokens) == 2 + len("二次元,一个紫色短发小女孩")
@@ -101,6 +117,112 @@ def test_chinese_clip_similarity_reads_the_prompt_as_written(chinese_clip_dir: P
     expected = torch.nn.functional.cosine_similarity(image, text)
     torch.testing.assert_close(torch.tensor(got), expected, atol=1e-5, rtol=1e-5)
     assert all(-1 <= s <= 1 for s in got)
+
+
+@pytest.mark.parametrize("family", ["clip", "altclip"])
+def test_the_other_clip_families_score_with_their_own_definition(request: pytest.FixtureRequest, family: str) -> None:
+    """model_type clip (OpenAI's layout) and altclip (BAAI's) load with their family's classes, tokenise the prompts
+    without [UNK], and score the cosine similarity of their models' image and text features."""
+    directory = request.getfixturevalue({"clip": "openai_clip_dir", "altclip": "altclip_dir"}[family])
+    scorer = load_clip(directory)
+    classes = _family_classes(family)
+    assert _classes(scorer) == classes
+    prompts = ["二次元,一个紫色短发小女孩", "黑色礼服,在台上唱歌"]
+    tokens = scorer.processor.tokenizer(prompts[0])["input_ids"]
+    assert scorer.processor.tokenizer.unk_token_id not in tokens[1:-1]  # CLIP's [UNK] is its end token
+    got = scorer.similarity(_images(), prompts)
+    model = classes[0].from_pretrained(str(directory)).eval()
+    inputs = classes[1].from_pretrained(str(directory))(text=prompts, images=_images(), return_tensors="pt", padding=True)
+    with torch.no_grad():
+        image = model.get_image_features(pixel_values=inputs["pixel_values"])
+        text = model.get_text_features(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])
+    torch.testing.assert_close(torch.tensor(got), torch.nn.functional.cosine_similarity(image, text), atol=1e-5, rtol=1e-5)
+
+
+def _with_json(source: Path, folder: Path, name: str, settings: dict[str, Any]) -> Path:
+    """A copy of `source` whose JSON file `name` also holds `settings` (written where the folder has no such file)."""
+    path = Path(shutil.copytree(source, folder)) / name
+    data = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    path.write_text(json.dumps(data | settings), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "model_type",
+    [
+        "siglip",  # AutoModel built a SiglipModel and failed loading the weights into it: a RuntimeError traceback
+        "bert",  # AutoModel loaded a BertModel, then it was refused as no CLIP
+        None,  # no model_type: AutoModel's ValueError listing every type it knows
+        ["chinese_clip"],  # a TypeError traceback (unhashable type: 'list')
+    ],
+    ids=["siglip", "bert", "missing", "a list"],
+)
+def test_a_clip_config_of_another_model_type_is_refused_before_loading(
+    chinese_clip_dir: Path, tmp_path: Path, model_type: Any
+) -> None:
+    """config.json's model_type picked the transformers classes that loaded the folder; now only the families kolora
+    knows load, and any other is one line: the file, the type, the families, what to do."""
+    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    config = {k: v for k, v in config.items() if k != "model_type"} | ({} if model_type is None else {"model_type": model_type})
+    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    message = (
+        f"CLIP model hf://x/y@default: {folder / 'config.json'} has model_type {model_type!r}, not a CLIP family kolora loads "
+        "(chinese_clip, clip, altclip): point evaluate.clip_repo at a model of one of them and rerun fetch-models"
+    )
+    with pytest.raises(KoloraError, match=rf"^{re.escape(message)}$") as caught:
+        load_clip(folder, source="hf://x/y@default")
+    assert caught.value.exit_code == 2
+
+
+_CHOSEN_BY_THE_FOLDER = {  # case -> (model_type, JSON file, what it adds); "{outside}" is a directory outside the folder
+    "image processor": (
+        "chinese_clip",
+        "preprocessor_config.json",
+        {
+            "processor_class": "OneFormerProcessor",
+            "image_processor_type": "OneFormerImageProcessor",
+            "class_info_file": "{outside}/class_info.json",
+        },
+    ),
+    "tokenizer": ("clip", "tokenizer_config.json", {"tokenizer_class": "GPT2Tokenizer"}),
+    "audio tokenizer": (
+        "chinese_clip",
+        "processor_config.json",
+        {"audio_tokenizer": {"audio_tokenizer_class": "AutoConfig", "audio_tokenizer_name_or_path": "{outside}"}},
+    ),
+    "audio tokenizer file": (
+        "chinese_clip",
+        "audio_tokenizer_config.json",
+        {"audio_tokenizer_class": "AutoConfig", "audio_tokenizer_name_or_path": "{outside}"},
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_CHOSEN_BY_THE_FOLDER))
+def test_the_folders_json_does_not_pick_the_classes_that_load_it(
+    chinese_clip_dir: Path, openai_clip_dir: Path, tmp_path: Path, case: str
+) -> None:
+    """Through AutoProcessor the folder's JSON picked the classes: preprocessor_config.json's processor_class made
+    OneFormer's image processor load and read the class_info_file it names from outside the folder (then a TypeError
+    traceback: OneFormer's CLIP tokenizer finds no vocab.json), a CLIP's tokenizer_config.json picked the tokenizer
+    class (GPT2TokenizerFast, through CLIPProcessor's AutoTokenizer), and processor_config.json or
+    audio_tokenizer_config.json named a model to load as an audio tokenizer (refused until now). The family's classes
+    load it, and it tokenises and scores as the folder without those entries."""
+    from transformers import AutoConfig
+
+    family, name, settings = _CHOSEN_BY_THE_FOLDER[case]
+    source = {"chinese_clip": chinese_clip_dir, "clip": openai_clip_dir}[family]
+    outside = tmp_path / "outside"
+    AutoConfig.for_model("clip").save_pretrained(outside)  # a model the audio tokenizer entries could load
+    (outside / "class_info.json").write_text(json.dumps({"0": {"name": "cat", "isthing": 1}}), encoding="utf-8")
+    settings = json.loads(json.dumps(settings).replace("{outside}", str(outside)))
+    folder = _with_json(source, tmp_path / "clip", name, settings)
+    expected, scorer = load_clip(source), load_clip(folder)
+    assert _classes(scorer) == _family_classes(family)
+    prompts = ["二次元,一个紫色短发小女孩", "A cat"]
+    assert scorer.processor.tokenizer(prompts)["input_ids"] == expected.processor.tokenizer(prompts)["input_ids"]
+    assert scorer.similarity(_images(), prompts) == pytest.approx(expected.similarity(_images(), prompts), abs=1e-6)
 
 
 def test_a_head_not_768_wide_on_clip_vit_l14_names_the_repo_and_file(tmp_path: Path) -> None:
@@ -165,32 +287,36 @@ def test_a_scorer_index_sending_a_tensor_to_a_shard_without_it_names_the_tensor(
     assert caught.value.exit_code == 2
 
 
-def test_a_clip_folder_with_code_of_its_own_is_refused_without_running_it(
-    chinese_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("model_type", ["own", "chinese_clip"])
+def test_a_clip_folder_with_code_of_its_own_never_runs_it(
+    chinese_clip_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, model_type: str
 ) -> None:
     """config.json naming a model_type transformers lacks and an auto_map into a .py file of the folder: transformers
-    asked "Do you wish to run the custom code? [y/N]" on stdin and, answered "y", imported the folder's code."""
-    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    asked "Do you wish to run the custom code? [y/N]" on stdin and, answered "y", imported the folder's code. Such a
+    type is refused before transformers reads the folder; a family's own type loads with its classes, which read no
+    auto_map."""
+    auto_map = {"AutoConfig": "own.OwnConfig", "AutoModel": "own.OwnModel"}
+    folder = _with_json(chinese_clip_dir, tmp_path / "clip", "config.json", {"model_type": model_type, "auto_map": auto_map})
     ran = tmp_path / "the folder's code ran"
     (folder / "own.py").write_text(f"import pathlib\npathlib.Path({str(ran)!r}).touch()\n", encoding="utf-8")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    config |= {"model_type": "own", "auto_map": {"AutoConfig": "own.OwnConfig", "AutoModel": "own.OwnModel"}}
-    (folder / "config.json").write_text(json.dumps(config), encoding="utf-8")
     asked: list[str] = []
     monkeypatch.setattr("builtins.input", lambda prompt="": asked.append(prompt) or "y")
-    with pytest.raises(KoloraError, match=r"could not be loaded: .*contains custom code") as caught:
-        load_clip(folder)
-    assert caught.value.exit_code == 2
+    if model_type == "own":
+        with pytest.raises(KoloraError, match=r"has model_type 'own', not a CLIP family kolora loads") as caught:
+            load_clip(folder)
+        assert caught.value.exit_code == 2
+    else:
+        assert load_clip(folder).similarity(_images(), ["一个", "两个"]) == pytest.approx(
+            load_clip(chinese_clip_dir).similarity(_images(), ["一个", "两个"]), abs=1e-6
+        )
     assert not asked and not ran.exists()
 
 
 def _clip_with_tokenizer_config(chinese_clip_dir: Path, folder: Path, settings: dict[str, Any], fast: bool) -> Path:
     """A copy of the tiny CLIP whose tokenizer_config.json also holds `settings`; `fast`: with a tokenizer.json."""
-    shutil.copytree(chinese_clip_dir, folder)
+    _with_json(chinese_clip_dir, folder, "tokenizer_config.json", settings)
     if fast:
         load_clip(chinese_clip_dir).processor.tokenizer.backend_tokenizer.save(str(folder / "tokenizer.json"))
-    path = folder / "tokenizer_config.json"
-    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")) | settings), encoding="utf-8")
     return folder
 
 
@@ -256,36 +382,13 @@ def test_file_keys_transformers_ignores_still_load(chinese_clip_dir: Path, tmp_p
     assert tokens == load_clip(chinese_clip_dir).processor.tokenizer(prompts)["input_ids"]
 
 
-@pytest.mark.parametrize(
-    "name", ["tokenizer_config.json", "processor_config.json", "preprocessor_config.json", "audio_tokenizer_config.json"]
-)
-def test_a_processor_config_that_is_not_a_json_object_is_refused(chinese_clip_dir: Path, tmp_path: Path, name: str) -> None:
+@pytest.mark.parametrize("name", ["config.json", "tokenizer_config.json", "processor_config.json", "preprocessor_config.json"])
+def test_a_clip_json_file_that_is_not_a_json_object_is_refused(chinese_clip_dir: Path, tmp_path: Path, name: str) -> None:
     """`[]` in any of them was a traceback from inside transformers (AttributeError, TypeError)."""
     folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
     (folder / name).write_text("[]", encoding="utf-8")
     message = re.escape(f"{folder / name} is not a JSON object")
     with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
-        load_clip(folder)
-    assert caught.value.exit_code == 2
-
-
-@pytest.mark.parametrize("where", ["processor_config.json", "audio_tokenizer_config.json"])
-def test_a_processor_config_loading_an_audio_tokenizer_from_anywhere_is_refused(
-    chinese_clip_dir: Path, tmp_path: Path, where: str
-) -> None:
-    """Any processor (ChineseCLIP's too) loaded the audio tokenizer its processor_config.json or
-    audio_tokenizer_config.json names: any transformers class, from_pretrained of any folder (or a hub repo)."""
-    outside = Path(shutil.copytree(chinese_clip_dir, tmp_path / "outside"))
-    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
-    spec = {"audio_tokenizer_class": "AutoConfig", "audio_tokenizer_name_or_path": str(outside)}
-    if where == "processor_config.json":
-        (folder / where).write_text(json.dumps({"audio_tokenizer": spec}), encoding="utf-8")
-        key, value = "audio_tokenizer", spec
-    else:
-        (folder / where).write_text(json.dumps(spec), encoding="utf-8")
-        key, value = "audio_tokenizer_name_or_path", str(outside)
-    message = re.escape(f"{folder / where}: {key} names {value!r}, a model the processor would load from wherever it says")
-    with pytest.raises(KoloraError, match=rf"^{message} \(a CLIP scorer has no audio tokenizer\): rerun fetch-models$") as caught:
         load_clip(folder)
     assert caught.value.exit_code == 2
 
