@@ -8,6 +8,7 @@ many, the longest, the first few file names, what to do), counted with the promp
 
 It runs in `run_train` on the trainset's rows, before any model is loaded or a DDP rank is spawned: once per run,
 a resumed run included (the caption cache lives in memory and is rebuilt each run, so nothing skips the check).
+How many were cut goes to train_summary.json (`cut_captions`), so a run's record says it without its log.
 """
 
 from __future__ import annotations
@@ -23,12 +24,13 @@ log = logging.getLogger("kolora.train")
 NAMED = 3  # file names of cut captions listed in the warning
 
 
-def warn_cut_captions(trainset: Path, rows: list[tuple[str, str]]) -> None:
-    """One warning line when any (file_name, caption) of `rows` is longer than the text encoder reads."""
+def warn_cut_captions(trainset: Path, rows: list[tuple[str, str]]) -> int:
+    """One warning line when any (file_name, caption) of `rows` is longer than the text encoder reads; returns how
+    many images have such a caption."""
     found = cuts([text for _, text in rows])
     cut = [(name, found[text].tokens) for name, text in rows if text in found]
     if not cut:
-        return
+        return 0
     longest, tokens = max(cut, key=lambda item: item[1])  # the first of the longest, in trainset order
     named = ", ".join(name for name, _ in cut[:NAMED]) + (f" and {len(cut) - NAMED} more" if len(cut) > NAMED else "")
     log.warning(
@@ -44,3 +46,4 @@ def warn_cut_captions(trainset: Path, rows: list[tuple[str, str]]) -> None:
         tokens,
         named,
     )
+    return len(cut)

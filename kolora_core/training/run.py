@@ -94,7 +94,7 @@ from kolora_core.training.sampling import (
 )
 from kolora_core.training.seed_module import SeedLoRAModule
 from kolora_core.training.step import TrainStep, to_device
-from kolora_core.training.validation import VALIDATION_DIR, Validation, validation_requests
+from kolora_core.training.validation import VALIDATION_DIR, Validation, validation_requests, warn_cut_prompts
 
 log = logging.getLogger("kolora.train")
 CRASH_ENV = "KOLORA_TEST_CRASH_AT_STEP"  # test hook: fail right after this (1-based) step, as a kill would
@@ -135,6 +135,7 @@ class TrainJob:
     dataset_sha256: str
     base_model_sha256: str
     prompt_embeddings: Path | None = None  # where the story prompts' embeddings go (None: not written)
+    cut_captions: int = 0  # images whose caption the text encoder reads only in part (train_summary.json)
 
     @property
     def train(self) -> TrainConfig:
@@ -195,7 +196,10 @@ def run_train(config: RunConfig, inputs: dict[str, Path], outputs: dict[str, Pat
         train.precision,
         device,
     )
-    warn_cut_captions(trainset, rows)  # here, not in the engines: once per run, not once per DDP rank
+    # here, not in the engines: once per run, not once per DDP rank, before any model loads
+    job.cut_captions = warn_cut_captions(trainset, rows)
+    if train.validation_every:
+        warn_cut_prompts(config)
     # A checkpoint from other settings is refused now, before minutes of model loading.
     ckpt.load_latest(job.checkpoints, ckpt.fingerprint(train, job.dataset_sha256, job.base_model_sha256), announce=False)
     if train.seed_compat:
@@ -393,6 +397,7 @@ class _Engine:
         summary = {
             "steps": train.steps,
             "images": len(job.rows),
+            "cut_captions": job.cut_captions,
             "seconds": round(progress.seconds, 2),
             "images_per_second": round(done * self.global_batch / progress.seconds, 3) if progress.seconds and done else None,
             "first_loss": progress.losses[0] if progress.losses else None,

@@ -12,10 +12,16 @@ Each render is kept in `<checkpoints>/validation/` as it is made, because a resu
 directory: the strip of a resumed run still shows every step. The sampler draws only from its own per-image
 generators and runs in eval mode without gradients, so it changes nothing the next step computes (resume and
 graphed runs stay exact). Cost: `Validation.summary()` reports the seconds per image; docs/training.md lists them.
+
+The prompts go through the caption cache, i.e. diffsynth's `KolorsPrompter`, which cuts every text at ChatGLM3's 256
+tokens without a word: `warn_cut_prompts` says so per prompt before any model loads (a validation set is a few
+prompts), counted with the prompter's own tokenizer (`kolora_core.models.text_length`, shared with the caption and
+story-prompt checks).
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import time
 from collections.abc import Callable
@@ -28,11 +34,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from kolora_core.config import RunConfig
+from kolora_core.models.prompt_embeddings import TOKENS
 from kolora_core.models.sampler import KolorsSampler, vae_output_to_image
+from kolora_core.models.text_length import cuts
 from kolora_core.training.cache import TrainCache
+
+log = logging.getLogger("kolora.train")
 
 VALIDATION_DIR = "validation"
 STRIP_FILE = "validation_strip.png"
+SHOWN = 12  # characters of the cut-off text quoted in the warning
 CELL = 256  # px, the longer side of a cell in the strip
 LABEL = 14  # px of the step label above each column
 
@@ -68,6 +79,45 @@ def validation_requests(config: RunConfig) -> list[ValidationRequest]:
         )
         for i, p in enumerate(prompts)
     ]
+
+
+def warn_cut_prompts(config: RunConfig) -> None:
+    """One warning line per validation prompt (or negative prompt) the text encoder reads only in part."""
+    own = config.train.validation_prompts is not None
+    requests = validation_requests(config)
+    wanted = [(request, what, text) for request in requests for what, text in _encoded(request).items()]
+    found = cuts([text for _, _, text in wanted])
+    for request, what, text in wanted:
+        cut = found.get(text)
+        if cut is None:
+            continue
+        lost = cut.lost()
+        where = (
+            f"train.validation_prompts[{request.index}]" if own else f"story #{request.index}; train.validation_prompts is unset"
+        )
+        fix = "shorten it in train.validation_prompts" if own else "shorten it in the story, or set train.validation_prompts"
+        log.warning(
+            "validation prompt #%d (%s): the %s is %d tokens, the text encoder (ChatGLM3) reads %d: from '%s' on "
+            "(%d tokens) it does not reach the validation images (validation/step-*-%d.png); %s",
+            request.index,
+            where,
+            what,
+            cut.tokens,
+            TOKENS,
+            lost if len(lost) <= SHOWN else lost[:SHOWN] + "...",
+            cut.lost_tokens,
+            request.index,
+            fix,
+        )
+
+
+def _encoded(request: ValidationRequest) -> dict[str, str]:
+    """The texts a render reads for `request`, by what the warning calls them (the sampler's rule: no negative
+    prompt without CFG)."""
+    texts = {"prompt": request.prompt}
+    if request.cfg_scale != 1.0:
+        texts["negative prompt"] = request.negative_prompt
+    return texts
 
 
 class Validation:
