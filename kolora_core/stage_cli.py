@@ -8,7 +8,9 @@ same way, which is what lets the runner, the containers and Argo treat them alik
   the empty string keeps the profile's value (Argo parameters cannot be "unset").
 * inputs must be committed outputs of an earlier stage; files their `_SUCCESS` does not list are removed
   first (`kolora_core.commit.accept_input`), so a failed attempt's leftovers are never read. An optional input
-  (`Stage.optional`: generate's `--prompt-embeddings`) whose directory does not exist counts as not given.
+  (`Stage.optional`: generate's `--prompt-embeddings`) whose directory does not exist counts as not given: one info
+  line at the workflow's path for it (`Stage.input_path`: an optional artifact not supplied leaves nothing there),
+  saying what the stage does instead (`Stage.without`), a warning for a path typed by hand.
 * outputs are staged beside their directory (`<parent>/.staging/<name>`, outside every artifact path) and
   moved in only when the work succeeded, `_SUCCESS` last (`kolora_core.commit`): a failed attempt leaves the
   output directory empty (or as its previous commit), which is what Argo then uploads.
@@ -34,14 +36,14 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from kolora_core import commit
 from kolora_core.config import RunConfig, available_profiles, dump_config, flag_overrides, load_config
 from kolora_core.config.flags import FlagParser, add_config_flags, help_all_action
 from kolora_core.errors import KoloraError
 from kolora_core.logs import stage_logging
-from kolora_core.stages import STAGES, Stage
+from kolora_core.stages import CONTAINER_ROOT, STAGES, Stage
 from kolora_core.upload_marker import check_upload
 
 StageWork = Callable[[RunConfig, dict[str, Path], dict[str, Path]], None]
@@ -102,14 +104,27 @@ def _resumable_dirs(stage: Stage, args: argparse.Namespace, outputs: dict[str, P
 
 
 def _present_inputs(stage: Stage, given: dict[str, Path | None]) -> dict[str, Path]:
-    """The inputs given; an optional one whose directory does not exist is not given, with one log line: the
-    templates pass every input's flag, and on Argo an optional artifact that was not supplied leaves no path (a
-    required one that does not exist is refused by `commit.accept_input`)."""
+    """The inputs given; an optional one whose directory does not exist is not given, with one log line. The
+    templates pass every input's flag, at the input's container path, and an optional artifact the workflow did not
+    supply (Argo's `optional: true`; the local runner's too) leaves nothing there: the workflow's normal case, said as
+    what the stage does instead, not as an error. Any other path was typed by hand: a warning says it is not there.
+    (A required input that does not exist is refused by `commit.accept_input`.)"""
     inputs = {name: given[name] for name in stage.inputs if given[name] is not None}
     for name in stage.optional:
         if name in inputs and not inputs[name].exists():
-            log.info("optional input --%s %s does not exist: %s runs without it", name, inputs.pop(name), stage.name)
+            path, instead = inputs.pop(name), f"{stage.name} {stage.without[name]}"
+            if _workflow_path(stage, name, path):
+                log.info("no %s input (none supplied at %s): %s", name, path, instead)
+            else:
+                log.warning("input --%s %s does not exist: %s; check the path", name, path, instead)
     return inputs
+
+
+def _workflow_path(stage: Stage, name: str, path: Path) -> bool:
+    """Whether `path` is where the templates put the input: `/kolora/inputs/<name>` (`Stage.input_path`), in a
+    container or under the step's scratch directory (the local process engine's rewrite of /kolora)."""
+    within = PurePosixPath(stage.input_path(name)).relative_to(CONTAINER_ROOT).parts
+    return path.parts[-len(within) :] == within
 
 
 def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str | None]) -> dict[str, Path]:

@@ -43,6 +43,8 @@ class Stage:
     # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`, and an optional
     # input directory that does not exist (an artifact not supplied) counts as not given.
     optional: tuple[str, ...] = ()
+    # What the stage does without each optional input, for the line that says it runs without one (stage_cli).
+    without: dict[str, str] = field(default_factory=dict)
     # The user's own files handed in as they are (ingest's `source`: a folder of images or .parquet files): never a
     # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional. `--<name>-from NAME` says
     # what the user named them by (the workflow passes its `dataset-key`): with a NAME the directory must be there
@@ -141,6 +143,7 @@ STAGES: dict[str, Stage] = {
             gpu=True,
             resumable=("progress",),
             optional=("prompt-embeddings",),
+            without={"prompt-embeddings": "encodes the prompts itself (loads ChatGLM3)"},
             compiles=True,
             config_sections=("generate",),
         ),
