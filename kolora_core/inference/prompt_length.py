@@ -14,22 +14,14 @@ import logging
 
 from kolora_core.inference.story import Job
 from kolora_core.models.prompt_embeddings import TOKENS
-from kolora_core.models.text_length import cuts
+from kolora_core.models.text_length import cut_renders
 
 log = logging.getLogger("kolora.generate")
-SHOWN = 12  # characters of the cut-off text quoted in the warning
 
 
 def warn_overlong(jobs: list[Job]) -> None:
     """One warning line per text of `jobs` the encoder reads only in part."""
-    wanted = [(job, what, text) for job in jobs for what, text in _encoded(job).items()]
-    found = cuts([text for _, _, text in wanted])
-    for job, what, text in wanted:
-        cut = found.get(text)
-        if cut is None:
-            continue
-        lost = cut.lost()
-        shown = lost if len(lost) <= SHOWN else lost[:SHOWN] + "..."
+    for job, what, cut in cut_renders(jobs):
         log.warning(
             "story #%d: the %s is %d tokens, the text encoder (ChatGLM3) reads %d: from '%s' on (%d tokens) it "
             "does not reach the image; shorten it",
@@ -37,14 +29,6 @@ def warn_overlong(jobs: list[Job]) -> None:
             what,
             cut.tokens,
             TOKENS,
-            shown,
+            cut.shown(),
             cut.lost_tokens,
         )
-
-
-def _encoded(job: Job) -> dict[str, str]:
-    """The texts the engines encode for `job`, by what the warning calls them."""
-    texts = {"prompt": job.prompt}
-    if job.cfg_scale != 1.0:  # without CFG the negative prompt is not encoded (needed_texts)
-        texts["negative prompt"] = job.negative_prompt
-    return texts

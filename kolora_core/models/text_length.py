@@ -18,9 +18,11 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from kolora_core.models.prompt_embeddings import TOKENS
+
+SHOWN = 12  # characters of the cut-off text a warning quotes
 
 
 @functools.cache
@@ -49,6 +51,11 @@ class Cut:
         """The text from where the cut falls on: what never reaches the encoder."""
         return tokenizer().decode(list(self.ids[TOKENS:]))
 
+    def shown(self) -> str:
+        """The start of `lost()`, as a warning quotes it."""
+        lost = self.lost()
+        return lost if len(lost) <= SHOWN else lost[:SHOWN] + "..."
+
 
 def cuts(texts: Sequence[str]) -> dict[str, Cut]:
     """Each distinct text of `texts` that the encoder reads only in part, tokenized in one call."""
@@ -57,3 +64,29 @@ def cuts(texts: Sequence[str]) -> dict[str, Cut]:
         return {}
     ids = tokenizer()(distinct)["input_ids"]
     return {text: Cut(tuple(found)) for text, found in zip(distinct, ids, strict=True) if len(found) > TOKENS}
+
+
+class Render(Protocol):
+    """One image to render: generate's story job, train's validation request."""
+
+    prompt: str
+    negative_prompt: str
+    cfg_scale: float
+
+
+R = TypeVar("R", bound=Render)
+
+
+def cut_renders(renders: Sequence[R]) -> list[tuple[R, str, Cut]]:
+    """(render, "prompt" or "negative prompt", its cut) for each text of `renders` the encoder reads only in part.
+    The negative prompt counts only with CFG: at cfg_scale 1 the samplers never encode it."""
+    wanted = [(render, what, text) for render in renders for what, text in _encoded(render).items()]
+    found = cuts([text for _, _, text in wanted])
+    return [(render, what, found[text]) for render, what, text in wanted if text in found]
+
+
+def _encoded(render: Render) -> dict[str, str]:
+    texts = {"prompt": render.prompt}
+    if render.cfg_scale != 1.0:
+        texts["negative prompt"] = render.negative_prompt
+    return texts

@@ -36,14 +36,13 @@ from PIL import Image, ImageDraw
 from kolora_core.config import RunConfig
 from kolora_core.models.prompt_embeddings import TOKENS
 from kolora_core.models.sampler import KolorsSampler, vae_output_to_image
-from kolora_core.models.text_length import cuts
+from kolora_core.models.text_length import cut_renders
 from kolora_core.training.cache import TrainCache
 
 log = logging.getLogger("kolora.train")
 
 VALIDATION_DIR = "validation"
 STRIP_FILE = "validation_strip.png"
-SHOWN = 12  # characters of the cut-off text quoted in the warning
 CELL = 256  # px, the longer side of a cell in the strip
 LABEL = 14  # px of the step label above each column
 
@@ -84,14 +83,7 @@ def validation_requests(config: RunConfig) -> list[ValidationRequest]:
 def warn_cut_prompts(config: RunConfig) -> None:
     """One warning line per validation prompt (or negative prompt) the text encoder reads only in part."""
     own = config.train.validation_prompts is not None
-    requests = validation_requests(config)
-    wanted = [(request, what, text) for request in requests for what, text in _encoded(request).items()]
-    found = cuts([text for _, _, text in wanted])
-    for request, what, text in wanted:
-        cut = found.get(text)
-        if cut is None:
-            continue
-        lost = cut.lost()
+    for request, what, cut in cut_renders(validation_requests(config)):
         where = (
             f"train.validation_prompts[{request.index}]" if own else f"story #{request.index}; train.validation_prompts is unset"
         )
@@ -104,20 +96,11 @@ def warn_cut_prompts(config: RunConfig) -> None:
             what,
             cut.tokens,
             TOKENS,
-            lost if len(lost) <= SHOWN else lost[:SHOWN] + "...",
+            cut.shown(),
             cut.lost_tokens,
             request.index,
             fix,
         )
-
-
-def _encoded(request: ValidationRequest) -> dict[str, str]:
-    """The texts a render reads for `request`, by what the warning calls them (the sampler's rule: no negative
-    prompt without CFG)."""
-    texts = {"prompt": request.prompt}
-    if request.cfg_scale != 1.0:
-        texts["negative prompt"] = request.negative_prompt
-    return texts
 
 
 class Validation:
