@@ -41,6 +41,7 @@ from kolora_core.errors import KoloraError
 from kolora_core.models.scorers import (
     AESTHETIC,
     CLIP,
+    CLIP_FAMILIES,
     FIELDS,
     HUB_KIND,
     RANDOM_KIND,
@@ -48,9 +49,10 @@ from kolora_core.models.scorers import (
     HeadLayer,
     ScorersDir,
     check_aesthetic,
+    clip_model_type,
     scorer_repos,
 )
-from kolora_core.models.shard_index import check_processor_files, check_shard_indexes, json_object
+from kolora_core.models.shard_index import check_processor_files, check_shard_indexes
 
 log = logging.getLogger("kolora.evaluate")
 NOTES = {
@@ -200,10 +202,13 @@ class ClipFamily:
 
 @functools.cache
 def clip_families() -> dict[str, ClipFamily]:
-    """By config.json's model_type. The processors' own `from_pretrained` is not used: CLIPProcessor loads its
-    tokenizer through AutoTokenizer (the folder's `tokenizer_class` or model_type picks it), and every processor loads
-    an audio tokenizer that processor_config.json names (`ProcessorMixin.get_processor_dict`). The slow image
-    processors and fast tokenizers are what `AutoProcessor` gave for these folders.
+    """By config.json's model_type, keyed by `CLIP_FAMILIES` (the models layer's list, which fetch-models checks
+    downloads against: a name there without classes here fails the first load, in the tests).
+
+    The processors' own `from_pretrained` is not used: CLIPProcessor loads its tokenizer through AutoTokenizer (the
+    folder's `tokenizer_class` or model_type picks it), and every processor loads an audio tokenizer that
+    processor_config.json names (`ProcessorMixin.get_processor_dict`). The slow image processors and fast tokenizers
+    are what `AutoProcessor` gave for these folders.
     """
     from transformers import (
         AltCLIPModel,
@@ -219,29 +224,17 @@ def clip_families() -> dict[str, ClipFamily]:
         XLMRobertaTokenizerFast,
     )
 
-    return {
+    classes = {
         "chinese_clip": ClipFamily(ChineseCLIPModel, ChineseCLIPProcessor, ChineseCLIPImageProcessor, BertTokenizerFast),
         "clip": ClipFamily(CLIPModel, CLIPProcessor, CLIPImageProcessor, CLIPTokenizerFast),
         "altclip": ClipFamily(AltCLIPModel, AltCLIPProcessor, CLIPImageProcessor, XLMRobertaTokenizerFast),
     }
+    return {model_type: classes[model_type] for model_type in CLIP_FAMILIES}
 
 
 def _clip_family(directory: Path, source: str) -> ClipFamily:
-    """The family config.json's model_type names, refused (one line) where it is not one kolora loads."""
-    path = directory / "config.json"
-    if not path.is_file():
-        raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
-    config = json_object(path)
-    if config is None:
-        raise KoloraError(f"{path} is not a JSON object: rerun fetch-models")
-    model_type = config.get("model_type")
-    family = clip_families().get(model_type) if isinstance(model_type, str) else None
-    if family is None:
-        raise KoloraError(
-            f"CLIP model {source}: {path} has model_type {model_type!r}, not a CLIP family kolora loads "
-            f"({', '.join(clip_families())}): point evaluate.clip_repo at a model of one of them and rerun fetch-models"
-        )
-    return family
+    """The family config.json's model_type names (`clip_model_type` refuses, in one line, any other)."""
+    return clip_families()[clip_model_type(directory, source)]
 
 
 def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -> ClipSimilarity:

@@ -27,6 +27,7 @@ from kolora_core.models.scorers import (
     TINY_KIND,
     ScorersDir,
     check_aesthetic,
+    clip_model_type,
     scorer_repos,
 )
 from kolora_core.models.tiny import TINY_ARCHITECTURE, build_tiny_models
@@ -111,9 +112,11 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
     """Fill `out` with the scorers the config names: random ones of the real classes with `models.source` tiny
     (tiny sizes) or random (full sizes), else from their hubs.
 
-    The aesthetic head is checked against its CLIP here, so a head of the wrong size fails before any GPU time
-    is spent; the manifest's sha256 values are checked where the directory is read (evaluate), after its trip
-    through the artifact store.
+    The aesthetic head is checked against its CLIP here, and the CLIP's model_type against the families evaluate
+    loads, so a head of the wrong size or a CLIP of another family (a SigLIP) fails before any GPU time is spent;
+    the tiny and random stand-ins are always Chinese-CLIP, whatever `evaluate.clip_repo` names (nothing is
+    downloaded to tell its family). The manifest's sha256 values are checked where the directory is read
+    (evaluate), after its trip through the artifact store.
     """
     scorers, repos = ScorersDir(out), scorer_repos(evaluate)
     sources: dict[str, Any] = {part: None for part in (AESTHETIC, CLIP)}
@@ -134,6 +137,8 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
     scorers.read_manifest()
     if AESTHETIC in repos:
         check_aesthetic(scorers.part(AESTHETIC), scorers.source(AESTHETIC))
+    if CLIP in repos:
+        clip_model_type(scorers.part(CLIP), scorers.source(CLIP))
     return scorers
 
 

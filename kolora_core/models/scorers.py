@@ -14,8 +14,9 @@ hashes is the *scorer identity*: two reports with the same identity were scored 
 numbers compare one for one (the champion rule uses it).
 
 This module also owns the LAION head's format (which tensors are the head, and that their shapes chain from the
-CLIP's projection to one score), so a head that does not fit its CLIP fails in fetch-models, before any GPU time,
-and evaluate reads it the same way.
+CLIP's projection to one score) and the CLIP families kolora loads (config.json's model_type), so a head that does
+not fit its CLIP, or a CLIP of another family, fails in fetch-models, before any GPU time, and evaluate reads both
+the same way.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kolora_core.config import EvaluateConfig
 from kolora_core.errors import KoloraError
 from kolora_core.models.hub import HubRepo
 from kolora_core.models.layout import ManifestDir
+from kolora_core.models.shard_index import json_object
 
 AESTHETIC, CLIP = "aesthetic", "clip"
 PARTS = (AESTHETIC, CLIP)
@@ -39,6 +41,8 @@ HUB_KIND, TINY_KIND, RANDOM_KIND = "hub", "tiny", "random"
 STAND_IN_KINDS = {TINY_KIND: "tiny random", RANDOM_KIND: "full-size random"}  # scorers written instead of downloaded
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 LAION_V2_INPUT = 768  # CLIP ViT-L/14's projection width: what every LAION aesthetics v2 head reads
+# config.json model_types the CLIP scorer loads; `kolora_core.evaluation.scoring.clip_families` gives each its classes
+CLIP_FAMILIES = ("chinese_clip", "clip", "altclip")
 _HEAD_KEY = re.compile(r"^(?:.*\.)?layers\.(\d+)\.(weight|bias)$")
 
 
@@ -159,3 +163,26 @@ def check_aesthetic(directory: Path, source: str) -> tuple[Any, list[HeadLayer]]
             f"the CLIP in config.json projects to {vision.projection_dim} ({expected}): head and CLIP do not belong together"
         )
     return vision, layers
+
+
+def clip_model_type(directory: Path, source: str) -> str:
+    """config.json's model_type, one of `CLIP_FAMILIES`, else one line naming the repo, the file, the type and the
+    config field to change.
+
+    Why here: fetch-models runs it right after the download, so a repo of another family (a SigLIP, say) fails
+    before train and generate spend GPU time, not in evaluate after them; evaluate runs it again on what the
+    artifact store hands back and loads the family's classes.
+    """
+    path = directory / "config.json"
+    if not path.is_file():
+        raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
+    config = json_object(path)
+    if config is None:
+        raise KoloraError(f"{path} is not a JSON object: rerun fetch-models")
+    model_type = config.get("model_type")
+    if not (isinstance(model_type, str) and model_type in CLIP_FAMILIES):
+        raise KoloraError(
+            f"CLIP model {source}: {path} has model_type {model_type!r}, not a CLIP family kolora loads "
+            f"({', '.join(CLIP_FAMILIES)}): point {FIELDS[CLIP]} at a model of one of them and rerun fetch-models"
+        )
+    return model_type

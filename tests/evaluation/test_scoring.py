@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.scoring import load_aesthetic, load_clip
-from kolora_core.models.scorers import AESTHETIC, CLIP, check_aesthetic
+from kolora_core.evaluation.scoring import clip_families, load_aesthetic, load_clip
+from kolora_core.models.scorers import AESTHETIC, CLIP, CLIP_FAMILIES, check_aesthetic
 from tests.evaluation.conftest import head_weights, shard_weights, write_aesthetic_dir
 from tests.models.broken_index import BROKEN, break_index, misplace_tensor
 
@@ -405,3 +405,12 @@ def test_an_aesthetic_preprocessor_config_that_is_not_a_json_object_is_refused(
     with pytest.raises(KoloraError, match=rf"^{message}: rerun fetch-models$") as caught:
         load_aesthetic(folder)
     assert caught.value.exit_code == 2
+
+
+def test_evaluate_loads_exactly_the_families_fetch_models_lets_through() -> None:
+    """fetch-models refuses a download by the models layer's CLIP_FAMILIES, evaluate picks classes by clip_families:
+    the same names, each with the classes docs/evaluation.md's table gives."""
+    families = clip_families()
+    assert list(families) == list(CLIP_FAMILIES)
+    for model_type, family in families.items():
+        assert (family.model, family.processor, family.image_processor, family.tokenizer) == _family_classes(model_type)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
+import shutil
 import socket
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -184,6 +187,42 @@ def test_a_head_that_does_not_fit_its_clip_fails_fetch_naming_repo_and_file(
         point_hf_client_at(endpoint, monkeypatch)
         with pytest.raises(KoloraError, match=rf"hf://{AESTHETIC_REPO}@default \(layers.0 in model.safetensors\) takes 768"):
             fetch_scorers(config.evaluate, config.models, tmp_path / "s")
+
+
+@contextmanager
+def _serve_changed(
+    published: Path, repo: str, name: str, content: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """The hub with `repo` publishing `published` but `name` holding `content`."""
+    changed = tmp_path / "changed"
+    shutil.copytree(published, changed)
+    (changed / name).write_text(content, encoding="utf-8")
+    fake = FakeHub()
+    fake.add(repo, changed)
+    with serve(fake) as endpoint:
+        point_hf_client_at(endpoint, monkeypatch)
+        yield
+
+
+@pytest.mark.parametrize("model_type", ["siglip", None])
+def test_a_clip_of_another_family_fails_fetch_naming_repo_file_and_field(
+    published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, model_type: str | None
+) -> None:
+    """evaluate.clip_repo at a SigLIP was downloaded and only refused by evaluate, after train and generate had run
+    on GPUs; now fetch-models refuses it right after the download."""
+    config = json.loads((published["clip"] / "config.json").read_text(encoding="utf-8"))
+    config = {k: v for k, v in config.items() if k != "model_type"} | ({} if model_type is None else {"model_type": model_type})
+    run = _config(aesthetic_repo=None)
+    with _serve_changed(published["clip"], CLIP_REPO, "config.json", json.dumps(config), tmp_path, monkeypatch):
+        out = tmp_path / "s"
+        message = (
+            f"CLIP model hf://{CLIP_REPO}@default: {out / 'clip' / 'config.json'} has model_type {model_type!r}, not a "
+            "CLIP family kolora loads (chinese_clip, clip, altclip): point evaluate.clip_repo at a model of one of them "
+            "and rerun fetch-models"
+        )
+        with pytest.raises(KoloraError, match=rf"^{re.escape(message)}$") as caught:
+            fetch_scorers(run.evaluate, run.models, out)
+    assert caught.value.exit_code == 2
 
 
 def test_modelscope_scheme(published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
