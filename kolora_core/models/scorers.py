@@ -150,8 +150,11 @@ def check_aesthetic(directory: Path, source: str) -> tuple[Any, list[HeadLayer]]
     """The CLIP vision config and the head of an aesthetic model directory, after checking that they belong together."""
     from transformers import CLIPVisionConfig
 
-    if not (directory / "config.json").is_file():
+    path = directory / "config.json"
+    if not path.is_file():
         raise KoloraError(f"aesthetic model {source} ({directory}) has no config.json: rerun fetch-models")
+    if json_object(path) is None:  # CLIPVisionConfig fails on `[]` with a TypeError traceback
+        raise KoloraError(f"aesthetic model {source}: {path} is not a JSON object: rerun fetch-models")
     vision = CLIPVisionConfig.from_pretrained(str(directory))
     layers = read_head(directory, source)
     width = layers[0].weight.shape[1]

@@ -414,3 +414,17 @@ def test_evaluate_loads_exactly_the_families_fetch_models_lets_through() -> None
     assert list(families) == list(CLIP_FAMILIES)
     for model_type, family in families.items():
         assert (family.model, family.processor, family.image_processor, family.tokenizer) == _family_classes(model_type)
+
+
+@pytest.mark.parametrize("content", ["[]", '"x"', "1", "{"])
+def test_an_aesthetic_config_that_is_not_a_json_object_is_one_line(aesthetic_dir: Path, tmp_path: Path, content: str) -> None:
+    """CLIPVisionConfig.from_pretrained failed on `[]` with a TypeError traceback (broken JSON: an OSError one), in
+    evaluate and in fetch-models' head check alike."""
+    folder = Path(shutil.copytree(aesthetic_dir, tmp_path / "aesthetic"))
+    (folder / "config.json").write_text(content, encoding="utf-8")
+    message = re.escape(f"aesthetic model hf://x/y: {folder / 'config.json'} is not a JSON object: rerun fetch-models")
+    with pytest.raises(KoloraError, match=rf"^{message}$") as caught:
+        load_aesthetic(folder, source="hf://x/y")
+    assert caught.value.exit_code == 2
+    with pytest.raises(KoloraError, match=rf"^{message}$"):
+        check_aesthetic(folder, "hf://x/y")

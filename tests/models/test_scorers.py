@@ -225,6 +225,18 @@ def test_a_clip_of_another_family_fails_fetch_naming_repo_file_and_field(
     assert caught.value.exit_code == 2
 
 
+def test_an_aesthetic_config_that_is_not_a_json_object_fails_fetch_in_one_line(
+    published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """check_aesthetic handed `[]` to CLIPVisionConfig: a TypeError traceback out of fetch-models."""
+    run = _config(clip_repo=None)
+    with _serve_changed(published["aesthetic"], AESTHETIC_REPO, "config.json", "[]", tmp_path, monkeypatch):
+        out = tmp_path / "s"
+        message = f"aesthetic model hf://{AESTHETIC_REPO}@default: {out / 'aesthetic' / 'config.json'} is not a JSON object"
+        with pytest.raises(KoloraError, match=rf"^{re.escape(message)}: rerun fetch-models$"):
+            fetch_scorers(run.evaluate, run.models, out)
+
+
 def test_modelscope_scheme(published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     calls: list = []
     repos = {"AI-ModelScope/chinese-clip-vit-base-patch16": published["clip"]}
