@@ -146,12 +146,12 @@ class LaionAesthetic:
 
 def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = None) -> LaionAesthetic:
     """`source` names the model in messages and the report (its hub repo); the directory path by default."""
-    from transformers import CLIPVisionModelWithProjection
+    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
     source = source or str(directory)
     vision_config, layers = check_aesthetic(directory, source)
     check_shard_indexes(directory)
-    check_processor_files(directory)
+    check_processor_files(directory, CLIPImageProcessor)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     relu = any("relu" in str(a).lower() for a in config.get("architectures") or [])
     try:
@@ -242,7 +242,7 @@ def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -
     source = source or str(directory)
     family = _clip_family(directory, source)
     check_shard_indexes(directory)
-    check_processor_files(directory)
+    check_processor_files(directory, family.image_processor)
     try:
         model = family.model.from_pretrained(str(directory), dtype=torch.float32)
         _check_loaded(model)

@@ -8,14 +8,15 @@ store, and their manifest checks the files it lists, not the names those files g
   tensor to the file that holds it, and transformers opens `<folder>/<name>` for every name its weight_map lists:
   `../x` or an absolute path loads a file outside the folder as the model's weights, without a word, and a missing
   one fails deep inside loading (`check_shard_indexes`);
-* a tokenizer's JSON file (the CLIP scorer's) can make it read another vocabulary than the folder's own, and any of
-  the processor's JSON files that is not a JSON object fails inside transformers with a traceback
-  (`check_processor_files`).
+* a tokenizer's JSON file (the CLIP scorer's) can make it read another vocabulary than the folder's own, any of
+  the processor's JSON files that is not a JSON object fails inside transformers with a traceback, and a key of the
+  image processor's settings that names one of its methods replaces that method (`check_processor_files`).
 """
 
 from __future__ import annotations
 
 import functools
+import inspect
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -108,15 +109,55 @@ def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) ->
 
 _PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any]], None] | None] = {
     "tokenizer_config.json": _check_tokenizer_config,
-    "preprocessor_config.json": None,  # the image processor's settings: CLIP's follow no file names
+    "preprocessor_config.json": None,  # the image processor's settings (`_check_image_processor_settings`)
     "processor_config.json": None,  # read by the image processor (its `image_processor` entry) where the one above is absent
 }
+# where `ImageProcessingMixin.get_image_processor_dict` reads the image processor's settings: the first file present
+_IMAGE_PROCESSOR_FILES = ("preprocessor_config.json", "processor_config.json")
 
 
-def check_processor_files(folder: Path) -> None:
+@functools.cache
+def _image_processor_members(image_processor: type[Any]) -> frozenset[str]:
+    """The names of `image_processor`'s methods, properties and other descriptors (`__class__`, `__dict__` ...).
+
+    Why: `ImageProcessingMixin.__init__` (transformers 4.57 image_processing_base.py) sets every settings key its
+    class's `__init__` does not take as an attribute of the instance, so `"preprocess": 1` replaced the method and
+    scoring failed with "TypeError: 'int' object is not callable", and a property (`is_fast`), `__class__` or
+    `__dict__` was a traceback while loading. Read from the class, so the methods a transformers upgrade adds are
+    covered too; the settings real repos carry (`size`, `crop_size`, `image_mean`, `processor_class`,
+    `image_processor_type`, `feature_extractor_type`, ...) are data, not members.
+    """
+    return frozenset(
+        name
+        for klass in image_processor.__mro__
+        for name, member in vars(klass).items()
+        if callable(member) or isinstance(member, classmethod) or inspect.isdatadescriptor(member)
+    )
+
+
+def _check_image_processor_settings(folder: Path, image_processor: type[Any]) -> None:
+    """Refuse settings that would replace a member of `image_processor` (the class the loader builds), in the file and
+    the entry transformers reads them from: a JSON object's `image_processor` entry where it has one, else the object."""
+    path = next((folder / name for name in _IMAGE_PROCESSOR_FILES if _is_file(folder / name)), None)
+    if path is None:
+        return
+    config = json_object(path) or {}
+    settings = config.get("image_processor", config)
+    if not isinstance(settings, dict):
+        raise KoloraError(f"{path}: its image_processor entry is not a JSON object: {_REDO}")
+    shadowed = sorted(_image_processor_members(image_processor) & settings.keys())
+    if shadowed:
+        raise KoloraError(
+            f"{path}: {shadowed[0]!r} is not a setting but a method or property of {image_processor.__name__}, "
+            f"which transformers would replace with the file's value: {_REDO}"
+        )
+
+
+def check_processor_files(folder: Path, image_processor: type[Any]) -> None:
     """Refuse the processor's JSON files in `folder` (tokenizer, image processor, processor) where one is
-    not a JSON object (transformers fails on it with a traceback) or names a file that transformers would open in
-    place of the folder's own: one line naming the file, the key and what to do."""
+    not a JSON object (transformers fails on it with a traceback), names a file that transformers would open in
+    place of the folder's own, or holds an image processor setting that names a method of `image_processor` (the
+    class the loader builds from them): one line naming the file, the key and what to do."""
     for name, check in _PROCESSOR_CONFIGS.items():
         path = folder / name
         if not _is_file(path):
@@ -126,3 +167,4 @@ def check_processor_files(folder: Path) -> None:
             raise KoloraError(f"{path} is not a JSON object: {_REDO}")
         if check is not None:
             check(folder, path, config)
+    _check_image_processor_settings(folder, image_processor)

@@ -428,3 +428,129 @@ def test_an_aesthetic_config_that_is_not_a_json_object_is_one_line(aesthetic_dir
     assert caught.value.exit_code == 2
     with pytest.raises(KoloraError, match=rf"^{message}$"):
         check_aesthetic(folder, "hf://x/y")
+
+
+_IMAGE_PROCESSORS = {AESTHETIC: "CLIPImageProcessor", CLIP: "ChineseCLIPImageProcessor"}  # the class each loader builds
+
+
+@pytest.mark.parametrize("part", [AESTHETIC, CLIP])
+@pytest.mark.parametrize(
+    ("key", "nested"),
+    [
+        ("preprocess", False),  # scoring: TypeError: 'int' object is not callable
+        ("to_dict", False),  # the same TypeError while loading (transformers logs the processor's repr)
+        ("is_fast", False),  # a property: AttributeError traceback ("has no setter")
+        ("__class__", False),  # TypeError traceback: __class__ must be set to a class
+        ("preprocess", True),  # in an `image_processor` entry, which transformers reads in place of the whole file
+    ],
+    ids=["preprocess", "to_dict", "is_fast", "__class__", "image_processor entry"],
+)
+def test_a_preprocessor_key_naming_a_method_of_the_image_processor_is_refused(
+    scorers_dir: Path, tmp_path: Path, part: str, key: str, nested: bool
+) -> None:
+    """transformers sets every preprocessor_config.json key its image processor's __init__ does not take as an
+    attribute (ImageProcessingMixin.__init__), so `"preprocess": 1` replaced the method: now one line before loading."""
+    folder = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
+    path = folder / "preprocessor_config.json"
+    settings = json.loads(path.read_text(encoding="utf-8")) | {key: 1}
+    path.write_text(json.dumps({"image_processor": settings} if nested else settings), encoding="utf-8")
+    message = re.escape(
+        f"{path}: {key!r} is not a setting but a method or property of {_IMAGE_PROCESSORS[part]}, "
+        "which transformers would replace with the file's value: rerun fetch-models"
+    )
+    with pytest.raises(KoloraError, match=rf"^{message}$") as caught:
+        {AESTHETIC: load_aesthetic, CLIP: load_clip}[part](folder)
+    assert caught.value.exit_code == 2
+
+
+def test_a_clip_processor_config_read_as_image_processor_settings_is_checked_too(chinese_clip_dir: Path, tmp_path: Path) -> None:
+    """Without preprocessor_config.json the image processor reads processor_config.json (its image_processor entry)."""
+    folder = Path(shutil.copytree(chinese_clip_dir, tmp_path / "clip"))
+    settings = json.loads((folder / "preprocessor_config.json").read_text(encoding="utf-8"))
+    (folder / "preprocessor_config.json").unlink()
+    path = folder / "processor_config.json"
+    path.write_text(json.dumps({"image_processor": settings | {"resize": 1}}), encoding="utf-8")
+    with pytest.raises(KoloraError, match=rf"^{re.escape(str(path))}: 'resize' is not a setting but a method"):
+        load_clip(folder)
+    path.write_text(json.dumps({"image_processor": []}), encoding="utf-8")
+    with pytest.raises(KoloraError, match=rf"^{re.escape(str(path))}: its image_processor entry is not a JSON object"):
+        load_clip(folder)
+
+
+_MEAN, _STD = [0.48145466, 0.4578275, 0.40821073], [0.26862954, 0.26130258, 0.27577711]
+_PUBLISHED_PREPROCESSOR_CONFIGS = {  # the real repos' files (as transformers' to_dict wrote them), sizes 224 -> 32
+    "LAION predictor (shunk031/aesthetics-predictor-v2-*)": (
+        AESTHETIC,
+        {
+            "crop_size": {"height": 32, "width": 32},
+            "do_center_crop": True,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor",
+            "image_mean": _MEAN,
+            "image_processor_type": "CLIPImageProcessor",
+            "image_std": _STD,
+            "processor_class": "CLIPProcessor",
+            "resample": 3,
+            "rescale_factor": 0.00392156862745098,
+            "size": {"shortest_edge": 32},
+        },
+    ),
+    "openai/clip-vit-large-patch14 (feature extractor era)": (
+        AESTHETIC,
+        {
+            "crop_size": 32,
+            "do_center_crop": True,
+            "do_normalize": True,
+            "do_resize": True,
+            "feature_extractor_type": "CLIPFeatureExtractor",
+            "image_mean": _MEAN,
+            "image_std": _STD,
+            "resample": 3,
+            "size": 32,
+        },
+    ),
+    "OFA-Sys/chinese-clip-vit-base-patch16": (
+        CLIP,
+        {
+            "crop_size": {"height": 32, "width": 32},
+            "do_center_crop": False,
+            "do_convert_rgb": True,
+            "do_normalize": True,
+            "do_rescale": True,
+            "do_resize": True,
+            "feature_extractor_type": "ChineseCLIPFeatureExtractor",
+            "image_mean": _MEAN,
+            "image_processor_type": "ChineseCLIPImageProcessor",
+            "image_std": _STD,
+            "processor_class": "ChineseCLIPProcessor",
+            "resample": 3,
+            "rescale_factor": 0.00392156862745098,
+            "size": {"height": 32, "width": 32},
+        },
+    ),
+}
+
+
+def _fast_processor_settings(part: str) -> dict[str, Any]:
+    """What a repo saved with the fast image processor carries (data_format, default_to_square, device, ...)."""
+    from transformers import ChineseCLIPImageProcessorFast, CLIPImageProcessorFast
+
+    fast = {AESTHETIC: CLIPImageProcessorFast, CLIP: ChineseCLIPImageProcessorFast}[part]
+    size = {AESTHETIC: {"shortest_edge": 32}, CLIP: {"height": 32, "width": 32}}[part]
+    return json.loads(fast(size=size, crop_size={"height": 32, "width": 32}).to_json_string())
+
+
+@pytest.mark.parametrize("case", [*_PUBLISHED_PREPROCESSOR_CONFIGS, "fast processor's (aesthetic)", "fast processor's (clip)"])
+def test_published_preprocessor_configs_load_and_score_as_the_stand_ins_do(scorers_dir: Path, tmp_path: Path, case: str) -> None:
+    """The keys real repos carry are settings, not members: they load and preprocess as the tiny scorers' own file."""
+    if case.startswith("fast"):
+        part = AESTHETIC if "aesthetic" in case else CLIP
+        settings = _fast_processor_settings(part)
+    else:
+        part, settings = _PUBLISHED_PREPROCESSOR_CONFIGS[case]
+    folder = Path(shutil.copytree(scorers_dir / part, tmp_path / part))
+    (folder / "preprocessor_config.json").write_text(json.dumps(settings), encoding="utf-8")
+    assert _scores(part, folder) == pytest.approx(_scores(part, scorers_dir / part), abs=1e-6)
