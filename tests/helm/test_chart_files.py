@@ -1,8 +1,8 @@
 """The chart's data is hera's render, and its hand-written parts agree with kolora_core.
 
 helm/kolora/files/ holds copies of workflows/dist/ (`make render` writes both; the chart templates load them with
-`.Files.Get | fromYaml`), values.schema.json's enums are the stage table and the profiles, and Chart.yaml's
-appVersion is the project version (the default image tag).
+`.Files.Get | fromYaml`), values.schema.json's enums are the stage table, the profiles and tzdata's zone names
+(tests/helm/timezones.py), and Chart.yaml's appVersion is the project version (the default image tag).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from kolora_core.stages import STAGES
 from kolora_core.storage.embedded import BUCKET_NAME
 from tests.argo_schema import crd_schema, require_crds
 from tests.helm.chart import CHART, render_text
+from tests.helm.timezones import SCHEMA, rewrite, zone_names
 from workflows.options import CONFIG_MAP_KEY, DNS_SUBDOMAIN, DNS_SUBDOMAIN_MAX, TOLERATION_EFFECTS, project_version
 from workflows.render import DIST
 
@@ -124,6 +125,15 @@ def test_schema_cron_schedules_are_argo_v4s() -> None:
     require_crds()
     argo = crd_schema("v4.1.2", "CronWorkflow")["properties"]["spec"]["properties"]["schedules"]["items"]
     assert _schema()["properties"]["cron"]["properties"]["schedules"]["items"] == argo
+
+
+def test_schema_timezones_are_the_tzdata_names() -> None:
+    """cron.timezone takes the zones Go's time.LoadLocation loads: the enum is the generator's output, byte for byte."""
+    timezone = _schema()["definitions"]["timezone"]
+    assert _schema()["properties"]["cron"]["properties"]["timezone"] == {"$ref": "#/definitions/timezone"}
+    assert timezone["if"]["enum"][:2] == ["", "Local"] and {"UTC", "Europe/Berlin", "Etc/GMT-14"} < set(timezone["if"]["enum"])
+    text = SCHEMA.read_text(encoding="utf-8")
+    assert rewrite(text, zone_names()) == text, "values.schema.json's time zones are not tzdata's: python -m tests.helm.timezones"
 
 
 def test_schema_quantities_are_kubernetes_quantities() -> None:

