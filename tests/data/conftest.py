@@ -12,6 +12,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from kolora_core.config import load_config
+from kolora_core.data.normalise import PNG_SIGNATURE
 
 
 def picture(size: tuple[int, int], seed: int, mode: str = "RGB") -> Image.Image:
@@ -30,14 +31,41 @@ def encode(im: Image.Image, fmt: str, **kwargs) -> bytes:
     return buf.getvalue()
 
 
+def chunk(kind: bytes, data: bytes) -> bytes:
+    """One PNG chunk with its length and a valid CRC."""
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG that claims width x height (a decompression bomb) with a tiny IDAT."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+    return PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
+
+
+# ways to damage a PNG's pixel data with every chunk's CRC valid, so that Pillow's verify() passes it:
+# the deflate bytes after the 2-byte zlib header inverted, the zlib stream cut in half (IDAT's length fitting it),
+# a complete zlib stream of only half the rows
+PIXEL_DAMAGE = ("bad deflate", "cut stream", "few rows")
+
+
+def damage_pixels(png: bytes, damage: str) -> bytes:
+    """`png` (one written by Pillow) with one IDAT holding the `damage` (one of PIXEL_DAMAGE), every CRC recomputed."""
+    chunks, pos = [], len(PNG_SIGNATURE)
+    while pos < len(png):
+        (length,) = struct.unpack(">I", png[pos : pos + 4])
+        chunks.append((png[pos + 4 : pos + 8], png[pos + 8 : pos + 8 + length]))
+        pos += 12 + length
+    stream = b"".join(data for kind, data in chunks if kind == b"IDAT")
+    if damage == "bad deflate":
+        stream = stream[:2] + bytes(b ^ 0xFF for b in stream[2:])
+    elif damage == "cut stream":
+        stream = stream[: len(stream) // 2]
+    else:
+        assert damage == "few rows", damage
+        raw = zlib.decompress(stream)
+        stream = zlib.compress(raw[: len(raw) // 2])
+    head = b"".join(chunk(kind, data) for kind, data in chunks if kind not in (b"IDAT", b"IEND"))
+    return PNG_SIGNATURE + head + chunk(b"IDAT", stream) + chunk(b"IEND", b"")
 
 
 def corrupt_png(im: Image.Image) -> bytes:

@@ -23,14 +23,14 @@ from kolora_core.config.datajuicer_ops import datajuicer_ops
 from kolora_core.data import datajuicer
 from kolora_core.data.datajuicer import DJResult
 from kolora_core.data.filter_report import explain_drop
-from kolora_core.data.filtering import account
+from kolora_core.data.filtering import VERIFY_OP, account, verify_records
 from kolora_core.data.ingest import ingest_to
-from kolora_core.data.layout import DATAJUICER_LOG, INGEST_REPORT, Record, read_records, write_json
+from kolora_core.data.layout import DATAJUICER_LOG, INGEST_REPORT, Record, file_sha256, read_records, write_json
 from kolora_core.data.smoke import smoke_kind
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
 from tests.conftest import mark_complete
-from tests.data.conftest import ingest_config
+from tests.data.conftest import PIXEL_DAMAGE, damage_pixels, encode, ingest_config, picture
 
 
 def filter_args(dataset: Path, out: Path, *extra: str) -> list[str]:
@@ -237,6 +237,26 @@ def test_bad_kinds_kept_set_and_reasons(bad_run: tuple[Path, dict]) -> None:
 
 
 # --- no Data-Juicer run needed ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", PIXEL_DAMAGE)
+def test_a_png_whose_pixel_data_is_damaged_is_not_handed_to_data_juicer(tmp_path: Path, damage: str) -> None:
+    """Records from the bucket that match a damaged PNG (valid CRCs, sha256 and size as recorded) passed verify() and
+    went to Data-Juicer, which reads them with truncated loading on: black or grey pixels into the trainset."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(2):
+        (folder / f"{i}.png").write_bytes(encode(picture((96, 112), i), "PNG"))
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    ingest_to(ingest_config(str(folder), caption="a picture"), dataset)
+    good, bad = read_records(dataset)
+    (dataset / bad.image).write_bytes(damage_pixels((dataset / bad.image).read_bytes(), damage))
+    bad = Record(**{**asdict(bad), "sha256": file_sha256(dataset / bad.image)})
+    verified, rejected = verify_records(dataset, [good, bad])
+    assert verified == [good]
+    assert [(d.record, d.op, d.rule) for d in rejected] == [(bad, VERIFY_OP, "unreadable image")]
+    assert rejected[0].reason.startswith(f"{bad.image}: cannot decode: ")
 
 
 def test_missing_input_dir_is_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

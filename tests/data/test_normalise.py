@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import io
+import struct
+import zlib
 
 import numpy as np
 import pytest
 from PIL import Image, ImageFile
 
 from kolora_core.data.normalise import MAX_PIXELS, Skip, normalise
-from tests.data.conftest import BAD_FOLDER, build_bad_folder, encode, picture, png_header_only
+from tests.data.conftest import (
+    BAD_FOLDER,
+    PNG_SIGNATURE,
+    build_bad_folder,
+    chunk,
+    damage_pixels,
+    encode,
+    picture,
+    png_header_only,
+)
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +49,43 @@ def test_truncated_is_caught_even_when_data_juicer_turned_truncated_loading_on(
     with pytest.raises(Skip, match="truncated"):
         normalise(files["truncated.jpg"])
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored for whoever set it
+
+
+@pytest.mark.parametrize(
+    ("damage", "kind", "reason"),
+    [
+        ("bad deflate", "corrupt", "broken data stream"),
+        ("cut stream", "truncated", "image file is truncated"),
+        # was kept: Pillow decodes it without an error, the bottom half black, and ingest wrote that as a good PNG
+        ("few rows", "truncated", "the image data ends after 16184 of the 32368 bytes its 96x112 header needs"),
+    ],
+)
+@pytest.mark.parametrize("truncated_loading", [False, True])
+def test_a_png_with_valid_crcs_but_damaged_pixel_data_is_skipped(
+    monkeypatch: pytest.MonkeyPatch, damage: str, kind: str, reason: str, truncated_loading: bool
+) -> None:
+    """verify() passes all three (the CRCs fit); ingest_report.json lists each under its kind."""
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", truncated_loading)  # True: what `import data_juicer` does
+    png = damage_pixels(encode(picture((96, 112), 3), "PNG"), damage)
+    with Image.open(io.BytesIO(png)) as im:
+        im.verify()
+    with pytest.raises(Skip) as caught:
+        normalise(png)
+    assert (caught.value.kind, reason in caught.value.reason) == (kind, True), caught.value.reason
+
+
+@pytest.mark.parametrize("interlace", [False, True])
+def test_a_whole_png_is_kept_plain_or_interlaced(interlace: bool) -> None:
+    """The rows check counts Adam7's passes: a complete interlaced PNG (Pillow does not write one) is not refused."""
+    pixels = np.asarray(picture((13, 11), 4))  # odd sizes: passes of uneven width, Adam7's second one empty
+    rows = []
+    adam7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+    for x0, y0, dx, dy in adam7 if interlace else ((0, 0, 1, 1),):  # x0 y0 dx dy of each pass
+        part = pixels[y0::dy, x0::dx]
+        rows += [b"\x00" + row.tobytes() for row in part if part.shape[1]]  # filter type 0 (none) per row
+    ihdr = struct.pack(">IIBBBBB", 13, 11, 8, 2, 0, 0, int(interlace))
+    png = PNG_SIGNATURE + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"".join(rows))) + chunk(b"IEND", b"")
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(normalise(png).png))), pixels)
 
 
 def test_bomb_limit_is_restored_and_bombs_never_allocate(files: dict[str, bytes]) -> None:
