@@ -35,7 +35,8 @@ from PIL import Image
 
 from kolora_core.config import TrainConfig
 from kolora_core.data.buckets import bucket_name, bucket_sizes, nearest_bucket
-from kolora_core.data.layout import TRAIN_DIR
+from kolora_core.data.layout import TRAIN_DIR, unreadable_image
+from kolora_core.data.normalise import Skip, check_png_rows, strict_pillow
 from kolora_core.progress import Progress
 from kolora_core.training.sampling import bucket_sample, crop_box_for, resized, training_tensor
 from kolora_core.training.step import to_device
@@ -128,6 +129,11 @@ class TrainCache:
         )
 
 
+class Undecodable(OSError):
+    """A training image's pixels cannot be decoded; its message is the decoder's '<error type>: <message>'. Raised in a
+    loader worker, it reaches `encode_group` as the same class, its message wrapped in the worker's traceback."""
+
+
 class _ImageVariants(torch.utils.data.Dataset):
     """(image, crop, flip) -> (training tensor, add_time_id), decoded in data-loader workers."""
 
@@ -140,6 +146,21 @@ class _ImageVariants(torch.utils.data.Dataset):
         return len(self.paths) * self.crops * self.flips
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decoded with truncated loading off (Data-Juicer, imported in the same process, turns it on for all) and a
+        PNG's rows counted: one whose deflate stream is broken or short would be trained on as black or grey pixels.
+        The train stage's pre-check verifies only the PNG structure (`layout._check_image` says why)."""
+        try:
+            with strict_pillow():
+                item = self._variant(index)
+            if index % (self.crops * self.flips) == 0:  # once per image: rows Pillow lacked it filled with black
+                check_png_rows(self.paths[index // (self.crops * self.flips)].read_bytes())
+            return item
+        except Skip as exc:
+            raise Undecodable(exc.reason) from None
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:  # Pillow's decode errors
+            raise Undecodable(f"{type(exc).__name__}: {exc}") from None
+
+    def _variant(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         member, variant = divmod(index, self.crops * self.flips)
         crop, flip = divmod(variant, self.flips)
         path, image_index, (width, height) = self.paths[member], self.indices[member], self.size
@@ -197,11 +218,16 @@ def encode_group(
     data = _ImageVariants(paths, indices, size, train, crops, flips)
     loader = torch.utils.data.DataLoader(data, batch_size=1, num_workers=min(train.num_workers, len(data)))
     latents, time_ids = [], []
-    for image, time_id in loader:
-        with autocast():
-            latents.append(pipe.vae_encoder(image.to(dtype=pipe.torch_dtype, device=device))[0].cpu())
-        time_ids.append(time_id[0])
-        progress.advance()
+    try:
+        for image, time_id in loader:
+            with autocast():
+                latents.append(pipe.vae_encoder(image.to(dtype=pipe.torch_dtype, device=device))[0].cpu())
+            time_ids.append(time_id[0])
+            progress.advance()
+    except Undecodable as exc:  # the loader keeps the order: the item after the last one received failed
+        path = paths[len(time_ids) // (crops * flips)]
+        last = str(exc).strip().splitlines()[-1]  # a worker's traceback ends '<module>.Undecodable: <message>'
+        raise unreadable_image(path, last.split(f"{Undecodable.__name__}: ", 1)[-1]) from None
     stacked = torch.stack(latents)
     return LatentGroup(
         size[0],

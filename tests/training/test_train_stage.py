@@ -19,6 +19,7 @@ from kolora_core.lora.format import LORA_FILE, load_lora, sha256_of
 from kolora_core.models.layout import UNET_FILE
 from kolora_core.training.run import oom_message
 from tests.conftest import mark_complete, write_trainset
+from tests.data.conftest import damage_pixels
 from tests.training.helpers import losses, train
 
 
@@ -120,6 +121,34 @@ def test_a_damaged_trainset_is_one_line_before_models_load(
     assert train_main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert re.search(message, err[-1]), err[-1]
+
+
+@pytest.mark.parametrize(
+    ("damage", "workers", "reason"),
+    [
+        ("bad deflate", "0", r"OSError: broken data stream when reading image file"),  # was this OSError's traceback
+        ("cut stream", "1", r"OSError: image file is truncated"),  # in a loader worker: the same line
+        ("few rows", "0", r"cannot decode: the image data ends after 16184 of the 32368 bytes"),  # was trained on, black
+    ],
+)
+def test_a_png_whose_pixel_data_is_damaged_is_one_line_from_the_cache_build(
+    tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, workers: str, reason: str
+) -> None:
+    """Its CRCs are valid, so the pre-check's verify() passes it (decoding every image there would cost as long as
+    loading the models): the cache build, which decodes the images first, names it. Exit 1 with a traceback, or exit 0
+    having trained on the rows Pillow could not decode as black (or on all of it, with truncated loading on)."""
+    trainset = write_trainset(tmp_path / "ts", count=2)
+    png = trainset / "train" / "1.png"
+    png.write_bytes(damage_pixels(png.read_bytes(), damage))
+    mark_complete(trainset)
+    assert train(tiny_models, trainset, tmp_path / "o", "--train.steps", "1", "--train.num_workers", workers) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.fullmatch(
+        rf"kolora train: error: training image {re.escape(str(png.resolve()))} is not a readable image \({reason}.*\): "
+        "rerun the filter stage",
+        err.strip().splitlines()[-1],
+    ), err.strip().splitlines()[-1]
 
 
 def test_fp16_mixed_on_cpu_is_refused(
