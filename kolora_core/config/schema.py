@@ -8,6 +8,7 @@ validate: reading files (profiles, `--config`, `generate.prompts_file`) is `load
 
 from __future__ import annotations
 
+import functools
 import re
 import types
 from datetime import date
@@ -273,17 +274,38 @@ UNET_LINEAR_NAMES = (
     "to_q",
     "to_v",
 )
-# What a dotted target's other parts can be on the way to those layers, besides block numbers (`attn1.to_q`).
-UNET_LINEAR_PARENTS = ("act_fn", "attn1", "attn2", "blocks", "transformer_blocks")
+# Where those layers are, so that a dotted target must end a real name ("attn1.to_q", not "to_q.attn1" or
+# "blocks.1.to_q", which peft matches with nothing): SDXLUNet.blocks' attention blocks by index with their number of
+# transformer blocks, and its ResnetBlocks (a time_emb_proj each). tests/models/test_size_steps.py checks the names
+# these make against the model's.
+UNET_ATTENTION_BLOCKS = {7: 2, 10: 2, 15: 10, 18: 10, 21: 10, 25: 10, 28: 10, 31: 10, 35: 2, 38: 2, 41: 2}
+UNET_RESNET_BLOCKS = (0, 2, 6, 9, 14, 17, 20, 22, 24, 27, 30, 34, 37, 40, 44, 46, 48)
+UNET_TRANSFORMER_LINEARS = tuple(f"{attn}.{to}" for attn in ("attn1", "attn2") for to in ("to_q", "to_k", "to_v", "to_out"))
+UNET_TRANSFORMER_LINEARS += ("ff", "act_fn.proj")
+
+
+def unet_linear_modules() -> list[str]:
+    """The full names of the UNet's Linear layers that UNET_LINEAR_NAMES end (all but the time embeddings' `0`, `2`)."""
+    names = ["text_intermediate_proj", *(f"blocks.{i}.time_emb_proj" for i in UNET_RESNET_BLOCKS)]
+    for i, depth in UNET_ATTENTION_BLOCKS.items():
+        names += [f"blocks.{i}.proj_in", f"blocks.{i}.proj_out"]
+        names += [f"blocks.{i}.transformer_blocks.{j}.{leaf}" for j in range(depth) for leaf in UNET_TRANSFORMER_LINEARS]
+    return names
+
+
+@functools.cache
+def _unet_linear_targets() -> frozenset[str]:
+    """Every target peft matches with one of those layers: a name's last parts (it takes `key.endswith("." + t)`)."""
+    names = [name.split(".") for name in unet_linear_modules()]
+    return frozenset(".".join(parts[i:]) for parts in names for i in range(len(parts)))
 
 
 def _unet_linear_target(target: str) -> str:
     """`target` if it names Linear layers of the Kolors UNet as peft matches names (see UNET_LINEAR_NAMES)."""
-    *parents, leaf = target.split(".")
-    if leaf not in UNET_LINEAR_NAMES or not all(p.isdigit() or p in UNET_LINEAR_PARENTS for p in parents):
+    if target not in _unet_linear_targets():
         raise ValueError(
             f"{target!r} names no Linear layer of the Kolors UNet (diffsynth's names): use {', '.join(UNET_LINEAR_NAMES)}, "
-            f"alone or after {', '.join(UNET_LINEAR_PARENTS)} and block numbers (e.g. attn1.to_q)"
+            "alone or as the end of a layer's full name (e.g. attn1.to_q, transformer_blocks.0.attn2.to_k, blocks.7.proj_in)"
         )
     return target
 

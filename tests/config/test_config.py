@@ -133,14 +133,20 @@ def test_the_steps_bound_is_the_kolors_schedulers() -> None:
     assert len(ddim_plan(kolors_scheduler(), MAX_SAMPLER_STEPS + 1)[0]) == MAX_SAMPLER_STEPS  # capped without a word
 
 
-@pytest.mark.parametrize("target", ["to_out.0", "ff.net.0.proj", "to_qq", "norm1", "conv1", "attn3.to_q"])
+# the last five: each part a name of the UNet's, in an order or with a block number that ends no Linear layer's name
+@pytest.mark.parametrize(
+    "target",
+    ["to_out.0", "ff.net.0.proj", "to_qq", "norm1", "conv1", "attn3.to_q", "to_q.attn1", "ff.to_k", "blocks.1.to_q",
+     "attn1.attn2.to_q", "blocks.15.transformer_blocks.10.ff"],
+)  # fmt: skip
 def test_a_lora_target_that_is_no_linear_layer_of_the_unet_is_refused_when_the_config_loads(target: str) -> None:
-    """peft raised NoMatchingPeftModuleError (to_out.0, diffusers' name) or a ValueError (norm1) after the models
-    loaded, and conv1 trained, then failed when the LoRA was saved."""
+    """peft raised NoMatchingPeftModuleError (to_out.0, diffusers' name; to_q.attn1) or a ValueError (norm1) after the
+    models loaded, and conv1 trained, then failed when the LoRA was saved."""
     with pytest.raises(
         KoloraError,
         match=rf"^command-line flags: config field 'train\.lora_target_modules\[1\]': '{re.escape(target)}' names no Linear "
-        r"layer of the Kolors UNet .*: use ff, proj, .*\(e\.g\. attn1\.to_q\)$",
+        r"layer of the Kolors UNet .*: use ff, proj, .*, alone or as the end of a layer's full name \(e\.g\. attn1\.to_q, "
+        r"transformer_blocks\.0\.attn2\.to_k, blocks\.7\.proj_in\)$",
     ):
         load_config("smoke", overrides={"train.lora_target_modules": ["to_q", target]})
     with pytest.raises(KoloraError, match=r"'train\.lora_target_modules': List should have at least 1 item"):
@@ -148,7 +154,8 @@ def test_a_lora_target_that_is_no_linear_layer_of_the_unet_is_refused_when_the_c
 
 
 def test_every_linear_layer_name_and_dotted_paths_to_them_are_lora_targets() -> None:
-    targets = [*UNET_LINEAR_NAMES, "attn1.to_q", "blocks.1.transformer_blocks.0.attn2.to_k", "act_fn.proj"]
+    targets = [*UNET_LINEAR_NAMES, "attn1.to_q", "blocks.7.transformer_blocks.0.attn2.to_k", "act_fn.proj"]
+    targets += ["0.attn1.to_q", "transformer_blocks.9.ff", "blocks.48.time_emb_proj", "15.proj_in"]
     overrides = {"train.lora_target_modules": targets, "train.exports": ["diffusers"]}
     assert load_config("smoke", overrides=overrides).train.lora_target_modules == targets
 

@@ -10,7 +10,7 @@ from diffsynth import SDXLImagePipeline
 from diffsynth.models.sdxl_unet import SDXLUNet
 
 from kolora_core.config import load_config
-from kolora_core.config.schema import PIPELINE_SIZE_STEP, UNET_LINEAR_NAMES, UNET_LINEAR_PARENTS, UNET_SIZE_STEP
+from kolora_core.config.schema import PIPELINE_SIZE_STEP, UNET_LINEAR_NAMES, UNET_SIZE_STEP, unet_linear_modules
 from kolora_core.errors import KoloraError
 
 
@@ -63,11 +63,10 @@ def test_generate_sizes_are_what_the_pipeline_renders() -> None:
 def test_lora_target_names_are_the_kolors_unets_linear_layers(kolors_unet: SDXLUNet) -> None:
     """UNET_LINEAR_NAMES: the last name parts that only Linear layers have (peft matches a target as the last parts of
     a module's name: a part shared with another kind of module, or a block number, would reach one it cannot adapt);
-    UNET_LINEAR_PARENTS: the other parts on the way to them."""
+    unet_linear_modules(): the full names of the Linear layers they end, whose last parts are the dotted targets."""
     kinds: dict[str, set[type]] = {}
     for name, module in kolors_unet.named_modules():
         kinds.setdefault(name.rsplit(".", 1)[-1], set()).add(type(module))
     assert set(UNET_LINEAR_NAMES) == {leaf for leaf, found in kinds.items() if found == {torch.nn.Linear} and not leaf.isdigit()}
-    linear = [name.split(".") for name, module in kolors_unet.named_modules() if isinstance(module, torch.nn.Linear)]
-    parents = {part for parts in linear if parts[-1] in UNET_LINEAR_NAMES for part in parts[:-1] if not part.isdigit()}
-    assert set(UNET_LINEAR_PARENTS) == parents
+    linear = [name for name, module in kolors_unet.named_modules() if isinstance(module, torch.nn.Linear)]
+    assert sorted(unet_linear_modules()) == sorted(name for name in linear if name.rsplit(".", 1)[-1] in UNET_LINEAR_NAMES)
