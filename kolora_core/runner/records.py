@@ -34,6 +34,9 @@ class NodeRecord:
     scratch: Path | None = None
     attempts: int = 0  # pods run for this node so far, over a run and its retries: a new pod never reuses a number
     reused: bool = False  # succeeded in an earlier invocation of the run; kept as it was by `kolora run --retry`
+    # seconds the run's earlier invocations spent on this node that `duration` leaves out (its attempts before a
+    # retry ran it again): without it a retry's summary could not say what the whole run cost
+    before: float = 0.0
 
 
 @dataclass

@@ -128,12 +128,12 @@ def newest_failed(runs_dir: Path) -> tuple[Path, str]:
 
 def reuse(ctx: RunContext, node: NodeRecord, template: TemplateSpec, keep: bool = True) -> bool:
     """Keep `node` as the earlier invocation left it, if it succeeded there, `keep` allows it (the exit handler always
-    runs again) and its outputs are still in the store; otherwise note the earlier attempts (the node runs again, in
-    new pods) and return False."""
+    runs again) and its outputs are still in the store; otherwise note the earlier attempts and the time they took
+    (the node runs again, in new pods) and return False."""
     earlier = ctx.earlier.get(node.node)
     if earlier is None:
         return False
-    node.attempts = earlier.attempts
+    node.attempts, node.before = earlier.attempts, earlier.before + earlier.duration  # its time so far, if it reruns
     node.log = ctx.run_dir / "logs" / f"{node.node}.log"
     if not keep or earlier.phase != "Succeeded" or earlier.template != template.name:
         before = "interrupted" if earlier.phase == "Failed" and earlier.message == INTERRUPTED else earlier.phase
@@ -144,6 +144,7 @@ def reuse(ctx: RunContext, node: NodeRecord, template: TemplateSpec, keep: bool 
         ctx.say(f"--- {node.display}: succeeded before, but its output '{gone[0]}' is no longer in the store: running it again")
         return False
     node.phase, node.message, node.duration, node.reused = "Succeeded", KEPT, earlier.duration, True
+    node.before = earlier.before
     node.exit_code, node.result = earlier.exit_code, earlier.result
     node.parameters, node.artifacts = dict(earlier.parameters), dict(earlier.artifacts)
     for spec in template.output_parameters:

@@ -30,7 +30,7 @@ LOCK_FILE = ".lock"
 RUNNING = "it is running (a kolora run is working on it, or the step of one that was killed is still being stopped)"
 FORMAT = 1  # raised when a field changes meaning; a record of another format is not retried
 NODE_FIELDS = ("node", "task", "display", "template", "phase", "message", "duration", "exit_code", "parameters",
-               "result", "attempts", "reused")  # fmt: skip
+               "result", "attempts", "reused", "before")  # fmt: skip
 
 
 @dataclass

@@ -27,8 +27,7 @@ PUBLISHED = re.compile(r"^(?:kolora \w+: )?((?:already )?published s3://\S+.*)$"
 
 def build_summary(result: RunResult) -> str:
     lines = [
-        f"kolora run {result.run_id}: {result.status} in {_duration(result.duration)}"
-        + (f" (retry {result.retries})" if result.retries else ""),
+        f"kolora run {result.run_id}: {result.status} in {_duration(result.duration)}{_retry_note(result)}",
         f"  template {_show(result.template)}  engine {result.engine}  store {result.store}",
     ]
     if result.parameters:
@@ -65,6 +64,16 @@ def write_summary(result: RunResult) -> str:
     return result.summary
 
 
+def _retry_note(result: RunResult) -> str:
+    """A retry's own time leaves out the steps it kept and what the earlier attempts spent on the steps it reran:
+    the header says the whole run's time too, from the record's durations (a kept step's is its earlier one)."""
+    if not result.retries:
+        return ""
+    earlier = sum(n.duration for n in result.nodes if n.reused) + sum(n.before for n in result.nodes)
+    whose = "the first attempt's" if result.retries == 1 else "the earlier attempts'"
+    return f" (retry {result.retries}; {_duration(result.duration + earlier)} with {whose} steps)"
+
+
 def _step_lines(nodes: list[NodeRecord]) -> list[str]:
     by_task: dict[str, list[NodeRecord]] = {}
     for node in nodes:
@@ -80,9 +89,12 @@ def _step_lines(nodes: list[NodeRecord]) -> list[str]:
             lines.append(f"  {f'{task} x{len(group)}':<{width}}  {phases}  {_duration(total)}")
             continue
         for node in group:
-            note = ""
+            notes = []
             if (node.phase in ("Skipped", "Omitted", "Failed") or node.reused) and node.message:
-                note = f"  ({_clip(node.message, 60)})"
+                notes.append(_clip(node.message, 60))
+            if node.before and not node.reused:  # a step run again: what its attempts before this retry took
+                notes.append(f"+{_duration(node.before)} before the retry")
+            note = f"  ({'; '.join(notes)})" if notes else ""
             timing = _duration(node.duration) if node.phase in ("Succeeded", "Failed") else ""
             lines.append(f"  {_clip(node.display, width):<{width}}  {node.phase:<9}  {timing:>7}{note}".rstrip())
     return lines

@@ -66,5 +66,7 @@ def test_a_run_stopped_in_train_and_retried_ends_with_the_uninterrupted_lora(run
     assert lora_max_diff(lora, uninterrupted) <= 1e-6
     assert losses(lora) == pytest.approx(losses(uninterrupted), abs=LOSS_CSV_TOLERANCE)
     text = (run_dir / "summary.txt").read_text()
-    assert f"kolora run {rid}: Succeeded in " in text and "(retry 1)" in text.splitlines()[0]
+    head = rf"kolora run {rid}: Succeeded in \S+ \(retry 1; \S+ with the first attempt's steps\)"
+    assert re.fullmatch(head, text.splitlines()[0]), text
+    assert nodes["train"]["before"] > 0 and re.search(r"\n  train\s+Succeeded\s+\S+  \(\+\S+ before the retry\)\n", text)
     assert text.count("(succeeded before the retry; kept)") == len(BEFORE_TRAIN)

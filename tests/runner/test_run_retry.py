@@ -69,8 +69,19 @@ def test_a_failed_run_retried_keeps_what_succeeded_and_resumes_the_failed_step(r
     assert "status Succeeded count 6" in (logs / "onExit.log").read_text(), "the exit handler runs again, with the outcome"
     assert work.attempts == 2, "the retry's pod is the node's second: work-1"
     summary = (second.run_dir / "summary.txt").read_text()
-    assert f"kolora run {rid}: Succeeded in " in summary and "(retry 1)" in summary.splitlines()[0]
+    # the retry's own time, and the whole run's: its steps, the kept step's time and the failed attempts' time
+    head = re.fullmatch(rf"kolora run {rid}: Succeeded in (\d+\.\d)s \(retry 1; (\d+\.\d)s with the first attempt's steps\)",
+                        summary.splitlines()[0])  # fmt: skip
+    assert head, summary
+    reran = {"work": first.node("work").duration, "onExit": first.node("onExit").duration}
+    assert {n: second.node(n).before for n in reran} == reran, "the first attempt's time on each step it reran"
+    assert (second.node("total").before, produce.before, produce.duration) == (0, 0, first.node("produce").duration)
+    whole = second.duration + produce.duration + sum(reran.values())
+    assert head.groups() == (f"{second.duration:.1f}", f"{whole:.1f}"), summary
     assert re.search(r"produce\s+Succeeded\s+\d+\.\ds\s+\(succeeded before the retry; kept\)", summary), summary
+    assert re.search(rf"work\s+Succeeded\s+\d+\.\ds\s+\(\+{reran['work']:.1f}s before the retry\)", summary), summary
+    recorded = {node["node"]: node["before"] for node in record(second.run_dir)["nodes"]}
+    assert recorded["work"] == reran["work"], "in run.json, for a second retry to add to"
     done = record(second.run_dir)
     assert done["status"] == "Succeeded" and done["retries"] == 1
 
