@@ -183,8 +183,9 @@ def _check_image(path: Path) -> None:
     Why not decode PNGs too: measured on the 2-core CI machine (Pillow 13, 1024x1024 RGB PNGs of 1.7-3.0 MiB, the
     seed's size; load average 4, CI running), `verify()` takes 0.4-1.5 s per 1000 images, `load()` 16-32 s and the
     rows check (`normalise.check_png_rows`) 10 s more: as long as loading the models. So a PNG with valid CRCs but a
-    broken or short deflate stream passes here and is named where its pixels are first decoded, the fast engine's
-    cache build (`kolora_core.training.cache`), in this check's line (`unreadable_image`), after the models load."""
+    broken or short deflate stream passes here and is named where its pixels are first decoded (the fast engine's
+    cache build, the seed engine's step: `kolora_core.training.decoding`), in this check's line (`unreadable_image`),
+    after the models load."""
     try:
         with strict_pillow(), Image.open(path) as im:
             if im.format == "PNG":

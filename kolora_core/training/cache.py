@@ -35,9 +35,9 @@ from PIL import Image
 
 from kolora_core.config import TrainConfig
 from kolora_core.data.buckets import bucket_name, bucket_sizes, nearest_bucket
-from kolora_core.data.layout import TRAIN_DIR, unreadable_image
-from kolora_core.data.normalise import Skip, check_png_rows, strict_pillow
+from kolora_core.data.layout import TRAIN_DIR
 from kolora_core.progress import Progress
+from kolora_core.training.decoding import Undecodable, decoded, unreadable
 from kolora_core.training.sampling import bucket_sample, crop_box_for, resized, training_tensor
 from kolora_core.training.step import to_device
 
@@ -129,11 +129,6 @@ class TrainCache:
         )
 
 
-class Undecodable(OSError):
-    """A training image's pixels cannot be decoded; its message is the decoder's '<error type>: <message>'. Raised in a
-    loader worker, it reaches `encode_group` as the same class, its message wrapped in the worker's traceback."""
-
-
 class _ImageVariants(torch.utils.data.Dataset):
     """(image, crop, flip) -> (training tensor, add_time_id), decoded in data-loader workers."""
 
@@ -146,19 +141,9 @@ class _ImageVariants(torch.utils.data.Dataset):
         return len(self.paths) * self.crops * self.flips
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Decoded with truncated loading off (Data-Juicer, imported in the same process, turns it on for all) and a
-        PNG's rows counted: one whose deflate stream is broken or short would be trained on as black or grey pixels.
-        The train stage's pre-check verifies only the PNG structure (`layout._check_image` says why)."""
-        try:
-            with strict_pillow():
-                item = self._variant(index)
-            if index % (self.crops * self.flips) == 0:  # once per image: rows Pillow lacked it filled with black
-                check_png_rows(self.paths[index // (self.crops * self.flips)].read_bytes())
-            return item
-        except Skip as exc:
-            raise Undecodable(exc.reason) from None
-        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:  # Pillow's decode errors
-            raise Undecodable(f"{type(exc).__name__}: {exc}") from None
+        """Decoded strictly (`kolora_core.training.decoding`), a PNG's rows counted once per image."""
+        variants = self.crops * self.flips
+        return decoded(self.paths[index // variants], lambda: self._variant(index), rows=index % variants == 0)
 
     def _variant(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         member, variant = divmod(index, self.crops * self.flips)
@@ -224,10 +209,8 @@ def encode_group(
                 latents.append(pipe.vae_encoder(image.to(dtype=pipe.torch_dtype, device=device))[0].cpu())
             time_ids.append(time_id[0])
             progress.advance()
-    except Undecodable as exc:  # the loader keeps the order: the item after the last one received failed
-        path = paths[len(time_ids) // (crops * flips)]
-        last = str(exc).strip().splitlines()[-1]  # a worker's traceback ends '<module>.Undecodable: <message>'
-        raise unreadable_image(path, last.split(f"{Undecodable.__name__}: ", 1)[-1]) from None
+    except Undecodable as exc:
+        raise unreadable(exc) from None
     stacked = torch.stack(latents)
     return LatentGroup(
         size[0],

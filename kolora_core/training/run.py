@@ -52,6 +52,7 @@ from kolora_core.training import checkpoint as ckpt
 from kolora_core.training import sigterm
 from kolora_core.training.cache import TrainCache, build_cache
 from kolora_core.training.captions import warn_cut_captions
+from kolora_core.training.decoding import Undecodable, decoded, unreadable
 from kolora_core.training.fast_module import (
     FastLoRAModule,
     add_noise,
@@ -643,7 +644,8 @@ class _StepImages(torch.utils.data.Dataset):
         crop_gen = torch.Generator().manual_seed(step_seed(train.seed, step, "crop"))
         images = []
         for index, flip in zip(draw.images.tolist(), draw.flips.tolist(), strict=True):
-            image = resized(self.job.trainset / TRAIN_DIR / rows[index][0], train.resolution)
+            path = self.job.trainset / TRAIN_DIR / rows[index][0]
+            image = decoded(path, lambda path=path: resized(path, train.resolution))  # strictly, each step it is drawn
             box = None if train.center_crop else random_crop_box(image, train.resolution, crop_gen)
             images.append(training_tensor(image, train.resolution, box, flip))
         return {"text": [rows[i][1] for i in draw.images.tolist()], "image": torch.stack(images)}
@@ -671,7 +673,10 @@ class SeedEngine(_Engine):
                 _StepImages(self.job), batch_size=None, sampler=sampler, num_workers=self.train.num_workers
             )
             self._batches = iter(loader)
-        batch = next(self._batches)
+        try:
+            batch = next(self._batches)
+        except Undecodable as exc:
+            raise unreadable(exc) from None
         self.module.current_step = step + 1
         torch.manual_seed(step_seed(self.train.seed, step, "noise"))  # the seed draws from the global RNGs
         with self.fabric.autocast():

@@ -151,6 +151,32 @@ def test_a_png_whose_pixel_data_is_damaged_is_one_line_from_the_cache_build(
     ), err.strip().splitlines()[-1]
 
 
+@pytest.mark.parametrize(
+    ("damage", "workers", "reason"),
+    [
+        ("bad deflate", "1", r"OSError: broken data stream when reading image file"),  # was a worker's traceback
+        ("few rows", "0", r"cannot decode: the image data ends after 16184 of the 32368 bytes"),  # was trained on, black
+    ],
+)
+def test_the_seed_engine_names_a_png_whose_pixel_data_is_damaged(
+    tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, workers: str, reason: str
+) -> None:
+    """engine: seed decodes each step's images when the step draws them (no cache): the same line, at that step."""
+    trainset = write_trainset(tmp_path / "ts", count=1)  # the one image: step 1 draws it
+    png = trainset / "train" / "0.png"
+    png.write_bytes(damage_pixels(png.read_bytes(), damage))
+    mark_complete(trainset)
+    flags = ("--train.engine", "seed", "--train.steps", "1", "--train.num_workers", workers)
+    assert train(tiny_models, trainset, tmp_path / "o", *flags) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert re.fullmatch(
+        rf"kolora train: error: training image {re.escape(str(png.resolve()))} is not a readable image \({reason}.*\): "
+        "rerun the filter stage",
+        err.strip().splitlines()[-1],
+    ), err.strip().splitlines()[-1]
+
+
 def test_fp16_mixed_on_cpu_is_refused(
     tiny_models: Path, tiny_trainset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
