@@ -137,18 +137,7 @@ def test_a_png_whose_pixel_data_is_damaged_is_one_line_from_the_cache_build(
     """Its CRCs are valid, so the pre-check's verify() passes it (decoding every image there would cost as long as
     loading the models): the cache build, which decodes the images first, names it. Exit 1 with a traceback, or exit 0
     having trained on the rows Pillow could not decode as black (or on all of it, with truncated loading on)."""
-    trainset = write_trainset(tmp_path / "ts", count=2)
-    png = trainset / "train" / "1.png"
-    png.write_bytes(damage_pixels(png.read_bytes(), damage))
-    mark_complete(trainset)
-    assert train(tiny_models, trainset, tmp_path / "o", "--train.steps", "1", "--train.num_workers", workers) == 2
-    err = capsys.readouterr().err
-    assert "Traceback" not in err
-    assert re.fullmatch(
-        rf"kolora train: error: training image {re.escape(str(png.resolve()))} is not a readable image \({reason}.*\): "
-        "rerun the filter stage",
-        err.strip().splitlines()[-1],
-    ), err.strip().splitlines()[-1]
+    _assert_damage_named(tiny_models, tmp_path, capsys, damage, reason, 2, "--train.num_workers", workers)
 
 
 @pytest.mark.parametrize(
@@ -162,12 +151,19 @@ def test_the_seed_engine_names_a_png_whose_pixel_data_is_damaged(
     tiny_models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, workers: str, reason: str
 ) -> None:
     """engine: seed decodes each step's images when the step draws them (no cache): the same line, at that step."""
-    trainset = write_trainset(tmp_path / "ts", count=1)  # the one image: step 1 draws it
-    png = trainset / "train" / "0.png"
+    flags = ("--train.engine", "seed", "--train.num_workers", workers)
+    _assert_damage_named(tiny_models, tmp_path, capsys, damage, reason, 1, *flags)  # the one image: step 1 draws it
+
+
+def _assert_damage_named(
+    models: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], damage: str, reason: str, count: int, *flags: str
+) -> None:
+    """One step on a trainset of `count` images whose last one is damaged: exit 2, the pre-check's line, no traceback."""
+    trainset = write_trainset(tmp_path / "ts", count=count)
+    png = trainset / "train" / f"{count - 1}.png"
     png.write_bytes(damage_pixels(png.read_bytes(), damage))
     mark_complete(trainset)
-    flags = ("--train.engine", "seed", "--train.steps", "1", "--train.num_workers", workers)
-    assert train(tiny_models, trainset, tmp_path / "o", *flags) == 2
+    assert train(models, trainset, tmp_path / "o", "--train.steps", "1", *flags) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert re.fullmatch(
