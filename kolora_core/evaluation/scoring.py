@@ -2,7 +2,8 @@
 
 `load_scorers` reads the scorers directory (`kolora_core.models.scorers`: manifest checked by sha256, the parts
 the config names, the scorer identity for the report); `load_aesthetic`/`load_clip` load one model directory,
-after refusing a shard index or processor config that names a file outside it (`kolora_core.models.shard_index`).
+after the checks fetch-models ran on it too (`check_aesthetic`, `check_clip`: among them a shard index or processor
+config that names a file outside it, `kolora_core.models.shard_index`).
 
 * Aesthetic score: the LAION aesthetics predictor v2 (improved-aesthetic-predictor), i.e. an MLP of five
   Linear layers with no activations (dropout only while training) on the L2-normalised CLIP ViT-L/14 image
@@ -16,15 +17,15 @@ after refusing a shard index or processor config that names a file outside it (`
   A config whose architectures name `AestheticsPredictorV2ReLU` gets ReLUs between the layers, as that class has.
 * CLIP similarity: cosine similarity of image and prompt embeddings from a CLIP that reads the prompts as
   written (Chinese): `OFA-Sys/chinese-clip-vit-base-patch16` (transformers `ChineseCLIPModel`) is the
-  documented choice. The families `clip_families` names load, each with the transformers classes named there: kolora
-  picks them by config.json's model_type, never the folder's JSON (`processor_class`, `image_processor_type`,
-  `tokenizer_class`, `auto_map`), which through the Auto classes could select any transformers class, some of
-  which read files or download at load time (OneFormer's image processor reads its `class_info_file`).
+  documented choice. The families `kolora_core.models.scorers.clip_families` names load, each with the
+  transformers classes named there: kolora picks them by config.json's model_type, never the folder's JSON
+  (`processor_class`, `image_processor_type`, `tokenizer_class`, `auto_map`), which through the Auto classes could
+  select any transformers class, some of which read files or download at load time (OneFormer's image processor
+  reads its `class_info_file`).
 """
 
 from __future__ import annotations
 
-import functools
 import itertools
 import json
 import logging
@@ -41,7 +42,6 @@ from kolora_core.errors import KoloraError
 from kolora_core.models.scorers import (
     AESTHETIC,
     CLIP,
-    CLIP_FAMILIES,
     FIELDS,
     HUB_KIND,
     RANDOM_KIND,
@@ -49,10 +49,10 @@ from kolora_core.models.scorers import (
     HeadLayer,
     ScorersDir,
     check_aesthetic,
-    clip_model_type,
+    check_clip,
     scorer_repos,
 )
-from kolora_core.models.shard_index import check_processor_files, check_shard_indexes
+from kolora_core.models.shard_index import REDO
 
 log = logging.getLogger("kolora.evaluate")
 NOTES = {
@@ -144,14 +144,13 @@ class LaionAesthetic:
         return [float(s) for s in self.head(self.embed(images)).squeeze(-1).cpu()]
 
 
-def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = None) -> LaionAesthetic:
-    """`source` names the model in messages and the report (its hub repo); the directory path by default."""
-    from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
+def load_aesthetic(directory: Path, device: str = "cpu", source: str | None = None, fix: str = REDO) -> LaionAesthetic:
+    """`source` names the model in messages and the report (its hub repo); the directory path by default. `fix` ends
+    a refusal of the folder's files (`ScorersDir.fix`)."""
+    from transformers import CLIPVisionModelWithProjection
 
     source = source or str(directory)
-    vision_config, layers = check_aesthetic(directory, source)
-    check_shard_indexes(directory)
-    check_processor_files(directory, CLIPImageProcessor)
+    vision_config, layers = check_aesthetic(directory, source, fix)
     config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
     relu = any("relu" in str(a).lower() for a in config.get("architectures") or [])
     try:
@@ -190,59 +189,11 @@ class ClipSimilarity:
         return [float(s) for s in (image * text).sum(-1).cpu()]
 
 
-@dataclass(frozen=True)
-class ClipFamily:
-    """The transformers classes one CLIP family loads with (`from_pretrained` of each, the processor assembled)."""
-
-    model: type[Any]
-    processor: type[Any]
-    image_processor: type[Any]
-    tokenizer: type[Any]
-
-
-@functools.cache
-def clip_families() -> dict[str, ClipFamily]:
-    """By config.json's model_type, keyed by `CLIP_FAMILIES` (the models layer's list, which fetch-models checks
-    downloads against: a name there without classes here fails the first load, in the tests).
-
-    The processors' own `from_pretrained` is not used: CLIPProcessor loads its tokenizer through AutoTokenizer (the
-    folder's `tokenizer_class` or model_type picks it), and every processor loads an audio tokenizer that
-    processor_config.json names (`ProcessorMixin.get_processor_dict`). The slow image processors and fast tokenizers
-    are what `AutoProcessor` gave for these folders.
-    """
-    from transformers import (
-        AltCLIPModel,
-        AltCLIPProcessor,
-        BertTokenizerFast,
-        ChineseCLIPImageProcessor,
-        ChineseCLIPModel,
-        ChineseCLIPProcessor,
-        CLIPImageProcessor,
-        CLIPModel,
-        CLIPProcessor,
-        CLIPTokenizerFast,
-        XLMRobertaTokenizerFast,
-    )
-
-    classes = {
-        "chinese_clip": ClipFamily(ChineseCLIPModel, ChineseCLIPProcessor, ChineseCLIPImageProcessor, BertTokenizerFast),
-        "clip": ClipFamily(CLIPModel, CLIPProcessor, CLIPImageProcessor, CLIPTokenizerFast),
-        "altclip": ClipFamily(AltCLIPModel, AltCLIPProcessor, CLIPImageProcessor, XLMRobertaTokenizerFast),
-    }
-    return {model_type: classes[model_type] for model_type in CLIP_FAMILIES}
-
-
-def _clip_family(directory: Path, source: str) -> ClipFamily:
-    """The family config.json's model_type names (`clip_model_type` refuses, in one line, any other)."""
-    return clip_families()[clip_model_type(directory, source)]
-
-
-def load_clip(directory: Path, device: str = "cpu", source: str | None = None) -> ClipSimilarity:
-    """`source` names the model in messages and the report (its hub repo); the directory path by default."""
+def load_clip(directory: Path, device: str = "cpu", source: str | None = None, fix: str = REDO) -> ClipSimilarity:
+    """`source` names the model in messages and the report (its hub repo); the directory path by default. `fix` ends
+    a refusal of the folder's files (`ScorersDir.fix`). The classes are the family's (`check_clip`)."""
     source = source or str(directory)
-    family = _clip_family(directory, source)
-    check_shard_indexes(directory)
-    check_processor_files(directory, family.image_processor)
+    family = check_clip(directory, source, fix)
     try:
         model = family.model.from_pretrained(str(directory), dtype=torch.float32)
         _check_loaded(model)
@@ -292,7 +243,7 @@ def load_scorers(directory: Path, evaluate: EvaluateConfig, device: str) -> Scor
                 f"{directory} holds {recorded.get('repo')} at revision "
                 f"{recorded.get('revision') or 'default'}: rerun fetch-models with this config"
             )
-        loaded[part] = loaders[part](scorers.part(part), device, scorers.source(part))
+        loaded[part] = loaders[part](scorers.part(part), device, scorers.source(part), scorers.fix(part))
     facts: dict[str, Any] = {
         "identity": scorers.fingerprint(),
         "kind": manifest["kind"],

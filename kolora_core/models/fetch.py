@@ -27,7 +27,7 @@ from kolora_core.models.scorers import (
     TINY_KIND,
     ScorersDir,
     check_aesthetic,
-    clip_model_type,
+    check_clip,
     scorer_repos,
 )
 from kolora_core.models.tiny import TINY_ARCHITECTURE, build_tiny_models
@@ -112,11 +112,13 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
     """Fill `out` with the scorers the config names: random ones of the real classes with `models.source` tiny
     (tiny sizes) or random (full sizes), else from their hubs.
 
-    The aesthetic head is checked against its CLIP here, and the CLIP's model_type against the families evaluate
-    loads, so a head of the wrong size or a CLIP of another family (a SigLIP) fails before any GPU time is spent;
-    the tiny and random stand-ins are always Chinese-CLIP, whatever `evaluate.clip_repo` names (nothing is
-    downloaded to tell its family). The manifest's sha256 values are checked where the directory is read
-    (evaluate), after its trip through the artifact store.
+    Every check evaluate runs on a folder before loading it runs here too (`check_aesthetic`, `check_clip`: the head
+    against its CLIP, the CLIP's model_type against the families evaluate loads, shard indexes and processor files),
+    so a head of the wrong size, a CLIP of another family (a SigLIP) or a preprocessor_config.json transformers would
+    misread fails before any GPU time is spent, with the line evaluate would give, telling to point the config field
+    at another repo (a rerun downloads the same file). The tiny and random stand-ins are always Chinese-CLIP,
+    whatever `evaluate.clip_repo` names (nothing is downloaded to tell its family). The manifest's sha256 values are
+    checked where the directory is read (evaluate), after its trip through the artifact store.
     """
     scorers, repos = ScorersDir(out), scorer_repos(evaluate)
     sources: dict[str, Any] = {part: None for part in (AESTHETIC, CLIP)}
@@ -135,10 +137,9 @@ def fetch_scorers(evaluate: EvaluateConfig, models: ModelsConfig, out: Path) -> 
             sources[part] = {"repo": repo.reference, "revision": repo.revision}
         scorers.write_manifest(HUB_KIND, sources)
     scorers.read_manifest()
-    if AESTHETIC in repos:
-        check_aesthetic(scorers.part(AESTHETIC), scorers.source(AESTHETIC))
-    if CLIP in repos:
-        clip_model_type(scorers.part(CLIP), scorers.source(CLIP))
+    checks = {AESTHETIC: check_aesthetic, CLIP: check_clip}
+    for part in repos:
+        checks[part](scorers.part(part), scorers.source(part), scorers.fix(part))
     return scorers
 
 

@@ -14,13 +14,15 @@ hashes is the *scorer identity*: two reports with the same identity were scored 
 numbers compare one for one (the champion rule uses it).
 
 This module also owns the LAION head's format (which tensors are the head, and that their shapes chain from the
-CLIP's projection to one score) and the CLIP families kolora loads (config.json's model_type), so a head that does
-not fit its CLIP, or a CLIP of another family, fails in fetch-models, before any GPU time, and evaluate reads both
-the same way.
+CLIP's projection to one score), the CLIP families kolora loads (config.json's model_type -> transformers classes)
+and the checks of each part's folder (`check_aesthetic`, `check_clip`), so a head that does not fit its CLIP, a
+CLIP of another family or a processor file transformers would misread fails in fetch-models, right after the
+download and before any GPU time, and evaluate runs the same checks on what the artifact store hands back.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from kolora_core.config import EvaluateConfig
 from kolora_core.errors import KoloraError
 from kolora_core.models.hub import HubRepo
 from kolora_core.models.layout import ManifestDir
-from kolora_core.models.shard_index import json_object
+from kolora_core.models.shard_index import REDO, check_processor_files, check_shard_indexes, json_object
 
 AESTHETIC, CLIP = "aesthetic", "clip"
 PARTS = (AESTHETIC, CLIP)
@@ -41,7 +43,7 @@ HUB_KIND, TINY_KIND, RANDOM_KIND = "hub", "tiny", "random"
 STAND_IN_KINDS = {TINY_KIND: "tiny random", RANDOM_KIND: "full-size random"}  # scorers written instead of downloaded
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pth", ".pt")
 LAION_V2_INPUT = 768  # CLIP ViT-L/14's projection width: what every LAION aesthetics v2 head reads
-# config.json model_types the CLIP scorer loads; `kolora_core.evaluation.scoring.clip_families` gives each its classes
+# config.json model_types the CLIP scorer loads; `clip_families` gives each its classes
 CLIP_FAMILIES = ("chinese_clip", "clip", "altclip")
 _HEAD_KEY = re.compile(r"^(?:.*\.)?layers\.(\d+)\.(weight|bias)$")
 
@@ -68,6 +70,17 @@ class ScorersDir(ManifestDir):
         if entry.get("repo") in STAND_IN_KINDS:
             return f"{STAND_IN_KINDS[entry['repo']]} stand-in for {entry.get('stands_in_for')}"
         return f"{entry.get('repo')}@{entry.get('revision') or 'default'}"
+
+    def fix(self, name: str) -> str:
+        """What a refusal of a file in part `name` tells the user to do.
+
+        Why not always "rerun fetch-models": a hub part's files are the repo's own (fetch-models checks them right
+        after the download, evaluate after their sha256 matched), so a rerun downloads the same file; the stand-ins
+        are written by kolora, and a rerun writes them anew.
+        """
+        if self.read_manifest()["kind"] != HUB_KIND:
+            return REDO
+        return f"the file is as {self.source(name)} publishes it: point {FIELDS[name]} at another repo or revision"
 
 
 def scorer_repos(evaluate: EvaluateConfig) -> dict[str, HubRepo]:
@@ -146,15 +159,17 @@ def read_head(directory: Path, source: str) -> list[HeadLayer]:
     return layers
 
 
-def check_aesthetic(directory: Path, source: str) -> tuple[Any, list[HeadLayer]]:
-    """The CLIP vision config and the head of an aesthetic model directory, after checking that they belong together."""
-    from transformers import CLIPVisionConfig
+def check_aesthetic(directory: Path, source: str, fix: str = REDO) -> tuple[Any, list[HeadLayer]]:
+    """The CLIP vision config and the head of an aesthetic model directory, after checking that they belong together
+    and that its shard indexes and processor files are what `load_aesthetic` may hand to transformers (refusals end
+    in `fix`, `ScorersDir.fix`)."""
+    from transformers import CLIPImageProcessor, CLIPVisionConfig
 
     path = directory / "config.json"
     if not path.is_file():
-        raise KoloraError(f"aesthetic model {source} ({directory}) has no config.json: rerun fetch-models")
+        raise KoloraError(f"aesthetic model {source} ({directory}) has no config.json: {fix}")
     if json_object(path) is None:  # CLIPVisionConfig fails on `[]` with a TypeError traceback
-        raise KoloraError(f"aesthetic model {source}: {path} is not a JSON object: rerun fetch-models")
+        raise KoloraError(f"aesthetic model {source}: {path} is not a JSON object: {fix}")
     vision = CLIPVisionConfig.from_pretrained(str(directory))
     layers = read_head(directory, source)
     width = layers[0].weight.shape[1]
@@ -165,23 +180,63 @@ def check_aesthetic(directory: Path, source: str) -> tuple[Any, list[HeadLayer]]
             f"aesthetic head of {source} (layers.{layers[0].index} in {layers[0].file}) takes {width} inputs but "
             f"the CLIP in config.json projects to {vision.projection_dim} ({expected}): head and CLIP do not belong together"
         )
+    check_shard_indexes(directory, fix)
+    check_processor_files(directory, CLIPImageProcessor, fix)  # the class `load_aesthetic` builds
     return vision, layers
 
 
-def clip_model_type(directory: Path, source: str) -> str:
-    """config.json's model_type, one of `CLIP_FAMILIES`, else one line naming the repo, the file, the type and the
-    config field to change.
+@dataclass(frozen=True)
+class ClipFamily:
+    """The transformers classes one CLIP family loads with (`from_pretrained` of each, the processor assembled)."""
 
-    Why here: fetch-models runs it right after the download, so a repo of another family (a SigLIP, say) fails
-    before train and generate spend GPU time, not in evaluate after them; evaluate runs it again on what the
-    artifact store hands back and loads the family's classes.
+    model: type[Any]
+    processor: type[Any]
+    image_processor: type[Any]
+    tokenizer: type[Any]
+
+
+@functools.cache
+def clip_families() -> dict[str, ClipFamily]:
+    """By config.json's model_type, keyed by `CLIP_FAMILIES`. Here, not in evaluate, so that fetch-models checks a
+    download's processor files against the image processor class evaluate will build from them.
+
+    The processors' own `from_pretrained` is not used: CLIPProcessor loads its tokenizer through AutoTokenizer (the
+    folder's `tokenizer_class` or model_type picks it), and every processor loads an audio tokenizer that
+    processor_config.json names (`ProcessorMixin.get_processor_dict`). The slow image processors and fast tokenizers
+    are what `AutoProcessor` gave for these folders.
     """
+    from transformers import (
+        AltCLIPModel,
+        AltCLIPProcessor,
+        BertTokenizerFast,
+        ChineseCLIPImageProcessor,
+        ChineseCLIPModel,
+        ChineseCLIPProcessor,
+        CLIPImageProcessor,
+        CLIPModel,
+        CLIPProcessor,
+        CLIPTokenizerFast,
+        XLMRobertaTokenizerFast,
+    )
+
+    classes = {
+        "chinese_clip": ClipFamily(ChineseCLIPModel, ChineseCLIPProcessor, ChineseCLIPImageProcessor, BertTokenizerFast),
+        "clip": ClipFamily(CLIPModel, CLIPProcessor, CLIPImageProcessor, CLIPTokenizerFast),
+        "altclip": ClipFamily(AltCLIPModel, AltCLIPProcessor, CLIPImageProcessor, XLMRobertaTokenizerFast),
+    }
+    return {model_type: classes[model_type] for model_type in CLIP_FAMILIES}
+
+
+def _clip_model_type(directory: Path, source: str, fix: str) -> str:
+    """config.json's model_type, one of `CLIP_FAMILIES`, else one line naming the repo, the file, the type and the
+    config field to change (a repo of another family, a SigLIP say, fails in fetch-models, not in evaluate after
+    train and generate spent GPU time)."""
     path = directory / "config.json"
     if not path.is_file():
-        raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: rerun fetch-models")
+        raise KoloraError(f"CLIP model {source} ({directory}) has no config.json: {fix}")
     config = json_object(path)
     if config is None:
-        raise KoloraError(f"{path} is not a JSON object: rerun fetch-models")
+        raise KoloraError(f"{path} is not a JSON object: {fix}")
     model_type = config.get("model_type")
     if not (isinstance(model_type, str) and model_type in CLIP_FAMILIES):
         raise KoloraError(
@@ -189,3 +244,13 @@ def clip_model_type(directory: Path, source: str) -> str:
             f"({', '.join(CLIP_FAMILIES)}): point {FIELDS[CLIP]} at a model of one of them and rerun fetch-models"
         )
     return model_type
+
+
+def check_clip(directory: Path, source: str, fix: str = REDO) -> ClipFamily:
+    """The CLIP family of a CLIP model directory (config.json's model_type), after checking that its shard indexes and
+    processor files are what `load_clip` may hand to transformers with the family's image processor (refusals end in
+    `fix`, `ScorersDir.fix`)."""
+    family = clip_families()[_clip_model_type(directory, source, fix)]
+    check_shard_indexes(directory, fix)
+    check_processor_files(directory, family.image_processor, fix)
+    return family

@@ -25,7 +25,7 @@ from typing import Any
 from kolora_core.errors import KoloraError
 from kolora_core.relative_names import is_relative_name
 
-_REDO = "rerun fetch-models"
+REDO = "rerun fetch-models"  # what a refusal says to do by default: the folder's files are not as fetch-models wrote them
 
 
 def _is_file(path: Path) -> bool:
@@ -45,16 +45,17 @@ def json_object(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def check_shard_indexes(folder: Path) -> None:
+def check_shard_indexes(folder: Path, fix: str = REDO) -> None:
     """Refuse a shard index in `folder` that is not a JSON object with a weight_map, or whose weight_map names
-    anything but a file inside `folder`: one line naming the index, the name and the tensor."""
+    anything but a file inside `folder`: one line naming the index, the name and the tensor, ending in `fix` (what
+    to do: rerunning fetch-models does not help where the hub repo itself publishes the file)."""
     for index in sorted(folder.glob("*.index.json")):
         weight_map = (json_object(index) or {}).get("weight_map")
         if not isinstance(weight_map, dict):
-            raise KoloraError(f"{index} is not a shard index (a JSON object with a 'weight_map' mapping): {_REDO}")
+            raise KoloraError(f"{index} is not a shard index (a JSON object with a 'weight_map' mapping): {fix}")
         for tensor, shard in weight_map.items():
             if not (isinstance(shard, str) and is_relative_name(shard) and _is_file(folder / shard)):
-                raise KoloraError(f"{index}: weight_map names {shard!r} for {tensor}, which is not a file in {folder}: {_REDO}")
+                raise KoloraError(f"{index}: weight_map names {shard!r} for {tensor}, which is not a file in {folder}: {fix}")
 
 
 @functools.cache
@@ -85,7 +86,7 @@ def _tokenizer_file_arguments() -> frozenset[str]:
     return frozenset(keys - {"tokenizer_config_file"})
 
 
-def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) -> None:
+def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any], fix: str) -> None:
     """Refuse tokenizer_config.json keys that send the tokenizer to files other than the folder's own.
 
     `tokenizer_file` counts only where the folder holds a fast tokenizer file (tokenizer.json, or the versioned ones
@@ -96,18 +97,18 @@ def _check_tokenizer_config(folder: Path, path: Path, config: dict[str, Any]) ->
     if fast_files is not None and not (
         isinstance(fast_files, list) and all(isinstance(name, str) and is_relative_name(name) for name in fast_files)
     ):
-        raise KoloraError(f"{path}: fast_tokenizer_files names {fast_files!r}, not files in {folder}: {_REDO}")
+        raise KoloraError(f"{path}: fast_tokenizer_files names {fast_files!r}, not files in {folder}: {fix}")
     followed = _tokenizer_file_arguments()
     if fast_files is None and not _is_file(folder / "tokenizer.json"):
         followed -= {"tokenizer_file"}
     for key in sorted(followed & config.keys()):
         if config[key] is not None:
             raise KoloraError(
-                f"{path}: {key} names {config[key]!r}, which the tokenizer would read instead of the folder's own file: {_REDO}"
+                f"{path}: {key} names {config[key]!r}, which the tokenizer would read instead of the folder's own file: {fix}"
             )
 
 
-_PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any]], None] | None] = {
+_PROCESSOR_CONFIGS: dict[str, Callable[[Path, Path, dict[str, Any], str], None] | None] = {
     "tokenizer_config.json": _check_tokenizer_config,
     "preprocessor_config.json": None,  # the image processor's settings (`_check_image_processor_settings`)
     "processor_config.json": None,  # read by the image processor (its `image_processor` entry) where the one above is absent
@@ -135,7 +136,7 @@ def _image_processor_members(image_processor: type[Any]) -> frozenset[str]:
     )
 
 
-def _check_image_processor_settings(folder: Path, image_processor: type[Any]) -> None:
+def _check_image_processor_settings(folder: Path, image_processor: type[Any], fix: str) -> None:
     """Refuse settings that would replace a member of `image_processor` (the class the loader builds), in the file and
     the entry transformers reads them from: a JSON object's `image_processor` entry where it has one, else the object."""
     path = next((folder / name for name in _IMAGE_PROCESSOR_FILES if _is_file(folder / name)), None)
@@ -144,27 +145,27 @@ def _check_image_processor_settings(folder: Path, image_processor: type[Any]) ->
     config = json_object(path) or {}
     settings = config.get("image_processor", config)
     if not isinstance(settings, dict):
-        raise KoloraError(f"{path}: its image_processor entry is not a JSON object: {_REDO}")
+        raise KoloraError(f"{path}: its image_processor entry is not a JSON object: {fix}")
     shadowed = sorted(_image_processor_members(image_processor) & settings.keys())
     if shadowed:
         raise KoloraError(
             f"{path}: {shadowed[0]!r} is not a setting but a method or property of {image_processor.__name__}, "
-            f"which transformers would replace with the file's value: {_REDO}"
+            f"which transformers would replace with the file's value: {fix}"
         )
 
 
-def check_processor_files(folder: Path, image_processor: type[Any]) -> None:
+def check_processor_files(folder: Path, image_processor: type[Any], fix: str = REDO) -> None:
     """Refuse the processor's JSON files in `folder` (tokenizer, image processor, processor) where one is
     not a JSON object (transformers fails on it with a traceback), names a file that transformers would open in
     place of the folder's own, or holds an image processor setting that names a method of `image_processor` (the
-    class the loader builds from them): one line naming the file, the key and what to do."""
+    class the loader builds from them): one line naming the file, the key and what to do (`fix`)."""
     for name, check in _PROCESSOR_CONFIGS.items():
         path = folder / name
         if not _is_file(path):
             continue
         config = json_object(path)
         if config is None:
-            raise KoloraError(f"{path} is not a JSON object: {_REDO}")
+            raise KoloraError(f"{path} is not a JSON object: {fix}")
         if check is not None:
-            check(folder, path, config)
-    _check_image_processor_settings(folder, image_processor)
+            check(folder, path, config, fix)
+    _check_image_processor_settings(folder, image_processor, fix)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +82,26 @@ def test_full_profile_downloads_scorers_from_the_hub_and_evaluate_names_them(
     }
     assert report["scores"]["aesthetic"]["model"] == f"hf://{AESTHETIC_REPO}@default"
     assert report["gate"]["result"] == "failed" and "< evaluate.min_aesthetic 6.0" in report["gate"]["reason"]
+
+
+def test_fetch_models_refuses_a_repo_whose_processor_file_evaluate_would_refuse(
+    hubs: FakeHub, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The repo's preprocessor_config.json shadows a method of the image processor: fetch-models exits 2 with
+    evaluate's line (pointing the config field at another repo), before train or generate runs, and commits nothing."""
+    files = hubs.repos[CLIP_REPO]
+    files["preprocessor_config.json"] = json.dumps(json.loads(files["preprocessor_config.json"]) | {"preprocess": 1}).encode()
+    assert _fetch(tmp_path, "full") == 2
+    line = (
+        "'preprocess' is not a setting but a method or property of ChineseCLIPImageProcessor, which transformers would "
+        f"replace with the file's value: the file is as hf://{CLIP_REPO}@default publishes it: point evaluate.clip_repo "
+        "at another repo or revision"
+    )
+    where = rf"{re.escape(str(tmp_path))}/\S*scorers/clip/preprocessor_config\.json"  # in the stage's staging directory
+    assert re.fullmatch(
+        rf"kolora fetch-models: error: {where}: {re.escape(line)}", capsys.readouterr().err.strip().splitlines()[-1]
+    )
+    assert not (tmp_path / "scorers" / COMPLETE_MARKER).exists()
 
 
 def test_exit_codes_tell_the_workflow_what_to_retry(

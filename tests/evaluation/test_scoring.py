@@ -15,8 +15,8 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from kolora_core.errors import KoloraError
-from kolora_core.evaluation.scoring import clip_families, load_aesthetic, load_clip
-from kolora_core.models.scorers import AESTHETIC, CLIP, CLIP_FAMILIES, check_aesthetic
+from kolora_core.evaluation.scoring import load_aesthetic, load_clip
+from kolora_core.models.scorers import AESTHETIC, CLIP, CLIP_FAMILIES, check_aesthetic, clip_families
 from tests.evaluation.conftest import head_weights, shard_weights, write_aesthetic_dir
 from tests.models.broken_index import BROKEN, break_index, misplace_tensor
 
@@ -408,8 +408,8 @@ def test_an_aesthetic_preprocessor_config_that_is_not_a_json_object_is_refused(
 
 
 def test_evaluate_loads_exactly_the_families_fetch_models_lets_through() -> None:
-    """fetch-models refuses a download by the models layer's CLIP_FAMILIES, evaluate picks classes by clip_families:
-    the same names, each with the classes docs/evaluation.md's table gives."""
+    """fetch-models refuses a download by CLIP_FAMILIES and checks its processor files against clip_families' image
+    processor, evaluate loads with clip_families' classes: the same names, each with docs/evaluation.md's classes."""
     families = clip_families()
     assert list(families) == list(CLIP_FAMILIES)
     for model_type, family in families.items():

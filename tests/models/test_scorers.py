@@ -225,6 +225,11 @@ def test_a_clip_of_another_family_fails_fetch_naming_repo_file_and_field(
     assert caught.value.exit_code == 2
 
 
+def _hub_fix(repo: str, field: str) -> str:
+    """How a refusal of a file the hub repo publishes ends: a rerun of fetch-models would download it again."""
+    return f"the file is as hf://{repo}@default publishes it: point {field} at another repo or revision"
+
+
 def test_an_aesthetic_config_that_is_not_a_json_object_fails_fetch_in_one_line(
     published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -233,8 +238,80 @@ def test_an_aesthetic_config_that_is_not_a_json_object_fails_fetch_in_one_line(
     with _serve_changed(published["aesthetic"], AESTHETIC_REPO, "config.json", "[]", tmp_path, monkeypatch):
         out = tmp_path / "s"
         message = f"aesthetic model hf://{AESTHETIC_REPO}@default: {out / 'aesthetic' / 'config.json'} is not a JSON object"
-        with pytest.raises(KoloraError, match=rf"^{re.escape(message)}: rerun fetch-models$"):
+        fix = _hub_fix(AESTHETIC_REPO, "evaluate.aesthetic_repo")
+        with pytest.raises(KoloraError, match=rf"^{re.escape(message)}: {re.escape(fix)}$"):
             fetch_scorers(run.evaluate, run.models, out)
+
+
+_PUBLISHED_BROKEN = {  # case -> (part, file, the change the repo publishes or None for `[]`, the refusal before the hint)
+    "aesthetic preprocessor not an object": ("aesthetic", "preprocessor_config.json", None, "{path} is not a JSON object"),
+    "aesthetic preprocessor shadowing a method": (
+        "aesthetic",
+        "preprocessor_config.json",
+        {"preprocess": 1},
+        "{path}: 'preprocess' is not a setting but a method or property of CLIPImageProcessor, which transformers "
+        "would replace with the file's value",
+    ),
+    "clip preprocessor shadowing a method": (
+        "clip",
+        "preprocessor_config.json",
+        {"resize": 1},
+        "{path}: 'resize' is not a setting but a method or property of ChineseCLIPImageProcessor, which transformers "
+        "would replace with the file's value",
+    ),
+    "clip tokenizer reading another vocabulary": (
+        "clip",
+        "tokenizer_config.json",
+        {"vocab_file": "/etc/passwd"},
+        "{path}: vocab_file names '/etc/passwd', which the tokenizer would read instead of the folder's own file",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(_PUBLISHED_BROKEN))
+def test_a_processor_file_the_repo_publishes_broken_fails_fetch_telling_to_change_the_repo(
+    published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path, case: str
+) -> None:
+    """fetch-models checked the head and the CLIP family only, so a repo whose preprocessor_config.json or
+    tokenizer_config.json evaluate refuses downloaded fine, train and generate spent GPU time, and evaluate refused
+    it with "rerun fetch-models", which downloads the same file. Now fetch-models gives evaluate's line right after
+    the download, ending in what helps: another repo or revision."""
+    part, name, change, says = _PUBLISHED_BROKEN[case]
+    repo, field = {"aesthetic": (AESTHETIC_REPO, "evaluate.aesthetic_repo"), "clip": (CLIP_REPO, "evaluate.clip_repo")}[part]
+    content = "[]" if change is None else json.dumps(json.loads((published[part] / name).read_text(encoding="utf-8")) | change)
+    run = _config(**{("clip_repo" if part == "aesthetic" else "aesthetic_repo"): None})
+    out = tmp_path / "s"
+    with _serve_changed(published[part], repo, name, content, tmp_path, monkeypatch):
+        message = f"{says.format(path=out / part / name)}: {_hub_fix(repo, field)}"
+        with pytest.raises(KoloraError, match=rf"^{re.escape(message)}$") as caught:
+            fetch_scorers(run.evaluate, run.models, out)
+    assert caught.value.exit_code == 2
+
+
+def _republish(scorers: ScorersDir, name: str, change: dict[str, object]) -> Path:
+    """`scorers` with `change` in the file `name` and a manifest hashing it: what a kolora that did not check the
+    file at fetch time (or the repo itself, for a hub part) handed to evaluate, past the sha256 check."""
+    path, manifest = scorers.root / name, scorers.read_manifest()
+    path.write_text(json.dumps(json.loads(path.read_text(encoding="utf-8")) | change), encoding="utf-8")
+    scorers.write_manifest(manifest["kind"], manifest["sources"])
+    return path
+
+
+def test_evaluate_tells_to_change_a_hub_repo_and_to_rerun_fetch_for_a_stand_in(hub: FakeHub, tmp_path: Path) -> None:
+    """The same checks in evaluate: a hub part's file (its sha256 matched) is the repo's, so the line says to point
+    the field elsewhere; a tiny stand-in is kolora's own, and evaluate's line for it is unchanged."""
+    config = _config(aesthetic_repo=None)
+    hub_scorers = fetch_scorers(config.evaluate, config.models, tmp_path / "hub")
+    path = _republish(hub_scorers, "clip/preprocessor_config.json", {"resize": 1})
+    shadow = f"{path}: 'resize' is not a setting but a method or property of ChineseCLIPImageProcessor, which "
+    shadow += "transformers would replace with the file's value"
+    with pytest.raises(KoloraError, match=rf"^{re.escape(shadow)}: {re.escape(_hub_fix(CLIP_REPO, 'evaluate.clip_repo'))}$"):
+        load_scorers(hub_scorers.root, config.evaluate, "cpu")
+    smoke = load_config("smoke", overrides={"evaluate.aesthetic_repo": None})
+    tiny = fetch_scorers(smoke.evaluate, smoke.models, tmp_path / "tiny")
+    path = _republish(tiny, "clip/preprocessor_config.json", {"resize": 1})
+    with pytest.raises(KoloraError, match=rf"^{re.escape(str(path))}: 'resize' is not a setting.*: rerun fetch-models$"):
+        load_scorers(tiny.root, smoke.evaluate, "cpu")
 
 
 def test_modelscope_scheme(published: dict[str, Path], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
