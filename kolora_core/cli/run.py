@@ -133,7 +133,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     check_dataset_key(params)
     absolute_local_dataset(params)
     check_notify_url(params)
-    check_release_store(params)
+    check_release_store(params, args.s3_endpoint, store_named(args.s3_endpoint))
     soft: dict[str, str] = {}
     take_profile(params, args.profile)
     if args.profile is None:
@@ -156,6 +156,11 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         collect_max_bytes=int(args.collect_max_gb * 2**30),
         store_checks=(check_dataset_key_stored,),
     )
+
+
+def store_named(endpoint: str | None) -> str:
+    """The run's store as a refusal names it: --s3-endpoint's value, or the embedded store."""
+    return "the embedded store" if endpoint is None else f"--s3-endpoint {endpoint!r}"
 
 
 def retry_options(args: argparse.Namespace) -> RunOptions:

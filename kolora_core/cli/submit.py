@@ -233,7 +233,7 @@ def _submit_command(args: argparse.Namespace) -> int:
     params = parse_parameters(args.parameter, args.config)
     check_dataset_key(params)
     check_notify_url(params)
-    check_release_store(params)
+    check_release_store(params, None, "the template's s3-endpoint")
     given = f"-p dataset={params['dataset']}" if params.get("dataset") else None
     if args.no_validate:
         refuse_local_dataset(params, params.get("dataset"), given or "")

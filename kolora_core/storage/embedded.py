@@ -49,6 +49,7 @@ from typing import Any, TextIO
 
 from kolora_core.errors import KoloraError
 from kolora_core.parent_death import die_with_parent
+from kolora_core.storage.bucket_names import check_bucket_name
 from kolora_core.storage.s3 import DEFAULT_BUCKET, MiB, S3Settings, make_client
 
 STORE_DIRNAME = ".store"
@@ -62,8 +63,6 @@ READY_PROBE_KEY = ".kolora/ready"
 VOLUME_SIZE_MB = 1024
 NO_WRITABLE_VOLUME = "No writable volumes"  # weed's log line when a write finds no volume and none can be added
 LOG_TAIL_BYTES = 256 * 1024  # how much of weed.log the diagnosis reads (the failed write's lines are at its end)
-BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")  # S3's rule, which weed enforces
-BUCKET_RULE = "use 3-63 lowercase letters, digits, '.' and '-', starting and ending with a letter or digit"
 _PORT_TAKEN = re.compile(r"listen tcp [\d.]*:(\d+): bind: address already in use")
 _FATAL = re.compile(r"^F\d{4} [\d:.]+ \S+ (.*)$", re.MULTILINE)
 
@@ -133,9 +132,9 @@ class EmbeddedS3:
         ready_timeout: float = READY_TIMEOUT_S,
         volume_size_mb: int = VOLUME_SIZE_MB,
     ) -> None:
-        if not BUCKET_NAME.fullmatch(bucket):
-            # weed refuses it on every write, so the readiness probe would only time out (60 s) first
-            raise KoloraError(f"bucket name '{bucket}' is not a valid S3 bucket name: {BUCKET_RULE}")
+        # S3's rule, which weed enforces: it refuses the bucket on every write, so the readiness probe would only
+        # time out (60 s) first
+        check_bucket_name(bucket, None, f"bucket name '{bucket}'", "the embedded store")
         self.bucket = bucket
         self.volume_size_mb = volume_size_mb
         self.s3_port = s3_port

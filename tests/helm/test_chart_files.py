@@ -15,7 +15,7 @@ import yaml
 
 from kolora_core.config import ModelsConfig, available_profiles
 from kolora_core.stages import STAGES
-from kolora_core.storage.embedded import BUCKET_NAME
+from kolora_core.storage.bucket_names import GCS_HOST, GCS_RULE, S3_RULE
 from tests.argo_schema import crd_schema, require_crds
 from tests.helm.chart import CHART, render_text
 from tests.helm.timezones import SCHEMA, rewrite, zone_names
@@ -85,7 +85,11 @@ def test_schema_enums_are_kolora_cores() -> None:
     assert set(STAGES) < set(_container_steps()), "every stage is a step (promote is the workflow's own)"
     assert schema["definitions"]["profile"]["enum"] == available_profiles()
     assert props["models"]["properties"]["source"]["enum"] == ["", *get_args(ModelsConfig.model_fields["source"].annotation)]
-    assert props["s3"]["properties"]["bucket"]["pattern"] == f"^({BUCKET_NAME.pattern})?$", "the rule kolora run applies"
+    s3 = props["s3"]
+    assert s3["if"]["properties"]["endpoint"]["pattern"] == f"^{re.escape(GCS_HOST)}(:[0-9]+)?$", "kolora's GCS host"
+    for rule, branch in ((GCS_RULE, s3["then"]), (S3_RULE, s3["else"])):  # the rules kolora run applies
+        bucket = branch["properties"]["bucket"]
+        assert (bucket["pattern"], bucket["maxLength"]) == (f"^({rule.pattern.pattern})?$", rule.max_length), rule.store
     account = props["serviceAccount"]["properties"]["name"]
     assert (account["pattern"], account["maxLength"]) == (f"^({DNS_SUBDOMAIN.pattern})?$", DNS_SUBDOMAIN_MAX), "kolora render's"
     effect = props["gpu"]["properties"]["tolerations"]["items"]["properties"]["effect"]

@@ -33,6 +33,7 @@ from workflows.options import RenderOptions
 
 VALUE_SETS = {"default": {}, **{f"ci/{name}": values for name, values in ci_values().items()}}
 CHART_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())
+REPOSITORY_CM = "templates/artifact-repositories-cm.yaml"
 EXECUTOR_RULE = {"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}
 GC_RULES = [
     {"apiGroups": ["argoproj.io"], "resources": ["workflowartifactgctasks"], "verbs": ["list", "watch"]},
@@ -230,6 +231,29 @@ def test_artifact_repository_with_sdk_credentials() -> None:
 )
 def test_bad_values_fail_with_a_message(values: dict[str, Any], message: str) -> None:
     assert message in render_error(values)
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "bucket", "taken"),
+    [
+        ("storage.googleapis.com", "my_team_bucket", True),  # GCS takes '_' (kolora's GCS_RULE)
+        ("storage.googleapis.com:443", "team.kolora_runs." + "r" * 63 + ".eu", True),  # dots: up to 222
+        ("storage.googleapis.com", "r" * 64, False),  # 63 without dots, as on S3
+        ("storage.googleapis.com", "My_Team", False),
+        ("minio.minio:9000", "my_team_bucket", False),  # MinIO, AWS and the rest keep S3's rule
+        ("s3.amazonaws.com", "my_team_bucket", False),
+        ("", "my_team_bucket", False),  # the quick-start's MinIO
+    ],
+)
+def test_the_bucket_takes_the_rule_of_its_endpoint(endpoint: str, bucket: str, taken: bool) -> None:
+    """values.schema.json decides by s3.endpoint as kolora_core.storage.bucket_names does: a GCS team's existing
+    bucket with '_' installs, the same name for MinIO or AWS is refused at /s3/bucket before anything is applied."""
+    s3 = {"endpoint": endpoint, "bucket": bucket}
+    if taken:
+        repository = render_text({"s3": {**s3, "existingSecret": "gcs-hmac"}, "artifactRepository": {"create": True}})
+        assert f'bucket: "{bucket}"' in repository[REPOSITORY_CM]
+    else:
+        assert "/s3/bucket" in render_error({"s3": s3})
 
 
 @pytest.mark.parametrize(

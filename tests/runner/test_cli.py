@@ -109,9 +109,36 @@ def test_a_publish_prefix_no_key_can_carry_is_refused_before_any_step(prefix: st
 @pytest.mark.parametrize("bucket", ["Bad_B", "ab", "-bucket"])
 def test_a_release_bucket_s3_refuses_is_refused_before_any_step(bucket: str) -> None:
     """Like a bad publish-prefix, it reached the champion step after ingest and filter."""
-    with pytest.raises(KoloraError, match=rf"^-p s3-bucket='{re.escape(bucket)}' is not an S3 bucket name: use 3-63"):
+    refusal = rf"^-p s3-bucket='{re.escape(bucket)}' is not an S3 bucket name \(S3's rule, for the embedded store\): use 3-63"
+    with pytest.raises(KoloraError, match=refusal):
         options_from_args(parse("-p", f"s3-bucket={bucket}"))
     assert options_from_args(parse("-p", "s3-bucket=team-a.releases")).parameters["s3-bucket"] == "team-a.releases"
+
+
+GCS = "https://storage.googleapis.com"
+
+
+@pytest.mark.parametrize(
+    "flags", [["--s3-endpoint", GCS], ["-p", f"s3-endpoint={GCS}"], ["--s3-endpoint", "", "-p", f"s3-endpoint={GCS}"]]
+)
+def test_a_gcs_release_bucket_takes_gcs_rule(flags: list[str]) -> None:
+    """A GCS team's existing bucket has '_' (GCS allows it, S3 does not): the steps' store decides, -p s3-endpoint
+    over --s3-endpoint."""
+    assert options_from_args(parse(*flags, "-p", "s3-bucket=my_team_bucket")).parameters["s3-bucket"] == "my_team_bucket"
+    with pytest.raises(KoloraError, match=r"^-p s3-bucket='My_Team' is not a GCS bucket name \(GCS's rule, for "):
+        options_from_args(parse(*flags, "-p", "s3-bucket=My_Team"))
+
+
+@pytest.mark.parametrize(
+    ("flags", "where"),
+    [([], "the embedded store"), (["--s3-endpoint", "http://minio:9000"], "--s3-endpoint 'http://minio:9000'"),
+     (["--s3-endpoint", GCS, "-p", "s3-endpoint="], "-p s3-endpoint=''")],
+)  # fmt: skip
+def test_an_underscore_bucket_elsewhere_keeps_s3_rule_and_says_how_gcs_takes_it(flags: list[str], where: str) -> None:
+    with pytest.raises(KoloraError) as refused:
+        options_from_args(parse(*flags, "-p", "s3-bucket=my_team_bucket"))
+    assert str(refused.value).startswith(f"-p s3-bucket='my_team_bucket' is not an S3 bucket name (S3's rule, for {where}): ")
+    assert str(refused.value).endswith(f"letter or digit; a GCS bucket takes GCS's rule with -p s3-endpoint={GCS}")
 
 
 @pytest.mark.parametrize("started", [False, True])

@@ -121,6 +121,20 @@ def test_a_bad_publish_prefix_is_refused_on_the_laptop(capsys: pytest.CaptureFix
 
 
 @pytest.mark.parametrize("validate", [[], ["--no-validate"]])
+def test_the_release_bucket_takes_the_rule_of_its_endpoint(capsys: pytest.CaptureFixture[str], validate: list[str]) -> None:
+    """GCS takes '_' ('my_team_bucket' exists there); the template's own endpoint, unseen here, takes S3's rule."""
+    gcs = ["-p", "s3-endpoint=https://storage.googleapis.com", "-p", "s3-bucket=my_team_bucket"]
+    code, out, err = run_submit(["--dry-run", *gcs, *validate], capsys)
+    assert code == 0 and "my_team_bucket" in out, err
+    code, out, err = run_submit(["--dry-run", "-p", "s3-bucket=my_team_bucket", *validate], capsys)
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert err.startswith(
+        "kolora submit: error: -p s3-bucket='my_team_bucket' is not an S3 bucket name (S3's rule, for the template's "
+        "s3-endpoint): use 3-63 lowercase"
+    ) and err.endswith("a GCS bucket takes GCS's rule with -p s3-endpoint=https://storage.googleapis.com\n"), err
+
+
+@pytest.mark.parametrize("validate", [[], ["--no-validate"]])
 def test_a_config_file_that_cannot_be_read_is_one_line(capsys: pytest.CaptureFixture[str], tmp_path, validate: list[str]) -> None:
     """A .yaml that is not UTF-8 was a UnicodeDecodeError traceback; a directory was '--config DIR: Is a directory'."""
     binary = tmp_path / "run.yaml"
