@@ -171,10 +171,15 @@ def run_workflow(options: RunOptions) -> RunResult:
     if not template_path.is_absolute() and not template_path.exists():
         template_path = options.repo_root / template_path
     workflow = load_workflow(template_path)
-    parameters = checked_parameters(workflow, options.parameters, options.soft_parameters)
-    parameters = portable_config_parameters(workflow, parameters)
-    configs = config_digests(workflow, parameters)
-    check_generate_shards(workflow, parameters)
+    try:
+        parameters = checked_parameters(workflow, options.parameters, options.soft_parameters)
+        parameters = portable_config_parameters(workflow, parameters)
+        configs = config_digests(workflow, parameters)
+        check_generate_shards(workflow, parameters)
+    except KoloraError as refusal:
+        if options.retry is None:
+            raise
+        raise options.retry.refused(refusal) from None  # its advice is a -p value, which a retry does not take
     if options.retry is not None:
         options.retry.check_unchanged(template_path, parameters, configs)
     engine = get_engine(options.engine, options.repo_root)

@@ -12,13 +12,15 @@ Refused, with one line and exit 2, before the store starts: a run that succeeded
 store directory is gone (its runs directory moved, or the store deleted: a retry started a new, empty store at the
 old path and ran every step again against it, with no champion), and a run whose template file or resolved configs
 differ from what it recorded (a profile or a default edited since): kept steps and rerun steps would come from two
-different pipelines, and train's checkpoints would be refused anyway. The code is the checkout's, as it is now.
+different pipelines, and train's checkpoints would be refused anyway. The code is the checkout's, as it is now, so
+its parameter checks may refuse what the run was started with (`RetryPlan.refused`): a new run fixes that.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +41,8 @@ from kolora_core.runner.spec import TemplateSpec
 from kolora_core.runner.step import INTERRUPTED
 
 KEPT = "succeeded before the retry; kept"
+# a parameter check's advice to pass a -p value (flags.py, local.resolve_parameters), which --retry does not take
+PASS_VALUE = re.compile(r"[;:] pass (-p .+)$")
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,22 @@ class RetryPlan:
 
     def other_parameters(self) -> dict[str, str]:
         return {name: value for name, value in self.record.parameters.items() if name not in self.record.given}
+
+    def refused(self, refusal: KoloraError) -> KoloraError:
+        """`refusal`, a parameter check's of the run's recorded values, said for the retry: one line whose way out is
+        a new run with the value the check asks for, not the `-p` it advised (a retry keeps the run's -p values and
+        takes none, so `kolora run --retry -p ...` is refused).
+
+        Why: the values passed the checks of the kolora that started the run; a check added or tightened since (more
+        `-p generate-shards` than the story has prompts was once taken) refuses them at every retry."""
+        message = str(refusal)
+        advice = PASS_VALUE.search(message)
+        problem = message[: advice.start()] if advice else message
+        fix = f"with {advice.group(1)}" if advice else "with -p values that pass"
+        return KoloraError(
+            f"cannot retry {self.run_id}: {problem}; a retry keeps the run's -p values and takes none: start a new run "
+            f"(`kolora run`) {fix}"
+        )
 
     def check_unchanged(self, template: Path, parameters: Mapping[str, str], configs: Mapping[str, str]) -> None:
         """Refuse (one line) a retry whose template file, parameters or resolved configs differ from the record."""

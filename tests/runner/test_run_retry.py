@@ -231,6 +231,51 @@ def test_the_cli_takes_the_run_from_its_record_and_refuses_what_would_change_it(
     assert capsys.readouterr().err == done
 
 
+def test_a_run_the_checks_refuse_now_says_to_start_a_new_run(
+    run: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Started by a kolora that took more -p generate-shards than the story has prompts, then failed: its retry was
+    refused with "pass -p generate-shards=8 or fewer", which `kolora run --retry` refuses in turn (it takes no -p)."""
+    template = tmp_path / "shards-then-fail.yaml"
+    shards = (TEMPLATES / "shards.yaml").read_text(encoding="utf-8")
+    template.write_text(
+        shards.replace(
+            "          - {name: generate, template: generate}\n",
+            "          - {name: generate, template: generate}\n"
+            "          - {name: fail, template: fail, dependencies: [generate]}\n",
+        )
+        + "    - name: fail\n      container: {image: kolora/test, command: [python, -c, 'raise SystemExit(1)']}\n",
+        encoding="utf-8",
+    )
+    with monkeypatch.context() as older:  # the kolora that started the run had no shards check
+        older.setattr("kolora_core.runner.local.check_generate_shards", lambda *args: None)
+        failed, _ = run(str(template), parameters={"generate-shards": "9"})
+    assert not failed.ok and failed.failed is not None and failed.failed.node == "fail"
+    assert main(["run", "--retry", failed.run_id, "--runs-dir", str(tmp_path / "runs")]) == 2
+    assert capsys.readouterr().err == (
+        f"kolora run: error: cannot retry {failed.run_id}: -p generate-shards=9: the story has 8 prompts (profile smoke), "
+        "so 1 of the 9 shards would render nothing (each a GPU pod that downloads the models first); a retry keeps the "
+        "run's -p values and takes none: start a new run (`kolora run`) with -p generate-shards=8 or fewer\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("refusal", "said"),
+    [
+        ("parameter 'items' of resumable has no value: pass -p items=VALUE", "parameter 'items' of resumable has no value"
+         "; a retry keeps the run's -p values and takes none: start a new run (`kolora run`) with -p items=VALUE"),
+        ("-p items='x' (--train.steps) is refused before any step runs: train.steps: not an integer",
+         "-p items='x' (--train.steps) is refused before any step runs: train.steps: not an integer; a retry keeps the "
+         "run's -p values and takes none: start a new run (`kolora run`) with -p values that pass"),
+    ],
+)  # fmt: skip
+def test_every_parameter_refusal_under_retry_points_to_a_new_run(run: Any, refusal: str, said: str) -> None:
+    """The local runner's and check_config_parameters' refusals (these forms) get the same way out."""
+    failed, _ = run("resumable.yaml", parameters={"fail-at": "1"})
+    plan = plan_retry(failed.run_dir.parent, failed.run_id)
+    assert str(plan.refused(KoloraError(refusal))) == f"cannot retry {failed.run_id}: {said}"
+
+
 def interrupt_work(store: S3Store, runs: Path, sig: signal.Signals, *params: str) -> tuple[int, str, Path]:
     """A real `kolora run` of resumable.yaml, sent `sig` once `work` has done item 1; returns its exit code, its stderr
     and the run's directory."""
