@@ -27,7 +27,7 @@ from pathlib import Path
 
 from kolora_core import commit
 from kolora_core.cli.release_store_params import check_prefix
-from kolora_core.cli.store_args import add_release_store_arguments, open_store, store_flags
+from kolora_core.cli.store_args import add_release_store_arguments, check_bucket_flag, open_store, store_flags
 from kolora_core.config import load_config
 from kolora_core.errors import KoloraError
 from kolora_core.evaluation.champion import FOUND
@@ -56,7 +56,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _champion_command(args: argparse.Namespace) -> int:
-    check_prefix(args.prefix, f"--prefix {args.prefix!r}")  # before the store: the mistake to fix first
+    check_prefix(args.prefix, f"--prefix {args.prefix!r}")  # before the store: the mistakes to fix first
+    check_bucket_flag(args)
     name = load_config(args.profile, args.config, {"name": args.name} if args.name else None, flags_name="--name").name
     with open_store(args, create=False) as store:
         storage = S3StoreStorage(store)

@@ -28,7 +28,7 @@ import argparse
 from pathlib import Path
 
 from kolora_core.cli.release_store_params import check_prefix
-from kolora_core.cli.store_args import add_release_store_arguments, open_store, store_flags
+from kolora_core.cli.store_args import add_release_store_arguments, check_bucket_flag, open_store, store_flags
 from kolora_core.config import load_config
 from kolora_core.errors import KoloraError
 from kolora_core.release.pointer import rollback
@@ -61,6 +61,7 @@ def _checked(args: argparse.Namespace) -> str | None:
     """The mistakes in the arguments, found before the store is contacted (they are the ones to fix first);
     returns the model name of a rollback."""
     check_prefix(args.prefix, f"--prefix {args.prefix!r}")
+    check_bucket_flag(args)
     if args.release is not None and not args.release.is_dir():
         raise KoloraError(f"--release {args.release} is not a directory: pass the publish stage's release folder")
     if args.rollback is None:

@@ -27,6 +27,7 @@ from kolora_core.cli.notify_url import check_notify_url
 from kolora_core.cli.parameter_flag import add_parameter_flag, take_profile
 from kolora_core.cli.release_store_params import check_release_store
 from kolora_core.cli.stop_signals import Stopped, last_line, stop_signals_raise
+from kolora_core.cli.store_args import check_bucket_flag, store_named
 from kolora_core.errors import KoloraError
 from kolora_core.runner.engines import ENGINES
 from kolora_core.runner.local import DEFAULT_TEMPLATE, RunOptions, failure_head, failure_report, run_workflow
@@ -134,6 +135,7 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
     absolute_local_dataset(params)
     check_notify_url(params)
     check_release_store(params, args.s3_endpoint, store_named(args.s3_endpoint))
+    check_bucket_flag(args)
     soft: dict[str, str] = {}
     take_profile(params, args.profile)
     if args.profile is None:
@@ -156,11 +158,6 @@ def options_from_args(args: argparse.Namespace) -> RunOptions:
         collect_max_bytes=int(args.collect_max_gb * 2**30),
         store_checks=(check_dataset_key_stored,),
     )
-
-
-def store_named(endpoint: str | None) -> str:
-    """The run's store as a refusal names it: --s3-endpoint's value, or the embedded store."""
-    return "the embedded store" if endpoint is None else f"--s3-endpoint {endpoint!r}"
 
 
 def retry_options(args: argparse.Namespace) -> RunOptions:

@@ -19,6 +19,7 @@ from pathlib import Path
 from kolora_core.errors import KoloraError
 from kolora_core.release.promote import DEFAULT_PREFIX
 from kolora_core.storage.address import DEFAULT_RUNS_DIR, embedded_flags, endpoint_flags, hinted_flags
+from kolora_core.storage.bucket_names import GCS_ENDPOINT, check_bucket_name
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import DEFAULT_BUCKET, UNREACHABLE_FIX, S3Settings, S3Store, open_at_command_line
 
@@ -37,6 +38,23 @@ def add_store_arguments(parser: argparse.ArgumentParser, *, embedded_default: bo
     )
     parser.add_argument("--bucket", default=DEFAULT_BUCKET, help=f"{bucket_help} (default: {DEFAULT_BUCKET})")
     parser.add_argument("--region", help="S3 region (default: AWS_REGION / AWS_DEFAULT_REGION or us-east-1)")
+
+
+def check_bucket_flag(args: argparse.Namespace) -> None:
+    """`--bucket` (where given) by the rule of the store `--s3-endpoint` names, else the embedded store's, before the
+    command contacts anything (`kolora run`, `kolora upload`, `kolora publish`, `kolora champion`).
+
+    Why: only the embedded store checked it, so a bad name on another store was refused by the server only when used
+    (minutes into a run, or after an upload scanned its folder), and a GCS bucket's '_' would have to pass S3's rule."""
+    if args.bucket is None:
+        return
+    gcs_fix = f"a GCS bucket takes GCS's rule with --s3-endpoint {GCS_ENDPOINT}"
+    check_bucket_name(args.bucket, args.s3_endpoint, f"--bucket {args.bucket!r}", store_named(args.s3_endpoint), gcs_fix)
+
+
+def store_named(endpoint: str | None) -> str:
+    """The store a refusal names: --s3-endpoint's value, or the embedded store."""
+    return "the embedded store" if endpoint is None else f"--s3-endpoint {endpoint!r}"
 
 
 def add_release_store_arguments(parser: argparse.ArgumentParser) -> None:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kolora_core.cli.dataset_key import clean_dataset_key
-from kolora_core.cli.store_args import add_store_arguments, embedded, open_store, store_dir, store_label
+from kolora_core.cli.store_args import add_store_arguments, check_bucket_flag, embedded, open_store, store_dir, store_label
 from kolora_core.data.suffixes import IMAGE_SUFFIXES, is_image_name, is_parquet_name
 from kolora_core.errors import KoloraError, name_some
 from kolora_core.release.assemble import RELEASE_MANIFEST
@@ -215,6 +215,7 @@ def _refuse_store_inside(folder: Path, store_dir: Path) -> None:
 
 def _upload_command(args: argparse.Namespace) -> int:
     key = clean_dataset_key(args.key, "key")
+    check_bucket_flag(args)
     if embedded(args):
         _refuse_store_inside(args.folder, store_dir(args))
     files = scan_folder(args.folder)
