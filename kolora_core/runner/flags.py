@@ -30,6 +30,7 @@ from kolora_core.config import (
     load_config,
 )
 from kolora_core.errors import KoloraError
+from kolora_core.runner.refusal import ValueAdvice
 from kolora_core.runner.spec import TemplateSpec, WorkflowSpec
 from kolora_core.stages import stage_of
 
@@ -82,7 +83,7 @@ def refuse_config_path(name: str, value: str, instead: str = '-p {name}="$(cat {
     if not isinstance(data, str) or not (Path(data).is_file() or "/" in data or data.lower().endswith(CONFIG_SUFFIXES)):
         return
     hint = instead.format(name=name, path=shlex.quote(data))
-    raise KoloraError(f"-p {name} holds the run config's text, not a path ('{data}'): pass {hint}")
+    raise ValueAdvice(f"-p {name} holds the run config's text, not a path ('{data}')", hint, ": ")
 
 
 def portable_config_parameters(workflow: WorkflowSpec, parameters: Mapping[str, str]) -> dict[str, str]:
@@ -176,10 +177,11 @@ def check_generate_shards(workflow: WorkflowSpec, parameters: Mapping[str, str],
         shards, prompts = generate.shards, len(generate.prompts)
         if shards > prompts:
             where = _prompts_origin(template, parameters, flags, config_name) or f"profile {profile}"
-            raise KoloraError(
+            raise ValueAdvice(
                 f"-p {name}={parameters[name]}: the story has {prompts} prompt{'s' * (prompts != 1)} ({where}), so "
                 f"{shards - prompts} of the {shards} shards would render nothing (each a GPU pod that downloads the "
-                f"models first); pass -p {name}={prompts} or fewer"
+                "models first)",
+                f"-p {name}={prompts} or fewer",
             )
 
 

@@ -40,6 +40,7 @@ from kolora_core.runner.flags import (
 )
 from kolora_core.runner.gpu_check import check_gpu_steps
 from kolora_core.runner.records import NodeRecord, RunResult
+from kolora_core.runner.refusal import ValueAdvice
 from kolora_core.runner.retry import RetryPlan, file_sha256
 from kolora_core.runner.run_record import RunRecord, StoreRecord, run_lock
 from kolora_core.runner.spec import WorkflowSpec
@@ -104,7 +105,7 @@ def resolve_parameters(workflow: WorkflowSpec, given: Mapping[str, str], soft: M
         elif spec.default is not None:
             value = spec.default
         else:
-            raise KoloraError(f"parameter '{name}' of {workflow.name} has no value: pass -p {name}=VALUE")
+            raise ValueAdvice(f"parameter '{name}' of {workflow.name} has no value", f"-p {name}=VALUE", ": ")
         if spec.enum and value not in spec.enum:
             raise KoloraError(f"parameter '{name}' is '{value}'; allowed: {', '.join(spec.enum)}")
         values[name] = value

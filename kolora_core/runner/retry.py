@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +27,7 @@ from pathlib import Path
 from kolora_core.errors import KoloraError
 from kolora_core.runner.context import RunContext
 from kolora_core.runner.records import NodeRecord
+from kolora_core.runner.refusal import ValueAdvice
 from kolora_core.runner.run_record import (
     RECORD_FILE,
     RUNNING,
@@ -41,8 +41,6 @@ from kolora_core.runner.spec import TemplateSpec
 from kolora_core.runner.step import INTERRUPTED
 
 KEPT = "succeeded before the retry; kept"
-# a parameter check's advice to pass a -p value (flags.py, local.resolve_parameters), which --retry does not take
-PASS_VALUE = re.compile(r"[;:] pass (-p .+)$")
 
 
 @dataclass(frozen=True)
@@ -74,10 +72,9 @@ class RetryPlan:
 
         Why: the values passed the checks of the kolora that started the run; a check added or tightened since (more
         `-p generate-shards` than the story has prompts was once taken) refuses them at every retry."""
-        message = str(refusal)
-        advice = PASS_VALUE.search(message)
-        problem = message[: advice.start()] if advice else message
-        fix = f"with {advice.group(1)}" if advice else "with -p values that pass"
+        problem, fix = str(refusal), "with -p values that pass"
+        if isinstance(refusal, ValueAdvice):  # flags.py's and local.resolve_parameters' checks: a value to pass
+            problem, fix = refusal.problem, f"with {refusal.advice}"
         return KoloraError(
             f"cannot retry {self.run_id}: {problem}; a retry keeps the run's -p values and takes none: start a new run "
             f"(`kolora run`) {fix}"

@@ -21,10 +21,12 @@ from kolora_core.cli import main
 from kolora_core.config import loader
 from kolora_core.errors import KoloraError
 from kolora_core.runner.collect import drop_abandoned
-from kolora_core.runner.local import RunOptions, run_workflow
+from kolora_core.runner.local import RunOptions, resolve_parameters, run_workflow
 from kolora_core.runner.records import RunResult
+from kolora_core.runner.refusal import ValueAdvice
 from kolora_core.runner.retry import plan_retry
 from kolora_core.runner.run_record import RECORD_FILE, run_lock
+from kolora_core.runner.spec import ParamSpec, WorkflowSpec
 from kolora_core.storage.embedded import STORE_DIRNAME, EmbeddedS3
 from kolora_core.storage.s3 import S3Store
 
@@ -259,21 +261,34 @@ def test_a_run_the_checks_refuse_now_says_to_start_a_new_run(
     )
 
 
+def _missing_value() -> KoloraError:
+    """resolve_parameters' own refusal of a parameter without a value."""
+    workflow = WorkflowSpec("resumable", "Workflow", "main", (ParamSpec("items"),), {})
+    with pytest.raises(KoloraError) as refused:
+        resolve_parameters(workflow, {})
+    assert str(refused.value) == "parameter 'items' of resumable has no value: pass -p items=VALUE"  # as a new run says
+    return refused.value
+
+
 @pytest.mark.parametrize(
     ("refusal", "said"),
     [
-        ("parameter 'items' of resumable has no value: pass -p items=VALUE", "parameter 'items' of resumable has no value"
+        (_missing_value, "parameter 'items' of resumable has no value"
          "; a retry keeps the run's -p values and takes none: start a new run (`kolora run`) with -p items=VALUE"),
-        ("-p items='x' (--train.steps) is refused before any step runs: train.steps: not an integer",
+        (lambda: KoloraError("-p items='x' (--train.steps) is refused before any step runs: train.steps: not an integer"),
          "-p items='x' (--train.steps) is refused before any step runs: train.steps: not an integer; a retry keeps the "
          "run's -p values and takes none: start a new run (`kolora run`) with -p values that pass"),
+        # the advice is data: a check worded unlike the others still gives it, and only once
+        (lambda: ValueAdvice("-p items=3 is too many for Tuesdays", "-p items=2 (or wait for Wednesday)", sep=" -- so "),
+         "-p items=3 is too many for Tuesdays; a retry keeps the run's -p values and takes none: start a new run "
+         "(`kolora run`) with -p items=2 (or wait for Wednesday)"),
     ],
 )  # fmt: skip
-def test_every_parameter_refusal_under_retry_points_to_a_new_run(run: Any, refusal: str, said: str) -> None:
+def test_every_parameter_refusal_under_retry_points_to_a_new_run(run: Any, refusal: Any, said: str) -> None:
     """The local runner's and check_config_parameters' refusals (these forms) get the same way out."""
     failed, _ = run("resumable.yaml", parameters={"fail-at": "1"})
     plan = plan_retry(failed.run_dir.parent, failed.run_id)
-    assert str(plan.refused(KoloraError(refusal))) == f"cannot retry {failed.run_id}: {said}"
+    assert str(plan.refused(refusal())) == f"cannot retry {failed.run_id}: {said}"
 
 
 def interrupt_work(store: S3Store, runs: Path, sig: signal.Signals, *params: str) -> tuple[int, str, Path]:
