@@ -146,14 +146,11 @@ def _uploads(stage: Stage, given: dict[str, Path | None], named: dict[str, str |
                     f"the upload {origin!r} did not arrive (nothing at --{name} {path}): nothing is stored under that "
                     "name; check it (a typo? not uploaded yet?)"
                 )
+            instead = f"{stage.name} {stage.without[name]}"
             if named[name] is None:
-                log.warning(
-                    "input --%s %s does not exist: %s reads the source its config names; check the path", name, path, stage.name
-                )
+                log.warning("input --%s %s does not exist: %s; check the path", name, path, instead)
             else:
-                log.info(
-                    "no --%s upload named (--%s-from is empty): %s reads the source its config names", name, name, stage.name
-                )
+                log.info("no --%s upload named (--%s-from is empty): %s", name, name, instead)
         elif not path.is_dir():
             hint = "an empty object (a folder marker): name the prefix without a trailing '/'" if not path.stat().st_size else ""
             raise KoloraError(f"{what} is a file, not a folder: {hint or 'name the folder that holds it'}")

@@ -43,7 +43,7 @@ class Stage:
     # embeddings, generate encodes its prompts itself); on Argo the input artifact is `optional`, and an optional
     # input directory that does not exist (an artifact not supplied) counts as not given.
     optional: tuple[str, ...] = ()
-    # What the stage does without each optional input, for the line that says it runs without one (stage_cli).
+    # What the stage does without each optional input or upload, for the line that says it runs without one (stage_cli).
     without: dict[str, str] = field(default_factory=dict)
     # The user's own files handed in as they are (ingest's `source`: a folder of images or .parquet files): never a
     # stage's commit, so read as untrusted data, not pruned by a `_SUCCESS`; optional. `--<name>-from NAME` says
@@ -91,6 +91,7 @@ STAGES: dict[str, Stage] = {
             "download/read images, normalise, caption",
             outputs=("dataset",),
             uploads=("source",),
+            without={"source": "reads the source its config names"},
             config_sections=("ingest",),
         ),
         Stage(

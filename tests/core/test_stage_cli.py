@@ -103,9 +103,9 @@ def test_an_optional_input_that_is_not_there_is_not_given(inputs: Path, caplog: 
 
 
 def test_every_optional_input_says_what_the_stage_does_without_it() -> None:
-    """The line for an optional input not there names what the stage does instead (`Stage.without`)."""
+    """The line for an optional input or upload not there names what the stage does instead (`Stage.without`)."""
     for stage in STAGES.values():
-        assert {name for name in stage.optional if name in stage.inputs} == set(stage.without), stage.name
+        assert {name for name in stage.optional if name in stage.inputs} | set(stage.uploads) == set(stage.without), stage.name
 
 
 def test_unfinished_input_is_refused(inputs: Path, capsys: pytest.CaptureFixture[str]) -> None:
