@@ -14,6 +14,7 @@ File names, order and report contents depend only on the inputs and the config, 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import shutil
 import tempfile
@@ -33,7 +34,6 @@ from kolora_core.data.layout import (
     TRAIN_DIR,
     TRAIN_METADATA,
     Record,
-    file_sha256,
     read_ingest_report,
     read_records,
     write_json,
@@ -94,14 +94,14 @@ def verify_records(dataset_dir: Path, records: list[Record]) -> tuple[list[Recor
             reject(record, "path outside the dataset", f"{record.image} is outside the dataset directory")
         elif not path.is_file():
             reject(record, "missing file", f"{record.image} does not exist")
-        elif file_sha256(path) != record.sha256:
+        elif hashlib.sha256(data := path.read_bytes()).hexdigest() != record.sha256:  # the bytes decoded below
             reject(record, "sha256 mismatch", f"{record.image} changed since ingest (sha256 differs)")
         elif not record.text.strip():
             reject(record, "empty caption", "the record has no text")
         else:
             try:
                 with strict_pillow():
-                    size = decode(path.read_bytes()).size
+                    size = decode(data).size
             except Skip as exc:
                 reject(record, "unreadable image", f"{record.image}: {exc.reason}")
                 continue

@@ -89,14 +89,6 @@ def image_relpath(sha256: str) -> str:
     return f"{IMAGES_DIR}/{sha256[:ID_LENGTH]}.png"
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_records(dataset_dir: Path) -> Iterator[Record]:
     """Stream the records of a dataset dir; a malformed line is an error naming the file and line."""
     path = dataset_dir / DATASET_JSONL

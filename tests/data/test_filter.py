@@ -25,7 +25,7 @@ from kolora_core.data.datajuicer import DJResult
 from kolora_core.data.filter_report import explain_drop
 from kolora_core.data.filtering import VERIFY_OP, account, verify_records
 from kolora_core.data.ingest import ingest_to
-from kolora_core.data.layout import DATAJUICER_LOG, INGEST_REPORT, Record, file_sha256, read_records, write_json
+from kolora_core.data.layout import DATAJUICER_LOG, INGEST_REPORT, Record, read_records, write_json
 from kolora_core.data.smoke import smoke_kind
 from kolora_core.errors import KoloraError
 from kolora_core.stages import COMPLETE_MARKER
@@ -252,7 +252,7 @@ def test_a_png_whose_pixel_data_is_damaged_is_not_handed_to_data_juicer(tmp_path
     ingest_to(ingest_config(str(folder), caption="a picture"), dataset)
     good, bad = read_records(dataset)
     (dataset / bad.image).write_bytes(damage_pixels((dataset / bad.image).read_bytes(), damage))
-    bad = Record(**{**asdict(bad), "sha256": file_sha256(dataset / bad.image)})
+    bad = Record(**{**asdict(bad), "sha256": hashlib.sha256((dataset / bad.image).read_bytes()).hexdigest()})
     verified, rejected = verify_records(dataset, [good, bad])
     assert verified == [good]
     assert [(d.record, d.op, d.rule) for d in rejected] == [(bad, VERIFY_OP, "unreadable image")]
